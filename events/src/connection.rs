@@ -1,0 +1,144 @@
+//! Talking to NATS: connecting with the operator's options, and publishing an
+//! event the only way loadshift does it (waiting for the JetStream ack, with the
+//! event id as `Nats-Msg-Id`).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use async_nats::jetstream::{
+    self, context::PublishAckFuture, message::PublishMessage, publish::PublishAck,
+};
+
+use crate::envelope::Envelope;
+
+/// Why talking to NATS failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectionError {
+    /// could not connect
+    #[error("cannot connect to NATS at {url}: {message}")]
+    Connect {
+        /// The server URL.
+        url: String,
+        /// What the client said.
+        message: String,
+    },
+    /// the credentials file could not be read
+    #[error("cannot read NATS credentials file {path}: {message}")]
+    Credentials {
+        /// The file.
+        path: PathBuf,
+        /// What failed.
+        message: String,
+    },
+    /// the event could not be serialized
+    #[error("cannot serialize event {id}: {source}")]
+    Encode {
+        /// The event id.
+        id: uuid::Uuid,
+        /// What serde said.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// JetStream did not store the event
+    #[error("publishing {subject} (id {id}) was not acknowledged: {message}")]
+    Publish {
+        /// The subject.
+        subject: String,
+        /// The event id.
+        id: uuid::Uuid,
+        /// What the client or server said.
+        message: String,
+    },
+}
+
+/// Where and how to connect.
+#[derive(Debug, Clone)]
+pub struct NatsOptions {
+    /// Server URL(s), comma separated.
+    pub url: String,
+    /// Optional `.creds` file.
+    pub credentials: Option<PathBuf>,
+    /// The name the connection shows in `nats server report connections`.
+    pub client_name: String,
+}
+
+/// Connects, retrying in the background if the server goes away later.
+///
+/// With `retry_on_initial_connect` the call returns at once even if the
+/// server is not up yet; services that must buffer (the agent) want that.
+///
+/// # Errors
+/// [`ConnectionError`] when the credentials cannot be read or the first
+/// connection fails (without `retry_on_initial_connect`).
+pub async fn connect(
+    opts: &NatsOptions,
+    retry_on_initial_connect: bool,
+) -> Result<async_nats::Client, ConnectionError> {
+    let mut o = async_nats::ConnectOptions::new()
+        .name(&opts.client_name)
+        .connection_timeout(Duration::from_secs(5))
+        .max_reconnects(None);
+    if retry_on_initial_connect {
+        o = o.retry_on_initial_connect();
+    }
+    if let Some(path) = &opts.credentials {
+        o = o
+            .credentials_file(path)
+            .await
+            .map_err(|e| ConnectionError::Credentials {
+                path: path.clone(),
+                message: e.to_string(),
+            })?;
+    }
+    o.connect(opts.url.as_str())
+        .await
+        .map_err(|e| ConnectionError::Connect {
+            url: opts.url.clone(),
+            message: e.to_string(),
+        })
+}
+
+/// Publishes one event and waits until JetStream has stored it.
+///
+/// # Errors
+/// [`ConnectionError::Publish`] when it is not acknowledged (the caller keeps
+/// the event and retries: the msg-id makes a retry harmless).
+pub async fn publish(
+    js: &jetstream::Context,
+    env: &Envelope,
+) -> Result<PublishAck, ConnectionError> {
+    let fut = send(js, env).await?;
+    fut.await.map_err(|e| ConnectionError::Publish {
+        subject: env.subject(),
+        id: env.id,
+        message: e.to_string(),
+    })
+}
+
+/// Sends one event without waiting for its ack, so many can be in flight; the
+/// returned future resolves to the ack. Callers must await it before treating
+/// the event as stored.
+///
+/// # Errors
+/// [`ConnectionError`] when the event cannot be encoded or sent.
+pub async fn send(
+    js: &jetstream::Context,
+    env: &Envelope,
+) -> Result<PublishAckFuture, ConnectionError> {
+    let payload = env
+        .to_json()
+        .map_err(|source| ConnectionError::Encode { id: env.id, source })?;
+    let subject = env.subject();
+    js.send_publish(
+        subject.clone(),
+        PublishMessage::build()
+            .payload(payload.into())
+            .message_id(env.id.to_string()),
+    )
+    .await
+    .map_err(|e| ConnectionError::Publish {
+        subject,
+        id: env.id,
+        message: e.to_string(),
+    })
+}

@@ -1,0 +1,297 @@
+//! The envelope every event travels in.
+//!
+//! JSON on the wire, so the NATS CLI and any other client read events as they
+//! are. The envelope's `id` (UUIDv7: time-ordered) doubles as the
+//! `Nats-Msg-Id`, so a retried publish is stored once.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::payload::{Event, Kind};
+use crate::subject::{self, NodeName};
+
+/// The schema version this build writes and the newest it reads.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// One event with its metadata.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Envelope {
+    /// Unique, time-ordered id; also the JetStream `Nats-Msg-Id`.
+    pub id: Uuid,
+    /// When the emitting service says the fact happened.
+    pub occurred_at: DateTime<Utc>,
+    /// The node that emitted it.
+    pub node: NodeName,
+    /// Schema version the payload was written with.
+    pub schema: u32,
+    /// The typed payload; its kind is the envelope's `kind`.
+    pub event: Event,
+}
+
+/// The wire shape, used to write.
+#[derive(Serialize)]
+struct WireOut<'a> {
+    id: Uuid,
+    kind: &'static str,
+    occurred_at: DateTime<Utc>,
+    node: &'a NodeName,
+    schema: u32,
+    payload: serde_json::Value,
+}
+
+/// The wire shape, used to read: the payload stays raw until the kind is known.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WireIn<'a> {
+    id: Uuid,
+    kind: &'a str,
+    occurred_at: DateTime<Utc>,
+    node: NodeName,
+    schema: u32,
+    #[serde(borrow)]
+    payload: &'a serde_json::value::RawValue,
+}
+
+/// Why bytes from the log are not an event this build can apply.
+///
+/// Each variant is a reason to log the message with its subject and sequence
+/// and park it; none is a reason to crash.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    /// the envelope is not valid JSON of the expected shape
+    #[error("malformed envelope: {0}")]
+    Malformed(#[source] serde_json::Error),
+    /// the kind is one this build does not know
+    #[error("unknown event kind {0:?}")]
+    UnknownKind(String),
+    /// the event was written by a newer schema than this build reads
+    #[error("event schema {found} is newer than this build reads ({supported})")]
+    FutureSchema {
+        /// The schema the event claims.
+        found: u32,
+        /// The newest this build reads.
+        supported: u32,
+    },
+    /// the payload does not match its kind
+    #[error("payload of kind {kind} is malformed: {source}")]
+    BadPayload {
+        /// The kind the envelope claims.
+        kind: &'static str,
+        /// What serde said.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// the subject names another node than the envelope
+    #[error("subject {subject:?} does not name the envelope's node {node:?}")]
+    SubjectMismatch {
+        /// The message's subject.
+        subject: String,
+        /// The envelope's node.
+        node: String,
+    },
+}
+
+impl Envelope {
+    /// Wraps a new event emitted now by `node`, with a fresh UUIDv7.
+    pub fn new(node: NodeName, event: Event) -> Self {
+        Self {
+            id: Uuid::now_v7(),
+            occurred_at: Utc::now(),
+            node,
+            schema: SCHEMA_VERSION,
+            event,
+        }
+    }
+
+    /// The event's kind.
+    pub fn kind(&self) -> Kind {
+        self.event.kind()
+    }
+
+    /// The subject this envelope is published on.
+    pub fn subject(&self) -> String {
+        self.event.subject(&self.node)
+    }
+
+    /// Serializes to the JSON written into the log.
+    ///
+    /// # Errors
+    /// Only when a payload holds a non-finite float, which JSON cannot carry.
+    pub fn to_json(&self) -> serde_json::Result<Vec<u8>> {
+        serde_json::to_vec(&WireOut {
+            id: self.id,
+            kind: self.kind().as_str(),
+            occurred_at: self.occurred_at,
+            node: &self.node,
+            schema: self.schema,
+            payload: self.event.to_value()?,
+        })
+    }
+
+    /// Decodes bytes read from the log.
+    ///
+    /// # Errors
+    /// [`DecodeError`] says what is wrong: malformed JSON, an unknown kind, a
+    /// schema from the future, or a payload that does not fit its kind.
+    pub fn from_json(bytes: &[u8]) -> Result<Self, DecodeError> {
+        let wire: WireIn<'_> = serde_json::from_slice(bytes).map_err(DecodeError::Malformed)?;
+        if wire.schema > SCHEMA_VERSION {
+            return Err(DecodeError::FutureSchema {
+                found: wire.schema,
+                supported: SCHEMA_VERSION,
+            });
+        }
+        let kind =
+            Kind::parse(wire.kind).ok_or_else(|| DecodeError::UnknownKind(wire.kind.into()))?;
+        let event =
+            Event::from_value(kind, wire.payload).map_err(|source| DecodeError::BadPayload {
+                kind: kind.as_str(),
+                source,
+            })?;
+        Ok(Self {
+            id: wire.id,
+            occurred_at: wire.occurred_at,
+            node: wire.node,
+            schema: wire.schema,
+            event,
+        })
+    }
+
+    /// Decodes a message and checks that its subject names the same node as
+    /// the envelope, so a publisher cannot speak for another node by mistake.
+    ///
+    /// # Errors
+    /// As [`Envelope::from_json`], plus [`DecodeError::SubjectMismatch`].
+    pub fn from_message(subject: &str, bytes: &[u8]) -> Result<Self, DecodeError> {
+        let env = Self::from_json(bytes)?;
+        if subject::node_of(subject) != Some(env.node.as_str()) {
+            return Err(DecodeError::SubjectMismatch {
+                subject: subject.to_string(),
+                node: env.node.to_string(),
+            });
+        }
+        Ok(env)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::payload::{NodeJoined, NodeLeft};
+    use crate::telemetry::{Cpu, Memory, Sample};
+
+    fn node() -> NodeName {
+        NodeName::new("node2").unwrap()
+    }
+
+    fn sample() -> Sample {
+        Sample {
+            at: "2013-07-01T00:00:00Z".parse().unwrap(),
+            seq: 7,
+            cpu: Cpu {
+                usage_pct: 42.5,
+                capacity_cores: 2.0,
+                per_core_pct: vec![40.0, 45.0],
+            },
+            memory: Memory {
+                used_bytes: 1 << 30,
+                total_bytes: 4 << 30,
+            },
+            swap: None,
+            load: None,
+            net: None,
+            disk: None,
+            processes: Some(12),
+            psi: None,
+        }
+    }
+
+    #[test]
+    fn round_trips_every_kind() {
+        for event in [
+            Event::TelemetrySample(sample()),
+            Event::NodeJoined(NodeJoined {
+                source: "host".into(),
+                capacity_cores: 2.0,
+                memory_bytes: 1 << 34,
+                agent_version: "0.1.0".into(),
+            }),
+            Event::NodeLeft(NodeLeft {
+                reason: "SIGTERM".into(),
+                samples: 3,
+            }),
+        ] {
+            let env = Envelope::new(node(), event);
+            let bytes = env.to_json().unwrap();
+            let back = Envelope::from_message(&env.subject(), &bytes).unwrap();
+            assert_eq!(back, env);
+        }
+    }
+
+    #[test]
+    fn wire_format_is_plain_json_with_the_contract_fields() {
+        let env = Envelope::new(node(), Event::TelemetrySample(sample()));
+        let v: serde_json::Value = serde_json::from_slice(&env.to_json().unwrap()).unwrap();
+        assert_eq!(v["kind"], "telemetry.sample");
+        assert_eq!(v["node"], "node2");
+        assert_eq!(v["schema"], SCHEMA_VERSION);
+        assert_eq!(v["id"], env.id.to_string());
+        assert_eq!(env.id.get_version_num(), 7);
+        assert_eq!(v["payload"]["cpu"]["usage_pct"], 42.5);
+        assert_eq!(env.subject(), "telemetry.node2");
+    }
+
+    #[test]
+    fn bad_input_is_an_error_never_a_panic() {
+        let good = Envelope::new(node(), Event::TelemetrySample(sample()))
+            .to_json()
+            .unwrap();
+        let mut v: serde_json::Value = serde_json::from_slice(&good).unwrap();
+
+        assert!(matches!(
+            Envelope::from_json(b"{not json"),
+            Err(DecodeError::Malformed(_))
+        ));
+        assert!(matches!(
+            Envelope::from_json(b""),
+            Err(DecodeError::Malformed(_))
+        ));
+
+        v["kind"] = "telemetry.unheard_of".into();
+        let bytes = serde_json::to_vec(&v).unwrap();
+        assert!(matches!(
+            Envelope::from_json(&bytes),
+            Err(DecodeError::UnknownKind(k)) if k == "telemetry.unheard_of"
+        ));
+
+        v["kind"] = "telemetry.sample".into();
+        v["schema"] = (SCHEMA_VERSION + 1).into();
+        let bytes = serde_json::to_vec(&v).unwrap();
+        assert!(matches!(
+            Envelope::from_json(&bytes),
+            Err(DecodeError::FutureSchema { found, .. }) if found == SCHEMA_VERSION + 1
+        ));
+
+        v["schema"] = SCHEMA_VERSION.into();
+        v["payload"]["cpu"] = "lots".into();
+        let bytes = serde_json::to_vec(&v).unwrap();
+        assert!(matches!(
+            Envelope::from_json(&bytes),
+            Err(DecodeError::BadPayload { .. })
+        ));
+
+        v["payload"]["cpu"] = serde_json::json!({"usage_pct": 1.0, "capacity_cores": 1.0});
+        v["node"] = "a.b".into();
+        let bytes = serde_json::to_vec(&v).unwrap();
+        assert!(matches!(
+            Envelope::from_json(&bytes),
+            Err(DecodeError::Malformed(_))
+        ));
+
+        assert!(matches!(
+            Envelope::from_message("telemetry.node3", &good),
+            Err(DecodeError::SubjectMismatch { .. })
+        ));
+    }
+}

@@ -1,0 +1,21 @@
+//! The contract every loadshift service shares.
+//!
+//! Every fact in loadshift is an event in NATS JetStream; this crate is the one
+//! place that says what an event looks like ([`envelope`]), what each kind
+//! carries ([`payload`], [`telemetry`]), where it is published ([`subject`]),
+//! which streams keep it ([`stream`]) and how a service talks to NATS
+//! ([`connection`]). Services depend on this crate and on nothing of each other,
+//! so a change to the contract is visible in one diff.
+
+pub mod cli;
+pub mod connection;
+pub mod envelope;
+pub mod payload;
+pub mod stream;
+pub mod subject;
+pub mod telemetry;
+
+pub use envelope::{DecodeError, Envelope, SCHEMA_VERSION};
+pub use payload::{Event, Kind};
+pub use subject::NodeName;
+pub use telemetry::Sample;

@@ -1,0 +1,9 @@
+//! What loadshift's integration tests stand on: real servers started by the
+//! test itself, on a free port, with a store of their own, stopped when the test
+//! ends. Tests never touch a server they did not start.
+
+pub mod binaries;
+pub mod nats;
+
+pub use binaries::binary;
+pub use nats::NatsServer;

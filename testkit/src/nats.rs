@@ -1,0 +1,138 @@
+//! A real `nats-server` with JetStream, owned by one test.
+
+use std::io::Read;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A nats-server child process with its own port and store directory.
+///
+/// It exists so that every integration test runs against the real server
+/// (`scripts/setup` installs it), never a mock, and never one shared with
+/// another test. Dropping it kills the server and removes its store.
+pub struct NatsServer {
+    child: Option<Child>,
+    port: u16,
+    store: tempfile::TempDir,
+    log: PathBuf,
+}
+
+impl NatsServer {
+    /// Starts a server on a free port with an empty store and waits until it
+    /// accepts connections.
+    ///
+    /// # Panics
+    /// When `nats-server` is not installed or does not come up: the test
+    /// cannot run, and says so plainly.
+    pub fn start() -> Self {
+        let store = tempfile::Builder::new()
+            .prefix("loadshift-nats-")
+            .tempdir()
+            .expect("create a temporary store dir for nats-server");
+        let log = store.path().join("nats-server.log");
+        let mut server = Self {
+            child: None,
+            port: free_port(),
+            store,
+            log,
+        };
+        server.spawn();
+        server
+    }
+
+    /// The client URL, `nats://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// The server's JetStream store directory.
+    pub fn store_dir(&self) -> &Path {
+        self.store.path()
+    }
+
+    /// Kills the server (SIGKILL, as a crash would) and waits for it to exit.
+    /// The store stays, so [`NatsServer::restart`] brings the same data back.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the server again on the same port and store.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+
+    fn spawn(&mut self) {
+        let js_dir = self.store.path().join("jetstream");
+        let child = Command::new("nats-server")
+            .args(["-a", "127.0.0.1", "-p"])
+            .arg(self.port.to_string())
+            .arg("-js")
+            .arg("-sd")
+            .arg(&js_dir)
+            .arg("-l")
+            .arg(&self.log)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot start nats-server ({e}); run scripts/setup to install it")
+            });
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let addr: SocketAddr = ([127, 0, 0, 1], self.port).into();
+        loop {
+            if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
+                && self.log_contains("Server is ready")
+            {
+                return;
+            }
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
+                panic!(
+                    "nats-server exited with {status} before it was ready; its log:\n{}",
+                    self.read_log()
+                );
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "nats-server on port {} not ready after 20 s; its log:\n{}",
+                    self.port,
+                    self.read_log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn log_contains(&self, needle: &str) -> bool {
+        self.read_log().contains(needle)
+    }
+
+    /// The server's log so far, for a failing test's message.
+    pub fn read_log(&self) -> String {
+        let mut s = String::new();
+        if let Ok(mut f) = std::fs::File::open(&self.log) {
+            let _ = f.read_to_string(&mut s);
+        }
+        s
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A TCP port nobody listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("bind an ephemeral port on 127.0.0.1")
+}
