@@ -98,6 +98,7 @@ pub fn desired(settings: &StreamSettings) -> Vec<Config> {
             retention: RetentionPolicy::Limits,
             discard: DiscardPolicy::Old,
             duplicate_window: DUPLICATE_WINDOW,
+            max_bytes: -1,
             num_replicas: settings.replicas,
             description: Some(
                 "loadshift system of record: node, workload, migration and model events".into(),
@@ -136,11 +137,15 @@ pub fn differences(have: &Config, want: &Config) -> Vec<String> {
         format!("{:?}", have.max_age),
         format!("{:?}", want.max_age),
     );
-    check(
-        "max_bytes",
-        have.max_bytes.to_string(),
-        want.max_bytes.to_string(),
-    );
+    // The server reports "no limit" as -1 whatever the client sent (0 or -1).
+    let limit = |v: i64| {
+        if v <= 0 {
+            "unlimited".to_string()
+        } else {
+            v.to_string()
+        }
+    };
+    check("max_bytes", limit(have.max_bytes), limit(want.max_bytes));
     check(
         "replicas",
         have.num_replicas.max(1).to_string(),
