@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::payload::{Event, Kind};
-use crate::subject::{self, NodeName};
+use crate::subject::NodeName;
 
 /// The schema version this build writes and the newest it reads.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -82,13 +82,13 @@ pub enum DecodeError {
         #[source]
         source: serde_json::Error,
     },
-    /// the subject names another node than the envelope
-    #[error("subject {subject:?} does not name the envelope's node {node:?}")]
+    /// the subject is not the one this event belongs on
+    #[error("event published on {subject:?} belongs on {expected:?}")]
     SubjectMismatch {
         /// The message's subject.
         subject: String,
-        /// The envelope's node.
-        node: String,
+        /// The subject the envelope's kind and node (or acting node) call for.
+        expected: String,
     },
 }
 
@@ -158,17 +158,19 @@ impl Envelope {
         })
     }
 
-    /// Decodes a message and checks that its subject names the same node as
-    /// the envelope, so a publisher cannot speak for another node by mistake.
+    /// Decodes a message and checks that it was published on the subject its
+    /// kind and node call for, so a publisher cannot speak for another node,
+    /// or address the wrong one, by mistake.
     ///
     /// # Errors
     /// As [`Envelope::from_json`], plus [`DecodeError::SubjectMismatch`].
     pub fn from_message(subject: &str, bytes: &[u8]) -> Result<Self, DecodeError> {
         let env = Self::from_json(bytes)?;
-        if subject::node_of(subject) != Some(env.node.as_str()) {
+        let expected = env.subject();
+        if expected != subject {
             return Err(DecodeError::SubjectMismatch {
                 subject: subject.to_string(),
-                node: env.node.to_string(),
+                expected,
             });
         }
         Ok(env)

@@ -10,12 +10,15 @@
 pub mod cli;
 pub mod connection;
 pub mod envelope;
+pub mod migration;
 pub mod payload;
 pub mod stream;
 pub mod subject;
 pub mod telemetry;
+pub mod workload;
 
 pub use envelope::{DecodeError, Envelope, SCHEMA_VERSION};
 pub use payload::{Event, Kind};
 pub use subject::NodeName;
 pub use telemetry::Sample;
+pub use workload::WorkloadName;

@@ -6,36 +6,141 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::subject::{self, NodeName};
+use crate::migration;
+use crate::subject::NodeName;
 use crate::telemetry::Sample;
+use crate::workload;
 
-/// The `kind` string of each event, in one place.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Kind {
-    /// `telemetry.sample`
-    TelemetrySample,
-    /// `node.joined`
-    NodeJoined,
-    /// `node.left`
-    NodeLeft,
+/// Declares every kind once: its `Kind` variant, its `Event` variant with the
+/// payload type, and its `kind` string, so the three can never disagree.
+macro_rules! kinds {
+    ($( $(#[$doc:meta])* $variant:ident($payload:ty) = $name:literal, )*) => {
+        /// The `kind` string of each event, in one place.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        #[non_exhaustive]
+        pub enum Kind {
+            $( $(#[$doc])* $variant, )*
+        }
+
+        impl Kind {
+            /// Every kind this build knows.
+            pub const ALL: &'static [Kind] = &[$(Kind::$variant),*];
+
+            /// The string written in the envelope.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $( Kind::$variant => $name, )*
+                }
+            }
+        }
+
+        /// One decoded event payload.
+        ///
+        /// Non-exhaustive: the contract grows (model events next), and a
+        /// consumer that does not care about a new kind must keep compiling and
+        /// count it rather than break.
+        #[derive(Debug, Clone, PartialEq)]
+        #[non_exhaustive]
+        pub enum Event {
+            $( $(#[$doc])* $variant($payload), )*
+        }
+
+        impl Event {
+            /// This event's kind.
+            pub fn kind(&self) -> Kind {
+                match self {
+                    $( Event::$variant(_) => Kind::$variant, )*
+                }
+            }
+
+            /// The payload as JSON.
+            pub(crate) fn to_value(&self) -> serde_json::Result<serde_json::Value> {
+                match self {
+                    $( Event::$variant(p) => serde_json::to_value(p), )*
+                }
+            }
+
+            /// Decodes a payload of a known kind.
+            pub(crate) fn from_value(
+                kind: Kind,
+                payload: &serde_json::value::RawValue,
+            ) -> serde_json::Result<Event> {
+                let s = payload.get();
+                Ok(match kind {
+                    $( Kind::$variant => Event::$variant(serde_json::from_str(s)?), )*
+                })
+            }
+        }
+    };
+}
+
+kinds! {
+    /// A telemetry sample.
+    TelemetrySample(Sample) = "telemetry.sample",
+    /// A node came up.
+    NodeJoined(NodeJoined) = "node.joined",
+    /// A node left.
+    NodeLeft(NodeLeft) = "node.left",
+    /// Someone asks a node to start a workload.
+    WorkloadStartRequested(workload::StartRequested) = "workload.start_requested",
+    /// A workload runs on the emitting node.
+    WorkloadStarted(workload::Started) = "workload.started",
+    /// A node could not start a workload.
+    WorkloadStartFailed(workload::StartFailed) = "workload.start_failed",
+    /// A workload ended on its own.
+    WorkloadExited(workload::Exited) = "workload.exited",
+    /// Someone asks to move a workload.
+    MigrationRequested(migration::Requested) = "migration.requested",
+    /// The source dumped and stored the workload.
+    MigrationCheckpointed(migration::Checkpointed) = "migration.checkpointed",
+    /// The target restored the workload.
+    MigrationRestored(migration::Restored) = "migration.restored",
+    /// The migration is over; the workload runs on the target.
+    MigrationCompleted(migration::Completed) = "migration.completed",
+    /// A step failed.
+    MigrationFailed(migration::Failed) = "migration.failed",
+    /// The workload runs on the source again after a failure.
+    MigrationRolledBack(migration::RolledBack) = "migration.rolled_back",
 }
 
 impl Kind {
-    /// Every kind this build knows.
-    pub const ALL: [Kind; 3] = [Kind::TelemetrySample, Kind::NodeJoined, Kind::NodeLeft];
+    /// Looks a kind string up; `None` for a kind this build does not know.
+    pub fn parse(s: &str) -> Option<Kind> {
+        Kind::ALL.iter().copied().find(|k| k.as_str() == s)
+    }
+}
 
-    /// The string written in the envelope.
-    pub fn as_str(self) -> &'static str {
+impl Event {
+    /// The node named in this event's subject: the node that must act on it
+    /// (a request's source, a checkpoint's target), or the emitter for facts
+    /// about itself.
+    pub fn subject_node<'a>(&'a self, emitter: &'a NodeName) -> &'a NodeName {
         match self {
-            Kind::TelemetrySample => "telemetry.sample",
-            Kind::NodeJoined => "node.joined",
-            Kind::NodeLeft => "node.left",
+            Event::TelemetrySample(_)
+            | Event::NodeJoined(_)
+            | Event::NodeLeft(_)
+            | Event::WorkloadStarted(_)
+            | Event::WorkloadStartFailed(_)
+            | Event::WorkloadExited(_) => emitter,
+            Event::WorkloadStartRequested(p) => &p.node,
+            Event::MigrationRequested(p) => &p.source,
+            Event::MigrationCheckpointed(p) => &p.target,
+            Event::MigrationRestored(p) => &p.source,
+            Event::MigrationCompleted(p) => &p.source,
+            Event::MigrationFailed(p) => &p.source,
+            Event::MigrationRolledBack(p) => &p.source,
         }
     }
 
-    /// Looks a kind string up; `None` for a kind this build does not know.
-    pub fn parse(s: &str) -> Option<Kind> {
-        Kind::ALL.into_iter().find(|k| k.as_str() == s)
+    /// The subject this event is published on when `emitter` emits it:
+    /// `telemetry.<node>` for samples, `<family>.<node>.<verb>` for the rest.
+    pub fn subject(&self, emitter: &NodeName) -> String {
+        let node = self.subject_node(emitter);
+        let kind = self.kind().as_str();
+        match kind.split_once('.') {
+            Some(("telemetry", _)) | None => format!("telemetry.{node}"),
+            Some((family, verb)) => format!("{family}.{node}.{verb}"),
+        }
     }
 }
 
@@ -64,55 +169,70 @@ pub struct NodeLeft {
     pub samples: u64,
 }
 
-/// One decoded event payload.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Event {
-    /// A telemetry sample.
-    TelemetrySample(Sample),
-    /// A node came up.
-    NodeJoined(NodeJoined),
-    /// A node left.
-    NodeLeft(NodeLeft),
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::envelope::Envelope;
+    use crate::migration::{Reason, Requested, Step};
+    use crate::workload::{Runtime, WorkloadName, WorkloadSpec};
 
-impl Event {
-    /// This event's kind.
-    pub fn kind(&self) -> Kind {
-        match self {
-            Event::TelemetrySample(_) => Kind::TelemetrySample,
-            Event::NodeJoined(_) => Kind::NodeJoined,
-            Event::NodeLeft(_) => Kind::NodeLeft,
-        }
+    fn n(s: &str) -> NodeName {
+        NodeName::new(s).unwrap()
     }
 
-    /// The subject this event is published on when `node` emits it.
-    pub fn subject(&self, node: &NodeName) -> String {
-        match self {
-            Event::TelemetrySample(_) => subject::telemetry(node),
-            Event::NodeJoined(_) => subject::node_event(node, "joined"),
-            Event::NodeLeft(_) => subject::node_event(node, "left"),
+    #[test]
+    fn every_kind_string_parses_back() {
+        for k in Kind::ALL {
+            assert_eq!(Kind::parse(k.as_str()), Some(*k));
         }
+        assert_eq!(Kind::parse("migration.teleported"), None);
     }
 
-    /// The payload as JSON.
-    pub(crate) fn to_value(&self) -> serde_json::Result<serde_json::Value> {
-        match self {
-            Event::TelemetrySample(p) => serde_json::to_value(p),
-            Event::NodeJoined(p) => serde_json::to_value(p),
-            Event::NodeLeft(p) => serde_json::to_value(p),
+    #[test]
+    fn subjects_name_the_node_that_must_act() {
+        let id = uuid::Uuid::now_v7();
+        let w = WorkloadName::new("counter").unwrap();
+        let requested = Event::MigrationRequested(Requested {
+            migration: id,
+            workload: w.clone(),
+            source: n("node2"),
+            target: n("node3"),
+            requested_by: "brain".into(),
+            reason: Reason {
+                summary: "node2 heads for overload".into(),
+                ..Default::default()
+            },
+        });
+        // The brain emits on node1, but the source must act.
+        assert_eq!(requested.subject(&n("node1")), "migration.node2.requested");
+        let failed = Event::MigrationFailed(migration::Failed {
+            migration: id,
+            workload: w.clone(),
+            source: n("node2"),
+            target: n("node3"),
+            step: Step::Restore,
+            reason: "criu restore failed".into(),
+        });
+        // The target reports the failure; the source rolls back.
+        assert_eq!(failed.subject(&n("node3")), "migration.node2.failed");
+        let start = Event::WorkloadStartRequested(workload::StartRequested {
+            workload: w,
+            node: n("node2"),
+            spec: WorkloadSpec {
+                runtime: Runtime::Process,
+                command: vec!["sleep".into(), "1".into()],
+                image: None,
+                env: Default::default(),
+            },
+            requested_by: "alice".into(),
+        });
+        assert_eq!(start.subject(&n("cli")), "workload.node2.start_requested");
+        for event in [requested, failed, start] {
+            let env = Envelope::new(n("node1"), event);
+            let bytes = env.to_json().unwrap();
+            assert_eq!(Envelope::from_message(&env.subject(), &bytes).unwrap(), env);
+            assert!(Envelope::from_message("migration.node9.requested", &bytes).is_err());
         }
-    }
-
-    /// Decodes a payload of a known kind.
-    pub(crate) fn from_value(
-        kind: Kind,
-        payload: &serde_json::value::RawValue,
-    ) -> serde_json::Result<Event> {
-        let s = payload.get();
-        Ok(match kind {
-            Kind::TelemetrySample => Event::TelemetrySample(serde_json::from_str(s)?),
-            Kind::NodeJoined => Event::NodeJoined(serde_json::from_str(s)?),
-            Kind::NodeLeft => Event::NodeLeft(serde_json::from_str(s)?),
-        })
+        assert_eq!(Step::Restore.to_string(), "restore");
     }
 }

@@ -53,8 +53,12 @@ async fn declaring_twice_is_harmless_and_a_conflict_is_named() {
     let server = NatsServer::start();
     let js = jetstream(&server).await;
     let settings = StreamSettings::default();
-    stream::declare(&js, &settings).await.expect("first declare");
-    stream::declare(&js, &settings).await.expect("second declare");
+    stream::declare(&js, &settings)
+        .await
+        .expect("first declare");
+    stream::declare(&js, &settings)
+        .await
+        .expect("second declare");
 
     let other = StreamSettings {
         telemetry_max_age: std::time::Duration::from_secs(3600),
@@ -63,7 +67,10 @@ async fn declaring_twice_is_harmless_and_a_conflict_is_named() {
     let err = stream::declare(&js, &other).await.expect_err("conflict");
     let msg = err.to_string();
     assert!(matches!(err, StreamError::Conflict { .. }), "{msg}");
-    assert!(msg.contains("TELEMETRY") && msg.contains("max_age"), "{msg}");
+    assert!(
+        msg.contains("TELEMETRY") && msg.contains("max_age"),
+        "{msg}"
+    );
     assert!(msg.contains("nats stream info TELEMETRY"), "{msg}");
 }
 
@@ -71,12 +78,20 @@ async fn declaring_twice_is_harmless_and_a_conflict_is_named() {
 async fn a_retried_publish_is_stored_once() {
     let server = NatsServer::start();
     let js = jetstream(&server).await;
-    stream::declare(&js, &StreamSettings::default()).await.unwrap();
-    let env = Envelope::new(NodeName::new("n1").unwrap(), Event::TelemetrySample(sample(0)));
+    stream::declare(&js, &StreamSettings::default())
+        .await
+        .unwrap();
+    let env = Envelope::new(
+        NodeName::new("n1").unwrap(),
+        Event::TelemetrySample(sample(0)),
+    );
     let first = connection::publish(&js, &env).await.unwrap();
     let again = connection::publish(&js, &env).await.unwrap();
     assert!(!first.duplicate);
-    assert!(again.duplicate, "the server recognised the retry by Nats-Msg-Id");
+    assert!(
+        again.duplicate,
+        "the server recognised the retry by Nats-Msg-Id"
+    );
     assert_eq!(messages(&js, stream::TELEMETRY).await, 1);
 }
 
@@ -84,7 +99,9 @@ async fn a_retried_publish_is_stored_once() {
 async fn an_independent_client_reads_the_log_as_plain_json() {
     let server = NatsServer::start();
     let js = jetstream(&server).await;
-    stream::declare(&js, &StreamSettings::default()).await.unwrap();
+    stream::declare(&js, &StreamSettings::default())
+        .await
+        .unwrap();
     let node = NodeName::new("node2").unwrap();
     let mut sent = vec![Envelope::new(
         node.clone(),
@@ -96,7 +113,10 @@ async fn an_independent_client_reads_the_log_as_plain_json() {
         }),
     )];
     for seq in 0..5 {
-        sent.push(Envelope::new(node.clone(), Event::TelemetrySample(sample(seq))));
+        sent.push(Envelope::new(
+            node.clone(),
+            Event::TelemetrySample(sample(seq)),
+        ));
     }
     sent.push(Envelope::new(
         node.clone(),
@@ -116,7 +136,9 @@ async fn an_independent_client_reads_the_log_as_plain_json() {
         .arg(script)
         .arg(server.url())
         .output()
-        .unwrap_or_else(|e| panic!("cannot run {python} ({e}); scripts/setup installs nats-py there"));
+        .unwrap_or_else(|e| {
+            panic!("cannot run {python} ({e}); scripts/setup installs nats-py there")
+        });
     assert!(
         out.status.success(),
         "read_streams.py failed: {}",
@@ -127,7 +149,10 @@ async fn an_independent_client_reads_the_log_as_plain_json() {
     let streams = &seen["streams"];
     assert_eq!(streams["TELEMETRY"]["messages"], 5);
     assert_eq!(streams["EVENTS"]["messages"], 2);
-    assert_eq!(streams["TELEMETRY"]["subjects"], serde_json::json!(["telemetry.>"]));
+    assert_eq!(
+        streams["TELEMETRY"]["subjects"],
+        serde_json::json!(["telemetry.>"])
+    );
     assert_eq!(
         streams["EVENTS"]["subjects"],
         serde_json::json!(["migration.>", "model.>", "node.>", "workload.>"])
@@ -152,5 +177,8 @@ async fn an_independent_client_reads_the_log_as_plain_json() {
         .iter()
         .find(|e| e["kind"] == "telemetry.sample")
         .expect("a sample")["payload_keys"];
-    assert_eq!(sample_keys, &serde_json::json!(["at", "cpu", "memory", "seq"]));
+    assert_eq!(
+        sample_keys,
+        &serde_json::json!(["at", "cpu", "memory", "seq"])
+    );
 }

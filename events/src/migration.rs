@@ -1,0 +1,219 @@
+//! A migration, as events: requested → checkpointed → restored → completed,
+//! or failed → rolled_back.
+//!
+//! Every event's subject names the node that must act next: the source for
+//! `requested`, `restored` and `failed`; the target for `checkpointed`; the
+//! source again for the final `completed` and `rolled_back`. Every event
+//! carries the migration id, so a replayed or duplicated one is recognised.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::subject::NodeName;
+use crate::workload::{WorkloadName, WorkloadSpec};
+
+/// Why a migration was asked for: everything the brain knew, so every
+/// decision can be explained. A person's request carries just a summary.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Reason {
+    /// One sentence for people.
+    pub summary: String,
+    /// Predicted overload probability of the source.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probability: Option<f32>,
+    /// Version of the model that predicted it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_version: Option<u64>,
+    /// The features that weighed most, with their values.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub top_features: Vec<(String, f64)>,
+    /// Expected CPU load of the source after the move, percent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_load_after_pct: Option<f32>,
+    /// Expected CPU load of the target after the move, percent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_load_after_pct: Option<f32>,
+}
+
+/// Move `workload` from `source` to `target`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Requested {
+    /// The migration's id; every later event carries it.
+    pub migration: Uuid,
+    /// Which workload.
+    pub workload: WorkloadName,
+    /// Where it runs now (named in the subject).
+    pub source: NodeName,
+    /// Where it should run.
+    pub target: NodeName,
+    /// Who asked (`brain`, a user name).
+    pub requested_by: String,
+    /// Why.
+    pub reason: Reason,
+}
+
+/// The steps of a migration, for timings and failures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Step {
+    /// The source checks the request (workload here, target alive).
+    Validate,
+    /// The source freezes and dumps the workload.
+    Dump,
+    /// The source stores the image in the object store.
+    Upload,
+    /// The target fetches the image.
+    Download,
+    /// The target checks the image's digest.
+    Verify,
+    /// The target restores the workload.
+    Restore,
+    /// The source removes what is left of the workload.
+    Cleanup,
+}
+
+impl fmt::Display for Step {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = serde_json::to_value(self)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default();
+        f.write_str(&s)
+    }
+}
+
+/// How long each step took, in milliseconds; a step not (yet) taken is `None`.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Timings {
+    /// Freeze and dump on the source.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dump_ms: Option<f64>,
+    /// Packing and storing the image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upload_ms: Option<f64>,
+    /// Fetching the image on the target.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub download_ms: Option<f64>,
+    /// Restoring on the target, until the workload runs again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore_ms: Option<f64>,
+    /// Cleaning up on the source.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cleanup_ms: Option<f64>,
+    /// Frozen time: from the moment the workload stopped to the moment it ran
+    /// again on the target.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub downtime_ms: Option<f64>,
+    /// From the request to completion.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total_ms: Option<f64>,
+}
+
+/// The source dumped the workload and stored its image: the target may restore.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Checkpointed {
+    /// The migration.
+    pub migration: Uuid,
+    /// Which workload.
+    pub workload: WorkloadName,
+    /// Where it was dumped.
+    pub source: NodeName,
+    /// Where it must be restored (named in the subject).
+    pub target: NodeName,
+    /// What it is, so the target can recreate it.
+    pub spec: WorkloadSpec,
+    /// The object's name in the `CHECKPOINTS` bucket.
+    pub object: String,
+    /// SHA-256 of the object, hex.
+    pub sha256: String,
+    /// Size of the object in bytes.
+    pub image_bytes: u64,
+    /// Timings so far.
+    pub timings: Timings,
+    /// When the workload was frozen (unix ms), so the target can tell the downtime.
+    pub frozen_at_ms: i64,
+}
+
+/// The target runs the workload: the source may clean up.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Restored {
+    /// The migration.
+    pub migration: Uuid,
+    /// Which workload.
+    pub workload: WorkloadName,
+    /// Where it came from (named in the subject: it cleans up).
+    pub source: NodeName,
+    /// Where it runs now.
+    pub target: NodeName,
+    /// Its pid on the target, for a process.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    /// Its container id on the target, for docker.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container_id: Option<String>,
+    /// Size of the image moved.
+    pub image_bytes: u64,
+    /// Timings so far.
+    pub timings: Timings,
+}
+
+/// The migration is over: the workload runs on the target only.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Completed {
+    /// The migration.
+    pub migration: Uuid,
+    /// Which workload.
+    pub workload: WorkloadName,
+    /// Where it came from (named in the subject).
+    pub source: NodeName,
+    /// Where it runs now.
+    pub target: NodeName,
+    /// Size of the image moved.
+    pub image_bytes: u64,
+    /// Every step's duration, the downtime and the total.
+    pub timings: Timings,
+}
+
+/// A step failed; the source must make sure the workload runs (named in the
+/// subject).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Failed {
+    /// The migration.
+    pub migration: Uuid,
+    /// Which workload.
+    pub workload: WorkloadName,
+    /// Where it came from (named in the subject).
+    pub source: NodeName,
+    /// Where it was going.
+    pub target: NodeName,
+    /// The step that failed.
+    pub step: Step,
+    /// What went wrong, in words.
+    pub reason: String,
+}
+
+/// After a failure the workload runs on the source again (or never stopped).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RolledBack {
+    /// The migration.
+    pub migration: Uuid,
+    /// Which workload.
+    pub workload: WorkloadName,
+    /// Where it runs (named in the subject).
+    pub source: NodeName,
+    /// Where it was going.
+    pub target: NodeName,
+    /// Its pid, for a process resumed from its own image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+}

@@ -1,0 +1,153 @@
+//! Workloads: what runs on a node and can be moved, and the events that start
+//! them. Workloads are started by event so that the log, not an executor's
+//! memory, says where each one runs.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::subject::{NodeName, NodeNameError};
+
+/// A validated workload name.
+///
+/// It becomes a folder name under an executor's state dir and an object name
+/// in the checkpoint store, so it follows the same rules as a node name
+/// (letters, digits, `-`, `_`): no `/`, no `..`, nothing a shell or a subject
+/// would read differently.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct WorkloadName(String);
+
+impl WorkloadName {
+    /// Checks `name` and wraps it.
+    ///
+    /// # Errors
+    /// [`NodeNameError`] (same rules as node names).
+    pub fn new(name: impl Into<String>) -> Result<Self, NodeNameError> {
+        // Same rules as a node name; reuse the one checker.
+        NodeName::new(name).map(|n| Self(n.into()))
+    }
+
+    /// The name as a string slice.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for WorkloadName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl FromStr for WorkloadName {
+    type Err = NodeNameError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::new(s)
+    }
+}
+
+impl TryFrom<String> for WorkloadName {
+    type Error = NodeNameError;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        Self::new(s)
+    }
+}
+
+impl From<WorkloadName> for String {
+    fn from(n: WorkloadName) -> String {
+        n.0
+    }
+}
+
+/// How a workload runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Runtime {
+    /// A plain process tree, checkpointed with the criu CLI.
+    Process,
+    /// A Docker container, checkpointed through the Docker Engine API.
+    Docker,
+}
+
+impl fmt::Display for Runtime {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Runtime::Process => "process",
+            Runtime::Docker => "docker",
+        })
+    }
+}
+
+/// What to run: enough for any executor to start it, or to recreate it on
+/// another node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkloadSpec {
+    /// Process or container.
+    pub runtime: Runtime,
+    /// The command and its arguments (for docker: overrides the image's).
+    pub command: Vec<String>,
+    /// The image, for docker workloads.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// Extra environment variables.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+}
+
+/// A person or the brain asks `node` to start a workload.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StartRequested {
+    /// The workload's name, unique in the cluster.
+    pub workload: WorkloadName,
+    /// The node that must start it (named in the subject).
+    pub node: NodeName,
+    /// What to run.
+    pub spec: WorkloadSpec,
+    /// Who asked (a user name, `brain`, ...).
+    pub requested_by: String,
+}
+
+/// The workload runs on the emitting node.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Started {
+    /// Which workload.
+    pub workload: WorkloadName,
+    /// What runs.
+    pub spec: WorkloadSpec,
+    /// The workload's pid on the host, for a process.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    /// The container id, for docker.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container_id: Option<String>,
+}
+
+/// The emitting node could not start the workload.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StartFailed {
+    /// Which workload.
+    pub workload: WorkloadName,
+    /// Why, in words.
+    pub reason: String,
+}
+
+/// The workload ended on its own (or was stopped) on the emitting node.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Exited {
+    /// Which workload.
+    pub workload: WorkloadName,
+    /// Its exit code, when it exited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<i32>,
+    /// The signal that ended it, when one did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signal: Option<i32>,
+}
