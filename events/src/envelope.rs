@@ -37,7 +37,7 @@ struct WireOut<'a> {
     occurred_at: DateTime<Utc>,
     node: &'a NodeName,
     schema: u32,
-    payload: serde_json::Value,
+    payload: &'a Event,
 }
 
 /// The wire shape, used to read: the payload stays raw until the kind is known.
@@ -125,7 +125,7 @@ impl Envelope {
             occurred_at: self.occurred_at,
             node: &self.node,
             schema: self.schema,
-            payload: self.event.to_value()?,
+            payload: &self.event,
         })
     }
 

@@ -53,12 +53,19 @@ macro_rules! kinds {
                 }
             }
 
-            /// The payload as JSON.
-            pub(crate) fn to_value(&self) -> serde_json::Result<serde_json::Value> {
+        }
+
+        /// Serializes the payload in place, without an intermediate
+        /// `serde_json::Value` (this runs once per published sample).
+        impl Serialize for Event {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
                 match self {
-                    $( Event::$variant(p) => serde_json::to_value(p), )*
+                    $( Event::$variant(p) => p.serialize(s), )*
                 }
             }
+        }
+
+        impl Event {
 
             /// Decodes a payload of a known kind.
             pub(crate) fn from_value(
