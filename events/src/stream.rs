@@ -17,6 +17,14 @@ pub const TELEMETRY: &str = "TELEMETRY";
 /// Name of the stream of every other event: the system of record.
 pub const EVENTS: &str = "EVENTS";
 
+/// Object store bucket that carries checkpoint images between nodes.
+pub const CHECKPOINTS: &str = "CHECKPOINTS";
+
+/// Chunk size for checkpoint images: 1 MiB chunks moved a 300 MB object about
+/// twice as fast as the default 128 KiB on these machines (each chunk waits
+/// for its ack).
+pub const CHECKPOINT_CHUNK_BYTES: usize = 1024 * 1024;
+
 /// Subjects kept by [`TELEMETRY`].
 pub const TELEMETRY_SUBJECTS: &[&str] = &["telemetry.>"];
 /// Subjects kept by [`EVENTS`].
@@ -198,6 +206,34 @@ pub async fn declare(
         }
     }
     Ok(())
+}
+
+/// Opens the [`CHECKPOINTS`] object store, creating it when missing.
+///
+/// # Errors
+/// [`StreamError::JetStream`] when the server refuses.
+pub async fn checkpoint_store(
+    js: &jetstream::Context,
+    settings: &StreamSettings,
+) -> Result<jetstream::object_store::ObjectStore, StreamError> {
+    let err = |action: &'static str, e: &dyn std::fmt::Display| StreamError::JetStream {
+        stream: CHECKPOINTS.to_string(),
+        action,
+        message: e.to_string(),
+    };
+    match js.get_object_store(CHECKPOINTS).await {
+        Ok(store) => Ok(store),
+        Err(_) => js
+            .create_object_store(jetstream::object_store::Config {
+                bucket: CHECKPOINTS.to_string(),
+                description: Some("loadshift checkpoint images in flight between nodes".into()),
+                storage: StorageType::File,
+                num_replicas: settings.replicas,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| err("create", &e)),
+    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,208 @@
+//! `loadshift-brain replay --from-start`: rebuilds the store from the log.
+//!
+//! The new store is folded in a sibling directory (`<store>.replay`) from
+//! sequence 1 up to each stream's last sequence at start, with ephemeral
+//! consumers and large batches, then swapped into place by renames; the
+//! durable consumers are removed so that the next service start positions
+//! them from the new store's applied sequences. A running brain holds the
+//! store's lock, and replay refuses to run beside it.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use async_nats::jetstream;
+use futures::StreamExt;
+
+use crate::consume::{self, ConsumeError, LoopConfig};
+use crate::fold::Folder;
+use crate::shutdown::Shutdown;
+use crate::store::{self, Store, StoreError, StoreLock, StreamId};
+
+/// Why a replay failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    /// the store could not be locked, built or swapped
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// reading the streams failed
+    #[error(transparent)]
+    Consume(#[from] ConsumeError),
+    /// the replay was interrupted before it reached the end
+    #[error("replay interrupted at {events} events; the old store is untouched")]
+    Interrupted {
+        /// Events folded before the interruption.
+        events: u64,
+    },
+}
+
+/// What a replay did.
+#[derive(Debug, Clone, Copy)]
+pub struct Replayed {
+    /// Messages folded (applied or parked).
+    pub events: u64,
+    /// Seconds from the first read to the last flush.
+    pub secs: f64,
+}
+
+impl Replayed {
+    /// The line `replay` prints last on stdout.
+    pub fn line(&self) -> String {
+        let rate = if self.secs > 0.0 {
+            (self.events as f64 / self.secs).round() as u64
+        } else {
+            self.events
+        };
+        format!(
+            "replayed {} events in {:.2} s ({} events/s)",
+            self.events, self.secs, rate
+        )
+    }
+}
+
+/// How far a replay goes: `Fold` is the real thing; the others measure the
+/// cost of reading alone and of reading plus decoding, without a store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Stage {
+    /// Read, decode, fold and write (a real replay).
+    Fold,
+    /// Read and decode, then drop.
+    Decode,
+    /// Read, then drop.
+    Read,
+}
+
+/// Rebuilds the store at `store_path` from both streams.
+///
+/// # Errors
+/// [`ReplayError`]; on any error the existing store is left as it was.
+pub async fn replay(
+    js: &jetstream::Context,
+    store_path: &Path,
+    batch: usize,
+    shutdown: &mut Shutdown,
+) -> Result<Replayed, ReplayError> {
+    let _lock = StoreLock::acquire_within(store_path, std::time::Duration::from_secs(3))?;
+    let targets = consume::last_sequences(js).await?;
+    let tmp = store::sibling(store_path, "replay");
+    if tmp.exists() {
+        store::remove_dir(&tmp)?;
+    }
+    let started = Instant::now();
+    let fresh = Store::create(&tmp)?;
+    let mut folder = Folder::new();
+    let t = consume::from_start(js, StreamId::Telemetry, batch).await?;
+    let e = consume::from_start(js, StreamId::Events, batch).await?;
+    let cfg = LoopConfig {
+        batch_max: batch,
+        linger: std::time::Duration::from_millis(200),
+        ack: false,
+        write_snapshot: false,
+        targets: Some(targets),
+        progress: true,
+    };
+    let stats = consume::fold_loop(
+        &fresh,
+        &mut folder,
+        futures::stream::select(t, e),
+        &cfg,
+        shutdown,
+    )
+    .await?;
+    if shutdown.is_shutdown() {
+        drop(fresh);
+        let _ = store::remove_dir(&tmp);
+        return Err(ReplayError::Interrupted {
+            events: stats.events,
+        });
+    }
+    // The loop committed and flushed its last batch; the snapshot lets
+    // `status` work while a later service runs.
+    fresh.flush()?;
+    let secs = started.elapsed().as_secs_f64();
+    if let Err(e) = folder.snapshot().write(&tmp) {
+        tracing::warn!(error = %e, "status snapshot not written");
+    }
+    drop(fresh);
+    swap(&tmp, store_path)?;
+    for s in StreamId::ALL {
+        if let Ok(stream) = js.get_stream(s.name()).await {
+            let _ = stream.delete_consumer(s.durable_name()).await;
+        }
+    }
+    Ok(Replayed {
+        events: stats.events,
+        secs,
+    })
+}
+
+/// Puts `fresh` where `target` is: the old store goes to `<store>.old` first
+/// and is removed once the new one is in place. A crash between the two
+/// renames leaves no store, which the next start rebuilds.
+fn swap(fresh: &Path, target: &Path) -> Result<(), StoreError> {
+    let io = |action: &'static str, path: PathBuf| {
+        move |source| StoreError::Io {
+            action,
+            path,
+            source,
+        }
+    };
+    let old = store::sibling(target, "old");
+    if old.exists() {
+        store::remove_dir(&old)?;
+    }
+    if target.exists() {
+        std::fs::rename(target, &old).map_err(io("move aside", target.to_path_buf()))?;
+    }
+    std::fs::rename(fresh, target).map_err(io("move into place", fresh.to_path_buf()))?;
+    if old.exists() {
+        store::remove_dir(&old)?;
+    }
+    Ok(())
+}
+
+/// Reads both streams to their last sequence and drops the messages after
+/// `stage`, to show what reading and decoding cost without the store.
+///
+/// # Errors
+/// [`ConsumeError`] when the streams cannot be read.
+pub async fn measure(
+    js: &jetstream::Context,
+    batch: usize,
+    stage: Stage,
+) -> Result<Replayed, ConsumeError> {
+    let targets = consume::last_sequences(js).await?;
+    let started = Instant::now();
+    let t = consume::from_start(js, StreamId::Telemetry, batch).await?;
+    let e = consume::from_start(js, StreamId::Events, batch).await?;
+    let mut merged = std::pin::pin!(futures::stream::select(t, e).ready_chunks(1024));
+    let mut at = [0u64; 2];
+    let mut events = 0u64;
+    while StreamId::ALL
+        .iter()
+        .any(|s| at[s.index()] < targets[s.index()])
+    {
+        let Some(chunk) = merged.next().await else {
+            return Err(ConsumeError::StreamEnded("merged"));
+        };
+        for (s, item) in chunk {
+            let Ok(msg) = item else { continue };
+            let Ok(info) = msg.info() else { continue };
+            let seq = info.stream_sequence;
+            if seq > targets[s.index()] {
+                continue;
+            }
+            at[s.index()] = seq;
+            if stage == Stage::Decode {
+                let _ = std::hint::black_box(loadshift_events::Envelope::from_message(
+                    &msg.subject,
+                    &msg.payload,
+                ));
+            }
+            events += 1;
+        }
+    }
+    Ok(Replayed {
+        events,
+        secs: started.elapsed().as_secs_f64(),
+    })
+}

@@ -1,0 +1,562 @@
+//! The brain's sled store: its key layout, how it is opened, validated, locked
+//! and rebuilt, and the digest that proves two stores hold the same fold.
+//!
+//! Everything lives in sled's default tree, told apart by a one-byte key
+//! prefix, so that one `Batch` (atomic in sled) carries a fold's changes *and*
+//! the stream sequences they bring the store up to. The store is only a cache
+//! of the log: whenever it is missing, unreadable or of another schema it is
+//! moved aside and folded again from sequence 1.
+//!
+//! | prefix | key after the prefix | value |
+//! | --- | --- | --- |
+//! | `m` | `schema` | store schema version, u32 BE |
+//! | `a` | stream name | last applied stream sequence, u64 BE |
+//! | `s` | node, 0x00, `at` ms (i64 BE, sign bit flipped), sequence tag (u64 BE) | [`crate::series`] encoding |
+//! | `n` | node | [`crate::registry::NodeRecord`] as JSON |
+//! | `k` | kind, 0x00, stream sequence (u64 BE) | event id (16 bytes) + subject |
+//! | `c` | kind, or `parked` | count, u64 BE |
+//! | `p` | stream tag byte, stream sequence (u64 BE) | parked record (subject, reason, raw bytes) |
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+/// The layout version this build writes; any other value means "rebuild".
+pub const STORE_SCHEMA: u32 = 1;
+
+/// Key prefixes, one per kind of record.
+pub mod prefix {
+    /// Store metadata (schema version); not part of the digest.
+    pub const META: u8 = b'm';
+    /// Last applied sequence per stream; a position, not content.
+    pub const APPLIED: u8 = b'a';
+    /// Per-node time series.
+    pub const SERIES: u8 = b's';
+    /// Node registry.
+    pub const NODE: u8 = b'n';
+    /// Index of events by kind.
+    pub const KIND: u8 = b'k';
+    /// Counters.
+    pub const COUNTER: u8 = b'c';
+    /// Parked (undecodable) messages.
+    pub const PARKED: u8 = b'p';
+}
+
+/// The counter key suffix counting parked messages.
+pub const PARKED_COUNTER: &str = "parked";
+
+/// The two streams the brain folds, as a small copyable tag.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum StreamId {
+    /// `TELEMETRY`
+    Telemetry,
+    /// `EVENTS`
+    Events,
+}
+
+impl StreamId {
+    /// Both, in a fixed order (index = [`StreamId::index`]).
+    pub const ALL: [StreamId; 2] = [StreamId::Telemetry, StreamId::Events];
+
+    /// The JetStream stream name.
+    pub fn name(self) -> &'static str {
+        match self {
+            StreamId::Telemetry => loadshift_events::stream::TELEMETRY,
+            StreamId::Events => loadshift_events::stream::EVENTS,
+        }
+    }
+
+    /// Position in [`StreamId::ALL`], for per-stream arrays.
+    pub fn index(self) -> usize {
+        match self {
+            StreamId::Telemetry => 0,
+            StreamId::Events => 1,
+        }
+    }
+
+    /// One byte naming the stream inside keys.
+    pub fn tag(self) -> u8 {
+        match self {
+            StreamId::Telemetry => b't',
+            StreamId::Events => b'e',
+        }
+    }
+
+    /// The durable consumer the service uses on this stream.
+    pub fn durable_name(self) -> &'static str {
+        match self {
+            StreamId::Telemetry => "brain-telemetry",
+            StreamId::Events => "brain-events",
+        }
+    }
+
+    /// A sequence made unique across both streams (EVENTS gets the top bit),
+    /// so a sample that arrived through EVENTS can never collide with one from
+    /// TELEMETRY at the same node and time.
+    pub fn tagged_seq(self, seq: u64) -> u64 {
+        match self {
+            StreamId::Telemetry => seq,
+            StreamId::Events => seq | (1 << 63),
+        }
+    }
+}
+
+/// Why the store cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// another process holds the store
+    #[error("another loadshift-brain holds the store at {0}; stop it first")]
+    Locked(PathBuf),
+    /// a file system operation failed
+    #[error("{action} {path}: {source}")]
+    Io {
+        /// What was attempted.
+        action: &'static str,
+        /// On what.
+        path: PathBuf,
+        /// What the OS said.
+        #[source]
+        source: std::io::Error,
+    },
+    /// sled failed
+    #[error("store at {path}: {source}")]
+    Sled {
+        /// The store.
+        path: PathBuf,
+        /// What sled said.
+        #[source]
+        source: sled::Error,
+    },
+    /// the store exists but cannot be read as a brain store
+    #[error("store at {path} is unreadable ({reason}); the brain rebuilds it on its next start, or run `loadshift-brain replay --from-start`")]
+    Unreadable {
+        /// The store.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// a record in the store does not decode
+    #[error("store record {key} does not decode: {reason}")]
+    BadRecord {
+        /// The key, escaped.
+        key: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// An exclusive lock on a store path, held for the life of the process.
+///
+/// It exists because sled's own lock lives inside the store directory, which
+/// the brain moves aside when it rebuilds; this lock is a sibling file
+/// (`<store>.lock`), so it protects the *path* and tells a second brain or a
+/// replay apart from corruption.
+#[derive(Debug)]
+pub struct StoreLock {
+    _file: File,
+}
+
+impl StoreLock {
+    /// Takes the lock on `store` without waiting.
+    ///
+    /// # Errors
+    /// [`StoreError::Locked`] when another process holds it; [`StoreError::Io`]
+    /// when the lock file cannot be created.
+    pub fn acquire(store: &Path) -> Result<Self, StoreError> {
+        let path = sibling(store, "lock");
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(|source| StoreError::Io {
+                action: "create directory",
+                path: parent.to_path_buf(),
+                source,
+            })?;
+        }
+        let file = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|source| StoreError::Io {
+                action: "open lock file",
+                path: path.clone(),
+                source,
+            })?;
+        match file.try_lock() {
+            Ok(()) => Ok(Self { _file: file }),
+            Err(std::fs::TryLockError::WouldBlock) => Err(StoreError::Locked(store.to_path_buf())),
+            Err(std::fs::TryLockError::Error(source)) => Err(StoreError::Io {
+                action: "lock",
+                path,
+                source,
+            }),
+        }
+    }
+}
+
+impl StoreLock {
+    /// Like [`StoreLock::acquire`], but retries for up to `patience`: a
+    /// `status` reading the store holds the lock for a moment, and a service
+    /// starting at that moment must not give up.
+    ///
+    /// # Errors
+    /// As [`StoreLock::acquire`], once `patience` has run out.
+    pub fn acquire_within(store: &Path, patience: std::time::Duration) -> Result<Self, StoreError> {
+        let deadline = std::time::Instant::now() + patience;
+        loop {
+            match Self::acquire(store) {
+                Err(StoreError::Locked(_)) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                other => return other,
+            }
+        }
+    }
+}
+
+/// `<store>.<suffix>`: files that belong to a store but must survive it
+/// being moved aside or swapped.
+pub fn sibling(store: &Path, suffix: &str) -> PathBuf {
+    let mut name = store
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_else(|| "brain".into());
+    name.push(".");
+    name.push(suffix);
+    store.with_file_name(name)
+}
+
+/// An open brain store.
+#[derive(Debug, Clone)]
+pub struct Store {
+    db: sled::Db,
+    path: PathBuf,
+}
+
+/// What [`Store::open_or_rebuild`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Opened {
+    /// A valid store of this schema.
+    Existing,
+    /// A new empty store; the reason says why the old one (if any) was not used.
+    Fresh(String),
+}
+
+impl Store {
+    /// Opens the store at `path`, or, when it is missing, unreadable or of
+    /// another schema, moves it aside (to `<store>.broken`) and creates an
+    /// empty one the caller folds from sequence 1. The caller holds the
+    /// [`StoreLock`].
+    ///
+    /// # Errors
+    /// [`StoreError`] only when even a fresh store cannot be created.
+    pub fn open_or_rebuild(path: &Path, _lock: &StoreLock) -> Result<(Self, Opened), StoreError> {
+        let problem = if !path.exists() {
+            Some("missing (no such directory)".to_string())
+        } else {
+            match Self::open_existing(path) {
+                Ok(store) => return Ok((store, Opened::Existing)),
+                Err(StoreError::Unreadable { reason, .. }) => Some(reason),
+                Err(e) => return Err(e),
+            }
+        };
+        let reason = problem.unwrap_or_default();
+        tracing::warn!(
+            "store at {} is {reason}; rebuilding it from the log",
+            path.display()
+        );
+        if path.exists() {
+            let aside = sibling(path, "broken");
+            if aside.exists() {
+                remove_dir(&aside)?;
+            }
+            std::fs::rename(path, &aside).map_err(|source| StoreError::Io {
+                action: "move aside",
+                path: path.to_path_buf(),
+                source,
+            })?;
+        }
+        let store = Self::create(path)?;
+        Ok((store, Opened::Fresh(reason)))
+    }
+
+    /// Creates a new empty store at `path` (which must not hold one) and
+    /// stamps it with [`STORE_SCHEMA`].
+    ///
+    /// # Errors
+    /// [`StoreError`] when sled cannot create it.
+    pub fn create(path: &Path) -> Result<Self, StoreError> {
+        let db = sled_open(path).map_err(|reason| StoreError::Unreadable {
+            path: path.to_path_buf(),
+            reason,
+        })?;
+        let store = Self {
+            db,
+            path: path.to_path_buf(),
+        };
+        store
+            .db
+            .insert(meta_key("schema"), &STORE_SCHEMA.to_be_bytes())
+            .map_err(|e| store.sled(e))?;
+        store.flush()?;
+        Ok(store)
+    }
+
+    /// Opens an existing store and checks its schema, without repairing
+    /// anything (what `status` wants).
+    ///
+    /// # Errors
+    /// [`StoreError::Unreadable`] with the reason when sled fails to open it
+    /// or its schema marker is missing or different.
+    pub fn open_existing(path: &Path) -> Result<Self, StoreError> {
+        let unreadable = |reason: String| StoreError::Unreadable {
+            path: path.to_path_buf(),
+            reason,
+        };
+        if !path.is_dir() {
+            return Err(unreadable("missing (no such directory)".into()));
+        }
+        let db = sled_open(path).map_err(|e| unreadable(format!("corrupt ({e})")))?;
+        match db.get(meta_key("schema")) {
+            Ok(Some(v)) if v.as_ref() == STORE_SCHEMA.to_be_bytes() => Ok(Self {
+                db,
+                path: path.to_path_buf(),
+            }),
+            Ok(Some(v)) => {
+                let found = <[u8; 4]>::try_from(v.as_ref())
+                    .map(|b| u32::from_be_bytes(b).to_string())
+                    .unwrap_or_else(|_| format!("{:?}", v.as_ref()));
+                Err(unreadable(format!(
+                    "old (store schema {found}, this build uses {STORE_SCHEMA})"
+                )))
+            }
+            Ok(None) => Err(unreadable("corrupt (no schema marker)".into())),
+            Err(e) => Err(unreadable(format!("corrupt ({e})"))),
+        }
+    }
+
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The sled handle, for folding and scanning.
+    pub fn db(&self) -> &sled::Db {
+        &self.db
+    }
+
+    /// Makes everything applied so far durable.
+    ///
+    /// # Errors
+    /// [`StoreError::Sled`] when sled cannot write.
+    pub fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush().map(|_| ()).map_err(|e| self.sled(e))
+    }
+
+    /// Writes one fold batch: the idempotent puts first, then the atomic
+    /// tail carrying the applied sequences, then a flush, so that everything
+    /// is on disk before any ack is sent.
+    ///
+    /// # Errors
+    /// [`StoreError::Sled`] when sled cannot write.
+    pub fn commit(&self, writes: crate::fold::Writes) -> Result<(), StoreError> {
+        for (k, v) in writes.puts {
+            self.db.insert(k, v).map_err(|e| self.sled(e))?;
+        }
+        self.db.apply_batch(writes.tail).map_err(|e| self.sled(e))?;
+        self.flush()
+    }
+
+    /// The last applied sequence of `stream` (0: nothing yet).
+    ///
+    /// # Errors
+    /// [`StoreError`] when the record cannot be read.
+    pub fn applied(&self, stream: StreamId) -> Result<u64, StoreError> {
+        let key = applied_key(stream);
+        match self.db.get(&key).map_err(|e| self.sled(e))? {
+            None => Ok(0),
+            Some(v) => read_u64(&key, &v),
+        }
+    }
+
+    /// Every record under `prefix`, in key order.
+    pub fn scan(
+        &self,
+        prefix: u8,
+    ) -> impl Iterator<Item = Result<(sled::IVec, sled::IVec), StoreError>> + '_ {
+        self.db
+            .scan_prefix([prefix])
+            .map(move |r| r.map_err(|e| self.sled(e)))
+    }
+
+    /// SHA-256 over everything the fold produced (series, registry, kind
+    /// index, counters, parked), in key order; metadata and applied positions
+    /// are left out. Two stores folded from the same log have the same digest,
+    /// which is how a replay is checked against a live-built store.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the store cannot be read.
+    pub fn digest(&self) -> Result<String, StoreError> {
+        let mut h = Sha256::new();
+        for prefix in [
+            prefix::COUNTER,
+            prefix::KIND,
+            prefix::NODE,
+            prefix::PARKED,
+            prefix::SERIES,
+        ] {
+            for item in self.scan(prefix) {
+                let (k, v) = item?;
+                h.update((k.len() as u64).to_be_bytes());
+                h.update(&k);
+                h.update((v.len() as u64).to_be_bytes());
+                h.update(&v);
+            }
+        }
+        Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+    }
+
+    fn sled(&self, source: sled::Error) -> StoreError {
+        StoreError::Sled {
+            path: self.path.clone(),
+            source,
+        }
+    }
+}
+
+/// Opens sled, turning a panic inside sled (it has a few on corrupt files)
+/// into an error, since the brain must rebuild rather than die.
+fn sled_open(path: &Path) -> Result<sled::Db, String> {
+    let config = sled::Config::new()
+        .path(path)
+        .cache_capacity(256 * 1024 * 1024)
+        .mode(sled::Mode::HighThroughput)
+        .segment_size(8 * 1024 * 1024)
+        .flush_every_ms(None);
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| config.open()));
+    std::panic::set_hook(hook);
+    match result {
+        Ok(Ok(db)) => Ok(db),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(panic) => Err(format!(
+            "sled panicked while opening it: {}",
+            panic
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| panic.downcast_ref::<&str>().copied())
+                .unwrap_or("no message")
+        )),
+    }
+}
+
+/// Removes a directory tree.
+///
+/// # Errors
+/// [`StoreError::Io`].
+pub fn remove_dir(path: &Path) -> Result<(), StoreError> {
+    std::fs::remove_dir_all(path).map_err(|source| StoreError::Io {
+        action: "remove",
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// `m<name>`.
+pub fn meta_key(name: &str) -> Vec<u8> {
+    prefixed(prefix::META, name.as_bytes())
+}
+
+/// `a<stream name>`.
+pub fn applied_key(stream: StreamId) -> Vec<u8> {
+    prefixed(prefix::APPLIED, stream.name().as_bytes())
+}
+
+/// `n<node>`.
+pub fn node_key(node: &str) -> Vec<u8> {
+    prefixed(prefix::NODE, node.as_bytes())
+}
+
+/// `c<name>`.
+pub fn counter_key(name: &str) -> Vec<u8> {
+    prefixed(prefix::COUNTER, name.as_bytes())
+}
+
+/// `k<kind>\0<seq>`.
+pub fn kind_key(kind: &str, seq: u64) -> Vec<u8> {
+    let mut k = Vec::with_capacity(1 + kind.len() + 9);
+    k.push(prefix::KIND);
+    k.extend_from_slice(kind.as_bytes());
+    k.push(0);
+    k.extend_from_slice(&seq.to_be_bytes());
+    k
+}
+
+/// `p<stream tag><seq>`.
+pub fn parked_key(stream: StreamId, seq: u64) -> [u8; 10] {
+    let mut k = [0u8; 10];
+    k[0] = prefix::PARKED;
+    k[1] = stream.tag();
+    k[2..].copy_from_slice(&seq.to_be_bytes());
+    k
+}
+
+/// Milliseconds as an order-preserving big-endian key part: the sign bit is
+/// flipped so times before 1970 still sort before later ones.
+pub fn time_key_part(ms: i64) -> [u8; 8] {
+    ((ms as u64) ^ (1 << 63)).to_be_bytes()
+}
+
+/// Writes `s<node>\0<at><tagged seq>` into `out` (reused, to avoid an
+/// allocation per sample).
+pub fn series_key_into(out: &mut Vec<u8>, node: &str, at_ms: i64, tagged_seq: u64) {
+    out.clear();
+    out.push(prefix::SERIES);
+    out.extend_from_slice(node.as_bytes());
+    out.push(0);
+    out.extend_from_slice(&time_key_part(at_ms));
+    out.extend_from_slice(&tagged_seq.to_be_bytes());
+}
+
+/// The key range holding `node`'s samples with `from_ms <= at < to_ms`.
+pub fn series_range(node: &str, from_ms: i64, to_ms: i64) -> std::ops::Range<Vec<u8>> {
+    let mut lo = Vec::new();
+    series_key_into(&mut lo, node, from_ms, 0);
+    let mut hi = Vec::new();
+    series_key_into(&mut hi, node, to_ms, 0);
+    lo..hi
+}
+
+/// Splits a series key into node, `at` ms and tagged sequence.
+pub fn parse_series_key(key: &[u8]) -> Option<(&str, i64, u64)> {
+    let rest = key.strip_prefix(&[prefix::SERIES])?;
+    if rest.len() < 17 {
+        return None;
+    }
+    let (node, tail) = rest.split_at(rest.len() - 17);
+    let node = std::str::from_utf8(node).ok()?;
+    let at = u64::from_be_bytes(tail[1..9].try_into().ok()?) ^ (1 << 63);
+    let seq = u64::from_be_bytes(tail[9..17].try_into().ok()?);
+    Some((node, at as i64, seq))
+}
+
+fn prefixed(p: u8, rest: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(1 + rest.len());
+    k.push(p);
+    k.extend_from_slice(rest);
+    k
+}
+
+/// Reads a u64 BE value.
+///
+/// # Errors
+/// [`StoreError::BadRecord`] when it is not 8 bytes.
+pub fn read_u64(key: &[u8], v: &[u8]) -> Result<u64, StoreError> {
+    <[u8; 8]>::try_from(v)
+        .map(u64::from_be_bytes)
+        .map_err(|_| StoreError::BadRecord {
+            key: String::from_utf8_lossy(key).into_owned(),
+            reason: format!("expected 8 bytes, found {}", v.len()),
+        })
+}

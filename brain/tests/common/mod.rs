@@ -1,0 +1,258 @@
+//! Shared helpers of the brain's integration tests: events to publish, the
+//! real `loadshift-brain` binary as a child process, and reading its status.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream;
+use loadshift_events::payload::{NodeJoined, NodeLeft};
+use loadshift_events::telemetry::{Cpu, Memory};
+use loadshift_events::{Envelope, Event, NodeName, Sample};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_loadshift-brain");
+
+pub fn node(name: &str) -> NodeName {
+    NodeName::new(name).unwrap()
+}
+
+pub fn sample(name: &str, seq: u64, at_ms: i64) -> Envelope {
+    Envelope::new(
+        node(name),
+        Event::TelemetrySample(Sample {
+            at: chrono::DateTime::from_timestamp_millis(at_ms).unwrap(),
+            seq,
+            cpu: Cpu {
+                usage_pct: (seq % 100) as f32,
+                capacity_cores: 2.0,
+                per_core_pct: vec![1.0, 2.0],
+            },
+            memory: Memory {
+                used_bytes: seq * 1000,
+                total_bytes: 4 << 30,
+            },
+            swap: None,
+            load: None,
+            net: None,
+            disk: None,
+            processes: Some(10),
+            psi: None,
+        }),
+    )
+}
+
+pub fn joined(name: &str) -> Envelope {
+    Envelope::new(
+        node(name),
+        Event::NodeJoined(NodeJoined {
+            source: "test".into(),
+            capacity_cores: 2.0,
+            memory_bytes: 4 << 30,
+            agent_version: "0.1.0".into(),
+        }),
+    )
+}
+
+pub fn left(name: &str) -> Envelope {
+    Envelope::new(
+        node(name),
+        Event::NodeLeft(NodeLeft {
+            reason: "SIGTERM".into(),
+            samples: 1,
+        }),
+    )
+}
+
+pub async fn jetstream(url: &str) -> jetstream::Context {
+    let client = async_nats::connect(url).await.unwrap();
+    let js = jetstream::new(client);
+    loadshift_events::stream::declare(&js, &Default::default())
+        .await
+        .unwrap();
+    js
+}
+
+/// Publishes `envs` with many acks in flight, waiting for all of them.
+pub async fn publish_all(js: &jetstream::Context, envs: impl IntoIterator<Item = Envelope>) {
+    let mut pending = Vec::new();
+    for env in envs {
+        pending.push(loadshift_events::connection::send(js, &env).await.unwrap());
+        if pending.len() >= 2000 {
+            for f in pending.drain(..) {
+                f.await.unwrap();
+            }
+        }
+    }
+    for f in pending {
+        f.await.unwrap();
+    }
+}
+
+/// Publishes `per_node` samples for each node, interleaved, at 1 s steps.
+pub async fn publish_samples(
+    js: &jetstream::Context,
+    nodes: &[&str],
+    per_node: u64,
+    start_seq: u64,
+) {
+    let base = 1_700_000_000_000i64;
+    let envs = (start_seq..start_seq + per_node).flat_map(|i| {
+        nodes
+            .iter()
+            .map(move |n| sample(n, i, base + i as i64 * 1000))
+    });
+    publish_all(js, envs.collect::<Vec<_>>()).await;
+}
+
+/// Messages each stream holds, `[TELEMETRY, EVENTS]`.
+pub async fn stream_counts(js: &jetstream::Context) -> [u64; 2] {
+    let mut out = [0; 2];
+    for (i, name) in ["TELEMETRY", "EVENTS"].iter().enumerate() {
+        let mut s = js.get_stream(name).await.unwrap();
+        out[i] = s.info().await.unwrap().state.messages;
+    }
+    out
+}
+
+/// A running `loadshift-brain run`.
+pub struct Brain {
+    pub child: Child,
+    pub log: PathBuf,
+    /// "consuming" lines already in the (shared) log before this start.
+    base: usize,
+}
+
+impl Brain {
+    pub fn start(url: &str, store: &Path, log: &Path) -> Self {
+        let base = std::fs::read_to_string(log)
+            .unwrap_or_default()
+            .matches("consuming")
+            .count();
+        let err = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .unwrap();
+        let child = Command::new(BIN)
+            .args(["run", "--batch", "500", "--store"])
+            .arg(store)
+            .args(["--nats", url])
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(err)
+            .spawn()
+            .unwrap();
+        Self {
+            child,
+            log: log.to_path_buf(),
+            base,
+        }
+    }
+
+    /// SIGTERM, then wait; returns the exit code.
+    pub fn term(mut self) -> Option<i32> {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        wait_exit(&mut self.child, Duration::from_secs(30))
+    }
+
+    /// SIGKILL, as a crash.
+    pub fn kill9(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Waits until the brain has opened its store and created its consumers,
+    /// so that a status read afterwards sees this brain, not a previous store.
+    pub fn wait_consuming(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.log_text().matches("consuming").count() < self.base + 2 {
+            assert!(
+                Instant::now() < deadline,
+                "brain did not start: {}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+pub fn wait_exit(child: &mut Child, limit: Duration) -> Option<i32> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status.code();
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("loadshift-brain did not exit within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// `status --json` (plus extra args) as JSON.
+pub fn status(store: &Path, extra: &[&str]) -> serde_json::Value {
+    let out = Command::new(BIN)
+        .args(["status", "--json", "--store"])
+        .arg(store)
+        .args(extra)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "status failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Waits until the brain's applied sequences reach `last` (`[TELEMETRY, EVENTS]`).
+pub fn wait_applied(store: &Path, last: [u64; 2], limit: Duration) -> serde_json::Value {
+    let deadline = Instant::now() + limit;
+    loop {
+        let ok = Command::new(BIN)
+            .args(["status", "--json", "--store"])
+            .arg(store)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .and_then(|o| serde_json::from_slice::<serde_json::Value>(&o.stdout).ok());
+        if let Some(v) = ok {
+            if v["applied"]["TELEMETRY"].as_u64() == Some(last[0])
+                && v["applied"]["EVENTS"].as_u64() == Some(last[1])
+            {
+                return v;
+            }
+            if Instant::now() > deadline {
+                panic!("brain did not reach {last:?} within {limit:?}; status: {v}");
+            }
+        } else if Instant::now() > deadline {
+            let log =
+                std::fs::read_to_string(store.with_file_name("brain.log")).unwrap_or_default();
+            panic!("no status within {limit:?}; brain log:\n{log}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+pub async fn last_seqs(js: &jetstream::Context) -> [u64; 2] {
+    let mut out = [0; 2];
+    for (i, name) in ["TELEMETRY", "EVENTS"].iter().enumerate() {
+        let mut s = js.get_stream(name).await.unwrap();
+        out[i] = s.info().await.unwrap().state.last_sequence;
+    }
+    out
+}
+
+/// The number of series keys in a stopped brain's store.
+pub fn series_keys(store: &Path) -> usize {
+    let s = loadshift_brain::store::Store::open_existing(store).unwrap();
+    s.scan(loadshift_brain::store::prefix::SERIES).count()
+}
