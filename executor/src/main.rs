@@ -1,61 +1,319 @@
-//! `loadshift-executor`: one per worker node; it will run workloads and drive
-//! its half of each migration with CRIU or Docker.
-//!
-//! For now it does what every service does first and nothing it cannot yet do
-//! for real: it connects to NATS, declares the streams (so a fresh cluster is
-//! usable whichever service starts first), and stays connected until told to
-//! stop. Checkpoint/restore arrives with the migration saga.
+//! `loadshift-executor`: one per worker node. Runs workloads and drives this
+//! node's half of every migration; `check` says what works on this machine.
 
-use anyhow::Context;
-use clap::Parser;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand, ValueEnum};
 use loadshift_events::cli::{LogArgs, NatsArgs};
 use loadshift_events::{connection, stream, NodeName};
+use loadshift_executor::journal::Journal;
+use loadshift_executor::liveness::{self, Pong};
+use loadshift_executor::runtime::process::ProcessRuntime;
+use loadshift_executor::saga::Executor;
+use loadshift_executor::{cgroup, service};
+use tokio::sync::{watch, Notify};
 
-/// Runs workloads on one worker node and moves them with CRIU checkpoint/restore.
+/// Runs workloads on one worker node and moves them to other nodes with CRIU
+/// checkpoint/restore, driven by events.
+///
+/// It consumes `workload.<node>.>` and `migration.<node>.>` from the EVENTS
+/// stream, starts workloads, dumps them, restores them, and announces every
+/// step as an event. Its journal (sled, under --state-dir) lets it resume or
+/// roll back a migration after a crash.
+///
+/// Examples:
+///   loadshift-executor --node node2 --state-dir /var/lib/loadshift/node2 --cgroup loadshift/node2
+///   loadshift-executor check
 #[derive(Debug, Parser)]
-#[command(version, about, long_about = None)]
+#[command(version, verbatim_doc_comment)]
 struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
     /// The node this executor acts for (letters, digits, '-' and '_').
     #[arg(long, env = "LOADSHIFT_NODE")]
-    node: NodeName,
+    node: Option<NodeName>,
+    /// Folder for the journal and the workloads' files.
+    #[arg(
+        long,
+        env = "LOADSHIFT_STATE_DIR",
+        default_value = "/var/lib/loadshift/executor"
+    )]
+    state_dir: PathBuf,
+    /// How workloads run on this node.
+    #[arg(long, env = "LOADSHIFT_RUNTIME", value_enum, default_value_t = RuntimeArg::Process)]
+    runtime: RuntimeArg,
+    /// The node's cgroup (relative to the cgroup root, e.g. loadshift/node2);
+    /// the executor joins it, so its workloads are charged to this node.
+    #[arg(long, env = "LOADSHIFT_CGROUP")]
+    cgroup: Option<String>,
+    /// The criu binary (default: `criu` on PATH).
+    #[arg(long, env = "LOADSHIFT_CRIU", default_value = "criu")]
+    criu: PathBuf,
+    /// Where checkpoint images are written before upload (tmpfs is ~30x faster than disk).
+    #[arg(
+        long,
+        env = "LOADSHIFT_IMAGES_DIR",
+        default_value = "/dev/shm/loadshift"
+    )]
+    images_dir: PathBuf,
     #[command(flatten)]
     nats: NatsArgs,
     #[command(flatten)]
     log: LogArgs,
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Reports in plain words what works here: criu, cgroups, tmpfs, NATS.
+    Check,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum RuntimeArg {
+    /// Plain processes, checkpointed with the criu CLI.
+    Process,
+    /// Docker containers, through the Docker Engine API.
+    Docker,
+}
+
+fn main() -> ExitCode {
     let cli = Cli::parse();
     cli.log.init();
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let result = match cli.command {
+        Some(Command::Check) => rt.block_on(check(&cli)),
+        None => rt.block_on(run(&cli)),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
+    let Some(node) = cli.node.clone() else {
+        eprintln!("error: --node (or LOADSHIFT_NODE) is required to run an executor");
+        return Ok(ExitCode::from(2));
+    };
+    if cli.runtime == RuntimeArg::Docker {
+        bail!("the docker runtime is not available in this build yet; use --runtime process");
+    }
+    if let Some(cg) = &cli.cgroup {
+        cgroup::join(cg).context("joining the node's cgroup")?;
+    }
+    service::become_subreaper();
+    let capacity = cgroup::capacity(cli.cgroup.as_deref());
+    std::fs::create_dir_all(&cli.state_dir)
+        .with_context(|| format!("creating the state dir {}", cli.state_dir.display()))?;
+    let journal = Journal::open(&cli.state_dir.join("journal")).context("opening the journal")?;
+    let images_root = cli.images_dir.join(node.as_str());
+    std::fs::create_dir_all(&images_root)
+        .with_context(|| format!("creating the image folder {}", images_root.display()))?;
+
     let client = connection::connect(
-        &cli.nats
-            .options(&format!("loadshift-executor-{}", cli.node)),
+        &cli.nats.options(&format!("loadshift-executor-{node}")),
         false,
     )
     .await
     .context("connecting to NATS")?;
-    let js = async_nats::jetstream::new(client);
-    stream::declare(&js, &cli.nats.stream_settings())
+    let js = async_nats::jetstream::new(client.clone());
+    let settings = cli.nats.stream_settings();
+    stream::declare(&js, &settings)
         .await
         .context("declaring the streams")?;
-    tracing::info!(node = %cli.node, "executor connected; streams declared; waiting for SIGINT/SIGTERM");
-    shutdown_signal().await;
-    tracing::info!("executor stopped");
-    Ok(())
+    let store = stream::checkpoint_store(&js, &settings)
+        .await
+        .context("opening the CHECKPOINTS object store")?;
+
+    let runtime = ProcessRuntime::new(cli.criu.clone(), cli.state_dir.join("workloads"), true);
+    let notify = Arc::new(Notify::new());
+    let exec = Executor {
+        node: node.clone(),
+        runtime,
+        journal: journal.clone(),
+        store,
+        client: client.clone(),
+        images_root,
+        outbox: notify.clone(),
+    };
+    liveness::serve(
+        client.clone(),
+        Pong {
+            node: node.clone(),
+            runtime: loadshift_events::workload::Runtime::Process,
+            capacity,
+        },
+    )
+    .await
+    .context("answering pings")?;
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let outbox = tokio::spawn(service::publish_outbox(
+        js.clone(),
+        journal,
+        notify,
+        stop_rx.clone(),
+    ));
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        tracing::info!("stopping after the current step");
+        let _ = stop_tx.send(true);
+    });
+    tracing::info!(%node, cores = capacity.cores, memory = capacity.memory_bytes, "executor starting");
+    let result = service::run(&exec, &js, stop_rx).await;
+    // Give the outbox a moment to announce what the last step decided.
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), outbox).await;
+    result.context("executor stopped")?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn check(cli: &Cli) -> anyhow::Result<ExitCode> {
+    let mut ok = true;
+    let mut say = |good: bool, what: String| {
+        ok &= good;
+        println!("{} {what}", if good { "ok  " } else { "FAIL" });
+    };
+    match tokio::process::Command::new(&cli.criu)
+        .arg("--version")
+        .output()
+        .await
+    {
+        Ok(out) => {
+            let v = String::from_utf8_lossy(&out.stdout)
+                .trim()
+                .replace('\n', " ");
+            let good = v.contains("Version: 4.2")
+                || v.contains("Version: 4.3")
+                || v.contains("Version: 5");
+            say(
+                good,
+                format!(
+                    "criu at {}: {v}{}",
+                    cli.criu.display(),
+                    if good {
+                        ""
+                    } else {
+                        " (need 4.2 or newer: run scripts/setup-criu)"
+                    }
+                ),
+            );
+        }
+        Err(e) => say(
+            false,
+            format!(
+                "criu at {}: cannot run it ({e}); run scripts/setup-criu",
+                cli.criu.display()
+            ),
+        ),
+    }
+    match tokio::process::Command::new(&cli.criu)
+        .arg("check")
+        .output()
+        .await
+    {
+        Ok(out) => {
+            let text = String::from_utf8_lossy(&out.stdout).to_string()
+                + &String::from_utf8_lossy(&out.stderr);
+            let good = out.status.success() || text.contains("Looks good");
+            say(
+                good,
+                format!(
+                    "criu check: {}",
+                    if good {
+                        "the kernel supports checkpoint/restore".to_string()
+                    } else {
+                        text.trim().to_string()
+                    }
+                ),
+            );
+        }
+        Err(e) => say(false, format!("criu check: cannot run it ({e})")),
+    }
+    let unshare = std::process::Command::new("unshare")
+        .arg("--version")
+        .output()
+        .is_ok();
+    say(
+        unshare,
+        "unshare (util-linux) to start workloads in their own PID namespace".into(),
+    );
+    if let Some(cg) = &cli.cgroup {
+        let cap = cgroup::capacity(Some(cg));
+        let dirs_ok = ["cpu", "memory"].iter().all(|c| {
+            std::path::Path::new("/sys/fs/cgroup")
+                .join(c)
+                .join(cg.trim_start_matches('/'))
+                .exists()
+        }) || std::path::Path::new("/sys/fs/cgroup")
+            .join(cg.trim_start_matches('/'))
+            .join("cgroup.procs")
+            .exists();
+        say(
+            dirs_ok,
+            format!(
+                "cgroup {cg}: {} (capacity {:.2} cores, {} MiB)",
+                if dirs_ok {
+                    "present"
+                } else {
+                    "missing; create it under cpu, cpuacct and memory"
+                },
+                cap.cores,
+                cap.memory_bytes >> 20
+            ),
+        );
+    }
+    let shm = std::fs::create_dir_all(&cli.images_dir).is_ok();
+    say(
+        shm,
+        format!("image folder {} writable", cli.images_dir.display()),
+    );
+    let docker = tokio::net::UnixStream::connect("/var/run/docker.sock")
+        .await
+        .is_ok();
+    println!(
+        "{} docker daemon {}",
+        if docker { "ok  " } else { "info" },
+        if docker {
+            "answers on /var/run/docker.sock"
+        } else {
+            "is not running (only needed for --runtime docker; scripts/setup-docker starts one)"
+        }
+    );
+    match connection::connect(&cli.nats.options("loadshift-executor-check"), false).await {
+        Ok(_) => say(true, format!("NATS at {}", cli.nats.nats)),
+        Err(e) => say(false, format!("NATS: {e}")),
+    }
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 async fn shutdown_signal() {
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(s) => s,
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
         Err(e) => {
             tracing::warn!(error = %e, "cannot watch SIGTERM; only Ctrl-C stops this executor");
             let _ = tokio::signal::ctrl_c().await;
-            return;
         }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
     }
 }

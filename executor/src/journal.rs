@@ -1,0 +1,348 @@
+//! The executor's local journal: every workload it runs and every migration
+//! step it took, in sled, so that after a crash it resumes or rolls back
+//! instead of guessing.
+//!
+//! One tree, keys by prefix, so that one `apply_batch` is atomic across them:
+//! - `applied`      → last EVENTS stream sequence applied (u64, big-endian)
+//! - `w/<name>`     → [`WorkloadRecord`] (JSON)
+//! - `m/<uuid>`     → [`MigrationRecord`] (JSON)
+//! - `o/<u64 BE>`   → an outgoing event (envelope JSON), the outbox
+//!
+//! The outbox makes "change state and announce it" one atomic write: an event
+//! is written with the state change and published afterwards; a crash before
+//! the publish republishes it at start, and its id (the `Nats-Msg-Id`) makes
+//! the server store it once.
+
+use std::path::{Path, PathBuf};
+
+use loadshift_events::migration::{Step, Timings};
+use loadshift_events::workload::WorkloadSpec;
+use loadshift_events::{Envelope, NodeName, WorkloadName};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::runtime::{Handle, TravellingFile};
+
+/// Why the journal could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    /// sled failed
+    #[error("journal at {path}: {source}")]
+    Sled {
+        /// The journal's folder.
+        path: PathBuf,
+        /// What sled said.
+        #[source]
+        source: sled::Error,
+    },
+    /// a record could not be encoded or decoded
+    #[error("journal record {key}: {source}")]
+    Record {
+        /// Its key.
+        key: String,
+        /// What serde said.
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+/// A workload this node runs (or ran).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorkloadRecord {
+    /// Its name.
+    pub name: WorkloadName,
+    /// What it is.
+    pub spec: WorkloadSpec,
+    /// How to find it.
+    pub handle: Handle,
+    /// A migration that has it frozen or in flight, if any.
+    pub migrating: Option<Uuid>,
+}
+
+/// Which side of a migration this node is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// The workload leaves this node.
+    Source,
+    /// The workload arrives on this node.
+    Target,
+}
+
+/// Where a migration stands on this node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    /// Source: about to dump (or dumping when the executor died).
+    Dumping,
+    /// Source: dumped; storing the image.
+    Uploading,
+    /// Source: image stored, `checkpointed` announced; waiting for the target.
+    AwaitingTarget,
+    /// Target: fetching and restoring.
+    Restoring,
+    /// Target: the workload runs here; waiting for the source to clean up.
+    Restored,
+    /// Over: the workload runs on the target.
+    Completed,
+    /// Over: the workload runs on the source again (or never stopped).
+    RolledBack,
+    /// Over: refused before anything happened.
+    Refused,
+}
+
+impl Phase {
+    /// Whether nothing more will happen to this migration here.
+    pub fn is_final(self) -> bool {
+        matches!(self, Phase::Completed | Phase::RolledBack | Phase::Refused)
+    }
+}
+
+/// One migration as this node sees it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MigrationRecord {
+    /// The migration's id.
+    pub id: Uuid,
+    /// Source or target.
+    pub role: Role,
+    /// Where it stands.
+    pub phase: Phase,
+    /// The workload.
+    pub workload: WorkloadName,
+    /// What it is.
+    pub spec: WorkloadSpec,
+    /// From.
+    pub source: NodeName,
+    /// To.
+    pub target: NodeName,
+    /// Where the image is on this node (tmpfs).
+    pub images: PathBuf,
+    /// The object in the checkpoint store, once uploaded.
+    pub object: Option<String>,
+    /// Its SHA-256, once known.
+    pub sha256: Option<String>,
+    /// Its size, once known.
+    pub image_bytes: u64,
+    /// The workload's files and where they were on the source.
+    pub files: Vec<TravellingFile>,
+    /// Timings so far.
+    pub timings: Timings,
+    /// When the request arrived (unix ms), for the total.
+    pub requested_at_ms: i64,
+    /// When the workload was frozen (unix ms), for the downtime.
+    pub frozen_at_ms: Option<i64>,
+    /// The step that failed, if one did.
+    pub failed_step: Option<Step>,
+}
+
+/// The journal. Cloning shares it (sled handles are shared).
+#[derive(Clone)]
+pub struct Journal {
+    db: sled::Db,
+    tree: sled::Tree,
+    path: PathBuf,
+}
+
+/// Changes written together, atomically, with the applied sequence.
+#[derive(Default)]
+pub struct Change {
+    batch: sled::Batch,
+    outbox: Vec<Envelope>,
+    applied: Option<u64>,
+    error: Option<JournalError>,
+}
+
+impl Change {
+    /// A new, empty change.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Records (or replaces) a workload.
+    pub fn put_workload(mut self, w: &WorkloadRecord) -> Self {
+        self.put(format!("w/{}", w.name), w);
+        self
+    }
+
+    /// Forgets a workload (it left this node).
+    pub fn remove_workload(mut self, name: &WorkloadName) -> Self {
+        self.batch.remove(format!("w/{name}").as_bytes());
+        self
+    }
+
+    /// Records (or replaces) a migration.
+    pub fn put_migration(mut self, m: &MigrationRecord) -> Self {
+        self.put(format!("m/{}", m.id), m);
+        self
+    }
+
+    /// Queues an event for publication with this change.
+    pub fn publish(mut self, env: Envelope) -> Self {
+        self.outbox.push(env);
+        self
+    }
+
+    /// Marks EVENTS sequence `seq` as applied by this change.
+    pub fn applied(mut self, seq: u64) -> Self {
+        self.applied = Some(seq);
+        self
+    }
+
+    fn put<T: Serialize>(&mut self, key: String, value: &T) {
+        match serde_json::to_vec(value) {
+            Ok(bytes) => self.batch.insert(key.as_bytes(), bytes),
+            Err(source) => self.error = Some(JournalError::Record { key, source }),
+        }
+    }
+}
+
+impl Journal {
+    /// Opens (or creates) the journal in `dir`.
+    ///
+    /// # Errors
+    /// [`JournalError::Sled`] when sled cannot open it.
+    pub fn open(dir: &Path) -> Result<Self, JournalError> {
+        let sled_err = |source| JournalError::Sled {
+            path: dir.to_path_buf(),
+            source,
+        };
+        let db = sled::open(dir).map_err(sled_err)?;
+        let tree = db.open_tree("journal").map_err(sled_err)?;
+        Ok(Self {
+            db,
+            tree,
+            path: dir.to_path_buf(),
+        })
+    }
+
+    fn sled_err(&self) -> impl Fn(sled::Error) -> JournalError + '_ {
+        |source| JournalError::Sled {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    /// Writes a change atomically and flushes it to disk.
+    ///
+    /// # Errors
+    /// When a record cannot be encoded or sled fails.
+    pub fn commit(&self, change: Change) -> Result<(), JournalError> {
+        let Change {
+            mut batch,
+            outbox,
+            applied,
+            error,
+        } = change;
+        if let Some(e) = error {
+            return Err(e);
+        }
+        if let Some(seq) = applied {
+            batch.insert(b"applied".as_slice(), seq.to_be_bytes().as_slice());
+        }
+        for env in outbox {
+            let id = self.db.generate_id().map_err(self.sled_err())?;
+            let bytes = env.to_json().map_err(|source| JournalError::Record {
+                key: format!("outbox {}", env.id),
+                source,
+            })?;
+            let mut key = b"o/".to_vec();
+            key.extend_from_slice(&id.to_be_bytes());
+            batch.insert(key, bytes);
+        }
+        self.tree.apply_batch(batch).map_err(self.sled_err())?;
+        self.tree.flush().map_err(self.sled_err())?;
+        Ok(())
+    }
+
+    /// The last EVENTS sequence applied (0 when none).
+    ///
+    /// # Errors
+    /// When sled fails.
+    pub fn applied(&self) -> Result<u64, JournalError> {
+        Ok(self
+            .tree
+            .get(b"applied")
+            .map_err(self.sled_err())?
+            .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
+            .map(u64::from_be_bytes)
+            .unwrap_or(0))
+    }
+
+    fn get<T: for<'de> Deserialize<'de>>(&self, key: String) -> Result<Option<T>, JournalError> {
+        match self.tree.get(key.as_bytes()).map_err(self.sled_err())? {
+            None => Ok(None),
+            Some(v) => serde_json::from_slice(&v)
+                .map(Some)
+                .map_err(|source| JournalError::Record { key, source }),
+        }
+    }
+
+    fn scan<T: for<'de> Deserialize<'de>>(&self, prefix: &str) -> Result<Vec<T>, JournalError> {
+        let mut out = Vec::new();
+        for kv in self.tree.scan_prefix(prefix.as_bytes()) {
+            let (k, v) = kv.map_err(self.sled_err())?;
+            out.push(
+                serde_json::from_slice(&v).map_err(|source| JournalError::Record {
+                    key: String::from_utf8_lossy(&k).into_owned(),
+                    source,
+                })?,
+            );
+        }
+        Ok(out)
+    }
+
+    /// A workload this node runs.
+    ///
+    /// # Errors
+    /// When sled fails or the record is unreadable.
+    pub fn workload(&self, name: &WorkloadName) -> Result<Option<WorkloadRecord>, JournalError> {
+        self.get(format!("w/{name}"))
+    }
+
+    /// Every workload this node runs.
+    ///
+    /// # Errors
+    /// When sled fails or a record is unreadable.
+    pub fn workloads(&self) -> Result<Vec<WorkloadRecord>, JournalError> {
+        self.scan("w/")
+    }
+
+    /// A migration this node took part in.
+    ///
+    /// # Errors
+    /// When sled fails or the record is unreadable.
+    pub fn migration(&self, id: &Uuid) -> Result<Option<MigrationRecord>, JournalError> {
+        self.get(format!("m/{id}"))
+    }
+
+    /// Every migration this node took part in.
+    ///
+    /// # Errors
+    /// When sled fails or a record is unreadable.
+    pub fn migrations(&self) -> Result<Vec<MigrationRecord>, JournalError> {
+        self.scan("m/")
+    }
+
+    /// The events waiting to be published, oldest first, with their keys.
+    ///
+    /// # Errors
+    /// When sled fails.
+    pub fn outbox(&self) -> Result<Vec<(sled::IVec, Vec<u8>)>, JournalError> {
+        let mut out = Vec::new();
+        for kv in self.tree.scan_prefix(b"o/") {
+            let (k, v) = kv.map_err(self.sled_err())?;
+            out.push((k, v.to_vec()));
+        }
+        Ok(out)
+    }
+
+    /// Drops a published event from the outbox.
+    ///
+    /// # Errors
+    /// When sled fails.
+    pub fn outbox_done(&self, key: &[u8]) -> Result<(), JournalError> {
+        self.tree.remove(key).map_err(self.sled_err())?;
+        self.tree.flush().map_err(self.sled_err())?;
+        Ok(())
+    }
+}

@@ -1,0 +1,11 @@
+//! loadshift's executor: runs workloads on one worker node and drives its
+//! half of every migration with CRIU (processes) or the Docker Engine API
+//! (containers), reporting each step as an event.
+
+pub mod cgroup;
+pub mod checkpoint;
+pub mod journal;
+pub mod liveness;
+pub mod runtime;
+pub mod saga;
+pub mod service;

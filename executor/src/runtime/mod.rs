@@ -1,0 +1,174 @@
+//! The runtimes a workload can run under, behind one trait.
+//!
+//! The migration saga is one piece of code; it talks to CRIU-managed
+//! processes and to Docker containers only through [`Runtime`], the way youki
+//! puts every kernel call behind a `Syscall` trait. Tests drive the saga against
+//! both real runtimes.
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+
+use loadshift_events::workload::{Runtime as RuntimeKind, WorkloadSpec};
+use loadshift_events::WorkloadName;
+use serde::{Deserialize, Serialize};
+
+pub mod process;
+
+/// How to find a running workload again, also after an executor restart.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Handle {
+    /// A process tree whose root has this host pid.
+    Process {
+        /// Host pid of the workload's root (the init of its PID namespace).
+        pid: u32,
+        /// Its start time in clock ticks since boot (`/proc/PID/stat` field
+        /// 22), so a recycled pid is never mistaken for the workload.
+        start_ticks: u64,
+    },
+    /// A Docker container.
+    Container {
+        /// The container id.
+        id: String,
+    },
+}
+
+impl Handle {
+    /// The pid, for a process.
+    pub fn pid(&self) -> Option<u32> {
+        match self {
+            Handle::Process { pid, .. } => Some(*pid),
+            Handle::Container { .. } => None,
+        }
+    }
+
+    /// The container id, for a container.
+    pub fn container_id(&self) -> Option<String> {
+        match self {
+            Handle::Process { .. } => None,
+            Handle::Container { id } => Some(id.clone()),
+        }
+    }
+}
+
+/// A file of the workload that travels with its image, and where it was on
+/// the node that dumped it (CRIU records open files by path, so the restorer
+/// must map the old path to the new file).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TravellingFile {
+    /// Its name inside the workload's folder (`stdout`, `stderr`).
+    pub name: String,
+    /// Its absolute path on the node that dumped it.
+    pub original_path: PathBuf,
+}
+
+/// Why a runtime operation failed. Each message says what was attempted.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// a program could not be started
+    #[error("cannot run {program}: {source}")]
+    Spawn {
+        /// The program.
+        program: String,
+        /// What the OS said.
+        #[source]
+        source: std::io::Error,
+    },
+    /// criu reported a failure
+    #[error("criu {action} failed ({status}); last lines of {log}:\n{tail}")]
+    Criu {
+        /// dump or restore.
+        action: &'static str,
+        /// Its exit status.
+        status: String,
+        /// Its log file.
+        log: PathBuf,
+        /// The end of that log.
+        tail: String,
+    },
+    /// the workload did not come up
+    #[error("workload {0} did not start: {1}")]
+    NotStarted(String, String),
+    /// a file operation failed
+    #[error("{action} {path}: {source}")]
+    Io {
+        /// What was attempted.
+        action: &'static str,
+        /// On which path.
+        path: PathBuf,
+        /// What the OS said.
+        #[source]
+        source: std::io::Error,
+    },
+    /// the Docker daemon refused or failed
+    #[error("docker: {0}")]
+    Docker(String),
+    /// the spec cannot run under this runtime
+    #[error("{0}")]
+    Unsupported(String),
+}
+
+impl RuntimeError {
+    /// Wraps an I/O error with what was attempted on which path.
+    pub fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> RuntimeError {
+        let path = path.to_path_buf();
+        move |source| RuntimeError::Io {
+            action,
+            path,
+            source,
+        }
+    }
+}
+
+/// What the saga needs from a runtime.
+///
+/// Methods return `Send` futures so the executor can drive them from tokio
+/// tasks.
+pub trait Runtime: Send + Sync + 'static {
+    /// Which kind of workload this runtime runs.
+    fn kind(&self) -> RuntimeKind;
+
+    /// The folder holding a workload's own files on this node.
+    fn workload_dir(&self, name: &WorkloadName) -> PathBuf;
+
+    /// The workload's files that travel with its image.
+    fn travelling_files(&self, name: &WorkloadName) -> Vec<TravellingFile>;
+
+    /// Starts a workload.
+    fn start(
+        &self,
+        name: &WorkloadName,
+        spec: &WorkloadSpec,
+    ) -> impl Future<Output = Result<Handle, RuntimeError>> + Send;
+
+    /// Whether the workload still runs (reaping it if it ended).
+    fn is_running(&self, handle: &Handle) -> impl Future<Output = bool> + Send;
+
+    /// Freezes the workload and writes its image into `images`. When this
+    /// returns `Ok` the workload no longer runs here; when it returns `Err` it
+    /// still does (CRIU resumes the tasks of a failed dump).
+    fn dump(
+        &self,
+        name: &WorkloadName,
+        handle: &Handle,
+        images: &Path,
+    ) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+
+    /// Starts the workload from the image in `images`. Its travelling files
+    /// are already in [`Runtime::workload_dir`]; `files` says where they were
+    /// when it was dumped.
+    fn restore(
+        &self,
+        name: &WorkloadName,
+        spec: &WorkloadSpec,
+        images: &Path,
+        files: &[TravellingFile],
+    ) -> impl Future<Output = Result<Handle, RuntimeError>> + Send;
+
+    /// Stops the workload if it runs and removes what is left of it here.
+    fn remove(
+        &self,
+        name: &WorkloadName,
+        handle: Option<&Handle>,
+    ) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+}

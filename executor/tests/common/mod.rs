@@ -1,0 +1,391 @@
+//! Shared pieces of the executor's integration tests: a cluster of real
+//! executors (the real binary) as nodes on this machine, against a real
+//! nats-server, and a reader of the EVENTS stream.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use loadshift_events::migration::Requested;
+use loadshift_events::workload::{Runtime, StartRequested, WorkloadSpec};
+use loadshift_events::{connection, stream, Envelope, Event, NodeName, WorkloadName};
+use loadshift_testkit::NatsServer;
+
+/// One executor process acting as one node.
+pub struct Node {
+    pub name: NodeName,
+    pub state: PathBuf,
+    pub images: PathBuf,
+    pub cgroup: Option<String>,
+    child: Option<Child>,
+    url: String,
+    log: PathBuf,
+}
+
+impl Node {
+    pub fn workload_dir(&self, w: &str) -> PathBuf {
+        self.state.join("workloads").join(w)
+    }
+
+    pub fn start(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("executor log");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_loadshift-executor"));
+        cmd.arg("--node")
+            .arg(self.name.as_str())
+            .arg("--state-dir")
+            .arg(&self.state)
+            .arg("--images-dir")
+            .arg(&self.images)
+            .arg("--nats")
+            .arg(&self.url)
+            .env("RUST_LOG", "info,loadshift_executor=debug")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log);
+        if let Some(cg) = &self.cgroup {
+            cmd.arg("--cgroup").arg(cg);
+        }
+        self.child = Some(cmd.spawn().expect("start loadshift-executor"));
+    }
+
+    /// SIGKILL, as a crash.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            // SAFETY: plain kill(2) of our own child.
+            unsafe {
+                libc::kill(c.id() as i32, libc::SIGTERM);
+            }
+            let _ = c.wait();
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A nats-server, some executors, and a client.
+pub struct Cluster {
+    pub server: NatsServer,
+    pub nodes: Vec<Node>,
+    pub js: async_nats::jetstream::Context,
+    pub dir: tempfile::TempDir,
+    pub images: tempfile::TempDir,
+}
+
+impl Cluster {
+    pub async fn new(names: &[&str]) -> Self {
+        Self::with_cgroups(names, false).await
+    }
+
+    /// With `cgroups`, each node gets a v1 (or v2) cgroup of its own.
+    pub async fn with_cgroups(names: &[&str], cgroups: bool) -> Self {
+        let server = NatsServer::start();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let images = tempfile::Builder::new()
+            .prefix("loadshift-test-")
+            .tempdir_in("/dev/shm")
+            .expect("tmpfs dir");
+        let client = async_nats::connect(server.url()).await.expect("connect");
+        let js = async_nats::jetstream::new(client);
+        stream::declare(&js, &Default::default())
+            .await
+            .expect("declare");
+        let tag = dir
+            .path()
+            .file_name()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let mut nodes = Vec::new();
+        for n in names {
+            let cgroup = cgroups.then(|| {
+                let rel = format!("loadshift-test/{tag}-{n}");
+                make_cgroup(&rel);
+                rel
+            });
+            let mut node = Node {
+                name: NodeName::new(*n).unwrap(),
+                state: dir.path().join(n),
+                images: images.path().to_path_buf(),
+                cgroup,
+                child: None,
+                url: server.url(),
+                log: dir.path().join(format!("{n}.log")),
+            };
+            node.start();
+            nodes.push(node);
+        }
+        let cluster = Self {
+            server,
+            nodes,
+            js,
+            dir,
+            images,
+        };
+        for n in names {
+            cluster.wait_ping(n).await;
+        }
+        cluster
+    }
+
+    pub fn node(&mut self, name: &str) -> &mut Node {
+        self.nodes
+            .iter_mut()
+            .find(|n| n.name.as_str() == name)
+            .expect("node")
+    }
+
+    pub async fn wait_ping(&self, node: &str) {
+        let client = async_nats::connect(self.server.url())
+            .await
+            .expect("connect");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            let ask = client.request(format!("loadshift.executor.{node}.ping"), "".into());
+            if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_millis(500), ask).await {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("executor {node} did not come up; its log:\n{}", self.logs());
+    }
+
+    pub fn logs(&self) -> String {
+        self.nodes
+            .iter()
+            .map(|n| format!("--- {} ---\n{}", n.name, n.log()))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    pub async fn publish(&self, emitter: &str, event: Event) -> Envelope {
+        let env = Envelope::new(NodeName::new(emitter).unwrap(), event);
+        connection::publish(&self.js, &env).await.expect("publish");
+        env
+    }
+
+    pub async fn run_workload(&self, node: &str, name: &str, command: &[&str]) -> Envelope {
+        self.publish(
+            "test",
+            Event::WorkloadStartRequested(StartRequested {
+                workload: WorkloadName::new(name).unwrap(),
+                node: NodeName::new(node).unwrap(),
+                spec: WorkloadSpec {
+                    runtime: Runtime::Process,
+                    command: command.iter().map(|s| s.to_string()).collect(),
+                    image: None,
+                    env: Default::default(),
+                },
+                requested_by: "test".into(),
+            }),
+        )
+        .await;
+        self.wait_for(Duration::from_secs(30), |e| match &e.event {
+            Event::WorkloadStarted(p) => p.workload.as_str() == name,
+            Event::WorkloadStartFailed(p) if p.workload.as_str() == name => {
+                panic!("workload {name} did not start: {}", p.reason)
+            }
+            _ => false,
+        })
+        .await
+    }
+
+    pub async fn migrate(&self, workload: &str, source: &str, target: &str) -> uuid::Uuid {
+        let id = uuid::Uuid::now_v7();
+        self.publish(
+            "test",
+            Event::MigrationRequested(Requested {
+                migration: id,
+                workload: WorkloadName::new(workload).unwrap(),
+                source: NodeName::new(source).unwrap(),
+                target: NodeName::new(target).unwrap(),
+                requested_by: "test".into(),
+                reason: Default::default(),
+            }),
+        )
+        .await;
+        id
+    }
+
+    /// Every event in EVENTS so far.
+    pub async fn events(&self) -> Vec<Envelope> {
+        let s = self.js.get_stream(stream::EVENTS).await.expect("stream");
+        let last = s.cached_info().state.last_sequence;
+        let mut out = Vec::new();
+        for seq in 1..=last {
+            if let Ok(m) = s.get_raw_message(seq).await {
+                if let Ok(env) = Envelope::from_message(m.subject.as_str(), &m.payload) {
+                    out.push(env);
+                }
+            }
+        }
+        out
+    }
+
+    /// Waits for the first event (from the start of the log) matching `pred`.
+    pub async fn wait_for(
+        &self,
+        timeout: Duration,
+        mut pred: impl FnMut(&Envelope) -> bool,
+    ) -> Envelope {
+        let s = self.js.get_stream(stream::EVENTS).await.expect("stream");
+        let consumer = s
+            .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig::default())
+            .await
+            .expect("ordered consumer");
+        let mut msgs = consumer.messages().await.expect("messages");
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            match tokio::time::timeout_at(deadline, msgs.next()).await {
+                Ok(Some(Ok(m))) => {
+                    if let Ok(env) = Envelope::from_message(m.subject.as_str(), &m.payload) {
+                        if pred(&env) {
+                            return env;
+                        }
+                    }
+                }
+                Ok(_) => {}
+                Err(_) => panic!(
+                    "no matching event within {timeout:?}; logs:\n{}",
+                    self.logs()
+                ),
+            }
+        }
+    }
+
+    /// Waits for the outcome of migration `id`: completed or rolled_back.
+    pub async fn outcome(&self, id: uuid::Uuid) -> Envelope {
+        self.wait_for(Duration::from_secs(120), |e| match &e.event {
+            Event::MigrationCompleted(p) => p.migration == id,
+            Event::MigrationRolledBack(p) => p.migration == id,
+            Event::MigrationFailed(p) => {
+                p.migration == id && p.step == loadshift_events::migration::Step::Validate
+            }
+            _ => false,
+        })
+        .await
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for n in &mut self.nodes {
+            n.kill();
+        }
+        // Workloads are in their own sessions: kill whatever still runs from
+        // this test's folders, then remove the cgroups.
+        kill_workloads_under(self.dir.path());
+        for n in &self.nodes {
+            if let Some(cg) = &n.cgroup {
+                remove_cgroup(cg);
+            }
+        }
+    }
+}
+
+/// Kills every process whose working directory is under `dir`.
+pub fn kill_workloads_under(dir: &Path) {
+    for _ in 0..3 {
+        for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+                continue;
+            };
+            if let Ok(cwd) = std::fs::read_link(e.path().join("cwd")) {
+                if cwd.starts_with(dir) {
+                    // SAFETY: kill(2) of a test workload.
+                    unsafe {
+                        libc::kill(pid, libc::SIGKILL);
+                    }
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn cgroup_dirs(rel: &str) -> Vec<PathBuf> {
+    let root = Path::new("/sys/fs/cgroup");
+    if root.join("cgroup.controllers").exists() {
+        vec![root.join(rel)]
+    } else {
+        ["cpu", "cpuacct", "memory"]
+            .iter()
+            .map(|c| root.join(c).join(rel))
+            .collect()
+    }
+}
+
+pub fn make_cgroup(rel: &str) {
+    for d in cgroup_dirs(rel) {
+        std::fs::create_dir_all(&d)
+            .unwrap_or_else(|e| panic!("create cgroup {}: {e}", d.display()));
+    }
+}
+
+pub fn remove_cgroup(rel: &str) {
+    for d in cgroup_dirs(rel) {
+        for _ in 0..50 {
+            if std::fs::remove_dir(&d).is_ok() || !d.exists() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+/// Which cgroup (v1 memory controller, or v2) a pid is in.
+pub fn memory_cgroup_of(pid: u32) -> String {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
+    s.lines()
+        .find_map(|l| {
+            let mut parts = l.splitn(3, ':');
+            let _ = parts.next();
+            let ctrls = parts.next()?;
+            let path = parts.next()?;
+            (ctrls.split(',').any(|c| c == "memory") || ctrls.is_empty()).then(|| path.to_string())
+        })
+        .unwrap_or_default()
+}
+
+/// The counter values written in a file, one per line.
+pub fn counter_values(path: &Path) -> Vec<u64> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect()
+}
+
+/// Asserts the counter went 0, 1, 2, ... with no gap, repeat or restart.
+pub fn assert_continuous(values: &[u64]) {
+    assert!(!values.is_empty(), "no output at all");
+    for (i, v) in values.iter().enumerate() {
+        assert_eq!(
+            *v,
+            i as u64,
+            "counter restarted or skipped at line {i}: {:?}",
+            &values[i.saturating_sub(3)..(i + 3).min(values.len())]
+        );
+    }
+}
