@@ -12,6 +12,7 @@ use loadshift_events::{connection, stream, NodeName};
 use loadshift_executor::journal::Journal;
 use loadshift_executor::liveness::{self, Pong};
 use loadshift_executor::runtime::process::ProcessRuntime;
+use loadshift_executor::runtime::Runtime;
 use loadshift_executor::saga::Executor;
 use loadshift_executor::{cgroup, service};
 use tokio::sync::{watch, Notify};
@@ -107,16 +108,31 @@ async fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
         eprintln!("error: --node (or LOADSHIFT_NODE) is required to run an executor");
         return Ok(ExitCode::from(2));
     };
-    if cli.runtime == RuntimeArg::Docker {
-        bail!("the docker runtime is not available in this build yet; use --runtime process");
-    }
     if let Some(cg) = &cli.cgroup {
         cgroup::join(cg).context("joining the node's cgroup")?;
     }
     service::become_subreaper();
-    let capacity = cgroup::capacity(cli.cgroup.as_deref());
     std::fs::create_dir_all(&cli.state_dir)
         .with_context(|| format!("creating the state dir {}", cli.state_dir.display()))?;
+    let workloads = cli.state_dir.join("workloads");
+    match cli.runtime {
+        RuntimeArg::Process => {
+            serve(
+                cli,
+                node,
+                ProcessRuntime::new(cli.criu.clone(), workloads, true),
+            )
+            .await
+        }
+        RuntimeArg::Docker => {
+            bail!("the docker runtime is not available in this build yet; use --runtime process")
+        }
+    }
+}
+
+/// Runs the service with runtime `runtime` until SIGINT/SIGTERM.
+async fn serve<R: Runtime>(cli: &Cli, node: NodeName, runtime: R) -> anyhow::Result<ExitCode> {
+    let capacity = cgroup::capacity(cli.cgroup.as_deref());
     let journal = Journal::open(&cli.state_dir.join("journal")).context("opening the journal")?;
     let images_root = cli.images_dir.join(node.as_str());
     std::fs::create_dir_all(&images_root)
@@ -137,7 +153,7 @@ async fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
         .await
         .context("opening the CHECKPOINTS object store")?;
 
-    let runtime = ProcessRuntime::new(cli.criu.clone(), cli.state_dir.join("workloads"), true);
+    let kind = runtime.kind();
     let notify = Arc::new(Notify::new());
     let exec = Executor {
         node: node.clone(),
@@ -152,7 +168,7 @@ async fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
         client.clone(),
         Pong {
             node: node.clone(),
-            runtime: loadshift_events::workload::Runtime::Process,
+            runtime: kind,
             capacity,
         },
     )
@@ -171,7 +187,7 @@ async fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
         tracing::info!("stopping after the current step");
         let _ = stop_tx.send(true);
     });
-    tracing::info!(%node, cores = capacity.cores, memory = capacity.memory_bytes, "executor starting");
+    tracing::info!(%node, runtime = %kind, cores = capacity.cores, memory = capacity.memory_bytes, "executor starting");
     let result = service::run(&exec, &js, stop_rx).await;
     // Give the outbox a moment to announce what the last step decided.
     let _ = tokio::time::timeout(std::time::Duration::from_secs(5), outbox).await;
