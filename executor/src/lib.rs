@@ -4,6 +4,7 @@
 
 pub mod cgroup;
 pub mod checkpoint;
+pub mod fault;
 pub mod journal;
 pub mod liveness;
 pub mod runtime;

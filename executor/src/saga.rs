@@ -21,6 +21,7 @@ use loadshift_events::workload::{self, WorkloadSpec};
 use loadshift_events::{Envelope, Event, NodeName, WorkloadName};
 
 use crate::checkpoint::{self, CheckpointError};
+use crate::fault;
 use crate::journal::{Change, Journal, JournalError, MigrationRecord, Phase, Role, WorkloadRecord};
 use crate::liveness;
 use crate::runtime::{Handle, Runtime};
@@ -287,6 +288,7 @@ impl<R: Runtime> Executor<R> {
                         .await;
                 }
                 m.timings.dump_ms = Some(ms(t.elapsed()));
+                fault::crash_point(fault::AFTER_DUMP);
             }
             m.phase = Phase::Uploading;
             self.commit(Change::new().put_migration(&m))?;
@@ -296,7 +298,11 @@ impl<R: Runtime> Executor<R> {
             let object = m.id.to_string();
             let wdir = self.runtime.workload_dir(&m.workload);
             let stored = async {
-                let packed = checkpoint::pack(&m.images, &wdir, &m.files)?;
+                let mut packed = checkpoint::pack(&m.images, &wdir, &m.files)?;
+                if fault::armed(fault::CORRUPT_IMAGE) {
+                    let mid = packed.bytes.len() / 2;
+                    packed.bytes[mid] ^= 0xff;
+                }
                 let (bytes, sha) = (packed.bytes.len() as u64, packed.sha256.clone());
                 checkpoint::upload(&self.store, &object, packed.bytes).await?;
                 Ok::<_, CheckpointError>((bytes, sha))

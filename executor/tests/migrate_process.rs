@@ -57,6 +57,7 @@ async fn a_counter_continues_on_the_target_with_its_output() {
         cg.ends_with(&node3_cg),
         "restored workload is in cgroup {cg}, not {node3_cg}"
     );
+    assert_eq!(c.copies_of("counter"), vec![pid], "exactly one copy runs");
     let events = c.events().await;
     let started = events
         .iter()

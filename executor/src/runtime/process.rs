@@ -82,7 +82,14 @@ impl ProcessRuntime {
                 });
             }
         }
-        let status = cmd.status().await.map_err(|source| RuntimeError::Spawn {
+        let mut child = cmd.spawn().map_err(|source| RuntimeError::Spawn {
+            program: self.criu.display().to_string(),
+            source,
+        })?;
+        if action == "restore" {
+            crate::fault::crash_point(crate::fault::DURING_RESTORE);
+        }
+        let status = child.wait().await.map_err(|source| RuntimeError::Spawn {
             program: self.criu.display().to_string(),
             source,
         })?;
@@ -154,7 +161,10 @@ impl Runtime for ProcessRuntime {
             .arg(dir.join("stderr"))
             .args(&spec.command)
             .envs(&spec.env)
-            .current_dir(&dir)
+            .env("LOADSHIFT_WORKLOAD", name.as_str())
+            // Not the workload's folder: CRIU restores the working directory
+            // by path, and the source's folder is gone after the move.
+            .current_dir("/")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())

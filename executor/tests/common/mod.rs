@@ -20,6 +20,10 @@ pub struct Node {
     pub state: PathBuf,
     pub images: PathBuf,
     pub cgroup: Option<String>,
+    /// Extra environment for the executor (e.g. `LOADSHIFT_FAULTS`).
+    pub env: Vec<(String, String)>,
+    /// `--runtime` for its executor (`None`: the default, process).
+    pub runtime: Option<String>,
     child: Option<Child>,
     url: String,
     log: PathBuf,
@@ -46,13 +50,48 @@ impl Node {
             .arg("--nats")
             .arg(&self.url)
             .env("RUST_LOG", "info,loadshift_executor=debug")
+            .envs(self.env.iter().cloned())
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
             .stderr(log);
         if let Some(cg) = &self.cgroup {
             cmd.arg("--cgroup").arg(cg);
         }
+        if let Some(rt) = &self.runtime {
+            cmd.arg("--runtime").arg(rt);
+        }
         self.child = Some(cmd.spawn().expect("start loadshift-executor"));
+    }
+
+    /// Restarts the executor with crash point `fault` armed.
+    pub fn restart_with_fault(&mut self, fault: &str) {
+        self.kill();
+        self.env = vec![("LOADSHIFT_FAULTS".into(), fault.into())];
+        self.start();
+    }
+
+    /// Restarts the executor with no fault armed.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.env.clear();
+        self.start();
+    }
+
+    /// Waits until the executor process ended by itself (a crash point).
+    pub fn wait_exit(&mut self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(c) = self.child.as_mut() {
+                if let Ok(Some(_)) = c.try_wait() {
+                    self.child = None;
+                    return true;
+                }
+            } else {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
     }
 
     /// SIGKILL, as a crash.
@@ -101,6 +140,12 @@ impl Cluster {
 
     /// With `cgroups`, each node gets a v1 (or v2) cgroup of its own.
     pub async fn with_cgroups(names: &[&str], cgroups: bool) -> Self {
+        Self::with_runtime(names, cgroups, None).await
+    }
+
+    /// Like [`Cluster::with_cgroups`], every executor started with
+    /// `--runtime runtime` when given (e.g. `docker`).
+    pub async fn with_runtime(names: &[&str], cgroups: bool, runtime: Option<&str>) -> Self {
         let server = NatsServer::start();
         let dir = tempfile::tempdir().expect("tempdir");
         let images = tempfile::Builder::new()
@@ -129,6 +174,8 @@ impl Cluster {
                 state: dir.path().join(n),
                 images: images.path().to_path_buf(),
                 cgroup,
+                env: Vec::new(),
+                runtime: runtime.map(str::to_string),
                 child: None,
                 url: server.url(),
                 log: dir.path().join(format!("{n}.log")),
@@ -147,6 +194,19 @@ impl Cluster {
             cluster.wait_ping(n).await;
         }
         cluster
+    }
+
+    /// Marks this test's workloads (in their environment), so they can be
+    /// found and killed whatever node they ended up on.
+    pub fn tag(&self) -> String {
+        self.dir.path().display().to_string()
+    }
+
+    /// Host pids of this test's workload `name` that are alive now (the
+    /// init of each copy's PID namespace): the never-twice invariant says
+    /// there is at most one.
+    pub fn copies_of(&self, name: &str) -> Vec<u32> {
+        workload_pids(&self.tag(), name)
     }
 
     pub fn node(&mut self, name: &str) -> &mut Node {
@@ -195,7 +255,9 @@ impl Cluster {
                     runtime: Runtime::Process,
                     command: command.iter().map(|s| s.to_string()).collect(),
                     image: None,
-                    env: Default::default(),
+                    env: [("LOADSHIFT_TEST_TAG".to_string(), self.tag())]
+                        .into_iter()
+                        .collect(),
                 },
                 requested_by: "test".into(),
             }),
@@ -209,6 +271,49 @@ impl Cluster {
             _ => false,
         })
         .await
+    }
+
+    /// Asks `node` to start workload `name` with `spec`; returns its
+    /// `workload.started` or `workload.start_failed` event.
+    pub async fn start_workload(&self, node: &str, name: &str, spec: WorkloadSpec) -> Envelope {
+        self.publish(
+            "test",
+            Event::WorkloadStartRequested(StartRequested {
+                workload: WorkloadName::new(name).unwrap(),
+                node: NodeName::new(node).unwrap(),
+                spec,
+                requested_by: "test".into(),
+            }),
+        )
+        .await;
+        self.wait_for(Duration::from_secs(60), |e| match &e.event {
+            Event::WorkloadStarted(p) => p.workload.as_str() == name,
+            Event::WorkloadStartFailed(p) => p.workload.as_str() == name,
+            _ => false,
+        })
+        .await
+    }
+
+    /// Starts a container workload from `image` on `node` (`command`
+    /// overrides the image's when not empty) and waits until it runs.
+    pub async fn run_container(
+        &self,
+        node: &str,
+        name: &str,
+        image: &str,
+        command: &[&str],
+    ) -> Envelope {
+        let spec = WorkloadSpec {
+            runtime: Runtime::Docker,
+            command: command.iter().map(|s| s.to_string()).collect(),
+            image: Some(image.to_string()),
+            env: Default::default(),
+        };
+        let e = self.start_workload(node, name, spec).await;
+        if let Event::WorkloadStartFailed(p) = &e.event {
+            panic!("container {name} did not start: {}\n{}", p.reason, self.logs());
+        }
+        e
     }
 
     pub async fn migrate(&self, workload: &str, source: &str, target: &str) -> uuid::Uuid {
@@ -294,8 +399,8 @@ impl Drop for Cluster {
             n.kill();
         }
         // Workloads are in their own sessions: kill whatever still runs from
-        // this test's folders, then remove the cgroups.
-        kill_workloads_under(self.dir.path());
+        // this test, then remove the cgroups.
+        kill_tagged(&self.tag());
         for n in &self.nodes {
             if let Some(cg) = &n.cgroup {
                 remove_cgroup(cg);
@@ -304,19 +409,57 @@ impl Drop for Cluster {
     }
 }
 
-/// Kills every process whose working directory is under `dir`.
-pub fn kill_workloads_under(dir: &Path) {
+fn environ_has(pid: u32, needle: &str) -> bool {
+    std::fs::read(format!("/proc/{pid}/environ"))
+        .map(|env| env.split(|b| *b == 0).any(|kv| kv == needle.as_bytes()))
+        .unwrap_or(false)
+}
+
+fn all_pids() -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_string_lossy().parse().ok())
+        .collect()
+}
+
+/// Live (non-zombie) processes of workload `name` started by the test
+/// tagged `tag`, keeping only the root of each process tree.
+pub fn workload_pids(tag: &str, name: &str) -> Vec<u32> {
+    let tag = format!("LOADSHIFT_TEST_TAG={tag}");
+    let wl = format!("LOADSHIFT_WORKLOAD={name}");
+    let live: Vec<u32> = all_pids()
+        .into_iter()
+        .filter(|p| environ_has(*p, &tag) && environ_has(*p, &wl))
+        .filter(|p| loadshift_executor::runtime::process::start_ticks(*p).is_some())
+        .collect();
+    live.iter()
+        .copied()
+        .filter(|p| {
+            let parent = std::fs::read_to_string(format!("/proc/{p}/stat"))
+                .ok()
+                .and_then(|s| {
+                    s[s.rfind(')')? + 1..]
+                        .split_whitespace()
+                        .nth(1)?
+                        .parse::<u32>()
+                        .ok()
+                });
+            !parent.is_some_and(|pp| live.contains(&pp))
+        })
+        .collect()
+}
+
+/// Kills every process started by the test tagged `tag`.
+pub fn kill_tagged(tag: &str) {
+    let tag = format!("LOADSHIFT_TEST_TAG={tag}");
     for _ in 0..3 {
-        for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-            let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
-                continue;
-            };
-            if let Ok(cwd) = std::fs::read_link(e.path().join("cwd")) {
-                if cwd.starts_with(dir) {
-                    // SAFETY: kill(2) of a test workload.
-                    unsafe {
-                        libc::kill(pid, libc::SIGKILL);
-                    }
+        for pid in all_pids() {
+            if environ_has(pid, &tag) {
+                // SAFETY: kill(2) of a test workload.
+                unsafe {
+                    libc::kill(pid as i32, libc::SIGKILL);
                 }
             }
         }
