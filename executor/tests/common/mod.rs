@@ -311,7 +311,11 @@ impl Cluster {
         };
         let e = self.start_workload(node, name, spec).await;
         if let Event::WorkloadStartFailed(p) = &e.event {
-            panic!("container {name} did not start: {}\n{}", p.reason, self.logs());
+            panic!(
+                "container {name} did not start: {}\n{}",
+                p.reason,
+                self.logs()
+            );
         }
         e
     }
@@ -403,6 +407,21 @@ impl Drop for Cluster {
         kill_tagged(&self.tag());
         for n in &self.nodes {
             if let Some(cg) = &n.cgroup {
+                // Whatever the tag misses (a program that rewrites its
+                // environment, like redis) is still in the node's cgroup.
+                for _ in 0..3 {
+                    for d in cgroup_dirs(cg) {
+                        let procs =
+                            std::fs::read_to_string(d.join("cgroup.procs")).unwrap_or_default();
+                        for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+                            // SAFETY: kill(2) of a process in this test's cgroup.
+                            unsafe {
+                                libc::kill(pid, libc::SIGKILL);
+                            }
+                        }
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
+                }
                 remove_cgroup(cg);
             }
         }

@@ -1,0 +1,223 @@
+//! `loadshift migrate`: ask for a workload to be moved, and optionally watch
+//! the migration's events until its outcome.
+//!
+//! The request goes on the source's subject (`migration.<src>.requested`);
+//! the executors do the rest. `--wait` follows the stream from right after
+//! the request, so no answer can be missed however fast it comes.
+
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use clap::Args;
+use futures::StreamExt;
+use loadshift_events::migration::{Reason, Requested, Step, Timings};
+use loadshift_events::{connection, Envelope, Event, NodeName, WorkloadName};
+use uuid::Uuid;
+
+use super::{connect, Common, Requester};
+use crate::error::{parse_timeout, InputError};
+use crate::eventlog::{self, Start};
+use crate::placement::WorkloadState;
+use crate::summary::{self, timing_rows};
+
+/// Move a running workload to another node, live (CRIU checkpoint/restore).
+///
+/// Publishes `migration.<src>.requested` with a new migration id and prints
+/// that id. The source is where the log says the workload runs, unless
+/// `--from` names it. With `--wait`, prints every step as it happens and,
+/// at the end, the time each step took; exits 0 only if the migration
+/// completed (1 if it was refused or rolled back, with the failed step and
+/// its reason).
+#[derive(Debug, Args)]
+#[command(after_help = "Examples:
+  loadshift migrate counter --to node3
+  loadshift migrate counter --to node3 --wait --reason 'node2 maintenance'
+  id=$(loadshift migrate counter --to node3) && loadshift events tail --subject 'migration.>'")]
+pub struct MigrateArgs {
+    /// The workload to move.
+    #[arg(env = "LOADSHIFT_WORKLOAD")]
+    pub workload: WorkloadName,
+    /// Where it should run.
+    #[arg(long, env = "LOADSHIFT_MIGRATE_TO")]
+    pub to: NodeName,
+    /// Where it runs now (default: where the log says it runs).
+    #[arg(long, env = "LOADSHIFT_MIGRATE_FROM")]
+    pub from: Option<NodeName>,
+    /// Why, in one sentence (default: "requested by <who>").
+    #[arg(long, env = "LOADSHIFT_MIGRATE_REASON")]
+    pub reason: Option<String>,
+    #[command(flatten)]
+    /// Who asks.
+    pub requester: Requester,
+    /// Follow the migration to its outcome, printing each step.
+    #[arg(long, env = "LOADSHIFT_WAIT")]
+    pub wait: bool,
+    /// How long --wait waits (120s, 5m, ...).
+    #[arg(long, env = "LOADSHIFT_TIMEOUT", default_value = "120s", value_parser = parse_timeout)]
+    pub timeout: Duration,
+    #[command(flatten)]
+    /// NATS and logging.
+    pub common: Common,
+}
+
+/// `migrate`.
+///
+/// # Errors
+/// [`InputError`] for an unknown or already migrating workload, or a target
+/// that is its source; NATS failing.
+pub async fn run(a: MigrateArgs) -> anyhow::Result<ExitCode> {
+    let (_client, js) = connect(&a.common).await?;
+    let source = match &a.from {
+        Some(from) => from.clone(),
+        None => {
+            let placement = super::workload::fold(&js, &a.common).await?;
+            let w = placement
+                .workloads
+                .get(&a.workload)
+                .ok_or_else(|| InputError::UnknownWorkload(a.workload.clone()))?;
+            if let WorkloadState::Migrating { migration, target } = &w.state {
+                return Err(InputError::AlreadyMigrating {
+                    workload: a.workload.clone(),
+                    source_node: w.node.clone(),
+                    target: target.clone(),
+                    migration: *migration,
+                }
+                .into());
+            }
+            w.node.clone()
+        }
+    };
+    if source == a.to {
+        return Err(InputError::SameNode {
+            workload: a.workload.clone(),
+            node: source,
+        }
+        .into());
+    }
+    let events = eventlog::open(&js, &a.common.nats).await?;
+    let who = a.requester.who();
+    let id = Uuid::now_v7();
+    let env = Envelope::new(
+        a.requester.as_node.clone(),
+        Event::MigrationRequested(Requested {
+            migration: id,
+            workload: a.workload.clone(),
+            source: source.clone(),
+            target: a.to.clone(),
+            requested_by: who.clone(),
+            reason: Reason {
+                summary: a
+                    .reason
+                    .clone()
+                    .unwrap_or_else(|| format!("requested by {who}")),
+                ..Default::default()
+            },
+        }),
+    );
+    let asked = Instant::now();
+    let ack = connection::publish(&js, &env)
+        .await
+        .context("publishing the migration request")?;
+    println!("{id}");
+    eprintln!(
+        "requested migration of {} from {source} to {} (seq {})",
+        a.workload, a.to, ack.sequence
+    );
+    if !a.wait {
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut answers = Box::pin(
+        eventlog::follow(&events, "migration.>", Start::Sequence(ack.sequence + 1)).await?,
+    );
+    let deadline = tokio::time::Instant::now() + a.timeout;
+    let mut failure: Option<(Step, String)> = None;
+    let mut image_bytes: Option<u64> = None;
+    loop {
+        let item = match tokio::time::timeout_at(deadline, answers.next()).await {
+            Err(_) => bail!(
+                "no outcome for migration {id} within {}; it may still be running \
+                 (follow it with `loadshift events tail --subject 'migration.>'`)",
+                humantime::format_duration(a.timeout)
+            ),
+            Ok(None) => bail!("the EVENTS stream ended while waiting for migration {id}"),
+            Ok(Some(item)) => item?,
+        };
+        let Ok(env) = &item.decoded else {
+            if let Some(line) = item.unreadable_line() {
+                eprintln!("warning: {line}");
+            }
+            continue;
+        };
+        if !is_about(&env.event, id) {
+            continue;
+        }
+        let elapsed = asked.elapsed().as_secs_f64();
+        let verb = env
+            .kind()
+            .as_str()
+            .split_once('.')
+            .map_or("", |(_, v)| v)
+            .to_string();
+        println!("+{elapsed:.3}s {verb:<13} {}", summary::line(env));
+        match &env.event {
+            Event::MigrationCheckpointed(c) => image_bytes = Some(c.image_bytes),
+            Event::MigrationRestored(r) => image_bytes = Some(r.image_bytes),
+            Event::MigrationCompleted(c) => {
+                println!(
+                    "migration {id} completed: {} runs on {}",
+                    c.workload, c.target
+                );
+                print_timings(&c.timings, Some(c.image_bytes));
+                return Ok(ExitCode::SUCCESS);
+            }
+            Event::MigrationFailed(f) if f.step == Step::Validate => {
+                println!(
+                    "migration {id} refused at step {}: {} ({} still runs on {})",
+                    f.step, f.reason, f.workload, f.source
+                );
+                return Ok(ExitCode::from(1));
+            }
+            Event::MigrationFailed(f) => failure = Some((f.step, f.reason.clone())),
+            Event::MigrationRolledBack(r) => {
+                let why = failure.as_ref().map_or_else(
+                    || "failure not seen".to_string(),
+                    |(step, reason)| format!("failed at step {step}: {reason}"),
+                );
+                println!(
+                    "migration {id} rolled back ({why}); {} runs on {} again",
+                    r.workload, r.source
+                );
+                if let Some(b) = image_bytes {
+                    println!("image size: {b} bytes ({})", summary::bytes(b));
+                }
+                return Ok(ExitCode::from(1));
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Whether `event` belongs to migration `id`.
+fn is_about(event: &Event, id: Uuid) -> bool {
+    match event {
+        Event::MigrationRequested(p) => p.migration == id,
+        Event::MigrationCheckpointed(p) => p.migration == id,
+        Event::MigrationRestored(p) => p.migration == id,
+        Event::MigrationCompleted(p) => p.migration == id,
+        Event::MigrationFailed(p) => p.migration == id,
+        Event::MigrationRolledBack(p) => p.migration == id,
+        _ => false,
+    }
+}
+
+fn print_timings(t: &Timings, image_bytes: Option<u64>) {
+    println!("timings (ms):");
+    for (name, v) in timing_rows(t) {
+        let v = v.map_or_else(|| "-".to_string(), |v| format!("{v:.1}"));
+        println!("  {name:<9} {v:>10}");
+    }
+    if let Some(b) = image_bytes {
+        println!("image size: {b} bytes ({})", summary::bytes(b));
+    }
+}

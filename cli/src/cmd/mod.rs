@@ -1,0 +1,135 @@
+//! The verbs of `loadshift`, one struct and one file per command (as
+//! youki's `liboci-cli` does): `workload run`, `workload ls`, `migrate`,
+//! `events tail`, `status`. This file holds the top-level parser and what
+//! every command shares: how to reach NATS and how to log.
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use async_nats::jetstream;
+use clap::{Args, Parser, Subcommand};
+use loadshift_events::cli::{LogArgs, NatsArgs};
+use loadshift_events::NodeName;
+
+pub mod events;
+pub mod migrate;
+pub mod status;
+pub mod workload;
+
+/// The loadshift operator's command line: start workloads, see where they
+/// run, move them, and watch the event log.
+///
+/// Everything it shows is read from the EVENTS stream in NATS JetStream, and
+/// everything it asks for is an event published there: the executors act on
+/// them. Every option can also be set with a `LOADSHIFT_*` environment
+/// variable (shown in each command's `--help`).
+///
+/// Exit codes: 0 done, 1 failed (or the workload did not start, or the
+/// migration did not complete), 2 bad usage or input.
+#[derive(Debug, Parser)]
+#[command(
+    name = "loadshift",
+    version,
+    after_help = "Examples:
+  loadshift workload run --node node2 --name counter -- /usr/bin/counter --every 1s
+  loadshift workload ls
+  loadshift migrate counter --to node3 --wait
+  loadshift events tail --subject 'migration.>'
+  loadshift status
+
+NATS is found at --nats (LOADSHIFT_NATS, default nats://127.0.0.1:4222)."
+)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Start workloads and list where they run.
+    #[command(subcommand)]
+    Workload(workload::WorkloadCommand),
+    // The help text of a command is its argument struct's doc comment.
+    Migrate(migrate::MigrateArgs),
+    /// Read the event log.
+    #[command(subcommand)]
+    Events(events::EventsCommand),
+    Status(status::StatusArgs),
+}
+
+impl Command {
+    /// The options every command shares.
+    pub fn common(&self) -> &Common {
+        match self {
+            Command::Workload(workload::WorkloadCommand::Run(a)) => &a.common,
+            Command::Workload(workload::WorkloadCommand::Ls(a)) => &a.common,
+            Command::Migrate(a) => &a.common,
+            Command::Events(events::EventsCommand::Tail(a)) => &a.common,
+            Command::Status(a) => &a.common,
+        }
+    }
+
+    /// Runs the command; the exit code says how it went.
+    ///
+    /// # Errors
+    /// Anything that stopped the command; an [`crate::error::InputError`] in
+    /// the chain means bad input (exit 2), anything else a failure (exit 1).
+    pub async fn run(self) -> anyhow::Result<ExitCode> {
+        match self {
+            Command::Workload(workload::WorkloadCommand::Run(a)) => workload::run(a).await,
+            Command::Workload(workload::WorkloadCommand::Ls(a)) => workload::ls(a).await,
+            Command::Migrate(a) => migrate::run(a).await,
+            Command::Events(events::EventsCommand::Tail(a)) => events::tail(a).await,
+            Command::Status(a) => status::run(a).await,
+        }
+    }
+}
+
+/// Options every command takes: NATS and logging.
+#[derive(Debug, Clone, Args)]
+pub struct Common {
+    #[command(flatten)]
+    /// Where NATS is.
+    pub nats: NatsArgs,
+    #[command(flatten)]
+    /// How to log (to stderr).
+    pub log: LogArgs,
+}
+
+/// Who publishes a request: the envelope's emitting node and the person.
+#[derive(Debug, Clone, Args)]
+pub struct Requester {
+    /// The node name the request's envelope is emitted by (it must be a
+    /// valid node name; the CLI is not a node, so it defaults to `cli`).
+    #[arg(long, env = "LOADSHIFT_CLI_NODE", default_value = "cli")]
+    pub as_node: NodeName,
+    /// Who asks, recorded in the event (default: $USER, or `operator`).
+    #[arg(long, env = "LOADSHIFT_REQUESTED_BY")]
+    pub requested_by: Option<String>,
+}
+
+impl Requester {
+    /// `--requested-by`, else `$USER`, else `operator`.
+    pub fn who(&self) -> String {
+        self.requested_by
+            .clone()
+            .filter(|s| !s.trim().is_empty())
+            .or_else(|| std::env::var("USER").ok().filter(|s| !s.is_empty()))
+            .unwrap_or_else(|| "operator".to_string())
+    }
+}
+
+/// Connects to NATS as `loadshift-cli`.
+///
+/// # Errors
+/// When the server cannot be reached.
+pub async fn connect(common: &Common) -> anyhow::Result<(async_nats::Client, jetstream::Context)> {
+    let client =
+        loadshift_events::connection::connect(&common.nats.options("loadshift-cli"), false)
+            .await
+            .context("connecting to NATS")?;
+    let js = jetstream::new(client.clone());
+    Ok((client, js))
+}

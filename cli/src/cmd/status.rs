@@ -1,0 +1,149 @@
+//! `loadshift status`: the cluster at a glance, from the log plus one live
+//! question per node. Everything but the EXECUTOR column is the fold of the
+//! EVENTS stream (so it is as fresh as the log); the EXECUTOR column is a
+//! ping answered now, or not within a second.
+
+use std::collections::BTreeSet;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Args;
+use loadshift_events::NodeName;
+
+use super::{connect, Common};
+use crate::placement::Placement;
+use crate::summary;
+use crate::table::Table;
+
+/// How long a node's executor has to answer the ping.
+const PING_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// How many finished migrations are shown.
+const LAST_OUTCOMES: usize = 5;
+
+/// Nodes, workloads and migrations at a glance.
+///
+/// Shows the nodes seen (from `node.joined` / `node.left`, and whether each
+/// executor answers a ping within 1 s), the workloads (as `workload ls`),
+/// the migrations in flight and the last 5 outcomes.
+#[derive(Debug, Args)]
+#[command(after_help = "Examples:
+  loadshift status
+  LOADSHIFT_NATS=nats://node1:4222 loadshift status")]
+pub struct StatusArgs {
+    #[command(flatten)]
+    /// NATS and logging.
+    pub common: Common,
+}
+
+/// `status`.
+///
+/// # Errors
+/// NATS failing.
+pub async fn run(a: StatusArgs) -> anyhow::Result<ExitCode> {
+    let (client, js) = connect(&a.common).await?;
+    let p = super::workload::fold(&js, &a.common).await?;
+    let nodes = nodes_of(&p);
+    let answers = futures::future::join_all(nodes.iter().map(|n| ping(&client, n))).await;
+    print!("{}", render(&p, &nodes, &answers));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Every node the log names: the ones that joined or left, and the ones
+/// workloads run on (an executor may run where no agent announced a node).
+fn nodes_of(p: &Placement) -> Vec<NodeName> {
+    let mut set: BTreeSet<NodeName> = p.nodes.keys().cloned().collect();
+    set.extend(p.workloads.values().map(|w| w.node.clone()));
+    set.into_iter().collect()
+}
+
+/// Asks `node`'s executor whether it is alive; the answer in words.
+async fn ping(client: &async_nats::Client, node: &NodeName) -> String {
+    let ask = client.request(format!("loadshift.executor.{node}.ping"), "".into());
+    match tokio::time::timeout(PING_TIMEOUT, ask).await {
+        Err(_) => "no answer".to_string(),
+        Ok(Err(e)) => match e.kind() {
+            async_nats::RequestErrorKind::NoResponders => "not running".to_string(),
+            _ => format!("error: {e}"),
+        },
+        Ok(Ok(msg)) => {
+            // The executor's answer names its runtime; read just that, so a
+            // change in the rest of its answer does not break status.
+            let runtime = serde_json::from_slice::<serde_json::Value>(&msg.payload)
+                .ok()
+                .and_then(|v| {
+                    v.get("runtime")
+                        .and_then(|r| r.as_str())
+                        .map(str::to_string)
+                });
+            match runtime {
+                Some(r) => format!("answers ({r})"),
+                None => "answers".to_string(),
+            }
+        }
+    }
+}
+
+/// The report, as text.
+fn render(p: &Placement, nodes: &[NodeName], answers: &[String]) -> String {
+    let mut out = String::new();
+    out.push_str("NODES\n");
+    let mut t = Table::new(&["NODE", "STATE", "SINCE", "CORES", "EXECUTOR"]);
+    for (n, answer) in nodes.iter().zip(answers) {
+        let (state, since, cores) = match p.nodes.get(n) {
+            Some(seen) => (
+                if seen.joined { "joined" } else { "left" }.to_string(),
+                crate::time::short(seen.since),
+                seen.capacity_cores
+                    .map_or_else(|| "-".to_string(), |c| c.to_string()),
+            ),
+            None => (
+                "no node event".to_string(),
+                "-".to_string(),
+                "-".to_string(),
+            ),
+        };
+        t.row(vec![n.to_string(), state, since, cores, answer.clone()]);
+    }
+    out.push_str(&or_none(&t));
+
+    out.push_str("\nWORKLOADS\n");
+    out.push_str(&or_none(&super::workload::workloads_table(p)));
+
+    out.push_str("\nMIGRATIONS IN FLIGHT\n");
+    let mut t = Table::new(&["ID", "WORKLOAD", "FROM→TO", "STEP", "SINCE", "BY"]);
+    for m in p.in_flight.values() {
+        t.row(vec![
+            m.id.to_string(),
+            m.workload.to_string(),
+            format!("{}→{}", m.source, m.target),
+            m.progress_label(),
+            crate::time::short(m.updated_at),
+            m.requested_by.clone().unwrap_or_else(|| "-".into()),
+        ]);
+    }
+    out.push_str(&or_none(&t));
+
+    out.push_str("\nLAST OUTCOMES\n");
+    let mut t = Table::new(&["ID", "WORKLOAD", "FROM→TO", "OUTCOME", "DOWNTIME", "AT"]);
+    for m in p.outcomes.iter().rev().take(LAST_OUTCOMES) {
+        t.row(vec![
+            m.id.to_string(),
+            m.workload.to_string(),
+            format!("{}→{}", m.source, m.target),
+            m.outcome_label(),
+            summary::ms(m.timings.downtime_ms),
+            crate::time::short(m.updated_at),
+        ]);
+    }
+    out.push_str(&or_none(&t));
+    out
+}
+
+fn or_none(t: &Table) -> String {
+    if t.is_empty() {
+        "(none)\n".to_string()
+    } else {
+        t.render()
+    }
+}

@@ -1,0 +1,260 @@
+//! `loadshift workload run` and `loadshift workload ls`: start a workload by
+//! publishing the request its node's executor acts on, and list where every
+//! workload runs now according to the log.
+
+use std::collections::BTreeMap;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::{Args, Subcommand, ValueEnum};
+use futures::StreamExt;
+use loadshift_events::workload::{Runtime, StartRequested, WorkloadSpec};
+use loadshift_events::{connection, Envelope, Event, NodeName, WorkloadName};
+
+use super::{connect, Common, Requester};
+use crate::error::{parse_env, parse_timeout, InputError};
+use crate::eventlog::{self, Start};
+use crate::placement::Placement;
+use crate::table::Table;
+
+/// The `workload` commands.
+#[derive(Debug, Subcommand)]
+pub enum WorkloadCommand {
+    // The help text is the argument struct's doc comment.
+    Run(RunArgs),
+    Ls(LsArgs),
+}
+
+/// How the workload runs (the contract's `Runtime`, as a flag).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RuntimeArg {
+    /// A plain process tree (checkpointed with the criu CLI).
+    Process,
+    /// A Docker container (needs --image).
+    Docker,
+}
+
+impl From<RuntimeArg> for Runtime {
+    fn from(r: RuntimeArg) -> Self {
+        match r {
+            RuntimeArg::Process => Runtime::Process,
+            RuntimeArg::Docker => Runtime::Docker,
+        }
+    }
+}
+
+/// Ask a node to start a workload.
+///
+/// Publishes `workload.<N>.start_requested`, which node N's executor acts on. With `--wait`, waits for the node's answer
+/// (`workload.<N>.started` or `workload.<N>.start_failed`) and exits 0 only
+/// if it started.
+#[derive(Debug, Args)]
+#[command(after_help = "Examples:
+  loadshift workload run --node node2 --name counter -- /usr/bin/counter
+  loadshift workload run --node node2 --name web --runtime docker --image web:1 --env PORT=8080 --wait
+  LOADSHIFT_NODE=node3 loadshift workload run --name sleeper --wait --timeout 30s -- sleep 1000
+
+The command after `--` is run as is (no shell); a docker workload without one
+runs its image's own command.")]
+pub struct RunArgs {
+    /// The node that must start it.
+    #[arg(long, env = "LOADSHIFT_NODE")]
+    pub node: NodeName,
+    /// The workload's name, unique in the cluster (letters, digits, '-', '_').
+    #[arg(long, env = "LOADSHIFT_WORKLOAD")]
+    pub name: WorkloadName,
+    /// How it runs.
+    #[arg(long, env = "LOADSHIFT_RUNTIME", value_enum, default_value_t = RuntimeArg::Process)]
+    pub runtime: RuntimeArg,
+    /// The image, for a docker workload.
+    #[arg(long, env = "LOADSHIFT_IMAGE")]
+    pub image: Option<String>,
+    /// An environment variable for the workload, KEY=VALUE (repeatable).
+    #[arg(long = "env", env = "LOADSHIFT_ENV", value_name = "KEY=VALUE", value_parser = parse_env)]
+    pub env: Vec<(String, String)>,
+    #[command(flatten)]
+    /// Who asks.
+    pub requester: Requester,
+    /// Wait for the node's answer and print it.
+    #[arg(long, env = "LOADSHIFT_WAIT")]
+    pub wait: bool,
+    /// How long --wait waits (60s, 2m, ...).
+    #[arg(long, env = "LOADSHIFT_TIMEOUT", default_value = "60s", value_parser = parse_timeout)]
+    pub timeout: Duration,
+    /// The command and its arguments, after `--`.
+    #[arg(last = true, value_name = "CMD")]
+    pub command: Vec<String>,
+    #[command(flatten)]
+    /// NATS and logging.
+    pub common: Common,
+}
+
+impl RunArgs {
+    /// The spec these flags describe.
+    ///
+    /// # Errors
+    /// [`InputError`] for a docker workload without image, an image on a
+    /// process, or a process without command.
+    pub fn spec(&self) -> Result<WorkloadSpec, InputError> {
+        match (self.runtime, &self.image) {
+            (RuntimeArg::Docker, None) => return Err(InputError::DockerWithoutImage),
+            (RuntimeArg::Process, Some(_)) => return Err(InputError::ImageWithoutDocker),
+            (RuntimeArg::Process, None) if self.command.is_empty() => {
+                return Err(InputError::NoCommand)
+            }
+            _ => {}
+        }
+        Ok(WorkloadSpec {
+            runtime: self.runtime.into(),
+            command: self.command.clone(),
+            image: self.image.clone(),
+            env: self.env.iter().cloned().collect::<BTreeMap<_, _>>(),
+        })
+    }
+}
+
+/// List where every workload runs now.
+///
+/// Folds the EVENTS stream from its start (started → on that node, migration completed → on the target,
+/// rolled back → on the source, exited → gone; a migration with no outcome
+/// shows as `migrating src→dst`).
+#[derive(Debug, Args)]
+#[command(after_help = "Examples:
+  loadshift workload ls
+  loadshift workload ls --json | jq -r '.[] | select(.node == \"node2\") | .name'")]
+pub struct LsArgs {
+    /// Print a JSON array instead of a table.
+    #[arg(long, env = "LOADSHIFT_JSON")]
+    pub json: bool,
+    #[command(flatten)]
+    /// NATS and logging.
+    pub common: Common,
+}
+
+/// `workload run`.
+///
+/// # Errors
+/// Bad input, or NATS failing.
+pub async fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
+    let spec = a.spec()?;
+    let (_client, js) = connect(&a.common).await?;
+    let events = eventlog::open(&js, &a.common.nats).await?;
+    let env = Envelope::new(
+        a.requester.as_node.clone(),
+        Event::WorkloadStartRequested(StartRequested {
+            workload: a.name.clone(),
+            node: a.node.clone(),
+            spec,
+            requested_by: a.requester.who(),
+        }),
+    );
+    let ack = connection::publish(&js, &env)
+        .await
+        .context("publishing the start request")?;
+    println!(
+        "requested workload {} on {} (event {}, seq {})",
+        a.name, a.node, env.id, ack.sequence
+    );
+    if !a.wait {
+        return Ok(ExitCode::SUCCESS);
+    }
+    let filter = format!("workload.{}.>", a.node);
+    let mut answers =
+        Box::pin(eventlog::follow(&events, &filter, Start::Sequence(ack.sequence + 1)).await?);
+    let deadline = tokio::time::Instant::now() + a.timeout;
+    loop {
+        let item = match tokio::time::timeout_at(deadline, answers.next()).await {
+            Err(_) => bail!(
+                "{} did not answer within {} (is its executor running? `loadshift status` asks)",
+                a.node,
+                humantime::format_duration(a.timeout)
+            ),
+            Ok(None) => bail!("the EVENTS stream ended while waiting for {}", a.node),
+            Ok(Some(item)) => item?,
+        };
+        let Ok(env) = &item.decoded else {
+            if let Some(line) = item.unreadable_line() {
+                eprintln!("warning: {line}");
+            }
+            continue;
+        };
+        match &env.event {
+            Event::WorkloadStarted(s) if s.workload == a.name => {
+                let how = match (&s.pid, &s.container_id) {
+                    (_, Some(c)) => format!("container {c}"),
+                    (Some(p), None) => format!("pid {p}"),
+                    (None, None) => "no pid reported".into(),
+                };
+                println!("started {} on {} ({how})", a.name, env.node);
+                return Ok(ExitCode::SUCCESS);
+            }
+            Event::WorkloadStartFailed(f) if f.workload == a.name => {
+                println!("{} did not start on {}: {}", a.name, env.node, f.reason);
+                return Ok(ExitCode::from(1));
+            }
+            _ => {}
+        }
+    }
+}
+
+/// `workload ls`.
+///
+/// # Errors
+/// NATS failing.
+pub async fn ls(a: LsArgs) -> anyhow::Result<ExitCode> {
+    let (_client, js) = connect(&a.common).await?;
+    let placement = fold(&js, &a.common).await?;
+    if a.json {
+        let rows: Vec<_> = placement
+            .workloads
+            .values()
+            .map(|w| {
+                serde_json::json!({
+                    "name": w.name,
+                    "node": w.node,
+                    "runtime": w.runtime.map(|r| r.to_string()),
+                    "state": w.state_label(),
+                    "since": w.since,
+                    "pid": w.pid,
+                    "container_id": w.container_id,
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+    } else {
+        print!("{}", workloads_table(&placement).render());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The fold of the whole EVENTS stream as it is now.
+///
+/// # Errors
+/// When the stream cannot be read to its end.
+pub async fn fold(
+    js: &async_nats::jetstream::Context,
+    common: &Common,
+) -> anyhow::Result<Placement> {
+    let mut events = eventlog::open(js, &common.nats).await?;
+    let items = eventlog::read_all(&mut events)
+        .await
+        .context("reading the EVENTS stream")?;
+    Ok(Placement::from_events(eventlog::readable(&items)))
+}
+
+/// NAME NODE RUNTIME STATE SINCE PID/CONTAINER, one row per workload.
+pub fn workloads_table(p: &Placement) -> Table {
+    let mut t = Table::new(&["NAME", "NODE", "RUNTIME", "STATE", "SINCE", "PID/CONTAINER"]);
+    for w in p.workloads.values() {
+        t.row(vec![
+            w.name.to_string(),
+            w.node.to_string(),
+            w.runtime.map_or_else(|| "-".into(), |r| r.to_string()),
+            w.state_label(),
+            crate::time::short(w.since),
+            w.handle_label(),
+        ]);
+    }
+    t
+}

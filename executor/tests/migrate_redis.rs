@@ -1,0 +1,154 @@
+//! redis-server with 100,000 keys moves between two nodes (cgroups) with real
+//! CRIU: afterwards every key is there, it answers on the same port from the
+//! target node, and its memory is charged to the target's cgroup.
+
+mod common;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::Cluster;
+use loadshift_events::Event;
+
+fn redis_cli(port: u16, args: &[&str]) -> String {
+    let out = Command::new("redis-cli")
+        .arg("-p")
+        .arg(port.to_string())
+        .args(args)
+        .output()
+        .expect("redis-cli (scripts/setup installs redis-server and redis-tools)");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn wait_pong(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if redis_cli(port, &["ping"]) == "PONG" {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("redis on port {port} does not answer");
+}
+
+fn cgroup_memory_usage(rel: &str) -> u64 {
+    let root = std::path::Path::new("/sys/fs/cgroup");
+    let file = if root.join("cgroup.controllers").exists() {
+        root.join(rel).join("memory.current")
+    } else {
+        root.join("memory").join(rel).join("memory.usage_in_bytes")
+    };
+    std::fs::read_to_string(&file)
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+fn rss_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .unwrap_or(0)
+        * 1024
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_with_100k_keys_moves_and_keeps_every_key() {
+    let mut c = Cluster::with_cgroups(&["node2", "node3"], true).await;
+    let port = loadshift_testkit::nats::free_port();
+    let p = port.to_string();
+    let dir = c.dir.path().display().to_string();
+    c.run_workload(
+        "node2",
+        "redis",
+        &[
+            "redis-server",
+            "--port",
+            &p,
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--daemonize",
+            "no",
+            "--dir",
+            &dir,
+            "--enable-debug-command",
+            "yes",
+        ],
+    )
+    .await;
+    wait_pong(port);
+    assert_eq!(
+        redis_cli(port, &["debug", "populate", "100000", "key", "32"]),
+        "OK"
+    );
+    assert_eq!(redis_cli(port, &["dbsize"]), "100000");
+    let sample = redis_cli(port, &["get", "key:4242"]);
+    assert!(sample.starts_with("value:4242"), "{sample}");
+
+    let id = c.migrate("redis", "node2", "node3").await;
+    let outcome = c.outcome(id).await;
+    let Event::MigrationCompleted(done) = &outcome.event else {
+        panic!("migration did not complete: {outcome:?}\n{}", c.logs());
+    };
+    assert!(
+        done.image_bytes > 10 << 20,
+        "an image of {} bytes cannot hold 100k keys",
+        done.image_bytes
+    );
+
+    // Same port, every key, same values: it answers from node3 now.
+    wait_pong(port);
+    assert_eq!(redis_cli(port, &["dbsize"]), "100000");
+    assert_eq!(redis_cli(port, &["get", "key:4242"]), sample);
+    assert_eq!(redis_cli(port, &["set", "after", "move"]), "OK");
+
+    // redis rewrites its process title over its environment, so find its
+    // copies by the pids the executors reported: the one started on node2
+    // is gone, the restored one runs.
+    let started = c
+        .wait_for(Duration::from_secs(5), |e| {
+            matches!(&e.event, Event::WorkloadStarted(_))
+        })
+        .await;
+    let Event::WorkloadStarted(s) = started.event else {
+        unreachable!()
+    };
+    let old_pid = s.pid.expect("pid");
+    assert!(
+        loadshift_executor::runtime::process::start_ticks(old_pid).is_none(),
+        "the source copy still runs"
+    );
+    let restored = c
+        .wait_for(
+            Duration::from_secs(5),
+            |e| matches!(&e.event, Event::MigrationRestored(r) if r.migration == id),
+        )
+        .await;
+    let Event::MigrationRestored(r) = restored.event else {
+        unreachable!()
+    };
+    let pid = r.pid.expect("restored pid");
+    assert!(
+        loadshift_executor::runtime::process::start_ticks(pid).is_some(),
+        "the restored copy is not running"
+    );
+    let node3 = c.node("node3").cgroup.clone().expect("cgroup");
+    let cg = common::memory_cgroup_of(pid);
+    assert!(
+        cg.ends_with(&node3),
+        "redis runs in {cg}, not node3's {node3}"
+    );
+    let (rss, usage) = (rss_bytes(pid), cgroup_memory_usage(&node3));
+    assert!(rss > 10 << 20, "redis RSS is only {rss}");
+    assert!(
+        usage >= rss * 8 / 10,
+        "node3's cgroup is charged {usage} bytes for a redis of {rss}"
+    );
+    let _ = c.node("node2");
+}
