@@ -1,7 +1,7 @@
 //! Reading the streams and committing the fold, in batches.
 //!
 //! One loop reads both streams (merged), decodes and folds each message into
-//! a sled `Batch`, and hands the batch to a committer task that applies it
+//! the batch's [`Writes`], and hands the batch to a committer task that applies it
 //! atomically, flushes, and only then acks the last message of each stream
 //! (AckPolicy::All acks everything before it). While the committer writes one
 //! batch the loop already folds the next, so decode and disk overlap. The same
@@ -92,9 +92,9 @@ async fn committer(store: Store, mut rx: mpsc::Receiver<Commit>) -> Result<(), C
         let s = store.clone();
         tokio::task::spawn_blocking(move || {
             let t0 = Instant::now();
-            let n = c.batch.puts.len();
+            let n = c.batch.keys();
             s.commit(c.batch)?;
-            tracing::debug!(puts = n, ms = t0.elapsed().as_secs_f64() * 1e3, "committed");
+            tracing::debug!(keys = n, ms = t0.elapsed().as_secs_f64() * 1e3, "committed");
             Ok::<_, StoreError>(())
         })
         .await

@@ -1,43 +1,72 @@
 //! Folding: turning one message from the log into changes to the store.
 //!
 //! [`Folder::fold`] is pure with respect to the outside world: it decodes a
-//! message, updates the in-memory registry and counters, and appends writes to
-//! a sled `Batch`; [`Folder::finish`] adds the registry, counters and applied
-//! sequences once per batch. The caller commits the batch atomically, so the
-//! store never holds a change without the sequence that caused it. Undecodable
-//! messages are parked in the same batch, never dropped.
+//! message, updates the in-memory registry and counters, and adds its writes
+//! to the batch's [`Writes`] (a sample goes into its node's chunk);
+//! [`Folder::finish`] adds the chunks, registry, counters and applied
+//! sequences once per batch. The caller commits all of it as one atomic sled
+//! `Batch`, so the store never holds a change without the sequence that
+//! caused it, nor the sequence without the change. Undecodable messages are
+//! parked in the same batch, never dropped.
 
 use std::collections::{BTreeMap, HashMap};
 
-use loadshift_events::{Envelope, Event, Kind};
+use loadshift_events::{Envelope, Event, Kind, Sample};
 
 use crate::registry::{Capacity, Membership, NodeRecord, Stamp};
-use crate::series;
+use crate::series::ChunkBuilder;
 use crate::status::Snapshot;
 use crate::store::{self, prefix, Store, StoreError, StreamId, PARKED_COUNTER};
 
-/// The writes of one fold batch, in two parts.
+/// The writes of one fold batch, all of which sled applies atomically.
 ///
-/// `puts` are the per-event records (series points, kind index entries,
-/// parked messages): each key is derived from the event's stream sequence and
-/// its value from the event alone, so writing one twice is harmless. `tail`
-/// holds everything that is *not* idempotent (registry, counters) together
-/// with the applied sequences, and is applied as one atomic sled `Batch`
-/// after the puts. After a crash the store may hold puts beyond `applied`;
-/// the refold rewrites them byte for byte, so nothing is lost or counted
-/// twice. This split exists for speed: sled's `apply_batch` costs about twice
-/// as much per key as plain inserts.
+/// Samples are gathered per node while the batch is folded and become one
+/// chunk key per node when it is sealed ([`Folder::finish`], or at the latest
+/// [`Writes::into_batch`]): sled's cost is per key, and a batch of thousands
+/// of samples from tens of nodes is then tens of keys.
 #[derive(Debug, Default)]
 pub struct Writes {
-    /// Idempotent per-event records.
-    pub puts: Vec<(sled::IVec, sled::IVec)>,
-    /// Registry, counters and applied sequences: atomic.
-    pub tail: sled::Batch,
+    batch: sled::Batch,
+    keys: usize,
+    chunks: HashMap<String, ChunkBuilder>,
 }
 
 impl Writes {
     fn put(&mut self, key: &[u8], value: &[u8]) {
-        self.puts.push((key.into(), value.into()));
+        self.batch.insert(key, value);
+        self.keys += 1;
+    }
+
+    fn sample(&mut self, node: &str, tagged_seq: u64, s: &Sample, occurred_ms: i64) {
+        // Look up by &str first so the common case allocates nothing.
+        if let Some(chunk) = self.chunks.get_mut(node) {
+            chunk.push(tagged_seq, s, occurred_ms);
+        } else {
+            let mut chunk = ChunkBuilder::new();
+            chunk.push(tagged_seq, s, occurred_ms);
+            self.chunks.insert(node.to_string(), chunk);
+        }
+    }
+
+    /// Turns the gathered samples into chunk keys.
+    fn seal(&mut self) {
+        let mut key = Vec::new();
+        for (node, chunk) in self.chunks.drain() {
+            store::series_key_into(&mut key, &node, chunk.min_at_ms(), chunk.first_seq());
+            self.batch.insert(key.as_slice(), chunk.finish());
+            self.keys += 1;
+        }
+    }
+
+    /// Keys written so far (chunks count once sealed).
+    pub fn keys(&self) -> usize {
+        self.keys
+    }
+
+    /// The sled batch to apply, samples sealed into chunks.
+    pub fn into_batch(mut self) -> sled::Batch {
+        self.seal();
+        self.batch
     }
 }
 
@@ -70,7 +99,6 @@ pub struct Folder {
     counts: [u64; Kind::ALL.len()],
     parked: u64,
     applied: [u64; 2],
-    key_buf: Vec<u8>,
     val_buf: Vec<u8>,
 }
 
@@ -209,10 +237,7 @@ impl Folder {
         let node = env.node.as_str();
         match &env.event {
             Event::TelemetrySample(s) => {
-                let at = s.at.timestamp_millis();
-                store::series_key_into(&mut self.key_buf, node, at, stream.tagged_seq(seq));
-                series::encode_into(&mut self.val_buf, s, occurred);
-                batch.put(&self.key_buf, &self.val_buf);
+                batch.sample(node, stream.tagged_seq(seq), s, occurred);
                 let cap = Capacity {
                     cores: s.cpu.capacity_cores,
                     memory_bytes: s.memory.total_bytes,
@@ -246,33 +271,32 @@ impl Folder {
         }
     }
 
-    /// Adds the batch-level records (changed nodes, counters, applied
-    /// sequences) to `batch`; call once before committing it.
+    /// Adds the batch-level records (chunks, changed nodes, counters,
+    /// applied sequences) to `batch`; call once before committing it.
     pub fn finish(&mut self, batch: &mut Writes) {
+        batch.seal();
         for (name, entry) in self.nodes.iter_mut().filter(|(_, e)| e.dirty) {
             entry.dirty = false;
             // A NodeRecord is plain numbers; serializing it cannot fail.
             if let Ok(json) = serde_json::to_vec(&entry.record) {
-                batch.tail.insert(store::node_key(name), json);
+                batch.put(&store::node_key(name), &json);
             }
         }
         for &kind in Kind::ALL {
             let n = self.counts[kind_index(kind)];
             if n > 0 {
-                batch
-                    .tail
-                    .insert(store::counter_key(kind.as_str()), &n.to_be_bytes());
+                batch.put(&store::counter_key(kind.as_str()), &n.to_be_bytes());
             }
         }
         if self.parked > 0 {
-            batch.tail.insert(
-                store::counter_key(PARKED_COUNTER),
+            batch.put(
+                &store::counter_key(PARKED_COUNTER),
                 &self.parked.to_be_bytes(),
             );
         }
         for s in StreamId::ALL {
-            batch.tail.insert(
-                store::applied_key(s),
+            batch.put(
+                &store::applied_key(s),
                 &self.applied[s.index()].to_be_bytes(),
             );
         }

@@ -3,11 +3,11 @@
 //! The log (TELEMETRY and EVENTS in JetStream) is the source of truth; the
 //! store is a projection of it that can always be rebuilt. Modules, from the
 //! bottom up: [`store`] (sled layout, open/validate/rebuild, digest),
-//! [`series`] (compact sample encoding), [`registry`] (node records merged
-//! order-independently), [`fold`] (one message → one batch of writes, pure),
-//! [`consume`] (JetStream consumers, batching, commit-then-ack), [`service`]
-//! (`run`), [`replay`] (`replay --from-start`), [`status`] (`status`) and
-//! [`shutdown`] (SIGINT/SIGTERM broadcast).
+//! [`series`] (compact sample encoding, per-node chunks), [`registry`]
+//! (node records merged order-independently), [`fold`] (one message → one
+//! batch of writes, pure), [`consume`] (JetStream consumers, batching,
+//! commit-then-ack), [`service`] (`run`), [`replay`] (`replay --from-start`),
+//! [`status`] (`status`) and [`shutdown`] (SIGINT/SIGTERM broadcast).
 
 pub mod consume;
 pub mod fold;

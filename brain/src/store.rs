@@ -11,11 +11,18 @@
 //! | --- | --- | --- |
 //! | `m` | `schema` | store schema version, u32 BE |
 //! | `a` | stream name | last applied stream sequence, u64 BE |
-//! | `s` | node, 0x00, `at` ms (i64 BE, sign bit flipped), sequence tag (u64 BE) | [`crate::series`] encoding |
+//! | `s` | node, 0x00, earliest `at` ms in the chunk (i64 BE, sign bit flipped), tagged sequence of its first sample (u64 BE) | one node's samples of one fold batch: a [`crate::series::Chunk`] |
 //! | `n` | node | [`crate::registry::NodeRecord`] as JSON |
 //! | `k` | kind, 0x00, stream sequence (u64 BE) | event id (16 bytes) + subject |
 //! | `c` | kind, or `parked` | count, u64 BE |
 //! | `p` | stream tag byte, stream sequence (u64 BE) | parked record (subject, reason, raw bytes) |
+//!
+//! Series are chunked because sled's cost is per key: one chunk per node and
+//! fold batch keeps a batch to tens of keys, so all of it fits in one atomic
+//! `Batch`. Chunks of one node may overlap in time (samples can arrive out of
+//! order), so [`Store::samples`] merges them; and since live folding and
+//! replay cut batches differently, [`Store::digest`] hashes the samples, not
+//! the chunks.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -23,7 +30,7 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 
 /// The layout version this build writes; any other value means "rebuild".
-pub const STORE_SCHEMA: u32 = 1;
+pub const STORE_SCHEMA: u32 = 2;
 
 /// Key prefixes, one per kind of record.
 pub mod prefix {
@@ -31,7 +38,7 @@ pub mod prefix {
     pub const META: u8 = b'm';
     /// Last applied sequence per stream; a position, not content.
     pub const APPLIED: u8 = b'a';
-    /// Per-node time series.
+    /// Per-node time series, in chunks.
     pub const SERIES: u8 = b's';
     /// Node registry.
     pub const NODE: u8 = b'n';
@@ -353,17 +360,16 @@ impl Store {
         self.db.flush().map(|_| ()).map_err(|e| self.sled(e))
     }
 
-    /// Writes one fold batch: the idempotent puts first, then the atomic
-    /// tail carrying the applied sequences, then a flush, so that everything
-    /// is on disk before any ack is sent.
+    /// Writes one fold batch as one atomic sled `Batch` (the changes and
+    /// the applied sequences they bring the store to, together), then
+    /// flushes, so that everything is on disk before any ack is sent.
     ///
     /// # Errors
     /// [`StoreError::Sled`] when sled cannot write.
     pub fn commit(&self, writes: crate::fold::Writes) -> Result<(), StoreError> {
-        for (k, v) in writes.puts {
-            self.db.insert(k, v).map_err(|e| self.sled(e))?;
-        }
-        self.db.apply_batch(writes.tail).map_err(|e| self.sled(e))?;
+        self.db
+            .apply_batch(writes.into_batch())
+            .map_err(|e| self.sled(e))?;
         self.flush()
     }
 
@@ -389,31 +395,122 @@ impl Store {
             .map(move |r| r.map_err(|e| self.sled(e)))
     }
 
-    /// SHA-256 over everything the fold produced (series, registry, kind
-    /// index, counters, parked), in key order; metadata and applied positions
-    /// are left out. Two stores folded from the same log have the same digest,
-    /// which is how a replay is checked against a live-built store.
+    /// SHA-256 over everything the fold produced, as content: registry,
+    /// kind index, counters and parked records key by key, then each node's
+    /// samples in stream-sequence order, whatever chunks they sit in.
+    /// Metadata and applied positions are left out. Two stores folded from
+    /// the same log have the same digest even though live folding and replay
+    /// cut batches (and so chunks) differently; that is how a replay is
+    /// checked against a live-built store.
     ///
     /// # Errors
-    /// [`StoreError`] when the store cannot be read.
+    /// [`StoreError`] when the store cannot be read or a chunk does not decode.
     pub fn digest(&self) -> Result<String, StoreError> {
+        fn field(h: &mut Sha256, bytes: &[u8]) {
+            h.update((bytes.len() as u64).to_be_bytes());
+            h.update(bytes);
+        }
+        fn hash_node(h: &mut Sha256, node: &[u8], chunks: &[sled::IVec]) -> Result<(), StoreError> {
+            let mut entries = Vec::new();
+            for v in chunks {
+                entries.extend(chunk_entries(node, v)?);
+            }
+            entries.sort_unstable_by_key(|e| e.tagged_seq);
+            field(h, node);
+            h.update((entries.len() as u64).to_be_bytes());
+            for e in entries {
+                h.update(e.tagged_seq.to_be_bytes());
+                h.update(e.at_ms.to_be_bytes());
+                field(h, e.record);
+            }
+            Ok(())
+        }
         let mut h = Sha256::new();
-        for prefix in [
-            prefix::COUNTER,
-            prefix::KIND,
-            prefix::NODE,
-            prefix::PARKED,
-            prefix::SERIES,
-        ] {
+        for prefix in [prefix::COUNTER, prefix::KIND, prefix::NODE, prefix::PARKED] {
             for item in self.scan(prefix) {
                 let (k, v) = item?;
-                h.update((k.len() as u64).to_be_bytes());
-                h.update(&k);
-                h.update((v.len() as u64).to_be_bytes());
-                h.update(&v);
+                field(&mut h, &k);
+                field(&mut h, &v);
             }
         }
+        // Chunk keys sort by node first, so each node's chunks are adjacent.
+        let mut node: Option<Vec<u8>> = None;
+        let mut chunks: Vec<sled::IVec> = Vec::new();
+        for item in self.scan(prefix::SERIES) {
+            let (k, v) = item?;
+            let Some((name, _, _)) = parse_series_key(&k) else {
+                return Err(bad_key(&k, "not a series chunk key"));
+            };
+            if node.as_deref() != Some(name.as_bytes()) {
+                if let Some(prev) = node.take() {
+                    hash_node(&mut h, &prev, &chunks)?;
+                    chunks.clear();
+                }
+                node = Some(name.as_bytes().to_vec());
+            }
+            chunks.push(v);
+        }
+        if let Some(prev) = node {
+            hash_node(&mut h, &prev, &chunks)?;
+        }
         Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+    }
+
+    /// `node`'s samples with `from_ms <= at < to_ms`, in time order (ties by
+    /// tagged stream sequence), each with the tagged sequence it arrived at.
+    ///
+    /// Chunks are keyed by their earliest sample, so every chunk keyed at or
+    /// after `to_ms` is out of range; earlier ones are skipped undecoded when
+    /// their latest sample is before `from_ms`. The rest are decoded, filtered
+    /// and merged, since one node's chunks overlap when samples arrive out of
+    /// time order.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the store cannot be read or a chunk does not decode.
+    pub fn samples(
+        &self,
+        node: &str,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<Vec<(u64, crate::series::Point)>, StoreError> {
+        let mut out = Vec::new();
+        if from_ms >= to_ms {
+            return Ok(out);
+        }
+        let lo = series_node_prefix(node);
+        let mut hi = Vec::new();
+        series_key_into(&mut hi, node, to_ms, 0);
+        for item in self.db.range(lo..hi) {
+            let (k, v) = item.map_err(|e| self.sled(e))?;
+            let chunk = crate::series::Chunk::parse(&v).map_err(|e| bad_key(&k, e))?;
+            if chunk.max_at_ms < from_ms {
+                continue;
+            }
+            for e in chunk.entries().map_err(|e| bad_key(&k, e))? {
+                if (from_ms..to_ms).contains(&e.at_ms) {
+                    out.push((e.tagged_seq, e.decode().map_err(|e| bad_key(&k, e))?));
+                }
+            }
+        }
+        out.sort_by_key(|(seq, p)| (p.sample.at.timestamp_millis(), *seq));
+        Ok(out)
+    }
+
+    /// How many samples the series hold, over all nodes and chunks.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the store cannot be read or a chunk does not decode.
+    pub fn sample_count(&self) -> Result<u64, StoreError> {
+        let mut n = 0;
+        for item in self.scan(prefix::SERIES) {
+            let (k, v) = item?;
+            n += u64::from(
+                crate::series::Chunk::parse(&v)
+                    .map_err(|e| bad_key(&k, e))?
+                    .count,
+            );
+        }
+        Ok(n)
     }
 
     fn sled(&self, source: sled::Error) -> StoreError {
@@ -508,8 +605,9 @@ pub fn time_key_part(ms: i64) -> [u8; 8] {
     ((ms as u64) ^ (1 << 63)).to_be_bytes()
 }
 
-/// Writes `s<node>\0<at><tagged seq>` into `out` (reused, to avoid an
-/// allocation per sample).
+/// Writes `s<node>\0<at><tagged seq>` into `out` (cleared first): the key
+/// of `node`'s chunk whose earliest sample is at `at_ms` and whose first
+/// sample arrived at `tagged_seq`.
 pub fn series_key_into(out: &mut Vec<u8>, node: &str, at_ms: i64, tagged_seq: u64) {
     out.clear();
     out.push(prefix::SERIES);
@@ -519,16 +617,14 @@ pub fn series_key_into(out: &mut Vec<u8>, node: &str, at_ms: i64, tagged_seq: u6
     out.extend_from_slice(&tagged_seq.to_be_bytes());
 }
 
-/// The key range holding `node`'s samples with `from_ms <= at < to_ms`.
-pub fn series_range(node: &str, from_ms: i64, to_ms: i64) -> std::ops::Range<Vec<u8>> {
-    let mut lo = Vec::new();
-    series_key_into(&mut lo, node, from_ms, 0);
-    let mut hi = Vec::new();
-    series_key_into(&mut hi, node, to_ms, 0);
-    lo..hi
+/// `s<node>\0`: every chunk of `node`, and no other node's.
+pub fn series_node_prefix(node: &str) -> Vec<u8> {
+    let mut k = prefixed(prefix::SERIES, node.as_bytes());
+    k.push(0);
+    k
 }
 
-/// Splits a series key into node, `at` ms and tagged sequence.
+/// Splits a chunk key into node, earliest `at` ms and first tagged sequence.
 pub fn parse_series_key(key: &[u8]) -> Option<(&str, i64, u64)> {
     let rest = key.strip_prefix(&[prefix::SERIES])?;
     if rest.len() < 17 {
@@ -546,6 +642,24 @@ fn prefixed(p: u8, rest: &[u8]) -> Vec<u8> {
     k.push(p);
     k.extend_from_slice(rest);
     k
+}
+
+fn bad_key(key: &[u8], reason: impl std::fmt::Display) -> StoreError {
+    StoreError::BadRecord {
+        key: String::from_utf8_lossy(key).into_owned(),
+        reason: reason.to_string(),
+    }
+}
+
+/// Every entry of the chunk stored under `node`, with errors naming it.
+fn chunk_entries<'a>(
+    node: &[u8],
+    value: &'a [u8],
+) -> Result<Vec<crate::series::Entry<'a>>, StoreError> {
+    let bad = |e: crate::series::SeriesError| bad_key(node, format!("a chunk of this node: {e}"));
+    crate::series::Chunk::parse(value)
+        .and_then(|c| c.entries())
+        .map_err(bad)
 }
 
 /// Reads a u64 BE value.

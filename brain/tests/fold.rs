@@ -8,7 +8,6 @@ mod common;
 use common::*;
 use loadshift_brain::fold::{Folder, Outcome, Writes};
 use loadshift_brain::registry::Membership;
-use loadshift_brain::series;
 use loadshift_brain::store::{self, Store, StreamId};
 use loadshift_events::{Envelope, Kind};
 
@@ -50,33 +49,81 @@ fn samples_scan_by_node_and_time_in_order() {
     assert!(out
         .iter()
         .all(|o| *o == Outcome::Applied(Kind::TelemetrySample)));
+    // One batch: one chunk per node.
+    assert_eq!(store.scan(store::prefix::SERIES).count(), 2);
 
-    let range = store::series_range("node-a", base + 1000, base + 4000);
-    let got: Vec<_> = store
-        .db()
-        .range(range)
-        .map(|r| {
-            let (k, v) = r.unwrap();
-            let (node, at, _) = store::parse_series_key(&k).unwrap();
-            assert_eq!(node, "node-a");
-            series::decode(at, &v).unwrap().sample.seq
-        })
-        .collect();
-    assert_eq!(got, vec![1, 2, 3]);
-    // node-b's points are not mixed in, and all 6 are there.
-    let all_b = store
-        .db()
-        .range(store::series_range("node-b", i64::MIN, i64::MAX))
-        .count();
-    assert_eq!(all_b, 6);
-    // A node name that is a prefix of another does not leak into its range.
     assert_eq!(
-        store
-            .db()
-            .range(store::series_range("node", i64::MIN, i64::MAX))
-            .count(),
-        0
+        sample_seqs(&store, "node-a", base + 1000, base + 4000),
+        vec![1, 2, 3]
     );
+    // node-b's points are not mixed in, and all 6 are there.
+    assert_eq!(
+        sample_seqs(&store, "node-b", i64::MIN, i64::MAX),
+        vec![0, 1, 2, 3, 4, 5]
+    );
+    // A node name that is a prefix of another does not leak into its range.
+    assert!(sample_seqs(&store, "node", i64::MIN, i64::MAX).is_empty());
+    assert!(sample_seqs(&store, "node-a", base + 3000, base + 3000).is_empty());
+    assert_eq!(store.sample_count().unwrap(), 12);
+}
+
+#[test]
+fn out_of_order_samples_across_chunks_scan_merged_in_time_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::create(&dir.path().join("s")).unwrap();
+    let mut folder = Folder::new();
+    let base = 1_700_000_000_000i64;
+    let at = |i: u64| base + i as i64 * 1000;
+    // Three batches (three chunks) whose time spans overlap: a late batch
+    // brings samples older than those already stored, and one sample shares
+    // its time with another from an earlier chunk.
+    let batches: [&[u64]; 3] = [&[10, 12, 14], &[11, 3, 13], &[1, 15, 2]];
+    let mut seq = 0;
+    for batch in batches {
+        let msgs: Vec<_> = batch
+            .iter()
+            .map(|i| {
+                seq += 1;
+                (StreamId::Telemetry, seq, sample("n1", *i, at(*i)))
+            })
+            .collect();
+        fold_all(&store, &mut folder, &msgs);
+    }
+    seq += 1;
+    let twin = sample("n1", 99, at(12));
+    fold_all(&store, &mut folder, &[(StreamId::Telemetry, seq, twin)]);
+    assert_eq!(store.scan(store::prefix::SERIES).count(), 4);
+
+    let all = store.samples("n1", i64::MIN, i64::MAX).unwrap();
+    let times: Vec<_> = all
+        .iter()
+        .map(|(_, p)| (p.sample.at.timestamp_millis() - base) / 1000)
+        .collect();
+    assert_eq!(times, vec![1, 2, 3, 10, 11, 12, 12, 13, 14, 15]);
+    // Equal times keep stream order: sample 12 (seq 2) before its twin (seq 10).
+    let twelves: Vec<_> = all
+        .iter()
+        .filter(|(_, p)| p.sample.at.timestamp_millis() == at(12))
+        .map(|(s, p)| (*s, p.sample.seq))
+        .collect();
+    assert_eq!(twelves, vec![(2, 12), (10, 99)]);
+    // A window that cuts through every chunk takes its samples from each.
+    assert_eq!(
+        sample_seqs(&store, "n1", at(2), at(13)),
+        vec![2, 3, 10, 11, 12, 99]
+    );
+    // The window ends before most chunks start.
+    assert_eq!(sample_seqs(&store, "n1", at(1), at(3)), vec![1, 2]);
+    assert_eq!(store.sample_count().unwrap(), 10);
+}
+
+fn sample_seqs(store: &Store, node: &str, from: i64, to: i64) -> Vec<u64> {
+    store
+        .samples(node, from, to)
+        .unwrap()
+        .into_iter()
+        .map(|(_, p)| p.sample.seq)
+        .collect()
 }
 
 #[test]
@@ -154,4 +201,41 @@ fn the_fold_does_not_depend_on_how_the_streams_interleave() {
         store.digest().unwrap()
     };
     assert_eq!(digest(&[0, 1, 2, 3]), digest(&[1, 2, 0, 3]));
+}
+
+#[test]
+fn the_digest_is_over_samples_not_chunk_boundaries() {
+    let base = 1_700_000_000_000i64;
+    let msgs: Vec<_> = (0..12u64)
+        .map(|i| {
+            let n = if i % 3 == 0 { "n2" } else { "n1" };
+            // Out of time order, so chunk keys differ between cuts.
+            let at = base + ((i * 7) % 12) as i64 * 1000;
+            (StreamId::Telemetry, i + 1, sample(n, i, at))
+        })
+        .chain([(StreamId::Events, 1, joined("n1"))])
+        .collect();
+    let fold = |cut: usize| {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::create(&dir.path().join("s")).unwrap();
+        let mut folder = Folder::new();
+        for part in msgs.chunks(cut) {
+            fold_all(&store, &mut folder, part);
+        }
+        (
+            store.digest().unwrap(),
+            store.scan(store::prefix::SERIES).count(),
+        )
+    };
+    let (one_batch, chunks_one) = fold(msgs.len());
+    let (many, chunks_many) = fold(1);
+    let (some, _) = fold(5);
+    assert_eq!((chunks_one, chunks_many), (2, 12));
+    assert_eq!(one_batch, many);
+    assert_eq!(one_batch, some);
+    // And it does see the samples: one fewer gives another digest.
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::create(&dir.path().join("s")).unwrap();
+    fold_all(&store, &mut Folder::new(), &msgs[1..]);
+    assert_ne!(store.digest().unwrap(), one_batch);
 }

@@ -251,8 +251,8 @@ pub async fn last_seqs(js: &jetstream::Context) -> [u64; 2] {
     out
 }
 
-/// The number of series keys in a stopped brain's store.
-pub fn series_keys(store: &Path) -> usize {
+/// The number of samples the series chunks of a stopped brain's store hold.
+pub fn series_samples(store: &Path) -> u64 {
     let s = loadshift_brain::store::Store::open_existing(store).unwrap();
-    s.scan(loadshift_brain::store::prefix::SERIES).count()
+    s.sample_count().unwrap()
 }
