@@ -1,17 +1,30 @@
 //! Checkpoint images in transit: packed with the workload's own files into one
 //! tar, named by the migration, stored in the `CHECKPOINTS` object store with
 //! its SHA-256, and checked by the target before anything is restored.
+//!
+//! Everything streams, because the workload is frozen the whole time: the
+//! source tars the image straight into object-store chunks while it hashes
+//! them, with many chunks in flight (async-nats' own `put` waits for each
+//! chunk's ack before sending the next); the target unpacks chunks as they
+//! arrive while it hashes them, and throws everything away if the digest is
+//! not the one the source announced. Nothing is restored from an image whose
+//! digest did not match.
 
-use std::io::Read;
+use std::collections::VecDeque;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
-use async_nats::jetstream::object_store::{ObjectMetadata, ObjectStore};
-use loadshift_events::stream::CHECKPOINT_CHUNK_BYTES;
+use async_nats::jetstream::{self, object_store::ObjectStore};
+use base64::Engine;
+use loadshift_events::stream::{CHECKPOINTS, CHECKPOINT_CHUNK_BYTES};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncReadExt;
 
 use crate::runtime::TravellingFile;
+
+/// How many chunks may wait for their ack at once.
+const CHUNKS_IN_FLIGHT: usize = 32;
 
 /// Why an image could not be packed, stored, fetched or unpacked.
 #[derive(Debug, thiserror::Error)]
@@ -64,192 +77,385 @@ pub struct Manifest {
     pub files: Vec<TravellingFile>,
 }
 
-/// A packed image, ready to store.
-pub struct Packed {
-    /// The tar archive.
-    pub bytes: Vec<u8>,
-    /// Its SHA-256, hex.
+/// An image in the store.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Stored {
+    /// Its size in bytes.
+    pub bytes: u64,
+    /// SHA-256 of what the source packed, hex.
     pub sha256: String,
+}
+
+/// What arrived on the target.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Fetched {
+    /// The archive's manifest.
+    pub manifest: Manifest,
+    /// Its size in bytes.
+    pub bytes: u64,
+}
+
+fn hex(digest: impl AsRef<[u8]>) -> String {
+    digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The SHA-256 of `bytes`, hex.
 pub fn sha256_hex(bytes: &[u8]) -> String {
-    format!("{:x}", Sha256::digest(bytes))
+    hex(Sha256::digest(bytes))
 }
 
-/// Packs the image folder and the workload's travelling files.
+/// Writes the archive: `manifest.json`, `images/…`, `files/<name>`.
 ///
 /// # Errors
-/// [`CheckpointError::Io`] when a file cannot be read.
-pub fn pack(
+/// When a file cannot be read or the writer fails.
+pub fn write_archive<W: Write>(
+    out: W,
     images: &Path,
     workload_dir: &Path,
     files: &[TravellingFile],
-) -> Result<Packed, CheckpointError> {
-    let io = |action, path: &Path| {
-        let path = path.to_path_buf();
-        move |source| CheckpointError::Io {
-            action,
-            path,
-            source,
-        }
-    };
-    let mut tar = tar::Builder::new(Vec::new());
+) -> std::io::Result<W> {
+    let mut tar = tar::Builder::new(out);
     tar.mode(tar::HeaderMode::Deterministic);
     let manifest = serde_json::to_vec(&Manifest {
         files: files.to_vec(),
     })
-    .unwrap_or_default();
+    .map_err(std::io::Error::other)?;
     let mut header = tar::Header::new_gnu();
     header.set_size(manifest.len() as u64);
     header.set_mode(0o644);
     header.set_cksum();
-    tar.append_data(&mut header, "manifest.json", manifest.as_slice())
-        .map_err(io("pack manifest of", images))?;
-    tar.append_dir_all("images", images)
-        .map_err(io("pack image folder", images))?;
+    tar.append_data(&mut header, "manifest.json", manifest.as_slice())?;
+    tar.append_dir_all("images", images)?;
     for f in files {
-        let path = workload_dir.join(&f.name);
-        tar.append_path_with_name(&path, format!("files/{}", f.name))
-            .map_err(io("pack", &path))?;
+        tar.append_path_with_name(workload_dir.join(&f.name), format!("files/{}", f.name))?;
     }
-    let bytes = tar.into_inner().map_err(io("finish archive of", images))?;
-    let sha256 = sha256_hex(&bytes);
-    Ok(Packed { bytes, sha256 })
+    tar.into_inner()
 }
 
-/// Checks `bytes` against the digest the source announced, then unpacks the
-/// image into `images` and the files into `workload_dir`.
+/// Unpacks an archive into `images` and `workload_dir`, refusing entries
+/// that would land elsewhere.
 ///
 /// # Errors
-/// [`CheckpointError::Digest`] for a corrupt image (nothing is unpacked),
-/// [`CheckpointError::Archive`] for an unreadable one.
-pub fn verify_and_unpack(
-    object: &str,
-    bytes: &[u8],
-    expected_sha256: &str,
+/// A message saying what is wrong with the archive.
+pub fn read_archive<R: Read>(
+    input: R,
     images: &Path,
     workload_dir: &Path,
-) -> Result<Manifest, CheckpointError> {
-    let actual = sha256_hex(bytes);
-    if actual != expected_sha256 {
-        return Err(CheckpointError::Digest {
-            object: object.to_string(),
-            expected: expected_sha256.to_string(),
-            actual,
-        });
-    }
-    let archive_err = |message: String| CheckpointError::Archive {
-        object: object.to_string(),
-        message,
-    };
+) -> Result<Manifest, String> {
     for dir in [images, workload_dir] {
-        std::fs::create_dir_all(dir).map_err(|source| CheckpointError::Io {
-            action: "create",
-            path: dir.to_path_buf(),
-            source,
-        })?;
+        std::fs::create_dir_all(dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
     }
     let mut manifest = None;
-    let mut archive = tar::Archive::new(bytes);
-    let entries = archive.entries().map_err(|e| archive_err(e.to_string()))?;
-    for entry in entries {
-        let mut entry = entry.map_err(|e| archive_err(e.to_string()))?;
-        let path = entry
-            .path()
-            .map_err(|e| archive_err(e.to_string()))?
-            .into_owned();
+    let mut archive = tar::Archive::new(input);
+    for entry in archive.entries().map_err(|e| e.to_string())? {
+        let mut entry = entry.map_err(|e| e.to_string())?;
+        let path = entry.path().map_err(|e| e.to_string())?.into_owned();
         let mut parts = path.components();
         let top = parts
             .next()
             .map(|c| c.as_os_str().to_string_lossy().into_owned());
         let rest: PathBuf = parts.collect();
+        if rest
+            .components()
+            .any(|c| !matches!(c, std::path::Component::Normal(_)))
+        {
+            return Err(format!("entry {} escapes its folder", path.display()));
+        }
         let dest = match top.as_deref() {
             Some("manifest.json") => {
                 let mut s = Vec::new();
-                entry
-                    .read_to_end(&mut s)
-                    .map_err(|e| archive_err(e.to_string()))?;
-                manifest = Some(
-                    serde_json::from_slice::<Manifest>(&s)
-                        .map_err(|e| archive_err(e.to_string()))?,
-                );
+                entry.read_to_end(&mut s).map_err(|e| e.to_string())?;
+                manifest = Some(serde_json::from_slice::<Manifest>(&s).map_err(|e| e.to_string())?);
                 continue;
             }
             Some("images") if rest.as_os_str().is_empty() => continue,
             Some("images") => images.join(&rest),
             Some("files") => workload_dir.join(&rest),
-            _ => return Err(archive_err(format!("unexpected entry {}", path.display()))),
+            _ => return Err(format!("unexpected entry {}", path.display())),
         };
-        // unpack_in refuses paths escaping the folder; we build the
-        // destination ourselves, so check the same way.
-        if rest
-            .components()
-            .any(|c| !matches!(c, std::path::Component::Normal(_)))
-        {
-            return Err(archive_err(format!(
-                "entry {} escapes its folder",
-                path.display()
-            )));
-        }
         if let Some(parent) = dest.parent() {
-            std::fs::create_dir_all(parent).map_err(|source| CheckpointError::Io {
-                action: "create",
-                path: parent.to_path_buf(),
-                source,
-            })?;
+            std::fs::create_dir_all(parent)
+                .map_err(|e| format!("create {}: {e}", parent.display()))?;
         }
-        entry.unpack(&dest).map_err(|source| CheckpointError::Io {
-            action: "unpack",
-            path: dest.clone(),
-            source,
-        })?;
+        entry
+            .unpack(&dest)
+            .map_err(|e| format!("unpack {}: {e}", dest.display()))?;
     }
-    manifest.ok_or_else(|| archive_err("no manifest.json".into()))
+    manifest.ok_or_else(|| "no manifest.json".to_string())
 }
 
-/// Stores an image.
+/// A `Write` that cuts what it is given into object-store chunks, hashing
+/// it, and hands each chunk to the async side.
+struct ChunkWriter {
+    tx: tokio::sync::mpsc::Sender<Vec<u8>>,
+    buf: Vec<u8>,
+    hasher: Sha256,
+}
+
+impl ChunkWriter {
+    fn send(&mut self) -> std::io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let chunk = std::mem::replace(&mut self.buf, Vec::with_capacity(CHECKPOINT_CHUNK_BYTES));
+        self.tx
+            .blocking_send(chunk)
+            .map_err(|_| std::io::Error::other("the uploader stopped"))
+    }
+}
+
+impl Write for ChunkWriter {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        let room = CHECKPOINT_CHUNK_BYTES - self.buf.len();
+        let n = data.len().min(room);
+        self.buf.extend_from_slice(&data[..n]);
+        self.hasher.update(&data[..n]);
+        if self.buf.len() == CHECKPOINT_CHUNK_BYTES {
+            self.send()?;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Packs the image and the workload's files and stores them as `object`,
+/// streaming. With `corrupt` one byte is flipped after hashing, as a store
+/// that damaged the image would (fault tests only).
 ///
 /// # Errors
-/// [`CheckpointError::Store`] when the object store fails.
-pub async fn upload(
+/// [`CheckpointError::Io`] when a file cannot be read,
+/// [`CheckpointError::Store`] when the store refuses.
+pub async fn pack_and_upload(
+    js: &jetstream::Context,
+    object: &str,
+    images: &Path,
+    workload_dir: &Path,
+    files: &[TravellingFile],
+    corrupt: bool,
+) -> Result<Stored, CheckpointError> {
+    let store_err = |message: String| CheckpointError::Store {
+        action: "put",
+        object: object.to_string(),
+        message,
+    };
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(CHUNKS_IN_FLIGHT);
+    let (img, wdir, fl) = (
+        images.to_path_buf(),
+        workload_dir.to_path_buf(),
+        files.to_vec(),
+    );
+    let packer = tokio::task::spawn_blocking(move || {
+        let writer = ChunkWriter {
+            tx,
+            buf: Vec::with_capacity(CHECKPOINT_CHUNK_BYTES),
+            hasher: Sha256::new(),
+        };
+        let mut writer = write_archive(writer, &img, &wdir, &fl)?;
+        writer.send()?;
+        Ok::<_, std::io::Error>(hex(writer.hasher.finalize()))
+    });
+
+    let nuid = uuid::Uuid::now_v7().simple().to_string();
+    let chunk_subject = format!("$O.{CHECKPOINTS}.C.{nuid}");
+    let mut in_flight = VecDeque::new();
+    let mut stored_hash = Sha256::new();
+    let (mut size, mut chunks) = (0u64, 0u64);
+    let mut failure = None;
+    while let Some(mut chunk) = rx.recv().await {
+        if corrupt && chunks == 0 {
+            let mid = chunk.len() / 2;
+            chunk[mid] ^= 0xff;
+        }
+        stored_hash.update(&chunk);
+        size += chunk.len() as u64;
+        chunks += 1;
+        match js.publish(chunk_subject.clone(), chunk.into()).await {
+            Ok(ack) => in_flight.push_back(ack),
+            Err(e) => {
+                failure = Some(e.to_string());
+                break;
+            }
+        }
+        if in_flight.len() >= CHUNKS_IN_FLIGHT {
+            if let Some(ack) = in_flight.pop_front() {
+                if let Err(e) = ack.await {
+                    failure = Some(e.to_string());
+                    break;
+                }
+            }
+        }
+    }
+    drop(rx);
+    for ack in in_flight {
+        if let Err(e) = ack.await {
+            failure.get_or_insert(e.to_string());
+        }
+    }
+    let packed = packer
+        .await
+        .map_err(|e| store_err(format!("packer died: {e}")))?;
+    let purge = || async {
+        if let Ok(s) = js.get_stream(format!("OBJ_{CHECKPOINTS}")).await {
+            let _ = s.purge().filter(&chunk_subject).await;
+        }
+    };
+    let sha256 = match packed {
+        Ok(sha) => sha,
+        Err(source) => {
+            purge().await;
+            return Err(CheckpointError::Io {
+                action: "pack",
+                path: images.to_path_buf(),
+                source,
+            });
+        }
+    };
+    if let Some(message) = failure {
+        purge().await;
+        return Err(store_err(message));
+    }
+    // The object's own record, as async-nats and the NATS CLI read it; its
+    // digest is of what was stored, so the store itself stays consistent.
+    let info = serde_json::json!({
+        "name": object,
+        "bucket": CHECKPOINTS,
+        "nuid": nuid,
+        "size": size,
+        "chunks": chunks,
+        "mtime": chrono::Utc::now().to_rfc3339(),
+        "digest": format!("SHA-256={}", base64::engine::general_purpose::URL_SAFE.encode(stored_hash.finalize())),
+        "options": { "max_chunk_size": CHECKPOINT_CHUNK_BYTES },
+    });
+    let meta_subject = format!(
+        "$O.{CHECKPOINTS}.M.{}",
+        base64::engine::general_purpose::URL_SAFE.encode(object)
+    );
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("Nats-Rollup", "sub");
+    let ack = js
+        .publish_with_headers(meta_subject, headers, info.to_string().into())
+        .await
+        .map_err(|e| store_err(e.to_string()))?;
+    ack.await.map_err(|e| store_err(e.to_string()))?;
+    Ok(Stored {
+        bytes: size,
+        sha256,
+    })
+}
+
+/// A `Read` over chunks handed over by the async side, hashing them.
+struct ChunkReader {
+    rx: tokio::sync::mpsc::Receiver<Vec<u8>>,
+    current: Vec<u8>,
+    pos: usize,
+    hasher: Sha256,
+}
+
+impl Read for ChunkReader {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        while self.pos == self.current.len() {
+            match self.rx.blocking_recv() {
+                Some(chunk) => {
+                    self.hasher.update(&chunk);
+                    self.current = chunk;
+                    self.pos = 0;
+                }
+                None => return Ok(0),
+            }
+        }
+        let n = out.len().min(self.current.len() - self.pos);
+        out[..n].copy_from_slice(&self.current[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+/// Fetches `object` and unpacks it as it arrives into `images` and
+/// `workload_dir`; if its digest is not `expected_sha256`, everything
+/// unpacked is removed and [`CheckpointError::Digest`] returned.
+///
+/// # Errors
+/// [`CheckpointError::Store`] when the fetch fails, `Digest` for a corrupt
+/// image, `Archive` for an unreadable one.
+pub async fn download_and_unpack(
     store: &ObjectStore,
     object: &str,
-    bytes: Vec<u8>,
-) -> Result<(), CheckpointError> {
-    let meta = ObjectMetadata {
-        name: object.to_string(),
-        chunk_size: Some(CHECKPOINT_CHUNK_BYTES),
-        ..Default::default()
-    };
-    let mut reader = std::io::Cursor::new(bytes);
-    store
-        .put(meta, &mut reader)
-        .await
-        .map(|_| ())
-        .map_err(|e| CheckpointError::Store {
-            action: "put",
-            object: object.to_string(),
-            message: e.to_string(),
-        })
-}
-
-/// Fetches an image.
-///
-/// # Errors
-/// [`CheckpointError::Store`] when it is missing or the transfer fails.
-pub async fn download(store: &ObjectStore, object: &str) -> Result<Vec<u8>, CheckpointError> {
+    expected_sha256: &str,
+    images: &Path,
+    workload_dir: &Path,
+) -> Result<Fetched, CheckpointError> {
     let err = |message: String| CheckpointError::Store {
         action: "get",
         object: object.to_string(),
         message,
     };
     let mut obj = store.get(object).await.map_err(|e| err(e.to_string()))?;
-    let mut bytes = Vec::with_capacity(obj.info().size);
-    obj.read_to_end(&mut bytes)
+    let (tx, rx) = tokio::sync::mpsc::channel::<Vec<u8>>(CHUNKS_IN_FLIGHT);
+    let (img, wdir) = (images.to_path_buf(), workload_dir.to_path_buf());
+    let unpacker = tokio::task::spawn_blocking(move || {
+        let mut reader = ChunkReader {
+            rx,
+            current: Vec::new(),
+            pos: 0,
+            hasher: Sha256::new(),
+        };
+        let result = read_archive(&mut reader, &img, &wdir);
+        // Hash what the archive reader did not need (padding, or all of it
+        // after an error), so the digest covers every byte.
+        let _ = std::io::copy(&mut reader, &mut std::io::sink());
+        (result, hex(reader.hasher.finalize()))
+    });
+    let mut bytes = 0u64;
+    let mut failure = None;
+    loop {
+        let mut buf = Vec::with_capacity(CHECKPOINT_CHUNK_BYTES);
+        match obj.read_buf(&mut buf).await {
+            Ok(0) => break,
+            Ok(n) => {
+                bytes += n as u64;
+                if tx.send(buf).await.is_err() {
+                    break;
+                }
+            }
+            Err(e) => {
+                failure = Some(e.to_string());
+                break;
+            }
+        }
+    }
+    drop(tx);
+    let (result, actual) = unpacker
         .await
-        .map_err(|e| err(e.to_string()))?;
-    Ok(bytes)
+        .map_err(|e| err(format!("unpacker died: {e}")))?;
+    let wipe = || {
+        let _ = std::fs::remove_dir_all(images);
+        let _ = std::fs::remove_dir_all(workload_dir);
+    };
+    if let Some(message) = failure {
+        wipe();
+        return Err(err(message));
+    }
+    if actual != expected_sha256 {
+        wipe();
+        return Err(CheckpointError::Digest {
+            object: object.to_string(),
+            expected: expected_sha256.to_string(),
+            actual,
+        });
+    }
+    match result {
+        Ok(manifest) => Ok(Fetched { manifest, bytes }),
+        Err(message) => {
+            wipe();
+            Err(CheckpointError::Archive {
+                object: object.to_string(),
+                message,
+            })
+        }
+    }
 }
 
 /// Removes an image once the migration is over.
@@ -288,12 +494,11 @@ mod tests {
     }
 
     #[test]
-    fn round_trip_restores_every_file() {
+    fn an_archive_round_trips_every_file() {
         let (tmp, images, wdir, files) = setup();
-        let packed = pack(&images, &wdir, &files).unwrap();
-        assert_eq!(packed.sha256, sha256_hex(&packed.bytes));
+        let bytes = write_archive(Vec::new(), &images, &wdir, &files).unwrap();
         let (img2, w2) = (tmp.path().join("img2"), tmp.path().join("w2"));
-        let m = verify_and_unpack("o", &packed.bytes, &packed.sha256, &img2, &w2).unwrap();
+        let m = read_archive(bytes.as_slice(), &img2, &w2).unwrap();
         assert_eq!(m.files, files);
         assert_eq!(
             std::fs::read(img2.join("pages-1.img")).unwrap(),
@@ -304,36 +509,37 @@ mod tests {
     }
 
     #[test]
-    fn a_corrupt_image_is_refused_before_unpacking() {
-        let (tmp, images, wdir, files) = setup();
-        let mut packed = pack(&images, &wdir, &files).unwrap();
-        let n = packed.bytes.len() / 2;
-        packed.bytes[n] ^= 0xff;
-        let img2 = tmp.path().join("img2");
-        let err = verify_and_unpack(
-            "o",
-            &packed.bytes,
-            &packed.sha256,
-            &img2,
-            &tmp.path().join("w2"),
+    fn garbage_is_an_archive_error_not_a_panic() {
+        let tmp = tempfile::tempdir().unwrap();
+        let junk = b"not a tar at all, not even close".repeat(40);
+        assert!(read_archive(
+            junk.as_slice(),
+            &tmp.path().join("i"),
+            &tmp.path().join("w")
         )
-        .unwrap_err();
-        assert!(matches!(err, CheckpointError::Digest { .. }), "{err}");
-        assert!(!img2.exists());
+        .is_err());
     }
 
     #[test]
-    fn garbage_with_a_matching_digest_is_an_archive_error() {
+    fn an_entry_escaping_its_folder_is_refused() {
         let tmp = tempfile::tempdir().unwrap();
-        let junk = b"not a tar at all, not even close".repeat(40);
-        let err = verify_and_unpack(
-            "o",
-            &junk,
-            &sha256_hex(&junk),
+        let mut tar = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        let body = b"owned";
+        h.set_size(body.len() as u64);
+        h.set_mode(0o644);
+        // Write the name raw: the builder itself refuses `..`.
+        h.as_gnu_mut().unwrap().name[..17].copy_from_slice(b"files/../../evil\0");
+        h.set_cksum();
+        tar.append(&h, body.as_slice()).unwrap();
+        let bytes = tar.into_inner().unwrap();
+        let err = read_archive(
+            bytes.as_slice(),
             &tmp.path().join("i"),
             &tmp.path().join("w"),
         )
         .unwrap_err();
-        assert!(matches!(err, CheckpointError::Archive { .. }), "{err}");
+        assert!(err.contains("escapes"), "{err}");
+        assert!(!tmp.path().join("evil").exists());
     }
 }

@@ -264,7 +264,7 @@ impl<R: Runtime> Executor<R> {
         };
         if m.phase == Phase::Dumping {
             wait_for_stray_criu(&m.images).await;
-            let dumped = dump_finished(&m.images);
+            let dumped = self.runtime.dump_complete(&m.images);
             if !dumped {
                 if !self.runtime.is_running(&w.handle).await {
                     let reason = format!(
@@ -297,17 +297,17 @@ impl<R: Runtime> Executor<R> {
             let t = Instant::now();
             let object = m.id.to_string();
             let wdir = self.runtime.workload_dir(&m.workload);
-            let stored = async {
-                let mut packed = checkpoint::pack(&m.images, &wdir, &m.files)?;
-                if fault::armed(fault::CORRUPT_IMAGE) {
-                    let mid = packed.bytes.len() / 2;
-                    packed.bytes[mid] ^= 0xff;
-                }
-                let (bytes, sha) = (packed.bytes.len() as u64, packed.sha256.clone());
-                checkpoint::upload(&self.store, &object, packed.bytes).await?;
-                Ok::<_, CheckpointError>((bytes, sha))
-            }
-            .await;
+            let js = async_nats::jetstream::new(self.client.clone());
+            let stored = checkpoint::pack_and_upload(
+                &js,
+                &object,
+                &m.images,
+                &wdir,
+                &m.files,
+                fault::armed(fault::CORRUPT_IMAGE),
+            )
+            .await
+            .map(|s| (s.bytes, s.sha256));
             match stored {
                 Ok((bytes, sha)) => {
                     m.timings.upload_ms = Some(ms(t.elapsed()));
@@ -349,15 +349,13 @@ impl<R: Runtime> Executor<R> {
     /// step. `None` when even that failed (the error is logged).
     async fn resume_here(&self, m: &MigrationRecord) -> Option<Handle> {
         wait_for_stray_criu(&m.images).await;
-        if !dump_finished(&m.images) {
+        if !self.runtime.dump_complete(&m.images) {
             if let (Some(object), Some(sha)) = (&m.object, &m.sha256) {
                 // tmpfs lost (reboot): the stored image is the same one.
                 let wdir = self.runtime.workload_dir(&m.workload);
-                match checkpoint::download(&self.store, object)
+                match checkpoint::download_and_unpack(&self.store, object, sha, &m.images, &wdir)
                     .await
-                    .and_then(|bytes| {
-                        checkpoint::verify_and_unpack(object, &bytes, sha, &m.images, &wdir)
-                    }) {
+                {
                     Ok(_) => {}
                     Err(e) => {
                         tracing::error!(migration = %m.id, error = %e, "no image to resume from");
@@ -471,31 +469,29 @@ impl<R: Runtime> Executor<R> {
         // Delivered again after a crash: a criu restore we started may still
         // be running, or may have finished.
         wait_for_stray_criu(&m.images).await;
-        if let Some(handle) = self.restored_before_crash(&m).await {
+        if let Some(handle) = self.runtime.find_restored(&m.workload, &m.images).await {
             return self.finish_target(seq, m, handle);
         }
         let wdir = self.runtime.workload_dir(&m.workload);
         let t = Instant::now();
-        let bytes = match checkpoint::download(&self.store, &p.object).await {
-            Ok(b) => b,
-            Err(e) => {
+        let _ = std::fs::remove_dir_all(&m.images);
+        let fetched =
+            checkpoint::download_and_unpack(&self.store, &p.object, &p.sha256, &m.images, &wdir)
+                .await;
+        m.timings.download_ms = Some(ms(t.elapsed()));
+        let manifest = match fetched {
+            Ok(f) => f.manifest,
+            Err(e @ CheckpointError::Store { .. }) => {
                 return self
                     .give_up_target(seq, m, Step::Download, e.to_string())
                     .await
             }
+            Err(e) => {
+                return self
+                    .give_up_target(seq, m, Step::Verify, e.to_string())
+                    .await
+            }
         };
-        m.timings.download_ms = Some(ms(t.elapsed()));
-        let _ = std::fs::remove_dir_all(&m.images);
-        let manifest =
-            match checkpoint::verify_and_unpack(&p.object, &bytes, &p.sha256, &m.images, &wdir) {
-                Ok(man) => man,
-                Err(e) => {
-                    return self
-                        .give_up_target(seq, m, Step::Verify, e.to_string())
-                        .await
-                }
-            };
-        drop(bytes);
         m.files = manifest.files;
         let t = Instant::now();
         match self
@@ -513,18 +509,6 @@ impl<R: Runtime> Executor<R> {
                     .await
             }
         }
-    }
-
-    /// After a crash: the workload restored by a criu that outlived us.
-    async fn restored_before_crash(&self, m: &MigrationRecord) -> Option<Handle> {
-        let pid: u32 = std::fs::read_to_string(m.images.join("restore.pid"))
-            .ok()?
-            .trim()
-            .parse()
-            .ok()?;
-        let start_ticks = crate::runtime::process::start_ticks(pid)?;
-        let handle = Handle::Process { pid, start_ticks };
-        self.runtime.is_running(&handle).await.then_some(handle)
     }
 
     fn finish_target(
@@ -697,13 +681,6 @@ impl<R: Runtime> Executor<R> {
             .map(|w| (w.name, w.handle))
             .collect())
     }
-}
-
-/// Whether criu wrote a complete dump into `images`.
-fn dump_finished(images: &Path) -> bool {
-    std::fs::read_to_string(images.join("dump.log"))
-        .map(|s| s.contains("Dumping finished successfully"))
-        .unwrap_or(false)
 }
 
 /// Waits while a criu from before a crash still works on `images` (it

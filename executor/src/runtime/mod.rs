@@ -12,6 +12,7 @@ use loadshift_events::workload::{Runtime as RuntimeKind, WorkloadSpec};
 use loadshift_events::WorkloadName;
 use serde::{Deserialize, Serialize};
 
+pub mod docker;
 pub mod process;
 
 /// How to find a running workload again, also after an executor restart.
@@ -153,6 +154,18 @@ pub trait Runtime: Send + Sync + 'static {
         handle: &Handle,
         images: &Path,
     ) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+
+    /// Whether `images` holds a complete dump. After a crash in the middle of
+    /// a dump this decides between dumping again and going on with the image.
+    fn dump_complete(&self, images: &Path) -> bool;
+
+    /// The copy a restore from `images` started, if it runs: after a crash
+    /// during a restore, the restore may have finished without us.
+    fn find_restored(
+        &self,
+        name: &WorkloadName,
+        images: &Path,
+    ) -> impl Future<Output = Option<Handle>> + Send;
 
     /// Starts the workload from the image in `images`. Its travelling files
     /// are already in [`Runtime::workload_dir`]; `files` says where they were

@@ -241,6 +241,25 @@ impl Runtime for ProcessRuntime {
         Ok(())
     }
 
+    fn dump_complete(&self, images: &Path) -> bool {
+        std::fs::read_to_string(images.join("dump.log"))
+            .map(|s| s.contains("Dumping finished successfully"))
+            .unwrap_or(false)
+    }
+
+    async fn find_restored(&self, _name: &WorkloadName, images: &Path) -> Option<Handle> {
+        let pid: u32 = std::fs::read_to_string(images.join("restore.pid"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()?;
+        let handle = Handle::Process {
+            pid,
+            start_ticks: start_ticks(pid)?,
+        };
+        self.is_running(&handle).await.then_some(handle)
+    }
+
     async fn restore(
         &self,
         name: &WorkloadName,

@@ -53,7 +53,7 @@ int main(int argc, char **argv)
 
 	const struct timespec tick = { 0, 100 * 1000 * 1000 };
 	for (unsigned long i = 0;; i++) {
-		/* Keep the memory live: the sum depends on every page. */
+		/* Keep dirtying pages, as a real workload would. */
 		if (len > 0)
 			mem[(i * (size_t)page) % len]++;
 		printf("%lu\n", i);
