@@ -129,7 +129,7 @@ impl Envelope {
         else {
             return false;
         };
-        if family == "telemetry" {
+        if kind == "telemetry.sample" {
             return rest == node;
         }
         rest.strip_prefix(node)

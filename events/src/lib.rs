@@ -11,6 +11,7 @@ pub mod cli;
 pub mod connection;
 pub mod envelope;
 pub mod migration;
+pub mod model;
 pub mod payload;
 pub mod stream;
 pub mod subject;

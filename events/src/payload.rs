@@ -7,6 +7,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::migration;
+use crate::model;
 use crate::subject::NodeName;
 use crate::telemetry::Sample;
 use crate::workload;
@@ -108,6 +109,18 @@ kinds! {
     MigrationFailed(migration::Failed) = "migration.failed",
     /// The workload runs on the source again after a failure.
     MigrationRolledBack(migration::RolledBack) = "migration.rolled_back",
+    /// The brain found no good move for a node in trouble.
+    MigrationDeferred(model::Deferred) = "migration.deferred",
+    /// Someone asks the brain to retrain.
+    ModelTrainRequested(model::TrainRequested) = "model.train_requested",
+    /// A model was trained and scored.
+    ModelTrained(model::Trained) = "model.trained",
+    /// A model became the one the brain predicts with.
+    ModelActivated(model::Activated) = "model.activated",
+    /// The brain's belief about a node changed.
+    NodePredicted(model::Predicted) = "node.predicted",
+    /// The executor sampled its workloads' resource use.
+    WorkloadUsage(model::WorkloadUsage) = "telemetry.workloads",
 }
 
 impl Kind {
@@ -128,7 +141,13 @@ impl Event {
             | Event::NodeLeft(_)
             | Event::WorkloadStarted(_)
             | Event::WorkloadStartFailed(_)
-            | Event::WorkloadExited(_) => emitter,
+            | Event::WorkloadExited(_)
+            | Event::ModelTrainRequested(_)
+            | Event::ModelTrained(_)
+            | Event::ModelActivated(_)
+            | Event::WorkloadUsage(_) => emitter,
+            Event::MigrationDeferred(p) => &p.source,
+            Event::NodePredicted(p) => &p.node,
             Event::WorkloadStartRequested(p) => &p.node,
             Event::MigrationRequested(p) => &p.source,
             Event::MigrationCheckpointed(p) => &p.target,
@@ -140,12 +159,13 @@ impl Event {
     }
 
     /// The subject this event is published on when `emitter` emits it:
-    /// `telemetry.<node>` for samples, `<family>.<node>.<verb>` for the rest.
+    /// `telemetry.<node>` for samples, `<family>.<node>.<verb>` for the rest
+    /// (so `telemetry.<node>.workloads` also lands in TELEMETRY).
     pub fn subject(&self, emitter: &NodeName) -> String {
         let node = self.subject_node(emitter);
         let kind = self.kind().as_str();
         match kind.split_once('.') {
-            Some(("telemetry", _)) | None => format!("telemetry.{node}"),
+            Some(("telemetry", "sample")) | None => format!("telemetry.{node}"),
             Some((family, verb)) => format!("{family}.{node}.{verb}"),
         }
     }
@@ -241,5 +261,48 @@ mod tests {
             assert!(Envelope::from_message("migration.node9.requested", &bytes).is_err());
         }
         assert_eq!(Step::Restore.to_string(), "restore");
+    }
+}
+
+#[cfg(test)]
+mod model_subject_tests {
+    use super::*;
+    use crate::envelope::Envelope;
+
+    #[test]
+    fn workload_usage_lands_in_telemetry_and_predictions_name_their_node() {
+        let n = |s: &str| NodeName::new(s).unwrap();
+        let usage = Event::WorkloadUsage(model::WorkloadUsage {
+            at: chrono::Utc::now(),
+            workloads: vec![],
+        });
+        assert_eq!(usage.subject(&n("node2")), "telemetry.node2.workloads");
+        let predicted = Event::NodePredicted(model::Predicted {
+            node: n("node3"),
+            at: chrono::Utc::now(),
+            onset: 0.5,
+            sustained: 0.1,
+            model_version: 1,
+        });
+        assert_eq!(predicted.subject(&n("node1")), "node.node3.predicted");
+        for e in [usage, predicted] {
+            let env = Envelope::new(n("node1"), e);
+            let bytes = env.to_json().unwrap();
+            assert_eq!(Envelope::from_message(&env.subject(), &bytes).unwrap(), env);
+        }
+        // A sample on a workload subject, or usage on the node subject, is refused.
+        let sample_env = Envelope::from_json(
+            &Envelope::new(
+                n("node2"),
+                Event::WorkloadUsage(model::WorkloadUsage {
+                    at: chrono::Utc::now(),
+                    workloads: vec![],
+                }),
+            )
+            .to_json()
+            .unwrap(),
+        )
+        .unwrap();
+        assert!(!sample_env.published_on("telemetry.node2"));
     }
 }

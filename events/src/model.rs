@@ -1,0 +1,143 @@
+//! The brain's model and its predictions, as events: every model trained is
+//! a fact with its scores against the static-threshold baseline, so the
+//! history of what the brain believed, and why a model was activated, can be
+//! read back from the log.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::subject::NodeName;
+use crate::workload::WorkloadName;
+
+/// Someone asks the brain to retrain now.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainRequested {
+    /// Who asked (a user name, `schedule`, ...).
+    pub requested_by: String,
+    /// Why, in words.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// Precision, recall and F1 of one predictor on one label.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Score {
+    /// Of the samples flagged, the share that were right.
+    pub precision: f64,
+    /// Of the samples that should be flagged, the share that were.
+    pub recall: f64,
+    /// Harmonic mean of the two.
+    pub f1: f64,
+}
+
+/// How the model and the best static threshold did on the same held-back
+/// samples, for one label.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LabelScores {
+    /// The model.
+    pub model: Score,
+    /// The best static CPU threshold on the same samples.
+    pub baseline: Score,
+    /// That threshold, in percent.
+    pub baseline_threshold_pct: f64,
+    /// Positive samples among the held-back ones.
+    pub positives: u64,
+    /// Held-back samples scored.
+    pub samples: u64,
+}
+
+/// A model was trained (it is not active until `model.activated`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Trained {
+    /// Its version, increasing.
+    pub version: u64,
+    /// The TELEMETRY stream sequences it was trained from (first, last).
+    pub telemetry_range: (u64, u64),
+    /// The sample times it was trained from (first, last).
+    pub time_range: (DateTime<Utc>, DateTime<Utc>),
+    /// Feature names, in the order the model reads them.
+    pub features: Vec<String>,
+    /// Hyper-parameters, by name.
+    pub hyper_parameters: Vec<(String, f64)>,
+    /// Onset of overload: below the threshold now, at or above it within the horizon.
+    pub onset: LabelScores,
+    /// Sustained overload: the mean over the horizon at or above the threshold.
+    pub sustained: LabelScores,
+    /// Feature importances, largest first.
+    pub importances: Vec<(String, f64)>,
+    /// Rows trained on, after down-sampling the negatives.
+    pub train_rows: u64,
+    /// Seconds the training took.
+    pub train_seconds: f64,
+}
+
+/// The brain now predicts with this model version.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Activated {
+    /// The version now active.
+    pub version: u64,
+    /// The version it replaces, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replaces: Option<u64>,
+    /// Why it won, in words.
+    pub reason: String,
+}
+
+/// The brain's current belief about one node (published when it changes
+/// noticeably, not for every sample).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Predicted {
+    /// The node it is about (named in the subject).
+    pub node: NodeName,
+    /// The sample time it was made at.
+    pub at: DateTime<Utc>,
+    /// Probability of overload onset within the horizon.
+    pub onset: f32,
+    /// Probability of sustained overload over the horizon.
+    pub sustained: f32,
+    /// The model version.
+    pub model_version: u64,
+}
+
+/// The brain would move something off `source` but found no good move.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Deferred {
+    /// The node in trouble (named in the subject).
+    pub source: NodeName,
+    /// The workload it would have moved, if it got that far.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workload: Option<WorkloadName>,
+    /// The predicted probability that triggered it.
+    pub probability: f32,
+    /// Why nothing was moved.
+    pub reason: String,
+}
+
+/// Resource use of the workloads on one node, sampled by its executor.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkloadUsage {
+    /// When.
+    pub at: DateTime<Utc>,
+    /// One entry per running workload.
+    pub workloads: Vec<WorkloadUse>,
+}
+
+/// One workload's use of its node.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkloadUse {
+    /// Which workload.
+    pub workload: WorkloadName,
+    /// CPU in percent of one core (100 = one core busy).
+    pub cpu_pct: f32,
+    /// Resident memory in bytes (what a migration must copy).
+    pub rss_bytes: u64,
+}
