@@ -10,3 +10,4 @@ pub mod liveness;
 pub mod runtime;
 pub mod saga;
 pub mod service;
+pub mod usage;

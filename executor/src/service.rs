@@ -147,6 +147,8 @@ pub async fn run<R: Runtime>(
         .await
         .map_err(|e| nats_err("consume")(&e))?;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut usage = crate::usage::UsageSampler::default();
+    let mut ticks = 0u64;
     tracing::info!(node, "executor ready");
     loop {
         tokio::select! {
@@ -155,7 +157,18 @@ pub async fn run<R: Runtime>(
                     return Ok(());
                 }
             }
-            _ = tick.tick() => exec.watch_exits().await?,
+            _ = tick.tick() => {
+                exec.watch_exits().await?;
+                ticks += 1;
+                if ticks.is_multiple_of(2) {
+                    // Telemetry, not state: published directly, best effort.
+                    if let Some(env) = usage.sample(exec).await? {
+                        if let Err(e) = connection::publish(js, &env).await {
+                            tracing::debug!(error = %e, "workload usage not published");
+                        }
+                    }
+                }
+            }
             msg = messages.next() => {
                 let Some(msg) = msg else {
                     return Err(ServiceError::Nats { action: "consume", message: "the consumer's message stream ended".into() });

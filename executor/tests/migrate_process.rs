@@ -120,3 +120,35 @@ async fn bad_requests_get_a_failed_event_not_a_crash() {
     c.wait_ping("node3").await;
     let _ = c.node("node2");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_executor_reports_what_each_workload_uses() {
+    use futures::StreamExt;
+    let c = Cluster::new(&["node2"]).await;
+    let client = async_nats::connect(c.server.url()).await.unwrap();
+    let mut sub = client.subscribe("telemetry.node2.workloads").await.unwrap();
+    c.run_workload("node2", "spin", &["sh", "-c", "while :; do :; done"])
+        .await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let msg = tokio::time::timeout_at(deadline, sub.next())
+            .await
+            .expect("no usage report with a busy spin within 30 s")
+            .expect("subscription");
+        let env =
+            loadshift_events::Envelope::from_message(msg.subject.as_str(), &msg.payload).unwrap();
+        let Event::WorkloadUsage(u) = env.event else {
+            panic!("{env:?}")
+        };
+        let spin = u
+            .workloads
+            .iter()
+            .find(|w| w.workload.as_str() == "spin")
+            .expect("spin reported");
+        assert!(spin.rss_bytes > 0);
+        // The first report has no rate yet; a later one shows the busy loop.
+        if spin.cpu_pct > 20.0 {
+            break;
+        }
+    }
+}

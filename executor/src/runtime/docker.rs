@@ -29,7 +29,7 @@ use bollard::Docker;
 use loadshift_events::workload::{Runtime as RuntimeKind, WorkloadSpec};
 use loadshift_events::{NodeName, WorkloadName};
 
-use super::{Handle, Runtime, RuntimeError, TravellingFile};
+use super::{Handle, Runtime, RuntimeError, TravellingFile, Usage};
 
 /// The checkpoint's name inside the image folder: a dump leaves it in
 /// `images/loadshift/`.
@@ -413,6 +413,24 @@ impl Runtime for DockerRuntime {
     /// Removes the container of `handle` and any other container of this
     /// workload on this node (the stopped one a checkpoint left, a leftover
     /// of a failed restore), then its folder.
+    async fn usage(&self, handle: &Handle) -> Option<Usage> {
+        use futures::StreamExt;
+        let Handle::Container { id } = handle else {
+            return None;
+        };
+        let options = bollard::query_parameters::StatsOptionsBuilder::default()
+            .stream(false)
+            .one_shot(true)
+            .build();
+        let stats = self.docker.stats(id, Some(options)).next().await?.ok()?;
+        let cpu_ns = stats.cpu_stats?.cpu_usage?.total_usage?;
+        let rss = stats.memory_stats?.usage.unwrap_or(0);
+        Some(Usage {
+            cpu_seconds: cpu_ns as f64 / 1e9,
+            rss_bytes: rss,
+        })
+    }
+
     async fn remove(
         &self,
         name: &WorkloadName,

@@ -63,6 +63,16 @@ pub struct TravellingFile {
     pub original_path: PathBuf,
 }
 
+/// What a workload has used so far, as its runtime counts it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Usage {
+    /// CPU time used since it started, in seconds (cumulative, so two
+    /// readings give a rate).
+    pub cpu_seconds: f64,
+    /// Resident memory now, in bytes: what a migration must copy.
+    pub rss_bytes: u64,
+}
+
 /// Why a runtime operation failed. Each message says what was attempted.
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
@@ -177,6 +187,9 @@ pub trait Runtime: Send + Sync + 'static {
         images: &Path,
         files: &[TravellingFile],
     ) -> impl Future<Output = Result<Handle, RuntimeError>> + Send;
+
+    /// What the workload has used; `None` when it cannot be read (ended).
+    fn usage(&self, handle: &Handle) -> impl Future<Output = Option<Usage>> + Send;
 
     /// Stops the workload if it runs and removes what is left of it here.
     fn remove(

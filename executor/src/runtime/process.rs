@@ -20,7 +20,7 @@ use std::time::Duration;
 use loadshift_events::workload::{Runtime as RuntimeKind, WorkloadSpec};
 use loadshift_events::WorkloadName;
 
-use super::{Handle, Runtime, RuntimeError, TravellingFile};
+use super::{Handle, Runtime, RuntimeError, TravellingFile, Usage};
 
 /// Names of the files every process workload writes, in its folder.
 pub const OUTPUT_FILES: [&str; 2] = ["stdout", "stderr"];
@@ -310,6 +310,16 @@ impl Runtime for ProcessRuntime {
         Ok(Handle::Process { pid, start_ticks })
     }
 
+    async fn usage(&self, handle: &Handle) -> Option<Usage> {
+        let Handle::Process { pid, .. } = handle else {
+            return None;
+        };
+        if !self.is_running(handle).await {
+            return None;
+        }
+        Some(tree_usage(*pid))
+    }
+
     async fn remove(
         &self,
         name: &WorkloadName,
@@ -339,6 +349,51 @@ impl Runtime for ProcessRuntime {
                 source: e,
             }),
         }
+    }
+}
+
+/// CPU and memory of every process in the PID namespace whose init is
+/// `root` (the whole workload, not just its first process).
+fn tree_usage(root: u32) -> Usage {
+    // SAFETY: sysconf has no preconditions.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    // SAFETY: as above.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(1) as u64;
+    let ns_of = |pid: &str| std::fs::read_link(format!("/proc/{pid}/ns/pid")).ok();
+    let Some(ns) = ns_of(&root.to_string()) else {
+        return Usage {
+            cpu_seconds: 0.0,
+            rss_bytes: 0,
+        };
+    };
+    let (mut cpu, mut rss) = (0u64, 0u64);
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .filter(|s| s.bytes().all(|b| b.is_ascii_digit()))
+        else {
+            continue;
+        };
+        if ns_of(pid).as_ref() != Some(&ns) {
+            continue;
+        }
+        let Ok(pid_n) = pid.parse::<u32>() else {
+            continue;
+        };
+        if let Some(f) = stat_fields(pid_n) {
+            // utime, stime, cutime, cstime: fields 14-17 (f[11..15]); field
+            // 24 is rss in pages (f[21]).
+            cpu += f
+                .get(11..15)
+                .map(|v| v.iter().filter_map(|x| x.parse::<u64>().ok()).sum())
+                .unwrap_or(0);
+            rss += f.get(21).and_then(|x| x.parse::<u64>().ok()).unwrap_or(0) * page;
+        }
+    }
+    Usage {
+        cpu_seconds: cpu as f64 / ticks,
+        rss_bytes: rss,
     }
 }
 
