@@ -11,6 +11,7 @@
 
 pub mod consume;
 pub mod fold;
+pub mod planner;
 pub mod registry;
 pub mod replay;
 pub mod series;

@@ -1,0 +1,672 @@
+//! Migration planning: which node to relieve, which workload to move, where.
+//!
+//! Imitates cqrs-es: [`Planner::apply`] folds facts from the log into state
+//! and holds no rules; [`Planner::handle`] holds every rule and returns the
+//! decision (a `migration.<src>.requested` or a `migration.<src>.deferred`)
+//! without changing state. Decisions are published as events and come back
+//! through the log like everything else, so a replay or a restart rebuilds the
+//! in-flight migrations and cooldowns from the log itself and never issues a
+//! migration twice; a brain restarted in the middle of a migration sees it in
+//! flight and waits for its outcome.
+//!
+//! The rules, in order:
+//! 1. Hysteresis: a node is in trouble when its predicted onset or sustained
+//!    overload probability stayed at or above `level` for `k` predictions in a
+//!    row.
+//! 2. At most one migration in flight per node (as source or target), and a
+//!    cooldown per node and per workload, so nothing ping-pongs.
+//! 3. The workload that relieves the node most per byte to copy: CPU share
+//!    over resident memory.
+//! 4. The target whose expected load after taking it is lowest and below the
+//!    threshold; never a node that left, went silent, or is itself predicted
+//!    to overload; and it must have room for the workload's memory.
+//! 5. No good move: a deferral with the reason, once per node cooldown.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use loadshift_events::migration::{Reason, Requested};
+use loadshift_events::model::Deferred;
+use loadshift_events::{NodeName, WorkloadName};
+use uuid::Uuid;
+
+/// The planner's knobs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlannerConfig {
+    /// Probability at or above which a prediction counts as "in trouble".
+    pub level: f32,
+    /// How many predictions in a row must be in trouble (hysteresis).
+    pub k: u32,
+    /// CPU percent of capacity a target must stay below after the move.
+    pub threshold_pct: f32,
+    /// No new migration of a workload this long after its last one.
+    pub workload_cooldown: Duration,
+    /// No new migration from or to a node this long after its last one.
+    pub node_cooldown: Duration,
+    /// A node with no sample for this long is silent: never a target.
+    pub silent_after: Duration,
+    /// Who the requests say asked.
+    pub requested_by: String,
+}
+
+impl Default for PlannerConfig {
+    fn default() -> Self {
+        Self {
+            level: 0.5,
+            k: 3,
+            threshold_pct: 90.0,
+            workload_cooldown: Duration::from_secs(600),
+            node_cooldown: Duration::from_secs(120),
+            silent_after: Duration::from_secs(30),
+            requested_by: "brain".into(),
+        }
+    }
+}
+
+/// A fact the planner learns from the log.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Fact {
+    /// A node joined with this capacity.
+    NodeJoined {
+        /// Which.
+        node: NodeName,
+        /// Its memory in bytes (0 = unknown).
+        memory_bytes: u64,
+    },
+    /// A node left on purpose.
+    NodeLeft {
+        /// Which.
+        node: NodeName,
+    },
+    /// A telemetry sample (only what planning needs).
+    Sample {
+        /// Which node.
+        node: NodeName,
+        /// When it was received (wall clock: silence is about now).
+        seen_at: DateTime<Utc>,
+        /// CPU percent of the node's capacity.
+        cpu_pct: f32,
+        /// Cores.
+        capacity_cores: f32,
+        /// Memory in use and in total, bytes.
+        memory_used: u64,
+        /// Total memory.
+        memory_total: u64,
+    },
+    /// The model's prediction for a node.
+    Prediction {
+        /// Which node.
+        node: NodeName,
+        /// Onset probability.
+        onset: f32,
+        /// Sustained probability.
+        sustained: f32,
+        /// The model version.
+        model_version: u64,
+        /// The features that weighed most.
+        top_features: Vec<(String, f64)>,
+    },
+    /// A workload runs on a node (started, migrated there, or rolled back there).
+    WorkloadRuns {
+        /// Which.
+        workload: WorkloadName,
+        /// Where.
+        node: NodeName,
+    },
+    /// A workload ended.
+    WorkloadGone {
+        /// Which.
+        workload: WorkloadName,
+    },
+    /// What a node's workloads use.
+    Usage {
+        /// Which node.
+        node: NodeName,
+        /// Per workload: CPU percent of one core, resident bytes.
+        workloads: Vec<(WorkloadName, f32, u64)>,
+    },
+    /// A migration was requested (by us or by a person).
+    MigrationRequested {
+        /// Its id.
+        id: Uuid,
+        /// The workload.
+        workload: WorkloadName,
+        /// From.
+        source: NodeName,
+        /// To.
+        target: NodeName,
+        /// When (the event's time).
+        at: DateTime<Utc>,
+    },
+    /// A migration is over (completed, rolled back, or refused).
+    MigrationOver {
+        /// Its id.
+        id: Uuid,
+    },
+    /// A deferral was recorded for a node.
+    Deferred {
+        /// The node.
+        node: NodeName,
+        /// When.
+        at: DateTime<Utc>,
+    },
+}
+
+/// What the planner decided.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decision {
+    /// Move a workload: publish as `migration.<source>.requested`.
+    Migrate(Requested),
+    /// Nothing good to do: publish as `migration.<source>.deferred`.
+    Defer(Deferred),
+}
+
+#[derive(Debug, Clone, Default)]
+struct NodeState {
+    joined: bool,
+    left: bool,
+    seen_at: Option<DateTime<Utc>>,
+    cpu_pct: f32,
+    capacity_cores: f32,
+    memory_used: u64,
+    memory_total: u64,
+    onset: f32,
+    sustained: f32,
+    model_version: u64,
+    top_features: Vec<(String, f64)>,
+    /// Predictions in a row at or above the level.
+    streak: u32,
+    last_migration: Option<DateTime<Utc>>,
+    last_deferred: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, Default)]
+struct WorkloadState {
+    node: Option<NodeName>,
+    cpu_pct: f32,
+    rss_bytes: u64,
+    usage_known: bool,
+    last_migration: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone)]
+struct InFlight {
+    source: NodeName,
+    target: NodeName,
+}
+
+/// The planner's state, folded from the log.
+#[derive(Debug, Clone, Default)]
+pub struct Planner {
+    config: PlannerConfig,
+    nodes: BTreeMap<NodeName, NodeState>,
+    workloads: BTreeMap<WorkloadName, WorkloadState>,
+    in_flight: BTreeMap<Uuid, InFlight>,
+}
+
+fn within(since: Option<DateTime<Utc>>, now: DateTime<Utc>, d: Duration) -> bool {
+    since.is_some_and(|t| (now - t).to_std().map(|e| e < d).unwrap_or(true))
+}
+
+impl Planner {
+    /// An empty planner.
+    pub fn new(config: PlannerConfig) -> Self {
+        Self {
+            config,
+            ..Default::default()
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &PlannerConfig {
+        &self.config
+    }
+
+    /// Migrations requested and not yet over.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.len()
+    }
+
+    /// Folds one fact. Never fails and holds no rules: a fact is a fact.
+    pub fn apply(&mut self, fact: &Fact) {
+        match fact {
+            Fact::NodeJoined { node, memory_bytes } => {
+                let n = self.nodes.entry(node.clone()).or_default();
+                n.joined = true;
+                n.left = false;
+                if *memory_bytes > 0 {
+                    n.memory_total = *memory_bytes;
+                }
+            }
+            Fact::NodeLeft { node } => {
+                self.nodes.entry(node.clone()).or_default().left = true;
+            }
+            Fact::Sample {
+                node,
+                seen_at,
+                cpu_pct,
+                capacity_cores,
+                memory_used,
+                memory_total,
+            } => {
+                let n = self.nodes.entry(node.clone()).or_default();
+                n.seen_at = Some(*seen_at);
+                n.cpu_pct = *cpu_pct;
+                n.capacity_cores = *capacity_cores;
+                n.memory_used = *memory_used;
+                if *memory_total > 0 {
+                    n.memory_total = *memory_total;
+                }
+            }
+            Fact::Prediction {
+                node,
+                onset,
+                sustained,
+                model_version,
+                top_features,
+            } => {
+                let level = self.config.level;
+                let n = self.nodes.entry(node.clone()).or_default();
+                n.onset = *onset;
+                n.sustained = *sustained;
+                n.model_version = *model_version;
+                n.top_features = top_features.clone();
+                n.streak = if onset.max(*sustained) >= level {
+                    n.streak + 1
+                } else {
+                    0
+                };
+            }
+            Fact::WorkloadRuns { workload, node } => {
+                self.workloads.entry(workload.clone()).or_default().node = Some(node.clone());
+            }
+            Fact::WorkloadGone { workload } => {
+                self.workloads.remove(workload);
+            }
+            Fact::Usage { node, workloads } => {
+                for (w, cpu, rss) in workloads {
+                    let s = self.workloads.entry(w.clone()).or_default();
+                    s.node.get_or_insert_with(|| node.clone());
+                    s.cpu_pct = *cpu;
+                    s.rss_bytes = *rss;
+                    s.usage_known = true;
+                }
+            }
+            Fact::MigrationRequested {
+                id,
+                workload,
+                source,
+                target,
+                at,
+            } => {
+                self.in_flight.insert(
+                    *id,
+                    InFlight {
+                        source: source.clone(),
+                        target: target.clone(),
+                    },
+                );
+                self.workloads
+                    .entry(workload.clone())
+                    .or_default()
+                    .last_migration = Some(*at);
+                for n in [source, target] {
+                    let s = self.nodes.entry(n.clone()).or_default();
+                    s.last_migration = Some(*at);
+                    s.streak = 0;
+                }
+            }
+            Fact::MigrationOver { id } => {
+                self.in_flight.remove(id);
+            }
+            Fact::Deferred { node, at } => {
+                self.nodes.entry(node.clone()).or_default().last_deferred = Some(*at);
+            }
+        }
+    }
+
+    fn busy(&self, node: &NodeName) -> bool {
+        self.in_flight
+            .values()
+            .any(|f| &f.source == node || &f.target == node)
+    }
+
+    fn alive(&self, n: &NodeState, now: DateTime<Utc>) -> bool {
+        !n.left && within(n.seen_at, now, self.config.silent_after)
+    }
+
+    /// Decides what to do about `node` after its latest prediction; `None`
+    /// when nothing is to be done (or said). Changes nothing: the caller
+    /// publishes the decision and applies it as a fact.
+    pub fn handle(&self, node: &NodeName, now: DateTime<Utc>) -> Option<Decision> {
+        let cfg = &self.config;
+        let src = self.nodes.get(node)?;
+        if src.streak < cfg.k || self.busy(node) || src.left {
+            return None;
+        }
+        if within(src.last_migration, now, cfg.node_cooldown) {
+            return None;
+        }
+        let probability = src.onset.max(src.sustained);
+        let defer = |workload: Option<WorkloadName>, reason: String| {
+            if within(src.last_deferred, now, cfg.node_cooldown) {
+                return None;
+            }
+            Some(Decision::Defer(Deferred {
+                source: node.clone(),
+                workload,
+                probability,
+                reason,
+            }))
+        };
+
+        // The workload relieving the node most per byte to copy.
+        let mut candidates: Vec<(&WorkloadName, &WorkloadState)> = self
+            .workloads
+            .iter()
+            .filter(|(_, w)| w.node.as_ref() == Some(node) && w.usage_known)
+            .filter(|(_, w)| !within(w.last_migration, now, cfg.workload_cooldown))
+            .collect();
+        if candidates.is_empty() {
+            return defer(
+                None,
+                format!(
+                    "no workload on {node} can move (none with known usage outside its cooldown)"
+                ),
+            );
+        }
+        let per_byte = |w: &WorkloadState| w.cpu_pct as f64 / (w.rss_bytes.max(1 << 20) as f64);
+        candidates.sort_by(|a, b| per_byte(b.1).total_cmp(&per_byte(a.1)).then(a.0.cmp(b.0)));
+        let (wname, w) = candidates[0];
+
+        // The target whose load after taking it stays lowest, under the threshold.
+        let mut best: Option<(&NodeName, f32)> = None;
+        let mut why_not = Vec::new();
+        for (name, t) in &self.nodes {
+            if name == node {
+                continue;
+            }
+            let after = t.cpu_pct + w.cpu_pct / t.capacity_cores.max(0.01);
+            let refusal = if !self.alive(t, now) {
+                Some("left or silent")
+            } else if t.capacity_cores <= 0.0 {
+                Some("declares no CPU")
+            } else if self.busy(name) {
+                Some("has a migration in flight")
+            } else if within(t.last_migration, now, cfg.node_cooldown) {
+                Some("in cooldown")
+            } else if t.onset.max(t.sustained) >= cfg.level {
+                Some("predicted to overload")
+            } else if after >= cfg.threshold_pct {
+                Some("would be overloaded after the move")
+            } else if t.memory_total > 0
+                && t.memory_total.saturating_sub(t.memory_used) < w.rss_bytes
+            {
+                Some("has no room for its memory")
+            } else {
+                None
+            };
+            match refusal {
+                Some(r) => why_not.push(format!("{name} {r}")),
+                None => {
+                    if best.is_none_or(|(bn, b)| after < b || (after == b && name < bn)) {
+                        best = Some((name, after));
+                    }
+                }
+            }
+        }
+        let Some((target, target_after)) = best else {
+            let detail = if why_not.is_empty() {
+                "no other node".to_string()
+            } else {
+                why_not.join(", ")
+            };
+            return defer(
+                Some(wname.clone()),
+                format!("no target for {wname}: {detail}"),
+            );
+        };
+        let source_after = src.cpu_pct - w.cpu_pct / src.capacity_cores.max(0.01);
+        Some(Decision::Migrate(Requested {
+            migration: Uuid::now_v7(),
+            workload: wname.clone(),
+            source: node.clone(),
+            target: target.clone(),
+            requested_by: cfg.requested_by.clone(),
+            reason: Reason {
+                summary: format!(
+                    "{node} predicted to overload (p={probability:.2}, model v{}); moving {wname} ({:.0}% of a core, {} MiB) to {target}",
+                    src.model_version,
+                    w.cpu_pct,
+                    w.rss_bytes >> 20
+                ),
+                probability: Some(probability),
+                model_version: Some(src.model_version),
+                top_features: src.top_features.clone(),
+                source_load_after_pct: Some(source_after.max(0.0)),
+                target_load_after_pct: Some(target_after),
+            },
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn n(s: &str) -> NodeName {
+        NodeName::new(s).unwrap()
+    }
+    fn w(s: &str) -> WorkloadName {
+        WorkloadName::new(s).unwrap()
+    }
+    fn now() -> DateTime<Utc> {
+        "2026-11-25T10:00:00Z".parse().unwrap()
+    }
+    fn sample(node: &str, cpu: f32) -> Fact {
+        sample_at(node, cpu, now())
+    }
+    fn sample_at(node: &str, cpu: f32, at: DateTime<Utc>) -> Fact {
+        Fact::Sample {
+            node: n(node),
+            seen_at: at,
+            cpu_pct: cpu,
+            capacity_cores: 2.0,
+            memory_used: 1 << 30,
+            memory_total: 8 << 30,
+        }
+    }
+    fn predict(node: &str, p: f32) -> Fact {
+        Fact::Prediction {
+            node: n(node),
+            onset: p,
+            sustained: 0.0,
+            model_version: 3,
+            top_features: vec![("cpu_now".into(), 0.4)],
+        }
+    }
+
+    /// given(facts).when(node).then: the cqrs-es shape.
+    fn given(facts: &[Fact]) -> Planner {
+        let mut p = Planner::new(PlannerConfig::default());
+        for f in facts {
+            p.apply(f);
+        }
+        p
+    }
+
+    fn cluster() -> Vec<Fact> {
+        let mut f = vec![];
+        for (node, cpu) in [("node2", 85.0), ("node3", 20.0), ("node4", 50.0)] {
+            f.push(Fact::NodeJoined {
+                node: n(node),
+                memory_bytes: 8 << 30,
+            });
+            f.push(sample(node, cpu));
+        }
+        f.push(Fact::WorkloadRuns {
+            workload: w("small"),
+            node: n("node2"),
+        });
+        f.push(Fact::WorkloadRuns {
+            workload: w("big"),
+            node: n("node2"),
+        });
+        f.push(Fact::Usage {
+            node: n("node2"),
+            workloads: vec![(w("small"), 60.0, 64 << 20), (w("big"), 80.0, 2 << 30)],
+        });
+        f
+    }
+
+    fn trouble(node: &str, times: usize) -> Vec<Fact> {
+        (0..times).map(|_| predict(node, 0.9)).collect()
+    }
+
+    #[test]
+    fn moves_the_best_value_per_byte_to_the_emptiest_node_after_k_predictions() {
+        let mut facts = cluster();
+        facts.extend(trouble("node2", 2));
+        assert_eq!(
+            given(&facts).handle(&n("node2"), now()),
+            None,
+            "two is below k=3"
+        );
+        facts.extend(trouble("node2", 1));
+        let Some(Decision::Migrate(r)) = given(&facts).handle(&n("node2"), now()) else {
+            panic!("expected a migration");
+        };
+        assert_eq!(r.workload, w("small"), "60% for 64 MiB beats 80% for 2 GiB");
+        assert_eq!(r.target, n("node3"));
+        assert_eq!(r.reason.probability, Some(0.9));
+        assert_eq!(r.reason.model_version, Some(3));
+        assert_eq!(r.reason.target_load_after_pct, Some(50.0));
+        assert_eq!(r.reason.source_load_after_pct, Some(55.0));
+        assert!(!r.reason.top_features.is_empty());
+    }
+
+    #[test]
+    fn a_calm_prediction_resets_the_streak() {
+        let mut facts = cluster();
+        facts.extend(trouble("node2", 2));
+        facts.push(predict("node2", 0.1));
+        facts.extend(trouble("node2", 2));
+        assert_eq!(given(&facts).handle(&n("node2"), now()), None);
+    }
+
+    #[test]
+    fn nothing_while_a_migration_is_in_flight_and_nothing_during_cooldown() {
+        let mut facts = cluster();
+        facts.extend(trouble("node2", 3));
+        let p = given(&facts);
+        let Some(Decision::Migrate(r)) = p.handle(&n("node2"), now()) else {
+            panic!()
+        };
+        // The decision comes back from the log as a fact.
+        facts.push(Fact::MigrationRequested {
+            id: r.migration,
+            workload: r.workload.clone(),
+            source: r.source.clone(),
+            target: r.target.clone(),
+            at: now(),
+        });
+        facts.extend(trouble("node2", 3));
+        assert_eq!(
+            given(&facts).handle(&n("node2"), now()),
+            None,
+            "in flight: wait for the outcome"
+        );
+        facts.push(Fact::MigrationOver { id: r.migration });
+        facts.push(Fact::WorkloadRuns {
+            workload: r.workload.clone(),
+            node: r.target.clone(),
+        });
+        facts.extend(trouble("node2", 3));
+        let soon = now() + chrono::Duration::seconds(60);
+        assert_eq!(
+            given(&facts).handle(&n("node2"), soon),
+            None,
+            "node cooldown"
+        );
+        let later = now() + chrono::Duration::seconds(300);
+        let mut p = given(&facts);
+        for (node, cpu) in [("node2", 85.0), ("node3", 20.0), ("node4", 30.0)] {
+            p.apply(&sample_at(node, cpu, later));
+        }
+        // `small` moved and is in its own cooldown; `big` is what is left.
+        let Some(Decision::Migrate(r2)) = p.handle(&n("node2"), later) else {
+            panic!("expected a second move")
+        };
+        assert_eq!(r2.workload, w("big"));
+    }
+
+    #[test]
+    fn replaying_the_log_rebuilds_the_in_flight_migration() {
+        let mut facts = cluster();
+        facts.extend(trouble("node2", 3));
+        let id = Uuid::now_v7();
+        facts.push(Fact::MigrationRequested {
+            id,
+            workload: w("small"),
+            source: n("node2"),
+            target: n("node3"),
+            at: now(),
+        });
+        // A restarted brain folds the same facts: it waits, whatever it predicts.
+        let mut p = given(&facts);
+        for _ in 0..5 {
+            p.apply(&predict("node2", 0.99));
+        }
+        assert_eq!(p.in_flight(), 1);
+        assert_eq!(
+            p.handle(&n("node2"), now() + chrono::Duration::seconds(3600)),
+            None
+        );
+    }
+
+    #[test]
+    fn defers_with_the_reason_when_no_target_fits() {
+        let mut facts = cluster();
+        facts.push(sample("node3", 89.0));
+        facts.push(Fact::NodeLeft { node: n("node4") });
+        facts.extend(trouble("node2", 3));
+        let Some(Decision::Defer(d)) = given(&facts).handle(&n("node2"), now()) else {
+            panic!()
+        };
+        assert_eq!(d.source, n("node2"));
+        assert!(
+            d.reason.contains("node3 would be overloaded"),
+            "{}",
+            d.reason
+        );
+        assert!(d.reason.contains("node4 left or silent"), "{}", d.reason);
+        // Said once per cooldown, not on every prediction.
+        facts.push(Fact::Deferred {
+            node: n("node2"),
+            at: now(),
+        });
+        assert_eq!(given(&facts).handle(&n("node2"), now()), None);
+    }
+
+    #[test]
+    fn silent_and_overload_predicted_nodes_are_never_targets() {
+        let mut facts = cluster();
+        facts.push(sample_at(
+            "node3",
+            5.0,
+            now() - chrono::Duration::seconds(120),
+        ));
+        facts.push(predict("node4", 0.8));
+        facts.extend(trouble("node2", 3));
+        let Some(Decision::Defer(d)) = given(&facts).handle(&n("node2"), now()) else {
+            panic!()
+        };
+        assert!(
+            d.reason.contains("node3 left or silent")
+                && d.reason.contains("node4 predicted to overload"),
+            "{}",
+            d.reason
+        );
+    }
+}
