@@ -1,23 +1,45 @@
-//! `loadshift-webui`: the dashboard, a projection of the streams rendered on
-//! the server.
+//! `loadshift-webui`: the dashboard.
 //!
-//! For now it does what every service does first and nothing it cannot yet do
-//! for real: it connects to NATS, declares the streams (so a fresh cluster is
-//! usable whichever service starts first), and stays connected until told to
-//! stop. The pages arrive with the dashboard.
+//! Connects to NATS, declares the streams (so a fresh cluster works whichever
+//! service starts first), replays both streams into its own in-memory
+//! projection and serves the pages while it keeps following them. It needs
+//! nothing of the brain, so it keeps showing the cluster while the brain is
+//! down.
+
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
 use loadshift_events::cli::{LogArgs, NatsArgs};
-use loadshift_events::{connection, stream};
+use loadshift_events::{connection, stream, NodeName};
+use loadshift_webui::projection::{Limits, Projection};
+use loadshift_webui::{consume, router, AppState, Settings};
 
 /// Serves loadshift's dashboard: nodes, predictions, migrations, models and the event log.
 #[derive(Debug, Parser)]
 #[command(version, about, long_about = None)]
 struct Cli {
-    /// Address the dashboard will listen on.
+    /// Address the dashboard listens on.
     #[arg(long, env = "LOADSHIFT_LISTEN", default_value = "127.0.0.1:8080")]
     listen: std::net::SocketAddr,
+    /// Token an operator types to log in; without one, actions (migrate, retrain) are off.
+    #[arg(long, env = "LOADSHIFT_OPERATOR_TOKEN", hide_env_values = true)]
+    operator_token: Option<String>,
+    /// Name this webui signs the events it publishes with.
+    #[arg(long, env = "LOADSHIFT_NODE", default_value = "webui")]
+    node: NodeName,
+    /// Seconds without a message after which a node shows as silent.
+    #[arg(long, env = "LOADSHIFT_SILENT_AFTER_SECS", default_value_t = 30)]
+    silent_after_secs: u64,
+    /// Least milliseconds between two live updates of one page.
+    #[arg(long, env = "LOADSHIFT_LIVE_INTERVAL_MS", default_value_t = 1000)]
+    live_interval_ms: u64,
+    /// EVENTS messages kept for the Events page.
+    #[arg(long, env = "LOADSHIFT_EVENTS_KEPT", default_value_t = 10_000)]
+    events_kept: usize,
+    /// Migrations kept with their details (all-time counts are kept regardless).
+    #[arg(long, env = "LOADSHIFT_MIGRATIONS_KEPT", default_value_t = 20_000)]
+    migrations_kept: usize,
     #[command(flatten)]
     nats: NatsArgs,
     #[command(flatten)]
@@ -35,8 +57,37 @@ async fn main() -> anyhow::Result<()> {
     stream::declare(&js, &cli.nats.stream_settings())
         .await
         .context("declaring the streams")?;
-    tracing::info!(listen = %cli.listen, "webui connected; streams declared; waiting for SIGINT/SIGTERM");
-    shutdown_signal().await;
+    let limits = Limits {
+        events_kept: cli.events_kept.max(1),
+        migrations_kept: cli.migrations_kept.max(1),
+        ..Limits::default()
+    };
+    let settings = Settings {
+        silent_after: Duration::from_secs(cli.silent_after_secs),
+        live_interval: Duration::from_millis(cli.live_interval_ms),
+        node: cli.node.clone(),
+        operator_token: cli.operator_token.clone(),
+    };
+    if settings.operator_token.is_none() {
+        tracing::info!("no operator token: the dashboard is read-only");
+    }
+    let state = AppState::new(Projection::new(limits), settings, Some(js.clone()));
+    let listener = tokio::net::TcpListener::bind(cli.listen)
+        .await
+        .with_context(|| format!("listening on {}", cli.listen))?;
+    tracing::info!(listen = %cli.listen, "dashboard serving");
+    let consumer = tokio::spawn(consume::run(js, state.clone()));
+    let server = axum::serve(listener, router(state)).with_graceful_shutdown(shutdown_signal());
+    tokio::select! {
+        r = server => r.context("serving HTTP")?,
+        r = consumer => {
+            match r {
+                Ok(Err(e)) => return Err(e).context("following the streams"),
+                Ok(Ok(())) => {}
+                Err(e) => anyhow::bail!("the stream consumer panicked: {e}"),
+            }
+        }
+    }
     tracing::info!("webui stopped");
     Ok(())
 }

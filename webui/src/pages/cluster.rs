@@ -1,0 +1,334 @@
+//! The Cluster page: one card per node with its recent CPU, memory, load and
+//! PSI, the brain's belief about it, its workloads and its state; nodes in
+//! trouble come first and are outlined.
+
+use askama::Template;
+use askama_web::WebTemplate;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::IntoResponse;
+use axum::Json;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use std::time::Duration;
+
+use super::{Chrome, MigrationRow, St};
+use crate::display;
+use crate::projection::{Life, Node, Outcome, Projection, WorkloadState};
+use crate::series::{Metric, Point};
+use crate::sse;
+use crate::svg::{self, Chart, LineSpec};
+
+/// How far back the sparklines go.
+pub const SPARK_RANGE_MS: i64 = 15 * 60 * 1000;
+/// Columns per sparkline: about one per 40 s, few enough to keep 200 cards small.
+pub const SPARK_COLUMNS: usize = 24;
+
+/// A node's state as people read it.
+pub fn node_state(n: &Node, now: DateTime<Utc>, silent_after: Duration) -> &'static str {
+    if matches!(n.life, Life::Left(..)) {
+        return "left";
+    }
+    let silent = n
+        .last_seen
+        .is_none_or(|t| (now - t).to_std().unwrap_or_default() > silent_after);
+    if silent {
+        "silent"
+    } else {
+        "joined"
+    }
+}
+
+/// Overload probability the brain gave, the larger of onset and sustained.
+pub fn overload(n: &Node) -> Option<f32> {
+    n.prediction.as_ref().map(|p| p.onset.max(p.sustained))
+}
+
+/// A workload named on a card.
+#[derive(Debug, Clone, Serialize)]
+pub struct WorkloadTag {
+    /// Its name.
+    pub name: String,
+    /// Where it is going, while it migrates.
+    pub migrating_to: Option<String>,
+}
+
+/// One node's card.
+#[derive(Debug, Clone, Serialize)]
+pub struct NodeCard {
+    /// Its name.
+    pub name: String,
+    /// `joined`, `silent` or `left`.
+    pub state: &'static str,
+    /// Whether it needs a look.
+    pub trouble: bool,
+    /// Why, in words (empty when fine).
+    pub why: String,
+    /// Latest CPU.
+    pub cpu: String,
+    /// Latest memory.
+    pub mem: String,
+    /// Latest load.
+    pub load: String,
+    /// Latest PSI cpu / memory / io.
+    pub psi: String,
+    /// Overload probability, when the brain predicted.
+    pub prob: Option<String>,
+    /// Whether that probability is high.
+    pub prob_high: bool,
+    /// Its workloads.
+    pub workloads: Vec<WorkloadTag>,
+    /// When it was last heard from.
+    pub last_seen: String,
+    /// CPU and memory, last 15 minutes.
+    #[serde(skip)]
+    pub cpu_mem: Chart,
+    /// Load and PSI, last 15 minutes.
+    #[serde(skip)]
+    pub load_psi: Chart,
+}
+
+/// Counts at the top of the page.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Totals {
+    /// Nodes joined and talking.
+    pub joined: usize,
+    /// Nodes joined but quiet.
+    pub silent: usize,
+    /// Nodes that left.
+    pub left: usize,
+    /// Nodes in trouble.
+    pub trouble: usize,
+    /// Workloads placed.
+    pub workloads: usize,
+    /// Migrations under way.
+    pub in_flight: usize,
+    /// Active model version.
+    pub model: Option<u64>,
+}
+
+/// The Cluster page's content.
+#[derive(Debug, Clone, Serialize)]
+pub struct ClusterView {
+    /// Counts.
+    pub totals: Totals,
+    /// Cards, trouble first, then by name.
+    pub nodes: Vec<NodeCard>,
+    /// The latest few migrations.
+    pub recent: Vec<MigrationRow>,
+}
+
+fn max_finite(points: &[Point], m: Metric) -> f32 {
+    points
+        .iter()
+        .map(|p| p.get(m))
+        .filter(|v| v.is_finite())
+        .fold(0.0, f32::max)
+}
+
+impl ClusterView {
+    /// The view of `p` at `now`.
+    pub fn build(p: &Projection, now: DateTime<Utc>, silent_after: Duration) -> Self {
+        let mut totals = Totals {
+            model: p.model.active,
+            workloads: p.workloads.len(),
+            in_flight: p
+                .migrations
+                .values()
+                .rev()
+                .take(1000)
+                .filter(|m| m.outcome == Outcome::InFlight)
+                .count(),
+            ..Default::default()
+        };
+        let mut by_node: std::collections::BTreeMap<&str, Vec<WorkloadTag>> = Default::default();
+        for w in p.workloads.values() {
+            by_node
+                .entry(w.node.as_str())
+                .or_default()
+                .push(WorkloadTag {
+                    name: w.name.to_string(),
+                    migrating_to: match &w.state {
+                        WorkloadState::Migrating { target, .. } => Some(target.to_string()),
+                        WorkloadState::Running => None,
+                    },
+                });
+        }
+        let mut points = Vec::new();
+        let mut nodes: Vec<NodeCard> = p
+            .nodes
+            .values()
+            .map(|n| {
+                let state = node_state(n, now, silent_after);
+                match state {
+                    "left" => totals.left += 1,
+                    "silent" => totals.silent += 1,
+                    _ => totals.joined += 1,
+                }
+                points.clear();
+                points.extend(n.series.window(SPARK_RANGE_MS));
+                let end = n.series.last().map(|l| l.at_ms).unwrap_or(0);
+                let last = n.series.last();
+                let get = |m: Metric| last.map(|l| l.get(m)).unwrap_or(f32::NAN);
+                let prob = overload(n);
+                let mut why = Vec::new();
+                if state == "silent" {
+                    why.push("silent".to_string());
+                }
+                if let Some(pr) = prob.filter(|p| *p >= 0.5) {
+                    why.push(format!("overload likely ({})", display::prob(pr)));
+                }
+                if state != "left" {
+                    if get(Metric::Cpu) >= 90.0 {
+                        why.push(format!("CPU {}", display::pct(get(Metric::Cpu))));
+                    }
+                    if get(Metric::Mem) >= 90.0 {
+                        why.push(format!("memory {}", display::pct(get(Metric::Mem))));
+                    }
+                    if get(Metric::PsiCpu) >= 25.0 {
+                        why.push(format!(
+                            "CPU pressure {}",
+                            display::pct(get(Metric::PsiCpu))
+                        ));
+                    }
+                }
+                let trouble = !why.is_empty() && state != "left";
+                if trouble {
+                    totals.trouble += 1;
+                }
+                let load_max =
+                    max_finite(&points, Metric::Load).max(n.capacity_cores.unwrap_or(1.0));
+                let psi_max = max_finite(&points, Metric::PsiCpu).max(10.0);
+                NodeCard {
+                    name: n.name.to_string(),
+                    state,
+                    trouble,
+                    why: why.join(", "),
+                    cpu: display::pct(get(Metric::Cpu)),
+                    mem: display::pct(get(Metric::Mem)),
+                    load: display::num(get(Metric::Load)),
+                    psi: format!(
+                        "{}/{}/{}",
+                        display::pct(get(Metric::PsiCpu)),
+                        display::pct(get(Metric::PsiMem)),
+                        display::pct(get(Metric::PsiIo))
+                    ),
+                    prob: prob.map(display::prob),
+                    prob_high: prob.is_some_and(|p| p >= 0.5),
+                    workloads: by_node.remove(n.name.as_str()).unwrap_or_default(),
+                    last_seen: n
+                        .last_seen
+                        .map(|t| display::ago(now, t))
+                        .unwrap_or_else(|| "never".into()),
+                    cpu_mem: svg::chart(
+                        &points,
+                        &[
+                            LineSpec {
+                                metric: Metric::Cpu,
+                                class: "cpu",
+                                max: 100.0,
+                            },
+                            LineSpec {
+                                metric: Metric::Mem,
+                                class: "mem",
+                                max: 100.0,
+                            },
+                        ],
+                        end,
+                        SPARK_RANGE_MS,
+                        SPARK_COLUMNS,
+                        120,
+                        28,
+                    ),
+                    load_psi: svg::chart(
+                        &points,
+                        &[
+                            LineSpec {
+                                metric: Metric::Load,
+                                class: "load",
+                                max: load_max,
+                            },
+                            LineSpec {
+                                metric: Metric::PsiCpu,
+                                class: "psi",
+                                max: psi_max,
+                            },
+                        ],
+                        end,
+                        SPARK_RANGE_MS,
+                        SPARK_COLUMNS,
+                        120,
+                        28,
+                    ),
+                }
+            })
+            .collect();
+        nodes.sort_by(|a, b| b.trouble.cmp(&a.trouble).then_with(|| a.name.cmp(&b.name)));
+        let recent = p
+            .migrations
+            .values()
+            .rev()
+            .take(5)
+            .map(MigrationRow::of)
+            .collect();
+        Self {
+            totals,
+            nodes,
+            recent,
+        }
+    }
+}
+
+/// The whole page.
+#[derive(Template, WebTemplate)]
+#[template(path = "cluster.html")]
+pub struct ClusterPage {
+    /// Around it.
+    pub chrome: Chrome,
+    /// The content.
+    pub v: ClusterView,
+}
+
+/// Its live region alone, pushed over SSE.
+#[derive(Template)]
+#[template(path = "cluster_live.html")]
+pub struct ClusterLive {
+    /// The content.
+    pub v: ClusterView,
+}
+
+/// `GET /`.
+pub async fn page(State(st): St, headers: HeaderMap) -> impl IntoResponse {
+    let (v, caught_up) = {
+        let p = st.read();
+        (
+            ClusterView::build(&p, Utc::now(), st.settings.silent_after),
+            p.caught_up(),
+        )
+    };
+    let chrome = Chrome::new(
+        &st,
+        &headers,
+        "Cluster",
+        "cluster",
+        "/sse/cluster",
+        caught_up,
+    );
+    ClusterPage { chrome, v }
+}
+
+/// `GET /sse/cluster`.
+pub async fn live(State(st): St) -> impl IntoResponse {
+    sse::stream(st, "cluster".into(), |st| {
+        let p = st.read();
+        let v = ClusterView::build(&p, Utc::now(), st.settings.silent_after);
+        drop(p);
+        ClusterLive { v }.render().unwrap_or_default()
+    })
+}
+
+/// `GET /api/cluster`.
+pub async fn api(State(st): St) -> Json<ClusterView> {
+    let p = st.read();
+    Json(ClusterView::build(&p, Utc::now(), st.settings.silent_after))
+}

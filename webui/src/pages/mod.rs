@@ -1,0 +1,246 @@
+//! The pages: one module each, holding its view (what a person reads,
+//! `Serialize` so `/api/...` returns the same thing as JSON), its template,
+//! its page handler, its live-fragment handler and its API handler.
+//!
+//! This module holds what they share: the page chrome (navigation, who is
+//! logged in, the CSRF token for forms) and the migration row that the node
+//! and migrations pages both list.
+
+pub mod cluster;
+pub mod events;
+pub mod migrations;
+pub mod model;
+pub mod node;
+
+use axum::http::{header, HeaderMap};
+use axum::response::IntoResponse;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::display;
+use crate::projection::{Migration, Outcome};
+use crate::{AppState, Shared};
+
+/// What every page shows around its content.
+#[derive(Debug, Clone, Serialize)]
+pub struct Chrome {
+    /// The page's title.
+    pub title: String,
+    /// Which navigation entry is current.
+    pub active: &'static str,
+    /// The SSE URL of the page's live region.
+    pub live_src: String,
+    /// Whether an operator token is configured (actions possible at all).
+    pub actions: bool,
+    /// The logged-in operator, if any.
+    pub user: Option<String>,
+    /// The session's CSRF token, for hidden fields (empty when logged out).
+    #[serde(skip)]
+    pub csrf: String,
+    /// Whether the replay has caught up with both streams.
+    pub caught_up: bool,
+    /// The time the page was rendered.
+    pub now: String,
+}
+
+impl Chrome {
+    /// The chrome for a request carrying `headers`.
+    pub fn new(
+        state: &AppState,
+        headers: &HeaderMap,
+        title: impl Into<String>,
+        active: &'static str,
+        live_src: impl Into<String>,
+        caught_up: bool,
+    ) -> Self {
+        let session = state.operator.session(headers);
+        Self {
+            title: title.into(),
+            active,
+            live_src: live_src.into(),
+            actions: state.operator.enabled(),
+            user: session.as_ref().map(|s| s.user.clone()),
+            csrf: session.map(|s| s.csrf).unwrap_or_default(),
+            caught_up,
+            now: display::time(Utc::now()),
+        }
+    }
+
+    /// A chrome for rendering without a request (tests, benchmarks).
+    pub fn plain(title: &str, active: &'static str) -> Self {
+        Self {
+            title: title.into(),
+            active,
+            live_src: String::new(),
+            actions: false,
+            user: None,
+            csrf: String::new(),
+            caught_up: true,
+            now: display::time(Utc::now()),
+        }
+    }
+}
+
+/// One step of a migration with its duration.
+#[derive(Debug, Clone, Serialize)]
+pub struct StepRow {
+    /// `dump`, `upload`, ...
+    pub name: &'static str,
+    /// `85 ms`.
+    pub took: String,
+}
+
+/// One migration as a row.
+#[derive(Debug, Clone, Serialize)]
+pub struct MigrationRow {
+    /// Full id.
+    pub id: String,
+    /// First 8 characters of the id's random part, for people.
+    pub short_id: String,
+    /// Workload.
+    pub workload: String,
+    /// From.
+    pub source: String,
+    /// To.
+    pub target: String,
+    /// Who asked.
+    pub requested_by: String,
+    /// The reason's summary.
+    pub reason: String,
+    /// The details behind the reason (probability, model, features, loads after).
+    pub reason_detail: String,
+    /// Every reported step with its duration.
+    pub steps: Vec<StepRow>,
+    /// Frozen time, or `–`.
+    pub downtime: String,
+    /// Total, or `–`.
+    pub total: String,
+    /// Image size, or `–`.
+    pub image: String,
+    /// `completed`, `rolled_back`, ...
+    pub outcome: &'static str,
+    /// Whether it failed or was rolled back / refused.
+    pub bad: bool,
+    /// The failed step and its reason.
+    pub failure: Option<String>,
+    /// When it started, as a time.
+    pub when: String,
+    /// When it started, unix ms.
+    pub when_ms: i64,
+}
+
+impl MigrationRow {
+    /// The row of `m`.
+    pub fn of(m: &Migration) -> Self {
+        let t = &m.timings;
+        let steps = [
+            ("dump", t.dump_ms),
+            ("upload", t.upload_ms),
+            ("download", t.download_ms),
+            ("restore", t.restore_ms),
+            ("cleanup", t.cleanup_ms),
+        ]
+        .into_iter()
+        .filter_map(|(name, v)| {
+            v.map(|ms| StepRow {
+                name,
+                took: display::ms(ms),
+            })
+        })
+        .collect();
+        let (reason, reason_detail) = match &m.reason {
+            Some(r) => {
+                let mut d = Vec::new();
+                if let Some(p) = r.probability {
+                    d.push(format!("p(overload) {}", display::prob(p)));
+                }
+                if let Some(v) = r.model_version {
+                    d.push(format!("model v{v}"));
+                }
+                if !r.top_features.is_empty() {
+                    let f: Vec<String> = r
+                        .top_features
+                        .iter()
+                        .take(3)
+                        .map(|(n, v)| format!("{n}={v:.2}"))
+                        .collect();
+                    d.push(f.join(", "));
+                }
+                if let (Some(s), Some(t)) = (r.source_load_after_pct, r.target_load_after_pct) {
+                    d.push(format!(
+                        "after: source {}, target {}",
+                        display::pct(s),
+                        display::pct(t)
+                    ));
+                }
+                (r.summary.clone(), d.join(" · "))
+            }
+            None => ("(request not in the kept log)".into(), String::new()),
+        };
+        let when: DateTime<Utc> = m.requested_at.unwrap_or(m.first_seen);
+        let id = m.id.to_string();
+        Self {
+            short_id: id
+                .chars()
+                .rev()
+                .take(8)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect(),
+            id,
+            workload: m.workload.to_string(),
+            source: m.source.to_string(),
+            target: m.target.to_string(),
+            requested_by: m.requested_by.clone().unwrap_or_else(|| "?".into()),
+            reason,
+            reason_detail,
+            steps,
+            downtime: t.downtime_ms.map(display::ms).unwrap_or_else(|| "–".into()),
+            total: t.total_ms.map(display::ms).unwrap_or_else(|| "–".into()),
+            image: m
+                .image_bytes
+                .map(display::bytes)
+                .unwrap_or_else(|| "–".into()),
+            outcome: m.outcome.as_str(),
+            bad: m.outcome.is_bad(),
+            failure: m
+                .failure
+                .as_ref()
+                .map(|(step, why)| format!("failed at {step}: {why}")),
+            when: display::time(when),
+            when_ms: when.timestamp_millis(),
+        }
+    }
+
+    /// Whether it is still moving.
+    pub fn in_flight(&self) -> bool {
+        self.outcome == Outcome::InFlight.as_str()
+    }
+}
+
+/// Serves the one stylesheet (no build chain: it is a file in the crate).
+pub async fn style() -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, "text/css; charset=utf-8"),
+            (header::CACHE_CONTROL, "max-age=300"),
+        ],
+        include_str!("../../templates/style.css"),
+    )
+}
+
+/// A page that is not there.
+pub fn not_found(what: &str) -> axum::response::Response {
+    (
+        axum::http::StatusCode::NOT_FOUND,
+        axum::response::Html(format!(
+            "<!doctype html><title>not found</title><p>{} not found. <a href=\"/\">Cluster</a></p>",
+            display::html_escape(what)
+        )),
+    )
+        .into_response()
+}
+
+/// Extracts the shared state (an alias to keep handler signatures short).
+pub type St = axum::extract::State<Shared>;

@@ -1,0 +1,427 @@
+//! The Node page: one node's series, larger, over a chosen range; its
+//! workloads with their own usage; the migrations in and out of it; and,
+//! for an operator, "migrate this workload to…".
+
+use askama::Template;
+use askama_web::WebTemplate;
+use axum::extract::{Path, Query, State};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+use super::cluster::{node_state, overload};
+use super::{not_found, Chrome, MigrationRow, St};
+use crate::display;
+use crate::projection::{Life, Projection, WorkloadState};
+use crate::series::{Metric, Point};
+use crate::sse;
+use crate::svg::{self, Chart, LineSpec};
+
+/// The ranges the picker offers: label and milliseconds.
+pub const RANGES: [(&str, i64); 5] = [
+    ("15m", 15 * 60_000),
+    ("1h", 3_600_000),
+    ("2h", 2 * 3_600_000),
+    ("6h", 6 * 3_600_000),
+    ("24h", 24 * 3_600_000),
+];
+
+/// `?range=1h`.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct RangeQuery {
+    /// One of [`RANGES`]' labels.
+    pub range: Option<String>,
+}
+
+/// A workload on this node.
+#[derive(Debug, Clone, Serialize)]
+pub struct WorkloadRow {
+    /// Name.
+    pub name: String,
+    /// `process`, `docker` or `?`.
+    pub runtime: String,
+    /// `running` or `migrating → node3`.
+    pub state: String,
+    /// Since.
+    pub since: String,
+    /// Latest CPU, percent of one core.
+    pub cpu: String,
+    /// Latest RSS.
+    pub rss: String,
+    /// Its CPU over the last samples.
+    #[serde(skip)]
+    pub spark: Chart,
+}
+
+/// One chart with its name and top value.
+#[derive(Debug, Clone, Serialize)]
+pub struct NamedChart {
+    /// What it shows.
+    pub name: &'static str,
+    /// The drawing.
+    #[serde(skip)]
+    pub chart: Chart,
+}
+
+/// The Node page's content.
+#[derive(Debug, Clone, Serialize)]
+pub struct NodeView {
+    /// Name.
+    pub name: String,
+    /// `joined`, `silent`, `left`.
+    pub state: &'static str,
+    /// Life-cycle line (`joined 2026-...`, `left ...: SIGTERM`).
+    pub life: String,
+    /// Telemetry source.
+    pub source: String,
+    /// Capacity line.
+    pub capacity: String,
+    /// Overload probabilities, `onset 12% · sustained 3% (model v2)`.
+    pub prediction: String,
+    /// Whether the brain thinks overload is likely.
+    pub prob_high: bool,
+    /// The range shown.
+    pub range: String,
+    /// The ranges offered.
+    pub ranges: Vec<&'static str>,
+    /// Charts.
+    pub charts: Vec<NamedChart>,
+    /// Latest values.
+    pub latest: String,
+    /// Its workloads.
+    pub workloads: Vec<WorkloadRow>,
+    /// Migrations away from it, newest first.
+    pub migrations_out: Vec<MigrationRow>,
+    /// Migrations onto it, newest first.
+    pub migrations_in: Vec<MigrationRow>,
+    /// Other nodes a workload could go to (joined ones).
+    pub targets: Vec<String>,
+    /// The series drawn, for the JSON API (downsampled).
+    pub series: Vec<Point>,
+}
+
+const MIGRATIONS_SHOWN: usize = 50;
+
+impl NodeView {
+    /// The view of node `name` over `range`, or `None` when unknown.
+    pub fn build(
+        p: &Projection,
+        name: &str,
+        range: Option<&str>,
+        now: DateTime<Utc>,
+        silent_after: Duration,
+    ) -> Option<Self> {
+        let n = p.nodes.values().find(|n| n.name.as_str() == name)?;
+        let (range, range_ms) = RANGES
+            .iter()
+            .find(|(l, _)| Some(*l) == range)
+            .copied()
+            .unwrap_or(RANGES[0]);
+        let points: Vec<Point> = n.series.window(range_ms).collect();
+        let end = n.series.last().map(|l| l.at_ms).unwrap_or(0);
+        let cols = 240;
+        let max_of = |m: Metric| {
+            points
+                .iter()
+                .map(|p| p.get(m))
+                .filter(|v| v.is_finite())
+                .fold(0.0f32, f32::max)
+        };
+        let big = |title: &'static str, specs: &[LineSpec], top: &'static str| {
+            let mut c = svg::chart(&points, specs, end, range_ms, cols, 720, 120);
+            c.framed = Some(top);
+            c.title = title;
+            c
+        };
+        let load_max = max_of(Metric::Load)
+            .max(n.capacity_cores.unwrap_or(1.0))
+            .ceil();
+        let psi_max = [Metric::PsiCpu, Metric::PsiMem, Metric::PsiIo]
+            .into_iter()
+            .map(max_of)
+            .fold(10.0f32, f32::max)
+            .ceil();
+        let charts = vec![
+            NamedChart {
+                name: "CPU (% of capacity)",
+                chart: big(
+                    "CPU",
+                    &[LineSpec {
+                        metric: Metric::Cpu,
+                        class: "cpu",
+                        max: 100.0,
+                    }],
+                    "100%",
+                ),
+            },
+            NamedChart {
+                name: "Memory (% of total)",
+                chart: big(
+                    "Memory",
+                    &[LineSpec {
+                        metric: Metric::Mem,
+                        class: "mem",
+                        max: 100.0,
+                    }],
+                    "100%",
+                ),
+            },
+            NamedChart {
+                name: "Load average (1 min; top: capacity or peak)",
+                chart: big(
+                    "Load",
+                    &[LineSpec {
+                        metric: Metric::Load,
+                        class: "load",
+                        max: load_max,
+                    }],
+                    "",
+                ),
+            },
+            NamedChart {
+                name: "Pressure (PSI avg10: cpu, memory, io)",
+                chart: big(
+                    "PSI",
+                    &[
+                        LineSpec {
+                            metric: Metric::PsiCpu,
+                            class: "psi",
+                            max: psi_max,
+                        },
+                        LineSpec {
+                            metric: Metric::PsiMem,
+                            class: "mem",
+                            max: psi_max,
+                        },
+                        LineSpec {
+                            metric: Metric::PsiIo,
+                            class: "io",
+                            max: psi_max,
+                        },
+                    ],
+                    "",
+                ),
+            },
+        ];
+        let last = n.series.last();
+        let get = |m: Metric| last.map(|l| l.get(m)).unwrap_or(f32::NAN);
+        let workloads = p
+            .workloads
+            .values()
+            .filter(|w| w.node == n.name)
+            .map(|w| {
+                let pts: Vec<Point> = w
+                    .usage
+                    .iter()
+                    .map(|(at, cpu)| Point {
+                        at_ms: *at,
+                        cpu: *cpu,
+                        mem: f32::NAN,
+                        load: f32::NAN,
+                        psi_cpu: f32::NAN,
+                        psi_mem: f32::NAN,
+                        psi_io: f32::NAN,
+                    })
+                    .collect();
+                let wend = pts.last().map(|p| p.at_ms).unwrap_or(0);
+                let wmax = pts.iter().map(|p| p.cpu).fold(100.0f32, f32::max);
+                WorkloadRow {
+                    name: w.name.to_string(),
+                    runtime: w
+                        .runtime
+                        .map(|r| r.to_string())
+                        .unwrap_or_else(|| "?".into()),
+                    state: match &w.state {
+                        WorkloadState::Running => "running".into(),
+                        WorkloadState::Migrating { target, .. } => format!("migrating → {target}"),
+                    },
+                    since: display::time(w.since),
+                    cpu: w.cpu_pct.map(display::pct).unwrap_or_else(|| "–".into()),
+                    rss: w
+                        .rss_bytes
+                        .map(display::bytes)
+                        .unwrap_or_else(|| "–".into()),
+                    spark: svg::chart(
+                        &pts,
+                        &[LineSpec {
+                            metric: Metric::Cpu,
+                            class: "wl",
+                            max: wmax,
+                        }],
+                        wend,
+                        15 * 60_000,
+                        30,
+                        120,
+                        24,
+                    ),
+                }
+            })
+            .collect();
+        let rows = |out: bool| -> Vec<MigrationRow> {
+            p.migrations
+                .values()
+                .rev()
+                .filter(|m| {
+                    if out {
+                        m.source == n.name
+                    } else {
+                        m.target == n.name
+                    }
+                })
+                .take(MIGRATIONS_SHOWN)
+                .map(MigrationRow::of)
+                .collect()
+        };
+        let series = {
+            let step = (points.len() / 240).max(1);
+            points.iter().step_by(step).copied().collect()
+        };
+        Some(Self {
+            name: n.name.to_string(),
+            state: node_state(n, now, silent_after),
+            life: match &n.life {
+                Life::Unannounced => "no node.joined in the kept log".into(),
+                Life::Joined(at) => format!("joined {}", display::time(*at)),
+                Life::Left(at, why) => format!("left {}: {why}", display::time(*at)),
+            },
+            source: n.source.clone().unwrap_or_else(|| "?".into()),
+            capacity: format!(
+                "{} cores, {}",
+                n.capacity_cores
+                    .map(|c| format!("{c}"))
+                    .unwrap_or_else(|| "?".into()),
+                n.memory_bytes
+                    .map(display::bytes)
+                    .unwrap_or_else(|| "memory ?".into())
+            ),
+            prediction: match &n.prediction {
+                Some(pr) => format!(
+                    "onset {} · sustained {} (model v{}, at {})",
+                    display::prob(pr.onset),
+                    display::prob(pr.sustained),
+                    pr.model_version,
+                    display::time(pr.at)
+                ),
+                None => "no prediction yet".into(),
+            },
+            prob_high: overload(n).is_some_and(|p| p >= 0.5),
+            range: range.to_string(),
+            ranges: RANGES.iter().map(|(l, _)| *l).collect(),
+            charts,
+            latest: format!(
+                "CPU {} · memory {} · load {} · PSI cpu {} mem {} io {} · {} samples · seen {}",
+                display::pct(get(Metric::Cpu)),
+                display::pct(get(Metric::Mem)),
+                display::num(get(Metric::Load)),
+                display::pct(get(Metric::PsiCpu)),
+                display::pct(get(Metric::PsiMem)),
+                display::pct(get(Metric::PsiIo)),
+                n.samples,
+                n.last_seen
+                    .map(|t| display::ago(now, t))
+                    .unwrap_or_else(|| "never".into())
+            ),
+            workloads,
+            migrations_out: rows(true),
+            migrations_in: rows(false),
+            targets: p
+                .nodes
+                .values()
+                .filter(|o| o.name != n.name && matches!(o.life, Life::Joined(_)))
+                .map(|o| o.name.to_string())
+                .collect(),
+            series,
+        })
+    }
+}
+
+/// The whole page.
+#[derive(Template, WebTemplate)]
+#[template(path = "node.html")]
+pub struct NodePage {
+    /// Around it.
+    pub chrome: Chrome,
+    /// The content.
+    pub v: NodeView,
+}
+
+/// Its live region.
+#[derive(Template)]
+#[template(path = "node_live.html")]
+pub struct NodeLive {
+    /// The content.
+    pub v: NodeView,
+}
+
+/// `GET /nodes/{name}`.
+pub async fn page(
+    State(st): St,
+    Path(name): Path<String>,
+    Query(q): Query<RangeQuery>,
+    headers: HeaderMap,
+) -> Response {
+    let (v, caught_up) = {
+        let p = st.read();
+        let v = NodeView::build(
+            &p,
+            &name,
+            q.range.as_deref(),
+            Utc::now(),
+            st.settings.silent_after,
+        );
+        (v, p.caught_up())
+    };
+    let Some(v) = v else {
+        return not_found(&format!("node {name}"));
+    };
+    let live = format!("/sse/nodes/{}?range={}", v.name, v.range);
+    let chrome = Chrome::new(
+        &st,
+        &headers,
+        format!("Node {}", v.name),
+        "cluster",
+        live,
+        caught_up,
+    );
+    NodePage { chrome, v }.into_response()
+}
+
+/// `GET /sse/nodes/{name}`.
+pub async fn live(
+    State(st): St,
+    Path(name): Path<String>,
+    Query(q): Query<RangeQuery>,
+) -> impl IntoResponse {
+    let key = format!("node/{name}/{}", q.range.as_deref().unwrap_or(""));
+    sse::stream(st, key, move |st| {
+        let p = st.read();
+        let v = NodeView::build(
+            &p,
+            &name,
+            q.range.as_deref(),
+            Utc::now(),
+            st.settings.silent_after,
+        );
+        drop(p);
+        v.map(|v| NodeLive { v }.render().unwrap_or_default())
+            .unwrap_or_default()
+    })
+}
+
+/// `GET /api/nodes/{name}`.
+pub async fn api(State(st): St, Path(name): Path<String>, Query(q): Query<RangeQuery>) -> Response {
+    let p = st.read();
+    match NodeView::build(
+        &p,
+        &name,
+        q.range.as_deref(),
+        Utc::now(),
+        st.settings.silent_after,
+    ) {
+        Some(v) => Json(v).into_response(),
+        None => not_found(&format!("node {name}")),
+    }
+}

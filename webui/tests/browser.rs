@@ -1,0 +1,198 @@
+//! A real browser against the real binary: nats-server (testkit), the
+//! `loadshift-webui` binary, a realistic event log published over NATS, and
+//! headless Chromium loading each page. Asserts on what a person reads,
+//! saves screenshots under `target/`, then follows a second migration as it
+//! lands in the log.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use loadshift_events::{connection, stream};
+use loadshift_testkit::NatsServer;
+use loadshift_webui::fixture;
+
+struct Webui(Child);
+
+impl Drop for Webui {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn http_get(port: u16, path: &str) -> Option<String> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    Some(out)
+}
+
+fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn target_dir() -> PathBuf {
+    let d = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target");
+    std::fs::create_dir_all(&d).expect("target dir");
+    d
+}
+
+fn chromium(args: &[&str], url: &str) -> String {
+    let profile = tempfile::tempdir().expect("profile dir");
+    let out = Command::new("chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--hide-scrollbars",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .args(args)
+        .arg(url)
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run chromium ({e}); run scripts/setup to install it"));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn dom(url: &str) -> String {
+    chromium(&["--dump-dom"], url)
+}
+
+fn screenshot(name: &str, url: &str) {
+    let path = target_dir().join(format!("webui-{name}.png"));
+    let _ = std::fs::remove_file(&path);
+    chromium(
+        &[
+            &format!("--screenshot={}", path.display()),
+            "--window-size=1280,900",
+        ],
+        url,
+    );
+    assert!(path.exists(), "screenshot {} not written", path.display());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_person_reads_the_cluster_and_follows_a_migration() {
+    let nats = NatsServer::start();
+    let client = connection::connect(
+        &connection::NatsOptions {
+            url: nats.url(),
+            credentials: None,
+            client_name: "browser-test".into(),
+        },
+        false,
+    )
+    .await
+    .unwrap();
+    let js = async_nats::jetstream::new(client);
+    stream::declare(&js, &Default::default()).await.unwrap();
+    for env in fixture::cluster(Utc::now()) {
+        connection::publish(&js, &env).await.unwrap();
+    }
+
+    let port = loadshift_testkit::nats::free_port();
+    let _webui = Webui(
+        Command::new(env!("CARGO_BIN_EXE_loadshift-webui"))
+            .args([
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--nats",
+                &nats.url(),
+            ])
+            .env("LOADSHIFT_OPERATOR_TOKEN", "test-token")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start loadshift-webui"),
+    );
+    wait_for("the webui to fold the log", || {
+        http_get(port, "/api/migrations")
+            .is_some_and(|b| b.contains("redis-cache") && b.contains("batch-job"))
+    });
+    let base = format!("http://127.0.0.1:{port}");
+
+    let cluster = dom(&format!("{base}/"));
+    for s in [
+        "node1",
+        "node2",
+        "node3",
+        "overload likely (91%)",
+        "redis-cache",
+        "187 ms",
+    ] {
+        assert!(cluster.contains(s), "cluster page lacks {s:?}");
+    }
+    screenshot("cluster", &format!("{base}/"));
+
+    let node = dom(&format!("{base}/nodes/node2?range=1h"));
+    assert!(node.contains("Migrations into node2") && node.contains("redis-cache"));
+    screenshot("node", &format!("{base}/nodes/node3"));
+
+    let migrations = dom(&format!("{base}/migrations"));
+    for s in [
+        "node3 heads for overload",
+        "dump 71 ms",
+        "187 ms",
+        "48.0 MiB",
+        "failed at restore",
+        "rolled_back",
+    ] {
+        assert!(migrations.contains(s), "migrations page lacks {s:?}");
+    }
+    screenshot("migrations", &format!("{base}/migrations"));
+
+    let model = dom(&format!("{base}/model"));
+    assert!(model.contains("Active: model v2") && model.contains("cpu_slope_5m"));
+    screenshot("model", &format!("{base}/model"));
+
+    let events = dom(&format!("{base}/events?subject=migration.node3.%3E"));
+    assert!(events.contains("nats stream get EVENTS") && events.contains("migration.completed"));
+    screenshot("events", &format!("{base}/events"));
+
+    let metrics = http_get(port, "/metrics").unwrap();
+    assert!(metrics.contains("loadshift_webui_migrations_total{outcome=\"completed\"} 1"));
+    assert!(metrics.contains("loadshift_webui_nodes{state=\"joined\"} 3"));
+
+    // A second migration happens: the page shows it after a reload.
+    let id = uuid::Uuid::now_v7();
+    for env in fixture::migration_ok(
+        id,
+        "batch-job",
+        "node1",
+        "node3",
+        Utc::now(),
+        242.0,
+        "second move: node1 is next",
+    ) {
+        connection::publish(&js, &env).await.unwrap();
+    }
+    wait_for("the second migration in the page", || {
+        let page = dom(&format!("{base}/migrations"));
+        page.contains("second move: node1 is next") && page.contains("242 ms")
+    });
+    let after = dom(&format!("{base}/nodes/node3"));
+    assert!(after.contains("batch-job"), "batch-job now runs on node3");
+    screenshot("migrations-after", &format!("{base}/migrations"));
+}
