@@ -451,6 +451,75 @@ impl Planner {
     }
 }
 
+/// The facts an event of the log tells the planner (none for most kinds).
+///
+/// `seen_at` is when the brain folded it: silence is judged against the
+/// brain's clock, not a replayed trace's.
+pub fn facts_of(env: &loadshift_events::Envelope, seen_at: DateTime<Utc>) -> Vec<Fact> {
+    use loadshift_events::Event;
+    let node = env.node.clone();
+    match &env.event {
+        Event::NodeJoined(j) => vec![Fact::NodeJoined {
+            node,
+            memory_bytes: j.memory_bytes,
+        }],
+        Event::NodeLeft(_) => vec![Fact::NodeLeft { node }],
+        Event::TelemetrySample(s) => vec![Fact::Sample {
+            node,
+            seen_at,
+            cpu_pct: s.cpu.usage_pct,
+            capacity_cores: s.cpu.capacity_cores,
+            memory_used: s.memory.used_bytes,
+            memory_total: s.memory.total_bytes,
+        }],
+        Event::WorkloadStarted(p) => vec![Fact::WorkloadRuns {
+            workload: p.workload.clone(),
+            node,
+        }],
+        Event::WorkloadExited(p) => vec![Fact::WorkloadGone {
+            workload: p.workload.clone(),
+        }],
+        Event::WorkloadUsage(u) => vec![Fact::Usage {
+            node,
+            workloads: u
+                .workloads
+                .iter()
+                .map(|w| (w.workload.clone(), w.cpu_pct, w.rss_bytes))
+                .collect(),
+        }],
+        Event::MigrationRequested(p) => vec![Fact::MigrationRequested {
+            id: p.migration,
+            workload: p.workload.clone(),
+            source: p.source.clone(),
+            target: p.target.clone(),
+            at: env.occurred_at,
+        }],
+        Event::MigrationCompleted(p) => vec![
+            Fact::MigrationOver { id: p.migration },
+            Fact::WorkloadRuns {
+                workload: p.workload.clone(),
+                node: p.target.clone(),
+            },
+        ],
+        Event::MigrationRolledBack(p) => vec![
+            Fact::MigrationOver { id: p.migration },
+            Fact::WorkloadRuns {
+                workload: p.workload.clone(),
+                node: p.source.clone(),
+            },
+        ],
+        // A refusal at validation has no rollback: it is over at once.
+        Event::MigrationFailed(p) if p.step == loadshift_events::migration::Step::Validate => {
+            vec![Fact::MigrationOver { id: p.migration }]
+        }
+        Event::MigrationDeferred(d) => vec![Fact::Deferred {
+            node: d.source.clone(),
+            at: env.occurred_at,
+        }],
+        _ => vec![],
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -668,5 +737,44 @@ mod tests {
             "{}",
             d.reason
         );
+    }
+
+    #[test]
+    fn the_log_tells_the_planner_where_workloads_run_and_what_is_in_flight() {
+        use loadshift_events::migration::{Completed, Timings};
+        use loadshift_events::{Envelope, Event};
+        let id = Uuid::now_v7();
+        let req = Envelope::new(
+            n("node1"),
+            Event::MigrationRequested(Requested {
+                migration: id,
+                workload: w("small"),
+                source: n("node2"),
+                target: n("node3"),
+                requested_by: "brain".into(),
+                reason: Reason::default(),
+            }),
+        );
+        let done = Envelope::new(
+            n("node2"),
+            Event::MigrationCompleted(Completed {
+                migration: id,
+                workload: w("small"),
+                source: n("node2"),
+                target: n("node3"),
+                image_bytes: 1,
+                timings: Timings::default(),
+            }),
+        );
+        let mut p = given(&cluster());
+        for f in facts_of(&req, now()) {
+            p.apply(&f);
+        }
+        assert_eq!(p.in_flight(), 1);
+        for f in facts_of(&done, now()) {
+            p.apply(&f);
+        }
+        assert_eq!(p.in_flight(), 0);
+        assert_eq!(p.workloads[&w("small")].node, Some(n("node3")));
     }
 }
