@@ -17,12 +17,12 @@ const COUNTER: &[&str] = &[
     "i=0; while :; do echo $i; i=$((i+1)); sleep 0.05; done",
 ];
 
-/// The single live copy of the counter, its node's output file keeps
+/// The single live copy of workload `name` (a counter), its node's output file keeps
 /// growing from where it was.
-async fn assert_runs_once_on(c: &mut Cluster, node: &str) {
-    let copies = c.copies_of("counter");
+async fn assert_runs_once_on(c: &mut Cluster, name: &str, node: &str) {
+    let copies = c.copies_of(name);
     assert_eq!(copies.len(), 1, "copies running: {copies:?}\n{}", c.logs());
-    let out = c.node(node).workload_dir("counter").join("stdout");
+    let out = c.node(node).workload_dir(name).join("stdout");
     let before = counter_values(&out).len();
     tokio::time::sleep(Duration::from_millis(600)).await;
     let values = counter_values(&out);
@@ -37,12 +37,12 @@ async fn assert_runs_once_on(c: &mut Cluster, node: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn source_killed_after_the_dump_finishes_the_move_when_it_returns() {
     let mut c = Cluster::new(&["node2", "node3"]).await;
-    c.run_workload("node2", "counter", COUNTER).await;
+    c.run_workload("node2", "counter-a", COUNTER).await;
     c.node("node2").restart_with_fault(fault::AFTER_DUMP);
     c.wait_ping("node2").await;
     tokio::time::sleep(Duration::from_millis(500)).await;
 
-    let id = c.migrate("counter", "node2", "node3").await;
+    let id = c.migrate("counter-a", "node2", "node3").await;
     assert!(
         c.node("node2").wait_exit(Duration::from_secs(60)),
         "the source did not crash at the fault point\n{}",
@@ -50,7 +50,7 @@ async fn source_killed_after_the_dump_finishes_the_move_when_it_returns() {
     );
     // Dumped, not yet stored: the workload runs nowhere right now, and its
     // image waits on tmpfs.
-    assert!(c.copies_of("counter").is_empty());
+    assert!(c.copies_of("counter-a").is_empty());
 
     c.node("node2").restart();
     let outcome = c.outcome(id).await;
@@ -59,18 +59,18 @@ async fn source_killed_after_the_dump_finishes_the_move_when_it_returns() {
         "{outcome:?}\n{}",
         c.logs()
     );
-    assert_runs_once_on(&mut c, "node3").await;
+    assert_runs_once_on(&mut c, "counter-a", "node3").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn target_killed_during_restore_reports_the_restore_when_it_returns() {
     let mut c = Cluster::new(&["node2", "node3"]).await;
-    c.run_workload("node2", "counter", COUNTER).await;
+    c.run_workload("node2", "counter-b", COUNTER).await;
     c.node("node3").restart_with_fault(fault::DURING_RESTORE);
     c.wait_ping("node3").await;
     tokio::time::sleep(Duration::from_millis(500)).await;
 
-    let id = c.migrate("counter", "node2", "node3").await;
+    let id = c.migrate("counter-b", "node2", "node3").await;
     assert!(
         c.node("node3").wait_exit(Duration::from_secs(60)),
         "the target did not crash at the fault point\n{}",
@@ -83,18 +83,18 @@ async fn target_killed_during_restore_reports_the_restore_when_it_returns() {
         "{outcome:?}\n{}",
         c.logs()
     );
-    assert_runs_once_on(&mut c, "node3").await;
+    assert_runs_once_on(&mut c, "counter-b", "node3").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_corrupt_image_is_refused_and_the_workload_resumes_on_the_source() {
     let mut c = Cluster::new(&["node2", "node3"]).await;
-    c.run_workload("node2", "counter", COUNTER).await;
+    c.run_workload("node2", "counter-c", COUNTER).await;
     c.node("node2").restart_with_fault(fault::CORRUPT_IMAGE);
     c.wait_ping("node2").await;
     tokio::time::sleep(Duration::from_millis(500)).await;
 
-    let id = c.migrate("counter", "node2", "node3").await;
+    let id = c.migrate("counter-c", "node2", "node3").await;
     let outcome = c.outcome(id).await;
     assert!(
         matches!(outcome.event, Event::MigrationRolledBack(_)),
@@ -112,9 +112,9 @@ async fn a_corrupt_image_is_refused_and_the_workload_resumes_on_the_source() {
     };
     assert_eq!(f.step, Step::Verify);
     assert!(f.reason.contains("SHA-256"), "{}", f.reason);
-    assert_runs_once_on(&mut c, "node2").await;
+    assert_runs_once_on(&mut c, "counter-c", "node2").await;
     assert!(
-        !c.node("node3").workload_dir("counter").exists(),
+        !c.node("node3").workload_dir("counter-c").exists(),
         "the target kept a copy"
     );
 }

@@ -69,7 +69,7 @@ async fn a_counter_continues_on_the_target_with_its_output() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_requests_get_a_failed_event_not_a_crash() {
     let mut c = Cluster::new(&["node2", "node3"]).await;
-    c.run_workload("node2", "counter", COUNTER).await;
+    c.run_workload("node2", "counter-bad", COUNTER).await;
 
     // Unknown workload.
     let id = c.migrate("nosuch", "node2", "node3").await;
@@ -80,7 +80,7 @@ async fn bad_requests_get_a_failed_event_not_a_crash() {
     );
 
     // Dead target.
-    let id = c.migrate("counter", "node2", "node9").await;
+    let id = c.migrate("counter-bad", "node2", "node9").await;
     let e = c.outcome(id).await;
     assert!(
         matches!(&e.event, Event::MigrationFailed(f) if f.reason.contains("node9")),
@@ -88,7 +88,7 @@ async fn bad_requests_get_a_failed_event_not_a_crash() {
     );
 
     // The same request twice: one migration.
-    let id = c.migrate("counter", "node2", "node3").await;
+    let id = c.migrate("counter-bad", "node2", "node3").await;
     let first = c.outcome(id).await;
     assert!(
         matches!(first.event, Event::MigrationCompleted(_)),

@@ -152,6 +152,8 @@ impl Runtime for ProcessRuntime {
         }
         let dir = self.workload_dir(name);
         std::fs::create_dir_all(&dir).map_err(RuntimeError::io("create workload folder", &dir))?;
+        let cwd = working_dir(name);
+        std::fs::create_dir_all(&cwd).map_err(RuntimeError::io("create working folder", &cwd))?;
         // The redirections happen inside the namespace, in the workload's own
         // shell before it execs the command, so `unshare` never holds them.
         let mut cmd = tokio::process::Command::new("unshare");
@@ -162,9 +164,7 @@ impl Runtime for ProcessRuntime {
             .args(&spec.command)
             .envs(&spec.env)
             .env("LOADSHIFT_WORKLOAD", name.as_str())
-            // Not the workload's folder: CRIU restores the working directory
-            // by path, and the source's folder is gone after the move.
-            .current_dir("/")
+            .current_dir(&cwd)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -268,6 +268,9 @@ impl Runtime for ProcessRuntime {
         files: &[TravellingFile],
     ) -> Result<Handle, RuntimeError> {
         let dir = self.workload_dir(name);
+        // CRIU restores the working directory by path.
+        let cwd = working_dir(name);
+        std::fs::create_dir_all(&cwd).map_err(RuntimeError::io("create working folder", &cwd))?;
         let pidfile = images.join("restore.pid");
         let _ = std::fs::remove_file(&pidfile);
         let mut args = vec!["restore".into(), "-d".into()];
@@ -395,6 +398,16 @@ fn tree_usage(root: u32) -> Usage {
         cpu_seconds: cpu as f64 / ticks,
         rss_bytes: rss,
     }
+}
+
+/// Where a workload runs (its working directory): the same path on every
+/// node, so CRIU, which restores it by path, finds it wherever the workload
+/// lands (the workload's own folder is under a node's state dir, and the
+/// source's is gone after a move); and one per workload, because CRIU's
+/// parasite mounts a private /proc under the dumped task's working directory
+/// (`proc.crtools`), so two dumps at once in one shared folder collide.
+pub fn working_dir(name: &WorkloadName) -> PathBuf {
+    Path::new("/run/loadshift/workloads").join(name.as_str())
 }
 
 /// Reaps `unshare` parents whose workload ended or was dumped away.
