@@ -100,6 +100,9 @@ pub struct Folder {
     parked: u64,
     applied: [u64; 2],
     val_buf: Vec<u8>,
+    model: crate::training::ModelState,
+    model_dirty: bool,
+    live: Option<crate::live::Live>,
 }
 
 fn kind_index(kind: Kind) -> usize {
@@ -147,7 +150,24 @@ impl Folder {
         for s in StreamId::ALL {
             f.applied[s.index()] = store.applied(s)?;
         }
+        f.model = crate::training::ModelState::load(store)?;
         Ok(f)
+    }
+
+    /// Keeps per-node feature windows and predictions up to date as samples
+    /// are folded (the service; a replay does not need them).
+    pub fn enable_live(&mut self, live: crate::live::Live) {
+        self.live = Some(live);
+    }
+
+    /// The live windows and predictions, when enabled.
+    pub fn live(&self) -> Option<&crate::live::Live> {
+        self.live.as_ref()
+    }
+
+    /// The folded model state (requests, answers, versions).
+    pub fn model_state(&self) -> &crate::training::ModelState {
+        &self.model
     }
 
     /// The last sequence of `stream` folded (committed or in the current batch).
@@ -244,6 +264,9 @@ impl Folder {
                     stamp,
                 };
                 self.node(node, occurred).sample(occurred, cap);
+                if let Some(live) = self.live.as_mut() {
+                    live.observe(node, s);
+                }
             }
             Event::NodeJoined(j) => {
                 let cap = Capacity {
@@ -259,8 +282,25 @@ impl Folder {
                 self.node(node, occurred)
                     .membership(Membership::Left, stamp);
             }
-            // Workload, migration and model events are counted and indexed
-            // below; the registry only follows a node's own life-cycle.
+            Event::ModelTrainRequested(_) if stream == StreamId::Events => {
+                self.model.requested(seq);
+                self.model_dirty = true;
+            }
+            Event::ModelTrained(t) => {
+                self.model.trained(t.version);
+                self.model_dirty = true;
+            }
+            Event::ModelActivated(a) => {
+                self.model.activated(a.version);
+                self.model_dirty = true;
+            }
+            Event::WorkloadUsage(u) => {
+                if let Some(live) = self.live.as_mut() {
+                    live.workloads(node, u.workloads.len() as u32);
+                }
+            }
+            // Workload and migration events are counted and indexed below;
+            // the registry only follows a node's own life-cycle.
             _ => {}
         }
         if stream == StreamId::Events {
@@ -287,6 +327,10 @@ impl Folder {
             if n > 0 {
                 batch.put(&store::counter_key(kind.as_str()), &n.to_be_bytes());
             }
+        }
+        if self.model_dirty {
+            self.model_dirty = false;
+            batch.put(&crate::training::ModelState::key(), &self.model.to_json());
         }
         if self.parked > 0 {
             batch.put(

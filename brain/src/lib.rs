@@ -10,7 +10,12 @@
 //! [`status`] (`status`) and [`shutdown`] (SIGINT/SIGTERM broadcast).
 
 pub mod consume;
+pub mod evaluate;
+pub mod features;
 pub mod fold;
+pub mod labels;
+pub mod live;
+pub mod model;
 pub mod planner;
 pub mod registry;
 pub mod replay;
@@ -19,3 +24,4 @@ pub mod service;
 pub mod shutdown;
 pub mod status;
 pub mod store;
+pub mod training;

@@ -12,12 +12,15 @@ use anyhow::{bail, Context};
 use async_nats::jetstream;
 use clap::{Args, Parser, Subcommand};
 use loadshift_brain::fold::Folder;
+use loadshift_brain::labels::LabelConfig;
+use loadshift_brain::model::TrainConfig;
 use loadshift_brain::replay::{self, Stage};
 use loadshift_brain::service::{self, ServiceConfig};
 use loadshift_brain::shutdown;
 use loadshift_brain::status::{Report, Snapshot};
 use loadshift_brain::store::{Store, StoreError, StoreLock};
 use loadshift_events::cli::{LogArgs, NatsArgs};
+use loadshift_events::NodeName;
 
 /// The loadshift brain: folds the TELEMETRY and EVENTS streams into a sled
 /// store (per-node time series, node registry, event index, counters) that can
@@ -54,6 +57,92 @@ enum Command {
     /// snapshot a running brain keeps next to it (`--digest` needs the store
     /// itself: stop the brain first).
     Status(StatusArgs),
+    /// Train and score on Bitbrains-format traces, without NATS or a store:
+    /// prints one table with precision, recall and F1 of the model and of
+    /// static CPU thresholds (60/70/80/90 %) on exactly the same held-back
+    /// samples, for overload onset and sustained overload.
+    Evaluate(EvaluateArgs),
+    /// Train a model from what the store holds (what the service or a
+    /// replay folded): the latest 30 % of the time span is held back for
+    /// scoring. Stores the model, publishes `model.trained` and, when it
+    /// beats the active model (or, for the first, the best static
+    /// threshold) on the held-back samples, `model.activated`. Refuses
+    /// while a brain runs on the store: the service trains itself when a
+    /// `model.train_requested` event arrives.
+    Train(TrainArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+struct TrainArgs {
+    #[command(flatten)]
+    common: Common,
+    #[command(flatten)]
+    model: ModelArgs,
+    /// The name the brain publishes its events under.
+    #[arg(long, env = "LOADSHIFT_BRAIN_NAME", default_value = "brain")]
+    name: NodeName,
+}
+
+fn parse_every(s: &str) -> Result<Duration, String> {
+    if s.trim() == "0" {
+        return Ok(Duration::ZERO);
+    }
+    humantime::parse_duration(s).map_err(|e| e.to_string())
+}
+
+/// Model options shared by `evaluate`, `train` and `run`.
+#[derive(Debug, Clone, Args)]
+struct ModelArgs {
+    /// Samples ahead the labels look.
+    #[arg(long, env = "LOADSHIFT_HORIZON", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    horizon: u32,
+    /// CPU % of capacity that counts as overload (onset label).
+    #[arg(long, env = "LOADSHIFT_THRESHOLD", default_value_t = 90.0)]
+    threshold: f32,
+    /// Mean CPU % over the horizon that counts as sustained overload.
+    #[arg(long, env = "LOADSHIFT_SUSTAINED_THRESHOLD", default_value_t = 85.0)]
+    sustained_threshold: f32,
+    /// Trees per forest (default 100).
+    #[arg(long, env = "LOADSHIFT_TREES", value_parser = clap::value_parser!(u16).range(1..=2000))]
+    trees: Option<u16>,
+    /// Deepest a tree may grow (default 12).
+    #[arg(long, env = "LOADSHIFT_MAX_DEPTH", value_parser = clap::value_parser!(u16).range(1..=64))]
+    max_depth: Option<u16>,
+}
+
+impl ModelArgs {
+    fn config(&self) -> TrainConfig {
+        let mut c = TrainConfig::default().with_trees(self.trees, self.max_depth);
+        c.labels = LabelConfig {
+            horizon: self.horizon as usize,
+            onset_pct: self.threshold,
+            sustained_pct: self.sustained_threshold,
+        };
+        c
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+struct EvaluateArgs {
+    /// A directory of Bitbrains-format `.csv` traces, one node per file.
+    #[arg(long, env = "LOADSHIFT_EVALUATE_TRACE")]
+    trace: PathBuf,
+    /// Share of each node's samples (the earliest) to train on; the rest is
+    /// held back for scoring.
+    #[arg(
+        long,
+        env = "LOADSHIFT_EVALUATE_SPLIT",
+        default_value_t = 0.7,
+        conflicts_with = "test"
+    )]
+    split: f64,
+    /// Train on all of `--trace` and score on this directory instead.
+    #[arg(long, env = "LOADSHIFT_EVALUATE_TEST")]
+    test: Option<PathBuf>,
+    #[command(flatten)]
+    model: ModelArgs,
+    #[command(flatten)]
+    log: LogArgs,
 }
 
 /// Options every subcommand takes.
@@ -83,6 +172,15 @@ struct RunArgs {
     /// How long a batch waits for more messages once it has one, in ms.
     #[arg(long, env = "LOADSHIFT_BRAIN_LINGER_MS", default_value_t = 50)]
     linger_ms: u64,
+    /// Request a retraining this often (`30m`, `1h`, ...; `0`: only when a
+    /// `model.train_requested` event asks).
+    #[arg(long, env = "LOADSHIFT_RETRAIN_EVERY", default_value = "1h", value_parser = parse_every)]
+    retrain_every: Duration,
+    /// The name the brain publishes its events under.
+    #[arg(long, env = "LOADSHIFT_BRAIN_NAME", default_value = "brain")]
+    name: NodeName,
+    #[command(flatten)]
+    model: ModelArgs,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -123,6 +221,8 @@ fn main() -> ExitCode {
         Command::Run(a) => &a.common.log,
         Command::Replay(a) => &a.common.log,
         Command::Status(a) => &a.common.log,
+        Command::Evaluate(a) => &a.log,
+        Command::Train(a) => &a.common.log,
     };
     log.init();
     let runtime = match tokio::runtime::Runtime::new() {
@@ -137,6 +237,8 @@ fn main() -> ExitCode {
             Command::Run(a) => run(a).await,
             Command::Replay(a) => replay(a).await,
             Command::Status(a) => status(a),
+            Command::Evaluate(a) => evaluate(a),
+            Command::Train(a) => train(a).await,
         }
     });
     match result {
@@ -167,6 +269,9 @@ async fn run(a: RunArgs) -> anyhow::Result<()> {
     let cfg = ServiceConfig {
         batch: a.batch as usize,
         linger: Duration::from_millis(a.linger_ms),
+        train: a.model.config(),
+        retrain_every: (!a.retrain_every.is_zero()).then_some(a.retrain_every),
+        emitter: a.name.clone(),
     };
     service::run(&js, &a.common.store, cfg, &mut shutdown)
         .await
@@ -218,5 +323,62 @@ fn status(a: StatusArgs) -> anyhow::Result<()> {
     } else {
         print!("{}", report.to_text());
     }
+    Ok(())
+}
+
+fn evaluate(a: EvaluateArgs) -> anyhow::Result<()> {
+    if !(a.split > 0.0 && a.split < 1.0) {
+        bail!(
+            "--split must be between 0 and 1 (exclusive), not {}",
+            a.split
+        );
+    }
+    let cfg = a.model.config();
+    let report = loadshift_brain::evaluate::evaluate(&a.trace, a.test.as_deref(), a.split, &cfg)
+        .with_context(|| format!("evaluating on {}", a.trace.display()))?;
+    print!("{}", report.table());
+    Ok(())
+}
+
+async fn train(a: TrainArgs) -> anyhow::Result<()> {
+    let path = &a.common.store;
+    let _lock = match StoreLock::acquire(path) {
+        Err(StoreError::Locked(_)) => bail!(
+            "a running loadshift-brain holds the store at {}; it trains when asked: publish a model.train_requested event",
+            path.display()
+        ),
+        other => other?,
+    };
+    let store = Store::open_existing(path)?;
+    let folder = Folder::load(&store).context("reading the store")?;
+    let cfg = a.model.config();
+    let state = *folder.model_state();
+    let outcome = tokio::task::spawn_blocking(move || {
+        loadshift_brain::training::train_from_store(&store, &cfg, &state)
+    })
+    .await
+    .context("the training task")?
+    .context("training")?;
+    let js = connect(&a.common).await?;
+    loadshift_brain::training::publish(&js, &a.name, &outcome)
+        .await
+        .context("publishing the model events")?;
+    let t = &outcome.trained;
+    println!(
+        "model {} trained on {} bag rows in {:.1} s: onset F1 {:.3} (best static {:.3} at {} %), sustained F1 {:.3} (best static {:.3} at {} %); {}",
+        t.version,
+        t.train_rows,
+        t.train_seconds,
+        t.onset.model.f1,
+        t.onset.baseline.f1,
+        t.onset.baseline_threshold_pct,
+        t.sustained.model.f1,
+        t.sustained.baseline.f1,
+        t.sustained.baseline_threshold_pct,
+        match &outcome.activated {
+            Some(act) => format!("activated ({})", act.reason),
+            None => "not activated".to_string(),
+        }
+    );
     Ok(())
 }

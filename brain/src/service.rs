@@ -27,13 +27,19 @@ pub enum ServiceError {
     Consume(#[from] ConsumeError),
 }
 
-/// Tuning of the service loop.
-#[derive(Debug, Clone, Copy)]
+/// Tuning of the service loop and its trainer.
+#[derive(Debug, Clone)]
 pub struct ServiceConfig {
     /// Most messages per batch.
     pub batch: usize,
     /// How long a batch waits for more messages once it has one.
     pub linger: Duration,
+    /// How models are trained.
+    pub train: crate::model::TrainConfig,
+    /// Request a retraining this often (`None`: only when asked).
+    pub retrain_every: Option<Duration>,
+    /// The name the brain publishes its events under.
+    pub emitter: loadshift_events::NodeName,
 }
 
 /// Runs the service on `store_path` until `shutdown` fires.
@@ -85,6 +91,27 @@ async fn run_with(
         events = folder.applied(StreamId::Events),
         "store open; applied sequences"
     );
+    let last = consume::last_sequences(js).await?;
+    let predictor = crate::live::Live::shared(None);
+    let state = folder.model_state();
+    crate::training::sync_predictor(&store, state, &predictor);
+    let mut live = crate::live::Live::new(predictor.clone());
+    let nodes: Vec<String> = folder.snapshot().nodes.keys().cloned().collect();
+    live.warm(&store, &nodes)?;
+    folder.enable_live(live);
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let trainer = tokio::spawn(crate::training::run_trainer(
+        js.clone(),
+        store.clone(),
+        crate::training::TrainerConfig {
+            train: cfg.train,
+            retrain_every: cfg.retrain_every,
+            emitter: cfg.emitter.clone(),
+            caught_up_at: last[StreamId::Events.index()],
+        },
+        predictor,
+        stop_rx,
+    ));
     let t = consume::durable(
         js,
         StreamId::Telemetry,
@@ -114,7 +141,10 @@ async fn run_with(
         &loop_cfg,
         shutdown,
     )
-    .await?;
+    .await;
+    let _ = stop_tx.send(true);
+    let _ = trainer.await;
+    let stats = stats?;
     store.flush()?;
     tracing::info!(
         events = stats.events,

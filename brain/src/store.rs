@@ -16,6 +16,12 @@
 //! | `k` | kind, 0x00, stream sequence (u64 BE) | event id (16 bytes) + subject |
 //! | `c` | kind, or `parked` | count, u64 BE |
 //! | `p` | stream tag byte, stream sequence (u64 BE) | parked record (subject, reason, raw bytes) |
+//! | `M` | `state` | folded model state ([`crate::training::ModelState`]) as JSON |
+//! | `M` | `model`, 0x00, version (u64 BE) | a trained [`crate::model::Model`] as JSON (written by the trainer) |
+//!
+//! The `M` records are not in the digest: trained models are not a fold of
+//! the log (a replay rebuilds the state, not the models; a missing active
+//! model is trained again on the next request).
 //!
 //! Series are chunked because sled's cost is per key: one chunk per node and
 //! fold batch keeps a batch to tens of keys, so all of it fits in one atomic
@@ -48,6 +54,9 @@ pub mod prefix {
     pub const COUNTER: u8 = b'c';
     /// Parked (undecodable) messages.
     pub const PARKED: u8 = b'p';
+    /// Model records: trained models (written by the trainer, not the fold)
+    /// and the folded model state (requests, answers, active version).
+    pub const MODEL: u8 = b'M';
 }
 
 /// The counter key suffix counting parked messages.

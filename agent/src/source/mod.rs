@@ -12,14 +12,9 @@ pub mod trace;
 
 use loadshift_events::Sample;
 
-/// What a node offers, announced in `node.joined`.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Capacity {
-    /// CPU cores the node may use.
-    pub cores: f32,
-    /// Memory bytes the node may use (0 when unknown).
-    pub memory_bytes: u64,
-}
+/// What a node offers, announced in `node.joined` (the same type a trace
+/// reports, so a replayed VM announces itself like a live node).
+pub use loadshift_trace::Capacity;
 
 /// Why a live source could not produce a sample this tick.
 #[derive(Debug, thiserror::Error)]

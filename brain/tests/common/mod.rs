@@ -125,6 +125,11 @@ pub struct Brain {
 
 impl Brain {
     pub fn start(url: &str, store: &Path, log: &Path) -> Self {
+        Self::start_with(url, store, log, &[])
+    }
+
+    /// Starts `run` with extra arguments.
+    pub fn start_with(url: &str, store: &Path, log: &Path, extra: &[&str]) -> Self {
         let base = std::fs::read_to_string(log)
             .unwrap_or_default()
             .matches("consuming")
@@ -138,6 +143,7 @@ impl Brain {
             .args(["run", "--batch", "500", "--store"])
             .arg(store)
             .args(["--nats", url])
+            .args(extra)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())

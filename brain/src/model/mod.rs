@@ -1,0 +1,432 @@
+//! The overload model: two random forests (onset and sustained overload)
+//! over [`crate::features`], trained on rows labelled by [`crate::labels`],
+//! scored against static CPU thresholds on the same held-back rows.
+//!
+//! The planner's entry point is [`Predictor`]: a trained [`Model`] with its
+//! version, answering [`Predictor::predict`] for one feature vector (a few
+//! µs) and explaining it with [`Predictor::top_features`]. The service keeps
+//! the active one in a [`SharedPredictor`] and the per-node windows in
+//! [`crate::live::Live`].
+
+pub mod dataset;
+pub mod forest;
+pub mod score;
+
+use std::sync::{Arc, RwLock};
+use std::time::Instant;
+
+use loadshift_events::model::{LabelScores, Score};
+use serde::{Deserialize, Serialize};
+
+use crate::features::{Features, FEATURE_NAMES, N_FEATURES};
+use crate::labels::LabelConfig;
+use dataset::Row;
+use forest::{ForestError, ForestParams};
+use score::{best_cutoff, Confusion};
+
+/// Static CPU thresholds the evaluation table shows, in percent.
+pub const TABLE_THRESHOLDS: [f32; 4] = [60.0, 70.0, 80.0, 90.0];
+
+/// Thresholds searched for "the best static threshold" of `model.trained`.
+pub fn baseline_grid() -> Vec<f32> {
+    (10..=20).map(|i| i as f32 * 5.0).collect()
+}
+
+/// Everything training needs to know.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct TrainConfig {
+    /// Labels.
+    pub labels: LabelConfig,
+    /// The onset forest.
+    pub onset: ForestParams,
+    /// The sustained forest.
+    pub sustained: ForestParams,
+    /// Threads to fit trees on.
+    pub threads: usize,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        Self {
+            labels: LabelConfig::default(),
+            onset: ForestParams::default(),
+            sustained: ForestParams {
+                // Sustained overload is common (3 % of samples): bigger
+                // bags with more negatives than positives score best.
+                neg_per_pos: 3.0,
+                max_bag_rows: 30_000,
+                ..ForestParams::default()
+            },
+            threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        }
+    }
+}
+
+impl TrainConfig {
+    /// Sets trees and depth of both forests (the CLI's `--trees`, `--max-depth`).
+    pub fn with_trees(mut self, trees: Option<u16>, max_depth: Option<u16>) -> Self {
+        for p in [&mut self.onset, &mut self.sustained] {
+            if let Some(t) = trees {
+                p.trees = t;
+            }
+            if let Some(d) = max_depth {
+                p.max_depth = d;
+            }
+        }
+        self
+    }
+
+    /// As `(name, value)` pairs, for `model.trained`.
+    pub fn named(&self) -> Vec<(String, f64)> {
+        let mut v = vec![
+            ("horizon".to_string(), self.labels.horizon as f64),
+            ("onset_pct".to_string(), f64::from(self.labels.onset_pct)),
+            (
+                "sustained_pct".to_string(),
+                f64::from(self.labels.sustained_pct),
+            ),
+        ];
+        v.extend(self.onset.named("onset."));
+        v.extend(self.sustained.named("sustained."));
+        v
+    }
+}
+
+/// One forest and the probability from which it says "yes".
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Classifier {
+    /// The forest.
+    pub forest: forest::Forest,
+    /// Flag when the probability is at or above this (chosen for the best
+    /// F1 on out-of-bag training predictions, never on test rows).
+    pub cutoff: f32,
+}
+
+/// A trained model: what is stored in sled (as JSON) under its version.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Model {
+    /// Its version.
+    pub version: u64,
+    /// The feature names it reads, in order (must equal [`FEATURE_NAMES`]
+    /// for the model to be usable by this build).
+    pub features: Vec<String>,
+    /// How it was trained.
+    pub config: TrainConfig,
+    /// Overload onset.
+    pub onset: Classifier,
+    /// Sustained overload.
+    pub sustained: Classifier,
+    /// Mean decrease of impurity per feature, both forests averaged.
+    pub importances: Vec<f64>,
+    /// Rows in the bags, both forests.
+    pub bag_rows: u64,
+}
+
+impl Model {
+    /// Whether this build computes the features the model was trained on.
+    pub fn matches_features(&self) -> bool {
+        self.features.len() == N_FEATURES
+            && self.features.iter().zip(FEATURE_NAMES).all(|(a, b)| a == b)
+    }
+
+    /// Importances by name, largest first.
+    pub fn named_importances(&self) -> Vec<(String, f64)> {
+        let mut v: Vec<(String, f64)> = self
+            .features
+            .iter()
+            .cloned()
+            .zip(self.importances.iter().copied())
+            .collect();
+        v.sort_by(|a, b| b.1.total_cmp(&a.1));
+        v
+    }
+}
+
+/// Why training failed.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    /// no labelled row for a label
+    #[error("no {0} row to train on (too few samples?)")]
+    NoRows(&'static str),
+    /// a forest could not be grown
+    #[error("{label}: {source}")]
+    Forest {
+        /// Which label.
+        label: &'static str,
+        /// Why.
+        #[source]
+        source: ForestError,
+    },
+}
+
+fn fit_label(
+    rows: &[&Row],
+    label: &'static str,
+    pick: fn(&Row) -> Option<bool>,
+    params: &ForestParams,
+    threads: usize,
+) -> Result<(Classifier, [f64; N_FEATURES], u64), TrainError> {
+    let (x, y): (Vec<Features>, Vec<bool>) = rows
+        .iter()
+        .filter_map(|r| pick(r).map(|l| (r.x, l)))
+        .unzip();
+    if x.is_empty() {
+        return Err(TrainError::NoRows(label));
+    }
+    let fitted = forest::fit(&x, &y, params, threads)
+        .map_err(|source| TrainError::Forest { label, source })?;
+    let (cutoff, _) = best_cutoff(&fitted.oob, &y);
+    Ok((
+        Classifier {
+            forest: fitted.forest,
+            cutoff,
+        },
+        fitted.importances,
+        fitted.bag_rows,
+    ))
+}
+
+/// The onset label of a row.
+pub fn onset_of(r: &Row) -> Option<bool> {
+    r.labels.onset
+}
+
+/// The sustained label of a row.
+pub fn sustained_of(r: &Row) -> Option<bool> {
+    r.labels.sustained
+}
+
+/// Trains both forests on `rows` (training rows only).
+///
+/// # Errors
+/// [`TrainError`] when a label has no rows or only one class.
+pub fn train(rows: &[&Row], cfg: &TrainConfig, version: u64) -> Result<Model, TrainError> {
+    let (onset, imp_o, bag_o) = fit_label(rows, "onset", onset_of, &cfg.onset, cfg.threads)?;
+    let (sustained, imp_s, bag_s) =
+        fit_label(rows, "sustained", sustained_of, &cfg.sustained, cfg.threads)?;
+    Ok(Model {
+        version,
+        features: FEATURE_NAMES.iter().map(|s| s.to_string()).collect(),
+        config: *cfg,
+        onset,
+        sustained,
+        importances: imp_o
+            .iter()
+            .zip(imp_s)
+            .map(|(a, b)| (a + b) / 2.0)
+            .collect(),
+        bag_rows: bag_o + bag_s,
+    })
+}
+
+/// One label's scores on one set of rows.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LabelEval {
+    /// The model.
+    pub model: Score,
+    /// Each static threshold (CPU now ≥ pct) on the same rows.
+    pub statics: Vec<(f32, Score)>,
+    /// Positive rows.
+    pub positives: u64,
+    /// Rows scored.
+    pub samples: u64,
+}
+
+impl LabelEval {
+    /// The best of the static thresholds, by F1.
+    pub fn best_static(&self) -> (f32, Score) {
+        self.statics
+            .iter()
+            .copied()
+            .max_by(|a, b| a.1.f1.total_cmp(&b.1.f1))
+            .unwrap_or((0.0, Score::default()))
+    }
+
+    /// The static threshold at `pct`, as scored on these rows.
+    pub fn static_at(&self, pct: f32) -> Score {
+        self.statics
+            .iter()
+            .find(|(t, _)| *t == pct)
+            .map(|(_, s)| *s)
+            .unwrap_or_default()
+    }
+
+    /// As `model.trained` carries it, the baseline being the static
+    /// threshold at `pct` (chosen on the training rows, as the model's own
+    /// cut-off is: neither predictor sees the held-back rows before it is
+    /// scored on them).
+    pub fn to_event_with(&self, pct: f32) -> LabelScores {
+        LabelScores {
+            model: self.model,
+            baseline: self.static_at(pct),
+            baseline_threshold_pct: f64::from(pct),
+            positives: self.positives,
+            samples: self.samples,
+        }
+    }
+
+    /// As `model.trained` carries it (baseline: the best static threshold).
+    pub fn to_event(&self) -> LabelScores {
+        let (pct, baseline) = self.best_static();
+        LabelScores {
+            model: self.model,
+            baseline,
+            baseline_threshold_pct: f64::from(pct),
+            positives: self.positives,
+            samples: self.samples,
+        }
+    }
+}
+
+/// Both labels' scores.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Evaluation {
+    /// Overload onset.
+    pub onset: LabelEval,
+    /// Sustained overload.
+    pub sustained: LabelEval,
+}
+
+fn eval_label(
+    rows: &[&Row],
+    pick: fn(&Row) -> Option<bool>,
+    clf: &Classifier,
+    thresholds: &[f32],
+) -> LabelEval {
+    let mut model = Confusion::default();
+    let mut statics = vec![Confusion::default(); thresholds.len()];
+    let (mut positives, mut samples) = (0, 0);
+    for r in rows {
+        let Some(actual) = pick(r) else { continue };
+        samples += 1;
+        positives += u64::from(actual);
+        model.add(clf.forest.probability(&r.x) >= clf.cutoff, actual);
+        for (c, t) in statics.iter_mut().zip(thresholds) {
+            c.add(r.cpu >= *t, actual);
+        }
+    }
+    LabelEval {
+        model: model.score(),
+        statics: thresholds
+            .iter()
+            .copied()
+            .zip(statics.iter().map(Confusion::score))
+            .collect(),
+        positives,
+        samples,
+    }
+}
+
+/// Scores `model` and the static `thresholds` on `rows` (held back).
+pub fn evaluate(model: &Model, rows: &[&Row], thresholds: &[f32]) -> Evaluation {
+    Evaluation {
+        onset: eval_label(rows, onset_of, &model.onset, thresholds),
+        sustained: eval_label(rows, sustained_of, &model.sustained, thresholds),
+    }
+}
+
+/// Whether a candidate's scores beat the active model's (or, for the
+/// first model, the static baseline's) on the same held-back rows: strictly
+/// better onset F1 (what the brain exists for) and a sustained F1 at most
+/// [`SUSTAINED_TOLERANCE`] below.
+pub fn beats(candidate: &Evaluation, onset_f1: f64, sustained_f1: f64) -> bool {
+    candidate.onset.model.f1 > onset_f1
+        && candidate.sustained.model.f1 >= sustained_f1 - SUSTAINED_TOLERANCE
+}
+
+/// How far below the bar a sustained F1 may be and still "match" it.
+///
+/// Sustained overload is nearly given away by the present: "CPU now ≥ 85 %"
+/// already predicts "mean of the next three ≥ 85 %" with F1 0.98–0.99, so
+/// small held-back sets rank the two by noise (0.972 against 0.991 on the
+/// test fixture; 0.988 against 0.984 on the whole shared trace). The model
+/// exists for onset, which it must strictly improve; on sustained it must
+/// not be materially worse.
+pub const SUSTAINED_TOLERANCE: f64 = 0.03;
+
+/// Trains on `train` and scores on `test`, timing the training.
+///
+/// # Errors
+/// As [`train`].
+pub fn train_and_evaluate(
+    train_rows: &[&Row],
+    test_rows: &[&Row],
+    cfg: &TrainConfig,
+    version: u64,
+    thresholds: &[f32],
+) -> Result<(Model, Evaluation, f64), TrainError> {
+    let t0 = Instant::now();
+    let model = train(train_rows, cfg, version)?;
+    let secs = t0.elapsed().as_secs_f64();
+    let eval = evaluate(&model, test_rows, thresholds);
+    Ok((model, eval, secs))
+}
+
+/// Probabilities for one node at one moment.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Prediction {
+    /// Probability of overload onset within the horizon.
+    pub onset: f32,
+    /// Probability of sustained overload over the horizon.
+    pub sustained: f32,
+    /// `onset` is at or above the model's own cut-off.
+    pub onset_alarm: bool,
+    /// `sustained` is at or above the model's own cut-off.
+    pub sustained_alarm: bool,
+}
+
+/// The model the service predicts with: cheap to clone (shared), versioned.
+#[derive(Debug, Clone)]
+pub struct Predictor {
+    /// The model version.
+    pub version: u64,
+    model: Arc<Model>,
+}
+
+impl Predictor {
+    /// Wraps a model.
+    pub fn new(model: Model) -> Self {
+        Self {
+            version: model.version,
+            model: Arc::new(model),
+        }
+    }
+
+    /// The model.
+    pub fn model(&self) -> &Model {
+        &self.model
+    }
+
+    /// Both probabilities for one feature vector (from a
+    /// [`crate::features::NodeWindow`]).
+    pub fn predict(&self, x: &Features) -> Prediction {
+        let onset = self.model.onset.forest.probability(x);
+        let sustained = self.model.sustained.forest.probability(x);
+        Prediction {
+            onset,
+            sustained,
+            onset_alarm: onset >= self.model.onset.cutoff,
+            sustained_alarm: sustained >= self.model.sustained.cutoff,
+        }
+    }
+
+    /// The `k` features that pushed this prediction up most (both forests'
+    /// path contributions summed), with their contribution to the
+    /// probability; what a migration request quotes as its reason.
+    pub fn top_features(&self, x: &Features, k: usize) -> Vec<(String, f64)> {
+        let a = self.model.onset.forest.contributions(x);
+        let b = self.model.sustained.forest.contributions(x);
+        let mut v: Vec<(String, f64)> = FEATURE_NAMES
+            .iter()
+            .zip(a.iter().zip(b))
+            .map(|(n, (a, b))| (n.to_string(), a + b))
+            .collect();
+        v.sort_by(|p, q| q.1.total_cmp(&p.1));
+        v.truncate(k);
+        v
+    }
+}
+
+/// The active predictor as the service shares it (`None` until a model is
+/// active).
+pub type SharedPredictor = Arc<RwLock<Option<Predictor>>>;
