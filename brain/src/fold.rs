@@ -103,6 +103,7 @@ pub struct Folder {
     model: crate::training::ModelState,
     model_dirty: bool,
     live: Option<crate::live::Live>,
+    planning: Option<crate::planning::Planning>,
 }
 
 fn kind_index(kind: Kind) -> usize {
@@ -158,6 +159,17 @@ impl Folder {
     /// are folded (the service; a replay does not need them).
     pub fn enable_live(&mut self, live: crate::live::Live) {
         self.live = Some(live);
+    }
+
+    /// Turns planning on: every folded event feeds the planner, every fresh
+    /// prediction may become a decision.
+    pub fn enable_planning(&mut self, planning: crate::planning::Planning) {
+        self.planning = Some(planning);
+    }
+
+    /// Turns planning off (at shutdown), dropping the planner's outbox.
+    pub fn disable_planning(&mut self) {
+        self.planning = None;
     }
 
     /// The live windows and predictions, when enabled.
@@ -255,6 +267,9 @@ impl Folder {
             seq,
         };
         let node = env.node.as_str();
+        if let Some(planning) = self.planning.as_mut() {
+            planning.observe(env);
+        }
         match &env.event {
             Event::TelemetrySample(s) => {
                 batch.sample(node, stream.tagged_seq(seq), s, occurred);
@@ -265,7 +280,11 @@ impl Folder {
                 };
                 self.node(node, occurred).sample(occurred, cap);
                 if let Some(live) = self.live.as_mut() {
-                    live.observe(node, s);
+                    if let Some(view) = live.observe(node, s) {
+                        if let Some(planning) = self.planning.as_mut() {
+                            planning.predicted(&env.node, view, env.occurred_at);
+                        }
+                    }
                 }
             }
             Event::NodeJoined(j) => {

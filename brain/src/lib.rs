@@ -17,6 +17,7 @@ pub mod labels;
 pub mod live;
 pub mod model;
 pub mod planner;
+pub mod planning;
 pub mod registry;
 pub mod replay;
 pub mod series;

@@ -181,6 +181,28 @@ struct RunArgs {
     name: NodeName,
     #[command(flatten)]
     model: ModelArgs,
+    /// Predictions in a row that must raise an alarm before a node is
+    /// relieved (hysteresis).
+    #[arg(long, env = "LOADSHIFT_PLAN_K", default_value_t = 3)]
+    plan_k: u32,
+    /// A raw probability at or above this counts as an alarm too (the
+    /// model's own cut-offs always do).
+    #[arg(long, env = "LOADSHIFT_PLAN_LEVEL", default_value_t = 0.99)]
+    plan_level: f32,
+    /// A target must stay below this CPU percent after taking the workload.
+    #[arg(long, env = "LOADSHIFT_PLAN_THRESHOLD", default_value_t = 90.0)]
+    plan_threshold: f32,
+    /// No new migration of a workload this long after its last one.
+    #[arg(long, env = "LOADSHIFT_WORKLOAD_COOLDOWN", default_value = "10m", value_parser = parse_every)]
+    workload_cooldown: Duration,
+    /// No new migration from or to a node this long after its last one.
+    #[arg(long, env = "LOADSHIFT_NODE_COOLDOWN", default_value = "2m", value_parser = parse_every)]
+    node_cooldown: Duration,
+    /// When no model has ever been trained, train the first one from this
+    /// folder of Bitbrains-format traces (a fresh cluster has no history of
+    /// its own yet); later models come from the cluster's own log.
+    #[arg(long, env = "LOADSHIFT_BOOTSTRAP_TRACE")]
+    bootstrap_trace: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -272,6 +294,16 @@ async fn run(a: RunArgs) -> anyhow::Result<()> {
         train: a.model.config(),
         retrain_every: (!a.retrain_every.is_zero()).then_some(a.retrain_every),
         emitter: a.name.clone(),
+        planner: loadshift_brain::planner::PlannerConfig {
+            level: a.plan_level,
+            k: a.plan_k,
+            threshold_pct: a.plan_threshold,
+            workload_cooldown: a.workload_cooldown,
+            node_cooldown: a.node_cooldown,
+            requested_by: a.name.to_string(),
+            ..Default::default()
+        },
+        bootstrap_trace: a.bootstrap_trace.clone(),
     };
     service::run(&js, &a.common.store, cfg, &mut shutdown)
         .await

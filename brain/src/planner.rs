@@ -34,7 +34,8 @@ use uuid::Uuid;
 /// The planner's knobs.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PlannerConfig {
-    /// Probability at or above which a prediction counts as "in trouble".
+    /// Probability at or above which a prediction counts as "in trouble"
+    /// even without the model's own alarm (its cut-off, chosen in training).
     pub level: f32,
     /// How many predictions in a row must be in trouble (hysteresis).
     pub k: u32,
@@ -53,7 +54,9 @@ pub struct PlannerConfig {
 impl Default for PlannerConfig {
     fn default() -> Self {
         Self {
-            level: 0.5,
+            // The model's alarms (its cut-offs, chosen on out-of-bag rows)
+            // decide; a raw probability this high counts too.
+            level: 0.99,
             k: 3,
             threshold_pct: 90.0,
             workload_cooldown: Duration::from_secs(600),
@@ -102,6 +105,8 @@ pub enum Fact {
         onset: f32,
         /// Sustained probability.
         sustained: f32,
+        /// Either probability is at or above the model's own cut-off.
+        alarm: bool,
         /// The model version.
         model_version: u64,
         /// The features that weighed most.
@@ -119,10 +124,13 @@ pub enum Fact {
         /// Which.
         workload: WorkloadName,
     },
-    /// What a node's workloads use.
+    /// What a node's workloads use, from its executor (which reports even
+    /// when it runs nothing: its reports say it is there to take work).
     Usage {
         /// Which node.
         node: NodeName,
+        /// When it was reported.
+        seen_at: DateTime<Utc>,
         /// Per workload: CPU percent of one core, resident bytes.
         workloads: Vec<(WorkloadName, f32, u64)>,
     },
@@ -173,12 +181,15 @@ struct NodeState {
     memory_total: u64,
     onset: f32,
     sustained: f32,
+    alarm: bool,
     model_version: u64,
     top_features: Vec<(String, f64)>,
     /// Predictions in a row at or above the level.
     streak: u32,
     last_migration: Option<DateTime<Utc>>,
     last_deferred: Option<DateTime<Utc>>,
+    /// When its executor last reported: a node without one cannot take work.
+    executor_seen: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -263,6 +274,7 @@ impl Planner {
                 node,
                 onset,
                 sustained,
+                alarm,
                 model_version,
                 top_features,
             } => {
@@ -270,9 +282,10 @@ impl Planner {
                 let n = self.nodes.entry(node.clone()).or_default();
                 n.onset = *onset;
                 n.sustained = *sustained;
+                n.alarm = *alarm;
                 n.model_version = *model_version;
                 n.top_features = top_features.clone();
-                n.streak = if onset.max(*sustained) >= level {
+                n.streak = if *alarm || onset.max(*sustained) >= level {
                     n.streak + 1
                 } else {
                     0
@@ -284,7 +297,12 @@ impl Planner {
             Fact::WorkloadGone { workload } => {
                 self.workloads.remove(workload);
             }
-            Fact::Usage { node, workloads } => {
+            Fact::Usage {
+                node,
+                seen_at,
+                workloads,
+            } => {
+                self.nodes.entry(node.clone()).or_default().executor_seen = Some(*seen_at);
                 for (w, cpu, rss) in workloads {
                     let s = self.workloads.entry(w.clone()).or_default();
                     s.node.get_or_insert_with(|| node.clone());
@@ -390,13 +408,15 @@ impl Planner {
             let after = t.cpu_pct + w.cpu_pct / t.capacity_cores.max(0.01);
             let refusal = if !self.alive(t, now) {
                 Some("left or silent")
+            } else if !within(t.executor_seen, now, cfg.silent_after) {
+                Some("has no executor")
             } else if t.capacity_cores <= 0.0 {
                 Some("declares no CPU")
             } else if self.busy(name) {
                 Some("has a migration in flight")
             } else if within(t.last_migration, now, cfg.node_cooldown) {
                 Some("in cooldown")
-            } else if t.onset.max(t.sustained) >= cfg.level {
+            } else if t.alarm || t.onset.max(t.sustained) >= cfg.level {
                 Some("predicted to overload")
             } else if after >= cfg.threshold_pct {
                 Some("would be overloaded after the move")
@@ -481,6 +501,7 @@ pub fn facts_of(env: &loadshift_events::Envelope, seen_at: DateTime<Utc>) -> Vec
         }],
         Event::WorkloadUsage(u) => vec![Fact::Usage {
             node,
+            seen_at: env.occurred_at,
             workloads: u
                 .workloads
                 .iter()
@@ -546,11 +567,19 @@ mod tests {
             memory_total: 8 << 30,
         }
     }
+    fn executor_at(node: &str, at: DateTime<Utc>) -> Fact {
+        Fact::Usage {
+            node: n(node),
+            seen_at: at,
+            workloads: vec![],
+        }
+    }
     fn predict(node: &str, p: f32) -> Fact {
         Fact::Prediction {
             node: n(node),
             onset: p,
             sustained: 0.0,
+            alarm: p >= 0.5,
             model_version: 3,
             top_features: vec![("cpu_now".into(), 0.4)],
         }
@@ -584,8 +613,12 @@ mod tests {
         });
         f.push(Fact::Usage {
             node: n("node2"),
+            seen_at: now(),
             workloads: vec![(w("small"), 60.0, 64 << 20), (w("big"), 80.0, 2 << 30)],
         });
+        for node in ["node3", "node4"] {
+            f.push(executor_at(node, now()));
+        }
         f
     }
 
@@ -662,6 +695,7 @@ mod tests {
         let mut p = given(&facts);
         for (node, cpu) in [("node2", 85.0), ("node3", 20.0), ("node4", 30.0)] {
             p.apply(&sample_at(node, cpu, later));
+            p.apply(&executor_at(node, later));
         }
         // `small` moved and is in its own cooldown; `big` is what is left.
         let Some(Decision::Migrate(r2)) = p.handle(&n("node2"), later) else {
@@ -776,5 +810,24 @@ mod tests {
         }
         assert_eq!(p.in_flight(), 0);
         assert_eq!(p.workloads[&w("small")].node, Some(n("node3")));
+    }
+
+    #[test]
+    fn a_node_without_an_executor_is_never_a_target() {
+        let mut facts = cluster();
+        // node5 is idle and alive, but only an agent runs there (a control
+        // plane node): nothing can be restored on it.
+        facts.push(Fact::NodeJoined {
+            node: n("node5"),
+            memory_bytes: 8 << 30,
+        });
+        facts.push(sample("node5", 1.0));
+        facts.push(sample("node3", 89.5));
+        facts.push(sample("node4", 89.5));
+        facts.extend(trouble("node2", 3));
+        let Some(Decision::Defer(d)) = given(&facts).handle(&n("node2"), now()) else {
+            panic!()
+        };
+        assert!(d.reason.contains("node5 has no executor"), "{}", d.reason);
     }
 }

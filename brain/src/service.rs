@@ -40,6 +40,10 @@ pub struct ServiceConfig {
     pub retrain_every: Option<Duration>,
     /// The name the brain publishes its events under.
     pub emitter: loadshift_events::NodeName,
+    /// How migrations are planned.
+    pub planner: crate::planner::PlannerConfig,
+    /// Traces to train the first model from when none was ever trained.
+    pub bootstrap_trace: Option<std::path::PathBuf>,
 }
 
 /// Runs the service on `store_path` until `shutdown` fires.
@@ -99,6 +103,19 @@ async fn run_with(
     let nodes: Vec<String> = folder.snapshot().nodes.keys().cloned().collect();
     live.warm(&store, &nodes)?;
     folder.enable_live(live);
+    let (out_tx, out_rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut planning = crate::planning::Planning::new(
+        cfg.planner.clone(),
+        cfg.emitter.clone(),
+        predictor.clone(),
+        out_tx,
+    );
+    match planning.rebuild(js).await {
+        Ok(n) => tracing::info!(events = n, "planner rebuilt from the log"),
+        Err(e) => tracing::warn!(error = %e, "planner could not read the log; it starts empty"),
+    }
+    folder.enable_planning(planning);
+    let publisher = tokio::spawn(crate::planning::publisher(js.clone(), out_rx));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let trainer = tokio::spawn(crate::training::run_trainer(
         js.clone(),
@@ -108,6 +125,7 @@ async fn run_with(
             retrain_every: cfg.retrain_every,
             emitter: cfg.emitter.clone(),
             caught_up_at: last[StreamId::Events.index()],
+            bootstrap_trace: cfg.bootstrap_trace.clone(),
         },
         predictor,
         stop_rx,
@@ -144,6 +162,9 @@ async fn run_with(
     .await;
     let _ = stop_tx.send(true);
     let _ = trainer.await;
+    // Closing the planner's outbox lets the publisher finish what it holds.
+    folder.disable_planning();
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), publisher).await;
     let stats = stats?;
     store.flush()?;
     tracing::info!(

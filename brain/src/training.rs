@@ -116,6 +116,9 @@ pub enum TrainingError {
         /// Why.
         reason: String,
     },
+    /// the reference traces for the first model could not be read
+    #[error("bootstrap traces: {0}")]
+    Bootstrap(String),
 }
 
 /// Stores `m` under its version and flushes.
@@ -219,6 +222,33 @@ pub fn train_from_store(
             &cfg.labels,
         );
     }
+    train_dataset(store, &ds, cfg, state, t0)
+}
+
+/// Trains the first model from a folder of Bitbrains-format traces, scored
+/// and stored exactly as one trained from the store.
+///
+/// # Errors
+/// [`TrainingError`] when the traces cannot be read or training fails.
+pub fn train_from_trace(
+    store: &Store,
+    dir: &std::path::Path,
+    cfg: &TrainConfig,
+    state: &ModelState,
+) -> Result<Outcome, TrainingError> {
+    let t0 = Instant::now();
+    let ds = crate::evaluate::load_dataset(dir, &cfg.labels)
+        .map_err(|e| TrainingError::Bootstrap(e.to_string()))?;
+    train_dataset(store, &ds, cfg, state, t0)
+}
+
+fn train_dataset(
+    store: &Store,
+    ds: &Dataset,
+    cfg: &TrainConfig,
+    state: &ModelState,
+    t0: Instant,
+) -> Result<Outcome, TrainingError> {
     let (tr, te) = ds.split(Split::Global(TRAIN_SHARE), cfg.labels.horizon);
     let train_rows: Vec<_> = tr.iter().map(|&i| &ds.rows[i]).collect();
     let test_rows: Vec<_> = te.iter().map(|&i| &ds.rows[i]).collect();
@@ -332,6 +362,8 @@ pub struct TrainerConfig {
     pub emitter: NodeName,
     /// The EVENTS sequence the fold must reach before acting.
     pub caught_up_at: u64,
+    /// Traces to train the first model from when none was ever trained.
+    pub bootstrap_trace: Option<std::path::PathBuf>,
 }
 
 /// The service's trainer: polls the committed model state, trains in a
@@ -346,6 +378,7 @@ pub async fn run_trainer(
 ) {
     let cfg = Arc::new(cfg);
     let mut served = 0u64;
+    let mut bootstrapped = false;
     let mut next_schedule = cfg.retrain_every.map(|d| Instant::now() + d);
     loop {
         tokio::select! {
@@ -377,6 +410,36 @@ pub async fn run_trainer(
             }
         }
         let caught_up = store.applied(StreamId::Events).unwrap_or(0) >= cfg.caught_up_at;
+        if caught_up && !bootstrapped && state.latest_version == 0 && state.active == 0 {
+            if let Some(dir) = cfg.bootstrap_trace.clone() {
+                bootstrapped = true;
+                tracing::info!(traces = %dir.display(), "no model yet: training the first one from reference traces");
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                let (st, c) = (store.clone(), cfg.clone());
+                std::thread::spawn(move || {
+                    let _ = tx.send(train_from_trace(&st, &dir, &c.train, &state));
+                });
+                let outcome = tokio::select! {
+                    _ = stop.changed() => return,
+                    r = rx => r,
+                };
+                match outcome {
+                    Ok(Ok(o)) => {
+                        if let Err(e) = publish(&js, &cfg.emitter, &o).await {
+                            tracing::warn!(error = %e, "bootstrap model events not published");
+                        } else if o.activated.is_some() {
+                            tracing::info!(version = o.model.version, "bootstrap model active");
+                            if let Ok(mut g) = predictor.write() {
+                                *g = Some(Predictor::new(o.model));
+                            }
+                        }
+                    }
+                    Ok(Err(e)) => tracing::warn!(error = %e, "bootstrap training failed"),
+                    Err(_) => tracing::warn!("the bootstrap training thread died"),
+                }
+                continue;
+            }
+        }
         if !caught_up || !state.pending() || state.requested <= served {
             continue;
         }

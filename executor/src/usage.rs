@@ -20,7 +20,7 @@ pub struct UsageSampler {
 
 impl UsageSampler {
     /// Reads every workload that runs here (not those being migrated) and
-    /// returns the event to publish; `None` when nothing runs.
+    /// returns the event to publish.
     ///
     /// # Errors
     /// When the journal fails.
@@ -54,9 +54,8 @@ impl UsageSampler {
             });
         }
         self.last = seen;
-        if out.is_empty() {
-            return Ok(None);
-        }
+        // Sent even when nothing runs: the report also tells the brain that
+        // this node has an executor, ready to take a workload.
         Ok(Some(Envelope::new(
             exec.node.clone(),
             Event::WorkloadUsage(WorkloadUsage {

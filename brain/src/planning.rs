@@ -1,0 +1,185 @@
+//! The planner at work inside the service: every folded event becomes the
+//! planner's facts, every new prediction may become a decision, and decisions
+//! (and the brain's beliefs, `node.<n>.predicted`) are handed to a publisher.
+//!
+//! Only fresh predictions decide: a sample older than the planner's silence
+//! limit (a restart catching up, a replay) updates the state but never
+//! triggers a move. The planner is rebuilt from the whole EVENTS stream at
+//! start, so migrations requested before a restart are known in flight and
+//! never requested twice.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use loadshift_events::model::Predicted;
+use loadshift_events::{Envelope, Event, NodeName};
+use tokio::sync::mpsc;
+
+use crate::live::NodeView;
+use crate::model::SharedPredictor;
+use crate::planner::{facts_of, Decision, Fact, Planner, PlannerConfig};
+
+/// How often a node's belief is republished even when it did not change.
+const PREDICTED_REFRESH_SECS: i64 = 30;
+
+/// The planner, its outbox and what it last said about each node.
+#[derive(Debug, Clone)]
+pub struct Planning {
+    planner: Planner,
+    emitter: NodeName,
+    out: mpsc::UnboundedSender<Envelope>,
+    predictor: SharedPredictor,
+    said: HashMap<NodeName, (f32, f32, DateTime<Utc>)>,
+}
+
+impl Planning {
+    /// A planner publishing through `out` under the name `emitter`.
+    pub fn new(
+        config: PlannerConfig,
+        emitter: NodeName,
+        predictor: SharedPredictor,
+        out: mpsc::UnboundedSender<Envelope>,
+    ) -> Self {
+        Self {
+            planner: Planner::new(config),
+            emitter,
+            out,
+            predictor,
+            said: HashMap::new(),
+        }
+    }
+
+    /// Folds the whole EVENTS stream as it is now (facts only, no decisions).
+    ///
+    /// # Errors
+    /// When the stream cannot be read.
+    pub async fn rebuild(&mut self, js: &async_nats::jetstream::Context) -> Result<u64, String> {
+        let stream = js
+            .get_stream(loadshift_events::stream::EVENTS)
+            .await
+            .map_err(|e| e.to_string())?;
+        let last = stream.cached_info().state.last_sequence;
+        if last == 0 {
+            return Ok(0);
+        }
+        let consumer = stream
+            .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig::default())
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut msgs = consumer.messages().await.map_err(|e| e.to_string())?;
+        let mut n = 0;
+        while let Some(m) = msgs.next().await {
+            let m = m.map_err(|e| e.to_string())?;
+            let seq = m.info().map(|i| i.stream_sequence).unwrap_or(last);
+            if let Ok(env) = Envelope::from_message(m.subject.as_str(), &m.payload) {
+                self.observe(&env);
+                n += 1;
+            }
+            if seq >= last {
+                break;
+            }
+        }
+        Ok(n)
+    }
+
+    /// Folds one event of the log.
+    pub fn observe(&mut self, env: &Envelope) {
+        for f in facts_of(env, env.occurred_at) {
+            self.planner.apply(&f);
+        }
+    }
+
+    /// A new prediction for `node`, made from a sample that occurred at
+    /// `occurred_at`: folds it, republishes the belief when it changed, and
+    /// decides when it is fresh.
+    pub fn predicted(&mut self, node: &NodeName, view: &NodeView, occurred_at: DateTime<Utc>) {
+        let (Some(p), Some(version)) = (view.prediction, view.model_version) else {
+            return;
+        };
+        self.planner.apply(&Fact::Prediction {
+            node: node.clone(),
+            onset: p.onset,
+            sustained: p.sustained,
+            alarm: p.onset_alarm || p.sustained_alarm,
+            model_version: version,
+            top_features: Vec::new(),
+        });
+        let now = Utc::now();
+        let fresh = (now - occurred_at)
+            .to_std()
+            .map(|d| d < self.planner.config().silent_after)
+            .unwrap_or(true);
+        if !fresh {
+            return;
+        }
+        let changed = match self.said.get(node) {
+            None => true,
+            Some((o, s, at)) => {
+                (o - p.onset).abs() >= 0.1
+                    || (s - p.sustained).abs() >= 0.1
+                    || (now - *at).num_seconds() >= PREDICTED_REFRESH_SECS
+            }
+        };
+        if changed {
+            self.said.insert(node.clone(), (p.onset, p.sustained, now));
+            self.send(Event::NodePredicted(Predicted {
+                node: node.clone(),
+                at: chrono::DateTime::from_timestamp_millis(view.at_ms).unwrap_or(now),
+                onset: p.onset,
+                sustained: p.sustained,
+                model_version: version,
+            }));
+        }
+        match self.planner.handle(node, now) {
+            Some(Decision::Migrate(mut r)) => {
+                r.reason.top_features = self
+                    .predictor
+                    .read()
+                    .ok()
+                    .and_then(|g| g.as_ref().map(|m| m.top_features(&view.features, 3)))
+                    .unwrap_or_default();
+                tracing::info!(migration = %r.migration, workload = %r.workload, source = %r.source, target = %r.target, reason = %r.reason.summary, "requesting a migration");
+                self.planner.apply(&Fact::MigrationRequested {
+                    id: r.migration,
+                    workload: r.workload.clone(),
+                    source: r.source.clone(),
+                    target: r.target.clone(),
+                    at: now,
+                });
+                self.send(Event::MigrationRequested(r));
+            }
+            Some(Decision::Defer(d)) => {
+                tracing::info!(source = %d.source, reason = %d.reason, "deferring");
+                self.planner.apply(&Fact::Deferred {
+                    node: d.source.clone(),
+                    at: now,
+                });
+                self.send(Event::MigrationDeferred(d));
+            }
+            None => {}
+        }
+    }
+
+    fn send(&self, event: Event) {
+        let _ = self.out.send(Envelope::new(self.emitter.clone(), event));
+    }
+}
+
+/// Publishes what the planner decided, in order, until the channel closes.
+pub async fn publisher(
+    js: async_nats::jetstream::Context,
+    mut rx: mpsc::UnboundedReceiver<Envelope>,
+) {
+    while let Some(env) = rx.recv().await {
+        for attempt in 0..5 {
+            match loadshift_events::connection::publish(&js, &env).await {
+                Ok(_) => break,
+                Err(e) => {
+                    tracing::warn!(error = %e, attempt, subject = %env.subject(), "publish failed; retrying");
+                    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,213 @@
+//! The closed loop against a real nats-server: real agents replay traces in
+//! which one node ramps up to overload; the brain (with a model it trained
+//! itself) requests exactly one migration from that node to the emptiest
+//! node that can take work, none while the cooldown lasts, and none after a
+//! restart of the brain.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use loadshift_events::model::{WorkloadUsage, WorkloadUse};
+use loadshift_events::workload::{Runtime, Started, WorkloadSpec};
+use loadshift_events::{connection, Envelope, Event, WorkloadName};
+use loadshift_testkit::{binary, NatsServer};
+
+const HEADER: &str = "Timestamp [ms];\tCPU cores;\tCPU capacity provisioned [MHZ];\tCPU usage [MHZ];\tCPU usage [%];\tMemory capacity provisioned [KB];\tMemory usage [KB];\tDisk read throughput [KB/s];\tDisk write throughput [KB/s];\tNetwork received throughput [KB/s];\tNetwork transmitted throughput [KB/s]";
+
+/// A Bitbrains-format trace of `rows` five-minute samples whose CPU follows `cpu(i)`.
+fn write_trace(dir: &Path, name: &str, rows: usize, cpu: impl Fn(usize) -> f64) {
+    let mut s = String::from(HEADER);
+    s.push('\n');
+    let t0 = 1_372_629_804u64;
+    for i in 0..rows {
+        let pct = cpu(i);
+        s.push_str(&format!(
+            "{};\t2;\t5200.0;\t{:.1};\t{pct:.2};\t8388608.0;\t2097152.0;\t0.0;\t1.0;\t0.5;\t0.5\n",
+            t0 + 300 * i as u64,
+            52.0 * pct
+        ));
+    }
+    std::fs::write(dir.join(format!("{name}.csv")), s).unwrap();
+}
+
+fn start_agents(url: &str, dir: &Path, log: &Path) -> Child {
+    let err = std::fs::File::create(log).unwrap();
+    Command::new(binary("loadshift-agent"))
+        .args([
+            "--source",
+            &format!("trace:{}", dir.display()),
+            "--speed",
+            "300",
+        ])
+        .args(["--nats", url])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(err)
+        .spawn()
+        .unwrap()
+}
+
+async fn requests(
+    js: &async_nats::jetstream::Context,
+) -> Vec<loadshift_events::migration::Requested> {
+    let stream = js.get_stream("EVENTS").await.unwrap();
+    let mut out = Vec::new();
+    for seq in 1..=last_seqs(js).await[1] {
+        let Ok(m) = stream.get_raw_message(seq).await else {
+            continue;
+        };
+        if let Ok(Envelope {
+            event: Event::MigrationRequested(r),
+            ..
+        }) = Envelope::from_message(&m.subject, &m.payload)
+        {
+            out.push(r);
+        }
+    }
+    out
+}
+
+/// Plays the executors: node `hot` runs two workloads, the others none; each
+/// reports every second, as executors do.
+async fn executors(js: async_nats::jetstream::Context, stop: tokio::sync::watch::Receiver<bool>) {
+    for w in ["steady", "heavy"] {
+        let env = Envelope::new(
+            node("hot"),
+            Event::WorkloadStarted(Started {
+                workload: WorkloadName::new(w).unwrap(),
+                spec: WorkloadSpec {
+                    runtime: Runtime::Process,
+                    command: vec!["x".into()],
+                    image: None,
+                    env: Default::default(),
+                },
+                pid: Some(1),
+                container_id: None,
+            }),
+        );
+        connection::publish(&js, &env).await.unwrap();
+    }
+    while !*stop.borrow() {
+        for n in ["hot", "idle", "busy"] {
+            let workloads = if n == "hot" {
+                vec![
+                    WorkloadUse {
+                        workload: WorkloadName::new("steady").unwrap(),
+                        cpu_pct: 30.0,
+                        rss_bytes: 512 << 20,
+                    },
+                    WorkloadUse {
+                        workload: WorkloadName::new("heavy").unwrap(),
+                        cpu_pct: 60.0,
+                        rss_bytes: 64 << 20,
+                    },
+                ]
+            } else {
+                vec![]
+            };
+            let env = Envelope::new(
+                node(n),
+                Event::WorkloadUsage(WorkloadUsage {
+                    at: chrono::Utc::now(),
+                    workloads,
+                }),
+            );
+            let _ = connection::publish(&js, &env).await;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_node_ramps_up_and_the_brain_moves_one_workload_once() {
+    let nats = NatsServer::start();
+    let js = jetstream(&nats.url()).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let traces = tmp.path().join("traces");
+    std::fs::create_dir_all(&traces).unwrap();
+    // One sample a second at --speed 300: `hot` idles for 20 s, ramps to
+    // full CPU over 20 s and stays there; `idle` and `busy` stay flat.
+    let rows = 400;
+    write_trace(&traces, "hot", rows, |i| match i {
+        0..20 => 15.0,
+        20..40 => 15.0 + (i - 20) as f64 * 4.5,
+        _ => 99.0,
+    });
+    write_trace(&traces, "idle", rows, |_| 10.0);
+    write_trace(&traces, "busy", rows, |_| 55.0);
+
+    let store = tmp.path().join("brain");
+    let log = tmp.path().join("brain.log");
+    let fixture = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/traces");
+    let args = [
+        "--retrain-every",
+        "0",
+        "--trees",
+        "30",
+        "--bootstrap-trace",
+        fixture,
+        "--node-cooldown",
+        "10m",
+    ];
+    let brain = Brain::start_with(&nats.url(), &store, &log, &args);
+    brain.wait_consuming();
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let players = tokio::spawn(executors(js.clone(), stop_rx));
+    // Wait for the bootstrap model before the load starts.
+    let deadline = Instant::now() + Duration::from_secs(180);
+    while !brain.log_text().contains("bootstrap model active") {
+        assert!(
+            Instant::now() < deadline,
+            "no bootstrap model: {}",
+            brain.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let mut agents = start_agents(&nats.url(), &traces, &tmp.path().join("agents.log"));
+
+    // Exactly one request, from the hot node, to the emptiest one.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let first = loop {
+        let r = requests(&js).await;
+        if let Some(first) = r.first() {
+            break first.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no migration requested: {}",
+            brain.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert_eq!(first.source.as_str(), "hot");
+    assert_eq!(
+        first.target.as_str(),
+        "idle",
+        "the emptiest node that can take work"
+    );
+    assert_eq!(first.workload.as_str(), "heavy", "most CPU per byte");
+    assert_eq!(first.requested_by, "brain");
+    assert!(first.reason.probability.is_some() && first.reason.model_version.is_some());
+
+    // The node stays hot, but the cooldown holds (nobody answers the request,
+    // so it also stays in flight).
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    assert_eq!(requests(&js).await.len(), 1, "{}", brain.log_text());
+
+    // A restarted brain rebuilds the in-flight migration from the log.
+    assert_eq!(brain.term(), Some(0));
+    let brain = Brain::start_with(&nats.url(), &store, &log, &args);
+    brain.wait_consuming();
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    assert_eq!(requests(&js).await.len(), 1, "{}", brain.log_text());
+
+    let _ = stop_tx.send(true);
+    let _ = players.await;
+    let _ = agents.kill();
+    let _ = agents.wait();
+    assert_eq!(brain.term(), Some(0));
+}
