@@ -50,6 +50,14 @@ pub enum InputError {
         /// The migration in flight.
         migration: Uuid,
     },
+    /// the scenario cannot be played
+    #[error("--scenario: {0}")]
+    BadScenario(String),
+    /// no nats/server.conf where the repository was looked for
+    #[error(
+        "no nats/server.conf in {0} or above it: run from the loadshift repository or pass --repo DIR (LOADSHIFT_REPO)"
+    )]
+    NotARepo(std::path::PathBuf),
     /// the target is where the workload already runs
     #[error("workload {workload} already runs on {node}; pick another --to")]
     SameNode {

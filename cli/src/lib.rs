@@ -6,6 +6,7 @@
 //! - [`placement`]: where each workload runs, as a pure fold of the log;
 //! - [`eventlog`]: reading and following the EVENTS stream;
 //! - [`summary`], [`table`], [`time`]: how events, rows and times are written;
+//! - [`up`]: the pieces behind `loadshift up` (cgroups, supervision, scenarios);
 //! - [`error`]: the input errors that exit 2.
 
 pub mod cmd;
@@ -15,3 +16,4 @@ pub mod placement;
 pub mod summary;
 pub mod table;
 pub mod time;
+pub mod up;

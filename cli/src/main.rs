@@ -11,7 +11,14 @@ use loadshift_cli::error::InputError;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    cli.command.common().log.init();
+    if matches!(cli.command, loadshift_cli::cmd::Command::Up(_))
+        && std::env::var_os("RUST_LOG").is_none()
+    {
+        // `up` talks to NATS only to start things: its client's connection
+        // chatter is noise between the lines that say where to look.
+        std::env::set_var("RUST_LOG", "info,async_nats=warn,loadshift_events=warn");
+    }
+    cli.command.log().init();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {

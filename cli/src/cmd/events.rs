@@ -98,7 +98,7 @@ fn print_item(item: &Item, json: bool) {
 
 /// Resolves on Ctrl-C or SIGTERM, so that `tail` ends cleanly under a
 /// supervisor as well as in a terminal.
-async fn stop_signal() {
+pub(crate) async fn stop_signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};

@@ -1,6 +1,6 @@
 //! The verbs of `loadshift`, one struct and one file per command (as
 //! youki's `liboci-cli` does): `workload run`, `workload ls`, `migrate`,
-//! `events tail`, `status`. This file holds the top-level parser and what
+//! `events tail`, `status`, `up`. This file holds the top-level parser and what
 //! every command shares: how to reach NATS and how to log.
 
 use std::process::ExitCode;
@@ -14,6 +14,7 @@ use loadshift_events::NodeName;
 pub mod events;
 pub mod migrate;
 pub mod status;
+pub mod up;
 pub mod workload;
 
 /// The loadshift operator's command line: start workloads, see where they
@@ -36,6 +37,7 @@ pub mod workload;
   loadshift migrate counter --to node3 --wait
   loadshift events tail --subject 'migration.>'
   loadshift status
+  loadshift up --scenario ramp
 
 NATS is found at --nats (LOADSHIFT_NATS, default nats://127.0.0.1:4222)."
 )]
@@ -57,18 +59,29 @@ pub enum Command {
     #[command(subcommand)]
     Events(events::EventsCommand),
     Status(status::StatusArgs),
+    Up(up::UpArgs),
 }
 
 impl Command {
-    /// The options every command shares.
-    pub fn common(&self) -> &Common {
+    /// How the command logs.
+    pub fn log(&self) -> &LogArgs {
         match self {
+            Command::Up(a) => &a.log,
+            other => &other.common().expect("every other command has Common").log,
+        }
+    }
+
+    /// The NATS and logging options of the commands that talk to a
+    /// running cluster (`up` starts one instead: `None`).
+    pub fn common(&self) -> Option<&Common> {
+        Some(match self {
             Command::Workload(workload::WorkloadCommand::Run(a)) => &a.common,
             Command::Workload(workload::WorkloadCommand::Ls(a)) => &a.common,
             Command::Migrate(a) => &a.common,
             Command::Events(events::EventsCommand::Tail(a)) => &a.common,
             Command::Status(a) => &a.common,
-        }
+            Command::Up(_) => return None,
+        })
     }
 
     /// Runs the command; the exit code says how it went.
@@ -83,6 +96,7 @@ impl Command {
             Command::Migrate(a) => migrate::run(a).await,
             Command::Events(events::EventsCommand::Tail(a)) => events::tail(a).await,
             Command::Status(a) => status::run(a).await,
+            Command::Up(a) => up::run(a).await,
         }
     }
 }

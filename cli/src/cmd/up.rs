@@ -1,0 +1,612 @@
+//! `loadshift up`: the whole system on one machine. nats-server (the repo's
+//! `nats/server.conf`, store under the state folder), the brain, the
+//! dashboard, and per node a cgroup with a CPU quota and a memory limit,
+//! its agent and (for workers) its executor; then a scenario. It follows the
+//! services and restarts one that dies; Ctrl-C or SIGTERM stops them in
+//! reverse order, kills what is left in the nodes' cgroups and removes them.
+
+use std::ffi::OsString;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use clap::Args;
+use loadshift_events::cli::LogArgs;
+use loadshift_events::{connection, stream, Envelope, Event, NodeName};
+
+use super::workload::RuntimeArg;
+use crate::up::cgroup::{self, NodeCgroup};
+use crate::up::docker;
+use crate::up::scenario::{self, Scenario};
+use crate::up::supervise::{Spec, Supervised};
+use crate::up::usage::Meter;
+
+/// The binaries `up` starts, found next to `loadshift` itself.
+const BINARIES: [&str; 5] = [
+    "loadshift-brain",
+    "loadshift-agent",
+    "loadshift-executor",
+    "loadshift-webui",
+    "loadshift-loadgen",
+];
+
+/// Start a whole loadshift cluster on this machine, until Ctrl-C.
+///
+/// Starts nats-server (the repo's nats/server.conf, its store under --state),
+/// the brain, the dashboard on --listen, and per node a cgroup with a CPU
+/// quota and memory limit (node1 is the control plane: nats-server, brain
+/// and dashboard run in its cgroup; node2.. are workers) with its agent and,
+/// for workers, its executor. Then the scenario: `idle` (nothing), `ramp`
+/// (three load generators ramping on node2 until it heads for overload; the
+/// brain predicts it and moves one to node3) or `trace:DIR` (the workers'
+/// agents replay Bitbrains-format files instead of reading their cgroups).
+///
+/// A service that dies is restarted with a growing backoff. Ctrl-C or
+/// SIGTERM stops everything it started (SIGTERM, then SIGKILL after
+/// --grace), kills the workloads left in the nodes' cgroups and removes the
+/// cgroups. Needs root (cgroups, criu). The other binaries are taken from
+/// the folder `loadshift` itself is in (`cargo build --bins`).
+#[derive(Debug, Args)]
+#[command(after_help = "Examples:
+  loadshift up
+  loadshift up --scenario idle --nodes 4
+  loadshift up --scenario trace:../shared/traces/bitbrains-rnd/2013-7 --trace-speed 300
+  loadshift up --runtime docker --scenario idle --listen 0.0.0.0:8080
+
+Then: the dashboard at --listen, `loadshift status`, `loadshift events tail`.")]
+pub struct UpArgs {
+    /// How many nodes: node1 (control plane) and node2..nodeN (workers).
+    #[arg(long, env = "LOADSHIFT_UP_NODES", default_value_t = 3, value_parser = clap::value_parser!(u16).range(2..=16))]
+    pub nodes: u16,
+    /// What load to put on the nodes: idle, ramp or trace:DIR.
+    #[arg(long, env = "LOADSHIFT_SCENARIO", default_value = "ramp")]
+    pub scenario: Scenario,
+    /// How the workers' executors run workloads (docker needs a running
+    /// Docker daemon with experimental features; see scripts/setup-docker).
+    #[arg(long, env = "LOADSHIFT_RUNTIME", value_enum, default_value_t = RuntimeArg::Process)]
+    pub runtime: RuntimeArg,
+    /// Folder for NATS's store, the brain's store, the executors' state and the logs.
+    #[arg(long, env = "LOADSHIFT_UP_STATE", default_value = ".state/up")]
+    pub state: PathBuf,
+    /// Empty --state first (a new log, new stores).
+    #[arg(long, env = "LOADSHIFT_UP_FRESH")]
+    pub fresh: bool,
+    /// Where the dashboard listens.
+    #[arg(long, env = "LOADSHIFT_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// The port nats-server listens on (127.0.0.1).
+    #[arg(long, env = "LOADSHIFT_NATS_PORT", default_value_t = 4222)]
+    pub nats_port: u16,
+    /// The port of nats-server's monitoring endpoint (/varz, /jsz).
+    #[arg(long, env = "LOADSHIFT_NATS_MONITOR_PORT", default_value_t = 8222)]
+    pub nats_monitor_port: u16,
+    /// The repository (for nats/server.conf); default: the current folder or
+    /// one above it, else the one the `loadshift` binary was built in.
+    #[arg(long, env = "LOADSHIFT_REPO")]
+    pub repo: Option<PathBuf>,
+    /// CPU cores of node1, the control plane.
+    #[arg(long, env = "LOADSHIFT_UP_CONTROL_CPUS", default_value_t = 1.0)]
+    pub control_cpus: f64,
+    /// CPU cores of each worker node.
+    #[arg(long, env = "LOADSHIFT_UP_NODE_CPUS", default_value_t = 1.0)]
+    pub node_cpus: f64,
+    /// Memory of each node, MiB.
+    #[arg(long, env = "LOADSHIFT_UP_NODE_MEMORY_MIB", default_value_t = 2048)]
+    pub node_memory_mib: u64,
+    /// The nodes' cgroups are <PREFIX>/<node> (relative to the cgroup root).
+    #[arg(
+        long,
+        env = "LOADSHIFT_UP_CGROUP_PREFIX",
+        default_value = "loadshift-up"
+    )]
+    pub cgroup_prefix: String,
+    /// Where executors write checkpoint images (tmpfs is ~30x faster than disk).
+    #[arg(
+        long,
+        env = "LOADSHIFT_IMAGES_DIR",
+        default_value = "/dev/shm/loadshift-up"
+    )]
+    pub images_dir: PathBuf,
+    /// Replay speed of the trace scenario (times real time).
+    #[arg(long, env = "LOADSHIFT_UP_TRACE_SPEED", default_value = "300")]
+    pub trace_speed: String,
+    /// Where the Docker daemon is asked whether it runs.
+    #[arg(long, env = "DOCKER_HOST", default_value = docker::DEFAULT_HOST)]
+    pub docker_host: String,
+    /// How long a service has to stop after SIGTERM before SIGKILL.
+    #[arg(long, env = "LOADSHIFT_UP_GRACE", default_value = "10s", value_parser = crate::error::parse_timeout)]
+    pub grace: Duration,
+    #[command(flatten)]
+    /// How to log (to stderr).
+    pub log: LogArgs,
+}
+
+/// What is running, in start order, and the cgroups made for it.
+struct Cluster {
+    services: Vec<Supervised>,
+    /// Indexes of the control-plane services (metered).
+    control: Vec<usize>,
+    cgroups: Vec<NodeCgroup>,
+    prefix: String,
+    grace: Duration,
+}
+
+impl Cluster {
+    fn start(&mut self, spec: Spec, control: bool) -> anyhow::Result<()> {
+        let s = Supervised::start(spec, self.grace)?;
+        if control {
+            self.control.push(self.services.len());
+        }
+        self.services.push(s);
+        Ok(())
+    }
+
+    /// Stops the services in reverse order, then empties and removes the cgroups.
+    async fn stop(mut self) {
+        while let Some(s) = self.services.pop() {
+            let name = s.name.clone();
+            s.stop().await;
+            tracing::debug!(service = %name, "stopped");
+        }
+        for cg in &self.cgroups {
+            let rel = cg.rel.clone();
+            let cg = cg.clone();
+            let killed = tokio::task::spawn_blocking(move || {
+                let n = cg.kill_all(Duration::from_secs(10));
+                (n, cg.remove())
+            })
+            .await;
+            match killed {
+                Ok((n, Ok(()))) if n > 0 => {
+                    println!("killed {n} process(es) left in cgroup {rel}")
+                }
+                Ok((_, Ok(()))) => {}
+                Ok((_, Err(e))) => eprintln!("warning: {e}"),
+                Err(e) => eprintln!("warning: emptying a cgroup: {e}"),
+            }
+        }
+        cgroup::remove_parent(&self.prefix);
+    }
+}
+
+/// `up`.
+///
+/// # Errors
+/// Bad input, a missing binary, a service that cannot start.
+pub async fn run(a: UpArgs) -> anyhow::Result<ExitCode> {
+    let started_at = chrono::Utc::now();
+    let clock = Instant::now();
+    let bin = binaries_dir()?;
+    let repo = find_repo(a.repo.as_deref())?;
+    let conf = repo.join("nats/server.conf");
+
+    // Docker first: it decides the runtime, and the refusal must come before
+    // anything is started.
+    let docker = docker::ping(&a.docker_host).await;
+    match (a.runtime, &docker) {
+        (RuntimeArg::Docker, Err(why)) => {
+            eprintln!(
+                "error: --runtime docker needs a running Docker daemon, and none answers at {} ({why}); \
+                 start one (scripts/setup-docker) or use --runtime process",
+                a.docker_host
+            );
+            return Ok(ExitCode::from(2));
+        }
+        (RuntimeArg::Docker, Ok(())) if a.scenario == Scenario::Ramp => {
+            eprintln!(
+                "error: the ramp scenario runs loadshift-loadgen as processes, which a docker \
+                 executor does not run; use --runtime process, or --scenario idle with docker"
+            );
+            return Ok(ExitCode::from(2));
+        }
+        (RuntimeArg::Process, Err(_)) => {
+            println!("Docker is not running: using the process runtime")
+        }
+        (RuntimeArg::Process, Ok(())) => {
+            println!("runtime: process (Docker is running too: --runtime docker uses it)")
+        }
+        (RuntimeArg::Docker, Ok(())) => println!("runtime: docker"),
+    }
+
+    let workers: Vec<NodeName> = (2..=a.nodes)
+        .map(|i| NodeName::new(format!("node{i}")))
+        .collect::<Result<_, _>>()?;
+    let traces = match &a.scenario {
+        Scenario::Trace(dir) => Some(
+            scenario::trace_files(dir, workers.len())
+                .map_err(crate::error::InputError::BadScenario)?,
+        ),
+        _ => None,
+    };
+
+    if a.fresh && a.state.exists() {
+        std::fs::remove_dir_all(&a.state)
+            .with_context(|| format!("emptying {}", a.state.display()))?;
+    }
+    let state = absolute(&a.state)?;
+    let logs = state.join("logs");
+    std::fs::create_dir_all(&logs).with_context(|| format!("creating {}", logs.display()))?;
+    if std::net::TcpStream::connect(("127.0.0.1", a.nats_port)).is_ok() {
+        bail!(
+            "port {} is taken (another nats-server or `loadshift up`?): stop it or pass --nats-port",
+            a.nats_port
+        );
+    }
+    let nats_url = format!("nats://127.0.0.1:{}", a.nats_port);
+
+    let mut cluster = Cluster {
+        services: Vec::new(),
+        control: Vec::new(),
+        cgroups: Vec::new(),
+        prefix: a.cgroup_prefix.trim_matches('/').to_string(),
+        grace: a.grace,
+    };
+    let stop = super::events::stop_signal();
+    tokio::pin!(stop);
+    let outcome = tokio::select! {
+        r = bring_up(&a, &mut cluster, &bin, &conf, &state, &nats_url, &workers, traces) => r,
+        _ = &mut stop => Err(anyhow::anyhow!("interrupted while starting")),
+    };
+    if let Err(e) = outcome {
+        eprintln!("error: {e:#}");
+        eprintln!("stopping what was started; logs are in {}", logs.display());
+        cluster.stop().await;
+        return Ok(ExitCode::from(1));
+    }
+    let info = serde_json::json!({
+        "started_at": started_at,
+        "ready_after_ms": clock.elapsed().as_millis() as u64,
+        "pid": std::process::id(),
+        "nats": nats_url,
+        "dashboard": format!("http://{}", a.listen),
+        "scenario": a.scenario.to_string(),
+    });
+    let _ = std::fs::write(state.join("up.json"), format!("{info:#}\n"));
+    println!(
+        "loadshift is up: {} nodes (node1 as control plane, {} as workers), scenario {}, ready in {:.1} s",
+        a.nodes,
+        workers.iter().map(NodeName::as_str).collect::<Vec<_>>().join(", "),
+        a.scenario,
+        clock.elapsed().as_secs_f64()
+    );
+    println!("  dashboard  http://{}", a.listen);
+    println!("  NATS       {nats_url}   (nats stream ls --server {nats_url})");
+    println!("  status     loadshift status --nats {nats_url}");
+    println!("  events     loadshift events tail --nats {nats_url} --subject 'migration.>'");
+    println!("  logs       {}", logs.display());
+    println!("Ctrl-C stops everything.");
+
+    // Follow the services (the supervisors restart them) and meter the
+    // control plane until asked to stop.
+    let mut meter = Meter::default();
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = &mut stop => break,
+            _ = tick.tick() => {
+                for &i in &cluster.control {
+                    let s = &cluster.services[i];
+                    let pid = s.pid.load(std::sync::atomic::Ordering::Relaxed);
+                    if pid != 0 {
+                        meter.sample(&s.name, pid);
+                    }
+                }
+            }
+        }
+    }
+    println!("stopping (SIGTERM, SIGKILL after {:?})", a.grace);
+    cluster.stop().await;
+    let (cpu, peak, mean) = meter.total();
+    let run_secs = clock.elapsed().as_secs_f64();
+    let usage = serde_json::json!({
+        "run_seconds": run_secs,
+        "control_plane": {
+            "cpu_seconds": cpu,
+            "cpu_pct_of_one_core": if run_secs > 0.0 { 100.0 * cpu / run_secs } else { 0.0 },
+            "peak_rss_bytes": peak,
+            "mean_rss_bytes": mean,
+        },
+        "services": meter.services,
+    });
+    let _ = std::fs::write(state.join("usage.json"), format!("{usage:#}\n"));
+    println!(
+        "control plane (nats-server, brain, webui) used {cpu:.1} CPU-s over {run_secs:.0} s ({:.1} % of a core), \
+         {} MiB resident at peak, {} MiB on average (details: {})",
+        100.0 * cpu / run_secs.max(1e-9),
+        peak >> 20,
+        mean >> 20,
+        state.join("usage.json").display()
+    );
+    println!("stopped; logs are in {}", logs.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn bring_up(
+    a: &UpArgs,
+    cluster: &mut Cluster,
+    bin: &Path,
+    conf: &Path,
+    state: &Path,
+    nats_url: &str,
+    workers: &[NodeName],
+    traces: Option<Vec<PathBuf>>,
+) -> anyhow::Result<()> {
+    let logs = state.join("logs");
+    let memory = a.node_memory_mib << 20;
+    let node1 = NodeName::new("node1")?;
+    let mut nodes = vec![node1.clone()];
+    nodes.extend(workers.iter().cloned());
+    let mut cgroups = Vec::new();
+    for n in &nodes {
+        let cores = if *n == node1 {
+            a.control_cpus
+        } else {
+            a.node_cpus
+        };
+        let cg = NodeCgroup::create(&format!("{}/{n}", cluster.prefix), cores, memory)
+            .context("creating the nodes' cgroups (loadshift up must run as root)")?;
+        cluster.cgroups.push(cg.clone());
+        cgroups.push(cg);
+    }
+    let control_cg = Some(cgroups[0].clone());
+    let env = vec![("LOADSHIFT_NATS".to_string(), nats_url.to_string())];
+    let spec = |name: &str, program: PathBuf, args: Vec<OsString>, cg: Option<NodeCgroup>| Spec {
+        name: name.to_string(),
+        program,
+        args,
+        env: env.clone(),
+        log: logs.join(format!("{name}.log")),
+        cgroup: cg,
+    };
+    let os = |v: &[&str]| v.iter().map(OsString::from).collect::<Vec<_>>();
+
+    // nats-server, then wait until it answers.
+    let nats_log = logs.join("nats.log");
+    let mut args = os(&["-c"]);
+    args.push(conf.into());
+    args.extend(os(&["-sd"]));
+    args.push(state.join("nats").into());
+    args.extend(os(&[
+        "-p",
+        &a.nats_port.to_string(),
+        "-m",
+        &a.nats_monitor_port.to_string(),
+    ]));
+    cluster.start(
+        spec(
+            "nats-server",
+            PathBuf::from("nats-server"),
+            args,
+            control_cg.clone(),
+        ),
+        true,
+    )?;
+    let client = wait_for_nats(nats_url, &nats_log).await?;
+    let js = async_nats::jetstream::new(client.clone());
+    stream::declare(&js, &Default::default())
+        .await
+        .context("declaring the streams")?;
+    println!(
+        "nats-server  {nats_url}  (store {})",
+        state.join("nats").display()
+    );
+
+    let mut brain = os(&["run", "--store"]);
+    brain.push(state.join("brain").into());
+    // A fresh cluster has no history to learn from yet: the brain trains its
+    // first model from the reference traces committed with the project (a
+    // few Bitbrains VMs), then retrains from this cluster's own log.
+    brain.push("--bootstrap-trace".into());
+    let repo = conf
+        .parent()
+        .and_then(Path::parent)
+        .unwrap_or(Path::new("."));
+    brain.push(repo.join("brain/tests/fixtures/traces").into());
+    cluster.start(
+        spec(
+            "brain",
+            bin.join("loadshift-brain"),
+            brain,
+            control_cg.clone(),
+        ),
+        true,
+    )?;
+    println!("brain        store {}", state.join("brain").display());
+    cluster.start(
+        spec(
+            "webui",
+            bin.join("loadshift-webui"),
+            os(&["--listen", &a.listen.to_string()]),
+            control_cg.clone(),
+        ),
+        true,
+    )?;
+    println!("webui        http://{}", a.listen);
+
+    for (i, n) in nodes.iter().enumerate() {
+        let source = match (&traces, i) {
+            (Some(files), i) if i > 0 => format!("trace:{}", files[i - 1].display()),
+            _ => format!("cgroup:{}", cgroups[i].rel),
+        };
+        let mut args = os(&[
+            "--node",
+            n.as_str(),
+            "--source",
+            &source,
+            "--interval",
+            "1s",
+        ]);
+        if source.starts_with("trace:") {
+            args.extend(os(&["--speed", &a.trace_speed, "--loop"]));
+        }
+        cluster.start(
+            spec(
+                &format!("agent-{n}"),
+                bin.join("loadshift-agent"),
+                args,
+                None,
+            ),
+            false,
+        )?;
+        if i == 0 {
+            println!(
+                "agent        {n} (control plane, {} core(s), cgroup {})",
+                a.control_cpus, cgroups[i].rel
+            );
+            continue;
+        }
+        let mut args = os(&[
+            "--node",
+            n.as_str(),
+            "--cgroup",
+            &cgroups[i].rel,
+            "--state-dir",
+        ]);
+        args.push(state.join(n.as_str()).into());
+        args.extend(os(&["--images-dir"]));
+        args.push(a.images_dir.clone().into());
+        args.extend(os(&["--runtime", runtime_name(a.runtime)]));
+        cluster.start(
+            spec(
+                &format!("executor-{n}"),
+                bin.join("loadshift-executor"),
+                args,
+                None,
+            ),
+            false,
+        )?;
+        println!(
+            "agent+exec   {n} ({} core(s), {} MiB, cgroup {}, source {source})",
+            a.node_cpus, a.node_memory_mib, cgroups[i].rel
+        );
+    }
+    for n in workers {
+        wait_for_executor(&client, n, &logs).await?;
+    }
+
+    if a.scenario == Scenario::Ramp {
+        let Some(target) = workers.first() else {
+            bail!("the ramp scenario needs a worker node");
+        };
+        let run = format!("{:x}", chrono::Utc::now().timestamp() % 0x100_0000);
+        let emitter = NodeName::new("cli")?;
+        for req in scenario::ramp_requests(target, &bin.join("loadshift-loadgen"), &run) {
+            let name = req.workload.clone();
+            let env = Envelope::new(emitter.clone(), Event::WorkloadStartRequested(req));
+            connection::publish(&js, &env)
+                .await
+                .with_context(|| format!("asking {target} to start {name}"))?;
+            println!(
+                "scenario     started {name} on {target} (loadshift-loadgen ramping over {})",
+                scenario::RAMP_OVER
+            );
+        }
+    }
+    Ok(())
+}
+
+fn runtime_name(r: RuntimeArg) -> &'static str {
+    match r {
+        RuntimeArg::Process => "process",
+        RuntimeArg::Docker => "docker",
+    }
+}
+
+/// Connects once nats-server answers (at most 30 s).
+async fn wait_for_nats(url: &str, log: &Path) -> anyhow::Result<async_nats::Client> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match async_nats::ConnectOptions::new()
+            .name("loadshift-up")
+            .connect(url)
+            .await
+        {
+            Ok(c) => return Ok(c),
+            Err(e) if Instant::now() >= deadline => {
+                bail!(
+                    "nats-server did not answer at {url} within 30 s ({e}); see {}",
+                    log.display()
+                )
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
+/// Waits until `node`'s executor answers its ping (at most 60 s).
+async fn wait_for_executor(
+    client: &async_nats::Client,
+    node: &NodeName,
+    logs: &Path,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        let ask = client.request(format!("loadshift.executor.{node}.ping"), "".into());
+        if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_millis(500), ask).await {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    bail!(
+        "the executor of {node} did not answer within 60 s; see {}",
+        logs.join(format!("executor-{node}.log")).display()
+    )
+}
+
+/// The folder `loadshift` runs from, which must hold the other binaries.
+fn binaries_dir() -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe().context("finding the loadshift binary")?;
+    let dir = exe
+        .parent()
+        .context("the loadshift binary has no folder")?
+        .to_path_buf();
+    let missing: Vec<&str> = BINARIES
+        .iter()
+        .copied()
+        .filter(|b| !dir.join(b).is_file())
+        .collect();
+    if !missing.is_empty() {
+        bail!(
+            "{} not found next to {} (build them with `cargo build --bins`, same profile)",
+            missing.join(", "),
+            exe.display()
+        );
+    }
+    Ok(dir)
+}
+
+/// The repository: `--repo`, else the current folder or one above it, else
+/// where this binary was built, as long as it holds nats/server.conf.
+fn find_repo(given: Option<&Path>) -> anyhow::Result<PathBuf> {
+    let holds = |d: &Path| d.join("nats/server.conf").is_file();
+    if let Some(d) = given {
+        if holds(d) {
+            return absolute(d);
+        }
+        return Err(crate::error::InputError::NotARepo(d.to_path_buf()).into());
+    }
+    let cwd = std::env::current_dir()?;
+    let built = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let exe = std::env::current_exe().ok();
+    let candidates = cwd
+        .ancestors()
+        .chain(exe.iter().flat_map(|e| e.ancestors()))
+        .chain(built.ancestors());
+    for d in candidates {
+        if holds(d) {
+            return Ok(d.to_path_buf());
+        }
+    }
+    Err(crate::error::InputError::NotARepo(cwd).into())
+}
+
+fn absolute(p: &Path) -> anyhow::Result<PathBuf> {
+    Ok(if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        std::env::current_dir()?.join(p)
+    })
+}

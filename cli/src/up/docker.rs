@@ -1,0 +1,56 @@
+//! Is a Docker daemon there? Asked the way the Docker CLI finds it:
+//! `DOCKER_HOST` (`unix://PATH` or `tcp://HOST:PORT`), else the usual socket,
+//! and answered by its `/_ping` endpoint, within two seconds.
+
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// The daemon's address when `DOCKER_HOST` is not set.
+pub const DEFAULT_HOST: &str = "unix:///var/run/docker.sock";
+
+/// Whether a daemon answered at `host`, and if not, why.
+///
+/// # Errors
+/// A sentence saying why the daemon is not usable.
+pub async fn ping(host: &str) -> Result<(), String> {
+    match tokio::time::timeout(Duration::from_secs(2), ask(host)).await {
+        Ok(r) => r,
+        Err(_) => Err(format!("no answer from {host} within 2 s")),
+    }
+}
+
+async fn ask(host: &str) -> Result<(), String> {
+    const REQUEST: &[u8] = b"GET /_ping HTTP/1.0\r\nHost: docker\r\n\r\n";
+    let mut answer = Vec::new();
+    if let Some(path) = host.strip_prefix("unix://") {
+        let mut s = tokio::net::UnixStream::connect(path)
+            .await
+            .map_err(|e| format!("cannot connect to {path}: {e}"))?;
+        s.write_all(REQUEST).await.map_err(|e| e.to_string())?;
+        s.read_to_end(&mut answer)
+            .await
+            .map_err(|e| e.to_string())?;
+    } else if let Some(addr) = host.strip_prefix("tcp://") {
+        let mut s = tokio::net::TcpStream::connect(addr)
+            .await
+            .map_err(|e| format!("cannot connect to {addr}: {e}"))?;
+        s.write_all(REQUEST).await.map_err(|e| e.to_string())?;
+        s.read_to_end(&mut answer)
+            .await
+            .map_err(|e| e.to_string())?;
+    } else {
+        return Err(format!(
+            "DOCKER_HOST {host:?} is neither unix://PATH nor tcp://HOST:PORT"
+        ));
+    }
+    let text = String::from_utf8_lossy(&answer);
+    if text.starts_with("HTTP/1.") && text.split_whitespace().nth(1) == Some("200") {
+        Ok(())
+    } else {
+        Err(format!(
+            "{host} answered /_ping with {:?}",
+            text.lines().next().unwrap_or("nothing")
+        ))
+    }
+}

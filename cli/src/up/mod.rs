@@ -1,0 +1,15 @@
+//! The pieces behind `loadshift up`, one concept each:
+//!
+//! - [`cgroup`]: a simulated node's cgroup (v1 or v2): create it with a CPU
+//!   quota and a memory limit, empty it, remove it;
+//! - [`supervise`]: a service as a child process, restarted with backoff
+//!   when it dies, stopped with SIGTERM then SIGKILL;
+//! - [`docker`]: whether a Docker daemon answers;
+//! - [`usage`]: CPU time and memory of the control plane, read from /proc;
+//! - [`scenario`]: what load is put on the nodes once they are up.
+
+pub mod cgroup;
+pub mod docker;
+pub mod scenario;
+pub mod supervise;
+pub mod usage;

@@ -1,0 +1,183 @@
+//! What `loadshift up` puts on the nodes once they are up.
+//!
+//! - `idle`: nothing; the nodes report their (empty) cgroups.
+//! - `ramp`: three `loadshift-loadgen` workloads on node2, each ramping its
+//!   CPU share over a minute, together well past node2's one core, so that
+//!   node2 heads for overload and the brain has something to predict and a
+//!   workload to move (to node3, the idle one).
+//! - `trace:DIR`: the worker nodes' agents replay Bitbrains-format files of
+//!   DIR (one file per node, in name order) instead of reading cgroups.
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use loadshift_events::workload::{Runtime, StartRequested, WorkloadSpec};
+use loadshift_events::{NodeName, WorkloadName};
+
+/// A scenario, as named on the command line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scenario {
+    /// No load.
+    Idle,
+    /// Ramping load generators on node2.
+    Ramp,
+    /// Worker nodes replayed from trace files.
+    Trace(PathBuf),
+}
+
+/// Why a `--scenario` value is refused.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("unknown scenario {0:?}: expected `idle`, `ramp` or `trace:DIR`")]
+pub struct ScenarioError(String);
+
+impl FromStr for Scenario {
+    type Err = ScenarioError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "idle" => Ok(Self::Idle),
+            "ramp" => Ok(Self::Ramp),
+            _ => match s.strip_prefix("trace:") {
+                Some(dir) if !dir.is_empty() => Ok(Self::Trace(PathBuf::from(dir))),
+                _ => Err(ScenarioError(s.to_string())),
+            },
+        }
+    }
+}
+
+impl std::fmt::Display for Scenario {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Idle => f.write_str("idle"),
+            Self::Ramp => f.write_str("ramp"),
+            Self::Trace(d) => write!(f, "trace:{}", d.display()),
+        }
+    }
+}
+
+/// One ramping load generator: start share, end share (percent of one
+/// core), memory (MiB) and dirty rate (MiB/s).
+struct Ramp {
+    from: u32,
+    to: u32,
+    memory: u32,
+    dirty: u32,
+}
+
+/// Three generators: together 30 % of a core at start, 135 % after the
+/// 60-second ramp, so a one-core node2 crosses 90 % about 45 s in.
+const RAMPS: [Ramp; 3] = [
+    Ramp {
+        from: 10,
+        to: 50,
+        memory: 32,
+        dirty: 4,
+    },
+    Ramp {
+        from: 10,
+        to: 45,
+        memory: 64,
+        dirty: 8,
+    },
+    Ramp {
+        from: 10,
+        to: 40,
+        memory: 96,
+        dirty: 2,
+    },
+];
+
+/// How long the ramp of every generator takes.
+pub const RAMP_OVER: &str = "60s";
+
+/// The start requests of the `ramp` scenario on `node`, the generators run
+/// from `loadgen`; `run` tells this run's workload names from earlier ones
+/// kept in the same log.
+pub fn ramp_requests(node: &NodeName, loadgen: &Path, run: &str) -> Vec<StartRequested> {
+    RAMPS
+        .iter()
+        .enumerate()
+        .filter_map(|(i, r)| {
+            let workload = WorkloadName::new(format!("ramp{}-{run}", i + 1)).ok()?;
+            Some(StartRequested {
+                workload,
+                node: node.clone(),
+                spec: WorkloadSpec {
+                    runtime: Runtime::Process,
+                    command: vec![
+                        loadgen.display().to_string(),
+                        format!("--cpu={}", r.from),
+                        format!("--ramp-to={}", r.to),
+                        format!("--ramp-over={RAMP_OVER}"),
+                        format!("--memory={}", r.memory),
+                        format!("--dirty-rate={}", r.dirty),
+                    ],
+                    image: None,
+                    env: Default::default(),
+                },
+                requested_by: "loadshift-up".into(),
+            })
+        })
+        .collect()
+}
+
+/// The trace files of `dir` (`*.csv`, name order), one per worker node.
+///
+/// # Errors
+/// When the folder cannot be read or holds fewer files than `workers`.
+pub fn trace_files(dir: &Path, workers: usize) -> Result<Vec<PathBuf>, String> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| format!("cannot read trace folder {}: {e}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "csv"))
+        .collect();
+    files.sort_by_key(|p| {
+        // Bitbrains files are numbered: 2.csv before 10.csv.
+        let stem = p.file_stem().map(|s| s.to_string_lossy().into_owned());
+        (
+            stem.as_deref().and_then(|s| s.parse::<u64>().ok()),
+            stem.unwrap_or_default(),
+        )
+    });
+    if files.len() < workers {
+        return Err(format!(
+            "trace folder {} holds {} .csv files; {workers} worker nodes need one each",
+            dir.display(),
+            files.len()
+        ));
+    }
+    files.truncate(workers);
+    Ok(files)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scenarios_read_like_they_are_written() {
+        assert_eq!("idle".parse::<Scenario>().unwrap(), Scenario::Idle);
+        assert_eq!("ramp".parse::<Scenario>().unwrap(), Scenario::Ramp);
+        assert_eq!(
+            "trace:/t".parse::<Scenario>().unwrap(),
+            Scenario::Trace("/t".into())
+        );
+        assert!("trace:".parse::<Scenario>().is_err());
+        assert!("busy"
+            .parse::<Scenario>()
+            .unwrap_err()
+            .to_string()
+            .contains("ramp"));
+    }
+
+    #[test]
+    fn the_ramp_ends_past_one_core() {
+        let total: u32 = RAMPS.iter().map(|r| r.to).sum();
+        assert!(total > 100);
+        let node = NodeName::new("node2").unwrap();
+        let reqs = ramp_requests(&node, Path::new("/bin/loadgen"), "abc");
+        assert_eq!(reqs.len(), 3);
+        assert_eq!(reqs[0].workload.as_str(), "ramp1-abc");
+        assert!(reqs[1].spec.command.contains(&"--ramp-to=45".to_string()));
+    }
+}
