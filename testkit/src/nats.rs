@@ -68,12 +68,24 @@ impl NatsServer {
 
     fn spawn(&mut self) {
         let js_dir = self.store.path().join("jetstream");
+        // JetStream reserves each stream's byte limit against its maximum
+        // store, which defaults to 75 % of the free disk: TELEMETRY's 10 GiB
+        // limit would then fail on a machine with less than ~14 GiB free,
+        // though a test writes megabytes. Tests declare a large maximum.
+        let conf = self.store.path().join("nats-server.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "jetstream {{\n  store_dir: \"{}\"\n  max_file_store: 1TB\n}}\n",
+                js_dir.display()
+            ),
+        )
+        .expect("write the test nats-server's config");
         let child = Command::new("nats-server")
+            .arg("-c")
+            .arg(&conf)
             .args(["-a", "127.0.0.1", "-p"])
             .arg(self.port.to_string())
-            .arg("-js")
-            .arg("-sd")
-            .arg(&js_dir)
             .arg("-l")
             .arg(&self.log)
             .stdin(Stdio::null())
