@@ -52,6 +52,8 @@ struct Up {
     tag: String,
     prefix: String,
     nats: String,
+    /// The dashboard's address.
+    web: String,
     lines: tokio::sync::mpsc::UnboundedReceiver<String>,
     seen: Vec<String>,
 }
@@ -61,6 +63,7 @@ impl Up {
         let state = tempfile::tempdir().expect("state dir");
         let tag = state.path().display().to_string();
         let nats_port = free_port();
+        let web = format!("127.0.0.1:{}", free_port());
         let prefix = format!(
             "loadshift-uptest-{}",
             state.path().file_name().unwrap().to_string_lossy()
@@ -77,7 +80,7 @@ impl Up {
             .arg(state.path().join("up"))
             .args(["--nats-port", &nats_port.to_string()])
             .args(["--nats-monitor-port", &free_port().to_string()])
-            .args(["--listen", &format!("127.0.0.1:{}", free_port())])
+            .args(["--listen", &web])
             .args(["--cgroup-prefix", &prefix])
             .args(["--images-dir", &format!("/dev/shm/{prefix}")])
             .args(["--repo", concat!(env!("CARGO_MANIFEST_DIR"), "/..")])
@@ -113,6 +116,7 @@ impl Up {
             tag,
             prefix,
             nats: format!("nats://127.0.0.1:{nats_port}"),
+            web,
             lines,
             seen: Vec::new(),
         }
@@ -325,6 +329,27 @@ async fn up_ramp_ends_in_a_migration_decided_by_the_brain_and_leaves_nothing_beh
 
     let first_overload = first_overloaded_sample(&js, "node2").await;
 
+    // The dashboard of the live stack, in a real browser, shows what happened.
+    let web = format!("http://{}", up.web);
+    let cluster = browse(&format!("{web}/"), "up-cluster");
+    for n in ["node1", "node2", "node3"] {
+        assert!(cluster.contains(n), "cluster page lacks {n}");
+    }
+    let migrations = browse(&format!("{web}/migrations"), "up-migrations");
+    assert!(
+        migrations.contains(completed.workload.as_str()),
+        "migrations page lacks the moved workload"
+    );
+    assert!(
+        migrations.contains("completed") && migrations.contains("asked by brain"),
+        "migrations page lacks the outcome or who asked"
+    );
+    let node3 = browse(&format!("{web}/nodes/node3"), "up-node3");
+    assert!(
+        node3.contains(completed.workload.as_str()),
+        "node3's page lacks the workload it now runs"
+    );
+
     let status = up.stop().await;
     assert!(status.success(), "loadshift up exited with {status}");
     up.wait_line("stopped; logs are in", Duration::from_secs(5))
@@ -429,4 +454,40 @@ async fn up_without_docker_runs_the_process_runtime_and_says_so() {
     let status = up.stop().await;
     assert!(status.success(), "loadshift up exited with {status}");
     up.assert_nothing_left();
+}
+
+/// Loads `url` in headless Chromium (scripts/setup installs Debian's), saves a
+/// screenshot under target/, and returns the DOM as rendered.
+fn browse(url: &str, shot: &str) -> String {
+    let profile = tempfile::tempdir().expect("chromium profile");
+    let flags = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+    ];
+    let run = |extra: &[String]| {
+        std::process::Command::new("chromium")
+            .args(flags)
+            .arg(format!("--user-data-dir={}", profile.path().display()))
+            .args(extra)
+            .arg(url)
+            .output()
+            .expect("chromium (scripts/setup installs it)")
+    };
+    let target = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target");
+    let _ = std::fs::create_dir_all(&target);
+    let _ = run(&[
+        format!(
+            "--screenshot={}",
+            target.join(format!("{shot}.png")).display()
+        ),
+        "--window-size=1280,900".into(),
+    ]);
+    let out = run(&["--dump-dom".into()]);
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }

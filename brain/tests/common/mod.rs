@@ -123,6 +123,16 @@ pub struct Brain {
     base: usize,
 }
 
+/// A test that panics must not leave its brain running.
+impl Drop for Brain {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 impl Brain {
     pub fn start(url: &str, store: &Path, log: &Path) -> Self {
         Self::start_with(url, store, log, &[])
