@@ -130,10 +130,18 @@ impl MigrationsView {
             counts: Outcome::ALL
                 .iter()
                 .map(|o| {
-                    (
-                        o.as_str(),
-                        p.counters.outcomes.get(o.as_str()).copied().unwrap_or(0),
-                    )
+                    // The counter under "in_flight" counts every request
+                    // ever seen (for /metrics); people want the ones still
+                    // in flight now.
+                    let n = if *o == Outcome::InFlight {
+                        p.migrations
+                            .values()
+                            .filter(|m| m.outcome == Outcome::InFlight)
+                            .count() as u64
+                    } else {
+                        p.counters.outcomes.get(o.as_str()).copied().unwrap_or(0)
+                    };
+                    (o.as_str(), n)
                 })
                 .collect(),
             matching: matching.len(),
