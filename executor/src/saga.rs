@@ -271,7 +271,9 @@ impl<R: Runtime> Executor<R> {
                         "workload {} stopped running before it could be dumped",
                         m.workload
                     );
-                    return self.give_up_source(seq, m, Step::Dump, reason, None).await;
+                    return self
+                        .give_up_source(seq, m, Step::Dump, Some(reason), None)
+                        .await;
                 }
                 let _ = std::fs::remove_dir_all(&m.images);
                 m.frozen_at_ms = Some(now_ms());
@@ -284,7 +286,7 @@ impl<R: Runtime> Executor<R> {
                         .await
                         .then(|| w.handle.clone());
                     return self
-                        .give_up_source(seq, m, Step::Dump, e.to_string(), handle)
+                        .give_up_source(seq, m, Step::Dump, Some(e.to_string()), handle)
                         .await;
                 }
                 m.timings.dump_ms = Some(ms(t.elapsed()));
@@ -336,7 +338,7 @@ impl<R: Runtime> Executor<R> {
                     tracing::warn!(migration = %m.id, error = %e, "upload failed; resuming here");
                     let handle = self.resume_here(&m).await;
                     return self
-                        .give_up_source(seq, m, Step::Upload, e.to_string(), handle)
+                        .give_up_source(seq, m, Step::Upload, Some(e.to_string()), handle)
                         .await;
                 }
             }
@@ -390,18 +392,23 @@ impl<R: Runtime> Executor<R> {
 
     /// Ends a source-side migration that failed at `step`: the workload runs
     /// here again with `handle` (or it is lost, which is logged loudly).
+    /// `reason` is the failure to announce, when it was found here.
     async fn give_up_source(
         &self,
         seq: u64,
         mut m: MigrationRecord,
         step: Step,
-        reason: String,
+        reason: Option<String>,
         handle: Option<Handle>,
     ) -> Result<(), FatalError> {
         m.phase = Phase::RolledBack;
         m.failed_step = Some(step);
-        let failed = self.failed_event(&m, step, reason);
-        let mut change = Change::new().put_migration(&m).publish(failed);
+        let mut change = Change::new().put_migration(&m);
+        // A failure found here is announced here; one the target announced
+        // is not repeated.
+        if let Some(reason) = reason {
+            change = change.publish(self.failed_event(&m, step, reason));
+        }
         match handle {
             Some(handle) => {
                 let rolled = self.envelope(Event::MigrationRolledBack(migration::RolledBack {
@@ -421,7 +428,7 @@ impl<R: Runtime> Executor<R> {
                     .publish(rolled);
             }
             None => {
-                tracing::error!(migration = %m.id, workload = %m.workload, "the workload does not run anywhere; its image stays in {}", m.images.display());
+                tracing::error!(migration = %m.id, workload = %m.workload, "the workload does not run anywhere; its image stays in {} (stored as {:?})", m.images.display(), m.object);
                 change = change.remove_workload(&m.workload);
             }
         }
@@ -614,38 +621,14 @@ impl<R: Runtime> Executor<R> {
         }
         tracing::warn!(migration = %m.id, step = %p.step, reason = %p.reason, "target failed; resuming here");
         let handle = self.resume_here(&m).await;
-        let mut m = m;
-        m.phase = Phase::RolledBack;
-        m.failed_step = Some(p.step);
-        let mut change = Change::new().put_migration(&m);
-        match handle {
-            Some(handle) => {
-                let rolled = self.envelope(Event::MigrationRolledBack(migration::RolledBack {
-                    migration: m.id,
-                    workload: m.workload.clone(),
-                    source: m.source.clone(),
-                    target: m.target.clone(),
-                    pid: handle.pid(),
-                }));
-                change = change
-                    .put_workload(&WorkloadRecord {
-                        name: m.workload.clone(),
-                        spec: m.spec.clone(),
-                        handle,
-                        migrating: None,
-                    })
-                    .publish(rolled);
-                let _ = std::fs::remove_dir_all(&m.images);
-                if let Some(object) = &m.object {
-                    let _ = checkpoint::delete(&self.store, object).await;
-                }
-            }
-            None => {
-                tracing::error!(migration = %m.id, "the workload could not be resumed; its image stays in the store as {:?}", m.object);
-                change = change.remove_workload(&m.workload);
+        if handle.is_some() {
+            // Running again from its own image: the image has served.
+            let _ = std::fs::remove_dir_all(&m.images);
+            if let Some(object) = &m.object {
+                let _ = checkpoint::delete(&self.store, object).await;
             }
         }
-        self.commit(change.applied(seq))
+        self.give_up_source(seq, m, p.step, None, handle).await
     }
 
     /// Notices workloads that ended on their own; runs between events, in
