@@ -222,7 +222,7 @@ pub fn train_from_store(
             &cfg.labels,
         );
     }
-    train_dataset(store, &ds, cfg, state, t0)
+    train_dataset(store, &ds, cfg, state, t0, false)
 }
 
 /// Trains the first model from a folder of Bitbrains-format traces, scored
@@ -239,15 +239,22 @@ pub fn train_from_trace(
     let t0 = Instant::now();
     let ds = crate::evaluate::load_dataset(dir, &cfg.labels)
         .map_err(|e| TrainingError::Bootstrap(e.to_string()))?;
-    train_dataset(store, &ds, cfg, state, t0)
+    train_dataset(store, &ds, cfg, state, t0, true)
 }
 
+/// Trains, scores and stores a model from `ds`. A `bootstrap` model (the
+/// first, from reference traces, when the cluster has no history) is
+/// activated when it beats the static thresholds on onset, the early warning
+/// the brain exists for: with nothing else to predict with, a sustained score
+/// a little under "CPU now ≥ 85 %" on a small reference set must not leave the
+/// cluster without a model. Every later model must also match on sustained.
 fn train_dataset(
     store: &Store,
     ds: &Dataset,
     cfg: &TrainConfig,
     state: &ModelState,
     t0: Instant,
+    bootstrap: bool,
 ) -> Result<Outcome, TrainingError> {
     let (tr, te) = ds.split(Split::Global(TRAIN_SHARE), cfg.labels.horizon);
     let train_rows: Vec<_> = tr.iter().map(|&i| &ds.rows[i]).collect();
@@ -287,6 +294,11 @@ fn train_dataset(
                 "static thresholds {onset_pct}%/{sustained_pct}% (chosen on the training rows)"
             ),
         ),
+    };
+    let sustained_bar = if bootstrap && active.is_none() {
+        0.0
+    } else {
+        sustained_bar
     };
     let win = model::beats(&eval, onset_bar, sustained_bar);
     let telemetry: Vec<u64> = train_rows

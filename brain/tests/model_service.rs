@@ -47,6 +47,27 @@ async fn kinds(js: &async_nats::jetstream::Context) -> Vec<String> {
     out
 }
 
+/// Every `model.trained` so far.
+async fn trained_events(
+    js: &async_nats::jetstream::Context,
+) -> Vec<loadshift_events::model::Trained> {
+    let mut out = Vec::new();
+    let stream = js.get_stream("EVENTS").await.unwrap();
+    for seq in 1..=last_seqs(js).await[1] {
+        let Ok(m) = stream.get_raw_message(seq).await else {
+            continue;
+        };
+        if let Ok(Envelope {
+            event: Event::ModelTrained(t),
+            ..
+        }) = Envelope::from_message(&m.subject, &m.payload)
+        {
+            out.push(t);
+        }
+    }
+    out
+}
+
 /// The scores of every `model.trained` so far, to explain a missing
 /// activation in a failure message.
 async fn trained_scores(js: &async_nats::jetstream::Context) -> Vec<String> {
@@ -127,11 +148,33 @@ async fn trains_once_per_request_and_survives_a_restart() {
         )],
     )
     .await;
-    let k = wait_kind(&js, "model.activated", Duration::from_secs(120)).await;
+    wait_kind(&js, "model.trained", Duration::from_secs(120)).await;
+    // Whether this first model may be activated is the rule's business, and
+    // on a fixture this small its sustained score varies from training to
+    // training: check the rule was applied to the scores it published.
+    let trained = trained_events(&js).await;
+    assert_eq!(trained.len(), 1);
+    let t = &trained[0];
+    let should_activate = t.onset.model.f1 > t.onset.baseline.f1
+        && t.sustained.model.f1
+            >= t.sustained.baseline.f1 - loadshift_brain::model::SUSTAINED_TOLERANCE;
+    let expected: &[&str] = if should_activate {
+        &["model.train_requested", "model.trained", "model.activated"]
+    } else {
+        &["model.train_requested", "model.trained"]
+    };
+    if should_activate {
+        wait_kind(&js, "model.activated", Duration::from_secs(30)).await;
+    } else {
+        // Give a wrong activation the time to show.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    let k = kinds(&js).await;
     assert_eq!(
         k,
-        ["model.train_requested", "model.trained", "model.activated"],
-        "{}",
+        expected,
+        "scores {:?}\n{}",
+        trained_scores(&js).await,
         brain.log_text()
     );
     // The brain folds its own events back.
@@ -145,7 +188,7 @@ async fn trains_once_per_request_and_survives_a_restart() {
     tokio::time::sleep(Duration::from_secs(5)).await;
     let log_text = brain.log_text();
     assert_eq!(brain.term(), Some(0));
-    assert_eq!(kinds(&js).await.len(), 3, "{log_text}");
+    assert_eq!(kinds(&js).await.len(), expected.len(), "{log_text}");
     assert_eq!(
         log_text.matches("training a model").count(),
         1,
@@ -157,7 +200,7 @@ async fn trains_once_per_request_and_survives_a_restart() {
     assert_eq!(v["kinds"]["model.trained"], 1);
     let s = loadshift_brain::store::Store::open_existing(&store).unwrap();
     let state = loadshift_brain::training::ModelState::load(&s).unwrap();
-    assert_eq!(state.active, 1);
+    assert_eq!(state.active, u64::from(should_activate));
     assert!(!state.pending());
     let m = loadshift_brain::training::load_model(&s, 1)
         .unwrap()
