@@ -456,38 +456,10 @@ async fn up_without_docker_runs_the_process_runtime_and_says_so() {
     up.assert_nothing_left();
 }
 
-/// Loads `url` in headless Chromium (scripts/setup installs Debian's), saves a
-/// screenshot under target/, and returns the DOM as rendered.
+/// Loads `url` in headless Chromium, saves a screenshot under target/, and
+/// returns the DOM as rendered.
 fn browse(url: &str, shot: &str) -> String {
-    let profile = tempfile::tempdir().expect("chromium profile");
-    let flags = [
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-    ];
-    let run = |extra: &[String]| {
-        std::process::Command::new("chromium")
-            .args(flags)
-            .arg(format!("--user-data-dir={}", profile.path().display()))
-            .args(extra)
-            .arg(url)
-            .output()
-            .expect("chromium (scripts/setup installs it)")
-    };
-    let target = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target");
-    let _ = std::fs::create_dir_all(&target);
-    let _ = run(&[
-        format!(
-            "--screenshot={}",
-            target.join(format!("{shot}.png")).display()
-        ),
-        "--window-size=1280,900".into(),
-    ]);
-    let out = run(&["--dump-dom".into()]);
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    use loadshift_testkit::browser;
+    browser::screenshot(url, &browser::target_dir().join(format!("{shot}.png")));
+    browser::dom(url)
 }

@@ -3,6 +3,7 @@
 //! ends. Tests never touch a server they did not start.
 
 pub mod binaries;
+pub mod browser;
 pub mod nats;
 
 pub use binaries::binary;

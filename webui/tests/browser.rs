@@ -6,13 +6,12 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use loadshift_events::{connection, stream};
-use loadshift_testkit::NatsServer;
+use loadshift_testkit::{browser, NatsServer};
 use loadshift_webui::fixture;
 
 struct Webui(Child);
@@ -45,51 +44,15 @@ fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
     }
 }
 
-fn target_dir() -> PathBuf {
-    let d = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target");
-    std::fs::create_dir_all(&d).expect("target dir");
-    d
-}
-
-fn chromium(args: &[&str], url: &str) -> String {
-    let profile = tempfile::tempdir().expect("profile dir");
-    let out = Command::new("chromium")
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--hide-scrollbars",
-        ])
-        .arg(format!("--user-data-dir={}", profile.path().display()))
-        .args(args)
-        .arg(url)
-        .stdin(Stdio::null())
-        .stderr(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run chromium ({e}); run scripts/setup to install it"));
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 fn dom(url: &str) -> String {
-    chromium(&["--dump-dom"], url)
+    browser::dom(url)
 }
 
 fn screenshot(name: &str, url: &str) {
-    let path = target_dir().join(format!("webui-{name}.png"));
-    let _ = std::fs::remove_file(&path);
-    chromium(
-        &[
-            &format!("--screenshot={}", path.display()),
-            "--window-size=1280,900",
-        ],
+    browser::screenshot(
         url,
+        &browser::target_dir().join(format!("webui-{name}.png")),
     );
-    assert!(path.exists(), "screenshot {} not written", path.display());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
