@@ -14,46 +14,34 @@
 #[path = "../tests/common/mod.rs"]
 mod common;
 
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
-use loadshift_events::model::{WorkloadUsage, WorkloadUse};
-use loadshift_events::workload::{Runtime, Started, WorkloadSpec};
-use loadshift_events::{connection, Envelope, Event, WorkloadName};
+use loadshift_events::{connection, Envelope, Event};
 use loadshift_testkit::NatsServer;
 
 const NODES: usize = 200;
 const HOT: usize = 40;
-const HEADER: &str = "Timestamp [ms];\tCPU cores;\tCPU capacity provisioned [MHZ];\tCPU usage [MHZ];\tCPU usage [%];\tMemory capacity provisioned [KB];\tMemory usage [KB];\tDisk read throughput [KB/s];\tDisk write throughput [KB/s];\tNetwork received throughput [KB/s];\tNetwork transmitted throughput [KB/s]";
-
 fn name(i: usize) -> String {
     format!("n{i:03}")
 }
 
-fn write_trace(dir: &Path, i: usize, rows: usize) {
-    let mut s = String::from(HEADER);
-    s.push('\n');
-    // Hot node i ramps from sample 15 + i to full CPU over 15 samples.
+/// Hot node `i` ramps from sample 15 + i to full CPU over 15 samples; the
+/// others stay flat.
+fn cpu_of(i: usize) -> impl Fn(usize) -> f64 {
     let start = 15 + i;
-    for r in 0..rows {
-        let pct = if i < HOT {
-            match r {
-                _ if r < start => 15.0,
-                _ if r < start + 15 => 15.0 + (r - start) as f64 * 5.6,
-                _ => 99.0,
-            }
-        } else {
+    move |r| {
+        if i >= HOT {
             10.0 + (i % 7) as f64
-        };
-        s.push_str(&format!(
-            "{};\t2;\t5200.0;\t{:.1};\t{pct:.2};\t8388608.0;\t2097152.0;\t0.0;\t1.0;\t0.5;\t0.5\n",
-            1_372_629_804u64 + 300 * r as u64,
-            52.0 * pct
-        ));
+        } else if r < start {
+            15.0
+        } else if r < start + 15 {
+            15.0 + (r - start) as f64 * 5.6
+        } else {
+            99.0
+        }
     }
-    std::fs::write(dir.join(format!("{}.csv", name(i))), s).unwrap();
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -73,7 +61,7 @@ async fn main() {
     std::fs::create_dir_all(&traces).unwrap();
     let rows = 120;
     for i in 0..NODES {
-        write_trace(&traces, i, rows);
+        write_trace(&traces, &name(i), rows, cpu_of(i));
     }
     let store = tmp.path().join("brain");
     let log = tmp.path().join("brain.log");
@@ -103,20 +91,7 @@ async fn main() {
     }
     // Workloads on the hot nodes; every node's executor reports each second.
     for i in 0..HOT {
-        let env = Envelope::new(
-            node(&name(i)),
-            Event::WorkloadStarted(Started {
-                workload: WorkloadName::new(format!("w{i:03}")).unwrap(),
-                spec: WorkloadSpec {
-                    runtime: Runtime::Process,
-                    command: vec!["x".into()],
-                    image: None,
-                    env: Default::default(),
-                },
-                pid: Some(1),
-                container_id: None,
-            }),
-        );
+        let env = workload_started(&name(i), &format!("w{i:03}"));
         connection::publish(&js, &env).await.unwrap();
     }
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -125,23 +100,13 @@ async fn main() {
         tokio::spawn(async move {
             while !*stop_rx.borrow() {
                 for i in 0..NODES {
-                    let workloads = if i < HOT {
-                        vec![WorkloadUse {
-                            workload: WorkloadName::new(format!("w{i:03}")).unwrap(),
-                            cpu_pct: 50.0,
-                            rss_bytes: 64 << 20,
-                        }]
+                    let w = format!("w{i:03}");
+                    let workloads: &[(&str, f32, u64)] = if i < HOT {
+                        &[(&w, 50.0, 64 << 20)]
                     } else {
-                        vec![]
+                        &[]
                     };
-                    let env = Envelope::new(
-                        node(&name(i)),
-                        Event::WorkloadUsage(WorkloadUsage {
-                            at: chrono::Utc::now(),
-                            workloads,
-                        }),
-                    );
-                    let _ = connection::send(&js, &env).await;
+                    let _ = connection::send(&js, &workload_usage(&name(i), workloads)).await;
                 }
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }

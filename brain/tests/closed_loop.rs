@@ -11,28 +11,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
-use loadshift_events::model::{WorkloadUsage, WorkloadUse};
-use loadshift_events::workload::{Runtime, Started, WorkloadSpec};
-use loadshift_events::{connection, Envelope, Event, WorkloadName};
+use loadshift_events::{connection, Envelope, Event};
 use loadshift_testkit::{binary, NatsServer};
-
-const HEADER: &str = "Timestamp [ms];\tCPU cores;\tCPU capacity provisioned [MHZ];\tCPU usage [MHZ];\tCPU usage [%];\tMemory capacity provisioned [KB];\tMemory usage [KB];\tDisk read throughput [KB/s];\tDisk write throughput [KB/s];\tNetwork received throughput [KB/s];\tNetwork transmitted throughput [KB/s]";
-
-/// A Bitbrains-format trace of `rows` five-minute samples whose CPU follows `cpu(i)`.
-fn write_trace(dir: &Path, name: &str, rows: usize, cpu: impl Fn(usize) -> f64) {
-    let mut s = String::from(HEADER);
-    s.push('\n');
-    let t0 = 1_372_629_804u64;
-    for i in 0..rows {
-        let pct = cpu(i);
-        s.push_str(&format!(
-            "{};\t2;\t5200.0;\t{:.1};\t{pct:.2};\t8388608.0;\t2097152.0;\t0.0;\t1.0;\t0.5;\t0.5\n",
-            t0 + 300 * i as u64,
-            52.0 * pct
-        ));
-    }
-    std::fs::write(dir.join(format!("{name}.csv")), s).unwrap();
-}
 
 fn start_agents(url: &str, dir: &Path, log: &Path) -> Child {
     let err = std::fs::File::create(log).unwrap();
@@ -75,48 +55,14 @@ async fn requests(
 /// reports every second, as executors do.
 async fn executors(js: async_nats::jetstream::Context, stop: tokio::sync::watch::Receiver<bool>) {
     for w in ["steady", "heavy"] {
-        let env = Envelope::new(
-            node("hot"),
-            Event::WorkloadStarted(Started {
-                workload: WorkloadName::new(w).unwrap(),
-                spec: WorkloadSpec {
-                    runtime: Runtime::Process,
-                    command: vec!["x".into()],
-                    image: None,
-                    env: Default::default(),
-                },
-                pid: Some(1),
-                container_id: None,
-            }),
-        );
-        connection::publish(&js, &env).await.unwrap();
+        connection::publish(&js, &workload_started("hot", w))
+            .await
+            .unwrap();
     }
     while !*stop.borrow() {
-        for n in ["hot", "idle", "busy"] {
-            let workloads = if n == "hot" {
-                vec![
-                    WorkloadUse {
-                        workload: WorkloadName::new("steady").unwrap(),
-                        cpu_pct: 30.0,
-                        rss_bytes: 512 << 20,
-                    },
-                    WorkloadUse {
-                        workload: WorkloadName::new("heavy").unwrap(),
-                        cpu_pct: 60.0,
-                        rss_bytes: 64 << 20,
-                    },
-                ]
-            } else {
-                vec![]
-            };
-            let env = Envelope::new(
-                node(n),
-                Event::WorkloadUsage(WorkloadUsage {
-                    at: chrono::Utc::now(),
-                    workloads,
-                }),
-            );
-            let _ = connection::publish(&js, &env).await;
+        let hot: &[(&str, f32, u64)] = &[("steady", 30.0, 512 << 20), ("heavy", 60.0, 64 << 20)];
+        for (n, workloads) in [("hot", hot), ("idle", &[][..]), ("busy", &[][..])] {
+            let _ = connection::publish(&js, &workload_usage(n, workloads)).await;
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }

@@ -272,3 +272,60 @@ pub fn series_samples(store: &Path) -> u64 {
     let s = loadshift_brain::store::Store::open_existing(store).unwrap();
     s.sample_count().unwrap()
 }
+
+const TRACE_HEADER: &str = "Timestamp [ms];\tCPU cores;\tCPU capacity provisioned [MHZ];\tCPU usage [MHZ];\tCPU usage [%];\tMemory capacity provisioned [KB];\tMemory usage [KB];\tDisk read throughput [KB/s];\tDisk write throughput [KB/s];\tNetwork received throughput [KB/s];\tNetwork transmitted throughput [KB/s]";
+
+/// Writes `<dir>/<name>.csv`: a Bitbrains-format trace of `rows` five-minute
+/// samples of a 2-core VM whose CPU percent follows `cpu(row)`.
+pub fn write_trace(dir: &Path, name: &str, rows: usize, cpu: impl Fn(usize) -> f64) {
+    let mut s = String::from(TRACE_HEADER);
+    s.push('\n');
+    for i in 0..rows {
+        let pct = cpu(i);
+        s.push_str(&format!(
+            "{};\t2;\t5200.0;\t{:.1};\t{pct:.2};\t8388608.0;\t2097152.0;\t0.0;\t1.0;\t0.5;\t0.5\n",
+            1_372_629_804u64 + 300 * i as u64,
+            52.0 * pct
+        ));
+    }
+    std::fs::write(dir.join(format!("{name}.csv")), s).unwrap();
+}
+
+/// `workload.<node>.started` for a process workload, as an executor says it.
+pub fn workload_started(on: &str, workload: &str) -> Envelope {
+    use loadshift_events::workload::{Runtime, Started, WorkloadSpec};
+    Envelope::new(
+        node(on),
+        Event::WorkloadStarted(Started {
+            workload: loadshift_events::WorkloadName::new(workload).unwrap(),
+            spec: WorkloadSpec {
+                runtime: Runtime::Process,
+                command: vec!["x".into()],
+                image: None,
+                env: Default::default(),
+            },
+            pid: Some(1),
+            container_id: None,
+        }),
+    )
+}
+
+/// `telemetry.<node>.workloads` as an executor reports it: per workload its
+/// CPU (percent of a core) and resident bytes; empty for an idle executor.
+pub fn workload_usage(on: &str, workloads: &[(&str, f32, u64)]) -> Envelope {
+    use loadshift_events::model::{WorkloadUsage, WorkloadUse};
+    Envelope::new(
+        node(on),
+        Event::WorkloadUsage(WorkloadUsage {
+            at: chrono::Utc::now(),
+            workloads: workloads
+                .iter()
+                .map(|(w, cpu_pct, rss_bytes)| WorkloadUse {
+                    workload: loadshift_events::WorkloadName::new(*w).unwrap(),
+                    cpu_pct: *cpu_pct,
+                    rss_bytes: *rss_bytes,
+                })
+                .collect(),
+        }),
+    )
+}
