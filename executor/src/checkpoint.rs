@@ -99,11 +99,6 @@ fn hex(digest: impl AsRef<[u8]>) -> String {
     digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// The SHA-256 of `bytes`, hex.
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    hex(Sha256::digest(bytes))
-}
-
 /// Writes the archive: `manifest.json`, `images/…`, `files/<name>`.
 ///
 /// # Errors

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use async_nats::jetstream::object_store::ObjectStore;
 use loadshift_events::migration::{self, Step, Timings};
 use loadshift_events::workload::{self, WorkloadSpec};
-use loadshift_events::{Envelope, Event, NodeName, WorkloadName};
+use loadshift_events::{Envelope, Event, NodeName};
 
 use crate::checkpoint::{self, CheckpointError};
 use crate::fault;
@@ -650,19 +650,6 @@ impl<R: Runtime> Executor<R> {
             self.commit(Change::new().remove_workload(&w.name).publish(event))?;
         }
         Ok(())
-    }
-
-    /// The workloads this node runs, for `ls`-like answers.
-    ///
-    /// # Errors
-    /// When the journal fails.
-    pub fn workloads(&self) -> Result<Vec<(WorkloadName, Handle)>, FatalError> {
-        Ok(self
-            .journal
-            .workloads()?
-            .into_iter()
-            .map(|w| (w.name, w.handle))
-            .collect())
     }
 }
 
