@@ -199,9 +199,11 @@ impl Report {
                 n.samples
             );
         }
+        // Kinds never seen are left out of the text (nineteen zeros hide the
+        // few that matter); `--json` lists every kind.
         let _ = writeln!(out, "events by kind:");
-        for (k, v) in &self.kinds {
-            let _ = writeln!(out, "  {k:<20} {v}");
+        for (k, v) in self.kinds.iter().filter(|(_, v)| **v > 0) {
+            let _ = writeln!(out, "  {k:<24} {v}");
         }
         let _ = writeln!(out, "parked: {}", self.parked);
         let applied: Vec<String> = self
