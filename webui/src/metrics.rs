@@ -177,5 +177,47 @@ pub fn render(st: &AppState, p: &Projection) -> String {
         "loadshift_webui_sse_clients {}",
         st.sse_clients.load(Ordering::Relaxed)
     );
+    http(&mut o, st);
     o
+}
+
+/// The listener's families: what hostile clients cost and what was done
+/// about them.
+fn http(o: &mut String, st: &AppState) {
+    let h = &st.http;
+    let _ = writeln!(
+        o,
+        "# HELP loadshift_webui_http_connections Connections being served."
+    );
+    let _ = writeln!(o, "# TYPE loadshift_webui_http_connections gauge");
+    let _ = writeln!(
+        o,
+        "loadshift_webui_http_connections {}",
+        h.open.load(Ordering::Relaxed)
+    );
+    let _ = writeln!(o, "# HELP loadshift_webui_http_connections_total Connections accepted, and how those that did not end normally ended.");
+    let _ = writeln!(o, "# TYPE loadshift_webui_http_connections_total counter");
+    for (what, n) in [
+        ("accepted", &h.accepted),
+        ("evicted", &h.evicted),
+        ("timed_out", &h.timed_out),
+        ("overflow", &h.overflow),
+        ("dropped", &h.dropped),
+    ] {
+        let _ = writeln!(
+            o,
+            "loadshift_webui_http_connections_total{{outcome=\"{what}\"}} {}",
+            n.load(Ordering::Relaxed)
+        );
+    }
+    let _ = writeln!(
+        o,
+        "# HELP loadshift_webui_login_throttled_total Login attempts refused because their address failed too often."
+    );
+    let _ = writeln!(o, "# TYPE loadshift_webui_login_throttled_total counter");
+    let _ = writeln!(
+        o,
+        "loadshift_webui_login_throttled_total {}",
+        st.operator.throttled()
+    );
 }
