@@ -32,7 +32,8 @@ pub struct Writes {
 }
 
 impl Writes {
-    fn put(&mut self, key: &[u8], value: &[u8]) {
+    /// Adds one key to the batch (the outbox queues decisions this way).
+    pub(crate) fn put(&mut self, key: &[u8], value: &[u8]) {
         self.batch.insert(key, value);
         self.keys += 1;
     }
@@ -283,6 +284,8 @@ impl Folder {
                     if let Some(view) = live.observe(node, s) {
                         if let Some(planning) = self.planning.as_mut() {
                             planning.predicted(&env.node, view, env.occurred_at);
+                            // Decided and queued in this same batch.
+                            planning.queue_decisions(batch);
                         }
                     }
                 }

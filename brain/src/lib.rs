@@ -16,6 +16,7 @@ pub mod fold;
 pub mod labels;
 pub mod live;
 pub mod model;
+pub mod outbox;
 pub mod planner;
 pub mod planning;
 pub mod registry;

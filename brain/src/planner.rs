@@ -533,6 +533,8 @@ pub fn facts_of(env: &loadshift_events::Envelope, seen_at: DateTime<Utc>) -> Vec
         Event::MigrationFailed(p) if p.step == loadshift_events::migration::Step::Validate => {
             vec![Fact::MigrationOver { id: p.migration }]
         }
+        // A decision the brain could not publish: its nodes are free.
+        Event::MigrationWithdrawn(p) => vec![Fact::MigrationOver { id: p.migration }],
         Event::MigrationDeferred(d) => vec![Fact::Deferred {
             node: d.source.clone(),
             at: env.occurred_at,

@@ -1,6 +1,8 @@
 //! The planner at work inside the service: every folded event becomes the
 //! planner's facts, every new prediction may become a decision, and decisions
-//! (and the brain's beliefs, `node.<n>.predicted`) are handed to a publisher.
+//! go through the store's outbox ([`crate::outbox`]): queued in the fold batch
+//! that made them, published until acknowledged. The brain's beliefs
+//! (`node.<n>.predicted`) are only news and go straight to a publisher.
 //!
 //! Only fresh predictions decide: a sample older than the planner's silence
 //! limit (a restart catching up, a replay) updates the state but never
@@ -31,6 +33,7 @@ pub struct Planning {
     out: mpsc::UnboundedSender<Envelope>,
     predictor: SharedPredictor,
     said: HashMap<NodeName, (f32, f32, DateTime<Utc>)>,
+    decided: Vec<Envelope>,
 }
 
 impl Planning {
@@ -47,6 +50,7 @@ impl Planning {
             out,
             predictor,
             said: HashMap::new(),
+            decided: Vec::new(),
         }
     }
 
@@ -147,7 +151,7 @@ impl Planning {
                     target: r.target.clone(),
                     at: now,
                 });
-                self.send(Event::MigrationRequested(r));
+                self.decide(Event::MigrationRequested(r));
             }
             Some(Decision::Defer(d)) => {
                 tracing::info!(source = %d.source, reason = %d.reason, "deferring");
@@ -155,10 +159,26 @@ impl Planning {
                     node: d.source.clone(),
                     at: now,
                 });
-                self.send(Event::MigrationDeferred(d));
+                self.decide(Event::MigrationDeferred(d));
             }
             None => {}
         }
+    }
+
+    /// Moves the decisions made since the last call into `batch`'s outbox.
+    /// A request that cannot be written is withdrawn at once, and its
+    /// nodes are free again.
+    pub fn queue_decisions(&mut self, batch: &mut crate::fold::Writes) {
+        for env in std::mem::take(&mut self.decided) {
+            if let crate::outbox::Queued::Withdrawn { id, .. } = crate::outbox::queue(batch, &env) {
+                self.planner.apply(&Fact::MigrationOver { id });
+            }
+        }
+    }
+
+    fn decide(&mut self, event: Event) {
+        self.decided
+            .push(Envelope::new(self.emitter.clone(), event));
     }
 
     fn send(&self, event: Event) {

@@ -114,9 +114,19 @@ async fn run_with(
         Ok(n) => tracing::info!(events = n, "planner rebuilt from the log"),
         Err(e) => tracing::warn!(error = %e, "planner could not read the log; it starts empty"),
     }
+    // Decisions not yet in the log are as good as in flight.
+    for env in crate::outbox::pending(&store)? {
+        planning.observe(&env);
+    }
     folder.enable_planning(planning);
     let publisher = tokio::spawn(crate::planning::publisher(js.clone(), out_rx));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let outbox = tokio::spawn(crate::outbox::run(
+        js.clone(),
+        store.clone(),
+        crate::outbox::OutboxConfig::default(),
+        stop_rx.clone(),
+    ));
     let trainer = tokio::spawn(crate::training::run_trainer(
         js.clone(),
         store.clone(),
@@ -165,6 +175,8 @@ async fn run_with(
     // Closing the planner's outbox lets the publisher finish what it holds.
     folder.disable_planning();
     let _ = tokio::time::timeout(std::time::Duration::from_secs(5), publisher).await;
+    // What the outbox cannot publish in a moment stays for the next start.
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), outbox).await;
     let stats = stats?;
     store.flush()?;
     tracing::info!(
