@@ -157,6 +157,34 @@ pub enum EncodeError {
     },
 }
 
+impl DecodeError {
+    /// A short, fixed name of the reason, for a metric's label (the message
+    /// itself carries the details and would make every label unique).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            DecodeError::Malformed(_) => "malformed",
+            DecodeError::UnknownKind(_) => "unknown_kind",
+            DecodeError::FutureSchema { .. } => "future_schema",
+            DecodeError::BadPayload { .. } => "bad_payload",
+            DecodeError::OutOfRange { .. } => "out_of_range",
+            DecodeError::TooLarge { .. } => "too_large",
+            DecodeError::SubjectMismatch { .. } => "wrong_subject",
+        }
+    }
+
+    /// Every value [`DecodeError::reason`] returns, so a metric can show
+    /// each label from the start.
+    pub const REASONS: &'static [&'static str] = &[
+        "malformed",
+        "unknown_kind",
+        "future_schema",
+        "bad_payload",
+        "out_of_range",
+        "too_large",
+        "wrong_subject",
+    ];
+}
+
 impl Envelope {
     /// Wraps a new event emitted now by `node`, with a fresh UUIDv7.
     pub fn new(node: NodeName, event: Event) -> Self {
