@@ -1,0 +1,120 @@
+//! The brain's fold under seeded hostile input (`loadshift_testkit::fuzz`),
+//! with live features and planning on as in the service: no panic; every
+//! message is either applied (it decodes) or parked with its subject and
+//! reason, so the consumer moves on and never skips a valid event; and the
+//! store it leaves reloads, digests and decodes every sample, so a restart
+//! or a `status` can never find it corrupt.
+//!
+//! `LOADSHIFT_FUZZ_CASES=1000000 cargo test --release -p loadshift-brain --test fuzz`
+//! runs the long version (BENCHMARKS.md).
+
+mod common;
+
+use std::cell::RefCell;
+
+use loadshift_brain::fold::{Folder, Outcome, Writes};
+use loadshift_brain::live::Live;
+use loadshift_brain::planner::PlannerConfig;
+use loadshift_brain::planning::Planning;
+use loadshift_brain::store::{self, Store, StreamId};
+use loadshift_events::Envelope;
+use loadshift_testkit::fuzz::{self, proptest};
+
+/// Messages folded per committed batch.
+const BATCH: u64 = 500;
+
+struct Run {
+    store: Store,
+    folder: Folder,
+    writes: Writes,
+    seqs: [u64; 2],
+    applied: u64,
+    parked: u64,
+}
+
+impl Run {
+    fn commit(&mut self) {
+        let mut w = std::mem::take(&mut self.writes);
+        self.folder.finish(&mut w);
+        self.store.commit(w).unwrap();
+    }
+}
+
+#[test]
+fn the_fold_applies_or_parks_every_input_and_leaves_a_sound_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::create(&dir.path().join("s")).unwrap();
+    let predictor = Live::shared(None);
+    let mut folder = Folder::new();
+    folder.enable_live(Live::new(predictor.clone()));
+    let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+    folder.enable_planning(Planning::new(
+        PlannerConfig::default(),
+        common::node("brain"),
+        predictor,
+        tx,
+    ));
+    let run = RefCell::new(Run {
+        store,
+        folder,
+        writes: Writes::default(),
+        seqs: [0, 0],
+        applied: 0,
+        parked: 0,
+    });
+    fuzz::runner()
+        .run(&fuzz::input(), |input| {
+            let mut r = run.borrow_mut();
+            let r = &mut *r;
+            let stream = if input.subject.starts_with("telemetry") {
+                StreamId::Telemetry
+            } else {
+                StreamId::Events
+            };
+            r.seqs[stream.index()] += 1;
+            let seq = r.seqs[stream.index()];
+            let decodes = Envelope::from_message(&input.subject, &input.payload).is_ok();
+            let out = r
+                .folder
+                .fold(&mut r.writes, stream, seq, &input.subject, &input.payload);
+            match out {
+                Outcome::Applied(_) => {
+                    proptest::prop_assert!(decodes);
+                    r.applied += 1;
+                }
+                Outcome::Parked => {
+                    proptest::prop_assert!(!decodes && input.valid.is_none());
+                    r.parked += 1;
+                }
+                Outcome::Skipped => proptest::prop_assert!(false, "a new sequence was skipped"),
+            }
+            if (r.applied + r.parked) % BATCH == 0 {
+                r.commit();
+            }
+            Ok(())
+        })
+        .unwrap();
+    let mut r = run.into_inner();
+    r.commit();
+    let snap = r.folder.snapshot();
+    assert_eq!(snap.parked, r.parked);
+    assert_eq!(snap.kinds.values().sum::<u64>(), r.applied);
+    assert_eq!(
+        r.store.scan(store::prefix::PARKED).count() as u64,
+        r.parked,
+        "every refusal kept with its subject and reason"
+    );
+    // What a restart and `status` read.
+    let loaded = Folder::load(&r.store).unwrap();
+    assert_eq!(loaded.snapshot().parked, r.parked);
+    r.store.digest().unwrap();
+    for node in snap.nodes.keys() {
+        r.store.samples(node, i64::MIN, i64::MAX).unwrap();
+    }
+    eprintln!(
+        "fuzz: {} inputs folded, {} applied, {} parked",
+        fuzz::cases(),
+        r.applied,
+        r.parked
+    );
+}
