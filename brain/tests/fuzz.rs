@@ -88,7 +88,7 @@ fn the_fold_applies_or_parks_every_input_and_leaves_a_sound_store() {
                 }
                 Outcome::Skipped => proptest::prop_assert!(false, "a new sequence was skipped"),
             }
-            if (r.applied + r.parked) % BATCH == 0 {
+            if (r.applied + r.parked).is_multiple_of(BATCH) {
                 r.commit();
             }
             Ok(())
