@@ -144,6 +144,18 @@ pub fn render(st: &AppState, p: &Projection) -> String {
             p.counters.parked[s.index()]
         );
     }
+    let _ = writeln!(
+        o,
+        "# HELP loadshift_webui_events_rejected_total Messages that did not decode, by reason."
+    );
+    let _ = writeln!(o, "# TYPE loadshift_webui_events_rejected_total counter");
+    for reason in loadshift_events::DecodeError::REASONS {
+        let _ = writeln!(
+            o,
+            "loadshift_webui_events_rejected_total{{reason=\"{reason}\"}} {}",
+            p.counters.rejected.get(reason).copied().unwrap_or(0)
+        );
+    }
     let _ = writeln!(o, "# HELP loadshift_webui_consumer_lag Messages in the stream not yet folded, as of the last message read.");
     let _ = writeln!(o, "# TYPE loadshift_webui_consumer_lag gauge");
     for s in StreamKind::ALL {

@@ -298,6 +298,8 @@ pub struct Counters {
     pub folded: [u64; 2],
     /// Messages that did not decode, per stream.
     pub parked: [u64; 2],
+    /// Messages that did not decode, by reason ([`loadshift_events::DecodeError::reason`]).
+    pub rejected: BTreeMap<&'static str, u64>,
     /// Last stream sequence folded, per stream.
     pub last_seq: [u64; 2],
     /// Messages the stream held beyond the last one folded, per stream.
@@ -408,6 +410,14 @@ impl Projection {
             }
             Err(e) => {
                 self.counters.parked[i] += 1;
+                *self.counters.rejected.entry(e.reason()).or_insert(0) += 1;
+                tracing::warn!(
+                    stream = msg.stream.name(),
+                    subject = %kept_text(msg.subject.as_bytes()),
+                    seq = msg.seq,
+                    reason = %e,
+                    "message refused; shown on the Events page"
+                );
                 let entry = LoggedEvent {
                     stream: msg.stream,
                     seq: msg.seq,
