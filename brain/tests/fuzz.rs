@@ -118,3 +118,53 @@ fn the_fold_applies_or_parks_every_input_and_leaves_a_sound_store() {
         r.parked
     );
 }
+
+/// The real service behind a durable consumer: hostile messages published
+/// among valid ones through a real nats-server are parked, and every one
+/// that decodes is folded: the consumer moves on and skips nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_service_folds_every_valid_event_among_hostile_ones() {
+    use proptest::strategy::{Strategy, ValueTree};
+    let nats = loadshift_testkit::NatsServer::start();
+    let js = common::jetstream(&nats.url()).await;
+    let mut runner = fuzz::runner();
+    let strategy = fuzz::input();
+    let (mut good, mut bad) = (0u64, 0u64);
+    let mut published = 0;
+    while published < 400 {
+        let input = strategy.new_tree(&mut runner).unwrap().current();
+        // Only what NATS lets a client publish into the streams.
+        let s = input.subject.as_str();
+        let in_streams = ["telemetry.", "node.", "workload.", "migration.", "model."]
+            .iter()
+            .any(|p| s.starts_with(p));
+        if !in_streams || s.contains(['*', '>', ' ']) || s.ends_with('.') {
+            continue;
+        }
+        js.publish(input.subject.clone(), input.payload.clone().into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+        published += 1;
+        if Envelope::from_message(&input.subject, &input.payload).is_ok() {
+            good += 1;
+        } else {
+            bad += 1;
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("brain");
+    let brain = common::Brain::start(&nats.url(), &store, &dir.path().join("brain.log"));
+    let last = common::last_seqs(&js).await;
+    let v = common::wait_applied(&store, last, std::time::Duration::from_secs(120));
+    let folded: u64 = v["kinds"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|n| n.as_u64().unwrap())
+        .sum();
+    assert_eq!((folded, v["parked"].as_u64().unwrap()), (good, bad), "{v}");
+    assert!(good > 0 && bad > 0);
+    assert_eq!(brain.term(), Some(0));
+}
