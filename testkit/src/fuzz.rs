@@ -327,11 +327,13 @@ fn apply(m: &Mutation, subject: &mut String, bytes: &mut Vec<u8>) {
             }
         }
         Mutation::Kind(i) => {
-            let text = String::from_utf8_lossy(bytes).into_owned();
+            // On the bytes themselves: earlier mutations may have left
+            // invalid UTF-8, whose lossy text would shift every index.
             let kind = Kind::ALL[i % Kind::ALL.len()].as_str();
-            if let Some(at) = text.find("\"kind\":\"") {
-                let from = at + 8;
-                if let Some(end) = text[from..].find('"') {
+            let key = b"\"kind\":\"";
+            if let Some(at) = bytes.windows(key.len()).position(|w| w == key) {
+                let from = at + key.len();
+                if let Some(end) = bytes[from..].iter().position(|b| *b == b'"') {
                     splice(bytes, (from, from + end), kind.as_bytes());
                 }
             }
