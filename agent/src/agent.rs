@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream;
-use loadshift_events::connection::{self, ConnectionError, NatsOptions};
+use loadshift_events::connection::{self, NatsError, NatsOptions};
 use loadshift_events::payload::{NodeJoined, NodeLeft};
 use loadshift_events::stream::StreamSettings;
 use loadshift_events::{Envelope, Event, NodeName};
@@ -68,7 +68,7 @@ pub enum PlanError {
 pub enum AgentError {
     /// NATS options are unusable (e.g. an unreadable credentials file).
     #[error(transparent)]
-    Connect(#[from] ConnectionError),
+    Connect(#[from] NatsError),
     /// The publisher gave up.
     #[error(transparent)]
     Publisher(#[from] PublisherError),

@@ -348,12 +348,12 @@ fn train_dataset(
 /// Publishes an outcome's events (`model.trained`, then `model.activated`).
 ///
 /// # Errors
-/// [`loadshift_events::connection::ConnectionError`] when NATS does not store one.
+/// [`loadshift_events::connection::NatsError`] when NATS does not store one.
 pub async fn publish(
     js: &jetstream::Context,
     emitter: &NodeName,
     o: &Outcome,
-) -> Result<(), loadshift_events::connection::ConnectionError> {
+) -> Result<(), loadshift_events::connection::NatsError> {
     let trained = Envelope::new(emitter.clone(), Event::ModelTrained(o.trained.clone()));
     loadshift_events::connection::publish(js, &trained).await?;
     if let Some(a) = &o.activated {
