@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Args;
+use loadshift_events::liveness::{self, PingError};
 use loadshift_events::NodeName;
 
 use super::{connect, Common};
@@ -59,28 +60,11 @@ fn nodes_of(p: &Placement) -> Vec<NodeName> {
 
 /// Asks `node`'s executor whether it is alive; the answer in words.
 async fn ping(client: &async_nats::Client, node: &NodeName) -> String {
-    let ask = client.request(format!("loadshift.executor.{node}.ping"), "".into());
-    match tokio::time::timeout(PING_TIMEOUT, ask).await {
-        Err(_) => "no answer".to_string(),
-        Ok(Err(e)) => match e.kind() {
-            async_nats::RequestErrorKind::NoResponders => "not running".to_string(),
-            _ => format!("error: {e}"),
-        },
-        Ok(Ok(msg)) => {
-            // The executor's answer names its runtime; read just that, so a
-            // change in the rest of its answer does not break status.
-            let runtime = serde_json::from_slice::<serde_json::Value>(&msg.payload)
-                .ok()
-                .and_then(|v| {
-                    v.get("runtime")
-                        .and_then(|r| r.as_str())
-                        .map(str::to_string)
-                });
-            match runtime {
-                Some(r) => format!("answers ({r})"),
-                None => "answers".to_string(),
-            }
-        }
+    match liveness::ping(client, node, PING_TIMEOUT).await {
+        Ok(pong) => format!("answers ({})", pong.runtime),
+        Err(PingError::NoAnswer { .. }) => "no answer".to_string(),
+        Err(PingError::NotRunning(_)) => "not running".to_string(),
+        Err(e) => format!("error: {e}"),
     }
 }
 
