@@ -13,6 +13,7 @@ pub mod envelope;
 pub mod migration;
 pub mod model;
 pub mod payload;
+pub mod placement;
 pub mod stream;
 pub mod subject;
 pub mod telemetry;
