@@ -12,9 +12,9 @@ use loadshift_events::liveness::{self, PingError};
 use loadshift_events::NodeName;
 
 use super::{connect, Common};
-use crate::placement::Placement;
 use crate::summary;
 use crate::table::Table;
+use loadshift_events::placement::Placement;
 
 /// How long a node's executor has to answer the ping.
 const PING_TIMEOUT: Duration = Duration::from_secs(1);
@@ -96,7 +96,7 @@ fn render(p: &Placement, nodes: &[NodeName], answers: &[String]) -> String {
 
     out.push_str("\nMIGRATIONS IN FLIGHT\n");
     let mut t = Table::new(&["ID", "WORKLOAD", "FROM→TO", "STEP", "SINCE", "BY"]);
-    for m in p.in_flight.values() {
+    for m in p.in_flight() {
         t.row(vec![
             m.id.to_string(),
             m.workload.to_string(),
@@ -110,7 +110,7 @@ fn render(p: &Placement, nodes: &[NodeName], answers: &[String]) -> String {
 
     out.push_str("\nLAST OUTCOMES\n");
     let mut t = Table::new(&["ID", "WORKLOAD", "FROM→TO", "OUTCOME", "DOWNTIME", "AT"]);
-    for m in p.outcomes.iter().rev().take(LAST_OUTCOMES) {
+    for m in p.recent_outcomes(LAST_OUTCOMES) {
         t.row(vec![
             m.id.to_string(),
             m.workload.to_string(),
