@@ -37,11 +37,10 @@ use async_nats::jetstream;
 use chrono::Utc;
 use futures::FutureExt;
 use loadshift_events::migration::Withdrawn;
+use loadshift_events::shutdown::Listener;
 use loadshift_events::{Envelope, Event};
-use tokio::sync::watch;
 
-use crate::fold::Writes;
-use crate::store::{prefix, Store, StoreError};
+use crate::store::{prefix, Store, StoreError, Writes};
 
 /// How the publisher retries and when it gives a request up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,14 +74,9 @@ pub fn key(id: uuid::Uuid) -> [u8; 17] {
 pub enum Queued {
     /// Queued as decided.
     AsDecided,
-    /// It cannot be written to the log; a withdrawal of migration `id` was
-    /// queued instead, and the caller must free its nodes now.
-    Withdrawn {
-        /// The migration that will not happen.
-        id: uuid::Uuid,
-        /// Why it could not be written.
-        reason: String,
-    },
+    /// It cannot be written to the log; this withdrawal was queued instead,
+    /// and the caller must apply it now (it frees the migration's nodes).
+    Withdrawn(Box<Envelope>),
     /// It cannot be written and is not a migration request (a deferral):
     /// dropped, with a warning.
     Dropped,
@@ -103,10 +97,7 @@ pub fn queue(batch: &mut Writes, env: &Envelope) -> Queued {
                     if let Ok(bytes) = w.encode() {
                         batch.put(&key(w.id), &bytes);
                     }
-                    Queued::Withdrawn {
-                        id: id_of(env),
-                        reason,
-                    }
+                    Queued::Withdrawn(Box::new(w))
                 }
                 None => {
                     tracing::warn!(kind = env.kind().as_str(), %reason, "dropping a decision");
@@ -233,16 +224,11 @@ pub async fn drain(
     Ok(true)
 }
 
-/// Publishes the outbox until `stop` turns true: at once when the fold
-/// queues something (a sled watch on the prefix), and every
+/// Publishes the outbox until `stop` fires: at once when the fold queues
+/// something (a sled watch on the prefix), and every
 /// [`OutboxConfig::retry_every`] while something is left. At stop, one last
 /// pass; whatever NATS still refuses stays for the next start.
-pub async fn run(
-    js: jetstream::Context,
-    store: Store,
-    cfg: OutboxConfig,
-    mut stop: watch::Receiver<bool>,
-) {
+pub async fn run(js: jetstream::Context, store: Store, cfg: OutboxConfig, mut stop: Listener) {
     let mut queued = store.db().watch_prefix([prefix::OUTBOX]);
     loop {
         let emptied = match drain(&js, &store, &cfg).await {
@@ -252,7 +238,7 @@ pub async fn run(
                 false
             }
         };
-        if *stop.borrow() {
+        if stop.is_shutdown() {
             return;
         }
         let pause = if emptied {
@@ -265,7 +251,7 @@ pub async fn run(
         tokio::select! {
             _ = &mut queued => {}
             _ = tokio::time::sleep(pause) => {}
-            _ = stop.changed() => {}
+            _ = stop.recv() => {}
         }
         // sled's watch channel is bounded and a full one would block the
         // fold's writes: take every event waiting, one pass covers them all.

@@ -12,11 +12,13 @@ mod common;
 
 use std::cell::RefCell;
 
-use loadshift_brain::fold::{Folder, Outcome, Writes};
+use loadshift_brain::consume::Watchers;
+use loadshift_brain::fold::{Fold, Folded};
 use loadshift_brain::live::Live;
 use loadshift_brain::planner::PlannerConfig;
-use loadshift_brain::planning::Planning;
-use loadshift_brain::store::{self, Store, StreamId};
+use loadshift_brain::planner_service::PlannerService;
+use loadshift_brain::status::Snapshot;
+use loadshift_brain::store::{self, Store, StreamId, Writes};
 use loadshift_events::Envelope;
 use loadshift_testkit::fuzz::{self, proptest};
 
@@ -25,7 +27,8 @@ const BATCH: u64 = 500;
 
 struct Run {
     store: Store,
-    folder: Folder,
+    folder: Fold,
+    watchers: Watchers,
     writes: Writes,
     seqs: [u64; 2],
     applied: u64,
@@ -45,18 +48,20 @@ fn the_fold_applies_or_parks_every_input_and_leaves_a_sound_store() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::create(&dir.path().join("s")).unwrap();
     let predictor = Live::shared(None);
-    let mut folder = Folder::new();
-    folder.enable_live(Live::new(predictor.clone()));
     let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
-    folder.enable_planning(Planning::new(
-        PlannerConfig::default(),
-        common::node("brain"),
-        predictor,
-        tx,
-    ));
+    let watchers = Watchers {
+        live: Some(Live::new(predictor.clone())),
+        planner: Some(PlannerService::new(
+            PlannerConfig::default(),
+            common::node("brain"),
+            predictor,
+            tx,
+        )),
+    };
     let run = RefCell::new(Run {
         store,
-        folder,
+        folder: Fold::new(),
+        watchers,
         writes: Writes::default(),
         seqs: [0, 0],
         applied: 0,
@@ -78,15 +83,17 @@ fn the_fold_applies_or_parks_every_input_and_leaves_a_sound_store() {
                 .folder
                 .fold(&mut r.writes, stream, seq, &input.subject, &input.payload);
             match out {
-                Outcome::Applied(_) => {
+                Folded::Applied(env) => {
                     proptest::prop_assert!(decodes);
+                    // As the service does: live features and the planner.
+                    r.watchers.observe(&env, &mut r.writes);
                     r.applied += 1;
                 }
-                Outcome::Parked => {
+                Folded::Parked => {
                     proptest::prop_assert!(!decodes && input.valid.is_none());
                     r.parked += 1;
                 }
-                Outcome::Skipped => proptest::prop_assert!(false, "a new sequence was skipped"),
+                Folded::Skipped => proptest::prop_assert!(false, "a new sequence was skipped"),
             }
             if (r.applied + r.parked).is_multiple_of(BATCH) {
                 r.commit();
@@ -96,7 +103,7 @@ fn the_fold_applies_or_parks_every_input_and_leaves_a_sound_store() {
         .unwrap();
     let mut r = run.into_inner();
     r.commit();
-    let snap = r.folder.snapshot();
+    let snap = Snapshot::from(&r.folder);
     assert_eq!(snap.parked, r.parked);
     assert_eq!(snap.kinds.values().sum::<u64>(), r.applied);
     assert_eq!(
@@ -105,8 +112,8 @@ fn the_fold_applies_or_parks_every_input_and_leaves_a_sound_store() {
         "every refusal kept with its subject and reason"
     );
     // What a restart and `status` read.
-    let loaded = Folder::load(&r.store).unwrap();
-    assert_eq!(loaded.snapshot().parked, r.parked);
+    let loaded = Fold::load(&r.store).unwrap();
+    assert_eq!(Snapshot::from(&loaded).parked, r.parked);
     r.store.digest().unwrap();
     for node in snap.nodes.keys() {
         r.store.samples(node, i64::MIN, i64::MAX).unwrap();

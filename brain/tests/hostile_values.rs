@@ -11,8 +11,9 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::*;
-use loadshift_brain::fold::{Folder, Outcome, Writes};
-use loadshift_brain::store::{self, Store, StreamId};
+use loadshift_brain::fold::{Fold, Folded};
+use loadshift_brain::status::Snapshot;
+use loadshift_brain::store::{self, Store, StreamId, Writes};
 use loadshift_testkit::NatsServer;
 
 /// `env` as JSON with `path` (a JSON pointer) set to `value`, written the
@@ -50,7 +51,7 @@ fn hostile_messages() -> Vec<(String, Vec<u8>)> {
 fn an_out_of_range_sample_is_parked_with_its_reason_and_the_store_reloads() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::create(&dir.path().join("s")).unwrap();
-    let mut folder = Folder::new();
+    let mut folder = Fold::new();
     let mut w = Writes::default();
     let good = sample("node2", 1, 1_700_000_000_000);
     let good_bytes = good.to_json().unwrap();
@@ -62,7 +63,7 @@ fn an_out_of_range_sample_is_parked_with_its_reason_and_the_store_reloads() {
             "telemetry.node2",
             &good_bytes
         ),
-        Outcome::Applied(_)
+        Folded::Applied(_)
     ));
     for (i, (subject, bytes)) in hostile_messages().iter().enumerate() {
         let stream = if subject.starts_with("telemetry") {
@@ -71,9 +72,11 @@ fn an_out_of_range_sample_is_parked_with_its_reason_and_the_store_reloads() {
             StreamId::Events
         };
         let seq = 2 + i as u64;
-        assert_eq!(
-            folder.fold(&mut w, stream, seq, subject, bytes),
-            Outcome::Parked,
+        assert!(
+            matches!(
+                folder.fold(&mut w, stream, seq, subject, bytes),
+                Folded::Parked
+            ),
             "{subject}"
         );
     }
@@ -96,8 +99,8 @@ fn an_out_of_range_sample_is_parked_with_its_reason_and_the_store_reloads() {
         );
     }
     // What status and a restart read decodes: only the good sample is there.
-    let loaded = Folder::load(&store).unwrap();
-    let snap = loaded.snapshot();
+    let loaded = Fold::load(&store).unwrap();
+    let snap = Snapshot::from(&loaded);
     assert_eq!(snap.parked, 3);
     let node = &snap.nodes["node2"];
     assert!(node.declared.is_none(), "{node:?}");

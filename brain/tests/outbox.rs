@@ -9,10 +9,9 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
 use common::node;
-use loadshift_brain::fold::Writes;
 use loadshift_brain::outbox::{self, OutboxConfig, Queued};
 use loadshift_brain::planner::{facts_of, Planner, PlannerConfig};
-use loadshift_brain::store::Store;
+use loadshift_brain::store::{Store, Writes};
 use loadshift_events::migration::{Reason, Requested};
 use loadshift_events::{connection, Envelope, Event, WorkloadName};
 use loadshift_testkit::NatsServer;
@@ -176,10 +175,13 @@ fn a_decision_that_cannot_be_written_is_withdrawn_at_once() {
     let store = Store::create(&dir.path().join("s")).unwrap();
     let env = request(f32::NAN);
     let q = queue_and_commit(&store, &env);
-    let Queued::Withdrawn { reason, .. } = q else {
+    let Queued::Withdrawn(w) = q else {
         panic!("{q:?}");
     };
-    assert!(reason.contains("reason.probability"), "{reason}");
+    let Event::MigrationWithdrawn(w) = &w.event else {
+        panic!("{w:?}");
+    };
+    assert!(w.reason.contains("reason.probability"), "{}", w.reason);
     let pending = outbox::pending(&store).unwrap();
     assert_eq!(pending.len(), 1);
     assert!(matches!(pending[0].event, Event::MigrationWithdrawn(_)));
@@ -191,13 +193,19 @@ async fn the_publisher_wakes_when_the_fold_queues_a_decision() {
     let js = connect(&nats.url()).await;
     let dir = tempfile::tempdir().unwrap();
     let store = Store::create(&dir.path().join("s")).unwrap();
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let shutdown =
+        loadshift_events::shutdown::Shutdown::<loadshift_events::shutdown::Signal>::new();
     // A long periodic pass: only the wake-up on the queued key publishes.
     let cfg = OutboxConfig {
         withdraw_after: Duration::from_secs(600),
         retry_every: Duration::from_secs(3600),
     };
-    let task = tokio::spawn(outbox::run(js.clone(), store.clone(), cfg, stop_rx));
+    let task = tokio::spawn(outbox::run(
+        js.clone(),
+        store.clone(),
+        cfg,
+        shutdown.listener(),
+    ));
     let envs: Vec<Envelope> = (0..3).map(|_| request(0.8)).collect();
     for env in &envs {
         queue_and_commit(&store, env);
@@ -214,6 +222,8 @@ async fn the_publisher_wakes_when_the_fold_queues_a_decision() {
         assert!(Instant::now() < deadline, "not removed after the ack");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    stop_tx.send(true).unwrap();
+    shutdown
+        .trigger()
+        .fire(loadshift_events::shutdown::Signal::Terminate);
     task.await.unwrap();
 }

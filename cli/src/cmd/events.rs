@@ -5,9 +5,10 @@
 
 use std::process::ExitCode;
 
-use anyhow::bail;
+use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 use futures::StreamExt;
+use loadshift_events::shutdown::Shutdown;
 
 use super::{connect, Common};
 use crate::eventlog::{self, Item, Start};
@@ -53,6 +54,11 @@ pub struct TailArgs {
 /// # Errors
 /// NATS failing.
 pub async fn tail(a: TailArgs) -> anyhow::Result<ExitCode> {
+    let shutdown: Shutdown = Shutdown::new();
+    shutdown
+        .on_signals()
+        .context("installing signal handlers")?;
+    let mut stop = shutdown.listener();
     let (_client, js) = connect(&a.common).await?;
     let events = eventlog::open(&js, &a.common.nats).await?;
     let start = if a.from_start {
@@ -61,13 +67,11 @@ pub async fn tail(a: TailArgs) -> anyhow::Result<ExitCode> {
         Start::New
     };
     let mut items = Box::pin(eventlog::follow(&events, &a.subject, start).await?);
-    let stop = stop_signal();
-    tokio::pin!(stop);
     loop {
         tokio::select! {
-            _ = &mut stop => return Ok(ExitCode::SUCCESS),
+            _ = stop.recv() => return Ok(ExitCode::SUCCESS),
             next = items.next() => match next {
-                Some(item) => print_item(&item?, a.json),
+                Some(item) => print_item(&item, a.json),
                 None => bail!("the EVENTS stream stopped delivering"),
             },
         }
@@ -94,21 +98,4 @@ fn print_item(item: &Item, json: bool) {
             }
         }
     }
-}
-
-/// Resolves on Ctrl-C or SIGTERM, so that `tail` ends cleanly under a
-/// supervisor as well as in a terminal.
-pub(crate) async fn stop_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        if let Ok(mut term) = signal(SignalKind::terminate()) {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-            return;
-        }
-    }
-    let _ = tokio::signal::ctrl_c().await;
 }

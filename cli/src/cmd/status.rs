@@ -8,12 +8,13 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Args;
+use loadshift_events::liveness::{self, PingError};
 use loadshift_events::NodeName;
 
 use super::{connect, Common};
-use crate::placement::Placement;
 use crate::summary;
 use crate::table::Table;
+use loadshift_events::placement::Placement;
 
 /// How long a node's executor has to answer the ping.
 const PING_TIMEOUT: Duration = Duration::from_secs(1);
@@ -59,28 +60,11 @@ fn nodes_of(p: &Placement) -> Vec<NodeName> {
 
 /// Asks `node`'s executor whether it is alive; the answer in words.
 async fn ping(client: &async_nats::Client, node: &NodeName) -> String {
-    let ask = client.request(format!("loadshift.executor.{node}.ping"), "".into());
-    match tokio::time::timeout(PING_TIMEOUT, ask).await {
-        Err(_) => "no answer".to_string(),
-        Ok(Err(e)) => match e.kind() {
-            async_nats::RequestErrorKind::NoResponders => "not running".to_string(),
-            _ => format!("error: {e}"),
-        },
-        Ok(Ok(msg)) => {
-            // The executor's answer names its runtime; read just that, so a
-            // change in the rest of its answer does not break status.
-            let runtime = serde_json::from_slice::<serde_json::Value>(&msg.payload)
-                .ok()
-                .and_then(|v| {
-                    v.get("runtime")
-                        .and_then(|r| r.as_str())
-                        .map(str::to_string)
-                });
-            match runtime {
-                Some(r) => format!("answers ({r})"),
-                None => "answers".to_string(),
-            }
-        }
+    match liveness::ping(client, node, PING_TIMEOUT).await {
+        Ok(pong) => format!("answers ({})", pong.runtime),
+        Err(PingError::NoAnswer { .. }) => "no answer".to_string(),
+        Err(PingError::NotRunning(_)) => "not running".to_string(),
+        Err(e) => format!("error: {e}"),
     }
 }
 
@@ -112,7 +96,7 @@ fn render(p: &Placement, nodes: &[NodeName], answers: &[String]) -> String {
 
     out.push_str("\nMIGRATIONS IN FLIGHT\n");
     let mut t = Table::new(&["ID", "WORKLOAD", "FROM→TO", "STEP", "SINCE", "BY"]);
-    for m in p.in_flight.values() {
+    for m in p.in_flight() {
         t.row(vec![
             m.id.to_string(),
             m.workload.to_string(),
@@ -126,7 +110,7 @@ fn render(p: &Placement, nodes: &[NodeName], answers: &[String]) -> String {
 
     out.push_str("\nLAST OUTCOMES\n");
     let mut t = Table::new(&["ID", "WORKLOAD", "FROM→TO", "OUTCOME", "DOWNTIME", "AT"]);
-    for m in p.outcomes.iter().rev().take(LAST_OUTCOMES) {
+    for m in p.recent_outcomes(LAST_OUTCOMES) {
         t.row(vec![
             m.id.to_string(),
             m.workload.to_string(),

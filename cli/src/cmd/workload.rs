@@ -15,8 +15,8 @@ use loadshift_events::{connection, Envelope, Event, NodeName, WorkloadName};
 use super::{connect, Common, Requester};
 use crate::error::{parse_env, parse_timeout, InputError};
 use crate::eventlog::{self, Start};
-use crate::placement::Placement;
 use crate::table::Table;
+use loadshift_events::placement::Placement;
 
 /// The `workload` commands.
 #[derive(Debug, Subcommand)]
@@ -171,7 +171,7 @@ pub async fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
                 humantime::format_duration(a.timeout)
             ),
             Ok(None) => bail!("the EVENTS stream ended while waiting for {}", a.node),
-            Ok(Some(item)) => item?,
+            Ok(Some(item)) => item,
         };
         let Ok(env) = &item.decoded else {
             if let Some(line) = item.unreadable_line() {
