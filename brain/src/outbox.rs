@@ -22,8 +22,11 @@
 //! A withdrawn request may still reach the log: the NATS client keeps what
 //! it could not send during an outage and sends it on reconnect. It then
 //! comes before its withdrawal (one connection, in order), so every reader
-//! sees `requested` then `withdrawn`; a source executor that has not started
-//! the migration when it reads `withdrawn` must not start it.
+//! sees `requested` then `withdrawn`. The contract's placement fold ends the
+//! migration at `withdrawn` only if no executor has acted on it yet; for the
+//! source executor never to act on a withdrawn request, it must refuse a
+//! request older than [`OutboxConfig::withdraw_after`] (its `occurred_at` is
+//! the decision's time), which the brain has necessarily withdrawn.
 //!
 //! | key | value |
 //! | --- | --- |
