@@ -29,8 +29,13 @@ const LAST_OUTCOMES: usize = 5;
 #[derive(Debug, Args)]
 #[command(after_help = "Examples:
   loadshift status
+  loadshift status --json | jq -r '.nodes[] | select(.executor != \"answers\") | .node'
   LOADSHIFT_NATS=nats://node1:4222 loadshift status")]
 pub struct StatusArgs {
+    /// Print one JSON object (`nodes`, `workloads`, `in_flight`,
+    /// `outcomes`) instead of the tables.
+    #[arg(long, env = "LOADSHIFT_JSON")]
+    pub json: bool,
     #[command(flatten)]
     /// NATS and logging.
     pub common: Common,
@@ -45,7 +50,14 @@ pub async fn run(a: StatusArgs) -> anyhow::Result<ExitCode> {
     let p = super::workload::fold(&js, &a.common).await?;
     let nodes = nodes_of(&p);
     let answers = futures::future::join_all(nodes.iter().map(|n| ping(&client, n))).await;
-    print!("{}", render(&p, &nodes, &answers));
+    if a.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report_json(&p, &nodes, &answers))?
+        );
+    } else {
+        print!("{}", render(&p, &nodes, &answers));
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -57,14 +69,51 @@ fn nodes_of(p: &Placement) -> Vec<NodeName> {
     set.into_iter().collect()
 }
 
-/// Asks `node`'s executor whether it is alive; the answer in words.
-async fn ping(client: &async_nats::Client, node: &NodeName) -> String {
+/// What a node's executor said to the ping.
+#[derive(Debug, Clone, PartialEq)]
+enum PingAnswer {
+    /// It answered, naming its runtime when it did.
+    Answers(Option<String>),
+    /// Nobody listens on its subject.
+    NotRunning,
+    /// Nothing within [`PING_TIMEOUT`].
+    Silent,
+    /// The request failed otherwise.
+    Error(String),
+}
+
+impl PingAnswer {
+    /// `answers (docker)`, `not running`, ...: the EXECUTOR column.
+    fn label(&self) -> String {
+        match self {
+            PingAnswer::Answers(Some(r)) => format!("answers ({r})"),
+            PingAnswer::Answers(None) => "answers".to_string(),
+            PingAnswer::NotRunning => "not running".to_string(),
+            PingAnswer::Silent => "no answer".to_string(),
+            PingAnswer::Error(e) => format!("error: {e}"),
+        }
+    }
+
+    /// The same, for `--json`: a word to match on, and the detail apart.
+    fn json(&self) -> serde_json::Value {
+        let (word, runtime, error) = match self {
+            PingAnswer::Answers(r) => ("answers", r.clone(), None),
+            PingAnswer::NotRunning => ("not_running", None, None),
+            PingAnswer::Silent => ("no_answer", None, None),
+            PingAnswer::Error(e) => ("error", None, Some(e.clone())),
+        };
+        serde_json::json!({ "state": word, "runtime": runtime, "error": error })
+    }
+}
+
+/// Asks `node`'s executor whether it is alive.
+async fn ping(client: &async_nats::Client, node: &NodeName) -> PingAnswer {
     let ask = client.request(format!("loadshift.executor.{node}.ping"), "".into());
     match tokio::time::timeout(PING_TIMEOUT, ask).await {
-        Err(_) => "no answer".to_string(),
+        Err(_) => PingAnswer::Silent,
         Ok(Err(e)) => match e.kind() {
-            async_nats::RequestErrorKind::NoResponders => "not running".to_string(),
-            _ => format!("error: {e}"),
+            async_nats::RequestErrorKind::NoResponders => PingAnswer::NotRunning,
+            _ => PingAnswer::Error(e.to_string()),
         },
         Ok(Ok(msg)) => {
             // The executor's answer names its runtime; read just that, so a
@@ -76,16 +125,13 @@ async fn ping(client: &async_nats::Client, node: &NodeName) -> String {
                         .and_then(|r| r.as_str())
                         .map(str::to_string)
                 });
-            match runtime {
-                Some(r) => format!("answers ({r})"),
-                None => "answers".to_string(),
-            }
+            PingAnswer::Answers(runtime)
         }
     }
 }
 
 /// The report, as text.
-fn render(p: &Placement, nodes: &[NodeName], answers: &[String]) -> String {
+fn render(p: &Placement, nodes: &[NodeName], answers: &[PingAnswer]) -> String {
     let mut out = String::new();
     out.push_str("NODES\n");
     let mut t = Table::new(&["NODE", "STATE", "SINCE", "CORES", "EXECUTOR"]);
@@ -103,7 +149,7 @@ fn render(p: &Placement, nodes: &[NodeName], answers: &[String]) -> String {
                 "-".to_string(),
             ),
         };
-        t.row(vec![n.to_string(), state, since, cores, answer.clone()]);
+        t.row(vec![n.to_string(), state, since, cores, answer.label()]);
     }
     out.push_str(&or_none(&t));
 
@@ -138,6 +184,61 @@ fn render(p: &Placement, nodes: &[NodeName], answers: &[String]) -> String {
     }
     out.push_str(&or_none(&t));
     out
+}
+
+/// The report as one JSON value: the same rows as the tables, with times
+/// in RFC 3339 and numbers as numbers, for scripts.
+fn report_json(p: &Placement, nodes: &[NodeName], answers: &[PingAnswer]) -> serde_json::Value {
+    let nodes: Vec<_> = nodes
+        .iter()
+        .zip(answers)
+        .map(|(n, answer)| {
+            let seen = p.nodes.get(n);
+            serde_json::json!({
+                "node": n,
+                "state": seen.map_or("no_node_event", |s| if s.joined { "joined" } else { "left" }),
+                "since": seen.map(|s| s.since),
+                "capacity_cores": seen.and_then(|s| s.capacity_cores),
+                "executor": answer.json(),
+            })
+        })
+        .collect();
+    let workloads: Vec<_> = p
+        .workloads
+        .values()
+        .map(|w| {
+            // The keys of `workload ls --json`, so one jq filter reads both.
+            serde_json::json!({
+                "name": w.name,
+                "node": w.node,
+                "runtime": w.runtime.map(|r| r.to_string()),
+                "state": w.state_label(),
+                "since": w.since,
+                "pid": w.pid,
+                "container_id": w.container_id,
+            })
+        })
+        .collect();
+    let migration = |m: &crate::placement::Migration| {
+        serde_json::json!({
+            "id": m.id,
+            "workload": m.workload,
+            "source": m.source,
+            "target": m.target,
+            "step": m.progress_label(),
+            "outcome": m.outcome.as_ref().map(|_| m.outcome_label()),
+            "requested_by": m.requested_by,
+            "updated_at": m.updated_at,
+            "image_bytes": m.image_bytes,
+            "timings": m.timings,
+        })
+    };
+    serde_json::json!({
+        "nodes": nodes,
+        "workloads": workloads,
+        "in_flight": p.in_flight.values().map(migration).collect::<Vec<_>>(),
+        "outcomes": p.outcomes.iter().rev().take(LAST_OUTCOMES).map(migration).collect::<Vec<_>>(),
+    })
 }
 
 fn or_none(t: &Table) -> String {

@@ -1,0 +1,132 @@
+//! What an operator sees: the `loadshift` binary against a real nats-server
+//! prints its answer on stdout and nothing on stderr when all is well (no
+//! NATS client chatter, no colour codes in a pipe), `-v` brings the log
+//! lines back, `--json` gives the same facts as the tables, and
+//! `events tail` says what a model event means.
+
+mod common;
+
+use common::*;
+use loadshift_events::model::Predicted;
+use loadshift_events::workload::Runtime;
+use loadshift_events::Event;
+
+fn stdout(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+fn stderr(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// A small log: two nodes, one workload on node2.
+async fn some_history(h: &Harness) {
+    h.publish("node2", joined(2.0)).await;
+    h.publish("node3", joined(4.0)).await;
+    h.publish(
+        "node2",
+        started("counter", Runtime::Process, Some(4242), None),
+    )
+    .await;
+}
+
+/// Runs the binary as an operator would: without the harness's RUST_LOG,
+/// so that the command's own default decides what reaches stderr.
+async fn run_plain(h: &Harness, args: &[&str]) -> std::process::Output {
+    let mut cmd = h.cli();
+    cmd.env_remove("RUST_LOG").env_remove("NO_COLOR").args(args);
+    let out = tokio::time::timeout(std::time::Duration::from_secs(60), cmd.output())
+        .await
+        .expect("loadshift did not finish within 60 s")
+        .expect("run loadshift");
+    eprintln!(
+        "loadshift {args:?} -> {:?}\n--- stdout\n{}--- stderr\n{}",
+        out.status,
+        stdout(&out),
+        stderr(&out)
+    );
+    out
+}
+
+#[tokio::test]
+async fn status_and_workload_ls_print_only_their_answer() {
+    let h = Harness::new().await;
+    some_history(&h).await;
+
+    let out = run_plain(&h, &["status"]).await;
+    assert_eq!(out.status.code(), Some(0));
+    assert!(stdout(&out).contains("counter"), "{}", stdout(&out));
+    assert_eq!(stderr(&out), "", "status wrote to stderr");
+
+    let out = run_plain(&h, &["workload", "ls"]).await;
+    assert_eq!(out.status.code(), Some(0));
+    assert!(stdout(&out).contains("node2"), "{}", stdout(&out));
+    assert_eq!(stderr(&out), "", "workload ls wrote to stderr");
+}
+
+#[tokio::test]
+async fn verbose_brings_the_logs_back_without_colour_in_a_pipe() {
+    let h = Harness::new().await;
+    some_history(&h).await;
+    let out = run_plain(&h, &["status", "-v"]).await;
+    assert_eq!(out.status.code(), Some(0));
+    let err = stderr(&out);
+    assert!(
+        err.contains("INFO"),
+        "-v shows info lines on stderr: {err:?}"
+    );
+    assert!(
+        !err.contains('\u{1b}'),
+        "stderr is a pipe here, so no escape codes: {err:?}"
+    );
+    // The answer stays alone on stdout.
+    assert!(!stdout(&out).contains("INFO"));
+}
+
+#[tokio::test]
+async fn status_json_has_the_facts_of_the_tables() {
+    let h = Harness::new().await;
+    some_history(&h).await;
+    let out = run_plain(&h, &["status", "--json"]).await;
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(stderr(&out), "");
+    let v: serde_json::Value =
+        serde_json::from_slice(&out.stdout).expect("status --json prints one JSON value");
+    let nodes = v["nodes"].as_array().expect("nodes");
+    let names: Vec<_> = nodes.iter().map(|n| n["node"].as_str().unwrap()).collect();
+    assert_eq!(names, ["node2", "node3"]);
+    assert_eq!(nodes[1]["capacity_cores"], 4.0);
+    assert_eq!(nodes[0]["state"], "joined");
+    // Nobody plays node2's executor in this test.
+    assert_eq!(nodes[0]["executor"]["state"], "not_running");
+    let workloads = v["workloads"].as_array().expect("workloads");
+    assert_eq!(workloads.len(), 1);
+    assert_eq!(workloads[0]["name"], "counter");
+    assert_eq!(workloads[0]["node"], "node2");
+    assert_eq!(workloads[0]["pid"], 4242);
+    assert_eq!(v["in_flight"], serde_json::json!([]));
+    assert_eq!(v["outcomes"], serde_json::json!([]));
+}
+
+#[tokio::test]
+async fn events_tail_says_what_a_prediction_means() {
+    let h = Harness::new().await;
+    h.publish(
+        "brain",
+        Event::NodePredicted(Predicted {
+            node: n("node3"),
+            at: chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap(),
+            onset: 0.81,
+            sustained: 0.12,
+            model_version: 3,
+        }),
+    )
+    .await;
+    let mut child = h.spawn(&["events", "tail", "--from-start"]);
+    let lines = lines_until(&mut child, |l| !l.is_empty()).await;
+    let line = lines.first().expect("tail printed the prediction");
+    assert!(
+        line.contains("node.predicted")
+            && line.contains("node3 onset 0.81 sustained 0.12 (model v3"),
+        "{line}"
+    );
+}
