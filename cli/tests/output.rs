@@ -130,3 +130,47 @@ async fn events_tail_says_what_a_prediction_means() {
         "{line}"
     );
 }
+
+#[tokio::test]
+async fn events_streams_lists_what_the_server_keeps_and_tail_reads_telemetry() {
+    let h = Harness::new().await;
+    some_history(&h).await;
+    let sample: loadshift_events::telemetry::Sample = serde_json::from_str(
+        r#"{"at":"2026-11-25T08:30:00Z","seq":7,"cpu":{"usage_pct":42.5,"capacity_cores":2.0,"per_core_pct":[]},"memory":{"used_bytes":1048576,"total_bytes":2097152}}"#,
+    )
+    .expect("a sample");
+    h.publish("node2", Event::TelemetrySample(sample)).await;
+
+    let out = run_plain(&h, &["events", "streams", "--json"]).await;
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(stderr(&out), "");
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let by_name = |name: &str| {
+        rows.as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["name"] == name)
+            .unwrap_or_else(|| panic!("{name} not listed: {rows}"))
+            .clone()
+    };
+    assert_eq!(by_name("EVENTS")["messages"], 3);
+    assert_eq!(by_name("TELEMETRY")["messages"], 1);
+    let table = stdout(&run_plain(&h, &["events", "streams"]).await);
+    assert!(table.starts_with("STREAM"), "{table}");
+    assert!(table.contains("TELEMETRY"), "{table}");
+
+    // `nats sub 'telemetry.node2'`, the loadshift way.
+    let mut child = h.spawn(&[
+        "events",
+        "tail",
+        "--subject",
+        "telemetry.node2",
+        "--from-start",
+    ]);
+    let lines = lines_until(&mut child, |l| !l.is_empty()).await;
+    let line = lines.first().expect("tail printed the sample");
+    assert!(
+        line.contains("telemetry.node2") && line.contains("cpu 42.5% of 2 cores"),
+        "{line}"
+    );
+}
