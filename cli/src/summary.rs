@@ -16,6 +16,13 @@ pub fn line(env: &Envelope) -> String {
 /// own: the test `every_kind_of_the_contract_has_a_summary` is what catches
 /// it).
 pub fn describe(env: &Envelope) -> Option<String> {
+    node_or_workload(env)
+        .or_else(|| migration(env))
+        .or_else(|| model(env))
+}
+
+/// Telemetry, node and workload events.
+fn node_or_workload(env: &Envelope) -> Option<String> {
     Some(match &env.event {
         Event::TelemetrySample(s) => format!(
             "cpu {:.1}% of {} cores, memory {}",
@@ -60,6 +67,13 @@ pub fn describe(env: &Envelope) -> Option<String> {
             format!("{} exited on {}{how}", x.workload, env.node)
         }
         Event::WorkloadUsage(u) => usage(u),
+        _ => return None,
+    })
+}
+
+/// The steps of a migration, and the brain's deferrals.
+fn migration(env: &Envelope) -> Option<String> {
+    Some(match &env.event {
         Event::MigrationRequested(r) => format!(
             "{} {}→{} by {}: {} (migration {})",
             r.workload, r.source, r.target, r.requested_by, r.reason.summary, r.migration
@@ -111,6 +125,13 @@ pub fn describe(env: &Envelope) -> Option<String> {
                 .unwrap_or_default(),
             d.reason
         ),
+        _ => return None,
+    })
+}
+
+/// The brain's models and beliefs.
+fn model(env: &Envelope) -> Option<String> {
+    Some(match &env.event {
         Event::NodePredicted(p) => predicted(p),
         Event::ModelTrainRequested(t) => format!(
             "{} asks for a new model{}",
