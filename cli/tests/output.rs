@@ -174,3 +174,41 @@ async fn events_streams_lists_what_the_server_keeps_and_tail_reads_telemetry() {
         "{line}"
     );
 }
+
+/// Runs `loadshift status -v` on a pseudo-terminal (util-linux's `script`),
+/// with NO_COLOR set to `no_color`; what the terminal showed.
+async fn status_on_a_terminal(h: &Harness, no_color: Option<&str>) -> String {
+    let command = format!("{} status -v", env!("CARGO_BIN_EXE_loadshift"));
+    let mut cmd = tokio::process::Command::new("script");
+    cmd.args(["-q", "-e", "-c", &command, "/dev/null"])
+        .env("LOADSHIFT_NATS", h.server.url())
+        .env_remove("RUST_LOG")
+        .env_remove("NO_COLOR")
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true);
+    if let Some(v) = no_color {
+        cmd.env("NO_COLOR", v);
+    }
+    let out = tokio::time::timeout(std::time::Duration::from_secs(60), cmd.output())
+        .await
+        .expect("script did not finish within 60 s")
+        .expect("run script (util-linux)");
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    stdout(&out)
+}
+
+#[tokio::test]
+async fn colour_only_on_a_terminal_and_never_with_no_color() {
+    let h = Harness::new().await;
+    some_history(&h).await;
+    let coloured = status_on_a_terminal(&h, None).await;
+    assert!(
+        coloured.contains("INFO") && coloured.contains('\u{1b}'),
+        "a terminal gets coloured log lines: {coloured:?}"
+    );
+    let plain = status_on_a_terminal(&h, Some("1")).await;
+    assert!(
+        plain.contains("INFO") && !plain.contains('\u{1b}'),
+        "NO_COLOR=1 turns colour off: {plain:?}"
+    );
+}
