@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream;
-use loadshift_events::connection::{self, ConnectionError, NatsOptions};
+use loadshift_events::connection::{self, NatsError, NatsOptions};
 use loadshift_events::payload::{NodeJoined, NodeLeft};
 use loadshift_events::stream::StreamSettings;
 use loadshift_events::{Envelope, Event, NodeName};
@@ -21,7 +21,7 @@ use crate::buffer::Buffer;
 use crate::cli::{Args, SourceSpec, Speed};
 use crate::publisher::{Publisher, PublisherError};
 use crate::sampler::{self, SamplerOutcome};
-use crate::shutdown::{Shutdown, ShutdownTrigger, StopReason};
+use crate::shutdown::{AgentShutdown, StopReason};
 use crate::source::cgroup::{self, CgroupError, CgroupSource};
 use crate::source::host::HostSource;
 use crate::source::trace::{self, NodeTrace, TraceError};
@@ -68,7 +68,7 @@ pub enum PlanError {
 pub enum AgentError {
     /// NATS options are unusable (e.g. an unreadable credentials file).
     #[error(transparent)]
-    Connect(#[from] ConnectionError),
+    Connect(#[from] NatsError),
     /// The publisher gave up.
     #[error(transparent)]
     Publisher(#[from] PublisherError),
@@ -218,13 +218,13 @@ pub struct Summary {
     pub dropped: u64,
 }
 
-/// Runs the agent until the trace ends, `--limit` is reached, or `trigger`
-/// fires (a signal).
+/// Runs the agent until the trace ends, `--limit` is reached, or `shutdown`
+/// fires (a signal); its tasks hold `shutdown`'s listeners.
 ///
 /// # Errors
 /// [`AgentError`] when NATS options are unusable, the streams conflict, or
 /// events were left unpublished at exit.
-pub async fn run(plan: Plan, trigger: ShutdownTrigger) -> Result<Summary, AgentError> {
+pub async fn run(plan: Plan, stopping: &AgentShutdown) -> Result<Summary, AgentError> {
     let Plan {
         source,
         nodes,
@@ -253,39 +253,71 @@ pub async fn run(plan: Plan, trigger: ShutdownTrigger) -> Result<Summary, AgentE
     );
 
     let mut publisher = tokio::spawn(Publisher::new(js, buffer.clone(), window, streams).run());
-    for (node, cap) in &nodes {
-        let joined = Event::NodeJoined(NodeJoined {
-            source: source_description.clone(),
-            capacity_cores: cap.cores,
-            memory_bytes: cap.memory_bytes,
-            agent_version: env!("CARGO_PKG_VERSION").to_string(),
-        });
-        buffer.push_wait(Envelope::new(node.clone(), joined)).await;
-    }
-
-    let shutdown: Shutdown = trigger.subscribe();
-    let mut sampler = match source {
-        PlannedSource::Live(src) => {
-            let node = nodes[0].0.clone();
-            tokio::spawn(sampler::run_live(
-                src,
-                node,
-                interval,
-                limit,
-                buffer.clone(),
-                shutdown,
-            ))
-        }
+    announce(&buffer, &nodes, &source_description).await;
+    let sampler = match source {
+        PlannedSource::Live(src) => tokio::spawn(sampler::run_live(
+            src,
+            nodes[0].0.clone(),
+            interval,
+            limit,
+            buffer.clone(),
+            stopping.listener(),
+        )),
         PlannedSource::Trace(traces) => tokio::spawn(sampler::run_trace(
             traces,
             speed,
             repeat,
             limit,
             buffer.clone(),
-            shutdown,
+            stopping.listener(),
         )),
     };
+    let started = Instant::now();
+    let outcome = follow(sampler, &mut publisher, &buffer, stopping, is_trace).await?;
+    leave(&buffer, &outcome).await;
+    buffer.close();
+    flush(&mut publisher, &buffer, outcome.reason).await?;
 
+    let elapsed = started.elapsed().as_secs_f64();
+    let total: u64 = outcome.samples.iter().map(|(_, n)| n).sum();
+    tracing::info!(
+        reason = outcome.reason.as_str(),
+        samples = total,
+        published = buffer.acked_total(),
+        dropped = buffer.dropped_total(),
+        "done: {total} samples in {elapsed:.2}s ({:.0} samples/s)",
+        total as f64 / elapsed.max(1e-9)
+    );
+    Ok(Summary {
+        reason: outcome.reason,
+        samples: outcome.samples,
+        published: buffer.acked_total(),
+        dropped: buffer.dropped_total(),
+    })
+}
+
+/// `node.joined` for every node, first in the buffer.
+async fn announce(buffer: &Buffer, nodes: &[(NodeName, Capacity)], source: &str) {
+    for (node, cap) in nodes {
+        let joined = Event::NodeJoined(NodeJoined {
+            source: source.to_string(),
+            capacity_cores: cap.cores,
+            memory_bytes: cap.memory_bytes,
+            agent_version: env!("CARGO_PKG_VERSION").to_string(),
+        });
+        buffer.push_wait(Envelope::new(node.clone(), joined)).await;
+    }
+}
+
+/// Waits for the sampler to end, reporting progress; a publisher that fails
+/// for good stops the sampler (there is no sampling into the void).
+async fn follow(
+    mut sampler: tokio::task::JoinHandle<SamplerOutcome>,
+    publisher: &mut tokio::task::JoinHandle<Result<(), PublisherError>>,
+    buffer: &Buffer,
+    stopping: &AgentShutdown,
+    is_trace: bool,
+) -> Result<SamplerOutcome, AgentError> {
     let started = Instant::now();
     let mut progress = tokio::time::interval_at(started + PROGRESS_EVERY, PROGRESS_EVERY);
     let mut last_acked = 0u64;
@@ -293,13 +325,13 @@ pub async fn run(plan: Plan, trigger: ShutdownTrigger) -> Result<Summary, AgentE
     let outcome: SamplerOutcome = loop {
         tokio::select! {
             out = &mut sampler => break out.map_err(|e| AgentError::SamplerTask(e.to_string()))?,
-            res = &mut publisher, if publisher_result.is_none() => {
+            res = &mut *publisher, if publisher_result.is_none() => {
                 let res = flatten(res);
                 if let Err(e) = &res {
                     tracing::error!("publisher stopped: {e}");
                 }
                 publisher_result = Some(res);
-                trigger.trigger(StopReason::PublisherFailed);
+                stopping.trigger().fire(StopReason::PublisherFailed);
             }
             _ = progress.tick() => {
                 let acked = buffer.acked_total();
@@ -321,7 +353,11 @@ pub async fn run(plan: Plan, trigger: ShutdownTrigger) -> Result<Summary, AgentE
             "ended before the buffer closed".into(),
         ));
     }
+    Ok(outcome)
+}
 
+/// `node.left` for every node, with why and how many samples.
+async fn leave(buffer: &Buffer, outcome: &SamplerOutcome) {
     for (node, samples) in &outcome.samples {
         let left = Event::NodeLeft(NodeLeft {
             reason: outcome.reason.as_str().to_string(),
@@ -338,25 +374,6 @@ pub async fn run(plan: Plan, trigger: ShutdownTrigger) -> Result<Summary, AgentE
             tracing::warn!("buffer full at exit: dropped the {dropped} oldest unsent events to record {node} leaving");
         }
     }
-    buffer.close();
-    flush(&mut publisher, &buffer, outcome.reason).await?;
-
-    let elapsed = started.elapsed().as_secs_f64();
-    let total: u64 = outcome.samples.iter().map(|(_, n)| n).sum();
-    tracing::info!(
-        reason = outcome.reason.as_str(),
-        samples = total,
-        published = buffer.acked_total(),
-        dropped = buffer.dropped_total(),
-        "done: {total} samples in {elapsed:.2}s ({:.0} samples/s)",
-        total as f64 / elapsed.max(1e-9)
-    );
-    Ok(Summary {
-        reason: outcome.reason,
-        samples: outcome.samples,
-        published: buffer.acked_total(),
-        dropped: buffer.dropped_total(),
-    })
 }
 
 fn flatten(

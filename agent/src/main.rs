@@ -33,11 +33,19 @@ fn run(plan: Plan) -> anyhow::Result<()> {
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(async {
-        let (trigger, _rx) = shutdown::channel();
-        shutdown::listen_for_signals(trigger.clone()).context("cannot install signal handlers")?;
-        loadshift_agent::run(plan, trigger)
+        let stopping = shutdown::AgentShutdown::new();
+        stopping
+            .on_signals()
+            .context("cannot install signal handlers")?;
+        let result = loadshift_agent::run(plan, &stopping).await;
+        // The sampler ends with the run; a task that does not is reported.
+        if let Err(e) = stopping
+            .completed_within(loadshift_agent::agent::FLUSH_BOUND)
             .await
-            .context("agent run failed")?;
+        {
+            tracing::warn!("{e}");
+        }
+        result.context("agent run failed")?;
         Ok(())
     })
 }

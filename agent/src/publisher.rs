@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream;
-use loadshift_events::connection::{self, ConnectionError};
+use loadshift_events::connection::{self, NatsError};
 use loadshift_events::stream::{self, StreamError, StreamSettings};
 use loadshift_events::Envelope;
 
@@ -125,7 +125,7 @@ impl Publisher {
         &self,
         batch: Vec<Envelope>,
         in_flight: &mut InFlight,
-    ) -> Result<(), ConnectionError> {
+    ) -> Result<(), NatsError> {
         let mut rest = batch.into_iter();
         while let Some(env) = rest.next() {
             match connection::send(&self.js, &env).await {

@@ -96,7 +96,7 @@ pub async fn run_live(
             break StopReason::LimitReached;
         }
         tokio::select! {
-            r = shutdown.wait() => break r,
+            r = shutdown.recv() => break r,
             _ = ticks.tick() => {}
         }
         // sysinfo and file reads block; keep them off the async workers.
@@ -183,7 +183,7 @@ pub async fn run_trace(
         let Some(Reverse((due, i))) = heap.pop() else {
             break StopReason::TraceEnded;
         };
-        if let Some(r) = shutdown.requested() {
+        if let Some(r) = shutdown.reason() {
             break r;
         }
         if limit.is_some_and(|l| total >= l) {
@@ -199,14 +199,14 @@ pub async fn run_trace(
             Speed::Max => {
                 tokio::select! {
                     biased;
-                    r = shutdown.wait() => break r,
+                    r = shutdown.recv() => break r,
                     _ = buffer.push_wait(env) => {}
                 }
             }
             Speed::Times(factor) => {
                 let at = start + Duration::from_secs_f64(due.max(0) as f64 / factor);
                 tokio::select! {
-                    r = shutdown.wait() => break r,
+                    r = shutdown.recv() => break r,
                     _ = tokio::time::sleep_until(at) => {}
                 }
                 drops.add(buffer.push_drop_oldest(env));
@@ -266,7 +266,8 @@ mod tests {
     #[tokio::test]
     async fn max_speed_merges_nodes_by_time() {
         let buffer = Arc::new(Buffer::new(100));
-        let (_t, rx) = shutdown::channel();
+        let stop = shutdown::AgentShutdown::new();
+        let rx = stop.listener();
         let out = run_trace(
             vec![trace("a", &[10, 30]), trace("b", &[20, 40])],
             Speed::Max,
@@ -291,7 +292,8 @@ mod tests {
     #[tokio::test]
     async fn loop_shifts_time_forward_and_limit_stops() {
         let buffer = Arc::new(Buffer::new(100));
-        let (_t, rx) = shutdown::channel();
+        let stop = shutdown::AgentShutdown::new();
+        let rx = stop.listener();
         let out = run_trace(
             vec![trace("a", &[0, 300, 600])],
             Speed::Max,
@@ -310,7 +312,8 @@ mod tests {
     #[tokio::test]
     async fn max_speed_waits_for_space_instead_of_dropping() {
         let buffer = Arc::new(Buffer::new(4));
-        let (_t, rx) = shutdown::channel();
+        let stop = shutdown::AgentShutdown::new();
+        let rx = stop.listener();
         let replay = tokio::spawn(run_trace(
             vec![trace("a", &(0..50).collect::<Vec<_>>())],
             Speed::Max,
@@ -336,7 +339,8 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn finite_speed_stops_on_shutdown() {
         let buffer = Arc::new(Buffer::new(100));
-        let (trigger, rx) = shutdown::channel();
+        let stop = shutdown::AgentShutdown::new();
+        let rx = stop.listener();
         let replay = tokio::spawn(run_trace(
             vec![trace("a", &[0, 1_000_000])],
             Speed::Times(1.0),
@@ -346,7 +350,7 @@ mod tests {
             rx,
         ));
         tokio::time::sleep(Duration::from_secs(1)).await;
-        trigger.trigger(StopReason::Terminate);
+        stop.trigger().fire(StopReason::Terminate);
         let out = replay.await.unwrap();
         assert_eq!(out.reason, StopReason::Terminate);
         assert_eq!(out.samples[0].1, 1);

@@ -1,9 +1,12 @@
 //! Reading the streams and committing the fold, in batches.
 //!
-//! One loop reads both streams (merged), decodes and folds each message into
-//! the batch's [`Writes`], and hands the batch to a committer task that applies it
-//! atomically, flushes, and only then acks the last message of each stream
-//! (AckPolicy::All acks everything before it). While the committer writes one
+//! One loop reads both streams (merged, through the contract's
+//! [`loadshift_events::reader`], which survives NATS restarts and large
+//! events), folds each message into the batch's [`Writes`] (the fold is
+//! pure), passes what the fold observed to the [`Watchers`] (live inference
+//! and the planner, in the service), and hands the batch to a committer task
+//! that applies it atomically, flushes, and only then acks the last message
+//! of each stream (AckPolicy::All acks everything before it). While the committer writes one
 //! batch the loop already folds the next, so decode and disk overlap. The same
 //! loop serves the service (durable consumers, runs until shutdown) and
 //! `replay` (ephemeral consumers, runs up to the streams' last sequences).
@@ -11,39 +14,66 @@
 use std::pin::pin;
 use std::time::{Duration, Instant};
 
-use async_nats::jetstream::{
-    self,
-    consumer::{pull, AckPolicy, DeliverPolicy},
-};
+use async_nats::jetstream;
 use futures::{Stream, StreamExt};
+use loadshift_events::connection::NatsError;
+use loadshift_events::reader::{self, Acks, Delivery, ReaderConfig, Start};
+use loadshift_events::shutdown::Listener;
+use loadshift_events::{Envelope, Event};
 use tokio::sync::mpsc;
 
-use crate::fold::{Folder, Outcome, Writes};
-use crate::shutdown::Shutdown;
+use crate::fold::{Fold, Folded};
+use crate::live::Live;
+use crate::planner_service::PlannerService;
 use crate::status::Snapshot;
-use crate::store::{Store, StoreError, StreamId};
+use crate::store::{Store, StoreError, StreamId, Writes};
 
-/// One message of one stream, as the merged reader yields it.
-pub type Tagged = (StreamId, Result<jetstream::Message, pull::MessagesError>);
+/// Who watches the fold: live inference (per-node windows and predictions)
+/// and the planner, which may decide on a fresh prediction. The service has
+/// both; a replay has neither. They are fed here, after the pure fold, so
+/// that the fold knows nothing of them.
+#[derive(Debug, Default)]
+pub struct Watchers {
+    /// Live windows and predictions.
+    pub live: Option<Live>,
+    /// The planner at work.
+    pub planner: Option<PlannerService>,
+}
+
+impl Watchers {
+    /// Passes one folded event on.
+    pub fn observe(&mut self, env: &Envelope) {
+        if let Some(planner) = self.planner.as_mut() {
+            planner.observe(env);
+        }
+        let Some(live) = self.live.as_mut() else {
+            return;
+        };
+        match &env.event {
+            Event::TelemetrySample(s) => {
+                if let Some(view) = live.observe(env.node.as_str(), s) {
+                    if let Some(planner) = self.planner.as_mut() {
+                        planner.predicted(&env.node, view, env.occurred_at);
+                    }
+                }
+            }
+            Event::WorkloadUsage(u) => live.workloads(env.node.as_str(), u.workloads.len() as u32),
+            _ => {}
+        }
+    }
+}
 
 /// Why consuming stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum ConsumeError {
-    /// JetStream refused or failed a request
-    #[error("JetStream {action} on stream {stream}: {message}")]
-    Nats {
-        /// What was attempted.
-        action: &'static str,
-        /// The stream.
-        stream: &'static str,
-        /// What the server or client said.
-        message: String,
-    },
+    /// NATS refused or failed a request
+    #[error(transparent)]
+    Nats(#[from] NatsError),
     /// the store failed
     #[error(transparent)]
     Store(#[from] StoreError),
-    /// the message stream ended (its consumer was deleted)
-    #[error("the {0} message stream ended unexpectedly (was the consumer deleted?)")]
+    /// the message stream ended (its reader task died)
+    #[error("the {0} message stream ended unexpectedly")]
     StreamEnded(&'static str),
     /// the committer task died
     #[error("the store committer stopped: {0}")]
@@ -114,12 +144,19 @@ async fn committer(store: Store, mut rx: mpsc::Receiver<Commit>) -> Result<(), C
     Ok(())
 }
 
-fn reached(folder: &Folder, targets: Option<[u64; 2]>) -> bool {
+fn reached(folder: &Fold, targets: Option<[u64; 2]>) -> bool {
     targets.is_some_and(|t| {
         StreamId::ALL
             .iter()
             .all(|s| folder.applied(*s) >= t[s.index()])
     })
+}
+
+/// The fold and its watchers, fed together by the loop.
+struct Folding<'a> {
+    fold: &'a mut Fold,
+    watchers: &'a mut Watchers,
+    stats: LoopStats,
 }
 
 /// Folds messages from `messages` into `store` until shutdown, the end of the
@@ -129,165 +166,179 @@ fn reached(folder: &Folder, targets: Option<[u64; 2]>) -> bool {
 /// [`ConsumeError`] when the store cannot be written or a stream ends.
 pub async fn fold_loop<S>(
     store: &Store,
-    folder: &mut Folder,
+    fold: &mut Fold,
+    watchers: &mut Watchers,
     messages: S,
     cfg: &LoopConfig,
-    shutdown: &mut Shutdown,
+    shutdown: &mut Listener,
 ) -> Result<LoopStats, ConsumeError>
 where
-    S: Stream<Item = Tagged>,
+    S: Stream<Item = Delivery>,
 {
     let (tx, rx) = mpsc::channel::<Commit>(1);
     let committer = tokio::spawn(committer(store.clone(), rx));
-    let result = feed(folder, messages, cfg, shutdown, &tx).await;
+    let mut folding = Folding {
+        fold,
+        watchers,
+        stats: LoopStats::default(),
+    };
+    let result = feed(&mut folding, messages, cfg, shutdown, &tx).await;
     drop(tx);
     let committed = committer
         .await
         .map_err(|e| ConsumeError::Committer(e.to_string()))?;
-    let stats = result?;
+    result?;
     committed?;
-    Ok(stats)
+    Ok(folding.stats)
+}
+
+/// One batch being gathered: its writes, the last message of each stream
+/// (to ack after the commit) and how many messages it holds.
+#[derive(Default)]
+struct Batch {
+    writes: Writes,
+    last: [Option<jetstream::Message>; 2],
+    n: usize,
 }
 
 async fn feed<S>(
-    folder: &mut Folder,
+    folding: &mut Folding<'_>,
     messages: S,
     cfg: &LoopConfig,
-    shutdown: &mut Shutdown,
+    shutdown: &mut Listener,
     tx: &mpsc::Sender<Commit>,
-) -> Result<LoopStats, ConsumeError>
+) -> Result<(), ConsumeError>
 where
-    S: Stream<Item = Tagged>,
+    S: Stream<Item = Delivery>,
 {
     let mut chunks = pin!(messages.ready_chunks(1024));
-    let mut stats = LoopStats::default();
-    let started = Instant::now();
-    let mut last_progress = Instant::now();
-    let mut ended: Option<&'static str> = None;
-    while !shutdown.is_shutdown() && !reached(folder, cfg.targets) && ended.is_none() {
-        let mut batch = Writes::default();
-        let mut last: [Option<jetstream::Message>; 2] = [None, None];
-        let mut n = 0usize;
+    let mut progress = Progress::new(cfg.progress);
+    let mut ended = false;
+    while !shutdown.is_shutdown() && !reached(folding.fold, cfg.targets) && !ended {
+        let mut batch = Batch::default();
         let first = tokio::select! {
             biased;
             _ = shutdown.recv() => break,
             c = chunks.next() => c,
         };
         match first {
-            Some(c) => take(folder, &mut batch, &mut last, &mut n, &mut stats, cfg, c),
-            None => {
-                ended = Some("merged");
-            }
+            Some(c) => folding.take(&mut batch, cfg, c),
+            None => ended = true,
         }
         let deadline = tokio::time::sleep(cfg.linger);
         let mut deadline = pin!(deadline);
-        while ended.is_none() && n < cfg.batch_max && !reached(folder, cfg.targets) {
+        while !ended && batch.n < cfg.batch_max && !reached(folding.fold, cfg.targets) {
             tokio::select! {
                 biased;
                 _ = shutdown.recv() => break,
                 _ = &mut deadline => break,
                 c = chunks.next() => match c {
-                    Some(c) => take(folder, &mut batch, &mut last, &mut n, &mut stats, cfg, c),
-                    None => ended = Some("merged"),
+                    Some(c) => folding.take(&mut batch, cfg, c),
+                    None => ended = true,
                 },
             }
         }
-        if n == 0 {
+        if batch.n == 0 {
             continue;
         }
-        folder.finish(&mut batch);
+        folding.fold.finish(&mut batch.writes);
         let acks = if cfg.ack {
-            last.into_iter().flatten().collect()
+            batch.last.into_iter().flatten().collect()
         } else {
             Vec::new()
         };
-        let snapshot = cfg.write_snapshot.then(|| folder.snapshot());
+        let snapshot = cfg.write_snapshot.then(|| Snapshot::from(&*folding.fold));
         tx.send(Commit {
-            batch,
+            batch: batch.writes,
             acks,
             snapshot,
         })
         .await
         .map_err(|_| ConsumeError::Committer("it exited early".into()))?;
-        stats.batches += 1;
-        if cfg.progress && last_progress.elapsed() >= Duration::from_secs(3) {
-            last_progress = Instant::now();
-            let secs = started.elapsed().as_secs_f64().max(1e-9);
-            let of = |s: StreamId| {
-                let t = cfg.targets.map(|t| t[s.index()]).unwrap_or(0);
-                format!("{} {}/{}", s.name(), folder.applied(s), t)
-            };
-            eprintln!(
-                "replay: {} events folded ({:.0} events/s); {}, {}",
-                stats.events,
-                stats.events as f64 / secs,
-                of(StreamId::Telemetry),
-                of(StreamId::Events)
+        folding.stats.batches += 1;
+        progress.report(&folding.stats, folding.fold, cfg.targets);
+    }
+    if ended && !shutdown.is_shutdown() && !reached(folding.fold, cfg.targets) {
+        return Err(ConsumeError::StreamEnded("merged"));
+    }
+    Ok(())
+}
+
+impl Folding<'_> {
+    fn take(&mut self, batch: &mut Batch, cfg: &LoopConfig, chunk: Vec<Delivery>) {
+        for d in chunk {
+            if cfg.targets.is_some_and(|t| d.seq > t[d.stream.index()]) {
+                continue;
+            }
+            let folded = self.fold.fold(
+                &mut batch.writes,
+                d.stream,
+                d.seq,
+                &d.message.subject,
+                &d.message.payload,
             );
+            match folded {
+                Folded::Applied(env) => {
+                    self.stats.events += 1;
+                    self.watchers.observe(&env);
+                }
+                Folded::Parked => {
+                    self.stats.events += 1;
+                    self.stats.parked += 1;
+                }
+                Folded::Skipped => self.stats.skipped += 1,
+            }
+            batch.n += 1;
+            batch.last[d.stream.index()] = Some(d.message);
         }
-    }
-    match ended {
-        Some(which) if !shutdown.is_shutdown() && !reached(folder, cfg.targets) => {
-            Err(ConsumeError::StreamEnded(which))
-        }
-        _ => Ok(stats),
     }
 }
 
-fn take(
-    folder: &mut Folder,
-    batch: &mut Writes,
-    last: &mut [Option<jetstream::Message>; 2],
-    n: &mut usize,
-    stats: &mut LoopStats,
-    cfg: &LoopConfig,
-    chunk: Vec<Tagged>,
-) {
-    for (stream, item) in chunk {
-        let msg = match item {
-            Ok(m) => m,
-            Err(e) => {
-                // Missed heartbeats and the like: the client recovers by itself.
-                tracing::warn!(stream = stream.name(), error = %e, "pull error");
-                continue;
-            }
+/// The replay's progress line on stderr, every few seconds.
+struct Progress {
+    on: bool,
+    started: Instant,
+    last: Instant,
+}
+
+impl Progress {
+    fn new(on: bool) -> Self {
+        Self {
+            on,
+            started: Instant::now(),
+            last: Instant::now(),
+        }
+    }
+
+    fn report(&mut self, stats: &LoopStats, fold: &Fold, targets: Option<[u64; 2]>) {
+        if !self.on || self.last.elapsed() < Duration::from_secs(3) {
+            return;
+        }
+        self.last = Instant::now();
+        let secs = self.started.elapsed().as_secs_f64().max(1e-9);
+        let of = |s: StreamId| {
+            let t = targets.map(|t| t[s.index()]).unwrap_or(0);
+            format!("{} {}/{}", s.name(), fold.applied(s), t)
         };
-        let seq = match msg.info() {
-            Ok(info) => info.stream_sequence,
-            Err(e) => {
-                tracing::warn!(stream = stream.name(), subject = %msg.subject, error = %e,
-                    "message without JetStream metadata; ignored");
-                continue;
-            }
-        };
-        if cfg.targets.is_some_and(|t| seq > t[stream.index()]) {
-            continue;
-        }
-        match folder.fold(batch, stream, seq, &msg.subject, &msg.payload) {
-            Outcome::Applied(_) => stats.events += 1,
-            Outcome::Parked => {
-                stats.events += 1;
-                stats.parked += 1;
-            }
-            Outcome::Skipped => stats.skipped += 1,
-        }
-        *n += 1;
-        last[stream.index()] = Some(msg);
+        eprintln!(
+            "replay: {} events folded ({:.0} events/s); {}, {}",
+            stats.events,
+            stats.events as f64 / secs,
+            of(StreamId::Telemetry),
+            of(StreamId::Events)
+        );
     }
 }
 
-fn nats_err(
-    action: &'static str,
-    stream: StreamId,
-) -> impl Fn(&dyn std::fmt::Display) -> ConsumeError {
-    move |e| ConsumeError::Nats {
-        action,
-        stream: stream.name(),
-        message: e.to_string(),
+/// The durable consumer the service uses on `stream`.
+pub fn durable_name(stream: StreamId) -> &'static str {
+    match stream {
+        StreamId::Telemetry => "brain-telemetry",
+        StreamId::Events => "brain-events",
     }
 }
 
-/// The service's durable consumer on `stream`, (re)created so that it starts
+/// The service's durable reader of `stream`, (re)created so that it starts
 /// right after `applied`, the last sequence the store holds: the store, not
 /// the consumer's own ack floor, is the truth after a crash.
 ///
@@ -298,43 +349,23 @@ pub async fn durable(
     stream: StreamId,
     applied: u64,
     batch: usize,
-) -> Result<impl Stream<Item = Tagged>, ConsumeError> {
-    let s = js
-        .get_stream(stream.name())
-        .await
-        .map_err(|e| nats_err("get stream", stream)(&e))?;
-    // Not found is the normal case after a replay; anything else shows up
-    // again, with the server's words, when creating.
-    let _ = s.delete_consumer(stream.durable_name()).await;
-    let deliver_policy = if applied == 0 {
-        DeliverPolicy::All
-    } else {
-        DeliverPolicy::ByStartSequence {
-            start_sequence: applied + 1,
-        }
-    };
-    let consumer = s
-        .create_consumer(pull::Config {
-            durable_name: Some(stream.durable_name().to_string()),
-            description: Some("loadshift-brain fold".into()),
-            deliver_policy,
-            ack_policy: AckPolicy::All,
-            ack_wait: Duration::from_secs(120),
-            max_ack_pending: (batch * 4).max(1000) as i64,
-            ..Default::default()
-        })
-        .await
-        .map_err(|e| nats_err("create consumer", stream)(&e))?;
+) -> Result<reader::Reader, ConsumeError> {
+    let mut cfg = ReaderConfig::ephemeral(stream, Start::After(applied), "loadshift-brain fold")
+        .durable(durable_name(stream), Acks::All)
+        .batch(batch);
+    cfg.ack_wait = Duration::from_secs(120);
+    cfg.max_ack_pending = (batch * 4).max(1000) as i64;
+    let r = reader::open(js, cfg).await?;
     tracing::info!(
         stream = stream.name(),
-        consumer = stream.durable_name(),
+        consumer = durable_name(stream),
         from = applied + 1,
         "consuming"
     );
-    pull_messages(&consumer, stream, batch).await
+    Ok(r)
 }
 
-/// An ephemeral consumer reading `stream` from sequence 1 without acks, for a
+/// An ephemeral reader of `stream` from sequence 1 without acks, for a
 /// replay.
 ///
 /// # Errors
@@ -343,38 +374,9 @@ pub async fn from_start(
     js: &jetstream::Context,
     stream: StreamId,
     batch: usize,
-) -> Result<impl Stream<Item = Tagged>, ConsumeError> {
-    let s = js
-        .get_stream(stream.name())
-        .await
-        .map_err(|e| nats_err("get stream", stream)(&e))?;
-    let consumer = s
-        .create_consumer(pull::Config {
-            deliver_policy: DeliverPolicy::All,
-            ack_policy: AckPolicy::None,
-            inactive_threshold: Duration::from_secs(60),
-            description: Some("loadshift-brain replay".into()),
-            ..Default::default()
-        })
-        .await
-        .map_err(|e| nats_err("create consumer", stream)(&e))?;
-    pull_messages(&consumer, stream, batch).await
-}
-
-async fn pull_messages(
-    consumer: &jetstream::consumer::Consumer<pull::Config>,
-    stream: StreamId,
-    batch: usize,
-) -> Result<impl Stream<Item = Tagged>, ConsumeError> {
-    let messages = consumer
-        .stream()
-        .max_messages_per_batch(batch)
-        .heartbeat(Duration::from_secs(5))
-        .expires(Duration::from_secs(30))
-        .messages()
-        .await
-        .map_err(|e| nats_err("pull", stream)(&e))?;
-    Ok(messages.map(move |r| (stream, r)))
+) -> Result<reader::Reader, ConsumeError> {
+    let cfg = ReaderConfig::ephemeral(stream, Start::First, "loadshift-brain replay").batch(batch);
+    Ok(reader::open(js, cfg).await?)
 }
 
 /// The last sequence each stream holds now (`[TELEMETRY, EVENTS]`).
@@ -387,8 +389,11 @@ pub async fn last_sequences(js: &jetstream::Context) -> Result<[u64; 2], Consume
         let mut stream = js
             .get_stream(s.name())
             .await
-            .map_err(|e| nats_err("get stream", s)(&e))?;
-        let info = stream.info().await.map_err(|e| nats_err("info", s)(&e))?;
+            .map_err(NatsError::map("look up the stream", s.name()))?;
+        let info = stream
+            .info()
+            .await
+            .map_err(NatsError::map("ask for stream info", s.name()))?;
         out[s.index()] = info.state.last_sequence;
     }
     Ok(out)

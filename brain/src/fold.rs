@@ -1,80 +1,30 @@
 //! Folding: turning one message from the log into changes to the store.
 //!
-//! [`Folder::fold`] is pure with respect to the outside world: it decodes a
-//! message, updates the in-memory registry and counters, and adds its writes
-//! to the batch's [`Writes`] (a sample goes into its node's chunk);
-//! [`Folder::finish`] adds the chunks, registry, counters and applied
+//! [`Fold::fold`] is pure: it decodes a message, updates the in-memory
+//! registry, counters and model state, adds its writes to the batch's
+//! [`Writes`] (a sample goes into its node's chunk) and returns what it
+//! observed ([`Folded::Applied`] carries the decoded event), touching nothing
+//! else. The consumer ([`crate::consume`]) commits the writes and hands the
+//! observations to live inference and planning; the fold knows neither.
+//! [`Fold::finish`] adds the chunks, registry, counters and applied
 //! sequences once per batch. The caller commits all of it as one atomic sled
 //! `Batch`, so the store never holds a change without the sequence that
 //! caused it, nor the sequence without the change. Undecodable messages are
 //! parked in the same batch, never dropped.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
-use loadshift_events::{Envelope, Event, Kind, Sample};
+use loadshift_events::{Envelope, Event, Kind};
 
 use crate::registry::{Capacity, Membership, NodeRecord, Stamp};
-use crate::series::ChunkBuilder;
-use crate::status::Snapshot;
-use crate::store::{self, prefix, Store, StoreError, StreamId, PARKED_COUNTER};
+use crate::store::{self, prefix, Store, StoreError, StreamId, Writes, PARKED_COUNTER};
 
-/// The writes of one fold batch, all of which sled applies atomically.
-///
-/// Samples are gathered per node while the batch is folded and become one
-/// chunk key per node when it is sealed ([`Folder::finish`], or at the latest
-/// [`Writes::into_batch`]): sled's cost is per key, and a batch of thousands
-/// of samples from tens of nodes is then tens of keys.
-#[derive(Debug, Default)]
-pub struct Writes {
-    batch: sled::Batch,
-    keys: usize,
-    chunks: HashMap<String, ChunkBuilder>,
-}
-
-impl Writes {
-    fn put(&mut self, key: &[u8], value: &[u8]) {
-        self.batch.insert(key, value);
-        self.keys += 1;
-    }
-
-    fn sample(&mut self, node: &str, tagged_seq: u64, s: &Sample, occurred_ms: i64) {
-        // Look up by &str first so the common case allocates nothing.
-        if let Some(chunk) = self.chunks.get_mut(node) {
-            chunk.push(tagged_seq, s, occurred_ms);
-        } else {
-            let mut chunk = ChunkBuilder::new();
-            chunk.push(tagged_seq, s, occurred_ms);
-            self.chunks.insert(node.to_string(), chunk);
-        }
-    }
-
-    /// Turns the gathered samples into chunk keys.
-    fn seal(&mut self) {
-        let mut key = Vec::new();
-        for (node, chunk) in self.chunks.drain() {
-            store::series_key_into(&mut key, &node, chunk.min_at_ms(), chunk.first_seq());
-            self.batch.insert(key.as_slice(), chunk.finish());
-            self.keys += 1;
-        }
-    }
-
-    /// Keys written so far (chunks count once sealed).
-    pub fn keys(&self) -> usize {
-        self.keys
-    }
-
-    /// The sled batch to apply, samples sealed into chunks.
-    pub fn into_batch(mut self) -> sled::Batch {
-        self.seal();
-        self.batch
-    }
-}
-
-/// What happened to one message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    /// Decoded and folded.
-    Applied(Kind),
+/// What happened to one message: the fold's observation, which the caller
+/// passes on (to live inference and planning) after the fold.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Folded {
+    /// Decoded and folded; the event, for whoever watches the fold.
+    Applied(Box<Envelope>),
     /// Undecodable: stored under the parked prefix and counted.
     Parked,
     /// At or below the applied sequence: already in the store (a redelivery).
@@ -87,6 +37,16 @@ struct NodeEntry {
     dirty: bool,
 }
 
+impl Folded {
+    /// The kind of event applied, if one was.
+    pub fn kind(&self) -> Option<Kind> {
+        match self {
+            Folded::Applied(env) => Some(env.kind()),
+            Folded::Parked | Folded::Skipped => None,
+        }
+    }
+}
+
 /// The fold's in-memory state: registry, counters and applied sequences, the
 /// same as what the store holds after the last committed batch plus what the
 /// current batch adds.
@@ -94,7 +54,7 @@ struct NodeEntry {
 /// It exists so that the per-event work touches memory only and the
 /// per-node and per-kind records are written once per batch.
 #[derive(Debug, Clone, Default)]
-pub struct Folder {
+pub struct Fold {
     nodes: HashMap<String, NodeEntry>,
     counts: [u64; Kind::ALL.len()],
     parked: u64,
@@ -102,15 +62,13 @@ pub struct Folder {
     val_buf: Vec<u8>,
     model: crate::training::ModelState,
     model_dirty: bool,
-    live: Option<crate::live::Live>,
-    planning: Option<crate::planning::Planning>,
 }
 
 fn kind_index(kind: Kind) -> usize {
     Kind::ALL.iter().position(|k| *k == kind).unwrap_or(0)
 }
 
-impl Folder {
+impl Fold {
     /// An empty fold (a fresh store).
     pub fn new() -> Self {
         Self::default()
@@ -155,28 +113,6 @@ impl Folder {
         Ok(f)
     }
 
-    /// Keeps per-node feature windows and predictions up to date as samples
-    /// are folded (the service; a replay does not need them).
-    pub fn enable_live(&mut self, live: crate::live::Live) {
-        self.live = Some(live);
-    }
-
-    /// Turns planning on: every folded event feeds the planner, every fresh
-    /// prediction may become a decision.
-    pub fn enable_planning(&mut self, planning: crate::planning::Planning) {
-        self.planning = Some(planning);
-    }
-
-    /// Turns planning off (at shutdown), dropping the planner's outbox.
-    pub fn disable_planning(&mut self) {
-        self.planning = None;
-    }
-
-    /// The live windows and predictions, when enabled.
-    pub fn live(&self) -> Option<&crate::live::Live> {
-        self.live.as_ref()
-    }
-
     /// The folded model state (requests, answers, versions).
     pub fn model_state(&self) -> &crate::training::ModelState {
         &self.model
@@ -195,9 +131,9 @@ impl Folder {
         seq: u64,
         subject: &str,
         payload: &[u8],
-    ) -> Outcome {
+    ) -> Folded {
         if seq <= self.applied[stream.index()] {
-            return Outcome::Skipped;
+            return Folded::Skipped;
         }
         self.applied[stream.index()] = seq;
         match Envelope::from_message(subject, payload) {
@@ -205,7 +141,7 @@ impl Folder {
                 let kind = env.kind();
                 self.apply(batch, stream, seq, subject, &env);
                 self.counts[kind_index(kind)] += 1;
-                Outcome::Applied(kind)
+                Folded::Applied(Box::new(env))
             }
             Err(e) => {
                 let reason = e.to_string();
@@ -227,7 +163,7 @@ impl Folder {
                 self.val_buf.extend_from_slice(payload);
                 batch.put(&store::parked_key(stream, seq), &self.val_buf);
                 self.parked += 1;
-                Outcome::Parked
+                Folded::Parked
             }
         }
     }
@@ -263,29 +199,19 @@ impl Folder {
         let occurred = env.occurred_at.timestamp_millis();
         let stamp = Stamp {
             at_ms: occurred,
-            stream: stream.tag(),
+            stream: store::stream_tag(stream),
             seq,
         };
         let node = env.node.as_str();
-        if let Some(planning) = self.planning.as_mut() {
-            planning.observe(env);
-        }
         match &env.event {
             Event::TelemetrySample(s) => {
-                batch.sample(node, stream.tagged_seq(seq), s, occurred);
+                batch.sample(node, store::tagged_seq(stream, seq), s, occurred);
                 let cap = Capacity {
                     cores: s.cpu.capacity_cores,
                     memory_bytes: s.memory.total_bytes,
                     stamp,
                 };
                 self.node(node, occurred).sample(occurred, cap);
-                if let Some(live) = self.live.as_mut() {
-                    if let Some(view) = live.observe(node, s) {
-                        if let Some(planning) = self.planning.as_mut() {
-                            planning.predicted(&env.node, view, env.occurred_at);
-                        }
-                    }
-                }
             }
             Event::NodeJoined(j) => {
                 let cap = Capacity {
@@ -312,11 +238,6 @@ impl Folder {
             Event::ModelActivated(a) => {
                 self.model.activated(a.version);
                 self.model_dirty = true;
-            }
-            Event::WorkloadUsage(u) => {
-                if let Some(live) = self.live.as_mut() {
-                    live.workloads(node, u.workloads.len() as u32);
-                }
             }
             // Workload and migration events are counted and indexed below;
             // the registry only follows a node's own life-cycle.
@@ -365,23 +286,18 @@ impl Folder {
         }
     }
 
-    /// What `status` shows, as of this fold.
-    pub fn snapshot(&self) -> Snapshot {
-        Snapshot {
-            nodes: self
-                .nodes
-                .iter()
-                .map(|(k, e)| (k.clone(), e.record.clone()))
-                .collect(),
-            kinds: Kind::ALL
-                .iter()
-                .map(|k| (k.as_str().to_string(), self.counts[kind_index(*k)]))
-                .collect::<BTreeMap<_, _>>(),
-            parked: self.parked,
-            applied: StreamId::ALL
-                .iter()
-                .map(|s| (s.name().to_string(), self.applied[s.index()]))
-                .collect(),
-        }
+    /// Every node's registry record.
+    pub fn nodes(&self) -> impl Iterator<Item = (&str, &NodeRecord)> {
+        self.nodes.iter().map(|(k, e)| (k.as_str(), &e.record))
+    }
+
+    /// How many events of `kind` were folded.
+    pub fn count(&self, kind: Kind) -> u64 {
+        self.counts[kind_index(kind)]
+    }
+
+    /// How many messages were parked.
+    pub fn parked(&self) -> u64 {
+        self.parked
     }
 }

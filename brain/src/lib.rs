@@ -5,9 +5,12 @@
 //! bottom up: [`store`] (sled layout, open/validate/rebuild, digest),
 //! [`series`] (compact sample encoding, per-node chunks), [`registry`]
 //! (node records merged order-independently), [`fold`] (one message → one
-//! batch of writes, pure), [`consume`] (JetStream consumers, batching,
-//! commit-then-ack), [`service`] (`run`), [`replay`] (`replay --from-start`),
-//! [`status`] (`status`) and [`shutdown`] (SIGINT/SIGTERM broadcast).
+//! batch of writes and what it observed, pure), [`consume`] (readers,
+//! batching, commit-then-ack, feeding live inference and the planner),
+//! [`planner`] (the planner's rules) and [`planner_service`] (the planner at
+//! work in the service), [`service`] (`run`), [`replay`] (`replay
+//! --from-start`) and [`status`] (`status`). Shutdown is the contract's
+//! ([`loadshift_events::shutdown`]).
 
 pub mod consume;
 pub mod evaluate;
@@ -17,12 +20,11 @@ pub mod labels;
 pub mod live;
 pub mod model;
 pub mod planner;
-pub mod planning;
+pub mod planner_service;
 pub mod registry;
 pub mod replay;
 pub mod series;
 pub mod service;
-pub mod shutdown;
 pub mod status;
 pub mod store;
 pub mod training;

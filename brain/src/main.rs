@@ -11,15 +11,15 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use async_nats::jetstream;
 use clap::{Args, Parser, Subcommand};
-use loadshift_brain::fold::Folder;
+use loadshift_brain::fold::Fold;
 use loadshift_brain::labels::LabelConfig;
 use loadshift_brain::model::TrainConfig;
 use loadshift_brain::replay::{self, Stage};
 use loadshift_brain::service::{self, ServiceConfig};
-use loadshift_brain::shutdown;
 use loadshift_brain::status::{Report, Snapshot};
 use loadshift_brain::store::{Store, StoreError, StoreLock};
 use loadshift_events::cli::{LogArgs, NatsArgs};
+use loadshift_events::shutdown::Shutdown;
 use loadshift_events::NodeName;
 
 /// The loadshift brain: folds the TELEMETRY and EVENTS streams into a sled
@@ -285,8 +285,14 @@ async fn connect(common: &Common) -> anyhow::Result<jetstream::Context> {
     Ok(js)
 }
 
+/// How long a stopping brain waits for its tasks after the fold stopped.
+const STOP_PATIENCE: Duration = Duration::from_secs(10);
+
 async fn run(a: RunArgs) -> anyhow::Result<()> {
-    let (_tx, mut shutdown) = shutdown::on_signals().context("installing signal handlers")?;
+    let shutdown: Shutdown = Shutdown::new();
+    shutdown
+        .on_signals()
+        .context("installing signal handlers")?;
     let js = connect(&a.common).await?;
     let cfg = ServiceConfig {
         batch: a.batch as usize,
@@ -305,17 +311,23 @@ async fn run(a: RunArgs) -> anyhow::Result<()> {
         },
         bootstrap_trace: a.bootstrap_trace.clone(),
     };
-    service::run(&js, &a.common.store, cfg, &mut shutdown)
-        .await
-        .with_context(|| format!("folding into {}", a.common.store.display()))?;
+    let result = service::run(&js, &a.common.store, cfg, &shutdown).await;
+    if let Err(e) = shutdown.completed_within(STOP_PATIENCE).await {
+        tracing::warn!("{e}; exiting anyway");
+    }
+    result.with_context(|| format!("folding into {}", a.common.store.display()))?;
     Ok(())
 }
 
 async fn replay(a: ReplayArgs) -> anyhow::Result<()> {
-    let (_tx, mut shutdown) = shutdown::on_signals().context("installing signal handlers")?;
+    let shutdown: Shutdown = Shutdown::new();
+    shutdown
+        .on_signals()
+        .context("installing signal handlers")?;
+    let mut stop = shutdown.listener();
     let js = connect(&a.common).await?;
     let done = match a.stage {
-        Stage::Fold => replay::replay(&js, &a.common.store, a.batch as usize, &mut shutdown)
+        Stage::Fold => replay::replay(&js, &a.common.store, a.batch as usize, &mut stop)
             .await
             .with_context(|| format!("replaying into {}", a.common.store.display()))?,
         stage => replay::measure(&js, a.batch as usize, stage)
@@ -332,8 +344,8 @@ fn status(a: StatusArgs) -> anyhow::Result<()> {
     let report = match StoreLock::acquire(path) {
         Ok(_lock) => {
             let store = Store::open_existing(path)?;
-            let folder = Folder::load(&store).context("reading the store")?;
-            let mut r = Report::new("store", path, folder.snapshot(), now);
+            let fold = Fold::load(&store).context("reading the store")?;
+            let mut r = Report::new("store", path, Snapshot::from(&fold), now);
             if a.digest {
                 r.digest = Some(store.digest().context("computing the digest")?);
             }
@@ -382,9 +394,9 @@ async fn train(a: TrainArgs) -> anyhow::Result<()> {
         other => other?,
     };
     let store = Store::open_existing(path)?;
-    let folder = Folder::load(&store).context("reading the store")?;
+    let fold = Fold::load(&store).context("reading the store")?;
     let cfg = a.model.config();
-    let state = *folder.model_state();
+    let state = *fold.model_state();
     let outcome = tokio::task::spawn_blocking(move || {
         loadshift_brain::training::train_from_store(&store, &cfg, &state)
     })

@@ -12,10 +12,11 @@ use std::time::Instant;
 
 use async_nats::jetstream;
 use futures::StreamExt;
+use loadshift_events::shutdown::Listener;
 
-use crate::consume::{self, ConsumeError, LoopConfig};
-use crate::fold::Folder;
-use crate::shutdown::Shutdown;
+use crate::consume::{self, ConsumeError, LoopConfig, Watchers};
+use crate::fold::Fold;
+use crate::status::Snapshot;
 use crate::store::{self, Store, StoreError, StoreLock, StreamId};
 
 /// Why a replay failed.
@@ -79,7 +80,7 @@ pub async fn replay(
     js: &jetstream::Context,
     store_path: &Path,
     batch: usize,
-    shutdown: &mut Shutdown,
+    shutdown: &mut Listener,
 ) -> Result<Replayed, ReplayError> {
     let _lock = StoreLock::acquire_within(store_path, std::time::Duration::from_secs(3))?;
     let targets = consume::last_sequences(js).await?;
@@ -89,7 +90,7 @@ pub async fn replay(
     }
     let started = Instant::now();
     let fresh = Store::create(&tmp)?;
-    let mut folder = Folder::new();
+    let mut fold = Fold::new();
     let t = consume::from_start(js, StreamId::Telemetry, batch).await?;
     let e = consume::from_start(js, StreamId::Events, batch).await?;
     let cfg = LoopConfig {
@@ -102,7 +103,8 @@ pub async fn replay(
     };
     let stats = consume::fold_loop(
         &fresh,
-        &mut folder,
+        &mut fold,
+        &mut Watchers::default(),
         futures::stream::select(t, e),
         &cfg,
         shutdown,
@@ -119,14 +121,14 @@ pub async fn replay(
     // `status` work while a later service runs.
     fresh.flush()?;
     let secs = started.elapsed().as_secs_f64();
-    if let Err(e) = folder.snapshot().write(&tmp) {
+    if let Err(e) = Snapshot::from(&fold).write(&tmp) {
         tracing::warn!(error = %e, "status snapshot not written");
     }
     drop(fresh);
     swap(&tmp, store_path)?;
     for s in StreamId::ALL {
         if let Ok(stream) = js.get_stream(s.name()).await {
-            let _ = stream.delete_consumer(s.durable_name()).await;
+            let _ = stream.delete_consumer(consume::durable_name(s)).await;
         }
     }
     Ok(Replayed {
@@ -184,18 +186,16 @@ pub async fn measure(
         let Some(chunk) = merged.next().await else {
             return Err(ConsumeError::StreamEnded("merged"));
         };
-        for (s, item) in chunk {
-            let Ok(msg) = item else { continue };
-            let Ok(info) = msg.info() else { continue };
-            let seq = info.stream_sequence;
-            if seq > targets[s.index()] {
+        for d in chunk {
+            let s = d.stream;
+            if d.seq > targets[s.index()] {
                 continue;
             }
-            at[s.index()] = seq;
+            at[s.index()] = d.seq;
             if stage == Stage::Decode {
                 let _ = std::hint::black_box(loadshift_events::Envelope::from_message(
-                    &msg.subject,
-                    &msg.payload,
+                    &d.message.subject,
+                    &d.message.payload,
                 ));
             }
             events += 1;

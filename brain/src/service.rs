@@ -10,10 +10,12 @@ use std::path::Path;
 use std::time::Duration;
 
 use async_nats::jetstream;
+use loadshift_events::shutdown::Shutdown;
 
-use crate::consume::{self, ConsumeError, LoopConfig, LoopStats};
-use crate::fold::Folder;
-use crate::shutdown::Shutdown;
+use crate::consume::{self, ConsumeError, LoopConfig, LoopStats, Watchers};
+use crate::fold::Fold;
+use crate::planner_service::{self, PlannerService};
+use crate::status::Snapshot;
 use crate::store::{Opened, Store, StoreError, StoreLock, StreamId};
 
 /// Why the service stopped with an error.
@@ -46,7 +48,9 @@ pub struct ServiceConfig {
     pub bootstrap_trace: Option<std::path::PathBuf>,
 }
 
-/// Runs the service on `store_path` until `shutdown` fires.
+/// Runs the service on `store_path` until `shutdown` fires; every task it
+/// starts holds one of `shutdown`'s listeners and has finished when this
+/// returns.
 ///
 /// # Errors
 /// [`ServiceError`] when the store or the streams fail.
@@ -54,11 +58,11 @@ pub async fn run(
     js: &jetstream::Context,
     store_path: &Path,
     cfg: ServiceConfig,
-    shutdown: &mut Shutdown,
+    shutdown: &Shutdown,
 ) -> Result<LoopStats, ServiceError> {
     let lock = StoreLock::acquire_within(store_path, std::time::Duration::from_secs(3))?;
     let (store, opened) = Store::open_or_rebuild(store_path, &lock)?;
-    let mut folder = match Folder::load(&store) {
+    let mut fold = match Fold::load(&store) {
         Ok(f) => f,
         Err(e) => {
             // Unreadable records are corruption like any other: rebuild.
@@ -69,54 +73,58 @@ pub async fn run(
             );
             crate::store::remove_dir(store_path)?;
             let (store, _) = Store::open_or_rebuild(store_path, &lock)?;
-            return run_with(js, store, Folder::new(), cfg, shutdown).await;
+            return run_with(js, store, Fold::new(), cfg, shutdown).await;
         }
     };
     if let Opened::Fresh(reason) = &opened {
         tracing::info!(%reason, "folding both streams from sequence 1");
-        folder = Folder::new();
+        fold = Fold::new();
     }
-    run_with(js, store, folder, cfg, shutdown).await
+    run_with(js, store, fold, cfg, shutdown).await
 }
 
 async fn run_with(
     js: &jetstream::Context,
     store: Store,
-    mut folder: Folder,
+    mut fold: Fold,
     cfg: ServiceConfig,
-    shutdown: &mut Shutdown,
+    shutdown: &Shutdown,
 ) -> Result<LoopStats, ServiceError> {
-    if let Err(e) = folder.snapshot().write(store.path()) {
+    if let Err(e) = Snapshot::from(&fold).write(store.path()) {
         tracing::warn!(error = %e, "status snapshot not written");
     }
     tracing::info!(
         store = %store.path().display(),
-        telemetry = folder.applied(StreamId::Telemetry),
-        events = folder.applied(StreamId::Events),
+        telemetry = fold.applied(StreamId::Telemetry),
+        events = fold.applied(StreamId::Events),
         "store open; applied sequences"
     );
     let last = consume::last_sequences(js).await?;
     let predictor = crate::live::Live::shared(None);
-    let state = folder.model_state();
-    crate::training::sync_predictor(&store, state, &predictor);
+    crate::training::sync_predictor(&store, fold.model_state(), &predictor);
     let mut live = crate::live::Live::new(predictor.clone());
-    let nodes: Vec<String> = folder.snapshot().nodes.keys().cloned().collect();
+    let nodes: Vec<String> = Snapshot::from(&fold).nodes.keys().cloned().collect();
     live.warm(&store, &nodes)?;
-    folder.enable_live(live);
     let (out_tx, out_rx) = tokio::sync::mpsc::unbounded_channel();
-    let mut planning = crate::planning::Planning::new(
+    let mut planner = PlannerService::new(
         cfg.planner.clone(),
         cfg.emitter.clone(),
         predictor.clone(),
         out_tx,
     );
-    match planning.rebuild(js).await {
-        Ok(n) => tracing::info!(events = n, "planner rebuilt from the log"),
-        Err(e) => tracing::warn!(error = %e, "planner could not read the log; it starts empty"),
+    let mut stop = shutdown.listener();
+    tokio::select! {
+        _ = stop.recv() => return Ok(LoopStats::default()),
+        r = planner.rebuild(js) => match r {
+            Ok(n) => tracing::info!(events = n, "planner rebuilt from the log"),
+            Err(e) => tracing::warn!(error = %e, "planner could not read the log; it starts empty"),
+        },
     }
-    folder.enable_planning(planning);
-    let publisher = tokio::spawn(crate::planning::publisher(js.clone(), out_rx));
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut watchers = Watchers {
+        live: Some(live),
+        planner: Some(planner),
+    };
+    let publisher = tokio::spawn(planner_service::publisher(js.clone(), out_rx));
     let trainer = tokio::spawn(crate::training::run_trainer(
         js.clone(),
         store.clone(),
@@ -128,19 +136,49 @@ async fn run_with(
             bootstrap_trace: cfg.bootstrap_trace.clone(),
         },
         predictor,
-        stop_rx,
+        shutdown.listener(),
     ));
+    let stats = fold_both(js, &store, &mut fold, &mut watchers, &cfg, &mut stop).await;
+    // The loop may have stopped on an error: the trainer stops too.
+    shutdown
+        .trigger()
+        .fire(loadshift_events::shutdown::Signal::Terminate);
+    let _ = trainer.await;
+    // Closing the planner's outbox lets the publisher finish what it holds.
+    drop(watchers);
+    let _ = publisher.await;
+    let stats = stats?;
+    store.flush()?;
+    tracing::info!(
+        events = stats.events,
+        parked = stats.parked,
+        batches = stats.batches,
+        "stopped; store flushed"
+    );
+    Ok(stats)
+}
+
+/// Folds both streams with durable readers from the fold's applied
+/// sequences until `stop` fires.
+async fn fold_both(
+    js: &jetstream::Context,
+    store: &Store,
+    fold: &mut Fold,
+    watchers: &mut Watchers,
+    cfg: &ServiceConfig,
+    stop: &mut loadshift_events::shutdown::Listener,
+) -> Result<LoopStats, ConsumeError> {
     let t = consume::durable(
         js,
         StreamId::Telemetry,
-        folder.applied(StreamId::Telemetry),
+        fold.applied(StreamId::Telemetry),
         cfg.batch,
     )
     .await?;
     let e = consume::durable(
         js,
         StreamId::Events,
-        folder.applied(StreamId::Events),
+        fold.applied(StreamId::Events),
         cfg.batch,
     )
     .await?;
@@ -152,26 +190,13 @@ async fn run_with(
         targets: None,
         progress: false,
     };
-    let stats = consume::fold_loop(
-        &store,
-        &mut folder,
+    consume::fold_loop(
+        store,
+        fold,
+        watchers,
         futures::stream::select(t, e),
         &loop_cfg,
-        shutdown,
+        stop,
     )
-    .await;
-    let _ = stop_tx.send(true);
-    let _ = trainer.await;
-    // Closing the planner's outbox lets the publisher finish what it holds.
-    folder.disable_planning();
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), publisher).await;
-    let stats = stats?;
-    store.flush()?;
-    tracing::info!(
-        events = stats.events,
-        parked = stats.parked,
-        batches = stats.batches,
-        "stopped; store flushed"
-    );
-    Ok(stats)
+    .await
 }

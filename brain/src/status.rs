@@ -56,6 +56,29 @@ pub struct Snapshot {
     pub applied: BTreeMap<String, u64>,
 }
 
+impl From<&crate::fold::Fold> for Snapshot {
+    /// What `status` shows, as of `fold`.
+    fn from(fold: &crate::fold::Fold) -> Self {
+        use loadshift_events::stream::StreamId;
+        use loadshift_events::Kind;
+        Snapshot {
+            nodes: fold
+                .nodes()
+                .map(|(k, r)| (k.to_string(), r.clone()))
+                .collect(),
+            kinds: Kind::ALL
+                .iter()
+                .map(|k| (k.as_str().to_string(), fold.count(*k)))
+                .collect(),
+            parked: fold.parked(),
+            applied: StreamId::ALL
+                .iter()
+                .map(|s| (s.name().to_string(), fold.applied(*s)))
+                .collect(),
+        }
+    }
+}
+
 impl Snapshot {
     /// Writes the snapshot file into `store_dir` atomically (temp + rename),
     /// so a reader never sees half a file.

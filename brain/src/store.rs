@@ -62,59 +62,85 @@ pub mod prefix {
 /// The counter key suffix counting parked messages.
 pub const PARKED_COUNTER: &str = "parked";
 
-/// The two streams the brain folds, as a small copyable tag.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum StreamId {
-    /// `TELEMETRY`
-    Telemetry,
-    /// `EVENTS`
-    Events,
+pub use loadshift_events::stream::StreamId;
+
+/// One byte naming `stream` inside keys (parked records).
+pub fn stream_tag(stream: StreamId) -> u8 {
+    match stream {
+        StreamId::Telemetry => b't',
+        StreamId::Events => b'e',
+    }
 }
 
-impl StreamId {
-    /// Both, in a fixed order (index = [`StreamId::index`]).
-    pub const ALL: [StreamId; 2] = [StreamId::Telemetry, StreamId::Events];
+/// A sequence made unique across both streams (EVENTS gets the top bit),
+/// so a sample that arrived through EVENTS can never collide with one from
+/// TELEMETRY at the same node and time.
+pub fn tagged_seq(stream: StreamId, seq: u64) -> u64 {
+    match stream {
+        StreamId::Telemetry => seq,
+        StreamId::Events => seq | (1 << 63),
+    }
+}
 
-    /// The JetStream stream name.
-    pub fn name(self) -> &'static str {
-        match self {
-            StreamId::Telemetry => loadshift_events::stream::TELEMETRY,
-            StreamId::Events => loadshift_events::stream::EVENTS,
+/// The writes of one fold batch, all of which sled applies atomically.
+///
+/// Samples are gathered per node while the batch is folded and become one
+/// chunk key per node when it is sealed ([`Writes::seal`], or at the latest
+/// [`Writes::into_batch`]): sled's cost is per key, and a batch of thousands
+/// of samples from tens of nodes is then tens of keys. It belongs to the
+/// store (the fold fills it, [`Store::commit`] applies it), so that the store
+/// knows nothing of the fold.
+#[derive(Debug, Default)]
+pub struct Writes {
+    batch: sled::Batch,
+    keys: usize,
+    chunks: std::collections::HashMap<String, crate::series::ChunkBuilder>,
+}
+
+impl Writes {
+    /// Sets `key` to `value`.
+    pub fn put(&mut self, key: &[u8], value: &[u8]) {
+        self.batch.insert(key, value);
+        self.keys += 1;
+    }
+
+    /// Adds a sample of `node` that arrived at `tagged_seq` to its chunk.
+    pub fn sample(
+        &mut self,
+        node: &str,
+        tagged_seq: u64,
+        s: &loadshift_events::Sample,
+        occurred_ms: i64,
+    ) {
+        // Look up by &str first so the common case allocates nothing.
+        if let Some(chunk) = self.chunks.get_mut(node) {
+            chunk.push(tagged_seq, s, occurred_ms);
+        } else {
+            let mut chunk = crate::series::ChunkBuilder::new();
+            chunk.push(tagged_seq, s, occurred_ms);
+            self.chunks.insert(node.to_string(), chunk);
         }
     }
 
-    /// Position in [`StreamId::ALL`], for per-stream arrays.
-    pub fn index(self) -> usize {
-        match self {
-            StreamId::Telemetry => 0,
-            StreamId::Events => 1,
+    /// Turns the gathered samples into chunk keys.
+    pub fn seal(&mut self) {
+        let mut key = Vec::new();
+        for (node, chunk) in self.chunks.drain() {
+            series_key_into(&mut key, &node, chunk.min_at_ms(), chunk.first_seq());
+            self.batch.insert(key.as_slice(), chunk.finish());
+            self.keys += 1;
         }
     }
 
-    /// One byte naming the stream inside keys.
-    pub fn tag(self) -> u8 {
-        match self {
-            StreamId::Telemetry => b't',
-            StreamId::Events => b'e',
-        }
+    /// Keys written so far (chunks count once sealed).
+    pub fn keys(&self) -> usize {
+        self.keys
     }
 
-    /// The durable consumer the service uses on this stream.
-    pub fn durable_name(self) -> &'static str {
-        match self {
-            StreamId::Telemetry => "brain-telemetry",
-            StreamId::Events => "brain-events",
-        }
-    }
-
-    /// A sequence made unique across both streams (EVENTS gets the top bit),
-    /// so a sample that arrived through EVENTS can never collide with one from
-    /// TELEMETRY at the same node and time.
-    pub fn tagged_seq(self, seq: u64) -> u64 {
-        match self {
-            StreamId::Telemetry => seq,
-            StreamId::Events => seq | (1 << 63),
-        }
+    /// The sled batch to apply, samples sealed into chunks.
+    pub fn into_batch(mut self) -> sled::Batch {
+        self.seal();
+        self.batch
     }
 }
 
@@ -375,7 +401,7 @@ impl Store {
     ///
     /// # Errors
     /// [`StoreError::Sled`] when sled cannot write.
-    pub fn commit(&self, writes: crate::fold::Writes) -> Result<(), StoreError> {
+    pub fn commit(&self, writes: Writes) -> Result<(), StoreError> {
         self.db
             .apply_batch(writes.into_batch())
             .map_err(|e| self.sled(e))?;
@@ -603,7 +629,7 @@ pub fn kind_key(kind: &str, seq: u64) -> Vec<u8> {
 pub fn parked_key(stream: StreamId, seq: u64) -> [u8; 10] {
     let mut k = [0u8; 10];
     k[0] = prefix::PARKED;
-    k[1] = stream.tag();
+    k[1] = stream_tag(stream);
     k[2..].copy_from_slice(&seq.to_be_bytes());
     k
 }

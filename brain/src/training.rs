@@ -304,7 +304,7 @@ fn train_dataset(
     let telemetry: Vec<u64> = train_rows
         .iter()
         .map(|r| r.seq)
-        .filter(|s| StreamId::Telemetry.tagged_seq(*s) == *s && *s < 1 << 63)
+        .filter(|s| crate::store::tagged_seq(StreamId::Telemetry, *s) == *s && *s < 1 << 63)
         .collect();
     let time = |ms: Option<i64>| {
         ms.and_then(chrono::DateTime::from_timestamp_millis)
@@ -348,12 +348,12 @@ fn train_dataset(
 /// Publishes an outcome's events (`model.trained`, then `model.activated`).
 ///
 /// # Errors
-/// [`loadshift_events::connection::ConnectionError`] when NATS does not store one.
+/// [`loadshift_events::connection::NatsError`] when NATS does not store one.
 pub async fn publish(
     js: &jetstream::Context,
     emitter: &NodeName,
     o: &Outcome,
-) -> Result<(), loadshift_events::connection::ConnectionError> {
+) -> Result<(), loadshift_events::connection::NatsError> {
     let trained = Envelope::new(emitter.clone(), Event::ModelTrained(o.trained.clone()));
     loadshift_events::connection::publish(js, &trained).await?;
     if let Some(a) = &o.activated {
@@ -386,7 +386,7 @@ pub async fn run_trainer(
     store: Store,
     cfg: TrainerConfig,
     predictor: SharedPredictor,
-    mut stop: tokio::sync::watch::Receiver<bool>,
+    mut stop: loadshift_events::shutdown::Listener,
 ) {
     let cfg = Arc::new(cfg);
     let mut served = 0u64;
@@ -394,11 +394,8 @@ pub async fn run_trainer(
     let mut next_schedule = cfg.retrain_every.map(|d| Instant::now() + d);
     loop {
         tokio::select! {
-            _ = stop.changed() => return,
+            _ = stop.recv() => return,
             _ = tokio::time::sleep(Duration::from_millis(300)) => {}
-        }
-        if *stop.borrow() {
-            return;
         }
         let state = match ModelState::load(&store) {
             Ok(s) => s,
@@ -432,7 +429,7 @@ pub async fn run_trainer(
                     let _ = tx.send(train_from_trace(&st, &dir, &c.train, &state));
                 });
                 let outcome = tokio::select! {
-                    _ = stop.changed() => return,
+                    _ = stop.recv() => return,
                     r = rx => r,
                 };
                 match outcome {
@@ -468,7 +465,7 @@ pub async fn run_trainer(
             });
         }
         let outcome = tokio::select! {
-            _ = stop.changed() => return,
+            _ = stop.recv() => return,
             r = rx => r,
         };
         match outcome {

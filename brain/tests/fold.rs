@@ -6,16 +6,13 @@
 mod common;
 
 use common::*;
-use loadshift_brain::fold::{Folder, Outcome, Writes};
+use loadshift_brain::fold::{Fold, Folded};
 use loadshift_brain::registry::Membership;
-use loadshift_brain::store::{self, Store, StreamId};
+use loadshift_brain::status::Snapshot;
+use loadshift_brain::store::{self, Store, StreamId, Writes};
 use loadshift_events::{Envelope, Kind};
 
-fn fold_all(
-    store: &Store,
-    folder: &mut Folder,
-    msgs: &[(StreamId, u64, Envelope)],
-) -> Vec<Outcome> {
+fn fold_all(store: &Store, folder: &mut Fold, msgs: &[(StreamId, u64, Envelope)]) -> Vec<Folded> {
     let mut w = Writes::default();
     let out = msgs
         .iter()
@@ -30,7 +27,7 @@ fn fold_all(
 fn samples_scan_by_node_and_time_in_order() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::create(&dir.path().join("s")).unwrap();
-    let mut folder = Folder::new();
+    let mut folder = Fold::new();
     let base = 1_700_000_000_000i64;
     // Two nodes, published out of time order.
     let mut msgs = Vec::new();
@@ -46,9 +43,7 @@ fn samples_scan_by_node_and_time_in_order() {
         }
     }
     let out = fold_all(&store, &mut folder, &msgs);
-    assert!(out
-        .iter()
-        .all(|o| *o == Outcome::Applied(Kind::TelemetrySample)));
+    assert!(out.iter().all(|o| o.kind() == Some(Kind::TelemetrySample)));
     // One batch: one chunk per node.
     assert_eq!(store.scan(store::prefix::SERIES).count(), 2);
 
@@ -71,7 +66,7 @@ fn samples_scan_by_node_and_time_in_order() {
 fn out_of_order_samples_across_chunks_scan_merged_in_time_order() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::create(&dir.path().join("s")).unwrap();
-    let mut folder = Folder::new();
+    let mut folder = Fold::new();
     let base = 1_700_000_000_000i64;
     let at = |i: u64| base + i as i64 * 1000;
     // Three batches (three chunks) whose time spans overlap: a late batch
@@ -131,7 +126,7 @@ fn joined_and_left_drive_the_registry_and_counters_count() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("s");
     let store = Store::create(&path).unwrap();
-    let mut folder = Folder::new();
+    let mut folder = Fold::new();
     let msgs = vec![
         (StreamId::Events, 1, joined("n1")),
         (StreamId::Events, 2, joined("n2")),
@@ -142,10 +137,10 @@ fn joined_and_left_drive_the_registry_and_counters_count() {
     fold_all(&store, &mut folder, &msgs);
     // Redelivery of an applied sequence is skipped.
     let again = fold_all(&store, &mut folder, &msgs[..1]);
-    assert_eq!(again, vec![Outcome::Skipped]);
+    assert_eq!(again, vec![Folded::Skipped]);
 
-    let snap = Folder::load(&store).unwrap().snapshot();
-    assert_eq!(snap, folder.snapshot());
+    let snap = Snapshot::from(&Fold::load(&store).unwrap());
+    assert_eq!(snap, Snapshot::from(&folder));
     assert_eq!(snap.kinds["telemetry.sample"], 2);
     assert_eq!(snap.kinds["node.joined"], 2);
     assert_eq!(snap.kinds["node.left"], 1);
@@ -169,15 +164,15 @@ fn joined_and_left_drive_the_registry_and_counters_count() {
 fn garbage_is_parked_and_counted_not_dropped() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::create(&dir.path().join("s")).unwrap();
-    let mut folder = Folder::new();
+    let mut folder = Fold::new();
     let mut w = Writes::default();
     assert_eq!(
         folder.fold(&mut w, StreamId::Telemetry, 1, "telemetry.x", b"{nope"),
-        Outcome::Parked
+        Folded::Parked
     );
     folder.finish(&mut w);
     store.commit(w).unwrap();
-    assert_eq!(folder.snapshot().parked, 1);
+    assert_eq!(Snapshot::from(&folder).parked, 1);
     assert_eq!(folder.applied(StreamId::Telemetry), 1);
     assert_eq!(store.scan(store::prefix::PARKED).count(), 1);
 }
@@ -193,7 +188,7 @@ fn the_fold_does_not_depend_on_how_the_streams_interleave() {
     let digest = |order: &[usize]| {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::create(&dir.path().join("s")).unwrap();
-        let mut folder = Folder::new();
+        let mut folder = Fold::new();
         let picked: Vec<_> = order.iter().map(|i| msgs[*i].clone()).collect();
         for m in picked {
             fold_all(&store, &mut folder, &[m]);
@@ -218,7 +213,7 @@ fn the_digest_is_over_samples_not_chunk_boundaries() {
     let fold = |cut: usize| {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::create(&dir.path().join("s")).unwrap();
-        let mut folder = Folder::new();
+        let mut folder = Fold::new();
         for part in msgs.chunks(cut) {
             fold_all(&store, &mut folder, part);
         }
@@ -236,6 +231,6 @@ fn the_digest_is_over_samples_not_chunk_boundaries() {
     // And it does see the samples: one fewer gives another digest.
     let dir = tempfile::tempdir().unwrap();
     let store = Store::create(&dir.path().join("s")).unwrap();
-    fold_all(&store, &mut Folder::new(), &msgs[1..]);
+    fold_all(&store, &mut Fold::new(), &msgs[1..]);
     assert_ne!(store.digest().unwrap(), one_batch);
 }

@@ -2,52 +2,26 @@
 //! `migrate` and `status`), or following it (for `events tail` and the
 //! `--wait` of `run` and `migrate`).
 //!
-//! Both use ordered consumers: ephemeral, unacknowledged, recreated by the
-//! client if a message is missed, so the CLI leaves nothing behind on the
-//! server and never skips an event.
+//! Both go through the contract's readers ([`loadshift_events::reader`]):
+//! ephemeral and unacknowledged, so the CLI leaves nothing behind on the
+//! server; pulled in batches bounded in bytes, so large events cannot make
+//! the CLI a slow consumer; re-created right after the last message
+//! delivered when NATS restarts, so a `--wait` neither ends nor skips an
+//! event.
 
 use std::time::Duration;
 
-use async_nats::jetstream::{
-    self,
-    consumer::{pull::OrderedConfig, DeliverPolicy},
-    stream::Stream as JsStream,
-};
+use async_nats::jetstream;
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
 use loadshift_events::cli::NatsArgs;
-use loadshift_events::{stream, DecodeError, Envelope};
+use loadshift_events::connection::NatsError;
+use loadshift_events::reader::{self, Delivery, ReaderConfig};
+use loadshift_events::stream::{self, StreamId};
+use loadshift_events::{DecodeError, Envelope};
 
 /// How long reading the log waits for the next message before giving up.
 const IDLE: Duration = Duration::from_secs(15);
-
-/// Why the log could not be read.
-#[derive(Debug, thiserror::Error)]
-pub enum LogError {
-    /// NATS refused or did not answer.
-    #[error("cannot {action} on stream {stream}: {message}", stream = stream::EVENTS)]
-    Nats {
-        /// What was attempted.
-        action: &'static str,
-        /// What the client or server said.
-        message: String,
-    },
-    /// the stream stopped delivering before reaching its last message
-    #[error("the EVENTS stream stopped delivering at sequence {at} of {last} (no message for {}s)", IDLE.as_secs())]
-    Stalled {
-        /// The last sequence read.
-        at: u64,
-        /// The last sequence the stream held at the start.
-        last: u64,
-    },
-}
-
-fn nats(action: &'static str) -> impl Fn(&dyn std::fmt::Display) -> LogError {
-    move |e| LogError::Nats {
-        action,
-        message: e.to_string(),
-    }
-}
 
 /// One message of the log, decoded or not.
 #[derive(Debug)]
@@ -65,18 +39,14 @@ pub struct Item {
 }
 
 impl Item {
-    fn from_message(m: &jetstream::Message) -> Self {
-        let (seq, pending) = m
-            .info()
-            .map(|i| (i.stream_sequence, i.pending))
-            .unwrap_or((0, 0));
-        let subject = m.subject.to_string();
+    fn from_delivery(d: Delivery) -> Self {
+        let subject = d.message.subject.to_string();
         Self {
-            seq,
-            pending,
-            decoded: Envelope::from_message(&subject, &m.payload),
+            seq: d.seq,
+            pending: d.pending,
+            decoded: Envelope::from_message(&subject, &d.message.payload),
             subject,
-            raw: m.payload.clone(),
+            raw: d.message.payload.clone(),
         }
     }
 
@@ -91,25 +61,26 @@ impl Item {
     }
 }
 
+/// The EVENTS stream, ready to be read.
+#[derive(Debug, Clone)]
+pub struct Log {
+    js: jetstream::Context,
+}
+
 /// The EVENTS stream; created (as every service does) when this server has
 /// none yet, so that a request published by the CLI is stored. An existing
 /// stream is used as it is: the CLI never checks or changes its
 /// configuration, that is the services' job.
 ///
 /// # Errors
-/// [`LogError::Nats`] when it can be neither found nor created.
-pub async fn open(js: &jetstream::Context, args: &NatsArgs) -> Result<JsStream, LogError> {
-    match js.get_stream(stream::EVENTS).await {
-        Ok(s) => Ok(s),
-        Err(_) => {
-            stream::declare(js, &args.stream_settings())
-                .await
-                .map_err(|e| nats("declare")(&e))?;
-            js.get_stream(stream::EVENTS)
-                .await
-                .map_err(|e| nats("look up")(&e))
-        }
+/// [`NatsError`] when it can be neither found nor created.
+pub async fn open(js: &jetstream::Context, args: &NatsArgs) -> Result<Log, NatsError> {
+    if js.get_stream(stream::EVENTS).await.is_err() {
+        stream::declare(js, &args.stream_settings())
+            .await
+            .map_err(NatsError::map("declare the streams", stream::EVENTS))?;
     }
+    Ok(Log { js: js.clone() })
 }
 
 /// Where following starts.
@@ -123,79 +94,58 @@ pub enum Start {
     Sequence(u64),
 }
 
-/// Follows `events` from `start`, on the subjects matching `filter`
-/// (`>` for all).
+fn config(filter: &str, start: Start) -> ReaderConfig {
+    let start = match start {
+        Start::First => reader::Start::First,
+        Start::New => reader::Start::New,
+        Start::Sequence(s) => reader::Start::After(s.saturating_sub(1)),
+    };
+    ReaderConfig::ephemeral(StreamId::Events, start, "loadshift cli").filter([filter])
+}
+
+/// Follows the log from `start`, on the subjects matching `filter` (`>` for
+/// all). The stream of items never ends by itself.
 ///
 /// # Errors
-/// [`LogError::Nats`] when the consumer cannot be created.
+/// [`NatsError`] when the reader cannot be opened.
 pub async fn follow(
-    events: &JsStream,
+    log: &Log,
     filter: &str,
     start: Start,
-) -> Result<impl Stream<Item = Result<Item, LogError>>, LogError> {
-    let deliver_policy = match start {
-        Start::First => DeliverPolicy::All,
-        Start::New => DeliverPolicy::New,
-        Start::Sequence(s) => DeliverPolicy::ByStartSequence {
-            start_sequence: s.max(1),
-        },
-    };
-    // `>` is every subject of the stream: no filter at all, which the server
-    // accepts whatever the stream's subjects are.
-    let filter_subject = if filter == ">" {
-        String::new()
-    } else {
-        filter.to_string()
-    };
-    let consumer = events
-        .create_consumer(OrderedConfig {
-            filter_subject,
-            deliver_policy,
-            description: Some("loadshift cli".into()),
-            ..Default::default()
-        })
-        .await
-        .map_err(|e| nats("create a consumer")(&e))?;
-    let messages = consumer
-        .messages()
-        .await
-        .map_err(|e| nats("read messages")(&e))?;
-    Ok(messages.map(|r| match r {
-        Ok(m) => Ok(Item::from_message(&m)),
-        Err(e) => Err(nats("read a message")(&e)),
-    }))
+) -> Result<impl Stream<Item = Item>, NatsError> {
+    let r = reader::open(&log.js, config(filter, start)).await?;
+    Ok(r.map(Item::from_delivery))
+}
+
+/// Follows the TELEMETRY stream from `start`, on the subjects matching
+/// `filter` (`events tail --subject 'telemetry.node2'`, the loadshift way
+/// of `nats sub 'telemetry.node2'`): the same reader as [`follow`], on the
+/// other stream. The stream of items never ends by itself.
+///
+/// # Errors
+/// [`NatsError`] when the reader cannot be opened.
+pub async fn follow_telemetry(
+    js: &jetstream::Context,
+    filter: &str,
+    start: Start,
+) -> Result<impl Stream<Item = Item>, NatsError> {
+    let mut c = config(filter, start);
+    c.stream = StreamId::Telemetry;
+    let r = reader::open(js, c).await?;
+    Ok(r.map(Item::from_delivery))
 }
 
 /// Every message the stream holds now, from its first to its last sequence
 /// at the time of the call.
 ///
 /// # Errors
-/// [`LogError`] when the stream cannot be read to its end.
-pub async fn read_all(events: &mut JsStream) -> Result<Vec<Item>, LogError> {
-    let info = events.info().await.map_err(|e| nats("ask for info")(&e))?;
-    let last = info.state.last_sequence;
-    if info.state.messages == 0 || last == 0 {
-        return Ok(Vec::new());
-    }
+/// [`NatsError`] when the stream cannot be read to its end.
+pub async fn read_all(log: &mut Log) -> Result<Vec<Item>, NatsError> {
     let mut out = Vec::new();
-    let mut msgs = Box::pin(follow(events, ">", Start::First).await?);
-    let mut at = 0;
-    // Done at the last sequence seen at the start, or earlier when nothing is
-    // pending any more (the last messages were deleted since).
-    while at < last {
-        match tokio::time::timeout(IDLE, msgs.next()).await {
-            Ok(Some(item)) => {
-                let item = item?;
-                at = item.seq;
-                let drained = item.pending == 0;
-                out.push(item);
-                if drained {
-                    break;
-                }
-            }
-            Ok(None) | Err(_) => return Err(LogError::Stalled { at, last }),
-        }
-    }
+    reader::read_existing(&log.js, config(">", Start::First), IDLE, |d| {
+        out.push(Item::from_delivery(d))
+    })
+    .await?;
     Ok(out)
 }
 

@@ -545,7 +545,9 @@ async fn status_shows_nodes_workloads_and_migrations() {
     // node3's executor answers pings; node2's does not run.
     let mut pings = h
         .client
-        .subscribe("loadshift.executor.node3.ping")
+        .subscribe(loadshift_events::liveness::ping_subject(
+            &loadshift_events::NodeName::new("node3").unwrap(),
+        ))
         .await
         .unwrap();
     let client = h.client.clone();
@@ -553,7 +555,15 @@ async fn status_shows_nodes_workloads_and_migrations() {
         use futures::StreamExt;
         while let Some(m) = pings.next().await {
             if let Some(reply) = m.reply {
-                let body = r#"{"node":"node3","runtime":"process","capacity":{}}"#;
+                let body = serde_json::to_vec(&loadshift_events::liveness::Pong {
+                    node: loadshift_events::NodeName::new("node3").unwrap(),
+                    runtime: loadshift_events::workload::Runtime::Process,
+                    capacity: loadshift_events::liveness::Capacity {
+                        cores: 1.0,
+                        memory_bytes: 1 << 30,
+                    },
+                })
+                .unwrap();
                 let _ = client.publish(reply, body.into()).await;
             }
         }

@@ -1,6 +1,7 @@
-//! Talking to NATS: connecting with the operator's options, and publishing an
+//! Talking to NATS: connecting with the operator's options, publishing an
 //! event the only way loadshift does it (waiting for the JetStream ack, with the
-//! event id as `Nats-Msg-Id`).
+//! event id as `Nats-Msg-Id`), and the one error every service reports when
+//! NATS refuses or does not answer ([`NatsError`]).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -12,8 +13,12 @@ use async_nats::jetstream::{
 use crate::envelope::Envelope;
 
 /// Why talking to NATS failed.
+///
+/// One type for every service and the CLI, so that a failure to reach, ask or
+/// publish reads the same wherever it happens and callers need no per-crate
+/// copy of "JetStream {action} failed: {message}".
 #[derive(Debug, thiserror::Error)]
-pub enum ConnectionError {
+pub enum NatsError {
     /// could not connect
     #[error("cannot connect to NATS at {url}: {message}")]
     Connect {
@@ -49,6 +54,53 @@ pub enum ConnectionError {
         /// What the client or server said.
         message: String,
     },
+    /// a request to NATS or JetStream (stream lookup, consumer creation,
+    /// pull, info) was refused or not answered
+    #[error("NATS: cannot {action} on {target}: {message}")]
+    Request {
+        /// What was attempted ("create a consumer", "read messages", ...).
+        action: &'static str,
+        /// What it was attempted on: a stream, a subject, a consumer.
+        target: String,
+        /// What the client or server said.
+        message: String,
+    },
+    /// a stream stopped delivering before its last message
+    #[error("stream {stream} stopped delivering at sequence {at} of {last} (no message for {}s)", idle.as_secs())]
+    Stalled {
+        /// The stream read.
+        stream: &'static str,
+        /// The last sequence read.
+        at: u64,
+        /// The last sequence the stream held when reading began.
+        last: u64,
+        /// How long nothing came.
+        idle: std::time::Duration,
+    },
+}
+
+impl NatsError {
+    /// A [`NatsError::Request`] for `action` on `target`, worded by `error`.
+    pub fn request(
+        action: &'static str,
+        target: impl Into<String>,
+        error: impl std::fmt::Display,
+    ) -> Self {
+        NatsError::Request {
+            action,
+            target: target.into(),
+            message: error.to_string(),
+        }
+    }
+
+    /// A closure for `map_err` that turns any client error into a
+    /// [`NatsError::Request`] for `action` on `target`.
+    pub fn map<'a, E: std::fmt::Display>(
+        action: &'static str,
+        target: &'a str,
+    ) -> impl FnOnce(E) -> NatsError + 'a {
+        move |e| NatsError::request(action, target, e)
+    }
 }
 
 /// Where and how to connect.
@@ -68,12 +120,12 @@ pub struct NatsOptions {
 /// server is not up yet; services that must buffer (the agent) want that.
 ///
 /// # Errors
-/// [`ConnectionError`] when the credentials cannot be read or the first
+/// [`NatsError`] when the credentials cannot be read or the first
 /// connection fails (without `retry_on_initial_connect`).
 pub async fn connect(
     opts: &NatsOptions,
     retry_on_initial_connect: bool,
-) -> Result<async_nats::Client, ConnectionError> {
+) -> Result<async_nats::Client, NatsError> {
     let mut o = async_nats::ConnectOptions::new()
         .name(&opts.client_name)
         .connection_timeout(Duration::from_secs(5))
@@ -85,14 +137,14 @@ pub async fn connect(
         o = o
             .credentials_file(path)
             .await
-            .map_err(|e| ConnectionError::Credentials {
+            .map_err(|e| NatsError::Credentials {
                 path: path.clone(),
                 message: e.to_string(),
             })?;
     }
     o.connect(opts.url.as_str())
         .await
-        .map_err(|e| ConnectionError::Connect {
+        .map_err(|e| NatsError::Connect {
             url: opts.url.clone(),
             message: e.to_string(),
         })
@@ -101,14 +153,11 @@ pub async fn connect(
 /// Publishes one event and waits until JetStream has stored it.
 ///
 /// # Errors
-/// [`ConnectionError::Publish`] when it is not acknowledged (the caller keeps
+/// [`NatsError::Publish`] when it is not acknowledged (the caller keeps
 /// the event and retries: the msg-id makes a retry harmless).
-pub async fn publish(
-    js: &jetstream::Context,
-    env: &Envelope,
-) -> Result<PublishAck, ConnectionError> {
+pub async fn publish(js: &jetstream::Context, env: &Envelope) -> Result<PublishAck, NatsError> {
     let fut = send(js, env).await?;
-    fut.await.map_err(|e| ConnectionError::Publish {
+    fut.await.map_err(|e| NatsError::Publish {
         subject: env.subject(),
         id: env.id,
         message: e.to_string(),
@@ -120,14 +169,11 @@ pub async fn publish(
 /// the event as stored.
 ///
 /// # Errors
-/// [`ConnectionError`] when the event cannot be encoded or sent.
-pub async fn send(
-    js: &jetstream::Context,
-    env: &Envelope,
-) -> Result<PublishAckFuture, ConnectionError> {
+/// [`NatsError`] when the event cannot be encoded or sent.
+pub async fn send(js: &jetstream::Context, env: &Envelope) -> Result<PublishAckFuture, NatsError> {
     let payload = env
         .to_json()
-        .map_err(|source| ConnectionError::Encode { id: env.id, source })?;
+        .map_err(|source| NatsError::Encode { id: env.id, source })?;
     let subject = env.subject();
     js.send_publish(
         subject.clone(),
@@ -136,7 +182,7 @@ pub async fn send(
             .message_id(env.id.to_string()),
     )
     .await
-    .map_err(|e| ConnectionError::Publish {
+    .map_err(|e| NatsError::Publish {
         subject,
         id: env.id,
         message: e.to_string(),

@@ -3,16 +3,20 @@
 //! Every fact in loadshift is an event in NATS JetStream; this crate is the one
 //! place that says what an event looks like ([`envelope`]), what each kind
 //! carries ([`payload`], [`telemetry`]), where it is published ([`subject`]),
-//! which streams keep it ([`stream`]) and how a service talks to NATS
-//! ([`connection`]). Services depend on this crate and on nothing of each other,
+//! which streams keep it ([`stream`]), how a service talks to NATS
+//! ([`connection`]), reads a stream ([`reader`]), asks whether an executor
+//! is alive ([`liveness`]) and stops ([`shutdown`]). Services depend on this crate and on nothing of each other,
 //! so a change to the contract is visible in one diff.
 
 pub mod cli;
 pub mod connection;
 pub mod envelope;
+pub mod liveness;
 pub mod migration;
 pub mod model;
 pub mod payload;
+pub mod reader;
+pub mod shutdown;
 pub mod stream;
 pub mod subject;
 pub mod telemetry;

@@ -17,6 +17,40 @@ pub const TELEMETRY: &str = "TELEMETRY";
 /// Name of the stream of every other event: the system of record.
 pub const EVENTS: &str = "EVENTS";
 
+/// The two streams of the log, as a small copyable tag.
+///
+/// One enum for every service (the brain keys its store by it, the webui
+/// tags what it shows with it, readers are opened on it), so that "which
+/// stream" is never a string compared by hand.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+pub enum StreamId {
+    /// [`TELEMETRY`]: samples and workload usage.
+    Telemetry,
+    /// [`EVENTS`]: everything else, the system of record.
+    Events,
+}
+
+impl StreamId {
+    /// Both, in a fixed order (index = [`StreamId::index`]).
+    pub const ALL: [StreamId; 2] = [StreamId::Telemetry, StreamId::Events];
+
+    /// The JetStream stream name.
+    pub fn name(self) -> &'static str {
+        match self {
+            StreamId::Telemetry => TELEMETRY,
+            StreamId::Events => EVENTS,
+        }
+    }
+
+    /// Position in [`StreamId::ALL`], for per-stream arrays.
+    pub fn index(self) -> usize {
+        match self {
+            StreamId::Telemetry => 0,
+            StreamId::Events => 1,
+        }
+    }
+}
+
 /// Object store bucket that carries checkpoint images between nodes.
 pub const CHECKPOINTS: &str = "CHECKPOINTS";
 

@@ -2,32 +2,17 @@
 //! plain NATS request (not an event: it is a question about now, not a fact to
 //! keep), and the answer carries the capacity the target declares and the
 //! runtime it runs, so a request to a dead or unsuitable node fails before the
-//! workload is frozen.
+//! workload is frozen. The subject and the answer are the contract's
+//! ([`loadshift_events::liveness`]); this module answers and asks.
 
 use std::time::Duration;
 
 use futures::StreamExt;
-use loadshift_events::workload::Runtime as RuntimeKind;
+pub use loadshift_events::liveness::{ping_subject, Capacity, Pong};
 use loadshift_events::NodeName;
-use serde::{Deserialize, Serialize};
 
-use crate::cgroup::Capacity;
-
-/// What an executor answers when asked whether it is alive.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Pong {
-    /// Its node.
-    pub node: NodeName,
-    /// The runtime it runs workloads with.
-    pub runtime: RuntimeKind,
-    /// The capacity it declares.
-    pub capacity: Capacity,
-}
-
-/// The subject an executor answers pings on.
-pub fn ping_subject(node: &NodeName) -> String {
-    format!("loadshift.executor.{node}.ping")
-}
+/// How long the target has to answer before a migration is refused.
+const PING_WITHIN: Duration = Duration::from_secs(3);
 
 /// Answers pings for this node until the subscription ends.
 ///
@@ -53,13 +38,7 @@ pub async fn serve(
 
 /// Asks `node`'s executor; `Err` says in words why it is not usable.
 pub async fn ping(client: &async_nats::Client, node: &NodeName) -> Result<Pong, String> {
-    let ask = client.request(ping_subject(node), "".into());
-    match tokio::time::timeout(Duration::from_secs(3), ask).await {
-        Err(_) => Err(format!(
-            "target node {node} did not answer within 3 s (its executor is not running)"
-        )),
-        Ok(Err(e)) => Err(format!("target node {node} is not reachable: {e}")),
-        Ok(Ok(msg)) => serde_json::from_slice::<Pong>(&msg.payload)
-            .map_err(|e| format!("target node {node} answered something unreadable: {e}")),
-    }
+    loadshift_events::liveness::ping(client, node, PING_WITHIN)
+        .await
+        .map_err(|e| format!("target {e}"))
 }

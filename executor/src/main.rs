@@ -184,7 +184,10 @@ async fn serve<R: Runtime>(cli: &Cli, node: NodeName, runtime: R) -> anyhow::Res
         Pong {
             node: node.clone(),
             runtime: kind,
-            capacity,
+            capacity: liveness::Capacity {
+                cores: capacity.cores,
+                memory_bytes: capacity.memory_bytes,
+            },
         },
     )
     .await

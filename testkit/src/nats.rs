@@ -16,6 +16,7 @@ pub struct NatsServer {
     port: u16,
     store: tempfile::TempDir,
     log: PathBuf,
+    max_payload: Option<u64>,
 }
 
 impl NatsServer {
@@ -26,6 +27,16 @@ impl NatsServer {
     /// When `nats-server` is not installed or does not come up: the test
     /// cannot run, and says so plainly.
     pub fn start() -> Self {
+        Self::start_with_max_payload(None)
+    }
+
+    /// Starts a server like [`NatsServer::start`] whose `max_payload` (the
+    /// largest message it accepts; 1 MB by default) is `max_payload` bytes,
+    /// for tests that push large events through it.
+    ///
+    /// # Panics
+    /// As [`NatsServer::start`].
+    pub fn start_with_max_payload(max_payload: Option<u64>) -> Self {
         let store = tempfile::Builder::new()
             .prefix("loadshift-nats-")
             .tempdir()
@@ -36,6 +47,7 @@ impl NatsServer {
             port: free_port(),
             store,
             log,
+            max_payload,
         };
         server.spawn();
         server
@@ -73,14 +85,21 @@ impl NatsServer {
         // limit would then fail on a machine with less than ~14 GiB free,
         // though a test writes megabytes. Tests declare a large maximum.
         let conf = self.store.path().join("nats-server.conf");
+        let max_payload = self
+            .max_payload
+            .map(|b| format!("max_payload: {b}\n"))
+            .unwrap_or_default();
         std::fs::write(
             &conf,
             format!(
-                "jetstream {{\n  store_dir: \"{}\"\n  max_file_store: 1TB\n}}\n",
+                "{max_payload}jetstream {{\n  store_dir: \"{}\"\n  max_file_store: 1TB\n}}\n",
                 js_dir.display()
             ),
         )
         .expect("write the test nats-server's config");
+        // A restart appends to the same log: only a "ready" line written by
+        // this run counts.
+        let log_before = self.read_log().len();
         let child = Command::new("nats-server")
             .arg("-c")
             .arg(&conf)
@@ -100,7 +119,10 @@ impl NatsServer {
         let addr: SocketAddr = ([127, 0, 0, 1], self.port).into();
         loop {
             if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
-                && self.log_contains("Server is ready")
+                && self
+                    .read_log()
+                    .get(log_before..)
+                    .is_some_and(|l| l.contains("Server is ready"))
             {
                 return;
             }
@@ -119,10 +141,6 @@ impl NatsServer {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-    }
-
-    fn log_contains(&self, needle: &str) -> bool {
-        self.read_log().contains(needle)
     }
 
     /// The server's log so far, for a failing test's message.

@@ -7,7 +7,7 @@
 //!
 //! - [`projection`]: the fold of both streams (bounded), [`series`] its
 //!   per-node metrics;
-//! - [`consume`]: ordered consumers replaying both streams into it;
+//! - [`consume`]: the contract's readers replaying both streams into it;
 //! - [`pages`]: one handler, one view and one template per page, and the
 //!   JSON API built from the same views;
 //! - [`svg`]: charts drawn on the server; [`display`]: how values read;

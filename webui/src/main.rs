@@ -11,6 +11,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use loadshift_events::cli::{LogArgs, NatsArgs};
+use loadshift_events::shutdown::Shutdown;
 use loadshift_events::{connection, stream, NodeName};
 use loadshift_webui::projection::{Limits, Projection};
 use loadshift_webui::{consume, router, AppState, Settings};
@@ -46,10 +47,18 @@ struct Cli {
     log: LogArgs,
 }
 
+/// How long open connections (live pages keep theirs open) may finish
+/// after a stop was asked for, before they are cut.
+const GRACE: Duration = Duration::from_secs(1);
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     cli.log.init();
+    let shutdown: Shutdown = Shutdown::new();
+    shutdown
+        .on_signals()
+        .context("installing signal handlers")?;
     let client = connection::connect(&cli.nats.options("loadshift-webui"), false)
         .await
         .context("connecting to NATS")?;
@@ -76,33 +85,29 @@ async fn main() -> anyhow::Result<()> {
         .await
         .with_context(|| format!("listening on {}", cli.listen))?;
     tracing::info!(listen = %cli.listen, "dashboard serving");
-    let consumer = tokio::spawn(consume::run(js, state.clone()));
-    let server = axum::serve(listener, router(state)).with_graceful_shutdown(shutdown_signal());
-    tokio::select! {
-        r = server => r.context("serving HTTP")?,
-        r = consumer => {
-            match r {
-                Ok(Err(e)) => return Err(e).context("following the streams"),
-                Ok(Ok(())) => {}
-                Err(e) => anyhow::bail!("the stream consumer panicked: {e}"),
-            }
-        }
+    let consumer = tokio::spawn(consume::run(js, state.clone(), shutdown.listener()));
+    let mut stop = shutdown.listener();
+    let server = axum::serve(listener, router(state)).with_graceful_shutdown(async move {
+        stop.recv().await;
+    });
+    let mut stop = shutdown.listener();
+    let result = tokio::select! {
+        r = server => r.context("serving HTTP"),
+        r = consumer => match r {
+            Ok(r) => r.context("following the streams"),
+            Err(e) => Err(anyhow::anyhow!("the stream consumer panicked: {e}")),
+        },
+        // Live pages never end their responses by themselves.
+        _ = async { stop.recv().await; tokio::time::sleep(GRACE).await } => Ok(()),
+    };
+    drop(stop);
+    shutdown
+        .trigger()
+        .fire(loadshift_events::shutdown::Signal::Terminate);
+    if let Err(e) = shutdown.completed_within(GRACE).await {
+        tracing::warn!("{e}; exiting anyway");
     }
+    result?;
     tracing::info!("webui stopped");
     Ok(())
-}
-
-async fn shutdown_signal() {
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot watch SIGTERM; only Ctrl-C stops the webui");
-            let _ = tokio::signal::ctrl_c().await;
-            return;
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
 }

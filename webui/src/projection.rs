@@ -24,35 +24,8 @@ use uuid::Uuid;
 
 use crate::series::{Point, Series, SeriesLimits};
 
-/// The two streams the webui folds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-pub enum StreamKind {
-    /// `TELEMETRY`: samples and workload usage.
-    Telemetry,
-    /// `EVENTS`: everything else.
-    Events,
-}
-
-impl StreamKind {
-    /// Both, in index order.
-    pub const ALL: [StreamKind; 2] = [StreamKind::Telemetry, StreamKind::Events];
-
-    /// The stream's name in NATS.
-    pub fn name(self) -> &'static str {
-        match self {
-            StreamKind::Telemetry => loadshift_events::stream::TELEMETRY,
-            StreamKind::Events => loadshift_events::stream::EVENTS,
-        }
-    }
-
-    /// 0 or 1, for per-stream arrays.
-    pub fn index(self) -> usize {
-        match self {
-            StreamKind::Telemetry => 0,
-            StreamKind::Events => 1,
-        }
-    }
-}
+/// The two streams the webui folds: the contract's one stream enum.
+pub use loadshift_events::stream::StreamId as StreamKind;
 
 /// How much the projection keeps.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -7,10 +7,12 @@
 
 use std::process::ExitCode;
 
+use std::pin::Pin;
+
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
-use futures::StreamExt;
-use loadshift_events::stream;
+use futures::{Stream, StreamExt};
+use loadshift_events::shutdown::Shutdown;
 use serde::Serialize;
 
 use super::{connect, Common};
@@ -62,28 +64,29 @@ pub struct TailArgs {
 /// # Errors
 /// NATS failing.
 pub async fn tail(a: TailArgs) -> anyhow::Result<ExitCode> {
+    let shutdown: Shutdown = Shutdown::new();
+    shutdown
+        .on_signals()
+        .context("installing signal handlers")?;
+    let mut stop = shutdown.listener();
     let (_client, js) = connect(&a.common).await?;
-    let events = if reads_telemetry(&a.subject) {
-        js.get_stream(stream::TELEMETRY)
-            .await
-            .with_context(|| format!("opening the {} stream", stream::TELEMETRY))?
-    } else {
-        eventlog::open(&js, &a.common.nats).await?
-    };
     let start = if a.from_start {
         Start::First
     } else {
         Start::New
     };
-    let mut items = Box::pin(eventlog::follow(&events, &a.subject, start).await?);
-    let stop = stop_signal();
-    tokio::pin!(stop);
+    let mut items: Pin<Box<dyn Stream<Item = Item> + Send>> = if reads_telemetry(&a.subject) {
+        Box::pin(eventlog::follow_telemetry(&js, &a.subject, start).await?)
+    } else {
+        let events = eventlog::open(&js, &a.common.nats).await?;
+        Box::pin(eventlog::follow(&events, &a.subject, start).await?)
+    };
     loop {
         tokio::select! {
-            _ = &mut stop => return Ok(ExitCode::SUCCESS),
+            _ = stop.recv() => return Ok(ExitCode::SUCCESS),
             next = items.next() => match next {
-                Some(item) => print_item(&item?, a.json),
-                None => bail!("the EVENTS stream stopped delivering"),
+                Some(item) => print_item(&item, a.json),
+                None => bail!("the stream stopped delivering"),
             },
         }
     }
@@ -194,23 +197,6 @@ fn print_item(item: &Item, json: bool) {
             }
         }
     }
-}
-
-/// Resolves on Ctrl-C or SIGTERM, so that `tail` ends cleanly under a
-/// supervisor as well as in a terminal.
-pub(crate) async fn stop_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        if let Ok(mut term) = signal(SignalKind::terminate()) {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-            return;
-        }
-    }
-    let _ = tokio::signal::ctrl_c().await;
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@ use anyhow::{bail, Context};
 use clap::Args;
 use futures::StreamExt;
 use loadshift_events::migration::{Reason, Requested, Step, Timings};
+use loadshift_events::shutdown::{Shutdown, Signal};
 use loadshift_events::{connection, Envelope, Event, NodeName, WorkloadName};
 use uuid::Uuid;
 
@@ -127,21 +128,48 @@ pub async fn run(a: MigrateArgs) -> anyhow::Result<ExitCode> {
     if !a.wait {
         return Ok(ExitCode::SUCCESS);
     }
-    let mut answers = Box::pin(
-        eventlog::follow(&events, "migration.>", Start::Sequence(ack.sequence + 1)).await?,
-    );
-    let deadline = tokio::time::Instant::now() + a.timeout;
+    let answers =
+        eventlog::follow(&events, "migration.>", Start::Sequence(ack.sequence + 1)).await?;
+    wait_for_outcome(answers, id, asked, a.timeout).await
+}
+
+/// `--wait`: prints every step of migration `id` from `answers` until its
+/// outcome, a signal, or `timeout` after the request.
+async fn wait_for_outcome(
+    answers: impl futures::Stream<Item = eventlog::Item>,
+    id: Uuid,
+    asked: Instant,
+    timeout: Duration,
+) -> anyhow::Result<ExitCode> {
+    let shutdown: Shutdown = Shutdown::new();
+    shutdown
+        .on_signals()
+        .context("installing signal handlers")?;
+    let mut stop = shutdown.listener();
+    let mut answers = Box::pin(answers);
+    let deadline = tokio::time::Instant::now() + timeout;
     let mut failure: Option<(Step, String)> = None;
     let mut image_bytes: Option<u64> = None;
     loop {
-        let item = match tokio::time::timeout_at(deadline, answers.next()).await {
+        let next = tokio::select! {
+            signal = stop.recv() => {
+                eprintln!(
+                    "stopped waiting ({}); migration {id} goes on without us \
+                     (follow it with `loadshift events tail --subject 'migration.>'`)",
+                    signal.as_str()
+                );
+                return Ok(ExitCode::from(signal_exit(signal)));
+            }
+            n = tokio::time::timeout_at(deadline, answers.next()) => n,
+        };
+        let item = match next {
             Err(_) => bail!(
                 "no outcome for migration {id} within {}; it may still be running \
                  (follow it with `loadshift events tail --subject 'migration.>'`)",
-                humantime::format_duration(a.timeout)
+                humantime::format_duration(timeout)
             ),
             Ok(None) => bail!("the EVENTS stream ended while waiting for migration {id}"),
-            Ok(Some(item)) => item?,
+            Ok(Some(item)) => item,
         };
         let Ok(env) = &item.decoded else {
             if let Some(line) = item.unreadable_line() {
@@ -195,6 +223,15 @@ pub async fn run(a: MigrateArgs) -> anyhow::Result<ExitCode> {
             }
             _ => {}
         }
+    }
+}
+
+/// The exit status a shell gives a command ended by `signal` (128 + its
+/// number), so scripts tell "interrupted" from "failed".
+fn signal_exit(signal: Signal) -> u8 {
+    match signal {
+        Signal::Interrupt => 130,
+        Signal::Terminate => 143,
     }
 }
 

@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Args;
+use loadshift_events::liveness::{self, PingError};
 use loadshift_events::NodeName;
 
 use super::{connect, Common};
@@ -72,8 +73,8 @@ fn nodes_of(p: &Placement) -> Vec<NodeName> {
 /// What a node's executor said to the ping.
 #[derive(Debug, Clone, PartialEq)]
 enum PingAnswer {
-    /// It answered, naming its runtime when it did.
-    Answers(Option<String>),
+    /// It answered, naming its runtime.
+    Answers(String),
     /// Nobody listens on its subject.
     NotRunning,
     /// Nothing within [`PING_TIMEOUT`].
@@ -86,8 +87,7 @@ impl PingAnswer {
     /// `answers (docker)`, `not running`, ...: the EXECUTOR column.
     fn label(&self) -> String {
         match self {
-            PingAnswer::Answers(Some(r)) => format!("answers ({r})"),
-            PingAnswer::Answers(None) => "answers".to_string(),
+            PingAnswer::Answers(r) => format!("answers ({r})"),
             PingAnswer::NotRunning => "not running".to_string(),
             PingAnswer::Silent => "no answer".to_string(),
             PingAnswer::Error(e) => format!("error: {e}"),
@@ -97,7 +97,7 @@ impl PingAnswer {
     /// The same, for `--json`: a word to match on, and the detail apart.
     fn json(&self) -> serde_json::Value {
         let (word, runtime, error) = match self {
-            PingAnswer::Answers(r) => ("answers", r.clone(), None),
+            PingAnswer::Answers(r) => ("answers", Some(r.clone()), None),
             PingAnswer::NotRunning => ("not_running", None, None),
             PingAnswer::Silent => ("no_answer", None, None),
             PingAnswer::Error(e) => ("error", None, Some(e.clone())),
@@ -108,25 +108,11 @@ impl PingAnswer {
 
 /// Asks `node`'s executor whether it is alive.
 async fn ping(client: &async_nats::Client, node: &NodeName) -> PingAnswer {
-    let ask = client.request(format!("loadshift.executor.{node}.ping"), "".into());
-    match tokio::time::timeout(PING_TIMEOUT, ask).await {
-        Err(_) => PingAnswer::Silent,
-        Ok(Err(e)) => match e.kind() {
-            async_nats::RequestErrorKind::NoResponders => PingAnswer::NotRunning,
-            _ => PingAnswer::Error(e.to_string()),
-        },
-        Ok(Ok(msg)) => {
-            // The executor's answer names its runtime; read just that, so a
-            // change in the rest of its answer does not break status.
-            let runtime = serde_json::from_slice::<serde_json::Value>(&msg.payload)
-                .ok()
-                .and_then(|v| {
-                    v.get("runtime")
-                        .and_then(|r| r.as_str())
-                        .map(str::to_string)
-                });
-            PingAnswer::Answers(runtime)
-        }
+    match liveness::ping(client, node, PING_TIMEOUT).await {
+        Ok(pong) => PingAnswer::Answers(pong.runtime.to_string()),
+        Err(PingError::NoAnswer { .. }) => PingAnswer::Silent,
+        Err(PingError::NotRunning(_)) => PingAnswer::NotRunning,
+        Err(e) => PingAnswer::Error(e.to_string()),
     }
 }
 

@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use clap::Args;
 use loadshift_events::cli::LogArgs;
-use loadshift_events::{connection, stream, Envelope, Event, NodeName};
+use loadshift_events::shutdown::{Listener, Shutdown};
+use loadshift_events::{connection, liveness, stream, Envelope, Event, NodeName};
 
 use super::workload::RuntimeArg;
 use crate::up::cgroup::{self, NodeCgroup};
@@ -181,35 +182,9 @@ pub async fn run(a: UpArgs) -> anyhow::Result<ExitCode> {
     let bin = binaries_dir()?;
     let repo = find_repo(a.repo.as_deref())?;
     let conf = repo.join("nats/server.conf");
-
-    // Docker first: it decides the runtime, and the refusal must come before
-    // anything is started.
-    let docker = docker::ping(&a.docker_host).await;
-    match (a.runtime, &docker) {
-        (RuntimeArg::Docker, Err(why)) => {
-            eprintln!(
-                "error: --runtime docker needs a running Docker daemon, and none answers at {} ({why}); \
-                 start one (scripts/setup-docker) or use --runtime process",
-                a.docker_host
-            );
-            return Ok(ExitCode::from(2));
-        }
-        (RuntimeArg::Docker, Ok(())) if a.scenario == Scenario::Ramp => {
-            eprintln!(
-                "error: the ramp scenario runs loadshift-loadgen as processes, which a docker \
-                 executor does not run; use --runtime process, or --scenario idle with docker"
-            );
-            return Ok(ExitCode::from(2));
-        }
-        (RuntimeArg::Process, Err(_)) => {
-            println!("Docker is not running: using the process runtime")
-        }
-        (RuntimeArg::Process, Ok(())) => {
-            println!("runtime: process (Docker is running too: --runtime docker uses it)")
-        }
-        (RuntimeArg::Docker, Ok(())) => println!("runtime: docker"),
+    if let Some(refused) = choose_runtime(&a).await {
+        return Ok(refused);
     }
-
     let workers: Vec<NodeName> = (2..=a.nodes)
         .map(|i| NodeName::new(format!("node{i}")))
         .collect::<Result<_, _>>()?;
@@ -220,7 +195,85 @@ pub async fn run(a: UpArgs) -> anyhow::Result<ExitCode> {
         ),
         _ => None,
     };
+    let state = prepare_state(&a)?;
+    let logs = state.join("logs");
+    let nats_url = format!("nats://127.0.0.1:{}", a.nats_port);
 
+    let shutdown: Shutdown = Shutdown::new();
+    shutdown
+        .on_signals()
+        .context("installing signal handlers")?;
+    let mut stop = shutdown.listener();
+    let mut cluster = Cluster {
+        services: Vec::new(),
+        control: Vec::new(),
+        cgroups: Vec::new(),
+        prefix: a.cgroup_prefix.trim_matches('/').to_string(),
+        grace: a.grace,
+    };
+    let launch = Launch {
+        a: &a,
+        bin: &bin,
+        conf: &conf,
+        state: &state,
+        nats_url: &nats_url,
+    };
+    let outcome = tokio::select! {
+        r = launch.bring_up(&mut cluster, &workers, traces) => r,
+        _ = stop.recv() => Err(anyhow::anyhow!("interrupted while starting")),
+    };
+    if let Err(e) = outcome {
+        eprintln!("error: {e:#}");
+        eprintln!("stopping what was started; logs are in {}", logs.display());
+        cluster.stop().await;
+        return Ok(ExitCode::from(1));
+    }
+    announce(&a, &state, &nats_url, &workers, started_at, clock);
+
+    // Follow the services (the supervisors restart them) and meter the
+    // control plane until asked to stop.
+    let meter = meter_until_stopped(&cluster, &mut stop).await;
+    println!("stopping (SIGTERM, SIGKILL after {:?})", a.grace);
+    cluster.stop().await;
+    report_usage(&meter, &state, clock.elapsed().as_secs_f64());
+    println!("stopped; logs are in {}", logs.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Says which runtime the executors use; `Some(exit code)` when the
+/// options cannot be honoured (before anything is started).
+async fn choose_runtime(a: &UpArgs) -> Option<ExitCode> {
+    let docker = docker::ping(&a.docker_host).await;
+    match (a.runtime, &docker) {
+        (RuntimeArg::Docker, Err(why)) => {
+            eprintln!(
+                "error: --runtime docker needs a running Docker daemon, and none answers at {} ({why}); \
+                 start one (scripts/setup-docker) or use --runtime process",
+                a.docker_host
+            );
+            return Some(ExitCode::from(2));
+        }
+        (RuntimeArg::Docker, Ok(())) if a.scenario == Scenario::Ramp => {
+            eprintln!(
+                "error: the ramp scenario runs loadshift-loadgen as processes, which a docker \
+                 executor does not run; use --runtime process, or --scenario idle with docker"
+            );
+            return Some(ExitCode::from(2));
+        }
+        (RuntimeArg::Process, Err(_)) => {
+            println!("Docker is not running: using the process runtime")
+        }
+        (RuntimeArg::Process, Ok(())) => {
+            println!("runtime: process (Docker is running too: --runtime docker uses it)")
+        }
+        (RuntimeArg::Docker, Ok(())) => println!("runtime: docker"),
+    }
+    None
+}
+
+/// Empties the state folder when asked, creates it and its `logs`, and
+/// checks that the NATS port is free; returns the folder, absolute.
+fn prepare_state(a: &UpArgs) -> anyhow::Result<PathBuf> {
     if a.fresh && a.state.exists() {
         std::fs::remove_dir_all(&a.state)
             .with_context(|| format!("emptying {}", a.state.display()))?;
@@ -234,27 +287,18 @@ pub async fn run(a: UpArgs) -> anyhow::Result<ExitCode> {
             a.nats_port
         );
     }
-    let nats_url = format!("nats://127.0.0.1:{}", a.nats_port);
+    Ok(state)
+}
 
-    let mut cluster = Cluster {
-        services: Vec::new(),
-        control: Vec::new(),
-        cgroups: Vec::new(),
-        prefix: a.cgroup_prefix.trim_matches('/').to_string(),
-        grace: a.grace,
-    };
-    let stop = super::events::stop_signal();
-    tokio::pin!(stop);
-    let outcome = tokio::select! {
-        r = bring_up(&a, &mut cluster, &bin, &conf, &state, &nats_url, &workers, traces) => r,
-        _ = &mut stop => Err(anyhow::anyhow!("interrupted while starting")),
-    };
-    if let Err(e) = outcome {
-        eprintln!("error: {e:#}");
-        eprintln!("stopping what was started; logs are in {}", logs.display());
-        cluster.stop().await;
-        return Ok(ExitCode::from(1));
-    }
+/// Writes `up.json` and tells the operator where everything is.
+fn announce(
+    a: &UpArgs,
+    state: &Path,
+    nats_url: &str,
+    workers: &[NodeName],
+    started_at: chrono::DateTime<chrono::Utc>,
+    clock: Instant,
+) {
     let info = serde_json::json!({
         "started_at": started_at,
         "ready_after_ms": clock.elapsed().as_millis() as u64,
@@ -275,16 +319,17 @@ pub async fn run(a: UpArgs) -> anyhow::Result<ExitCode> {
     println!("  NATS       {nats_url}   (nats stream ls --server {nats_url})");
     println!("  status     loadshift status --nats {nats_url}");
     println!("  events     loadshift events tail --nats {nats_url} --subject 'migration.>'");
-    println!("  logs       {}", logs.display());
+    println!("  logs       {}", state.join("logs").display());
     println!("Ctrl-C stops everything.");
+}
 
-    // Follow the services (the supervisors restart them) and meter the
-    // control plane until asked to stop.
+/// Samples the control plane's CPU and memory every second until `stop`.
+async fn meter_until_stopped(cluster: &Cluster, stop: &mut Listener) -> Meter {
     let mut meter = Meter::default();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         tokio::select! {
-            _ = &mut stop => break,
+            _ = stop.recv() => return meter,
             _ = tick.tick() => {
                 for &i in &cluster.control {
                     let s = &cluster.services[i];
@@ -296,10 +341,11 @@ pub async fn run(a: UpArgs) -> anyhow::Result<ExitCode> {
             }
         }
     }
-    println!("stopping (SIGTERM, SIGKILL after {:?})", a.grace);
-    cluster.stop().await;
+}
+
+/// Writes `usage.json` and prints what the control plane used.
+fn report_usage(meter: &Meter, state: &Path, run_secs: f64) {
     let (cpu, peak, mean) = meter.total();
-    let run_secs = clock.elapsed().as_secs_f64();
     let usage = serde_json::json!({
         "run_seconds": run_secs,
         "control_plane": {
@@ -319,117 +365,184 @@ pub async fn run(a: UpArgs) -> anyhow::Result<ExitCode> {
         mean >> 20,
         state.join("usage.json").display()
     );
-    println!("stopped; logs are in {}", logs.display());
-    Ok(ExitCode::SUCCESS)
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn bring_up(
-    a: &UpArgs,
-    cluster: &mut Cluster,
-    bin: &Path,
-    conf: &Path,
-    state: &Path,
-    nats_url: &str,
-    workers: &[NodeName],
-    traces: Option<Vec<PathBuf>>,
-) -> anyhow::Result<()> {
-    let logs = state.join("logs");
-    let memory = a.node_memory_mib << 20;
-    let node1 = NodeName::new("node1")?;
-    let mut nodes = vec![node1.clone()];
-    nodes.extend(workers.iter().cloned());
-    let mut cgroups = Vec::new();
-    for n in &nodes {
-        let cores = if *n == node1 {
-            a.control_cpus
-        } else {
-            a.node_cpus
-        };
-        let cg = NodeCgroup::create(&format!("{}/{n}", cluster.prefix), cores, memory)
-            .context("creating the nodes' cgroups (loadshift up must run as root)")?;
-        cluster.cgroups.push(cg.clone());
-        cgroups.push(cg);
-    }
-    let control_cg = Some(cgroups[0].clone());
-    let env = vec![("LOADSHIFT_NATS".to_string(), nats_url.to_string())];
-    let spec = |name: &str, program: PathBuf, args: Vec<OsString>, cg: Option<NodeCgroup>| Spec {
-        name: name.to_string(),
-        program,
-        args,
-        env: env.clone(),
-        log: logs.join(format!("{name}.log")),
-        cgroup: cg,
-    };
-    let os = |v: &[&str]| v.iter().map(OsString::from).collect::<Vec<_>>();
+/// What every service of one `up` shares: the options, where the binaries,
+/// the NATS config and the state are, and the NATS URL.
+struct Launch<'a> {
+    a: &'a UpArgs,
+    bin: &'a Path,
+    conf: &'a Path,
+    state: &'a Path,
+    nats_url: &'a str,
+}
 
-    // nats-server, then wait until it answers.
-    let nats_log = logs.join("nats.log");
-    let mut args = os(&["-c"]);
-    args.push(conf.into());
-    args.extend(os(&["-sd"]));
-    args.push(state.join("nats").into());
-    args.extend(os(&[
-        "-p",
-        &a.nats_port.to_string(),
-        "-m",
-        &a.nats_monitor_port.to_string(),
-    ]));
-    cluster.start(
-        spec(
+fn os(v: &[&str]) -> Vec<OsString> {
+    v.iter().map(OsString::from).collect()
+}
+
+impl Launch<'_> {
+    /// How to run the service `name`: its log in the state's `logs`, told
+    /// where NATS is.
+    fn spec(
+        &self,
+        name: &str,
+        program: PathBuf,
+        args: Vec<OsString>,
+        cg: Option<NodeCgroup>,
+    ) -> Spec {
+        Spec {
+            name: name.to_string(),
+            program,
+            args,
+            env: vec![("LOADSHIFT_NATS".to_string(), self.nats_url.to_string())],
+            log: self.state.join("logs").join(format!("{name}.log")),
+            cgroup: cg,
+        }
+    }
+
+    /// Starts everything in order: cgroups, nats-server, brain and webui,
+    /// each node's agent and executor, then the scenario.
+    async fn bring_up(
+        &self,
+        cluster: &mut Cluster,
+        workers: &[NodeName],
+        traces: Option<Vec<PathBuf>>,
+    ) -> anyhow::Result<()> {
+        let node1 = NodeName::new("node1")?;
+        let mut nodes = vec![node1];
+        nodes.extend(workers.iter().cloned());
+        let cgroups = self.make_cgroups(cluster, &nodes)?;
+        let (client, js) = self.start_nats(cluster, &cgroups[0]).await?;
+        self.start_control_plane(cluster, &cgroups[0])?;
+        for (i, n) in nodes.iter().enumerate() {
+            let trace = traces
+                .as_ref()
+                .and_then(|t| i.checked_sub(1).map(|w| &t[w]));
+            self.start_node(cluster, n, &cgroups[i], i == 0, trace)?;
+        }
+        for n in workers {
+            wait_for_executor(&client, n, &self.state.join("logs")).await?;
+        }
+        if self.a.scenario == Scenario::Ramp {
+            self.start_ramp(&js, workers).await?;
+        }
+        Ok(())
+    }
+
+    /// One cgroup per node: node1 (the control plane) with its own CPUs.
+    fn make_cgroups(
+        &self,
+        cluster: &mut Cluster,
+        nodes: &[NodeName],
+    ) -> anyhow::Result<Vec<NodeCgroup>> {
+        let memory = self.a.node_memory_mib << 20;
+        let mut cgroups = Vec::new();
+        for (i, n) in nodes.iter().enumerate() {
+            let cores = if i == 0 {
+                self.a.control_cpus
+            } else {
+                self.a.node_cpus
+            };
+            let cg = NodeCgroup::create(&format!("{}/{n}", cluster.prefix), cores, memory)
+                .context("creating the nodes' cgroups (loadshift up must run as root)")?;
+            cluster.cgroups.push(cg.clone());
+            cgroups.push(cg);
+        }
+        Ok(cgroups)
+    }
+
+    /// nats-server in the control plane's cgroup; returns once it answers
+    /// and the streams are declared.
+    async fn start_nats(
+        &self,
+        cluster: &mut Cluster,
+        control: &NodeCgroup,
+    ) -> anyhow::Result<(async_nats::Client, async_nats::jetstream::Context)> {
+        let a = self.a;
+        let mut args = os(&["-c"]);
+        args.push(self.conf.into());
+        args.extend(os(&["-sd"]));
+        args.push(self.state.join("nats").into());
+        args.extend(os(&[
+            "-p",
+            &a.nats_port.to_string(),
+            "-m",
+            &a.nats_monitor_port.to_string(),
+        ]));
+        let spec = self.spec(
             "nats-server",
             PathBuf::from("nats-server"),
             args,
-            control_cg.clone(),
-        ),
-        true,
-    )?;
-    let client = wait_for_nats(nats_url, &nats_log).await?;
-    let js = async_nats::jetstream::new(client.clone());
-    stream::declare(&js, &Default::default())
-        .await
-        .context("declaring the streams")?;
-    println!(
-        "nats-server  {nats_url}  (store {})",
-        state.join("nats").display()
-    );
+            Some(control.clone()),
+        );
+        let nats_log = spec.log.clone();
+        cluster.start(spec, true)?;
+        let client = wait_for_nats(self.nats_url, &nats_log).await?;
+        let js = async_nats::jetstream::new(client.clone());
+        stream::declare(&js, &Default::default())
+            .await
+            .context("declaring the streams")?;
+        println!(
+            "nats-server  {}  (store {})",
+            self.nats_url,
+            self.state.join("nats").display()
+        );
+        Ok((client, js))
+    }
 
-    let mut brain = os(&["run", "--store"]);
-    brain.push(state.join("brain").into());
-    // A fresh cluster has no history to learn from yet: the brain trains its
-    // first model from the reference traces committed with the project (a
-    // few Bitbrains VMs), then retrains from this cluster's own log.
-    brain.push("--bootstrap-trace".into());
-    let repo = conf
-        .parent()
-        .and_then(Path::parent)
-        .unwrap_or(Path::new("."));
-    brain.push(repo.join("brain/tests/fixtures/traces").into());
-    cluster.start(
-        spec(
+    /// The brain and the webui, in the control plane's cgroup.
+    fn start_control_plane(
+        &self,
+        cluster: &mut Cluster,
+        control: &NodeCgroup,
+    ) -> anyhow::Result<()> {
+        let mut brain = os(&["run", "--store"]);
+        brain.push(self.state.join("brain").into());
+        // A fresh cluster has no history to learn from yet: the brain trains its
+        // first model from the reference traces committed with the project (a
+        // few Bitbrains VMs), then retrains from this cluster's own log.
+        brain.push("--bootstrap-trace".into());
+        let repo = self
+            .conf
+            .parent()
+            .and_then(Path::parent)
+            .unwrap_or(Path::new("."));
+        brain.push(repo.join("brain/tests/fixtures/traces").into());
+        let spec = self.spec(
             "brain",
-            bin.join("loadshift-brain"),
+            self.bin.join("loadshift-brain"),
             brain,
-            control_cg.clone(),
-        ),
-        true,
-    )?;
-    println!("brain        store {}", state.join("brain").display());
-    cluster.start(
-        spec(
+            Some(control.clone()),
+        );
+        cluster.start(spec, true)?;
+        println!("brain        store {}", self.state.join("brain").display());
+        let listen = self.a.listen.to_string();
+        let spec = self.spec(
             "webui",
-            bin.join("loadshift-webui"),
-            os(&["--listen", &a.listen.to_string()]),
-            control_cg.clone(),
-        ),
-        true,
-    )?;
-    println!("webui        http://{}", a.listen);
+            self.bin.join("loadshift-webui"),
+            os(&["--listen", &listen]),
+            Some(control.clone()),
+        );
+        cluster.start(spec, true)?;
+        println!("webui        http://{}", self.a.listen);
+        Ok(())
+    }
 
-    for (i, n) in nodes.iter().enumerate() {
-        let source = match (&traces, i) {
-            (Some(files), i) if i > 0 => format!("trace:{}", files[i - 1].display()),
-            _ => format!("cgroup:{}", cgroups[i].rel),
+    /// A node's agent (reading its cgroup, or replaying `trace`) and, for a
+    /// worker, its executor.
+    fn start_node(
+        &self,
+        cluster: &mut Cluster,
+        n: &NodeName,
+        cg: &NodeCgroup,
+        control: bool,
+        trace: Option<&PathBuf>,
+    ) -> anyhow::Result<()> {
+        let a = self.a;
+        let source = match trace {
+            Some(file) => format!("trace:{}", file.display()),
+            None => format!("cgroup:{}", cg.rel),
         };
         let mut args = os(&[
             "--node",
@@ -439,64 +552,57 @@ async fn bring_up(
             "--interval",
             "1s",
         ]);
-        if source.starts_with("trace:") {
+        if trace.is_some() {
             args.extend(os(&["--speed", &a.trace_speed, "--loop"]));
         }
-        cluster.start(
-            spec(
-                &format!("agent-{n}"),
-                bin.join("loadshift-agent"),
-                args,
-                None,
-            ),
-            false,
-        )?;
-        if i == 0 {
+        let agent = self.spec(
+            &format!("agent-{n}"),
+            self.bin.join("loadshift-agent"),
+            args,
+            None,
+        );
+        cluster.start(agent, false)?;
+        if control {
             println!(
                 "agent        {n} (control plane, {} core(s), cgroup {})",
-                a.control_cpus, cgroups[i].rel
+                a.control_cpus, cg.rel
             );
-            continue;
+            return Ok(());
         }
-        let mut args = os(&[
-            "--node",
-            n.as_str(),
-            "--cgroup",
-            &cgroups[i].rel,
-            "--state-dir",
-        ]);
-        args.push(state.join(n.as_str()).into());
+        let mut args = os(&["--node", n.as_str(), "--cgroup", &cg.rel, "--state-dir"]);
+        args.push(self.state.join(n.as_str()).into());
         args.extend(os(&["--images-dir"]));
         args.push(a.images_dir.clone().into());
         args.extend(os(&["--runtime", runtime_name(a.runtime)]));
-        cluster.start(
-            spec(
-                &format!("executor-{n}"),
-                bin.join("loadshift-executor"),
-                args,
-                None,
-            ),
-            false,
-        )?;
+        let exec = self.spec(
+            &format!("executor-{n}"),
+            self.bin.join("loadshift-executor"),
+            args,
+            None,
+        );
+        cluster.start(exec, false)?;
         println!(
             "agent+exec   {n} ({} core(s), {} MiB, cgroup {}, source {source})",
-            a.node_cpus, a.node_memory_mib, cgroups[i].rel
+            a.node_cpus, a.node_memory_mib, cg.rel
         );
-    }
-    for n in workers {
-        wait_for_executor(&client, n, &logs).await?;
+        Ok(())
     }
 
-    if a.scenario == Scenario::Ramp {
+    /// The ramp scenario: load generators on the first worker.
+    async fn start_ramp(
+        &self,
+        js: &async_nats::jetstream::Context,
+        workers: &[NodeName],
+    ) -> anyhow::Result<()> {
         let Some(target) = workers.first() else {
             bail!("the ramp scenario needs a worker node");
         };
         let run = format!("{:x}", chrono::Utc::now().timestamp() % 0x100_0000);
         let emitter = NodeName::new("cli")?;
-        for req in scenario::ramp_requests(target, &bin.join("loadshift-loadgen"), &run) {
+        for req in scenario::ramp_requests(target, &self.bin.join("loadshift-loadgen"), &run) {
             let name = req.workload.clone();
             let env = Envelope::new(emitter.clone(), Event::WorkloadStartRequested(req));
-            connection::publish(&js, &env)
+            connection::publish(js, &env)
                 .await
                 .with_context(|| format!("asking {target} to start {name}"))?;
             println!(
@@ -504,8 +610,8 @@ async fn bring_up(
                 scenario::RAMP_OVER
             );
         }
+        Ok(())
     }
-    Ok(())
 }
 
 fn runtime_name(r: RuntimeArg) -> &'static str {
@@ -544,8 +650,10 @@ async fn wait_for_executor(
 ) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(60);
     while Instant::now() < deadline {
-        let ask = client.request(format!("loadshift.executor.{node}.ping"), "".into());
-        if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_millis(500), ask).await {
+        if liveness::ping(client, node, Duration::from_millis(500))
+            .await
+            .is_ok()
+        {
             return Ok(());
         }
         tokio::time::sleep(Duration::from_millis(200)).await;

@@ -171,7 +171,7 @@ pub async fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
                 humantime::format_duration(a.timeout)
             ),
             Ok(None) => bail!("the EVENTS stream ended while waiting for {}", a.node),
-            Ok(Some(item)) => item?,
+            Ok(Some(item)) => item,
         };
         let Ok(env) = &item.decoded else {
             if let Some(line) = item.unreadable_line() {

@@ -14,9 +14,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use loadshift_events::shutdown::{Listener, Shutdown};
 use tokio::process::{Child, Command};
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
 
 use super::cgroup::NodeCgroup;
 
@@ -50,8 +49,8 @@ pub struct Supervised {
     pub name: String,
     /// The pid of the current incarnation (0 while none runs).
     pub pid: Arc<AtomicU32>,
-    stop: watch::Sender<bool>,
-    task: JoinHandle<()>,
+    /// Its own shutdown: `up` stops services one by one, in reverse order.
+    shutdown: Shutdown<()>,
 }
 
 impl Supervised {
@@ -63,19 +62,18 @@ impl Supervised {
     pub fn start(spec: Spec, grace: Duration) -> std::io::Result<Self> {
         let first = spawn(&spec)?;
         let pid = Arc::new(AtomicU32::new(first.id().unwrap_or(0)));
-        let (stop, stop_rx) = watch::channel(false);
-        let task = tokio::spawn(keep_running(
+        let shutdown = Shutdown::new();
+        tokio::spawn(keep_running(
             spec.clone(),
             first,
             pid.clone(),
-            stop_rx,
+            shutdown.listener(),
             grace,
         ));
         Ok(Self {
             name: spec.name,
             pid,
-            stop,
-            task,
+            shutdown,
         })
     }
 
@@ -86,8 +84,8 @@ impl Supervised {
 
     /// Stops it (SIGTERM, then SIGKILL after the grace) and waits until it is gone.
     pub async fn stop(self) {
-        let _ = self.stop.send(true);
-        let _ = self.task.await;
+        self.shutdown.trigger().fire(());
+        self.shutdown.completed().await;
     }
 }
 
@@ -135,7 +133,7 @@ async fn keep_running(
     spec: Spec,
     mut child: Child,
     pid: Arc<AtomicU32>,
-    mut stop: watch::Receiver<bool>,
+    mut stop: Listener<()>,
     grace: Duration,
 ) {
     let mut backoff = FIRST_BACKOFF;
@@ -144,7 +142,7 @@ async fn keep_running(
         tokio::select! {
             status = child.wait() => {
                 pid.store(0, Ordering::Relaxed);
-                if *stop.borrow() {
+                if stop.is_shutdown() {
                     return;
                 }
                 if started.elapsed() >= HEALTHY_RUN {
@@ -159,7 +157,7 @@ async fn keep_running(
                 );
                 tokio::select! {
                     _ = tokio::time::sleep(backoff) => {}
-                    _ = stop.changed() => return,
+                    _ = stop.recv() => return,
                 }
                 backoff = (backoff * 2).min(MAX_BACKOFF);
                 match spawn(&spec) {
@@ -179,7 +177,7 @@ async fn keep_running(
                     }
                 }
             }
-            _ = stop.changed() => {
+            _ = stop.recv() => {
                 terminate(&spec.name, &mut child, grace).await;
                 pid.store(0, Ordering::Relaxed);
                 return;

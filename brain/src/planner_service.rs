@@ -1,4 +1,5 @@
-//! The planner at work inside the service: every folded event becomes the
+//! The planner at work inside the service (its rules are in
+//! [`crate::planner`]; this is the glue): every folded event becomes the
 //! planner's facts, every new prediction may become a decision, and decisions
 //! (and the brain's beliefs, `node.<n>.predicted`) are handed to a publisher.
 //!
@@ -11,8 +12,9 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
-use futures::StreamExt;
 use loadshift_events::model::Predicted;
+use loadshift_events::reader::{self, ReaderConfig, Start};
+use loadshift_events::stream::StreamId;
 use loadshift_events::{Envelope, Event, NodeName};
 use tokio::sync::mpsc;
 
@@ -20,12 +22,15 @@ use crate::live::NodeView;
 use crate::model::SharedPredictor;
 use crate::planner::{facts_of, Decision, Fact, Planner, PlannerConfig};
 
+/// How long rebuilding may wait for the next message before giving up.
+const REBUILD_IDLE: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// How often a node's belief is republished even when it did not change.
 const PREDICTED_REFRESH_SECS: i64 = 30;
 
 /// The planner, its outbox and what it last said about each node.
 #[derive(Debug, Clone)]
-pub struct Planning {
+pub struct PlannerService {
     planner: Planner,
     emitter: NodeName,
     out: mpsc::UnboundedSender<Envelope>,
@@ -33,7 +38,7 @@ pub struct Planning {
     said: HashMap<NodeName, (f32, f32, DateTime<Utc>)>,
 }
 
-impl Planning {
+impl PlannerService {
     /// A planner publishing through `out` under the name `emitter`.
     pub fn new(
         config: PlannerConfig,
@@ -50,37 +55,25 @@ impl Planning {
         }
     }
 
-    /// Folds the whole EVENTS stream as it is now (facts only, no decisions).
+    /// Folds the whole EVENTS stream as it is now (facts only, no
+    /// decisions); returns how many events it read.
     ///
     /// # Errors
-    /// When the stream cannot be read.
-    pub async fn rebuild(&mut self, js: &async_nats::jetstream::Context) -> Result<u64, String> {
-        let stream = js
-            .get_stream(loadshift_events::stream::EVENTS)
-            .await
-            .map_err(|e| e.to_string())?;
-        let last = stream.cached_info().state.last_sequence;
-        if last == 0 {
-            return Ok(0);
-        }
-        let consumer = stream
-            .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig::default())
-            .await
-            .map_err(|e| e.to_string())?;
-        let mut msgs = consumer.messages().await.map_err(|e| e.to_string())?;
-        let mut n = 0;
-        while let Some(m) = msgs.next().await {
-            let m = m.map_err(|e| e.to_string())?;
-            let seq = m.info().map(|i| i.stream_sequence).unwrap_or(last);
-            if let Ok(env) = Envelope::from_message(m.subject.as_str(), &m.payload) {
+    /// [`loadshift_events::connection::NatsError`] when the stream cannot be
+    /// read to its end.
+    pub async fn rebuild(
+        &mut self,
+        js: &async_nats::jetstream::Context,
+    ) -> Result<u64, loadshift_events::connection::NatsError> {
+        let cfg =
+            ReaderConfig::ephemeral(StreamId::Events, Start::First, "loadshift-brain planner");
+        reader::read_existing(js, cfg, REBUILD_IDLE, |d| {
+            if let Ok(env) = Envelope::from_message(d.message.subject.as_str(), &d.message.payload)
+            {
                 self.observe(&env);
-                n += 1;
             }
-            if seq >= last {
-                break;
-            }
-        }
-        Ok(n)
+        })
+        .await
     }
 
     /// Folds one event of the log.
