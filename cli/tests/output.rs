@@ -212,3 +212,75 @@ async fn colour_only_on_a_terminal_and_never_with_no_color() {
         "NO_COLOR=1 turns colour off: {plain:?}"
     );
 }
+
+#[tokio::test]
+async fn migrate_wait_json_prints_the_request_then_each_event_as_stored() {
+    use loadshift_events::migration::{Completed, Restored};
+    let h = Harness::new().await;
+    h.publish(
+        "node2",
+        started("counter", Runtime::Process, Some(42), None),
+    )
+    .await;
+    let mut sub = h
+        .client
+        .subscribe("migration.node2.requested")
+        .await
+        .unwrap();
+    let mut cmd = h.cli();
+    cmd.env_remove("RUST_LOG")
+        .args(["migrate", "counter", "--to", "node3", "--wait", "--json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let child = cmd.spawn().expect("start loadshift");
+    let r = next_request(&mut sub).await;
+    // What the two executors would say (the checkpoint step left out: the
+    // CLI prints what comes, it does not insist on every step).
+    h.publish(
+        "node3",
+        Event::MigrationRestored(Restored {
+            migration: r.migration,
+            workload: r.workload.clone(),
+            source: r.source.clone(),
+            target: r.target.clone(),
+            pid: Some(77),
+            container_id: None,
+            image_bytes: 4096,
+            timings: timings(),
+        }),
+    )
+    .await;
+    h.publish(
+        "node2",
+        Event::MigrationCompleted(Completed {
+            migration: r.migration,
+            workload: r.workload.clone(),
+            source: r.source.clone(),
+            target: r.target.clone(),
+            image_bytes: 4096,
+            timings: timings(),
+        }),
+    )
+    .await;
+    let out = tokio::time::timeout(std::time::Duration::from_secs(60), child.wait_with_output())
+        .await
+        .expect("the CLI did not return")
+        .unwrap();
+    eprintln!("{}\n{}", stdout(&out), stderr(&out));
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(stderr(&out), "");
+    let lines: Vec<serde_json::Value> = stdout(&out)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("every stdout line is JSON"))
+        .collect();
+    let id = r.migration.to_string();
+    assert_eq!(lines[0]["migration"], id.as_str());
+    assert_eq!(lines[0]["source"], "node2");
+    assert_eq!(lines[0]["target"], "node3");
+    let kinds: Vec<_> = lines[1..].iter().map(|l| l["kind"].clone()).collect();
+    // The request is the first line; the events after it follow as stored.
+    assert_eq!(kinds, ["migration.restored", "migration.completed"]);
+    let last = lines.last().unwrap();
+    assert_eq!(last["payload"]["migration"], id.as_str());
+    assert_eq!(last["payload"]["timings"]["downtime_ms"], 149.0);
+}
