@@ -1,7 +1,9 @@
 //! Migration planning: which node to relieve, which workload to move, where.
 //!
 //! Imitates cqrs-es: [`Planner::apply`] folds facts from the log into state
-//! and holds no rules; [`Planner::handle`] holds every rule and returns the
+//! and holds no rules (where workloads run and which migrations are in
+//! flight is the contract's placement fold, the one the CLI and the
+//! dashboard read, so the three never disagree); [`Planner::handle`] holds every rule and returns the
 //! decision (a `migration.<src>.requested` or a `migration.<src>.deferred`)
 //! without changing state. Decisions are published as events and come back
 //! through the log like everything else, so a replay or a restart rebuilds the
@@ -28,7 +30,8 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use loadshift_events::migration::{Reason, Requested};
 use loadshift_events::model::Deferred;
-use loadshift_events::{NodeName, WorkloadName};
+use loadshift_events::placement::{Change, Placement, WorkloadChange};
+use loadshift_events::{Envelope, Event, NodeName, WorkloadName};
 use uuid::Uuid;
 
 /// The planner's knobs.
@@ -112,29 +115,12 @@ pub enum Fact {
         /// The features that weighed most.
         top_features: Vec<(String, f64)>,
     },
-    /// A workload runs on a node (started, migrated there, or rolled back there).
-    WorkloadRuns {
-        /// Which.
-        workload: WorkloadName,
-        /// Where.
-        node: NodeName,
-    },
-    /// A workload ended.
-    WorkloadGone {
-        /// Which.
-        workload: WorkloadName,
-    },
-    /// What a node's workloads use, from its executor (which reports even
-    /// when it runs nothing: its reports say it is there to take work).
-    Usage {
-        /// Which node.
-        node: NodeName,
-        /// When it was reported.
-        seen_at: DateTime<Utc>,
-        /// Per workload: CPU percent of one core, resident bytes.
-        workloads: Vec<(WorkloadName, f32, u64)>,
-    },
-    /// A migration was requested (by us or by a person).
+    /// An event of the log about workloads or migrations (started, exited,
+    /// usage, every migration step): the placement fold applies it, and the
+    /// planner keeps what only it needs (usage, executor liveness, cooldowns).
+    Logged(Box<Envelope>),
+    /// A migration the planner decided on, before the log brings it back
+    /// (applying both changes nothing more than one).
     MigrationRequested {
         /// Its id.
         id: Uuid,
@@ -146,11 +132,6 @@ pub enum Fact {
         target: NodeName,
         /// When (the event's time).
         at: DateTime<Utc>,
-    },
-    /// A migration is over (completed, rolled back, or refused).
-    MigrationOver {
-        /// Its id.
-        id: Uuid,
     },
     /// A deferral was recorded for a node.
     Deferred {
@@ -192,19 +173,11 @@ struct NodeState {
     executor_seen: Option<DateTime<Utc>>,
 }
 
-#[derive(Debug, Clone, Default)]
-struct WorkloadState {
-    node: Option<NodeName>,
+/// What a workload uses, as its executor last reported.
+#[derive(Debug, Clone, Copy, Default)]
+struct Use {
     cpu_pct: f32,
     rss_bytes: u64,
-    usage_known: bool,
-    last_migration: Option<DateTime<Utc>>,
-}
-
-#[derive(Debug, Clone)]
-struct InFlight {
-    source: NodeName,
-    target: NodeName,
 }
 
 /// The planner's state, folded from the log.
@@ -212,8 +185,12 @@ struct InFlight {
 pub struct Planner {
     config: PlannerConfig,
     nodes: BTreeMap<NodeName, NodeState>,
-    workloads: BTreeMap<WorkloadName, WorkloadState>,
-    in_flight: BTreeMap<Uuid, InFlight>,
+    /// Where workloads run and what is in flight.
+    placement: Placement,
+    /// Usage of the workloads with a report, by name.
+    usage: BTreeMap<WorkloadName, Use>,
+    /// When each workload was last asked to move.
+    last_migration: BTreeMap<WorkloadName, DateTime<Utc>>,
 }
 
 fn within(since: Option<DateTime<Utc>>, now: DateTime<Utc>, d: Duration) -> bool {
@@ -236,7 +213,12 @@ impl Planner {
 
     /// Migrations requested and not yet over.
     pub fn in_flight(&self) -> usize {
-        self.in_flight.len()
+        self.placement.in_flight().count()
+    }
+
+    /// Where workloads run, as the planner sees it.
+    pub fn placement(&self) -> &Placement {
+        &self.placement
     }
 
     /// Folds one fact. Never fails and holds no rules: a fact is a fact.
@@ -291,26 +273,7 @@ impl Planner {
                     0
                 };
             }
-            Fact::WorkloadRuns { workload, node } => {
-                self.workloads.entry(workload.clone()).or_default().node = Some(node.clone());
-            }
-            Fact::WorkloadGone { workload } => {
-                self.workloads.remove(workload);
-            }
-            Fact::Usage {
-                node,
-                seen_at,
-                workloads,
-            } => {
-                self.nodes.entry(node.clone()).or_default().executor_seen = Some(*seen_at);
-                for (w, cpu, rss) in workloads {
-                    let s = self.workloads.entry(w.clone()).or_default();
-                    s.node.get_or_insert_with(|| node.clone());
-                    s.cpu_pct = *cpu;
-                    s.rss_bytes = *rss;
-                    s.usage_known = true;
-                }
-            }
+            Fact::Logged(env) => self.logged(env),
             Fact::MigrationRequested {
                 id,
                 workload,
@@ -318,25 +281,17 @@ impl Planner {
                 target,
                 at,
             } => {
-                self.in_flight.insert(
-                    *id,
-                    InFlight {
-                        source: source.clone(),
-                        target: target.clone(),
-                    },
-                );
-                self.workloads
-                    .entry(workload.clone())
-                    .or_default()
-                    .last_migration = Some(*at);
-                for n in [source, target] {
-                    let s = self.nodes.entry(n.clone()).or_default();
-                    s.last_migration = Some(*at);
-                    s.streak = 0;
-                }
-            }
-            Fact::MigrationOver { id } => {
-                self.in_flight.remove(id);
+                let request = Requested {
+                    migration: *id,
+                    workload: workload.clone(),
+                    source: source.clone(),
+                    target: target.clone(),
+                    requested_by: self.config.requested_by.clone(),
+                    reason: Reason::default(),
+                };
+                let event = Event::MigrationRequested(request);
+                self.placement.apply_event(source, *at, &event);
+                self.cool_down(workload, [source, target], *at);
             }
             Fact::Deferred { node, at } => {
                 self.nodes.entry(node.clone()).or_default().last_deferred = Some(*at);
@@ -344,10 +299,46 @@ impl Planner {
         }
     }
 
+    /// An event of the log through the placement fold, then what only the
+    /// planner keeps.
+    fn logged(&mut self, env: &Envelope) {
+        let change: Change = self.placement.apply(env);
+        if let Some(WorkloadChange::Gone(w)) = &change.workload {
+            self.usage.remove(w);
+            self.last_migration.remove(w);
+        }
+        match &env.event {
+            Event::WorkloadUsage(u) => {
+                let n = self.nodes.entry(env.node.clone()).or_default();
+                n.executor_seen = Some(env.occurred_at);
+                for w in &u.workloads {
+                    let used = Use {
+                        cpu_pct: w.cpu_pct,
+                        rss_bytes: w.rss_bytes,
+                    };
+                    self.usage.insert(w.workload.clone(), used);
+                }
+            }
+            Event::MigrationRequested(r) => {
+                self.cool_down(&r.workload, [&r.source, &r.target], env.occurred_at);
+            }
+            _ => {}
+        }
+    }
+
+    /// A migration was asked for: the workload and both nodes rest, and
+    /// the source's trouble streak starts again.
+    fn cool_down(&mut self, workload: &WorkloadName, nodes: [&NodeName; 2], at: DateTime<Utc>) {
+        self.last_migration.insert(workload.clone(), at);
+        for n in nodes {
+            let s = self.nodes.entry(n.clone()).or_default();
+            s.last_migration = Some(at);
+            s.streak = 0;
+        }
+    }
+
     fn busy(&self, node: &NodeName) -> bool {
-        self.in_flight
-            .values()
-            .any(|f| &f.source == node || &f.target == node)
+        self.placement.busy(node)
     }
 
     fn alive(&self, n: &NodeState, now: DateTime<Utc>) -> bool {
@@ -378,74 +369,22 @@ impl Planner {
                 reason,
             }))
         };
-
-        // The workload relieving the node most per byte to copy.
-        let mut candidates: Vec<(&WorkloadName, &WorkloadState)> = self
-            .workloads
-            .iter()
-            .filter(|(_, w)| w.node.as_ref() == Some(node) && w.usage_known)
-            .filter(|(_, w)| !within(w.last_migration, now, cfg.workload_cooldown))
-            .collect();
-        if candidates.is_empty() {
+        let Some((wname, w)) = self.candidate(node, now) else {
             return defer(
                 None,
                 format!(
                     "no workload on {node} can move (none with known usage outside its cooldown)"
                 ),
             );
-        }
-        let per_byte = |w: &WorkloadState| w.cpu_pct as f64 / (w.rss_bytes.max(1 << 20) as f64);
-        candidates.sort_by(|a, b| per_byte(b.1).total_cmp(&per_byte(a.1)).then(a.0.cmp(b.0)));
-        let (wname, w) = candidates[0];
-
-        // The target whose load after taking it stays lowest, under the threshold.
-        let mut best: Option<(&NodeName, f32)> = None;
-        let mut why_not = Vec::new();
-        for (name, t) in &self.nodes {
-            if name == node {
-                continue;
+        };
+        let (target, target_after) = match self.target(node, w, now) {
+            Ok(best) => best,
+            Err(detail) => {
+                return defer(
+                    Some(wname.clone()),
+                    format!("no target for {wname}: {detail}"),
+                )
             }
-            let after = t.cpu_pct + w.cpu_pct / t.capacity_cores.max(0.01);
-            let refusal = if !self.alive(t, now) {
-                Some("left or silent")
-            } else if !within(t.executor_seen, now, cfg.silent_after) {
-                Some("has no executor")
-            } else if t.capacity_cores <= 0.0 {
-                Some("declares no CPU")
-            } else if self.busy(name) {
-                Some("has a migration in flight")
-            } else if within(t.last_migration, now, cfg.node_cooldown) {
-                Some("in cooldown")
-            } else if t.alarm || t.onset.max(t.sustained) >= cfg.level {
-                Some("predicted to overload")
-            } else if after >= cfg.threshold_pct {
-                Some("would be overloaded after the move")
-            } else if t.memory_total > 0
-                && t.memory_total.saturating_sub(t.memory_used) < w.rss_bytes
-            {
-                Some("has no room for its memory")
-            } else {
-                None
-            };
-            match refusal {
-                Some(r) => why_not.push(format!("{name} {r}")),
-                None => {
-                    if best.is_none_or(|(bn, b)| after < b || (after == b && name < bn)) {
-                        best = Some((name, after));
-                    }
-                }
-            }
-        }
-        let Some((target, target_after)) = best else {
-            let detail = if why_not.is_empty() {
-                "no other node".to_string()
-            } else {
-                why_not.join(", ")
-            };
-            return defer(
-                Some(wname.clone()),
-                format!("no target for {wname}: {detail}"),
-            );
         };
         let source_after = src.cpu_pct - w.cpu_pct / src.capacity_cores.max(0.01);
         Some(Decision::Migrate(Requested {
@@ -469,14 +408,88 @@ impl Planner {
             },
         }))
     }
+
+    /// The workload on `node` relieving it most per byte to copy, among
+    /// those with known usage outside their cooldown.
+    fn candidate(&self, node: &NodeName, now: DateTime<Utc>) -> Option<(&WorkloadName, Use)> {
+        let cooldown = self.config.workload_cooldown;
+        let per_byte = |w: &Use| w.cpu_pct as f64 / (w.rss_bytes.max(1 << 20) as f64);
+        self.placement
+            .workloads
+            .values()
+            .filter(|w| &w.node == node)
+            .filter(|w| !within(self.last_migration.get(&w.name).copied(), now, cooldown))
+            .filter_map(|w| self.usage.get(&w.name).map(|u| (&w.name, *u)))
+            .min_by(|a, b| per_byte(&b.1).total_cmp(&per_byte(&a.1)).then(a.0.cmp(b.0)))
+    }
+
+    /// The target whose load after taking `w` stays lowest, under the
+    /// threshold, with its load after; or why no node fits.
+    fn target(
+        &self,
+        node: &NodeName,
+        w: Use,
+        now: DateTime<Utc>,
+    ) -> Result<(&NodeName, f32), String> {
+        let mut best: Option<(&NodeName, f32)> = None;
+        let mut why_not = Vec::new();
+        for (name, t) in self.nodes.iter().filter(|(name, _)| *name != node) {
+            let after = t.cpu_pct + w.cpu_pct / t.capacity_cores.max(0.01);
+            match self.refusal(name, t, w, after, now) {
+                Some(r) => why_not.push(format!("{name} {r}")),
+                None => {
+                    if best.is_none_or(|(bn, b)| after < b || (after == b && name < bn)) {
+                        best = Some((name, after));
+                    }
+                }
+            }
+        }
+        best.ok_or_else(|| {
+            if why_not.is_empty() {
+                "no other node".to_string()
+            } else {
+                why_not.join(", ")
+            }
+        })
+    }
+
+    /// Why node `name` cannot take `w` (its load would be `after`), if it cannot.
+    fn refusal(
+        &self,
+        name: &NodeName,
+        t: &NodeState,
+        w: Use,
+        after: f32,
+        now: DateTime<Utc>,
+    ) -> Option<&'static str> {
+        let cfg = &self.config;
+        if !self.alive(t, now) {
+            Some("left or silent")
+        } else if !within(t.executor_seen, now, cfg.silent_after) {
+            Some("has no executor")
+        } else if t.capacity_cores <= 0.0 {
+            Some("declares no CPU")
+        } else if self.busy(name) {
+            Some("has a migration in flight")
+        } else if within(t.last_migration, now, cfg.node_cooldown) {
+            Some("in cooldown")
+        } else if t.alarm || t.onset.max(t.sustained) >= cfg.level {
+            Some("predicted to overload")
+        } else if after >= cfg.threshold_pct {
+            Some("would be overloaded after the move")
+        } else if t.memory_total > 0 && t.memory_total.saturating_sub(t.memory_used) < w.rss_bytes {
+            Some("has no room for its memory")
+        } else {
+            None
+        }
+    }
 }
 
 /// The facts an event of the log tells the planner (none for most kinds).
 ///
 /// `seen_at` is when the brain folded it: silence is judged against the
 /// brain's clock, not a replayed trace's.
-pub fn facts_of(env: &loadshift_events::Envelope, seen_at: DateTime<Utc>) -> Vec<Fact> {
-    use loadshift_events::Event;
+pub fn facts_of(env: &Envelope, seen_at: DateTime<Utc>) -> Vec<Fact> {
     let node = env.node.clone();
     match &env.event {
         Event::NodeJoined(j) => vec![Fact::NodeJoined {
@@ -492,47 +505,15 @@ pub fn facts_of(env: &loadshift_events::Envelope, seen_at: DateTime<Utc>) -> Vec
             memory_used: s.memory.used_bytes,
             memory_total: s.memory.total_bytes,
         }],
-        Event::WorkloadStarted(p) => vec![Fact::WorkloadRuns {
-            workload: p.workload.clone(),
-            node,
-        }],
-        Event::WorkloadExited(p) => vec![Fact::WorkloadGone {
-            workload: p.workload.clone(),
-        }],
-        Event::WorkloadUsage(u) => vec![Fact::Usage {
-            node,
-            seen_at: env.occurred_at,
-            workloads: u
-                .workloads
-                .iter()
-                .map(|w| (w.workload.clone(), w.cpu_pct, w.rss_bytes))
-                .collect(),
-        }],
-        Event::MigrationRequested(p) => vec![Fact::MigrationRequested {
-            id: p.migration,
-            workload: p.workload.clone(),
-            source: p.source.clone(),
-            target: p.target.clone(),
-            at: env.occurred_at,
-        }],
-        Event::MigrationCompleted(p) => vec![
-            Fact::MigrationOver { id: p.migration },
-            Fact::WorkloadRuns {
-                workload: p.workload.clone(),
-                node: p.target.clone(),
-            },
-        ],
-        Event::MigrationRolledBack(p) => vec![
-            Fact::MigrationOver { id: p.migration },
-            Fact::WorkloadRuns {
-                workload: p.workload.clone(),
-                node: p.source.clone(),
-            },
-        ],
-        // A refusal at validation has no rollback: it is over at once.
-        Event::MigrationFailed(p) if p.step == loadshift_events::migration::Step::Validate => {
-            vec![Fact::MigrationOver { id: p.migration }]
-        }
+        Event::WorkloadStarted(_)
+        | Event::WorkloadExited(_)
+        | Event::WorkloadUsage(_)
+        | Event::MigrationRequested(_)
+        | Event::MigrationCheckpointed(_)
+        | Event::MigrationRestored(_)
+        | Event::MigrationCompleted(_)
+        | Event::MigrationFailed(_)
+        | Event::MigrationRolledBack(_) => vec![Fact::Logged(Box::new(env.clone()))],
         Event::MigrationDeferred(d) => vec![Fact::Deferred {
             node: d.source.clone(),
             at: env.occurred_at,
@@ -544,12 +525,37 @@ pub fn facts_of(env: &loadshift_events::Envelope, seen_at: DateTime<Utc>) -> Vec
 #[cfg(test)]
 mod tests {
     use super::*;
+    use loadshift_events::migration::{Step, Timings};
+    use loadshift_events::model::{WorkloadUsage, WorkloadUse};
+    use loadshift_testkit::fixtures::{self, Move};
 
     fn n(s: &str) -> NodeName {
-        NodeName::new(s).unwrap()
+        fixtures::node(s)
     }
     fn w(s: &str) -> WorkloadName {
-        WorkloadName::new(s).unwrap()
+        fixtures::workload(s)
+    }
+    /// An event of the log, as the planner is given it.
+    fn logged(env: Envelope) -> Fact {
+        Fact::Logged(Box::new(env))
+    }
+    /// `node`'s executor reports `workloads` (name, CPU %, RSS) at `at`.
+    fn usage_at(node: &str, at: DateTime<Utc>, workloads: &[(&str, f32, u64)]) -> Fact {
+        let usage = WorkloadUsage {
+            at,
+            workloads: workloads
+                .iter()
+                .map(|(name, cpu_pct, rss_bytes)| WorkloadUse {
+                    workload: w(name),
+                    cpu_pct: *cpu_pct,
+                    rss_bytes: *rss_bytes,
+                })
+                .collect(),
+        };
+        logged(fixtures::at(
+            Envelope::new(n(node), Event::WorkloadUsage(usage)),
+            at,
+        ))
     }
     fn now() -> DateTime<Utc> {
         "2026-11-25T10:00:00Z".parse().unwrap()
@@ -568,11 +574,7 @@ mod tests {
         }
     }
     fn executor_at(node: &str, at: DateTime<Utc>) -> Fact {
-        Fact::Usage {
-            node: n(node),
-            seen_at: at,
-            workloads: vec![],
-        }
+        usage_at(node, at, &[])
     }
     fn predict(node: &str, p: f32) -> Fact {
         Fact::Prediction {
@@ -603,19 +605,13 @@ mod tests {
             });
             f.push(sample(node, cpu));
         }
-        f.push(Fact::WorkloadRuns {
-            workload: w("small"),
-            node: n("node2"),
-        });
-        f.push(Fact::WorkloadRuns {
-            workload: w("big"),
-            node: n("node2"),
-        });
-        f.push(Fact::Usage {
-            node: n("node2"),
-            seen_at: now(),
-            workloads: vec![(w("small"), 60.0, 64 << 20), (w("big"), 80.0, 2 << 30)],
-        });
+        f.push(logged(fixtures::started("node2", "small", now())));
+        f.push(logged(fixtures::started("node2", "big", now())));
+        f.push(usage_at(
+            "node2",
+            now(),
+            &[("small", 60.0, 64 << 20), ("big", 80.0, 2 << 30)],
+        ));
         for node in ["node3", "node4"] {
             f.push(executor_at(node, now()));
         }
@@ -679,11 +675,13 @@ mod tests {
             None,
             "in flight: wait for the outcome"
         );
-        facts.push(Fact::MigrationOver { id: r.migration });
-        facts.push(Fact::WorkloadRuns {
-            workload: r.workload.clone(),
-            node: r.target.clone(),
-        });
+        let m = Move::with_id(
+            r.migration,
+            r.workload.as_str(),
+            r.source.as_str(),
+            r.target.as_str(),
+        );
+        facts.push(logged(m.completed(now(), Timings::default())));
         facts.extend(trouble("node2", 3));
         let soon = now() + chrono::Duration::seconds(60);
         assert_eq!(
@@ -775,41 +773,51 @@ mod tests {
 
     #[test]
     fn the_log_tells_the_planner_where_workloads_run_and_what_is_in_flight() {
-        use loadshift_events::migration::{Completed, Timings};
-        use loadshift_events::{Envelope, Event};
-        let id = Uuid::now_v7();
-        let req = Envelope::new(
-            n("node1"),
-            Event::MigrationRequested(Requested {
-                migration: id,
-                workload: w("small"),
-                source: n("node2"),
-                target: n("node3"),
-                requested_by: "brain".into(),
-                reason: Reason::default(),
-            }),
-        );
-        let done = Envelope::new(
-            n("node2"),
-            Event::MigrationCompleted(Completed {
-                migration: id,
-                workload: w("small"),
-                source: n("node2"),
-                target: n("node3"),
-                image_bytes: 1,
-                timings: Timings::default(),
-            }),
-        );
+        let m = Move::new("small", "node2", "node3");
         let mut p = given(&cluster());
-        for f in facts_of(&req, now()) {
+        let asked = m.requested(now(), "brain", Reason::default());
+        for f in facts_of(&asked, now()) {
             p.apply(&f);
         }
         assert_eq!(p.in_flight(), 1);
-        for f in facts_of(&done, now()) {
+        for f in facts_of(&m.completed(now(), Timings::default()), now()) {
             p.apply(&f);
         }
         assert_eq!(p.in_flight(), 0);
-        assert_eq!(p.workloads[&w("small")].node, Some(n("node3")));
+        assert_eq!(p.placement().workloads[&w("small")].node, n("node3"));
+    }
+
+    #[test]
+    fn its_own_decision_and_the_same_request_from_the_log_are_one_migration() {
+        let m = Move::new("small", "node2", "node3");
+        let mut p = given(&cluster());
+        p.apply(&Fact::MigrationRequested {
+            id: m.id,
+            workload: m.workload.clone(),
+            source: m.source.clone(),
+            target: m.target.clone(),
+            at: now(),
+        });
+        p.apply(&logged(m.requested(now(), "brain", Reason::default())));
+        assert_eq!(p.in_flight(), 1);
+        p.apply(&logged(m.failed(now(), Step::Restore, "criu said no")));
+        p.apply(&logged(m.rolled_back(now(), None)));
+        assert_eq!(p.in_flight(), 0);
+        assert_eq!(p.placement().workloads[&w("small")].node, n("node2"));
+    }
+
+    #[test]
+    fn an_exit_reported_by_a_node_the_workload_left_does_not_end_it() {
+        let m = Move::new("small", "node2", "node3");
+        let mut facts = cluster();
+        facts.push(logged(m.requested(now(), "brain", Reason::default())));
+        facts.push(logged(m.completed(now(), Timings::default())));
+        facts.push(logged(fixtures::exited("node2", "small", now())));
+        let p = given(&facts);
+        assert_eq!(p.placement().workloads[&w("small")].node, n("node3"));
+        let mut p = p;
+        p.apply(&logged(fixtures::exited("node3", "small", now())));
+        assert!(!p.placement().workloads.contains_key(&w("small")));
     }
 
     #[test]

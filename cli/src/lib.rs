@@ -1,9 +1,9 @@
-//! loadshift's operator command line, as a library so that its pieces (the
-//! placement fold above all) are tested on their own; `src/main.rs` is the
-//! thin `loadshift` binary around it.
+//! loadshift's operator command line, as a library so that its pieces are
+//! tested on their own; `src/main.rs` is the thin `loadshift` binary around
+//! it. Where each workload runs is the contract crate's placement fold
+//! ([`loadshift_events::placement`]), read as it is.
 //!
 //! - [`cmd`]: the commands, one file each, and the top-level parser;
-//! - [`placement`]: where each workload runs, as a pure fold of the log;
 //! - [`eventlog`]: reading and following the EVENTS stream;
 //! - [`summary`], [`table`], [`time`]: how events, rows and times are written;
 //! - [`up`]: the pieces behind `loadshift up` (cgroups, supervision, scenarios);
@@ -12,7 +12,6 @@
 pub mod cmd;
 pub mod error;
 pub mod eventlog;
-pub mod placement;
 pub mod summary;
 pub mod table;
 pub mod time;

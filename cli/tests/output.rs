@@ -105,6 +105,42 @@ async fn status_json_has_the_facts_of_the_tables() {
     assert_eq!(workloads[0]["pid"], 4242);
     assert_eq!(v["in_flight"], serde_json::json!([]));
     assert_eq!(v["outcomes"], serde_json::json!([]));
+
+    // A finished migration: an outcome with its timings, as numbers.
+    let id = uuid::Uuid::now_v7();
+    h.publish(
+        "cli",
+        Event::MigrationRequested(loadshift_events::migration::Requested {
+            migration: id,
+            workload: w("counter"),
+            source: n("node2"),
+            target: n("node3"),
+            requested_by: "tester".into(),
+            reason: Default::default(),
+        }),
+    )
+    .await;
+    h.publish(
+        "node2",
+        Event::MigrationCompleted(loadshift_events::migration::Completed {
+            migration: id,
+            workload: w("counter"),
+            source: n("node2"),
+            target: n("node3"),
+            image_bytes: 4096,
+            timings: timings(),
+        }),
+    )
+    .await;
+    let out = run_plain(&h, &["status", "--json"]).await;
+    assert_eq!(stderr(&out), "");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(v["workloads"][0]["node"], "node3");
+    let done = &v["outcomes"][0];
+    assert_eq!(done["id"], id.to_string().as_str());
+    assert_eq!(done["status"], "completed");
+    assert_eq!(done["timings"]["downtime_ms"], 149.0);
+    assert_eq!(done["image_bytes"], 4096);
 }
 
 #[tokio::test]

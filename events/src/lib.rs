@@ -15,6 +15,7 @@ pub mod liveness;
 pub mod migration;
 pub mod model;
 pub mod payload;
+pub mod placement;
 pub mod reader;
 pub mod shutdown;
 pub mod stream;

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use askama::Template;
 use chrono::Utc;
-use loadshift_webui::fixture;
+use loadshift_testkit::fixtures as fixture;
 use loadshift_webui::pages::cluster::{ClusterPage, ClusterView};
 use loadshift_webui::pages::Chrome;
 use loadshift_webui::projection::{Limits, Projection};

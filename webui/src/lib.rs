@@ -17,7 +17,6 @@
 pub mod actions;
 pub mod consume;
 pub mod display;
-pub mod fixture;
 pub mod metrics;
 pub mod pages;
 pub mod projection;

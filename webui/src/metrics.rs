@@ -13,7 +13,7 @@ use serde::Serialize;
 
 use crate::pages::cluster::node_state;
 use crate::pages::St;
-use crate::projection::{Outcome, Projection, StreamKind, DOWNTIME_BUCKETS};
+use crate::projection::{Projection, Status, StreamKind, DOWNTIME_BUCKETS};
 use crate::AppState;
 
 /// What `/healthz` says.
@@ -74,7 +74,7 @@ pub fn render(st: &AppState, p: &Projection) -> String {
     }
     let _ = writeln!(o, "# HELP loadshift_webui_migrations_total Migrations that reached each outcome (in_flight: migrations seen).");
     let _ = writeln!(o, "# TYPE loadshift_webui_migrations_total counter");
-    for outcome in Outcome::ALL {
+    for outcome in Status::ALL {
         let n = p
             .counters
             .outcomes

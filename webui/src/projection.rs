@@ -15,15 +15,17 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use loadshift_events::migration::{Reason, Step, Timings};
-use loadshift_events::model::{Activated, Deferred, Predicted, TrainRequested, Trained};
-use loadshift_events::workload::Runtime;
+use loadshift_events::model::{
+    Activated, Deferred, Predicted, TrainRequested, Trained, WorkloadUsage,
+};
+use loadshift_events::placement::{Change, Placement, WorkloadChange};
+use loadshift_events::telemetry::Sample;
 use loadshift_events::{Envelope, Event, NodeName, WorkloadName};
 use serde::Serialize;
-use uuid::Uuid;
 
 use crate::series::{Point, Series, SeriesLimits};
 
+pub use loadshift_events::placement::{Migration, Status, Workload, WorkloadState};
 /// The two streams the webui folds: the contract's one stream enum.
 pub use loadshift_events::stream::StreamId as StreamKind;
 
@@ -96,125 +98,17 @@ pub struct Node {
     pub samples: u64,
 }
 
-/// A workload's state.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub enum WorkloadState {
-    /// Runs on its node.
-    Running,
-    /// Being moved by this migration.
-    Migrating {
-        /// The migration.
-        migration: Uuid,
-        /// Where to.
-        target: NodeName,
-    },
-}
-
-/// One workload.
-#[derive(Debug, Clone)]
-pub struct Workload {
-    /// Its name.
-    pub name: WorkloadName,
-    /// Where it runs (the source while it migrates).
-    pub node: NodeName,
-    /// Process or docker, when known.
-    pub runtime: Option<Runtime>,
-    /// Running or migrating.
-    pub state: WorkloadState,
-    /// Since when.
-    pub since: DateTime<Utc>,
+/// What a workload uses, from its node's executor: the dashboard's
+/// addition to the placement fold, kept only while the workload stays where
+/// it was measured.
+#[derive(Debug, Clone, Default)]
+pub struct Usage {
     /// Latest CPU use, percent of one core.
-    pub cpu_pct: Option<f32>,
+    pub cpu_pct: f32,
     /// Latest resident memory.
-    pub rss_bytes: Option<u64>,
+    pub rss_bytes: u64,
     /// Recent CPU use (unix ms, percent), bounded.
-    pub usage: VecDeque<(i64, f32)>,
-}
-
-/// How a migration stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Outcome {
-    /// No outcome yet.
-    InFlight,
-    /// Runs on the target.
-    Completed,
-    /// A step failed; the rollback is not (yet) reported.
-    Failed,
-    /// Runs on the source again after a failure.
-    RolledBack,
-    /// Refused at validation; nothing moved.
-    Refused,
-}
-
-impl Outcome {
-    /// Every outcome, for filters and metrics.
-    pub const ALL: [Outcome; 5] = [
-        Outcome::InFlight,
-        Outcome::Completed,
-        Outcome::Failed,
-        Outcome::RolledBack,
-        Outcome::Refused,
-    ];
-
-    /// The name used in URLs, JSON and metrics.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Outcome::InFlight => "in_flight",
-            Outcome::Completed => "completed",
-            Outcome::Failed => "failed",
-            Outcome::RolledBack => "rolled_back",
-            Outcome::Refused => "refused",
-        }
-    }
-
-    /// Parses [`Outcome::as_str`].
-    pub fn parse(s: &str) -> Option<Outcome> {
-        Outcome::ALL.into_iter().find(|o| o.as_str() == s)
-    }
-
-    /// Whether people should look at it.
-    pub fn is_bad(self) -> bool {
-        matches!(
-            self,
-            Outcome::Failed | Outcome::RolledBack | Outcome::Refused
-        )
-    }
-}
-
-/// One migration as the log tells it.
-#[derive(Debug, Clone, Serialize)]
-pub struct Migration {
-    /// Its id.
-    pub id: Uuid,
-    /// Which workload.
-    pub workload: WorkloadName,
-    /// From.
-    pub source: NodeName,
-    /// To.
-    pub target: NodeName,
-    /// Who asked.
-    pub requested_by: Option<String>,
-    /// Why, as the requester said.
-    pub reason: Option<Reason>,
-    /// When each event happened.
-    pub requested_at: Option<DateTime<Utc>>,
-    /// `checkpointed`.
-    pub checkpointed_at: Option<DateTime<Utc>>,
-    /// `restored`.
-    pub restored_at: Option<DateTime<Utc>>,
-    /// `completed`, `rolled_back` or a validation refusal.
-    pub finished_at: Option<DateTime<Utc>>,
-    /// The first time any event about it was seen (for ordering and filters).
-    pub first_seen: DateTime<Utc>,
-    /// The image size, once known.
-    pub image_bytes: Option<u64>,
-    /// The latest timings reported.
-    pub timings: Timings,
-    /// The step that failed and why.
-    pub failure: Option<(Step, String)>,
-    /// Where it stands.
-    pub outcome: Outcome,
+    pub points: VecDeque<(i64, f32)>,
 }
 
 /// A trained model version.
@@ -301,16 +195,17 @@ pub struct Incoming<'a> {
 }
 
 /// The whole projection.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Projection {
     /// Bounds.
     pub limits: Limits,
     /// Nodes by name.
     pub nodes: BTreeMap<NodeName, Node>,
-    /// Workloads by name.
-    pub workloads: BTreeMap<WorkloadName, Workload>,
-    /// Migrations by id (UUIDv7: ordered by creation), bounded.
-    pub migrations: BTreeMap<Uuid, Migration>,
+    /// Where workloads run and the migrations (bounded): the contract's
+    /// placement fold, the same one the CLI and the planner read.
+    pub placement: Placement,
+    /// What each placed workload uses, by name.
+    pub usage: BTreeMap<WorkloadName, Usage>,
     /// Models.
     pub model: ModelState,
     /// Deferred moves, newest last.
@@ -336,12 +231,26 @@ fn nan_or(v: Option<f32>) -> f32 {
     v.unwrap_or(f32::NAN)
 }
 
+impl Default for Projection {
+    fn default() -> Self {
+        Self::new(Limits::default())
+    }
+}
+
 impl Projection {
     /// An empty projection keeping `limits`.
     pub fn new(limits: Limits) -> Self {
         Self {
             limits,
-            ..Default::default()
+            nodes: BTreeMap::new(),
+            placement: Placement::new(limits.migrations_kept),
+            usage: BTreeMap::new(),
+            model: ModelState::default(),
+            deferrals: VecDeque::new(),
+            events_log: VecDeque::new(),
+            telemetry_log: VecDeque::new(),
+            counters: Counters::default(),
+            version: 0,
         }
     }
 
@@ -444,29 +353,7 @@ impl Projection {
     fn fold(&mut self, env: &Envelope) {
         let at = env.occurred_at;
         match &env.event {
-            Event::TelemetrySample(s) => {
-                let n = self.node_mut(&env.node);
-                n.samples += 1;
-                n.last_seen = Some(at);
-                if n.capacity_cores.is_none() {
-                    n.capacity_cores = Some(s.cpu.capacity_cores);
-                }
-                let mem = if s.memory.total_bytes > 0 {
-                    (s.memory.used_bytes as f64 * 100.0 / s.memory.total_bytes as f64) as f32
-                } else {
-                    f32::NAN
-                };
-                let psi = s.psi.unwrap_or_default();
-                n.series.push(Point {
-                    at_ms: s.at.timestamp_millis(),
-                    cpu: s.cpu.usage_pct,
-                    mem,
-                    load: nan_or(s.load.map(|l| l.one)),
-                    psi_cpu: nan_or(psi.cpu_some),
-                    psi_mem: nan_or(psi.memory_some),
-                    psi_io: nan_or(psi.io_some),
-                });
-            }
+            Event::TelemetrySample(s) => self.sample(&env.node, at, s),
             Event::NodeJoined(j) => {
                 let n = self.node_mut(&env.node);
                 n.life = Life::Joined(at);
@@ -476,152 +363,23 @@ impl Projection {
                 n.last_seen = Some(at);
             }
             Event::NodeLeft(l) => {
-                let n = self.node_mut(&env.node);
-                n.life = Life::Left(at, l.reason.clone());
+                self.node_mut(&env.node).life = Life::Left(at, l.reason.clone());
             }
             Event::NodePredicted(p) => {
                 self.node_mut(&p.node).prediction = Some(p.clone());
             }
-            Event::WorkloadUsage(u) => {
-                let node = env.node.clone();
-                self.node_mut(&node).last_seen = Some(at);
-                let keep = self.limits.workload_points;
-                for w in &u.workloads {
-                    let entry =
-                        self.workloads
-                            .entry(w.workload.clone())
-                            .or_insert_with(|| Workload {
-                                name: w.workload.clone(),
-                                node: node.clone(),
-                                runtime: None,
-                                state: WorkloadState::Running,
-                                since: u.at,
-                                cpu_pct: None,
-                                rss_bytes: None,
-                                usage: VecDeque::new(),
-                            });
-                    if entry.node != node {
-                        // Usage from a node it is not placed on (a late sample
-                        // from the source after a move): not this placement's.
-                        continue;
-                    }
-                    entry.cpu_pct = Some(w.cpu_pct);
-                    entry.rss_bytes = Some(w.rss_bytes);
-                    push_bounded(&mut entry.usage, (u.at.timestamp_millis(), w.cpu_pct), keep);
-                }
-            }
-            Event::WorkloadStarted(s) => {
+            Event::WorkloadUsage(u) => self.usage(env, u),
+            Event::WorkloadStarted(_) => {
                 self.node_mut(&env.node);
-                self.workloads.insert(
-                    s.workload.clone(),
-                    Workload {
-                        name: s.workload.clone(),
-                        node: env.node.clone(),
-                        runtime: Some(s.spec.runtime),
-                        state: WorkloadState::Running,
-                        since: at,
-                        cpu_pct: None,
-                        rss_bytes: None,
-                        usage: VecDeque::new(),
-                    },
-                );
+                self.place(env);
             }
-            Event::WorkloadExited(x) => {
-                let here = self.workloads.get(&x.workload).is_some_and(|w| {
-                    w.node == env.node && matches!(w.state, WorkloadState::Running)
-                });
-                if here {
-                    self.workloads.remove(&x.workload);
-                }
-            }
-            Event::MigrationRequested(r) => {
-                let m = self.migration_mut(r.migration, &r.workload, &r.source, &r.target, at);
-                m.requested_by = Some(r.requested_by.clone());
-                m.reason = Some(r.reason.clone());
-                m.requested_at = Some(at);
-                let in_flight = m.outcome == Outcome::InFlight;
-                if in_flight {
-                    if let Some(w) = self.workloads.get_mut(&r.workload) {
-                        if w.node == r.source && w.state == WorkloadState::Running {
-                            w.state = WorkloadState::Migrating {
-                                migration: r.migration,
-                                target: r.target.clone(),
-                            };
-                            w.since = at;
-                        }
-                    }
-                }
-            }
-            Event::MigrationCheckpointed(c) => {
-                let m = self.migration_mut(c.migration, &c.workload, &c.source, &c.target, at);
-                m.checkpointed_at = Some(at);
-                m.image_bytes = Some(c.image_bytes);
-                m.timings = merge(m.timings, c.timings);
-            }
-            Event::MigrationRestored(r) => {
-                let m = self.migration_mut(r.migration, &r.workload, &r.source, &r.target, at);
-                m.restored_at = Some(at);
-                m.image_bytes = Some(r.image_bytes);
-                m.timings = merge(m.timings, r.timings);
-            }
-            Event::MigrationCompleted(c) => {
-                let m = self.migration_mut(c.migration, &c.workload, &c.source, &c.target, at);
-                m.image_bytes = Some(c.image_bytes);
-                m.timings = merge(m.timings, c.timings);
-                m.finished_at = Some(at);
-                let downtime = m.timings.downtime_ms;
-                let newly = self.finish(c.migration, Outcome::Completed);
-                if newly {
-                    if let Some(ms) = downtime {
-                        self.observe_downtime(ms / 1000.0);
-                    }
-                }
-                let w = self
-                    .workloads
-                    .entry(c.workload.clone())
-                    .or_insert_with(|| Workload {
-                        name: c.workload.clone(),
-                        node: c.source.clone(),
-                        runtime: None,
-                        state: WorkloadState::Running,
-                        since: at,
-                        cpu_pct: None,
-                        rss_bytes: None,
-                        usage: VecDeque::new(),
-                    });
-                let moved_by_this = match &w.state {
-                    WorkloadState::Migrating { migration, .. } => *migration == c.migration,
-                    WorkloadState::Running => w.node == c.source,
-                };
-                if moved_by_this {
-                    w.node = c.target.clone();
-                    w.state = WorkloadState::Running;
-                    w.since = at;
-                    w.cpu_pct = None;
-                    w.rss_bytes = None;
-                    w.usage.clear();
-                }
-            }
-            Event::MigrationFailed(f) => {
-                let refused = f.step == Step::Validate;
-                let m = self.migration_mut(f.migration, &f.workload, &f.source, &f.target, at);
-                m.failure = Some((f.step, f.reason.clone()));
-                let in_flight = m.outcome == Outcome::InFlight;
-                if refused {
-                    m.finished_at = Some(at);
-                    self.finish(f.migration, Outcome::Refused);
-                    self.back_on_source(&f.workload, f.migration, at);
-                } else if in_flight {
-                    m.outcome = Outcome::Failed;
-                    *self.counters.outcomes.entry("failed").or_default() += 1;
-                }
-            }
-            Event::MigrationRolledBack(r) => {
-                let m = self.migration_mut(r.migration, &r.workload, &r.source, &r.target, at);
-                m.finished_at = Some(at);
-                self.finish(r.migration, Outcome::RolledBack);
-                self.back_on_source(&r.workload, r.migration, at);
-            }
+            Event::WorkloadExited(_)
+            | Event::MigrationRequested(_)
+            | Event::MigrationCheckpointed(_)
+            | Event::MigrationRestored(_)
+            | Event::MigrationCompleted(_)
+            | Event::MigrationFailed(_)
+            | Event::MigrationRolledBack(_) => self.place(env),
             Event::MigrationDeferred(d) => {
                 let keep = self.limits.decisions_kept;
                 push_bounded(&mut self.deferrals, (at, d.clone()), keep);
@@ -630,18 +388,7 @@ impl Projection {
                 let keep = self.limits.decisions_kept;
                 push_bounded(&mut self.model.train_requests, (at, t.clone()), keep);
             }
-            Event::ModelTrained(t) => {
-                self.model.versions.insert(
-                    t.version,
-                    ModelVersion {
-                        trained: t.clone(),
-                        at,
-                    },
-                );
-                while self.model.versions.len() > self.limits.models_kept {
-                    self.model.versions.pop_first();
-                }
-            }
+            Event::ModelTrained(t) => self.trained(at, t),
             Event::ModelActivated(a) => {
                 self.model.active = Some(a.version);
                 let keep = self.limits.decisions_kept;
@@ -653,63 +400,101 @@ impl Projection {
         }
     }
 
-    fn migration_mut(
-        &mut self,
-        id: Uuid,
-        workload: &WorkloadName,
-        source: &NodeName,
-        target: &NodeName,
-        at: DateTime<Utc>,
-    ) -> &mut Migration {
-        if !self.migrations.contains_key(&id) {
-            *self.counters.outcomes.entry("in_flight").or_default() += 1;
-            while self.migrations.len() >= self.limits.migrations_kept.max(1) {
-                self.migrations.pop_first();
-            }
+    fn sample(&mut self, node: &NodeName, at: DateTime<Utc>, s: &Sample) {
+        let n = self.node_mut(node);
+        n.samples += 1;
+        n.last_seen = Some(at);
+        if n.capacity_cores.is_none() {
+            n.capacity_cores = Some(s.cpu.capacity_cores);
         }
-        self.migrations.entry(id).or_insert_with(|| Migration {
-            id,
-            workload: workload.clone(),
-            source: source.clone(),
-            target: target.clone(),
-            requested_by: None,
-            reason: None,
-            requested_at: None,
-            checkpointed_at: None,
-            restored_at: None,
-            finished_at: None,
-            first_seen: at,
-            image_bytes: None,
-            timings: Timings::default(),
-            failure: None,
-            outcome: Outcome::InFlight,
-        })
-    }
-
-    /// Sets a final outcome once; true when this call set it (a replayed
-    /// or duplicated final event counts once).
-    fn finish(&mut self, id: Uuid, outcome: Outcome) -> bool {
-        let Some(m) = self.migrations.get_mut(&id) else {
-            return false;
+        let mem = if s.memory.total_bytes > 0 {
+            (s.memory.used_bytes as f64 * 100.0 / s.memory.total_bytes as f64) as f32
+        } else {
+            f32::NAN
         };
-        if matches!(
-            m.outcome,
-            Outcome::Completed | Outcome::RolledBack | Outcome::Refused
-        ) {
-            return false;
-        }
-        m.outcome = outcome;
-        *self.counters.outcomes.entry(outcome.as_str()).or_default() += 1;
-        true
+        let psi = s.psi.unwrap_or_default();
+        n.series.push(Point {
+            at_ms: s.at.timestamp_millis(),
+            cpu: s.cpu.usage_pct,
+            mem,
+            load: nan_or(s.load.map(|l| l.one)),
+            psi_cpu: nan_or(psi.cpu_some),
+            psi_mem: nan_or(psi.memory_some),
+            psi_io: nan_or(psi.io_some),
+        });
     }
 
-    fn back_on_source(&mut self, workload: &WorkloadName, migration: Uuid, at: DateTime<Utc>) {
-        if let Some(w) = self.workloads.get_mut(workload) {
-            if matches!(&w.state, WorkloadState::Migrating { migration: m, .. } if *m == migration)
-            {
-                w.state = WorkloadState::Running;
-                w.since = at;
+    /// Usage counts only for a workload placed on the reporting node (a late
+    /// sample from the source after a move is not this placement's).
+    fn usage(&mut self, env: &Envelope, u: &WorkloadUsage) {
+        self.node_mut(&env.node).last_seen = Some(env.occurred_at);
+        self.placement.apply(env);
+        let keep = self.limits.workload_points;
+        for w in &u.workloads {
+            let here = self
+                .placement
+                .workloads
+                .get(&w.workload)
+                .is_some_and(|p| p.node == env.node);
+            if !here {
+                continue;
             }
+            let entry = self.usage.entry(w.workload.clone()).or_default();
+            entry.cpu_pct = w.cpu_pct;
+            entry.rss_bytes = w.rss_bytes;
+            push_bounded(
+                &mut entry.points,
+                (u.at.timestamp_millis(), w.cpu_pct),
+                keep,
+            );
+        }
+    }
+
+    /// Applies a workload or migration event to the placement fold and
+    /// counts what it changed: usage measured before a start, a move or an
+    /// exit no longer describes the workload.
+    fn place(&mut self, env: &Envelope) {
+        let Change {
+            migration,
+            workload,
+        } = self.placement.apply(env);
+        if let Some(
+            WorkloadChange::Started(w) | WorkloadChange::Moved(w) | WorkloadChange::Gone(w),
+        ) = workload
+        {
+            self.usage.remove(&w);
+        }
+        let Some(c) = migration else { return };
+        if c.before.is_none() {
+            self.count(Status::InFlight);
+        }
+        if c.after == Status::Failed && c.before != Some(Status::Failed) {
+            self.count(Status::Failed);
+        }
+        if c.finished_now() {
+            self.count(c.after);
+            let downtime = self
+                .placement
+                .migration(c.id)
+                .and_then(|m| m.timings.downtime_ms);
+            if let (Status::Completed, Some(ms)) = (c.after, downtime) {
+                self.observe_downtime(ms / 1000.0);
+            }
+        }
+    }
+
+    fn count(&mut self, status: Status) {
+        *self.counters.outcomes.entry(status.as_str()).or_default() += 1;
+    }
+
+    fn trained(&mut self, at: DateTime<Utc>, t: &Trained) {
+        let version = ModelVersion {
+            trained: t.clone(),
+            at,
+        };
+        self.model.versions.insert(t.version, version);
+        while self.model.versions.len() > self.limits.models_kept {
+            self.model.versions.pop_first();
         }
     }
 
@@ -727,19 +512,5 @@ impl Projection {
     /// Whether both streams were folded up to what they held when last read.
     pub fn caught_up(&self) -> bool {
         self.counters.pending.iter().all(|p| *p == 0)
-    }
-}
-
-/// Later events repeat earlier timings and add their own; keep every step
-/// any event reported.
-fn merge(old: Timings, new: Timings) -> Timings {
-    Timings {
-        dump_ms: new.dump_ms.or(old.dump_ms),
-        upload_ms: new.upload_ms.or(old.upload_ms),
-        download_ms: new.download_ms.or(old.download_ms),
-        restore_ms: new.restore_ms.or(old.restore_ms),
-        cleanup_ms: new.cleanup_ms.or(old.cleanup_ms),
-        downtime_ms: new.downtime_ms.or(old.downtime_ms),
-        total_ms: new.total_ms.or(old.total_ms),
     }
 }

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use loadshift_events::{connection, stream};
+use loadshift_testkit::fixtures as fixture;
 use loadshift_testkit::{browser, NatsServer};
-use loadshift_webui::fixture;
 
 struct Webui(Child);
 

@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use loadshift_events::{connection, stream};
+use loadshift_testkit::fixtures as fixture;
 use loadshift_testkit::NatsServer;
-use loadshift_webui::fixture;
 
 /// A child process killed when the test ends, however it ends.
 struct Killed(Child);

@@ -3,7 +3,7 @@
 
 use askama::Template;
 use chrono::{Duration, Utc};
-use loadshift_webui::fixture;
+use loadshift_testkit::fixtures as fixture;
 use loadshift_webui::pages::cluster::{ClusterPage, ClusterView};
 use loadshift_webui::pages::events::{EventsPage, EventsView, Filters as EventFilters};
 use loadshift_webui::pages::migrations::{Filters, MigrationsPage, MigrationsView};

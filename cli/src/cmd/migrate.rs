@@ -19,8 +19,8 @@ use uuid::Uuid;
 use super::{connect, Common, Requester};
 use crate::error::{parse_timeout, InputError};
 use crate::eventlog::{self, Start};
-use crate::placement::WorkloadState;
 use crate::summary::{self, timing_rows};
+use loadshift_events::placement::WorkloadState;
 
 /// Move a running workload to another node, live (CRIU checkpoint/restore).
 ///

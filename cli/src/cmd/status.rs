@@ -12,9 +12,9 @@ use loadshift_events::liveness::{self, PingError};
 use loadshift_events::NodeName;
 
 use super::{connect, Common};
-use crate::placement::Placement;
 use crate::summary;
 use crate::table::Table;
+use loadshift_events::placement::Placement;
 
 /// How long a node's executor has to answer the ping.
 const PING_TIMEOUT: Duration = Duration::from_secs(1);
@@ -144,7 +144,7 @@ fn render(p: &Placement, nodes: &[NodeName], answers: &[PingAnswer]) -> String {
 
     out.push_str("\nMIGRATIONS IN FLIGHT\n");
     let mut t = Table::new(&["ID", "WORKLOAD", "FROM→TO", "STEP", "SINCE", "BY"]);
-    for m in p.in_flight.values() {
+    for m in p.in_flight() {
         t.row(vec![
             m.id.to_string(),
             m.workload.to_string(),
@@ -158,7 +158,7 @@ fn render(p: &Placement, nodes: &[NodeName], answers: &[PingAnswer]) -> String {
 
     out.push_str("\nLAST OUTCOMES\n");
     let mut t = Table::new(&["ID", "WORKLOAD", "FROM→TO", "OUTCOME", "DOWNTIME", "AT"]);
-    for m in p.outcomes.iter().rev().take(LAST_OUTCOMES) {
+    for m in p.recent_outcomes(LAST_OUTCOMES) {
         t.row(vec![
             m.id.to_string(),
             m.workload.to_string(),
@@ -205,25 +205,14 @@ fn report_json(p: &Placement, nodes: &[NodeName], answers: &[PingAnswer]) -> ser
             })
         })
         .collect();
-    let migration = |m: &crate::placement::Migration| {
-        serde_json::json!({
-            "id": m.id,
-            "workload": m.workload,
-            "source": m.source,
-            "target": m.target,
-            "step": m.progress_label(),
-            "outcome": m.outcome.as_ref().map(|_| m.outcome_label()),
-            "requested_by": m.requested_by,
-            "updated_at": m.updated_at,
-            "image_bytes": m.image_bytes,
-            "timings": m.timings,
-        })
-    };
+    // A migration as the contract's placement fold serializes it (its
+    // steps' times, timings, failure and status), so status and the
+    // dashboard's /api/migrations say the same thing.
     serde_json::json!({
         "nodes": nodes,
         "workloads": workloads,
-        "in_flight": p.in_flight.values().map(migration).collect::<Vec<_>>(),
-        "outcomes": p.outcomes.iter().rev().take(LAST_OUTCOMES).map(migration).collect::<Vec<_>>(),
+        "in_flight": p.in_flight().collect::<Vec<_>>(),
+        "outcomes": p.recent_outcomes(LAST_OUTCOMES),
     })
 }
 

@@ -15,8 +15,8 @@ use loadshift_events::{connection, Envelope, Event, NodeName, WorkloadName};
 use super::{connect, Common, Requester};
 use crate::error::{parse_env, parse_timeout, InputError};
 use crate::eventlog::{self, Start};
-use crate::placement::Placement;
 use crate::table::Table;
+use loadshift_events::placement::Placement;
 
 /// The `workload` commands.
 #[derive(Debug, Subcommand)]

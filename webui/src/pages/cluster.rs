@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use super::{Chrome, MigrationRow, St};
 use crate::display;
-use crate::projection::{Life, Node, Outcome, Projection, WorkloadState};
+use crate::projection::{Life, Node, Projection, Status, WorkloadState};
 use crate::series::{Metric, Point};
 use crate::sse;
 use crate::svg::{self, Chart, LineSpec};
@@ -131,18 +131,19 @@ impl ClusterView {
     pub fn build(p: &Projection, now: DateTime<Utc>, silent_after: Duration) -> Self {
         let mut totals = Totals {
             model: p.model.active,
-            workloads: p.workloads.len(),
+            workloads: p.placement.workloads.len(),
             in_flight: p
+                .placement
                 .migrations
                 .values()
                 .rev()
                 .take(1000)
-                .filter(|m| m.outcome == Outcome::InFlight)
+                .filter(|m| m.status == Status::InFlight)
                 .count(),
             ..Default::default()
         };
         let mut by_node: std::collections::BTreeMap<&str, Vec<WorkloadTag>> = Default::default();
-        for w in p.workloads.values() {
+        for w in p.placement.workloads.values() {
             by_node
                 .entry(w.node.as_str())
                 .or_default()
@@ -265,6 +266,7 @@ impl ClusterView {
             .collect();
         nodes.sort_by(|a, b| b.trouble.cmp(&a.trouble).then_with(|| a.name.cmp(&b.name)));
         let recent = p
+            .placement
             .migrations
             .values()
             .rev()

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{Chrome, MigrationRow, St};
 use crate::display;
-use crate::projection::{Outcome, Projection};
+use crate::projection::{Projection, Status};
 use crate::sse;
 
 /// Rows per page.
@@ -33,7 +33,7 @@ pub struct Filters {
     /// Source or target.
     #[serde(default)]
     pub node: String,
-    /// One of [`Outcome::as_str`].
+    /// One of [`Status::as_str`].
     #[serde(default)]
     pub outcome: String,
     /// One of [`SINCE`]'s labels.
@@ -99,7 +99,7 @@ pub struct MigrationsView {
 impl MigrationsView {
     /// The view of `p` with `f` applied.
     pub fn build(p: &Projection, f: &Filters, now: DateTime<Utc>) -> Self {
-        let outcome = Outcome::parse(&f.outcome);
+        let outcome = Status::parse(&f.outcome);
         let since = SINCE
             .iter()
             .find(|(l, _)| *l == f.since)
@@ -108,11 +108,12 @@ impl MigrationsView {
             .map(|s| now - chrono::Duration::seconds(s));
         let node = f.node.trim();
         let matching: Vec<_> = p
+            .placement
             .migrations
             .values()
             .rev()
             .filter(|m| node.is_empty() || m.source.as_str() == node || m.target.as_str() == node)
-            .filter(|m| outcome.is_none_or(|o| m.outcome == o))
+            .filter(|m| outcome.is_none_or(|o| m.status == o))
             .filter(|m| since.is_none_or(|s| m.requested_at.unwrap_or(m.first_seen) >= s))
             .collect();
         let start = f.page * PER_PAGE;
@@ -125,18 +126,19 @@ impl MigrationsView {
         Self {
             filters: f.clone(),
             nodes: p.nodes.keys().map(|n| n.to_string()).collect(),
-            outcomes: Outcome::ALL.iter().map(|o| o.as_str()).collect(),
+            outcomes: Status::ALL.iter().map(|o| o.as_str()).collect(),
             since_options: SINCE.iter().map(|(l, _)| *l).collect(),
-            counts: Outcome::ALL
+            counts: Status::ALL
                 .iter()
                 .map(|o| {
                     // The counter under "in_flight" counts every request
                     // ever seen (for /metrics); people want the ones still
                     // in flight now.
-                    let n = if *o == Outcome::InFlight {
-                        p.migrations
+                    let n = if *o == Status::InFlight {
+                        p.placement
+                            .migrations
                             .values()
-                            .filter(|m| m.outcome == Outcome::InFlight)
+                            .filter(|m| m.status == Status::InFlight)
                             .count() as u64
                     } else {
                         p.counters.outcomes.get(o.as_str()).copied().unwrap_or(0)

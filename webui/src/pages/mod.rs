@@ -18,7 +18,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::display;
-use crate::projection::{Migration, Outcome};
+use crate::projection::{Migration, Status};
 use crate::{AppState, Shared};
 
 /// What every page shows around its content.
@@ -202,12 +202,12 @@ impl MigrationRow {
                 .image_bytes
                 .map(display::bytes)
                 .unwrap_or_else(|| "–".into()),
-            outcome: m.outcome.as_str(),
-            bad: m.outcome.is_bad(),
+            outcome: m.status.as_str(),
+            bad: m.status.is_bad(),
             failure: m
                 .failure
                 .as_ref()
-                .map(|(step, why)| format!("failed at {step}: {why}")),
+                .map(|f| format!("failed at {}: {}", f.step, f.reason)),
             when: display::time(when),
             when_ms: when.timestamp_millis(),
         }
@@ -215,7 +215,7 @@ impl MigrationRow {
 
     /// Whether it is still moving.
     pub fn in_flight(&self) -> bool {
-        self.outcome == Outcome::InFlight.as_str()
+        self.outcome == Status::InFlight.as_str()
     }
 }
 

@@ -15,10 +15,11 @@ use std::time::Duration;
 use super::cluster::{node_state, overload};
 use super::{not_found, Chrome, MigrationRow, St};
 use crate::display;
-use crate::projection::{Life, Projection, WorkloadState};
+use crate::projection::{Life, Node, Projection, Usage, Workload, WorkloadState};
 use crate::series::{Metric, Point};
 use crate::sse;
 use crate::svg::{self, Chart, LineSpec};
+use loadshift_events::NodeName;
 
 /// The ranges the picker offers: label and milliseconds.
 pub const RANGES: [(&str, i64); 5] = [
@@ -121,147 +122,10 @@ impl NodeView {
             .copied()
             .unwrap_or(RANGES[0]);
         let points: Vec<Point> = n.series.window(range_ms).collect();
-        let end = n.series.last().map(|l| l.at_ms).unwrap_or(0);
-        let cols = 240;
-        let max_of = |m: Metric| {
-            points
-                .iter()
-                .map(|p| p.get(m))
-                .filter(|v| v.is_finite())
-                .fold(0.0f32, f32::max)
-        };
-        let big = |title: &'static str, specs: &[LineSpec], top: &'static str| {
-            let mut c = svg::chart(&points, specs, end, range_ms, cols, 720, 120);
-            c.framed = Some(top);
-            c.title = title;
-            c
-        };
-        let load_max = max_of(Metric::Load)
-            .max(n.capacity_cores.unwrap_or(1.0))
-            .ceil();
-        let psi_max = [Metric::PsiCpu, Metric::PsiMem, Metric::PsiIo]
-            .into_iter()
-            .map(max_of)
-            .fold(10.0f32, f32::max)
-            .ceil();
-        let charts = vec![
-            NamedChart {
-                name: "CPU (% of capacity)",
-                chart: big(
-                    "CPU",
-                    &[LineSpec {
-                        metric: Metric::Cpu,
-                        class: "cpu",
-                        max: 100.0,
-                    }],
-                    "100%",
-                ),
-            },
-            NamedChart {
-                name: "Memory (% of total)",
-                chart: big(
-                    "Memory",
-                    &[LineSpec {
-                        metric: Metric::Mem,
-                        class: "mem",
-                        max: 100.0,
-                    }],
-                    "100%",
-                ),
-            },
-            NamedChart {
-                name: "Load average (1 min; top: capacity or peak)",
-                chart: big(
-                    "Load",
-                    &[LineSpec {
-                        metric: Metric::Load,
-                        class: "load",
-                        max: load_max,
-                    }],
-                    "",
-                ),
-            },
-            NamedChart {
-                name: "Pressure (PSI avg10: cpu, memory, io)",
-                chart: big(
-                    "PSI",
-                    &[
-                        LineSpec {
-                            metric: Metric::PsiCpu,
-                            class: "psi",
-                            max: psi_max,
-                        },
-                        LineSpec {
-                            metric: Metric::PsiMem,
-                            class: "mem",
-                            max: psi_max,
-                        },
-                        LineSpec {
-                            metric: Metric::PsiIo,
-                            class: "io",
-                            max: psi_max,
-                        },
-                    ],
-                    "",
-                ),
-            },
-        ];
-        let last = n.series.last();
-        let get = |m: Metric| last.map(|l| l.get(m)).unwrap_or(f32::NAN);
-        let workloads = p
-            .workloads
-            .values()
-            .filter(|w| w.node == n.name)
-            .map(|w| {
-                let pts: Vec<Point> = w
-                    .usage
-                    .iter()
-                    .map(|(at, cpu)| Point {
-                        at_ms: *at,
-                        cpu: *cpu,
-                        mem: f32::NAN,
-                        load: f32::NAN,
-                        psi_cpu: f32::NAN,
-                        psi_mem: f32::NAN,
-                        psi_io: f32::NAN,
-                    })
-                    .collect();
-                let wend = pts.last().map(|p| p.at_ms).unwrap_or(0);
-                let wmax = pts.iter().map(|p| p.cpu).fold(100.0f32, f32::max);
-                WorkloadRow {
-                    name: w.name.to_string(),
-                    runtime: w
-                        .runtime
-                        .map(|r| r.to_string())
-                        .unwrap_or_else(|| "?".into()),
-                    state: match &w.state {
-                        WorkloadState::Running => "running".into(),
-                        WorkloadState::Migrating { target, .. } => format!("migrating → {target}"),
-                    },
-                    since: display::time(w.since),
-                    cpu: w.cpu_pct.map(display::pct).unwrap_or_else(|| "–".into()),
-                    rss: w
-                        .rss_bytes
-                        .map(display::bytes)
-                        .unwrap_or_else(|| "–".into()),
-                    spark: svg::chart(
-                        &pts,
-                        &[LineSpec {
-                            metric: Metric::Cpu,
-                            class: "wl",
-                            max: wmax,
-                        }],
-                        wend,
-                        15 * 60_000,
-                        30,
-                        120,
-                        24,
-                    ),
-                }
-            })
-            .collect();
+        let charts = charts(n, &points, range_ms);
         let rows = |out: bool| -> Vec<MigrationRow> {
-            p.migrations
+            p.placement
+                .migrations
                 .values()
                 .rev()
                 .filter(|m| {
@@ -311,20 +175,8 @@ impl NodeView {
             range: range.to_string(),
             ranges: RANGES.iter().map(|(l, _)| *l).collect(),
             charts,
-            latest: format!(
-                "CPU {} · memory {} · load {} · PSI cpu {} mem {} io {} · {} samples · seen {}",
-                display::pct(get(Metric::Cpu)),
-                display::pct(get(Metric::Mem)),
-                display::num(get(Metric::Load)),
-                display::pct(get(Metric::PsiCpu)),
-                display::pct(get(Metric::PsiMem)),
-                display::pct(get(Metric::PsiIo)),
-                n.samples,
-                n.last_seen
-                    .map(|t| display::ago(now, t))
-                    .unwrap_or_else(|| "never".into())
-            ),
-            workloads,
+            latest: latest(n, now),
+            workloads: workload_rows(p, &n.name),
             migrations_out: rows(true),
             migrations_in: rows(false),
             targets: p
@@ -335,6 +187,130 @@ impl NodeView {
                 .collect(),
             series,
         })
+    }
+}
+
+/// The node's four large charts over `points`.
+fn charts(n: &Node, points: &[Point], range_ms: i64) -> Vec<NamedChart> {
+    let end = n.series.last().map(|l| l.at_ms).unwrap_or(0);
+    let max_of = |m: Metric| {
+        points
+            .iter()
+            .map(|p| p.get(m))
+            .filter(|v| v.is_finite())
+            .fold(0.0f32, f32::max)
+    };
+    let line = |metric: Metric, class: &'static str, max: f32| LineSpec { metric, class, max };
+    let big = |name: &'static str, title: &'static str, specs: &[LineSpec], top: &'static str| {
+        let mut chart = svg::chart(points, specs, end, range_ms, 240, 720, 120);
+        chart.framed = Some(top);
+        chart.title = title;
+        NamedChart { name, chart }
+    };
+    let load_max = max_of(Metric::Load)
+        .max(n.capacity_cores.unwrap_or(1.0))
+        .ceil();
+    let psi_max = [Metric::PsiCpu, Metric::PsiMem, Metric::PsiIo]
+        .into_iter()
+        .map(max_of)
+        .fold(10.0f32, f32::max)
+        .ceil();
+    vec![
+        big(
+            "CPU (% of capacity)",
+            "CPU",
+            &[line(Metric::Cpu, "cpu", 100.0)],
+            "100%",
+        ),
+        big(
+            "Memory (% of total)",
+            "Memory",
+            &[line(Metric::Mem, "mem", 100.0)],
+            "100%",
+        ),
+        big(
+            "Load average (1 min; top: capacity or peak)",
+            "Load",
+            &[line(Metric::Load, "load", load_max)],
+            "",
+        ),
+        big(
+            "Pressure (PSI avg10: cpu, memory, io)",
+            "PSI",
+            &[
+                line(Metric::PsiCpu, "psi", psi_max),
+                line(Metric::PsiMem, "mem", psi_max),
+                line(Metric::PsiIo, "io", psi_max),
+            ],
+            "",
+        ),
+    ]
+}
+
+/// The latest values line.
+fn latest(n: &Node, now: DateTime<Utc>) -> String {
+    let last = n.series.last();
+    let get = |m: Metric| last.map(|l| l.get(m)).unwrap_or(f32::NAN);
+    format!(
+        "CPU {} · memory {} · load {} · PSI cpu {} mem {} io {} · {} samples · seen {}",
+        display::pct(get(Metric::Cpu)),
+        display::pct(get(Metric::Mem)),
+        display::num(get(Metric::Load)),
+        display::pct(get(Metric::PsiCpu)),
+        display::pct(get(Metric::PsiMem)),
+        display::pct(get(Metric::PsiIo)),
+        n.samples,
+        n.last_seen
+            .map(|t| display::ago(now, t))
+            .unwrap_or_else(|| "never".into())
+    )
+}
+
+/// The workloads placed on `node`, each with its own usage.
+fn workload_rows(p: &Projection, node: &NodeName) -> Vec<WorkloadRow> {
+    p.placement
+        .workloads
+        .values()
+        .filter(|w| &w.node == node)
+        .map(|w| workload_row(w, p.usage.get(&w.name)))
+        .collect()
+}
+
+fn workload_row(w: &Workload, usage: Option<&Usage>) -> WorkloadRow {
+    let pts: Vec<Point> = usage
+        .into_iter()
+        .flat_map(|u| u.points.iter())
+        .map(|(at, cpu)| Point {
+            at_ms: *at,
+            cpu: *cpu,
+            mem: f32::NAN,
+            load: f32::NAN,
+            psi_cpu: f32::NAN,
+            psi_mem: f32::NAN,
+            psi_io: f32::NAN,
+        })
+        .collect();
+    let wend = pts.last().map(|p| p.at_ms).unwrap_or(0);
+    let wmax = pts.iter().map(|p| p.cpu).fold(100.0f32, f32::max);
+    let spec = LineSpec {
+        metric: Metric::Cpu,
+        class: "wl",
+        max: wmax,
+    };
+    WorkloadRow {
+        name: w.name.to_string(),
+        runtime: w
+            .runtime
+            .map(|r| r.to_string())
+            .unwrap_or_else(|| "?".into()),
+        state: match &w.state {
+            WorkloadState::Running => "running".into(),
+            WorkloadState::Migrating { target, .. } => format!("migrating → {target}"),
+        },
+        since: display::time(w.since),
+        cpu: usage.map_or_else(|| "–".into(), |u| display::pct(u.cpu_pct)),
+        rss: usage.map_or_else(|| "–".into(), |u| display::bytes(u.rss_bytes)),
+        spark: svg::chart(&pts, &[spec], wend, 15 * 60_000, 30, 120, 24),
     }
 }
 

@@ -1,6 +1,10 @@
-//! Realistic event sequences built in code: the render tests, the browser
-//! test and the benchmark all draw the same cluster, so what one checks is
-//! what the others measure.
+//! Realistic event sequences built in code, for every crate's tests.
+//!
+//! The dashboard's render tests, its browser test and its benchmark all draw
+//! the same [`cluster`], so what one checks is what the others measure; the
+//! placement fold, the CLI and the planner are tested on the same migration
+//! events ([`Move`]). Fixtures are event sequences, not states, so this crate
+//! depends on the contract only and never on a service.
 
 use chrono::{DateTime, Duration, Utc};
 use loadshift_events::migration::{
@@ -11,7 +15,7 @@ use loadshift_events::model::{
 };
 use loadshift_events::payload::NodeJoined;
 use loadshift_events::telemetry::{Cpu, LoadAverage, Memory, Pressure, Sample};
-use loadshift_events::workload::{Runtime, Started, WorkloadSpec};
+use loadshift_events::workload::{Exited, Runtime, Started, WorkloadSpec};
 use loadshift_events::{Envelope, Event, NodeName, WorkloadName};
 use uuid::Uuid;
 
@@ -25,7 +29,8 @@ pub fn workload(s: &str) -> WorkloadName {
     WorkloadName::new(s).expect("fixture workload name")
 }
 
-fn at(env: Envelope, t: DateTime<Utc>) -> Envelope {
+/// `env` as if it happened at `t`.
+pub fn at(env: Envelope, t: DateTime<Utc>) -> Envelope {
     Envelope {
         occurred_at: t,
         ..env
@@ -87,21 +92,46 @@ pub fn sample(n: &str, t: DateTime<Utc>, seq: u64, cpu: f32) -> Envelope {
     )
 }
 
-/// `workload.started` of `w` on `n`.
+/// What every fixture workload runs: a redis-server process.
+pub fn spec() -> WorkloadSpec {
+    WorkloadSpec {
+        runtime: Runtime::Process,
+        command: vec!["redis-server".into()],
+        image: None,
+        env: Default::default(),
+    }
+}
+
+/// `workload.started` of `w` on `n`, as pid 4242.
 pub fn started(n: &str, w: &str, t: DateTime<Utc>) -> Envelope {
+    started_as(n, w, t, 4242)
+}
+
+/// `workload.started` of `w` on `n`, as `pid`.
+pub fn started_as(n: &str, w: &str, t: DateTime<Utc>, pid: u32) -> Envelope {
     at(
         Envelope::new(
             node(n),
             Event::WorkloadStarted(Started {
                 workload: workload(w),
-                spec: WorkloadSpec {
-                    runtime: Runtime::Process,
-                    command: vec!["redis-server".into()],
-                    image: None,
-                    env: Default::default(),
-                },
-                pid: Some(4242),
+                spec: spec(),
+                pid: Some(pid),
                 container_id: None,
+            }),
+        ),
+        t,
+    )
+}
+
+/// `workload.exited` of `w`, reported by `n`.
+pub fn exited(n: &str, w: &str, t: DateTime<Utc>) -> Envelope {
+    at(
+        Envelope::new(
+            node(n),
+            Event::WorkloadExited(Exited {
+                workload: workload(w),
+                code: Some(0),
+                signal: None,
             }),
         ),
         t,
@@ -143,6 +173,158 @@ pub fn predicted(n: &str, t: DateTime<Utc>, onset: f32, version: u64) -> Envelop
     )
 }
 
+/// One migration's names: every migration event of a fixture is built
+/// from one of these, so a test reads as the steps it takes.
+#[derive(Debug, Clone)]
+pub struct Move {
+    /// The migration's id.
+    pub id: Uuid,
+    /// Which workload.
+    pub workload: WorkloadName,
+    /// From.
+    pub source: NodeName,
+    /// To.
+    pub target: NodeName,
+}
+
+impl Move {
+    /// A migration of `w` from `src` to `dst` with a fresh id.
+    pub fn new(w: &str, src: &str, dst: &str) -> Self {
+        Self::with_id(Uuid::now_v7(), w, src, dst)
+    }
+
+    /// The same with a chosen id.
+    pub fn with_id(id: Uuid, w: &str, src: &str, dst: &str) -> Self {
+        Self {
+            id,
+            workload: workload(w),
+            source: node(src),
+            target: node(dst),
+        }
+    }
+
+    /// `migration.requested` by `by`, emitted by the brain's node.
+    pub fn requested(&self, t: DateTime<Utc>, by: &str, reason: Reason) -> Envelope {
+        self.event(
+            "brain",
+            t,
+            Event::MigrationRequested(Requested {
+                migration: self.id,
+                workload: self.workload.clone(),
+                source: self.source.clone(),
+                target: self.target.clone(),
+                requested_by: by.into(),
+                reason,
+            }),
+        )
+    }
+
+    /// `migration.checkpointed` by the source, a 48 MiB image.
+    pub fn checkpointed(&self, t: DateTime<Utc>, timings: Timings) -> Envelope {
+        self.event(
+            self.source.as_str(),
+            t,
+            Event::MigrationCheckpointed(Checkpointed {
+                migration: self.id,
+                workload: self.workload.clone(),
+                source: self.source.clone(),
+                target: self.target.clone(),
+                spec: spec(),
+                object: format!("{}.tar", self.id),
+                sha256: "ab".repeat(32),
+                image_bytes: IMAGE_BYTES,
+                timings,
+                frozen_at_ms: t.timestamp_millis(),
+            }),
+        )
+    }
+
+    /// `migration.restored` by the target, running as `pid`.
+    pub fn restored(&self, t: DateTime<Utc>, pid: u32, timings: Timings) -> Envelope {
+        self.event(
+            self.target.as_str(),
+            t,
+            Event::MigrationRestored(Restored {
+                migration: self.id,
+                workload: self.workload.clone(),
+                source: self.source.clone(),
+                target: self.target.clone(),
+                pid: Some(pid),
+                container_id: None,
+                image_bytes: IMAGE_BYTES,
+                timings,
+            }),
+        )
+    }
+
+    /// `migration.completed` by the source.
+    pub fn completed(&self, t: DateTime<Utc>, timings: Timings) -> Envelope {
+        self.event(
+            self.source.as_str(),
+            t,
+            Event::MigrationCompleted(Completed {
+                migration: self.id,
+                workload: self.workload.clone(),
+                source: self.source.clone(),
+                target: self.target.clone(),
+                image_bytes: IMAGE_BYTES,
+                timings,
+            }),
+        )
+    }
+
+    /// `migration.failed` at `step`, by the target.
+    pub fn failed(&self, t: DateTime<Utc>, step: Step, why: &str) -> Envelope {
+        self.event(
+            self.target.as_str(),
+            t,
+            Event::MigrationFailed(Failed {
+                migration: self.id,
+                workload: self.workload.clone(),
+                source: self.source.clone(),
+                target: self.target.clone(),
+                step,
+                reason: why.into(),
+            }),
+        )
+    }
+
+    /// `migration.rolled_back` by the source, resumed as `pid` when given.
+    pub fn rolled_back(&self, t: DateTime<Utc>, pid: Option<u32>) -> Envelope {
+        self.event(
+            self.source.as_str(),
+            t,
+            Event::MigrationRolledBack(RolledBack {
+                migration: self.id,
+                workload: self.workload.clone(),
+                source: self.source.clone(),
+                target: self.target.clone(),
+                pid,
+            }),
+        )
+    }
+
+    fn event(&self, emitter: &str, t: DateTime<Utc>, event: Event) -> Envelope {
+        at(Envelope::new(node(emitter), event), t)
+    }
+}
+
+/// The image size every fixture migration moves.
+pub const IMAGE_BYTES: u64 = 48 << 20;
+
+/// The timings of a migration that went through, with `downtime_ms`.
+pub fn timings(downtime_ms: f64) -> Timings {
+    Timings {
+        dump_ms: Some(71.0),
+        upload_ms: Some(40.0),
+        download_ms: Some(35.0),
+        restore_ms: Some(57.0),
+        cleanup_ms: Some(12.0),
+        downtime_ms: Some(downtime_ms),
+        total_ms: Some(260.0),
+    }
+}
+
 /// A migration that went through: requested, checkpointed, restored, completed.
 pub fn migration_ok(
     id: Uuid,
@@ -153,99 +335,32 @@ pub fn migration_ok(
     downtime_ms: f64,
     reason: &str,
 ) -> Vec<Envelope> {
-    let timings = Timings {
-        dump_ms: Some(71.0),
-        upload_ms: Some(40.0),
-        download_ms: Some(35.0),
-        restore_ms: Some(57.0),
-        cleanup_ms: Some(12.0),
-        downtime_ms: Some(downtime_ms),
-        total_ms: Some(260.0),
-    };
+    let m = Move::with_id(id, w, src, dst);
+    let all = timings(downtime_ms);
     let ms = Duration::milliseconds;
+    let why = Reason {
+        summary: reason.into(),
+        probability: Some(0.87),
+        model_version: Some(2),
+        top_features: vec![("cpu_slope_5m".into(), 3.2), ("psi_cpu".into(), 41.0)],
+        source_load_after_pct: Some(55.0),
+        target_load_after_pct: Some(48.0),
+    };
+    let dumped = Timings {
+        dump_ms: all.dump_ms,
+        upload_ms: all.upload_ms,
+        ..Default::default()
+    };
+    let restored = Timings {
+        cleanup_ms: None,
+        total_ms: None,
+        ..all
+    };
     vec![
-        at(
-            Envelope::new(
-                node("brain"),
-                Event::MigrationRequested(Requested {
-                    migration: id,
-                    workload: workload(w),
-                    source: node(src),
-                    target: node(dst),
-                    requested_by: "brain".into(),
-                    reason: Reason {
-                        summary: reason.into(),
-                        probability: Some(0.87),
-                        model_version: Some(2),
-                        top_features: vec![("cpu_slope_5m".into(), 3.2), ("psi_cpu".into(), 41.0)],
-                        source_load_after_pct: Some(55.0),
-                        target_load_after_pct: Some(48.0),
-                    },
-                }),
-            ),
-            t,
-        ),
-        at(
-            Envelope::new(
-                node(src),
-                Event::MigrationCheckpointed(Checkpointed {
-                    migration: id,
-                    workload: workload(w),
-                    source: node(src),
-                    target: node(dst),
-                    spec: WorkloadSpec {
-                        runtime: Runtime::Process,
-                        command: vec!["redis-server".into()],
-                        image: None,
-                        env: Default::default(),
-                    },
-                    object: format!("{id}.tar"),
-                    sha256: "ab".repeat(32),
-                    image_bytes: 48 << 20,
-                    timings: Timings {
-                        dump_ms: timings.dump_ms,
-                        upload_ms: timings.upload_ms,
-                        ..Default::default()
-                    },
-                    frozen_at_ms: t.timestamp_millis(),
-                }),
-            ),
-            t + ms(120),
-        ),
-        at(
-            Envelope::new(
-                node(dst),
-                Event::MigrationRestored(Restored {
-                    migration: id,
-                    workload: workload(w),
-                    source: node(src),
-                    target: node(dst),
-                    pid: Some(5151),
-                    container_id: None,
-                    image_bytes: 48 << 20,
-                    timings: Timings {
-                        cleanup_ms: None,
-                        total_ms: None,
-                        ..timings
-                    },
-                }),
-            ),
-            t + ms(220),
-        ),
-        at(
-            Envelope::new(
-                node(src),
-                Event::MigrationCompleted(Completed {
-                    migration: id,
-                    workload: workload(w),
-                    source: node(src),
-                    target: node(dst),
-                    image_bytes: 48 << 20,
-                    timings,
-                }),
-            ),
-            t + ms(260),
-        ),
+        m.requested(t, "brain", why),
+        m.checkpointed(t + ms(120), dumped),
+        m.restored(t + ms(220), 5151, restored),
+        m.completed(t + ms(260), all),
     ]
 }
 
@@ -258,51 +373,15 @@ pub fn migration_rolled_back(
     t: DateTime<Utc>,
     why: &str,
 ) -> Vec<Envelope> {
+    let m = Move::with_id(id, w, src, dst);
+    let asked = Reason {
+        summary: "asked by alice from the dashboard".into(),
+        ..Default::default()
+    };
     vec![
-        at(
-            Envelope::new(
-                node("brain"),
-                Event::MigrationRequested(Requested {
-                    migration: id,
-                    workload: workload(w),
-                    source: node(src),
-                    target: node(dst),
-                    requested_by: "alice".into(),
-                    reason: Reason {
-                        summary: "asked by alice from the dashboard".into(),
-                        ..Default::default()
-                    },
-                }),
-            ),
-            t,
-        ),
-        at(
-            Envelope::new(
-                node(dst),
-                Event::MigrationFailed(Failed {
-                    migration: id,
-                    workload: workload(w),
-                    source: node(src),
-                    target: node(dst),
-                    step: Step::Restore,
-                    reason: why.into(),
-                }),
-            ),
-            t + Duration::milliseconds(300),
-        ),
-        at(
-            Envelope::new(
-                node(src),
-                Event::MigrationRolledBack(RolledBack {
-                    migration: id,
-                    workload: workload(w),
-                    source: node(src),
-                    target: node(dst),
-                    pid: Some(4242),
-                }),
-            ),
-            t + Duration::milliseconds(400),
-        ),
+        m.requested(t, "alice", asked),
+        m.failed(t + Duration::milliseconds(300), Step::Restore, why),
+        m.rolled_back(t + Duration::milliseconds(400), Some(4242)),
     ]
 }
 
