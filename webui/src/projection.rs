@@ -25,9 +25,9 @@ use serde::Serialize;
 
 use crate::series::{Point, Series, SeriesLimits};
 
+pub use loadshift_events::placement::{Migration, Status, Workload, WorkloadState};
 /// The two streams the webui folds: the contract's one stream enum.
 pub use loadshift_events::stream::StreamId as StreamKind;
-pub use loadshift_events::placement::{Migration, Status, Workload, WorkloadState};
 
 /// How much the projection keeps.
 #[derive(Debug, Clone, Copy, PartialEq)]
