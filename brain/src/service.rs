@@ -157,20 +157,10 @@ async fn fold_both(
     cfg: &ServiceConfig,
     stop: &mut loadshift_events::shutdown::Listener,
 ) -> Result<LoopStats, FoldError> {
-    let t = consume::durable(
-        js,
-        StreamId::Telemetry,
-        fold.applied(StreamId::Telemetry),
-        cfg.batch,
-    )
-    .await?;
-    let e = consume::durable(
-        js,
-        StreamId::Events,
-        fold.applied(StreamId::Events),
-        cfg.batch,
-    )
-    .await?;
+    let mut readers = Vec::with_capacity(StreamId::ALL.len());
+    for s in StreamId::ALL {
+        readers.push(consume::durable(js, s, fold.applied(s), cfg.batch).await?);
+    }
     let loop_cfg = LoopConfig {
         batch_max: cfg.batch,
         linger: cfg.linger,
@@ -183,7 +173,7 @@ async fn fold_both(
         store,
         fold,
         watchers,
-        futures::stream::select(t, e),
+        futures::stream::select_all(readers),
         &loop_cfg,
         stop,
     )
