@@ -357,6 +357,24 @@ impl Migration {
     }
 }
 
+/// Whether the fold reads events like `event`: a workload's life and usage
+/// and every migration step. Folds that wrap this one route exactly these
+/// to it, so the list of kinds is written once.
+pub fn reads(event: &Event) -> bool {
+    matches!(
+        event,
+        Event::WorkloadStarted(_)
+            | Event::WorkloadExited(_)
+            | Event::WorkloadUsage(_)
+            | Event::MigrationRequested(_)
+            | Event::MigrationCheckpointed(_)
+            | Event::MigrationRestored(_)
+            | Event::MigrationCompleted(_)
+            | Event::MigrationFailed(_)
+            | Event::MigrationRolledBack(_)
+    )
+}
+
 /// What one event changed, for wrappers that count or reset their own
 /// state (the dashboard's outcome counters and usage, the planner's usage).
 #[derive(Debug, Clone, Default, PartialEq)]
