@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use std::time::Duration;
 
-use super::{Chrome, MigrationRow, St};
+use super::{read_view, Chrome, MigrationRow, St};
 use crate::display;
 use crate::projection::{Life, Node, Projection, Status, WorkloadState};
 use crate::series::{Metric, Point};
@@ -301,13 +301,8 @@ pub struct ClusterLive {
 
 /// `GET /`.
 pub async fn page(State(st): St, headers: HeaderMap) -> impl IntoResponse {
-    let (v, caught_up) = {
-        let p = st.read();
-        (
-            ClusterView::build(&p, Utc::now(), st.settings.silent_after),
-            p.caught_up(),
-        )
-    };
+    let silent_after = st.settings.silent_after;
+    let (v, caught_up) = read_view(&st, |p| ClusterView::build(p, Utc::now(), silent_after));
     let chrome = Chrome::new(
         &st,
         &headers,
