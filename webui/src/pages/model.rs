@@ -11,7 +11,7 @@ use axum::Json;
 use loadshift_events::model::LabelScores;
 use serde::Serialize;
 
-use super::{Chrome, St};
+use super::{read_view, Chrome, St};
 use crate::display;
 use crate::projection::{ModelVersion, Projection};
 use crate::sse;
@@ -273,10 +273,7 @@ pub struct ModelLive {
 
 /// `GET /model`.
 pub async fn page(State(st): St, headers: HeaderMap) -> impl IntoResponse {
-    let (v, caught_up) = {
-        let p = st.read();
-        (ModelView::build(&p), p.caught_up())
-    };
+    let (v, caught_up) = read_view(&st, ModelView::build);
     let chrome = Chrome::new(&st, &headers, "Model", "model", "/sse/model", caught_up);
     ModelPage { chrome, v }
 }
