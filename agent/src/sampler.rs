@@ -11,6 +11,7 @@ use std::collections::BinaryHeap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use loadshift_events::bounds::Bounded;
 use loadshift_events::{Envelope, Event, NodeName};
 use tokio::time::{Instant, MissedTickBehavior};
 
@@ -116,6 +117,16 @@ pub async fn run_live(
             }
         };
         match result {
+            // A value no reader could use (a source's overflow, a negative
+            // share) is refused here, not published to be refused by all.
+            Ok(sample) if sample.check().is_err() => {
+                let why = sample
+                    .check()
+                    .err()
+                    .map(|e| e.to_string())
+                    .unwrap_or_default();
+                tracing::warn!("refusing a sample of {node} no reader could use: {why}");
+            }
             Ok(mut sample) => {
                 sample.seq = seq;
                 seq += 1;

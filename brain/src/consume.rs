@@ -41,8 +41,9 @@ pub struct Watchers {
 }
 
 impl Watchers {
-    /// Passes one folded event on.
-    pub fn observe(&mut self, env: &Envelope) {
+    /// Passes one folded event on; a decision it leads to is queued in
+    /// `writes`, the batch that folded the event ([`crate::outbox`]).
+    pub fn observe(&mut self, env: &Envelope, writes: &mut Writes) {
         if let Some(planner) = self.planner.as_mut() {
             planner.observe(env);
         }
@@ -54,6 +55,7 @@ impl Watchers {
                 if let Some(view) = live.observe(env.node.as_str(), s) {
                     if let Some(planner) = self.planner.as_mut() {
                         planner.predicted(&env.node, view, env.occurred_at);
+                        planner.queue_decisions(writes);
                     }
                 }
             }
@@ -287,7 +289,7 @@ impl Folding<'_> {
             match folded {
                 Folded::Applied(env) => {
                     self.stats.events += 1;
-                    self.watchers.observe(&env);
+                    self.watchers.observe(&env, &mut batch.writes);
                 }
                 Folded::Parked => {
                     self.stats.events += 1;

@@ -22,6 +22,18 @@ pub enum EvaluateError {
     Train(#[from] TrainError),
 }
 
+impl EvaluateError {
+    /// Whether the operator's input is at fault (no trace files, unreadable
+    /// ones, or too little data in them to train on), which the binary
+    /// reports with exit code 2, as for any bad input.
+    pub fn is_bad_input(&self) -> bool {
+        match self {
+            EvaluateError::Trace(_) => true,
+            EvaluateError::Train(e) => matches!(e, TrainError::NoRows(_)),
+        }
+    }
+}
+
 /// Loads every trace file of `dir` into labelled rows, one node per file.
 ///
 /// # Errors

@@ -19,6 +19,7 @@ pub mod fold;
 pub mod labels;
 pub mod live;
 pub mod model;
+pub mod outbox;
 pub mod planner;
 pub mod planner_service;
 pub mod registry;

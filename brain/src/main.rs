@@ -268,9 +268,27 @@ fn main() -> ExitCode {
         Err(e) => {
             tracing::error!("{e:#}");
             eprintln!("error: {e:#}");
-            ExitCode::from(1)
+            if is_bad_input(&e) {
+                ExitCode::from(2)
+            } else {
+                ExitCode::from(1)
+            }
         }
     }
+}
+
+/// An argument the operator must change, found after clap parsed it.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct BadInput(String);
+
+/// Bad usage or input exits 2 (the README's promise); everything else 1.
+fn is_bad_input(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<BadInput>().is_some()
+            || c.downcast_ref::<loadshift_brain::evaluate::EvaluateError>()
+                .is_some_and(|e| e.is_bad_input())
+    })
 }
 
 async fn connect(common: &Common) -> anyhow::Result<jetstream::Context> {
@@ -372,10 +390,11 @@ fn status(a: StatusArgs) -> anyhow::Result<()> {
 
 fn evaluate(a: EvaluateArgs) -> anyhow::Result<()> {
     if !(a.split > 0.0 && a.split < 1.0) {
-        bail!(
+        return Err(BadInput(format!(
             "--split must be between 0 and 1 (exclusive), not {}",
             a.split
-        );
+        ))
+        .into());
     }
     let cfg = a.model.config();
     let report = loadshift_brain::evaluate::evaluate(&a.trace, a.test.as_deref(), a.split, &cfg)

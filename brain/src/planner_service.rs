@@ -1,7 +1,9 @@
 //! The planner at work inside the service (its rules are in
 //! [`crate::planner`]; this is the glue): every folded event becomes the
 //! planner's facts, every new prediction may become a decision, and decisions
-//! (and the brain's beliefs, `node.<n>.predicted`) are handed to a publisher.
+//! go through the store's outbox ([`crate::outbox`]): queued in the fold batch
+//! that made them, published until acknowledged. The brain's beliefs
+//! (`node.<n>.predicted`) are only news and go straight to a publisher.
 //!
 //! Only fresh predictions decide: a sample older than the planner's silence
 //! limit (a restart catching up, a replay) updates the state but never
@@ -36,6 +38,7 @@ pub struct PlannerService {
     out: mpsc::UnboundedSender<Envelope>,
     predictor: SharedPredictor,
     said: HashMap<NodeName, (f32, f32, DateTime<Utc>)>,
+    decided: Vec<Envelope>,
 }
 
 impl PlannerService {
@@ -52,6 +55,7 @@ impl PlannerService {
             out,
             predictor,
             said: HashMap::new(),
+            decided: Vec::new(),
         }
     }
 
@@ -140,7 +144,7 @@ impl PlannerService {
                     target: r.target.clone(),
                     at: now,
                 });
-                self.send(Event::MigrationRequested(r));
+                self.decide(Event::MigrationRequested(r));
             }
             Some(Decision::Defer(d)) => {
                 tracing::info!(source = %d.source, reason = %d.reason, "deferring");
@@ -148,10 +152,26 @@ impl PlannerService {
                     node: d.source.clone(),
                     at: now,
                 });
-                self.send(Event::MigrationDeferred(d));
+                self.decide(Event::MigrationDeferred(d));
             }
             None => {}
         }
+    }
+
+    /// Moves the decisions made since the last call into `batch`'s outbox.
+    /// A request that cannot be written is withdrawn at once, and its
+    /// nodes are free again.
+    pub fn queue_decisions(&mut self, batch: &mut crate::store::Writes) {
+        for env in std::mem::take(&mut self.decided) {
+            if let crate::outbox::Queued::Withdrawn(w) = crate::outbox::queue(batch, &env) {
+                self.planner.apply(&Fact::Logged(w));
+            }
+        }
+    }
+
+    fn decide(&mut self, event: Event) {
+        self.decided
+            .push(Envelope::new(self.emitter.clone(), event));
     }
 
     fn send(&self, event: Event) {

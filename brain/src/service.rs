@@ -109,11 +109,21 @@ async fn run_with(
             Err(e) => tracing::warn!(error = %e, "planner could not read the log; it starts empty"),
         },
     }
+    // Decisions not yet in the log are as good as in flight.
+    for env in crate::outbox::pending(&store)? {
+        planner.observe(&env);
+    }
     let mut watchers = Watchers {
         live: Some(live),
         planner: Some(planner),
     };
     let publisher = tokio::spawn(planner_service::publisher(js.clone(), out_rx));
+    let outbox = tokio::spawn(crate::outbox::run(
+        js.clone(),
+        store.clone(),
+        crate::outbox::OutboxConfig::default(),
+        shutdown.listener(),
+    ));
     let trainer = tokio::spawn(crate::training::run_trainer(
         js.clone(),
         store.clone(),
@@ -133,9 +143,11 @@ async fn run_with(
         .trigger()
         .fire(loadshift_events::shutdown::Signal::Terminate);
     let _ = trainer.await;
-    // Closing the planner's outbox lets the publisher finish what it holds.
+    // Closing the planner's channel lets the publisher finish what it holds.
     drop(watchers);
     let _ = publisher.await;
+    // What the outbox cannot publish in a moment stays for the next start.
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), outbox).await;
     let stats = stats?;
     store.flush()?;
     tracing::info!(

@@ -18,6 +18,7 @@
 //! | `p` | stream tag byte, stream sequence (u64 BE) | parked record (subject, reason, raw bytes) |
 //! | `M` | `state` | folded model state ([`crate::training::ModelState`]) as JSON |
 //! | `M` | `model`, 0x00, version (u64 BE) | a trained [`crate::model::Model`] as JSON (written by the trainer) |
+//! | `o` | event id (16 bytes) | a decision waiting to be published ([`crate::outbox`]) |
 //!
 //! The `M` records are not in the digest: trained models are not a fold of
 //! the log (a replay rebuilds the state, not the models; a missing active
@@ -57,6 +58,9 @@ pub mod prefix {
     /// Model records: trained models (written by the trainer, not the fold)
     /// and the folded model state (requests, answers, active version).
     pub const MODEL: u8 = b'M';
+    /// Decisions not yet acknowledged by JetStream; not a fold of the log,
+    /// so not part of the digest.
+    pub const OUTBOX: u8 = b'o';
 }
 
 /// The counter key suffix counting parked messages.

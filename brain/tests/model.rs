@@ -106,5 +106,27 @@ fn evaluate_command_prints_one_table() {
         .arg(fixture())
         .output()
         .unwrap();
-    assert!(!bad.status.success());
+    assert_eq!(bad.status.code(), Some(2));
+}
+
+/// The README promises exit code 2 for bad input: an empty folder, a folder
+/// of garbage, a missing one, all say what is wrong and exit 2 (not 1, which
+/// means the tool itself failed).
+#[test]
+fn evaluate_on_an_empty_or_garbage_folder_exits_2() {
+    let empty = tempfile::tempdir().unwrap();
+    let garbage = tempfile::tempdir().unwrap();
+    std::fs::write(garbage.path().join("1.csv"), "not;a;trace\n\x01\x02\n").unwrap();
+    std::fs::write(garbage.path().join("2.csv"), "").unwrap();
+    let missing = empty.path().join("nope");
+    for dir in [empty.path(), garbage.path(), missing.as_path()] {
+        let out = Command::new(env!("CARGO_BIN_EXE_loadshift-brain"))
+            .args(["evaluate", "--trees", "5", "--trace"])
+            .arg(dir)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{}: {err}", dir.display());
+        assert!(err.contains("error: evaluating on"), "{err}");
+    }
 }

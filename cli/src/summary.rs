@@ -115,6 +115,10 @@ fn migration(env: &Envelope) -> Option<String> {
             handle(r.pid, None),
             r.target
         ),
+        Event::MigrationWithdrawn(w) => format!(
+            "{} stays on {}: the brain withdrew its move to {} ({})",
+            w.workload, w.source, w.target, w.reason
+        ),
         Event::MigrationDeferred(d) => format!(
             "{} in trouble (probability {:.2}) but nothing moved{}: {}",
             d.source,
@@ -331,6 +335,11 @@ mod tests {
             "migration.rolled_back",
             "node2",
             r#"{"migration":"0193a1b2-0000-7000-8000-000000000001","workload":"counter","source":"node2","target":"node3","pid":42}"#,
+        ),
+        (
+            "migration.withdrawn",
+            "brain",
+            r#"{"migration":"0193a1b2-0000-7000-8000-000000000001","workload":"counter","source":"node2","target":"node3","reason":"NATS did not acknowledge the request for 60 s"}"#,
         ),
         (
             "migration.deferred",

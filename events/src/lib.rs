@@ -2,12 +2,14 @@
 //!
 //! Every fact in loadshift is an event in NATS JetStream; this crate is the one
 //! place that says what an event looks like ([`envelope`]), what each kind
-//! carries ([`payload`], [`telemetry`]), where it is published ([`subject`]),
-//! which streams keep it ([`stream`]), how a service talks to NATS
-//! ([`connection`]), reads a stream ([`reader`]), asks whether an executor
-//! is alive ([`liveness`]) and stops ([`shutdown`]). Services depend on this crate and on nothing of each other,
+//! carries ([`payload`], [`telemetry`]) and within which ranges ([`bounds`]),
+//! where it is published ([`subject`]), which streams keep it ([`stream`]),
+//! how a service talks to NATS ([`connection`]), reads a stream ([`reader`]),
+//! asks whether an executor is alive ([`liveness`]) and stops ([`shutdown`]).
+//! Services depend on this crate and on nothing of each other,
 //! so a change to the contract is visible in one diff.
 
+pub mod bounds;
 pub mod cli;
 pub mod connection;
 pub mod envelope;
@@ -23,7 +25,7 @@ pub mod subject;
 pub mod telemetry;
 pub mod workload;
 
-pub use envelope::{DecodeError, Envelope, SCHEMA_VERSION};
+pub use envelope::{DecodeError, EncodeError, Envelope, MAX_EVENT_BYTES, SCHEMA_VERSION};
 pub use payload::{Event, Kind};
 pub use subject::NodeName;
 pub use telemetry::Sample;

@@ -5,12 +5,17 @@
 //! `requested`, `restored` and `failed`; the target for `checkpointed`; the
 //! source again for the final `completed` and `rolled_back`. Every event
 //! carries the migration id, so a replayed or duplicated one is recognised.
+//!
+//! A decision the brain could not publish in time is taken back with
+//! `withdrawn` (on the source's subject): the planner frees both nodes, and a
+//! source that never saw the request has nothing to do.
 
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::bounds::{self, Bounded, OutOfRange};
 use crate::subject::NodeName;
 use crate::workload::{WorkloadName, WorkloadSpec};
 
@@ -217,3 +222,87 @@ pub struct RolledBack {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pid: Option<u32>,
 }
+
+/// The brain takes back a decision it could not publish in time (or at
+/// all): the migration will not happen, and its nodes are free again.
+///
+/// It exists so that a decision lost between the planner and the log never
+/// keeps two nodes busy: the planner counts a migration in flight from the
+/// moment it decides, and only a fact in the log can end that.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Withdrawn {
+    /// The migration that will not happen.
+    pub migration: Uuid,
+    /// Which workload it would have moved.
+    pub workload: WorkloadName,
+    /// Where the workload stays (named in the subject).
+    pub source: NodeName,
+    /// Where it would have gone.
+    pub target: NodeName,
+    /// Why it was withdrawn, in words.
+    pub reason: String,
+}
+
+impl Bounded for Reason {
+    fn check(&self) -> Result<(), OutOfRange> {
+        bounds::optional(self.probability, |p| {
+            bounds::probability("reason.probability", p)
+        })?;
+        for (_, v) in &self.top_features {
+            bounds::finite("reason.top_features", *v)?;
+        }
+        bounds::optional(self.source_load_after_pct, |p| {
+            bounds::usage_pct("reason.source_load_after_pct", p)
+        })?;
+        bounds::optional(self.target_load_after_pct, |p| {
+            bounds::usage_pct("reason.target_load_after_pct", p)
+        })
+    }
+}
+
+impl Bounded for Requested {
+    fn check(&self) -> Result<(), OutOfRange> {
+        self.reason.check()
+    }
+}
+
+/// Timings are measured across two clocks (the downtime starts on the
+/// source and ends on the target), which may disagree a little: only
+/// finiteness is required, a slightly negative duration is still a fact.
+impl Bounded for Timings {
+    fn check(&self) -> Result<(), OutOfRange> {
+        for (field, v) in [
+            ("timings.dump_ms", self.dump_ms),
+            ("timings.upload_ms", self.upload_ms),
+            ("timings.download_ms", self.download_ms),
+            ("timings.restore_ms", self.restore_ms),
+            ("timings.cleanup_ms", self.cleanup_ms),
+            ("timings.downtime_ms", self.downtime_ms),
+            ("timings.total_ms", self.total_ms),
+        ] {
+            bounds::optional(v, |v| bounds::finite(field, v))?;
+        }
+        Ok(())
+    }
+}
+
+impl Bounded for Checkpointed {
+    fn check(&self) -> Result<(), OutOfRange> {
+        self.timings.check()
+    }
+}
+
+impl Bounded for Restored {
+    fn check(&self) -> Result<(), OutOfRange> {
+        self.timings.check()
+    }
+}
+
+impl Bounded for Completed {
+    fn check(&self) -> Result<(), OutOfRange> {
+        self.timings.check()
+    }
+}
+
+bounds::no_numbers_to_check!(Failed, RolledBack, Withdrawn);

@@ -6,6 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::bounds::{Bounded, OutOfRange};
 use crate::migration;
 use crate::model;
 use crate::subject::NodeName;
@@ -68,15 +69,31 @@ macro_rules! kinds {
 
         impl Event {
 
-            /// Decodes a payload of a known kind.
+            /// Decodes a payload of a known kind and checks its numbers
+            /// against their ranges.
             pub(crate) fn from_value(
                 kind: Kind,
                 payload: &serde_json::value::RawValue,
-            ) -> serde_json::Result<Event> {
+            ) -> Result<Event, PayloadError> {
                 let s = payload.get();
                 Ok(match kind {
-                    $( Kind::$variant => Event::$variant(serde_json::from_str(s)?), )*
+                    $( Kind::$variant => {
+                        let p: $payload = serde_json::from_str(s).map_err(PayloadError::Json)?;
+                        p.check().map_err(PayloadError::Range)?;
+                        Event::$variant(p)
+                    } )*
                 })
+            }
+
+            /// Checks the payload's numbers against their ranges (before
+            /// it is written: a reader would refuse it).
+            ///
+            /// # Errors
+            /// The first [`OutOfRange`] value.
+            pub fn check(&self) -> Result<(), OutOfRange> {
+                match self {
+                    $( Event::$variant(p) => p.check(), )*
+                }
             }
         }
     };
@@ -109,6 +126,8 @@ kinds! {
     MigrationFailed(migration::Failed) = "migration.failed",
     /// The workload runs on the source again after a failure.
     MigrationRolledBack(migration::RolledBack) = "migration.rolled_back",
+    /// The brain took back a decision it could not publish.
+    MigrationWithdrawn(migration::Withdrawn) = "migration.withdrawn",
     /// The brain found no good move for a node in trouble.
     MigrationDeferred(model::Deferred) = "migration.deferred",
     /// Someone asks the brain to retrain.
@@ -121,6 +140,15 @@ kinds! {
     NodePredicted(model::Predicted) = "node.predicted",
     /// The executor sampled its workloads' resource use.
     WorkloadUsage(model::WorkloadUsage) = "telemetry.workloads",
+}
+
+/// Why a payload of a known kind was refused.
+#[derive(Debug)]
+pub(crate) enum PayloadError {
+    /// It does not have the shape of its kind.
+    Json(serde_json::Error),
+    /// It has the shape, but a number is out of its range.
+    Range(OutOfRange),
 }
 
 impl Kind {
@@ -155,6 +183,7 @@ impl Event {
             Event::MigrationCompleted(p) => &p.source,
             Event::MigrationFailed(p) => &p.source,
             Event::MigrationRolledBack(p) => &p.source,
+            Event::MigrationWithdrawn(p) => &p.source,
         }
     }
 

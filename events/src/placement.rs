@@ -372,6 +372,7 @@ pub fn reads(event: &Event) -> bool {
             | Event::MigrationCompleted(_)
             | Event::MigrationFailed(_)
             | Event::MigrationRolledBack(_)
+            | Event::MigrationWithdrawn(_)
     )
 }
 
@@ -470,6 +471,7 @@ impl Placement {
             Event::MigrationCompleted(c) => self.completed(ids!(c), at, c.image_bytes, c.timings),
             Event::MigrationFailed(f) => self.failed(ids!(f), at, f.step, &f.reason),
             Event::MigrationRolledBack(r) => self.rolled_back(ids!(r), at, r.pid),
+            Event::MigrationWithdrawn(w) => self.withdrawn(ids!(w), at, &w.reason),
             _ => Change::default(),
         }
     }
@@ -624,6 +626,20 @@ impl Placement {
             self.resume(ids.id, at);
         }
         change
+    }
+
+    /// The brain took its request back (it could not publish it in time):
+    /// over at once, as a refusal, unless an executor already acted on it,
+    /// in which case the migration is real and its own outcome ends it.
+    fn withdrawn(&mut self, ids: Ids<'_>, at: DateTime<Utc>, reason: &str) -> Change {
+        let acted = self
+            .migrations
+            .get(&ids.id)
+            .is_some_and(|m| m.checkpointed_at.is_some() || m.failure.is_some());
+        if acted {
+            return Change::default();
+        }
+        self.failed(ids, at, Step::Validate, &format!("withdrawn: {reason}"))
     }
 
     fn rolled_back(&mut self, ids: Ids<'_>, at: DateTime<Utc>, pid: Option<u32>) -> Change {

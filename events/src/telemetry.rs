@@ -3,9 +3,14 @@
 //! The same struct carries a real host (sysinfo), a node simulated by a cgroup,
 //! and a replayed trace, so the brain's features never care where a sample came
 //! from. Fields a source cannot measure are `None`, never a made-up zero.
+//! Every number is checked against its range when a sample is decoded or
+//! encoded ([`crate::bounds`]): a sample that cannot be a measurement is
+//! refused with the field that is wrong, never stored.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+
+use crate::bounds::{self, Bounded, OutOfRange};
 
 /// A node's usage and capacity at one moment.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -105,4 +110,37 @@ pub struct Pressure {
     /// Share of time all tasks waited for I/O.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub io_full: Option<f32>,
+}
+
+impl Bounded for Sample {
+    fn check(&self) -> Result<(), OutOfRange> {
+        bounds::usage_pct("cpu.usage_pct", self.cpu.usage_pct)?;
+        bounds::cores("cpu.capacity_cores", self.cpu.capacity_cores)?;
+        for &pct in &self.cpu.per_core_pct {
+            bounds::usage_pct("cpu.per_core_pct", pct)?;
+        }
+        if let Some(l) = self.load {
+            bounds::load("load.one", l.one)?;
+            bounds::load("load.five", l.five)?;
+            bounds::load("load.fifteen", l.fifteen)?;
+        }
+        if let Some(t) = self.net {
+            bounds::throughput("net.in_bps", t.in_bps)?;
+            bounds::throughput("net.out_bps", t.out_bps)?;
+        }
+        if let Some(t) = self.disk {
+            bounds::throughput("disk.in_bps", t.in_bps)?;
+            bounds::throughput("disk.out_bps", t.out_bps)?;
+        }
+        if let Some(p) = self.psi {
+            let pct =
+                |field, v: Option<f32>| bounds::optional(v, |v| bounds::pressure_pct(field, v));
+            pct("psi.cpu_some", p.cpu_some)?;
+            pct("psi.memory_some", p.memory_some)?;
+            pct("psi.memory_full", p.memory_full)?;
+            pct("psi.io_some", p.io_some)?;
+            pct("psi.io_full", p.io_full)?;
+        }
+        Ok(())
+    }
 }

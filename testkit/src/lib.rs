@@ -1,11 +1,14 @@
 //! What loadshift's integration tests stand on: real servers started by the
 //! test itself, on a free port, with a store of their own, stopped when the test
 //! ends. Tests never touch a server they did not start. [`fixtures`] builds
-//! the event sequences tests fold and publish, from the contract alone.
+//! the event sequences tests fold and publish, from the contract alone;
+//! [`fuzz`] generates the seeded hostile input every decoder's fuzz test is
+//! fed.
 
 pub mod binaries;
 pub mod browser;
 pub mod fixtures;
+pub mod fuzz;
 pub mod nats;
 
 pub use binaries::binary;

@@ -14,6 +14,7 @@
 use std::path::{Path, PathBuf};
 
 use chrono::DateTime;
+use loadshift_events::bounds::{Bounded, OutOfRange};
 use loadshift_events::subject::NodeNameError;
 use loadshift_events::telemetry::{Cpu, Memory, Throughput};
 use loadshift_events::{NodeName, Sample};
@@ -108,6 +109,11 @@ pub enum RowError {
     /// The timestamp is outside what a date can hold.
     #[error("timestamp {0} is out of range")]
     BadTimestamp(f64),
+    /// A number parses but no telemetry sample may carry it (a CPU share of
+    /// `1e40` %, more memory than 64 bits of bytes): replaying it would
+    /// publish an event every reader refuses, so the row is refused here.
+    #[error("refused: {0}")]
+    OutOfRange(#[from] OutOfRange),
 }
 
 /// Parses one data line.
@@ -138,7 +144,18 @@ pub fn parse_row(line: &str) -> Result<TraceRow, RowError> {
     if at > 1e11 || DateTime::from_timestamp(at as i64, 0).is_none() {
         return Err(RowError::BadTimestamp(v[0]));
     }
-    Ok(TraceRow {
+    // Memory is carried in bytes as u64: a bigger value would saturate.
+    let max_kb = u64::MAX as f64 / 1024.0;
+    for (field, kb) in [("memory_provisioned_kb", v[5]), ("memory_used_kb", v[6])] {
+        if kb >= max_kb {
+            return Err(RowError::OutOfRange(OutOfRange {
+                field,
+                value: kb,
+                allowed: "less than 2^54 KB",
+            }));
+        }
+    }
+    let row = TraceRow {
         at: at as i64,
         cores: v[1] as f32,
         // v[2] and v[3] are provisioned and used MHz: the percentage says the same.
@@ -149,7 +166,11 @@ pub fn parse_row(line: &str) -> Result<TraceRow, RowError> {
         disk_write_kbps: v[8],
         net_rx_kbps: v[9],
         net_tx_kbps: v[10],
-    })
+    };
+    // The contract's own ranges decide, so the loader never accepts what a
+    // reader of the published sample would refuse.
+    row.to_sample(0, 0).check()?;
+    Ok(row)
 }
 
 /// What [`parse`] made of a file.
@@ -497,5 +518,28 @@ mod tests {
             load(dir.path(), None),
             Err(TraceError::BadNodeName { .. })
         ));
+    }
+
+    #[test]
+    fn refuses_rows_no_sample_can_carry_and_says_which_value() {
+        // 1e40 % parses as f64 but is infinite as the sample's f32: it used
+        // to leave the agent as `"usage_pct": null`.
+        let line = "1372629600;2;5000;1e40;1e40;1000;500;0;0;0;0";
+        match parse_row(line) {
+            Err(RowError::OutOfRange(e)) => assert_eq!(e.field, "cpu.usage_pct"),
+            other => panic!("{other:?}"),
+        }
+        let e = parse_row(line).unwrap_err().to_string();
+        assert!(e.contains("cpu.usage_pct = inf"), "{e}");
+        let cores = "1372629600;1e39;5000;50;5;1000;500;0;0;0;0";
+        assert!(matches!(parse_row(cores), Err(RowError::OutOfRange(_))));
+        let memory = "1372629600;2;5000;50;5;1e300;500;0;0;0;0";
+        assert!(matches!(parse_row(memory), Err(RowError::OutOfRange(_))));
+        // Counted and skipped like any malformed line; good rows stay.
+        let p = parse(
+            &format!("{line}\n1372629900;2;5000;50;5;1000;500;0;0;0;0\n"),
+            "t.csv",
+        );
+        assert_eq!((p.rows.len(), p.malformed), (1, 1));
     }
 }

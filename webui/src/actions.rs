@@ -7,8 +7,12 @@
 //! lives in a cookie (`HttpOnly`, `SameSite=Strict`) and carries a CSRF token
 //! that every form sends back in a hidden field and that is checked on every
 //! POST. Actions are POST only, so a link or an image can never trigger one.
+//! Failed logins are throttled per client address ([`LoginThrottle`]), so
+//! the token cannot be guessed at the speed of the network.
 
 use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -17,13 +21,14 @@ use askama_web::WebTemplate;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Redirect, Response};
-use axum::Form;
+use axum::{Extension, Form};
 use loadshift_events::migration::{Reason, Requested};
 use loadshift_events::model::TrainRequested;
 use loadshift_events::{connection, Envelope, Event, NodeName, WorkloadName};
 use serde::Deserialize;
 
 use crate::display::html_escape;
+use crate::listener::Peer;
 use crate::pages::{Chrome, St};
 
 /// The session cookie's name.
@@ -32,6 +37,85 @@ pub const COOKIE: &str = "loadshift_session";
 pub const SESSION_TTL: Duration = Duration::from_secs(12 * 3600);
 /// Sessions kept at most (the oldest goes first).
 const MAX_SESSIONS: usize = 1000;
+
+/// Failed logins an address may make within [`THROTTLE_WINDOW`] before
+/// every further attempt from it (right token or not) is refused until the
+/// window has passed.
+pub const MAX_FAILED_LOGINS: u32 = 5;
+/// How long failed logins are remembered.
+pub const THROTTLE_WINDOW: Duration = Duration::from_secs(300);
+/// Addresses remembered at most (the stalest go first), so a client with
+/// many addresses cannot grow the table without bound.
+const MAX_TRACKED_ADDRESSES: usize = 10_000;
+
+/// Failed logins of one address since `first`.
+#[derive(Debug, Clone, Copy)]
+struct Failures {
+    count: u32,
+    first: Instant,
+}
+
+/// Counts failed logins per client address and refuses an address that
+/// failed too often, so the operator token cannot be brute-forced.
+///
+/// Per address rather than global: a global lock-out would let anyone keep
+/// the operator out by failing on purpose.
+#[derive(Debug, Default)]
+pub struct LoginThrottle {
+    failures: Mutex<HashMap<IpAddr, Failures>>,
+    refused: AtomicU64,
+}
+
+impl LoginThrottle {
+    /// Whether `who` may try now; when not, how long until it may.
+    pub fn admit(&self, who: IpAddr) -> Result<(), Duration> {
+        let mut map = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(f) = map.get(&who).copied() else {
+            return Ok(());
+        };
+        let age = f.first.elapsed();
+        if age >= THROTTLE_WINDOW {
+            map.remove(&who);
+            return Ok(());
+        }
+        if f.count >= MAX_FAILED_LOGINS {
+            self.refused.fetch_add(1, Ordering::Relaxed);
+            return Err(THROTTLE_WINDOW - age);
+        }
+        Ok(())
+    }
+
+    /// Records a failed login of `who`.
+    pub fn failed(&self, who: IpAddr) {
+        let mut map = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        if map.len() >= MAX_TRACKED_ADDRESSES && !map.contains_key(&who) {
+            map.retain(|_, f| f.first.elapsed() < THROTTLE_WINDOW);
+            if map.len() >= MAX_TRACKED_ADDRESSES {
+                if let Some(stalest) = map.iter().min_by_key(|(_, f)| f.first).map(|(k, _)| *k) {
+                    map.remove(&stalest);
+                }
+            }
+        }
+        let f = map.entry(who).or_insert(Failures {
+            count: 0,
+            first: Instant::now(),
+        });
+        f.count = f.count.saturating_add(1);
+    }
+
+    /// Forgets the failures of `who` after it logged in.
+    pub fn succeeded(&self, who: IpAddr) {
+        self.failures
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&who);
+    }
+
+    /// Attempts refused so far.
+    pub fn refused(&self) -> u64 {
+        self.refused.load(Ordering::Relaxed)
+    }
+}
 
 /// One logged-in operator.
 #[derive(Debug, Clone)]
@@ -47,6 +131,8 @@ pub struct Session {
 pub struct Operator {
     token: Option<String>,
     sessions: Mutex<HashMap<String, Session>>,
+    /// Failed logins per address.
+    pub throttle: LoginThrottle,
 }
 
 /// Compares without an early exit, so timing does not reveal how much of a
@@ -84,7 +170,13 @@ impl Operator {
         Self {
             token: token.filter(|t| !t.is_empty()),
             sessions: Mutex::new(HashMap::new()),
+            throttle: LoginThrottle::default(),
         }
+    }
+
+    /// Login attempts refused by the throttle so far.
+    pub fn throttled(&self) -> u64 {
+        self.throttle.refused()
     }
 
     /// Whether actions are possible at all.
@@ -210,7 +302,29 @@ pub struct LoginForm {
 }
 
 /// `POST /login`.
-pub async fn login(State(st): St, headers: HeaderMap, Form(f): Form<LoginForm>) -> Response {
+pub async fn login(
+    State(st): St,
+    peer: Option<Extension<Peer>>,
+    headers: HeaderMap,
+    Form(f): Form<LoginForm>,
+) -> Response {
+    // Without the listener (tests that call the router directly) every
+    // request shares one address.
+    let who = peer.map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |Extension(Peer(ip))| ip);
+    if let Err(wait) = st.operator.throttle.admit(who) {
+        tracing::warn!(%who, "login refused: too many failed attempts");
+        let mut r = refuse(
+            StatusCode::TOO_MANY_REQUESTS,
+            &format!(
+                "Too many failed logins from your address; try again in {} s.",
+                wait.as_secs().max(1)
+            ),
+        );
+        if let Ok(v) = wait.as_secs().max(1).to_string().parse() {
+            r.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        return r;
+    }
     let user = f.user.trim();
     let bad_user =
         user.is_empty() || user.chars().count() > 64 || user.chars().any(char::is_control);
@@ -219,6 +333,15 @@ pub async fn login(State(st): St, headers: HeaderMap, Form(f): Form<LoginForm>) 
     } else {
         st.operator.login(&f.token, user)
     };
+    if !bad_user && st.operator.enabled() {
+        match session {
+            Some(_) => st.operator.throttle.succeeded(who),
+            None => {
+                tracing::warn!(%who, "failed login");
+                st.operator.throttle.failed(who);
+            }
+        }
+    }
     match session {
         Some(id) => (
             StatusCode::SEE_OTHER,
@@ -414,5 +537,24 @@ mod tests {
         assert!(op.authorize(&h, "forged").is_err());
         assert!(op.authorize(&HeaderMap::new(), &s.csrf).is_err());
         assert_eq!(op.authorize(&h, &s.csrf).unwrap().user, "alice");
+    }
+
+    #[test]
+    fn an_address_that_fails_too_often_is_refused_even_with_the_token() {
+        let t = LoginThrottle::default();
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        let b: IpAddr = "10.0.0.2".parse().unwrap();
+        for _ in 0..MAX_FAILED_LOGINS {
+            assert!(t.admit(a).is_ok());
+            t.failed(a);
+        }
+        let wait = t.admit(a).unwrap_err();
+        assert!(wait <= THROTTLE_WINDOW);
+        assert_eq!(t.refused(), 1);
+        // Another address is not locked out by the first one's failures.
+        assert!(t.admit(b).is_ok());
+        t.failed(b);
+        t.succeeded(b);
+        assert!(t.admit(b).is_ok());
     }
 }

@@ -12,11 +12,13 @@
 //!   JSON API built from the same views;
 //! - [`svg`]: charts drawn on the server; [`display`]: how values read;
 //! - [`sse`]: live fragments; [`actions`]: operator forms, login, CSRF;
-//!   [`metrics`]: Prometheus text.
+//!   [`metrics`]: Prometheus text; [`listener`]: HTTP with bounds a hostile
+//!   client cannot stretch.
 
 pub mod actions;
 pub mod consume;
 pub mod display;
+pub mod listener;
 pub mod metrics;
 pub mod pages;
 pub mod projection;
@@ -75,6 +77,8 @@ pub struct AppState {
     pub live_cache: sse::Cache,
     /// Open SSE connections.
     pub sse_clients: AtomicU64,
+    /// What the HTTP listener did (connections, evictions, timeouts).
+    pub http: Arc<listener::HttpStats>,
 }
 
 /// The state shared by every handler.
@@ -96,6 +100,7 @@ impl AppState {
             publisher,
             live_cache: sse::Cache::default(),
             sse_clients: AtomicU64::new(0),
+            http: Arc::default(),
         })
     }
 

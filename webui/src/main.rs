@@ -13,6 +13,7 @@ use clap::Parser;
 use loadshift_events::cli::{LogArgs, NatsArgs};
 use loadshift_events::shutdown::Shutdown;
 use loadshift_events::{connection, stream, NodeName};
+use loadshift_webui::listener::{self, HttpLimits};
 use loadshift_webui::projection::{Limits, Projection};
 use loadshift_webui::{consume, router, AppState, Settings};
 
@@ -41,6 +42,17 @@ struct Cli {
     /// Migrations kept with their details (all-time counts are kept regardless).
     #[arg(long, env = "LOADSHIFT_MIGRATIONS_KEPT", default_value_t = 20_000)]
     migrations_kept: usize,
+    /// Connections served at once; at the cap a new one replaces the oldest
+    /// that has not sent a request, and /healthz is answered regardless.
+    #[arg(long, env = "LOADSHIFT_HTTP_MAX_CONNECTIONS", default_value_t = 512)]
+    max_connections: usize,
+    /// Seconds a client has to send a request head (also the longest a
+    /// kept-alive connection waits for its next request).
+    #[arg(long, env = "LOADSHIFT_HTTP_HEADER_TIMEOUT_SECS", default_value_t = 10)]
+    header_timeout_secs: u64,
+    /// Seconds a connection may stay without a byte moving either way.
+    #[arg(long, env = "LOADSHIFT_HTTP_IDLE_TIMEOUT_SECS", default_value_t = 60)]
+    idle_timeout_secs: u64,
     #[command(flatten)]
     nats: NatsArgs,
     #[command(flatten)]
@@ -87,7 +99,13 @@ async fn main() -> anyhow::Result<()> {
     tracing::info!(listen = %cli.listen, "dashboard serving");
     let consumer = tokio::spawn(consume::run(js, state.clone(), shutdown.listener()));
     let mut stop = shutdown.listener();
-    let server = axum::serve(listener, router(state)).with_graceful_shutdown(async move {
+    let http = HttpLimits {
+        max_connections: cli.max_connections.max(1),
+        header_timeout: Duration::from_secs(cli.header_timeout_secs.max(1)),
+        idle_timeout: Duration::from_secs(cli.idle_timeout_secs.max(1)),
+    };
+    let stats = state.http.clone();
+    let server = listener::serve(listener, router(state), http, stats, async move {
         stop.recv().await;
     });
     let mut stop = shutdown.listener();

@@ -144,6 +144,18 @@ pub fn render(st: &AppState, p: &Projection) -> String {
             p.counters.parked[s.index()]
         );
     }
+    let _ = writeln!(
+        o,
+        "# HELP loadshift_webui_events_rejected_total Messages that did not decode, by reason."
+    );
+    let _ = writeln!(o, "# TYPE loadshift_webui_events_rejected_total counter");
+    for reason in loadshift_events::DecodeError::REASONS {
+        let _ = writeln!(
+            o,
+            "loadshift_webui_events_rejected_total{{reason=\"{reason}\"}} {}",
+            p.counters.rejected.get(reason).copied().unwrap_or(0)
+        );
+    }
     let _ = writeln!(o, "# HELP loadshift_webui_consumer_lag Messages in the stream not yet folded, as of the last message read.");
     let _ = writeln!(o, "# TYPE loadshift_webui_consumer_lag gauge");
     for s in StreamKind::ALL {
@@ -177,5 +189,47 @@ pub fn render(st: &AppState, p: &Projection) -> String {
         "loadshift_webui_sse_clients {}",
         st.sse_clients.load(Ordering::Relaxed)
     );
+    http(&mut o, st);
     o
+}
+
+/// The listener's families: what hostile clients cost and what was done
+/// about them.
+fn http(o: &mut String, st: &AppState) {
+    let h = &st.http;
+    let _ = writeln!(
+        o,
+        "# HELP loadshift_webui_http_connections Connections being served."
+    );
+    let _ = writeln!(o, "# TYPE loadshift_webui_http_connections gauge");
+    let _ = writeln!(
+        o,
+        "loadshift_webui_http_connections {}",
+        h.open.load(Ordering::Relaxed)
+    );
+    let _ = writeln!(o, "# HELP loadshift_webui_http_connections_total Connections accepted, and how those that did not end normally ended.");
+    let _ = writeln!(o, "# TYPE loadshift_webui_http_connections_total counter");
+    for (what, n) in [
+        ("accepted", &h.accepted),
+        ("evicted", &h.evicted),
+        ("timed_out", &h.timed_out),
+        ("overflow", &h.overflow),
+        ("dropped", &h.dropped),
+    ] {
+        let _ = writeln!(
+            o,
+            "loadshift_webui_http_connections_total{{outcome=\"{what}\"}} {}",
+            n.load(Ordering::Relaxed)
+        );
+    }
+    let _ = writeln!(
+        o,
+        "# HELP loadshift_webui_login_throttled_total Login attempts refused because their address failed too often."
+    );
+    let _ = writeln!(o, "# TYPE loadshift_webui_login_throttled_total counter");
+    let _ = writeln!(
+        o,
+        "loadshift_webui_login_throttled_total {}",
+        st.operator.throttled()
+    );
 }

@@ -165,6 +165,8 @@ pub struct Counters {
     pub folded: [u64; 2],
     /// Messages that did not decode, per stream.
     pub parked: [u64; 2],
+    /// Messages that did not decode, by reason ([`loadshift_events::DecodeError::reason`]).
+    pub rejected: BTreeMap<&'static str, u64>,
     /// Last stream sequence folded, per stream.
     pub last_seq: [u64; 2],
     /// Messages the stream held beyond the last one folded, per stream.
@@ -220,6 +222,26 @@ pub struct Projection {
     pub version: u64,
 }
 
+/// Bytes of one message's text (its JSON, or a refused message's subject
+/// and reason) the Events page keeps. The page shows up to
+/// [`crate::pages::events::PER_PAGE`] messages and the projection keeps
+/// thousands, so an unbounded message (a hostile client's 7 MB event)
+/// would otherwise cost its full size thousands of times over; the page
+/// says where to read the whole of it (`nats stream get`).
+pub const KEPT_BYTES_PER_EVENT: usize = 4096;
+
+/// `bytes` as text, cut to [`KEPT_BYTES_PER_EVENT`] at a character boundary
+/// with a note of the full size.
+pub fn kept_text(bytes: &[u8]) -> Arc<str> {
+    if bytes.len() <= KEPT_BYTES_PER_EVENT {
+        return String::from_utf8_lossy(bytes).into();
+    }
+    let text = String::from_utf8_lossy(&bytes[..KEPT_BYTES_PER_EVENT]);
+    // A multi-byte character cut in two shows as U+FFFD at the end; drop it.
+    let text = text.trim_end_matches('\u{FFFD}');
+    format!("{text}… (cut: {} bytes in all)", bytes.len()).into()
+}
+
 fn push_bounded<T>(q: &mut VecDeque<T>, item: T, max: usize) {
     q.push_back(item);
     while q.len() > max {
@@ -264,23 +286,30 @@ impl Projection {
         self.version += 1;
         match Envelope::from_message(msg.subject, msg.payload) {
             Ok(env) => {
-                let raw: Arc<str> = String::from_utf8_lossy(msg.payload).into();
+                let raw = kept_text(msg.payload);
                 self.log(msg.stream, msg.seq, msg.subject, &env, raw, None);
                 self.fold(&env);
             }
             Err(e) => {
                 self.counters.parked[i] += 1;
+                *self.counters.rejected.entry(e.reason()).or_insert(0) += 1;
+                tracing::warn!(
+                    stream = msg.stream.name(),
+                    subject = %kept_text(msg.subject.as_bytes()),
+                    seq = msg.seq,
+                    reason = %e,
+                    "message refused; shown on the Events page"
+                );
                 let entry = LoggedEvent {
                     stream: msg.stream,
                     seq: msg.seq,
-                    subject: msg.subject.to_string(),
+                    subject: kept_text(msg.subject.as_bytes()).to_string(),
                     kind: "?".into(),
                     node: loadshift_events::subject::node_of(msg.subject)
-                        .unwrap_or("?")
-                        .to_string(),
+                        .map_or("?".into(), |n| kept_text(n.as_bytes()).to_string()),
                     occurred_at: None,
-                    raw: String::from_utf8_lossy(msg.payload).into(),
-                    error: Some(e.to_string()),
+                    raw: kept_text(msg.payload),
+                    error: Some(kept_text(e.to_string().as_bytes()).to_string()),
                 };
                 self.push_log(entry);
             }

@@ -167,6 +167,45 @@ fn events_page_pages_filters_and_shows_json_and_commands() {
     assert_eq!(EventsView::build(&p, &kind).rows.len(), 2);
 }
 
+/// Twenty 7 MB messages (a hostile client; the contract refuses them) once
+/// took the webui from 40 to 219 MB and made a 161 MB Events page: now each
+/// kept message is cut, and the page of them stays small.
+#[test]
+fn big_events_are_kept_cut_and_the_events_page_stays_small() {
+    use loadshift_webui::projection::{Incoming, StreamKind, KEPT_BYTES_PER_EVENT};
+    let mut p = Projection::new(Limits::default());
+    let big = format!("{{\"junk\":\"{}é\"}}", "x".repeat(7 << 20));
+    for seq in 1..=20 {
+        p.apply(Incoming {
+            stream: StreamKind::Events,
+            seq,
+            subject: "node.node2.joined",
+            payload: big.as_bytes(),
+            pending: 0,
+        });
+    }
+    assert_eq!(p.events_log.len(), 20);
+    for e in &p.events_log {
+        assert!(e.raw.len() <= KEPT_BYTES_PER_EVENT + 64, "{}", e.raw.len());
+        assert!(e
+            .raw
+            .ends_with(&format!("(cut: {} bytes in all)", big.len())));
+        assert!(e.error.as_deref().unwrap_or("").contains("larger than"));
+    }
+    let v = EventsView::build(&p, &EventFilters::default());
+    let html = EventsPage {
+        chrome: Chrome::plain("Events", "events"),
+        v,
+    }
+    .render()
+    .unwrap();
+    assert!(
+        html.len() < 20 * 2 * KEPT_BYTES_PER_EVENT + 64 * 1024,
+        "{}",
+        html.len()
+    );
+}
+
 const HOSTILE: &str = "<script>alert('x')</script>\"><img src=x onerror=alert(1)>";
 
 #[test]
