@@ -65,9 +65,10 @@ impl Watchers {
     }
 }
 
-/// Why consuming stopped with an error.
+/// Why folding the log stopped with an error: the one error of the
+/// service, a replay and a measurement.
 #[derive(Debug, thiserror::Error)]
-pub enum ConsumeError {
+pub enum FoldError {
     /// NATS refused or failed a request
     #[error(transparent)]
     Nats(#[from] NatsError),
@@ -80,6 +81,12 @@ pub enum ConsumeError {
     /// the committer task died
     #[error("the store committer stopped: {0}")]
     Committer(String),
+    /// a replay was interrupted before it reached the end
+    #[error("replay interrupted at {events} events; the old store is untouched")]
+    Interrupted {
+        /// Events folded before the interruption.
+        events: u64,
+    },
 }
 
 /// How the fold loop batches and when it stops.
@@ -119,7 +126,7 @@ struct Commit {
     snapshot: Option<Snapshot>,
 }
 
-async fn committer(store: Store, mut rx: mpsc::Receiver<Commit>) -> Result<(), ConsumeError> {
+async fn committer(store: Store, mut rx: mpsc::Receiver<Commit>) -> Result<(), FoldError> {
     while let Some(c) = rx.recv().await {
         let s = store.clone();
         tokio::task::spawn_blocking(move || {
@@ -130,7 +137,7 @@ async fn committer(store: Store, mut rx: mpsc::Receiver<Commit>) -> Result<(), C
             Ok::<_, StoreError>(())
         })
         .await
-        .map_err(|e| ConsumeError::Committer(e.to_string()))??;
+        .map_err(|e| FoldError::Committer(e.to_string()))??;
         for m in c.acks {
             // A lost ack only means a redelivery, which the fold skips.
             if let Err(e) = m.ack().await {
@@ -165,7 +172,7 @@ struct Folding<'a> {
 /// targets, or an error; the last batch is always committed first.
 ///
 /// # Errors
-/// [`ConsumeError`] when the store cannot be written or a stream ends.
+/// [`FoldError`] when the store cannot be written or a stream ends.
 pub async fn fold_loop<S>(
     store: &Store,
     fold: &mut Fold,
@@ -173,7 +180,7 @@ pub async fn fold_loop<S>(
     messages: S,
     cfg: &LoopConfig,
     shutdown: &mut Listener,
-) -> Result<LoopStats, ConsumeError>
+) -> Result<LoopStats, FoldError>
 where
     S: Stream<Item = Delivery>,
 {
@@ -188,7 +195,7 @@ where
     drop(tx);
     let committed = committer
         .await
-        .map_err(|e| ConsumeError::Committer(e.to_string()))?;
+        .map_err(|e| FoldError::Committer(e.to_string()))?;
     result?;
     committed?;
     Ok(folding.stats)
@@ -209,7 +216,7 @@ async fn feed<S>(
     cfg: &LoopConfig,
     shutdown: &mut Listener,
     tx: &mpsc::Sender<Commit>,
-) -> Result<(), ConsumeError>
+) -> Result<(), FoldError>
 where
     S: Stream<Item = Delivery>,
 {
@@ -256,12 +263,12 @@ where
             snapshot,
         })
         .await
-        .map_err(|_| ConsumeError::Committer("it exited early".into()))?;
+        .map_err(|_| FoldError::Committer("it exited early".into()))?;
         folding.stats.batches += 1;
         progress.report(&folding.stats, folding.fold, cfg.targets);
     }
     if ended && !shutdown.is_shutdown() && !reached(folding.fold, cfg.targets) {
-        return Err(ConsumeError::StreamEnded("merged"));
+        return Err(FoldError::StreamEnded("merged"));
     }
     Ok(())
 }
@@ -345,13 +352,13 @@ pub fn durable_name(stream: StreamId) -> &'static str {
 /// the consumer's own ack floor, is the truth after a crash.
 ///
 /// # Errors
-/// [`ConsumeError::Nats`] when the consumer cannot be created.
+/// [`FoldError::Nats`] when the consumer cannot be created.
 pub async fn durable(
     js: &jetstream::Context,
     stream: StreamId,
     applied: u64,
     batch: usize,
-) -> Result<reader::Reader, ConsumeError> {
+) -> Result<reader::Reader, FoldError> {
     let mut cfg = ReaderConfig::ephemeral(stream, Start::After(applied), "loadshift-brain fold")
         .durable(durable_name(stream), Acks::All)
         .batch(batch);
@@ -371,12 +378,12 @@ pub async fn durable(
 /// replay.
 ///
 /// # Errors
-/// [`ConsumeError::Nats`] when the consumer cannot be created.
+/// [`FoldError::Nats`] when the consumer cannot be created.
 pub async fn from_start(
     js: &jetstream::Context,
     stream: StreamId,
     batch: usize,
-) -> Result<reader::Reader, ConsumeError> {
+) -> Result<reader::Reader, FoldError> {
     let cfg = ReaderConfig::ephemeral(stream, Start::First, "loadshift-brain replay").batch(batch);
     Ok(reader::open(js, cfg).await?)
 }
@@ -384,19 +391,11 @@ pub async fn from_start(
 /// The last sequence each stream holds now (`[TELEMETRY, EVENTS]`).
 ///
 /// # Errors
-/// [`ConsumeError::Nats`] when a stream cannot be asked.
-pub async fn last_sequences(js: &jetstream::Context) -> Result<[u64; 2], ConsumeError> {
+/// [`FoldError::Nats`] when a stream cannot be asked.
+pub async fn last_sequences(js: &jetstream::Context) -> Result<[u64; 2], FoldError> {
     let mut out = [0u64; 2];
     for s in StreamId::ALL {
-        let mut stream = js
-            .get_stream(s.name())
-            .await
-            .map_err(NatsError::map("look up the stream", s.name()))?;
-        let info = stream
-            .info()
-            .await
-            .map_err(NatsError::map("ask for stream info", s.name()))?;
-        out[s.index()] = info.state.last_sequence;
+        out[s.index()] = reader::last_sequence(js, s).await?;
     }
     Ok(out)
 }

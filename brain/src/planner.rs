@@ -30,7 +30,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use loadshift_events::migration::{Reason, Requested};
 use loadshift_events::model::Deferred;
-use loadshift_events::placement::{Change, Placement, WorkloadChange};
+use loadshift_events::placement::{self, Change, Placement, WorkloadChange};
 use loadshift_events::{Envelope, Event, NodeName, WorkloadName};
 use uuid::Uuid;
 
@@ -505,16 +505,7 @@ pub fn facts_of(env: &Envelope, seen_at: DateTime<Utc>) -> Vec<Fact> {
             memory_used: s.memory.used_bytes,
             memory_total: s.memory.total_bytes,
         }],
-        Event::WorkloadStarted(_)
-        | Event::WorkloadExited(_)
-        | Event::WorkloadUsage(_)
-        | Event::MigrationRequested(_)
-        | Event::MigrationCheckpointed(_)
-        | Event::MigrationRestored(_)
-        | Event::MigrationCompleted(_)
-        | Event::MigrationFailed(_)
-        | Event::MigrationRolledBack(_)
-        | Event::MigrationWithdrawn(_) => vec![Fact::Logged(Box::new(env.clone()))],
+        e if placement::reads(e) => vec![Fact::Logged(Box::new(env.clone()))],
         Event::MigrationDeferred(d) => vec![Fact::Deferred {
             node: d.source.clone(),
             at: env.occurred_at,

@@ -14,27 +14,10 @@ use async_nats::jetstream;
 use futures::StreamExt;
 use loadshift_events::shutdown::Listener;
 
-use crate::consume::{self, ConsumeError, LoopConfig, Watchers};
+use crate::consume::{self, FoldError, LoopConfig, Watchers};
 use crate::fold::Fold;
 use crate::status::Snapshot;
 use crate::store::{self, Store, StoreError, StoreLock, StreamId};
-
-/// Why a replay failed.
-#[derive(Debug, thiserror::Error)]
-pub enum ReplayError {
-    /// the store could not be locked, built or swapped
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    /// reading the streams failed
-    #[error(transparent)]
-    Consume(#[from] ConsumeError),
-    /// the replay was interrupted before it reached the end
-    #[error("replay interrupted at {events} events; the old store is untouched")]
-    Interrupted {
-        /// Events folded before the interruption.
-        events: u64,
-    },
-}
 
 /// What a replay did.
 #[derive(Debug, Clone, Copy)]
@@ -75,13 +58,13 @@ pub enum Stage {
 /// Rebuilds the store at `store_path` from both streams.
 ///
 /// # Errors
-/// [`ReplayError`]; on any error the existing store is left as it was.
+/// [`FoldError`]; on any error the existing store is left as it was.
 pub async fn replay(
     js: &jetstream::Context,
     store_path: &Path,
     batch: usize,
     shutdown: &mut Listener,
-) -> Result<Replayed, ReplayError> {
+) -> Result<Replayed, FoldError> {
     let _lock = StoreLock::acquire_within(store_path, std::time::Duration::from_secs(3))?;
     let targets = consume::last_sequences(js).await?;
     let tmp = store::sibling(store_path, "replay");
@@ -113,7 +96,7 @@ pub async fn replay(
     if shutdown.is_shutdown() {
         drop(fresh);
         let _ = store::remove_dir(&tmp);
-        return Err(ReplayError::Interrupted {
+        return Err(FoldError::Interrupted {
             events: stats.events,
         });
     }
@@ -166,12 +149,12 @@ fn swap(fresh: &Path, target: &Path) -> Result<(), StoreError> {
 /// `stage`, to show what reading and decoding cost without the store.
 ///
 /// # Errors
-/// [`ConsumeError`] when the streams cannot be read.
+/// [`FoldError`] when the streams cannot be read.
 pub async fn measure(
     js: &jetstream::Context,
     batch: usize,
     stage: Stage,
-) -> Result<Replayed, ConsumeError> {
+) -> Result<Replayed, FoldError> {
     let targets = consume::last_sequences(js).await?;
     let started = Instant::now();
     let t = consume::from_start(js, StreamId::Telemetry, batch).await?;
@@ -184,7 +167,7 @@ pub async fn measure(
         .any(|s| at[s.index()] < targets[s.index()])
     {
         let Some(chunk) = merged.next().await else {
-            return Err(ConsumeError::StreamEnded("merged"));
+            return Err(FoldError::StreamEnded("merged"));
         };
         for d in chunk {
             let s = d.stream;

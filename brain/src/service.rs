@@ -12,22 +12,11 @@ use std::time::Duration;
 use async_nats::jetstream;
 use loadshift_events::shutdown::Shutdown;
 
-use crate::consume::{self, ConsumeError, LoopConfig, LoopStats, Watchers};
+use crate::consume::{self, FoldError, LoopConfig, LoopStats, Watchers};
 use crate::fold::Fold;
 use crate::planner_service::{self, PlannerService};
 use crate::status::Snapshot;
-use crate::store::{Opened, Store, StoreError, StoreLock, StreamId};
-
-/// Why the service stopped with an error.
-#[derive(Debug, thiserror::Error)]
-pub enum ServiceError {
-    /// the store could not be locked, opened or written
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    /// consuming failed
-    #[error(transparent)]
-    Consume(#[from] ConsumeError),
-}
+use crate::store::{Opened, Store, StoreLock, StreamId};
 
 /// Tuning of the service loop and its trainer.
 #[derive(Debug, Clone)]
@@ -53,13 +42,13 @@ pub struct ServiceConfig {
 /// returns.
 ///
 /// # Errors
-/// [`ServiceError`] when the store or the streams fail.
+/// [`FoldError`] when the store or the streams fail.
 pub async fn run(
     js: &jetstream::Context,
     store_path: &Path,
     cfg: ServiceConfig,
     shutdown: &Shutdown,
-) -> Result<LoopStats, ServiceError> {
+) -> Result<LoopStats, FoldError> {
     let lock = StoreLock::acquire_within(store_path, std::time::Duration::from_secs(3))?;
     let (store, opened) = Store::open_or_rebuild(store_path, &lock)?;
     let mut fold = match Fold::load(&store) {
@@ -89,7 +78,7 @@ async fn run_with(
     mut fold: Fold,
     cfg: ServiceConfig,
     shutdown: &Shutdown,
-) -> Result<LoopStats, ServiceError> {
+) -> Result<LoopStats, FoldError> {
     if let Err(e) = Snapshot::from(&fold).write(store.path()) {
         tracing::warn!(error = %e, "status snapshot not written");
     }
@@ -179,21 +168,11 @@ async fn fold_both(
     watchers: &mut Watchers,
     cfg: &ServiceConfig,
     stop: &mut loadshift_events::shutdown::Listener,
-) -> Result<LoopStats, ConsumeError> {
-    let t = consume::durable(
-        js,
-        StreamId::Telemetry,
-        fold.applied(StreamId::Telemetry),
-        cfg.batch,
-    )
-    .await?;
-    let e = consume::durable(
-        js,
-        StreamId::Events,
-        fold.applied(StreamId::Events),
-        cfg.batch,
-    )
-    .await?;
+) -> Result<LoopStats, FoldError> {
+    let mut readers = Vec::with_capacity(StreamId::ALL.len());
+    for s in StreamId::ALL {
+        readers.push(consume::durable(js, s, fold.applied(s), cfg.batch).await?);
+    }
     let loop_cfg = LoopConfig {
         batch_max: cfg.batch,
         linger: cfg.linger,
@@ -206,7 +185,7 @@ async fn fold_both(
         store,
         fold,
         watchers,
-        futures::stream::select(t, e),
+        futures::stream::select_all(readers),
         &loop_cfg,
         stop,
     )

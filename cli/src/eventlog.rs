@@ -117,6 +117,24 @@ pub async fn follow(
     Ok(r.map(Item::from_delivery))
 }
 
+/// Follows the TELEMETRY stream from `start`, on the subjects matching
+/// `filter` (`events tail --subject 'telemetry.node2'`, the loadshift way
+/// of `nats sub 'telemetry.node2'`): the same reader as [`follow`], on the
+/// other stream. The stream of items never ends by itself.
+///
+/// # Errors
+/// [`NatsError`] when the reader cannot be opened.
+pub async fn follow_telemetry(
+    js: &jetstream::Context,
+    filter: &str,
+    start: Start,
+) -> Result<impl Stream<Item = Item>, NatsError> {
+    let mut c = config(filter, start);
+    c.stream = StreamId::Telemetry;
+    let r = reader::open(js, c).await?;
+    Ok(r.map(Item::from_delivery))
+}
+
 /// Every message the stream holds now, from its first to its last sequence
 /// at the time of the call.
 ///

@@ -5,9 +5,25 @@
 use loadshift_events::migration::Timings;
 use loadshift_events::{Envelope, Event};
 
-/// A short description of the payload.
+/// A short description of the payload: what happened, in one line.
 pub fn line(env: &Envelope) -> String {
-    match &env.event {
+    describe(env).unwrap_or_else(|| format!("({} event)", env.kind().as_str()))
+}
+
+/// What happened, for every kind this CLI knows how to tell; `None` for a
+/// kind added to the contract after this function (the contract's `Event`
+/// is non-exhaustive, so a new kind compiles here without a line of its
+/// own: the test `every_kind_of_the_contract_has_a_summary` is what catches
+/// it).
+pub fn describe(env: &Envelope) -> Option<String> {
+    node_or_workload(env)
+        .or_else(|| migration(env))
+        .or_else(|| model(env))
+}
+
+/// Telemetry, node and workload events.
+fn node_or_workload(env: &Envelope) -> Option<String> {
+    Some(match &env.event {
         Event::TelemetrySample(s) => format!(
             "cpu {:.1}% of {} cores, memory {}",
             s.cpu.usage_pct,
@@ -50,6 +66,14 @@ pub fn line(env: &Envelope) -> String {
             };
             format!("{} exited on {}{how}", x.workload, env.node)
         }
+        Event::WorkloadUsage(u) => usage(u),
+        _ => return None,
+    })
+}
+
+/// The steps of a migration, and the brain's deferrals.
+fn migration(env: &Envelope) -> Option<String> {
+    Some(match &env.event {
         Event::MigrationRequested(r) => format!(
             "{} {}→{} by {}: {} (migration {})",
             r.workload, r.source, r.target, r.requested_by, r.reason.summary, r.migration
@@ -91,9 +115,100 @@ pub fn line(env: &Envelope) -> String {
             handle(r.pid, None),
             r.target
         ),
-        // The contract grows (model events next): say what it is, at least.
-        other => format!("({} event)", other.kind().as_str()),
-    }
+        Event::MigrationWithdrawn(w) => format!(
+            "{} stays on {}: the brain withdrew its move to {} ({})",
+            w.workload, w.source, w.target, w.reason
+        ),
+        Event::MigrationDeferred(d) => format!(
+            "{} in trouble (probability {:.2}) but nothing moved{}: {}",
+            d.source,
+            d.probability,
+            d.workload
+                .as_ref()
+                .map(|w| format!(" ({w} was the candidate)"))
+                .unwrap_or_default(),
+            d.reason
+        ),
+        _ => return None,
+    })
+}
+
+/// The brain's models and beliefs.
+fn model(env: &Envelope) -> Option<String> {
+    Some(match &env.event {
+        Event::NodePredicted(p) => predicted(p),
+        Event::ModelTrainRequested(t) => format!(
+            "{} asks for a new model{}",
+            t.requested_by,
+            t.reason
+                .as_ref()
+                .map(|r| format!(": {r}"))
+                .unwrap_or_default()
+        ),
+        Event::ModelTrained(t) => trained(t),
+        Event::ModelActivated(a) => format!(
+            "model v{} now predicts{}: {}",
+            a.version,
+            a.replaces
+                .map(|old| format!(" (replaces v{old})"))
+                .unwrap_or_default(),
+            a.reason
+        ),
+        _ => return None,
+    })
+}
+
+/// `node2 onset 0.81 sustained 0.12 (model v3, sample of 2026-11-25T08:30:00Z)`.
+///
+/// The event carries the two probabilities, not the model's cut-offs, so
+/// whether the brain counts it as an alarm is not in it; the brain
+/// publishes a node's belief when it moves by 0.1 or more, so a line here
+/// is a change worth reading.
+fn predicted(p: &loadshift_events::model::Predicted) -> String {
+    format!(
+        "{} onset {:.2} sustained {:.2} (model v{}, sample of {})",
+        p.node,
+        p.onset,
+        p.sustained,
+        p.model_version,
+        crate::time::short(p.at)
+    )
+}
+
+/// The scores of a trained model beside the static rule's.
+fn trained(t: &loadshift_events::model::Trained) -> String {
+    let label = |name: &str, s: &loadshift_events::model::LabelScores| {
+        format!(
+            "{name} F1 {:.2} (rule CPU ≥ {:.0}%: {:.2})",
+            s.model.f1, s.baseline_threshold_pct, s.baseline.f1
+        )
+    };
+    format!(
+        "model v{} trained on {} rows in {:.1} s: {}, {}",
+        t.version,
+        t.train_rows,
+        t.train_seconds,
+        label("onset", &t.onset),
+        label("sustained", &t.sustained)
+    )
+}
+
+/// `3 workloads, 142% cpu, 1.2 GiB resident; busiest counter 98%`.
+fn usage(u: &loadshift_events::model::WorkloadUsage) -> String {
+    let cpu: f32 = u.workloads.iter().map(|w| w.cpu_pct).sum();
+    let rss: u64 = u.workloads.iter().map(|w| w.rss_bytes).sum();
+    let busiest = u
+        .workloads
+        .iter()
+        .max_by(|a, b| a.cpu_pct.total_cmp(&b.cpu_pct))
+        .map(|w| format!("; busiest {} {:.0}%", w.workload, w.cpu_pct))
+        .unwrap_or_default();
+    format!(
+        "{} workload{}, cpu {cpu:.0}% of a core, {} resident{busiest}",
+        u.workloads.len(),
+        if u.workloads.len() == 1 { "" } else { "s" },
+        bytes(rss)
+    )
 }
 
 fn handle(pid: Option<u32>, container: Option<&str>) -> String {
@@ -151,6 +266,167 @@ mod tests {
     use super::*;
     use loadshift_events::migration::Completed;
     use loadshift_events::{NodeName, WorkloadName};
+
+    /// One example payload per kind, as it travels (JSON, so that a field
+    /// added to a payload with a default does not break this test).
+    const EXAMPLES: &[(&str, &str, &str)] = &[
+        (
+            "telemetry.sample",
+            "node2",
+            r#"{"at":"2026-11-25T08:30:00Z","seq":7,"cpu":{"usage_pct":42.5,"capacity_cores":2.0,"per_core_pct":[40.0,45.0]},"memory":{"used_bytes":1048576,"total_bytes":2097152}}"#,
+        ),
+        (
+            "node.joined",
+            "node2",
+            r#"{"source":"host","capacity_cores":2.0,"memory_bytes":1073741824,"agent_version":"0.1.0"}"#,
+        ),
+        ("node.left", "node2", r#"{"reason":"SIGTERM","samples":10}"#),
+        (
+            "workload.start_requested",
+            "cli",
+            r#"{"workload":"counter","node":"node2","spec":{"runtime":"process","command":["sleep","9"]},"requested_by":"alice"}"#,
+        ),
+        (
+            "workload.started",
+            "node2",
+            r#"{"workload":"counter","spec":{"runtime":"process","command":["sleep","9"]},"pid":42}"#,
+        ),
+        (
+            "workload.start_failed",
+            "node2",
+            r#"{"workload":"counter","reason":"no such file"}"#,
+        ),
+        (
+            "workload.exited",
+            "node2",
+            r#"{"workload":"counter","code":0}"#,
+        ),
+        (
+            "telemetry.workloads",
+            "node2",
+            r#"{"at":"2026-11-25T08:30:00Z","workloads":[{"workload":"counter","cpu_pct":98.0,"rss_bytes":1048576},{"workload":"idle","cpu_pct":1.0,"rss_bytes":2048}]}"#,
+        ),
+        (
+            "migration.requested",
+            "brain",
+            r#"{"migration":"0193a1b2-0000-7000-8000-000000000001","workload":"counter","source":"node2","target":"node3","requested_by":"brain","reason":{"summary":"node2 heads for overload"}}"#,
+        ),
+        (
+            "migration.checkpointed",
+            "node2",
+            r#"{"migration":"0193a1b2-0000-7000-8000-000000000001","workload":"counter","source":"node2","target":"node3","spec":{"runtime":"process","command":["sleep","9"]},"object":"m1","sha256":"00","image_bytes":2048,"timings":{"dump_ms":71.0},"frozen_at_ms":1}"#,
+        ),
+        (
+            "migration.restored",
+            "node3",
+            r#"{"migration":"0193a1b2-0000-7000-8000-000000000001","workload":"counter","source":"node2","target":"node3","pid":43,"image_bytes":2048,"timings":{"restore_ms":57.0}}"#,
+        ),
+        (
+            "migration.completed",
+            "node2",
+            r#"{"migration":"0193a1b2-0000-7000-8000-000000000001","workload":"counter","source":"node2","target":"node3","image_bytes":2048,"timings":{"downtime_ms":123.4,"total_ms":456.0}}"#,
+        ),
+        (
+            "migration.failed",
+            "node3",
+            r#"{"migration":"0193a1b2-0000-7000-8000-000000000001","workload":"counter","source":"node2","target":"node3","step":"restore","reason":"criu restore failed"}"#,
+        ),
+        (
+            "migration.rolled_back",
+            "node2",
+            r#"{"migration":"0193a1b2-0000-7000-8000-000000000001","workload":"counter","source":"node2","target":"node3","pid":42}"#,
+        ),
+        (
+            "migration.withdrawn",
+            "brain",
+            r#"{"migration":"0193a1b2-0000-7000-8000-000000000001","workload":"counter","source":"node2","target":"node3","reason":"NATS did not acknowledge the request for 60 s"}"#,
+        ),
+        (
+            "migration.deferred",
+            "brain",
+            r#"{"source":"node2","workload":"counter","probability":0.87,"reason":"no node has room"}"#,
+        ),
+        (
+            "model.train_requested",
+            "cli",
+            r#"{"requested_by":"alice","reason":"new traces"}"#,
+        ),
+        (
+            "model.trained",
+            "brain",
+            r#"{"version":3,"telemetry_range":[1,100],"time_range":["2026-07-01T00:00:00Z","2026-07-31T00:00:00Z"],"features":["cpu"],"hyper_parameters":[["trees",50.0]],"onset":{"model":{"precision":0.5,"recall":0.7,"f1":0.58},"baseline":{"precision":0.3,"recall":0.5,"f1":0.36},"baseline_threshold_pct":80.0,"positives":10,"samples":100},"sustained":{"model":{"precision":0.9,"recall":0.9,"f1":0.95},"baseline":{"precision":0.9,"recall":0.9,"f1":0.98},"baseline_threshold_pct":85.0,"positives":10,"samples":100},"importances":[["cpu",1.0]],"train_rows":1200,"train_seconds":2.5}"#,
+        ),
+        (
+            "model.activated",
+            "brain",
+            r#"{"version":3,"replaces":2,"reason":"beats v2 on onset"}"#,
+        ),
+        (
+            "node.predicted",
+            "brain",
+            r#"{"node":"node3","at":"2026-11-25T08:30:00Z","onset":0.81,"sustained":0.12,"model_version":3}"#,
+        ),
+    ];
+
+    fn example(kind: &str, node: &str, payload: &str) -> Envelope {
+        let json = format!(
+            r#"{{"id":"0193a1b2-0000-7000-8000-0000000000ff","kind":"{kind}","occurred_at":"2026-11-25T08:30:00Z","node":"{node}","schema":1,"payload":{payload}}}"#
+        );
+        Envelope::from_json(json.as_bytes())
+            .unwrap_or_else(|e| panic!("the example of {kind} no longer decodes: {e}"))
+    }
+
+    #[test]
+    fn every_kind_of_the_contract_has_a_summary() {
+        for kind in loadshift_events::Kind::ALL {
+            let Some((_, node, payload)) = EXAMPLES.iter().find(|(k, _, _)| *k == kind.as_str())
+            else {
+                panic!(
+                    "kind {} has no example here: add one to EXAMPLES and a line to \
+                     summary::describe, so `events tail` says what happened",
+                    kind.as_str()
+                )
+            };
+            let env = example(kind.as_str(), node, payload);
+            let said = describe(&env).unwrap_or_else(|| {
+                panic!(
+                    "kind {} has no summary line in summary::describe",
+                    kind.as_str()
+                )
+            });
+            assert!(!said.trim().is_empty(), "{}: empty summary", kind.as_str());
+        }
+    }
+
+    #[test]
+    fn model_events_say_scores_and_probabilities() {
+        let line_of = |kind: &str| {
+            let (_, node, payload) = EXAMPLES.iter().find(|(k, _, _)| *k == kind).unwrap();
+            line(&example(kind, node, payload))
+        };
+        assert_eq!(
+            line_of("node.predicted"),
+            "node3 onset 0.81 sustained 0.12 (model v3, sample of 2026-11-25T08:30:00Z)"
+        );
+        assert_eq!(
+            line_of("model.trained"),
+            "model v3 trained on 1200 rows in 2.5 s: onset F1 0.58 (rule CPU ≥ 80%: 0.36), \
+             sustained F1 0.95 (rule CPU ≥ 85%: 0.98)"
+        );
+        assert_eq!(
+            line_of("model.activated"),
+            "model v3 now predicts (replaces v2): beats v2 on onset"
+        );
+        assert_eq!(
+            line_of("migration.deferred"),
+            "node2 in trouble (probability 0.87) but nothing moved (counter was the candidate): \
+             no node has room"
+        );
+        assert_eq!(
+            line_of("telemetry.workloads"),
+            "2 workloads, cpu 99% of a core, 1.0 MiB resident; busiest counter 98%"
+        );
+    }
 
     #[test]
     fn sizes_read_like_sizes() {

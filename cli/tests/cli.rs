@@ -7,12 +7,12 @@ mod common;
 
 use std::time::Duration;
 
+use chrono::Utc;
 use common::*;
-use loadshift_events::migration::{
-    Checkpointed, Completed, Failed, Reason, Requested, Restored, RolledBack, Step, Timings,
-};
-use loadshift_events::workload::{Exited, Runtime};
+use loadshift_events::migration::{Reason, Requested, Step};
+use loadshift_events::workload::Runtime;
 use loadshift_events::Event;
+use loadshift_testkit::fixtures::{self, Move, IMAGE_BYTES};
 
 fn stdout(o: &std::process::Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
@@ -93,12 +93,18 @@ async fn workload_run_publishes_the_start_request_on_the_nodes_subject() {
 #[tokio::test]
 async fn workload_run_refuses_bad_input_with_exit_2() {
     let h = Harness::new().await;
-    let cases: [(&[&str], &str); 5] = [
+    let cases: [(&[&str], &str); 6] = [
         (
             &[
                 "workload", "run", "--node", "a.b", "--name", "x", "--", "true",
             ],
-            "may only hold letters, digits",
+            "node name \"a.b\" may only hold letters, digits",
+        ),
+        (
+            &[
+                "workload", "run", "--node", "node2", "--name", "a/b", "--", "true",
+            ],
+            "workload name \"a/b\" may only hold letters, digits",
         ),
         (
             &[
@@ -184,10 +190,7 @@ async fn workload_run_wait_reports_the_nodes_answer() {
         started("counter", Runtime::Process, Some(4242), None),
     )
     .await;
-    let out = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
-        .await
-        .expect("the CLI did not return")
-        .unwrap();
+    let out = finished(child).await;
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert!(
         stdout(&out).contains("started counter on node2 (pid 4242)"),
@@ -199,28 +202,7 @@ async fn workload_run_wait_reports_the_nodes_answer() {
 #[tokio::test]
 async fn migrate_wait_prints_each_step_and_the_timings() {
     let h = Harness::new().await;
-    h.publish(
-        "node2",
-        started("counter", Runtime::Process, Some(42), None),
-    )
-    .await;
-    let mut sub = h
-        .client
-        .subscribe("migration.node2.requested")
-        .await
-        .unwrap();
-    let child = h.spawn(&[
-        "migrate",
-        "counter",
-        "--to",
-        "node3",
-        "--wait",
-        "--timeout",
-        "30s",
-        "--reason",
-        "maintenance",
-    ]);
-    let r = next_request(&mut sub).await;
+    let (child, r) = migrate_counter_waiting(&h, &["--reason", "maintenance"]).await;
     assert_eq!(r.workload.as_str(), "counter");
     assert_eq!((r.source.as_str(), r.target.as_str()), ("node2", "node3"));
     assert_eq!(r.requested_by, "tester");
@@ -228,62 +210,11 @@ async fn migrate_wait_prints_each_step_and_the_timings() {
     assert_eq!(r.migration.get_version_num(), 7);
 
     // What the two executors would say.
-    let t = timings();
-    h.publish(
-        "node2",
-        Event::MigrationCheckpointed(Checkpointed {
-            migration: r.migration,
-            workload: r.workload.clone(),
-            source: r.source.clone(),
-            target: r.target.clone(),
-            spec: spec(Runtime::Process),
-            object: "counter-1".into(),
-            sha256: "ab".repeat(32),
-            image_bytes: 4096,
-            timings: Timings {
-                dump_ms: t.dump_ms,
-                upload_ms: t.upload_ms,
-                ..Default::default()
-            },
-            frozen_at_ms: 0,
-        }),
-    )
-    .await;
-    h.publish(
-        "node3",
-        Event::MigrationRestored(Restored {
-            migration: r.migration,
-            workload: r.workload.clone(),
-            source: r.source.clone(),
-            target: r.target.clone(),
-            pid: Some(77),
-            container_id: None,
-            image_bytes: 4096,
-            timings: Timings {
-                cleanup_ms: None,
-                total_ms: None,
-                ..t
-            },
-        }),
-    )
-    .await;
-    h.publish(
-        "node2",
-        Event::MigrationCompleted(Completed {
-            migration: r.migration,
-            workload: r.workload.clone(),
-            source: r.source.clone(),
-            target: r.target.clone(),
-            image_bytes: 4096,
-            timings: t,
-        }),
-    )
-    .await;
+    for e in moving(&r).went_through(Utc::now(), 77, timings()) {
+        h.put(&e).await;
+    }
 
-    let out = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
-        .await
-        .expect("the CLI did not return")
-        .unwrap();
+    let out = finished(child).await;
     let text = stdout(&out);
     eprintln!("{text}\n{}", stderr(&out));
     assert_eq!(out.status.code(), Some(0));
@@ -295,7 +226,7 @@ async fn migrate_wait_prints_each_step_and_the_timings() {
         "completed",
         &format!("migration {} completed: counter runs on node3", r.migration),
         "timings (ms):",
-        "image size: 4096 bytes (4.0 KiB)",
+        &format!("image size: {IMAGE_BYTES} bytes (48.0 MiB)"),
     ] {
         assert!(text.contains(expected), "stdout lacks {expected:?}");
     }
@@ -324,54 +255,13 @@ async fn migrate_wait_prints_each_step_and_the_timings() {
 #[tokio::test]
 async fn migrate_wait_exits_1_with_the_failed_step_when_rolled_back() {
     let h = Harness::new().await;
-    h.publish(
-        "node2",
-        started("counter", Runtime::Process, Some(42), None),
-    )
-    .await;
-    let mut sub = h
-        .client
-        .subscribe("migration.node2.requested")
-        .await
-        .unwrap();
-    let child = h.spawn(&[
-        "migrate",
-        "counter",
-        "--to",
-        "node3",
-        "--wait",
-        "--timeout",
-        "30s",
-    ]);
-    let r = next_request(&mut sub).await;
+    let (child, r) = migrate_counter_waiting(&h, &[]).await;
     assert_eq!(r.reason.summary, "requested by tester");
-    h.publish(
-        "node3",
-        Event::MigrationFailed(Failed {
-            migration: r.migration,
-            workload: r.workload.clone(),
-            source: r.source.clone(),
-            target: r.target.clone(),
-            step: Step::Restore,
-            reason: "criu restore: File exists".into(),
-        }),
-    )
-    .await;
-    h.publish(
-        "node2",
-        Event::MigrationRolledBack(RolledBack {
-            migration: r.migration,
-            workload: r.workload.clone(),
-            source: r.source.clone(),
-            target: r.target.clone(),
-            pid: Some(43),
-        }),
-    )
-    .await;
-    let out = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
-        .await
-        .expect("the CLI did not return")
-        .unwrap();
+    let m = moving(&r);
+    h.put(&m.failed(Utc::now(), Step::Restore, "criu restore: File exists"))
+        .await;
+    h.put(&m.rolled_back(Utc::now(), Some(43))).await;
+    let out = finished(child).await;
     let text = stdout(&out);
     eprintln!("{text}\n{}", stderr(&out));
     assert_eq!(out.status.code(), Some(1));
@@ -430,59 +320,68 @@ async fn known_log(h: &Harness) -> (uuid::Uuid, uuid::Uuid) {
     .await;
     h.publish("node3", started("gamma", Runtime::Process, Some(33), None))
         .await;
-    let moved = uuid::Uuid::now_v7();
-    let req = |id, wl: &str| {
-        Event::MigrationRequested(Requested {
-            migration: id,
-            workload: w(wl),
-            source: n("node2"),
-            target: n("node3"),
-            requested_by: "brain".into(),
-            reason: Reason {
-                summary: "node2 heads for overload".into(),
-                ..Default::default()
-            },
-        })
+    let asked = || Reason {
+        summary: "node2 heads for overload".into(),
+        ..Default::default()
     };
-    h.publish("node1", req(moved, "alpha")).await;
-    h.publish(
-        "node3",
-        Event::MigrationRestored(Restored {
-            migration: moved,
-            workload: w("alpha"),
-            source: n("node2"),
-            target: n("node3"),
-            pid: Some(22),
-            container_id: None,
-            image_bytes: 1 << 20,
-            timings: timings(),
-        }),
-    )
-    .await;
+    let now = Utc::now();
+    let moved = Move::new("alpha", "node2", "node3");
+    h.put(&moved.requested(now, "brain", asked())).await;
+    h.put(&moved.restored(now, 22, timings())).await;
+    h.put(&moved.completed(now, timings())).await;
+    let moving = Move::new("beta", "node2", "node3");
+    h.put(&moving.requested(now, "brain", asked())).await;
+    h.put(&fixtures::exited("node3", "gamma", now)).await;
+    (moved.id, moving.id)
+}
+
+/// `counter` runs on node2 and `loadshift migrate counter --to node3 --wait`
+/// (plus `extra`) runs; returns it and the request it published.
+async fn migrate_counter_waiting(
+    h: &Harness,
+    extra: &[&str],
+) -> (tokio::process::Child, Requested) {
     h.publish(
         "node2",
-        Event::MigrationCompleted(Completed {
-            migration: moved,
-            workload: w("alpha"),
-            source: n("node2"),
-            target: n("node3"),
-            image_bytes: 1 << 20,
-            timings: timings(),
-        }),
+        started("counter", Runtime::Process, Some(42), None),
     )
     .await;
-    let moving = uuid::Uuid::now_v7();
-    h.publish("node1", req(moving, "beta")).await;
-    h.publish(
+    let mut sub = h
+        .client
+        .subscribe("migration.node2.requested")
+        .await
+        .unwrap();
+    let mut args = vec![
+        "migrate",
+        "counter",
+        "--to",
         "node3",
-        Event::WorkloadExited(Exited {
-            workload: w("gamma"),
-            code: Some(0),
-            signal: None,
-        }),
+        "--wait",
+        "--timeout",
+        "30s",
+    ];
+    args.extend_from_slice(extra);
+    let child = h.spawn(&args);
+    let r = next_request(&mut sub).await;
+    (child, r)
+}
+
+/// The CLI's output once it returns (at most 30 s).
+async fn finished(child: tokio::process::Child) -> std::process::Output {
+    tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
+        .await
+        .expect("the CLI did not return")
+        .unwrap()
+}
+
+/// The names of the migration `r` asks for, to answer it as executors would.
+fn moving(r: &Requested) -> Move {
+    Move::with_id(
+        r.migration,
+        r.workload.as_str(),
+        r.source.as_str(),
+        r.target.as_str(),
     )
-    .await;
-    (moved, moving)
 }
 
 fn row_of<'a>(text: &'a str, first: &str) -> Vec<&'a str> {
@@ -498,11 +397,7 @@ async fn workload_ls_prints_where_each_workload_runs() {
     let h = Harness::new().await;
     known_log(&h).await;
     // A message no build can read is skipped, with a warning.
-    h.js.publish("workload.node2.started", "not json".into())
-        .await
-        .unwrap()
-        .await
-        .unwrap();
+    h.put_raw("workload.node2.started", "not json").await;
     let out = h.run(&["workload", "ls"]).await;
     assert_eq!(out.status.code(), Some(0));
     let text = stdout(&out);
@@ -599,11 +494,7 @@ async fn status_shows_nodes_workloads_and_migrations() {
 async fn events_tail_prints_one_line_per_event() {
     let h = Harness::new().await;
     known_log(&h).await;
-    h.js.publish("node.node9.joined", "{\"broken\":".into())
-        .await
-        .unwrap()
-        .await
-        .unwrap();
+    h.put_raw("node.node9.joined", "{\"broken\":").await;
     let mut child = h.spawn(&["events", "tail", "--from-start"]);
     // One event published while it follows.
     let client_js = h.js.clone();

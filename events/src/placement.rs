@@ -357,6 +357,25 @@ impl Migration {
     }
 }
 
+/// Whether the fold reads events like `event`: a workload's life and usage
+/// and every migration step. Folds that wrap this one route exactly these
+/// to it, so the list of kinds is written once.
+pub fn reads(event: &Event) -> bool {
+    matches!(
+        event,
+        Event::WorkloadStarted(_)
+            | Event::WorkloadExited(_)
+            | Event::WorkloadUsage(_)
+            | Event::MigrationRequested(_)
+            | Event::MigrationCheckpointed(_)
+            | Event::MigrationRestored(_)
+            | Event::MigrationCompleted(_)
+            | Event::MigrationFailed(_)
+            | Event::MigrationRolledBack(_)
+            | Event::MigrationWithdrawn(_)
+    )
+}
+
 /// What one event changed, for wrappers that count or reset their own
 /// state (the dashboard's outcome counters and usage, the planner's usage).
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -432,38 +451,29 @@ impl Placement {
         match event {
             Event::NodeJoined(j) => self.joined(emitter, at, j),
             Event::NodeLeft(_) => self.left(emitter, at),
-            Event::WorkloadStarted(s) => return self.started(emitter, at, s),
-            Event::WorkloadExited(x) => return self.exited(emitter, x),
+            Event::WorkloadStarted(s) => self.started(emitter, at, s),
+            Event::WorkloadExited(x) => self.exited(emitter, x),
             Event::WorkloadUsage(u) => self.usage(emitter, u),
-            Event::MigrationRequested(r) => return self.requested(at, r),
-            Event::MigrationCheckpointed(c) => {
-                return self.progress(ids!(c), at, |m| {
-                    m.checkpointed_at = Some(at);
-                    m.image_bytes = Some(c.image_bytes);
-                    m.timings = merge(m.timings, c.timings);
-                    m.runtime = Some(c.spec.runtime);
-                })
-            }
-            Event::MigrationRestored(r) => {
-                return self.progress(ids!(r), at, |m| {
-                    m.restored_at = Some(at);
-                    m.image_bytes = Some(r.image_bytes);
-                    m.timings = merge(m.timings, r.timings);
-                    m.target_pid = r.pid;
-                    m.target_container = r.container_id.clone();
-                })
-            }
-            Event::MigrationCompleted(c) => {
-                return self.completed(ids!(c), at, c.image_bytes, c.timings)
-            }
-            Event::MigrationFailed(f) => {
-                return self.failed(ids!(f), at, f.step, &f.reason);
-            }
-            Event::MigrationRolledBack(r) => return self.rolled_back(ids!(r), at, r.pid),
-            Event::MigrationWithdrawn(w) => return self.withdrawn(ids!(w), at, &w.reason),
-            _ => {}
+            Event::MigrationRequested(r) => self.requested(at, r),
+            Event::MigrationCheckpointed(c) => self.progress(ids!(c), at, |m| {
+                m.checkpointed_at = Some(at);
+                m.image_bytes = Some(c.image_bytes);
+                m.timings = merge(m.timings, c.timings);
+                m.runtime = Some(c.spec.runtime);
+            }),
+            Event::MigrationRestored(r) => self.progress(ids!(r), at, |m| {
+                m.restored_at = Some(at);
+                m.image_bytes = Some(r.image_bytes);
+                m.timings = merge(m.timings, r.timings);
+                m.target_pid = r.pid;
+                m.target_container = r.container_id.clone();
+            }),
+            Event::MigrationCompleted(c) => self.completed(ids!(c), at, c.image_bytes, c.timings),
+            Event::MigrationFailed(f) => self.failed(ids!(f), at, f.step, &f.reason),
+            Event::MigrationRolledBack(r) => self.rolled_back(ids!(r), at, r.pid),
+            Event::MigrationWithdrawn(w) => self.withdrawn(ids!(w), at, &w.reason),
+            _ => Change::default(),
         }
-        Change::default()
     }
 
     /// The migration `id`, in flight or finished.
@@ -494,16 +504,17 @@ impl Placement {
         done
     }
 
-    fn joined(&mut self, node: &NodeName, at: DateTime<Utc>, j: &NodeJoined) {
+    fn joined(&mut self, node: &NodeName, at: DateTime<Utc>, j: &NodeJoined) -> Change {
         let seen = NodeSeen {
             joined: true,
             since: at,
             capacity_cores: Some(j.capacity_cores),
         };
         self.nodes.insert(node.clone(), seen);
+        Change::default()
     }
 
-    fn left(&mut self, node: &NodeName, at: DateTime<Utc>) {
+    fn left(&mut self, node: &NodeName, at: DateTime<Utc>) -> Change {
         let capacity_cores = self.nodes.get(node).and_then(|n| n.capacity_cores);
         let seen = NodeSeen {
             joined: false,
@@ -511,6 +522,7 @@ impl Placement {
             capacity_cores,
         };
         self.nodes.insert(node.clone(), seen);
+        Change::default()
     }
 
     fn started(&mut self, node: &NodeName, at: DateTime<Utc>, s: &Started) -> Change {
@@ -540,12 +552,13 @@ impl Placement {
         }
     }
 
-    fn usage(&mut self, node: &NodeName, u: &WorkloadUsage) {
+    fn usage(&mut self, node: &NodeName, u: &WorkloadUsage) -> Change {
         for w in &u.workloads {
             self.workloads
                 .entry(w.workload.clone())
                 .or_insert_with(|| Workload::new(&w.workload, node, u.at));
         }
+        Change::default()
     }
 
     fn requested(&mut self, at: DateTime<Utc>, r: &Requested) -> Change {

@@ -191,6 +191,23 @@ pub fn batch_bytes(js: &jetstream::Context) -> usize {
     MIN_BATCH_BYTES.max(max_payload.saturating_mul(2))
 }
 
+/// The last sequence `stream` holds now (0 when it is empty).
+///
+/// # Errors
+/// [`NatsError::Request`] when the stream cannot be asked.
+pub async fn last_sequence(js: &jetstream::Context, stream: StreamId) -> Result<u64, NatsError> {
+    let name = stream.name();
+    let mut s = js
+        .get_stream(name)
+        .await
+        .map_err(NatsError::map("look up the stream", name))?;
+    let info = s
+        .info()
+        .await
+        .map_err(NatsError::map("ask for stream info", name))?;
+    Ok(info.state.last_sequence)
+}
+
 /// Opens a reader. The first consumer is created before this returns, so a
 /// missing stream or a refused configuration is reported at once; later
 /// failures are ridden out by re-creating the consumer.
@@ -205,16 +222,7 @@ pub async fn open(js: &jetstream::Context, cfg: ReaderConfig) -> Result<Reader, 
         cfg,
     };
     if let Start::New = pump.cfg.start {
-        let name = pump.cfg.stream.name();
-        let mut stream = js
-            .get_stream(name)
-            .await
-            .map_err(NatsError::map("look up the stream", name))?;
-        let info = stream
-            .info()
-            .await
-            .map_err(NatsError::map("ask for stream info", name))?;
-        pump.cfg.start = Start::After(info.state.last_sequence);
+        pump.cfg.start = Start::After(last_sequence(js, pump.cfg.stream).await?);
     }
     if let Start::After(seq) = pump.cfg.start {
         pump.last = seq;
@@ -426,16 +434,7 @@ pub async fn read_existing(
     mut each: impl FnMut(Delivery),
 ) -> Result<u64, NatsError> {
     let name = cfg.stream.name();
-    let mut stream = js
-        .get_stream(name)
-        .await
-        .map_err(NatsError::map("look up the stream", name))?;
-    let last = stream
-        .info()
-        .await
-        .map_err(NatsError::map("ask for stream info", name))?
-        .state
-        .last_sequence;
+    let last = last_sequence(js, cfg.stream).await?;
     let mut reader = open(js, cfg).await?;
     if last == 0 || reader.pending_at_open() == 0 {
         return Ok(0);

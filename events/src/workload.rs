@@ -10,6 +10,32 @@ use serde::{Deserialize, Serialize};
 
 use crate::subject::{NodeName, NodeNameError};
 
+/// Why a string cannot be a workload name: the node name's rules, reported
+/// as what they are about, so a person who typed a bad workload name is not
+/// told their node name is wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WorkloadNameError {
+    /// workload name is empty
+    #[error("workload name is empty")]
+    Empty,
+    /// workload name is longer than 64 bytes
+    #[error("workload name {0:?} is longer than 64 bytes")]
+    TooLong(String),
+    /// workload name holds a character a folder, an object or a subject cannot carry
+    #[error("workload name {0:?} may only hold letters, digits, '-' and '_' (it becomes a folder and an object name)")]
+    BadCharacter(String),
+}
+
+impl From<NodeNameError> for WorkloadNameError {
+    fn from(e: NodeNameError) -> Self {
+        match e {
+            NodeNameError::Empty => Self::Empty,
+            NodeNameError::TooLong(s) => Self::TooLong(s),
+            NodeNameError::BadCharacter(s) => Self::BadCharacter(s),
+        }
+    }
+}
+
 /// A validated workload name.
 ///
 /// It becomes a folder name under an executor's state dir and an object name
@@ -24,10 +50,13 @@ impl WorkloadName {
     /// Checks `name` and wraps it.
     ///
     /// # Errors
-    /// [`NodeNameError`] (same rules as node names).
-    pub fn new(name: impl Into<String>) -> Result<Self, NodeNameError> {
+    /// [`WorkloadNameError`] when the name is empty, longer than 64 bytes,
+    /// or holds anything but ASCII letters, digits, `-` and `_`.
+    pub fn new(name: impl Into<String>) -> Result<Self, WorkloadNameError> {
         // Same rules as a node name; reuse the one checker.
-        NodeName::new(name).map(|n| Self(n.into()))
+        NodeName::new(name)
+            .map(|n| Self(n.into()))
+            .map_err(WorkloadNameError::from)
     }
 
     /// The name as a string slice.
@@ -43,14 +72,14 @@ impl fmt::Display for WorkloadName {
 }
 
 impl FromStr for WorkloadName {
-    type Err = NodeNameError;
+    type Err = WorkloadNameError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         Self::new(s)
     }
 }
 
 impl TryFrom<String> for WorkloadName {
-    type Error = NodeNameError;
+    type Error = WorkloadNameError;
     fn try_from(s: String) -> Result<Self, Self::Error> {
         Self::new(s)
     }
@@ -150,4 +179,25 @@ pub struct Exited {
     /// The signal that ended it, when one did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signal: Option<i32>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bad_workload_name_is_reported_as_a_workload_name() {
+        for bad in ["", "a/b", "../x", &"w".repeat(65)] {
+            let e = WorkloadName::new(bad).unwrap_err().to_string();
+            assert!(e.starts_with("workload name"), "{bad:?}: {e}");
+            assert!(!e.contains("node"), "{bad:?}: {e}");
+        }
+        assert_eq!(WorkloadName::new("redis-1").unwrap().as_str(), "redis-1");
+    }
+
+    #[test]
+    fn a_bad_workload_name_in_an_event_says_so() {
+        let e = serde_json::from_str::<WorkloadName>("\"a.b\"").unwrap_err();
+        assert!(e.to_string().contains("workload name \"a.b\""), "{e}");
+    }
 }

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use loadshift_events::cli::{LogArgs, NatsArgs};
+use loadshift_events::shutdown::{Shutdown, Signal};
 use loadshift_events::{connection, stream, NodeName};
 use loadshift_executor::journal::Journal;
 use loadshift_executor::liveness::{self, Pong};
@@ -16,7 +17,11 @@ use loadshift_executor::runtime::process::ProcessRuntime;
 use loadshift_executor::runtime::Runtime;
 use loadshift_executor::saga::Executor;
 use loadshift_executor::{cgroup, service};
-use tokio::sync::{watch, Notify};
+use tokio::sync::Notify;
+
+/// How long a stopping executor lets its outbox announce what the last
+/// step decided (anything left is published at the next start).
+const OUTBOX_PATIENCE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Runs workloads on one worker node and moves them to other nodes with CRIU
 /// checkpoint/restore, driven by events.
@@ -193,22 +198,24 @@ async fn serve<R: Runtime>(cli: &Cli, node: NodeName, runtime: R) -> anyhow::Res
     .await
     .context("answering pings")?;
 
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let outbox = tokio::spawn(service::publish_outbox(
+    let shutdown: Shutdown = Shutdown::new();
+    shutdown
+        .on_signals()
+        .context("installing signal handlers")?;
+    tokio::spawn(service::publish_outbox(
         js.clone(),
         journal,
         notify,
-        stop_rx.clone(),
+        shutdown.listener(),
     ));
-    tokio::spawn(async move {
-        shutdown_signal().await;
-        tracing::info!("stopping after the current step");
-        let _ = stop_tx.send(true);
-    });
     tracing::info!(%node, runtime = %kind, cores = capacity.cores, memory = capacity.memory_bytes, "executor starting");
-    let result = service::run(&exec, &js, stop_rx).await;
-    // Give the outbox a moment to announce what the last step decided.
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), outbox).await;
+    let result = service::run(&exec, &js, shutdown.listener()).await;
+    // The service may have stopped on an error: the outbox stops too, after
+    // announcing what the last step decided.
+    shutdown.trigger().fire(Signal::Terminate);
+    if let Err(e) = shutdown.completed_within(OUTBOX_PATIENCE).await {
+        tracing::warn!("{e}: the outbox still holds events; they are published at the next start");
+    }
     result.context("executor stopped")?;
     Ok(ExitCode::SUCCESS)
 }
@@ -357,20 +364,4 @@ async fn check(cli: &Cli) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::from(1)
     })
-}
-
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot watch SIGTERM; only Ctrl-C stops this executor");
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
 }

@@ -4,13 +4,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_nats::jetstream::{
-    self,
-    consumer::{pull, AckPolicy, DeliverPolicy},
-};
+use async_nats::jetstream;
 use futures::StreamExt;
-use loadshift_events::{connection, stream, Envelope};
-use tokio::sync::{watch, Notify};
+use loadshift_events::connection::{self, NatsError};
+use loadshift_events::reader::{self, Acks, ReaderConfig, Start};
+use loadshift_events::shutdown::Listener;
+use loadshift_events::stream::StreamId;
+use loadshift_events::Envelope;
+use tokio::sync::Notify;
 
 use crate::journal::Journal;
 use crate::runtime::Runtime;
@@ -19,24 +20,12 @@ use crate::saga::{Executor, FatalError};
 /// Why the service stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
-    /// JetStream refused or failed
-    #[error("JetStream {action}: {message}")]
-    Nats {
-        /// What was attempted.
-        action: &'static str,
-        /// What the server or client said.
-        message: String,
-    },
+    /// NATS refused or failed
+    #[error(transparent)]
+    Nats(#[from] NatsError),
     /// the journal failed
     #[error(transparent)]
     Fatal(#[from] FatalError),
-}
-
-fn nats_err(action: &'static str) -> impl Fn(&dyn std::fmt::Display) -> ServiceError {
-    move |e| ServiceError::Nats {
-        action,
-        message: e.to_string(),
-    }
 }
 
 /// The durable consumer's name for `node`.
@@ -44,42 +33,27 @@ pub fn consumer_name(node: &str) -> String {
     format!("executor-{node}")
 }
 
-/// Creates (or re-creates) this node's consumer so that it starts right
-/// after the last sequence the journal applied: the journal, not the server,
-/// is the truth about what was applied.
-async fn consumer(
+/// This node's reader, (re)created so that it starts right after the last
+/// sequence the journal applied: the journal, not the server, is the truth
+/// about what was applied. The reader rides out NATS restarts by itself.
+async fn reader(
     js: &jetstream::Context,
     node: &str,
     applied: u64,
-) -> Result<jetstream::consumer::Consumer<pull::Config>, ServiceError> {
-    let events = js
-        .get_stream(stream::EVENTS)
-        .await
-        .map_err(|e| nats_err("get stream EVENTS")(&e))?;
-    let name = consumer_name(node);
-    let _ = events.delete_consumer(&name).await;
-    let deliver_policy = if applied == 0 {
-        DeliverPolicy::All
-    } else {
-        DeliverPolicy::ByStartSequence {
-            start_sequence: applied + 1,
-        }
-    };
-    events
-        .create_consumer(pull::Config {
-            durable_name: Some(name.clone()),
-            description: Some(format!("loadshift executor of node {node}")),
-            filter_subjects: vec![format!("workload.{node}.>"), format!("migration.{node}.>")],
-            deliver_policy,
-            ack_policy: AckPolicy::Explicit,
-            // A dump or restore of a big workload takes seconds; never let the
-            // server redeliver while we still work on it.
-            ack_wait: Duration::from_secs(600),
-            max_ack_pending: 16,
-            ..Default::default()
-        })
-        .await
-        .map_err(|e| nats_err("create consumer")(&e))
+) -> Result<reader::Reader, ServiceError> {
+    let mut cfg = ReaderConfig::ephemeral(
+        StreamId::Events,
+        Start::After(applied),
+        format!("loadshift executor of node {node}"),
+    )
+    .filter([format!("workload.{node}.>"), format!("migration.{node}.>")])
+    .durable(consumer_name(node), Acks::Explicit)
+    .batch(16);
+    // A dump or restore of a big workload takes seconds; never let the
+    // server redeliver while we still work on it.
+    cfg.ack_wait = Duration::from_secs(600);
+    cfg.max_ack_pending = 16;
+    Ok(reader::open(js, cfg).await?)
 }
 
 /// Publishes what the journal's outbox holds, oldest first, until shutdown.
@@ -87,7 +61,7 @@ pub async fn publish_outbox(
     js: jetstream::Context,
     journal: Journal,
     notify: Arc<Notify>,
-    mut stop: watch::Receiver<bool>,
+    mut stop: Listener,
 ) {
     loop {
         let pending = match journal.outbox() {
@@ -112,7 +86,7 @@ pub async fn publish_outbox(
                     Err(e) => {
                         tracing::warn!(error = %e, "publish failed; retrying");
                         tokio::time::sleep(Duration::from_millis(500)).await;
-                        if *stop.borrow() {
+                        if stop.is_shutdown() {
                             return;
                         }
                     }
@@ -123,40 +97,37 @@ pub async fn publish_outbox(
                 tracing::error!(error = %e, "cannot clear an outbox entry; it will be republished (deduplicated)");
             }
         }
+        if stop.is_shutdown() {
+            // The pass above announced what the last step decided.
+            return;
+        }
         tokio::select! {
             _ = notify.notified() => {}
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-            _ = stop.changed() => { if *stop.borrow() { return; } }
+            // One more pass, then out.
+            _ = stop.recv() => {}
         }
     }
 }
 
-/// Consumes this node's events and applies them until `stop` turns true.
+/// Consumes this node's events and applies them until `stop` fires.
 ///
 /// # Errors
 /// [`ServiceError`] when JetStream or the journal fails.
 pub async fn run<R: Runtime>(
     exec: &Executor<R>,
     js: &jetstream::Context,
-    mut stop: watch::Receiver<bool>,
+    mut stop: Listener,
 ) -> Result<(), ServiceError> {
     let node = exec.node.to_string();
-    let consumer = consumer(js, &node, exec.journal.applied().map_err(FatalError::from)?).await?;
-    let mut messages = consumer
-        .messages()
-        .await
-        .map_err(|e| nats_err("consume")(&e))?;
+    let mut messages = reader(js, &node, exec.journal.applied().map_err(FatalError::from)?).await?;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut usage = crate::usage::UsageSampler::default();
     let mut ticks = 0u64;
     tracing::info!(node, "executor ready");
     loop {
         tokio::select! {
-            _ = stop.changed() => {
-                if *stop.borrow() {
-                    return Ok(());
-                }
-            }
+            _ = stop.recv() => return Ok(()),
             _ = tick.tick() => {
                 exec.watch_exits().await?;
                 ticks += 1;
@@ -169,24 +140,11 @@ pub async fn run<R: Runtime>(
                     }
                 }
             }
-            msg = messages.next() => {
-                let Some(msg) = msg else {
-                    return Err(ServiceError::Nats { action: "consume", message: "the consumer's message stream ended".into() });
+            d = messages.next() => {
+                let Some(d) = d else {
+                    return Err(NatsError::request("read messages", consumer_name(&node), "the reader stopped").into());
                 };
-                let msg = match msg {
-                    Ok(m) => m,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "consumer hiccup; going on");
-                        continue;
-                    }
-                };
-                let seq = match msg.info() {
-                    Ok(i) => i.stream_sequence,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "message without stream info; skipped");
-                        continue;
-                    }
-                };
+                let (seq, msg) = (d.seq, d.message);
                 match Envelope::from_message(msg.subject.as_str(), &msg.payload) {
                     Ok(env) => exec.apply(seq, &env).await?,
                     Err(e) => {

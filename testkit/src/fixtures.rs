@@ -304,6 +304,28 @@ impl Move {
         )
     }
 
+    /// What the executors say after the request when all goes well:
+    /// `checkpointed` with the source's timings, `restored` with all but
+    /// cleanup and total, `completed` with `all`, 120, 220 and 260 ms after `t`.
+    pub fn went_through(&self, t: DateTime<Utc>, pid: u32, all: Timings) -> Vec<Envelope> {
+        let ms = Duration::milliseconds;
+        let dumped = Timings {
+            dump_ms: all.dump_ms,
+            upload_ms: all.upload_ms,
+            ..Default::default()
+        };
+        let restored = Timings {
+            cleanup_ms: None,
+            total_ms: None,
+            ..all
+        };
+        vec![
+            self.checkpointed(t + ms(120), dumped),
+            self.restored(t + ms(220), pid, restored),
+            self.completed(t + ms(260), all),
+        ]
+    }
+
     fn event(&self, emitter: &str, t: DateTime<Utc>, event: Event) -> Envelope {
         at(Envelope::new(node(emitter), event), t)
     }
@@ -336,8 +358,6 @@ pub fn migration_ok(
     reason: &str,
 ) -> Vec<Envelope> {
     let m = Move::with_id(id, w, src, dst);
-    let all = timings(downtime_ms);
-    let ms = Duration::milliseconds;
     let why = Reason {
         summary: reason.into(),
         probability: Some(0.87),
@@ -346,22 +366,9 @@ pub fn migration_ok(
         source_load_after_pct: Some(55.0),
         target_load_after_pct: Some(48.0),
     };
-    let dumped = Timings {
-        dump_ms: all.dump_ms,
-        upload_ms: all.upload_ms,
-        ..Default::default()
-    };
-    let restored = Timings {
-        cleanup_ms: None,
-        total_ms: None,
-        ..all
-    };
-    vec![
-        m.requested(t, "brain", why),
-        m.checkpointed(t + ms(120), dumped),
-        m.restored(t + ms(220), 5151, restored),
-        m.completed(t + ms(260), all),
-    ]
+    let mut out = vec![m.requested(t, "brain", why)];
+    out.extend(m.went_through(t, 5151, timings(downtime_ms)));
+    out
 }
 
 /// A migration whose restore failed and that was rolled back.

@@ -18,7 +18,7 @@ use chrono::{DateTime, Utc};
 use loadshift_events::model::{
     Activated, Deferred, Predicted, TrainRequested, Trained, WorkloadUsage,
 };
-use loadshift_events::placement::{Change, Placement, WorkloadChange};
+use loadshift_events::placement::{self, Change, Placement, WorkloadChange};
 use loadshift_events::telemetry::Sample;
 use loadshift_events::{Envelope, Event, NodeName, WorkloadName};
 use serde::Serialize;
@@ -402,13 +402,7 @@ impl Projection {
                 self.node_mut(&env.node);
                 self.place(env);
             }
-            Event::WorkloadExited(_)
-            | Event::MigrationRequested(_)
-            | Event::MigrationCheckpointed(_)
-            | Event::MigrationRestored(_)
-            | Event::MigrationCompleted(_)
-            | Event::MigrationFailed(_)
-            | Event::MigrationRolledBack(_) => self.place(env),
+            e if placement::reads(e) => self.place(env),
             Event::MigrationDeferred(d) => {
                 let keep = self.limits.decisions_kept;
                 push_bounded(&mut self.deferrals, (at, d.clone()), keep);

@@ -29,12 +29,14 @@ use loadshift_events::placement::WorkloadState;
 /// `--from` names it. With `--wait`, prints every step as it happens and,
 /// at the end, the time each step took; exits 0 only if the migration
 /// completed (1 if it was refused or rolled back, with the failed step and
-/// its reason).
+/// its reason). `--json` prints JSON lines instead: the request, then each
+/// event of the migration as stored (the last one carries the timings).
 #[derive(Debug, Args)]
 #[command(after_help = "Examples:
   loadshift migrate counter --to node3
   loadshift migrate counter --to node3 --wait --reason 'node2 maintenance'
-  id=$(loadshift migrate counter --to node3) && loadshift events tail --subject 'migration.>'")]
+  id=$(loadshift migrate counter --to node3) && loadshift events tail --subject 'migration.>'
+  loadshift migrate counter --to node3 --wait --json | jq -c 'select(.kind == \"migration.completed\") | .payload.timings'")]
 pub struct MigrateArgs {
     /// The workload to move.
     #[arg(env = "LOADSHIFT_WORKLOAD")]
@@ -57,6 +59,11 @@ pub struct MigrateArgs {
     /// How long --wait waits (120s, 5m, ...).
     #[arg(long, env = "LOADSHIFT_TIMEOUT", default_value = "120s", value_parser = parse_timeout)]
     pub timeout: Duration,
+    /// Print JSON lines: `{"migration", "workload", "source", "target",
+    /// "seq"}` for the request, then (with --wait) each event of the
+    /// migration as stored, instead of the steps and the timings table.
+    #[arg(long, env = "LOADSHIFT_JSON")]
+    pub json: bool,
     #[command(flatten)]
     /// NATS and logging.
     pub common: Common,
@@ -120,27 +127,46 @@ pub async fn run(a: MigrateArgs) -> anyhow::Result<ExitCode> {
     let ack = connection::publish(&js, &env)
         .await
         .context("publishing the migration request")?;
-    println!("{id}");
-    eprintln!(
-        "requested migration of {} from {source} to {} (seq {})",
-        a.workload, a.to, ack.sequence
-    );
+    if a.json {
+        let request = serde_json::json!({
+            "migration": id,
+            "workload": a.workload,
+            "source": source,
+            "target": a.to,
+            "seq": ack.sequence,
+        });
+        println!("{request}");
+    } else {
+        println!("{id}");
+        eprintln!(
+            "requested migration of {} from {source} to {} (seq {})",
+            a.workload, a.to, ack.sequence
+        );
+    }
     if !a.wait {
         return Ok(ExitCode::SUCCESS);
     }
     let answers =
         eventlog::follow(&events, "migration.>", Start::Sequence(ack.sequence + 1)).await?;
-    wait_for_outcome(answers, id, asked, a.timeout).await
+    wait_for_outcome(answers, id, asked, a.timeout, a.json).await
 }
 
 /// `--wait`: prints every step of migration `id` from `answers` until its
-/// outcome, a signal, or `timeout` after the request.
+/// outcome, a signal, or `timeout` after the request; with `json`, each
+/// step's envelope as stored and none of the words.
 async fn wait_for_outcome(
     answers: impl futures::Stream<Item = eventlog::Item>,
     id: Uuid,
     asked: Instant,
     timeout: Duration,
+    json: bool,
 ) -> anyhow::Result<ExitCode> {
+    // The human lines, which `--json` leaves out.
+    let say = |line: String| {
+        if !json {
+            println!("{line}");
+        }
+    };
     let shutdown: Shutdown = Shutdown::new();
     shutdown
         .on_signals()
@@ -180,30 +206,28 @@ async fn wait_for_outcome(
         if !is_about(&env.event, id) {
             continue;
         }
-        let elapsed = asked.elapsed().as_secs_f64();
-        let verb = env
-            .kind()
-            .as_str()
-            .split_once('.')
-            .map_or("", |(_, v)| v)
-            .to_string();
-        println!("+{elapsed:.3}s {verb:<13} {}", summary::line(env));
+        if json {
+            println!("{}", String::from_utf8_lossy(&item.raw).trim_end());
+        }
+        say(step_line(env, asked));
         match &env.event {
             Event::MigrationCheckpointed(c) => image_bytes = Some(c.image_bytes),
             Event::MigrationRestored(r) => image_bytes = Some(r.image_bytes),
             Event::MigrationCompleted(c) => {
-                println!(
+                say(format!(
                     "migration {id} completed: {} runs on {}",
                     c.workload, c.target
-                );
-                print_timings(&c.timings, Some(c.image_bytes));
+                ));
+                if !json {
+                    print_timings(&c.timings, Some(c.image_bytes));
+                }
                 return Ok(ExitCode::SUCCESS);
             }
             Event::MigrationFailed(f) if f.step == Step::Validate => {
-                println!(
+                say(format!(
                     "migration {id} refused at step {}: {} ({} still runs on {})",
                     f.step, f.reason, f.workload, f.source
-                );
+                ));
                 return Ok(ExitCode::from(1));
             }
             Event::MigrationFailed(f) => failure = Some((f.step, f.reason.clone())),
@@ -212,18 +236,26 @@ async fn wait_for_outcome(
                     || "failure not seen".to_string(),
                     |(step, reason)| format!("failed at step {step}: {reason}"),
                 );
-                println!(
+                say(format!(
                     "migration {id} rolled back ({why}); {} runs on {} again",
                     r.workload, r.source
-                );
+                ));
                 if let Some(b) = image_bytes {
-                    println!("image size: {b} bytes ({})", summary::bytes(b));
+                    say(format!("image size: {b} bytes ({})", summary::bytes(b)));
                 }
                 return Ok(ExitCode::from(1));
             }
             _ => {}
         }
     }
+}
+
+/// `+0.123s checkpointed  counter node2→node3 image 4.0 KiB, dump 71 ms`:
+/// the time since the request, the step, what happened.
+fn step_line(env: &Envelope, asked: Instant) -> String {
+    let elapsed = asked.elapsed().as_secs_f64();
+    let verb = env.kind().as_str().split_once('.').map_or("", |(_, v)| v);
+    format!("+{elapsed:.3}s {verb:<13} {}", summary::line(env))
 }
 
 /// The exit status a shell gives a command ended by `signal` (128 + its

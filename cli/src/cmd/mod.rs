@@ -79,6 +79,7 @@ impl Command {
             Command::Workload(workload::WorkloadCommand::Ls(a)) => &a.common,
             Command::Migrate(a) => &a.common,
             Command::Events(events::EventsCommand::Tail(a)) => &a.common,
+            Command::Events(events::EventsCommand::Streams(a)) => &a.common,
             Command::Status(a) => &a.common,
             Command::Up(_) => return None,
         })
@@ -95,6 +96,7 @@ impl Command {
             Command::Workload(workload::WorkloadCommand::Ls(a)) => workload::ls(a).await,
             Command::Migrate(a) => migrate::run(a).await,
             Command::Events(events::EventsCommand::Tail(a)) => events::tail(a).await,
+            Command::Events(events::EventsCommand::Streams(a)) => events::streams(a).await,
             Command::Status(a) => status::run(a).await,
             Command::Up(a) => up::run(a).await,
         }

@@ -30,8 +30,13 @@ const LAST_OUTCOMES: usize = 5;
 #[derive(Debug, Args)]
 #[command(after_help = "Examples:
   loadshift status
+  loadshift status --json | jq -r '.nodes[] | select(.executor != \"answers\") | .node'
   LOADSHIFT_NATS=nats://node1:4222 loadshift status")]
 pub struct StatusArgs {
+    /// Print one JSON object (`nodes`, `workloads`, `in_flight`,
+    /// `outcomes`) instead of the tables.
+    #[arg(long, env = "LOADSHIFT_JSON")]
+    pub json: bool,
     #[command(flatten)]
     /// NATS and logging.
     pub common: Common,
@@ -46,7 +51,14 @@ pub async fn run(a: StatusArgs) -> anyhow::Result<ExitCode> {
     let p = super::workload::fold(&js, &a.common).await?;
     let nodes = nodes_of(&p);
     let answers = futures::future::join_all(nodes.iter().map(|n| ping(&client, n))).await;
-    print!("{}", render(&p, &nodes, &answers));
+    if a.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report_json(&p, &nodes, &answers))?
+        );
+    } else {
+        print!("{}", render(&p, &nodes, &answers));
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -58,18 +70,54 @@ fn nodes_of(p: &Placement) -> Vec<NodeName> {
     set.into_iter().collect()
 }
 
-/// Asks `node`'s executor whether it is alive; the answer in words.
-async fn ping(client: &async_nats::Client, node: &NodeName) -> String {
+/// What a node's executor said to the ping.
+#[derive(Debug, Clone, PartialEq)]
+enum PingAnswer {
+    /// It answered, naming its runtime.
+    Answers(String),
+    /// Nobody listens on its subject.
+    NotRunning,
+    /// Nothing within [`PING_TIMEOUT`].
+    Silent,
+    /// The request failed otherwise.
+    Error(String),
+}
+
+impl PingAnswer {
+    /// `answers (docker)`, `not running`, ...: the EXECUTOR column.
+    fn label(&self) -> String {
+        match self {
+            PingAnswer::Answers(r) => format!("answers ({r})"),
+            PingAnswer::NotRunning => "not running".to_string(),
+            PingAnswer::Silent => "no answer".to_string(),
+            PingAnswer::Error(e) => format!("error: {e}"),
+        }
+    }
+
+    /// The same, for `--json`: a word to match on, and the detail apart.
+    fn json(&self) -> serde_json::Value {
+        let (word, runtime, error) = match self {
+            PingAnswer::Answers(r) => ("answers", Some(r.clone()), None),
+            PingAnswer::NotRunning => ("not_running", None, None),
+            PingAnswer::Silent => ("no_answer", None, None),
+            PingAnswer::Error(e) => ("error", None, Some(e.clone())),
+        };
+        serde_json::json!({ "state": word, "runtime": runtime, "error": error })
+    }
+}
+
+/// Asks `node`'s executor whether it is alive.
+async fn ping(client: &async_nats::Client, node: &NodeName) -> PingAnswer {
     match liveness::ping(client, node, PING_TIMEOUT).await {
-        Ok(pong) => format!("answers ({})", pong.runtime),
-        Err(PingError::NoAnswer { .. }) => "no answer".to_string(),
-        Err(PingError::NotRunning(_)) => "not running".to_string(),
-        Err(e) => format!("error: {e}"),
+        Ok(pong) => PingAnswer::Answers(pong.runtime.to_string()),
+        Err(PingError::NoAnswer { .. }) => PingAnswer::Silent,
+        Err(PingError::NotRunning(_)) => PingAnswer::NotRunning,
+        Err(e) => PingAnswer::Error(e.to_string()),
     }
 }
 
 /// The report, as text.
-fn render(p: &Placement, nodes: &[NodeName], answers: &[String]) -> String {
+fn render(p: &Placement, nodes: &[NodeName], answers: &[PingAnswer]) -> String {
     let mut out = String::new();
     out.push_str("NODES\n");
     let mut t = Table::new(&["NODE", "STATE", "SINCE", "CORES", "EXECUTOR"]);
@@ -87,7 +135,7 @@ fn render(p: &Placement, nodes: &[NodeName], answers: &[String]) -> String {
                 "-".to_string(),
             ),
         };
-        t.row(vec![n.to_string(), state, since, cores, answer.clone()]);
+        t.row(vec![n.to_string(), state, since, cores, answer.label()]);
     }
     out.push_str(&or_none(&t));
 
@@ -122,6 +170,50 @@ fn render(p: &Placement, nodes: &[NodeName], answers: &[String]) -> String {
     }
     out.push_str(&or_none(&t));
     out
+}
+
+/// The report as one JSON value: the same rows as the tables, with times
+/// in RFC 3339 and numbers as numbers, for scripts.
+fn report_json(p: &Placement, nodes: &[NodeName], answers: &[PingAnswer]) -> serde_json::Value {
+    let nodes: Vec<_> = nodes
+        .iter()
+        .zip(answers)
+        .map(|(n, answer)| {
+            let seen = p.nodes.get(n);
+            serde_json::json!({
+                "node": n,
+                "state": seen.map_or("no_node_event", |s| if s.joined { "joined" } else { "left" }),
+                "since": seen.map(|s| s.since),
+                "capacity_cores": seen.and_then(|s| s.capacity_cores),
+                "executor": answer.json(),
+            })
+        })
+        .collect();
+    let workloads: Vec<_> = p
+        .workloads
+        .values()
+        .map(|w| {
+            // The keys of `workload ls --json`, so one jq filter reads both.
+            serde_json::json!({
+                "name": w.name,
+                "node": w.node,
+                "runtime": w.runtime.map(|r| r.to_string()),
+                "state": w.state_label(),
+                "since": w.since,
+                "pid": w.pid,
+                "container_id": w.container_id,
+            })
+        })
+        .collect();
+    // A migration as the contract's placement fold serializes it (its
+    // steps' times, timings, failure and status), so status and the
+    // dashboard's /api/migrations say the same thing.
+    serde_json::json!({
+        "nodes": nodes,
+        "workloads": workloads,
+        "in_flight": p.in_flight().collect::<Vec<_>>(),
+        "outcomes": p.recent_outcomes(LAST_OUTCOMES),
+    })
 }
 
 fn or_none(t: &Table) -> String {

@@ -401,6 +401,22 @@ impl Launch<'_> {
         }
     }
 
+    /// Starts the service `name`, the binary `loadshift-<kind>` (its kind is
+    /// the name up to a `-`); services in the control plane's cgroup are
+    /// metered.
+    fn start_binary(
+        &self,
+        cluster: &mut Cluster,
+        name: &str,
+        args: Vec<OsString>,
+        control: Option<&NodeCgroup>,
+    ) -> anyhow::Result<()> {
+        let kind = name.split('-').next().unwrap_or(name);
+        let program = self.bin.join(format!("loadshift-{kind}"));
+        let spec = self.spec(name, program, args, control.cloned());
+        cluster.start(spec, control.is_some())
+    }
+
     /// Starts everything in order: cgroups, nats-server, brain and webui,
     /// each node's agent and executor, then the scenario.
     async fn bring_up(
@@ -509,22 +525,10 @@ impl Launch<'_> {
             .and_then(Path::parent)
             .unwrap_or(Path::new("."));
         brain.push(repo.join("brain/tests/fixtures/traces").into());
-        let spec = self.spec(
-            "brain",
-            self.bin.join("loadshift-brain"),
-            brain,
-            Some(control.clone()),
-        );
-        cluster.start(spec, true)?;
+        self.start_binary(cluster, "brain", brain, Some(control))?;
         println!("brain        store {}", self.state.join("brain").display());
         let listen = self.a.listen.to_string();
-        let spec = self.spec(
-            "webui",
-            self.bin.join("loadshift-webui"),
-            os(&["--listen", &listen]),
-            Some(control.clone()),
-        );
-        cluster.start(spec, true)?;
+        self.start_binary(cluster, "webui", os(&["--listen", &listen]), Some(control))?;
         println!("webui        http://{}", self.a.listen);
         Ok(())
     }
@@ -555,13 +559,7 @@ impl Launch<'_> {
         if trace.is_some() {
             args.extend(os(&["--speed", &a.trace_speed, "--loop"]));
         }
-        let agent = self.spec(
-            &format!("agent-{n}"),
-            self.bin.join("loadshift-agent"),
-            args,
-            None,
-        );
-        cluster.start(agent, false)?;
+        self.start_binary(cluster, &format!("agent-{n}"), args, None)?;
         if control {
             println!(
                 "agent        {n} (control plane, {} core(s), cgroup {})",
@@ -574,13 +572,7 @@ impl Launch<'_> {
         args.extend(os(&["--images-dir"]));
         args.push(a.images_dir.clone().into());
         args.extend(os(&["--runtime", runtime_name(a.runtime)]));
-        let exec = self.spec(
-            &format!("executor-{n}"),
-            self.bin.join("loadshift-executor"),
-            args,
-            None,
-        );
-        cluster.start(exec, false)?;
+        self.start_binary(cluster, &format!("executor-{n}"), args, None)?;
         println!(
             "agent+exec   {n} ({} core(s), {} MiB, cgroup {}, source {source})",
             a.node_cpus, a.node_memory_mib, cg.rel

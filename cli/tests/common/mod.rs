@@ -77,8 +77,23 @@ impl Harness {
 
     pub async fn publish(&self, emitter: &str, event: Event) -> Envelope {
         let env = Envelope::new(NodeName::new(emitter).unwrap(), event);
-        connection::publish(&self.js, &env).await.expect("publish");
+        self.put(&env).await;
         env
+    }
+
+    /// Publishes bytes no build can read as an event, on `subject`.
+    pub async fn put_raw(&self, subject: &'static str, body: &'static str) {
+        let ack = self
+            .js
+            .publish(subject, body.into())
+            .await
+            .expect("publish");
+        ack.await.expect("stored");
+    }
+
+    /// Publishes an envelope built elsewhere (a testkit fixture).
+    pub async fn put(&self, env: &Envelope) {
+        connection::publish(&self.js, env).await.expect("publish");
     }
 
     /// Every readable event in EVENTS, with its subject.

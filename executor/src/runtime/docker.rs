@@ -1,7 +1,7 @@
 //! Container workloads, run and checkpointed through the Docker Engine API.
 //!
 //! The road that works on these machines (checked by hand, see
-//! ARCHITECTURE.md): dockerd 20.10 with experimental features on writes a
+//! docs/design.md, "Machine facts"): dockerd 20.10 with experimental features on writes a
 //! checkpoint into a folder we name (`CheckpointDir`), but refuses to start a
 //! container from such a folder (`custom checkpointdir is not supported`).
 //! It does start one from a checkpoint in the container's own

@@ -1,7 +1,7 @@
 //! Process workloads, checkpointed and restored with the criu CLI.
 //!
 //! The shape that works on these machines (checked by hand, see
-//! ARCHITECTURE.md): the workload is the init of its own PID namespace and the
+//! docs/design.md, "Machine facts"): the workload is the init of its own PID namespace and the
 //! leader of its own session, so CRIU can restore it with its original PIDs on
 //! any node; `unshare`, its parent outside the namespace, holds nothing but
 //! /dev/null, because a parent writing to the workload's files after the dump

@@ -222,7 +222,12 @@ impl Cluster {
             .expect("connect");
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
-            let ask = client.request(format!("loadshift.executor.{node}.ping"), "".into());
+            let ask = client.request(
+                loadshift_events::liveness::ping_subject(
+                    &loadshift_events::NodeName::new(node).expect("a valid node name"),
+                ),
+                "".into(),
+            );
             if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_millis(500), ask).await {
                 return;
             }

@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use std::time::Duration;
 
-use super::{Chrome, MigrationRow, St};
+use super::{read_view, Chrome, MigrationRow, St};
 use crate::display;
 use crate::projection::{Life, Node, Projection, Status, WorkloadState};
 use crate::series::{Metric, Point};
@@ -168,100 +168,10 @@ impl ClusterView {
                 }
                 points.clear();
                 points.extend(n.series.window(SPARK_RANGE_MS));
-                let end = n.series.last().map(|l| l.at_ms).unwrap_or(0);
-                let last = n.series.last();
-                let get = |m: Metric| last.map(|l| l.get(m)).unwrap_or(f32::NAN);
-                let prob = overload(n);
-                let mut why = Vec::new();
-                if state == "silent" {
-                    why.push("silent".to_string());
-                }
-                if let Some(pr) = prob.filter(|p| *p >= 0.5) {
-                    why.push(format!("overload likely ({})", display::prob(pr)));
-                }
-                if state != "left" {
-                    if get(Metric::Cpu) >= 90.0 {
-                        why.push(format!("CPU {}", display::pct(get(Metric::Cpu))));
-                    }
-                    if get(Metric::Mem) >= 90.0 {
-                        why.push(format!("memory {}", display::pct(get(Metric::Mem))));
-                    }
-                    if get(Metric::PsiCpu) >= 25.0 {
-                        why.push(format!(
-                            "CPU pressure {}",
-                            display::pct(get(Metric::PsiCpu))
-                        ));
-                    }
-                }
-                let trouble = !why.is_empty() && state != "left";
-                if trouble {
-                    totals.trouble += 1;
-                }
-                let load_max =
-                    max_finite(&points, Metric::Load).max(n.capacity_cores.unwrap_or(1.0));
-                let psi_max = max_finite(&points, Metric::PsiCpu).max(10.0);
-                NodeCard {
-                    name: n.name.to_string(),
-                    state,
-                    trouble,
-                    why: why.join(", "),
-                    cpu: display::pct(get(Metric::Cpu)),
-                    mem: display::pct(get(Metric::Mem)),
-                    load: display::num(get(Metric::Load)),
-                    psi: format!(
-                        "{}/{}/{}",
-                        display::pct(get(Metric::PsiCpu)),
-                        display::pct(get(Metric::PsiMem)),
-                        display::pct(get(Metric::PsiIo))
-                    ),
-                    prob: prob.map(display::prob),
-                    prob_high: prob.is_some_and(|p| p >= 0.5),
-                    workloads: by_node.remove(n.name.as_str()).unwrap_or_default(),
-                    last_seen: n
-                        .last_seen
-                        .map(|t| display::ago(now, t))
-                        .unwrap_or_else(|| "never".into()),
-                    cpu_mem: svg::chart(
-                        &points,
-                        &[
-                            LineSpec {
-                                metric: Metric::Cpu,
-                                class: "cpu",
-                                max: 100.0,
-                            },
-                            LineSpec {
-                                metric: Metric::Mem,
-                                class: "mem",
-                                max: 100.0,
-                            },
-                        ],
-                        end,
-                        SPARK_RANGE_MS,
-                        SPARK_COLUMNS,
-                        120,
-                        28,
-                    ),
-                    load_psi: svg::chart(
-                        &points,
-                        &[
-                            LineSpec {
-                                metric: Metric::Load,
-                                class: "load",
-                                max: load_max,
-                            },
-                            LineSpec {
-                                metric: Metric::PsiCpu,
-                                class: "psi",
-                                max: psi_max,
-                            },
-                        ],
-                        end,
-                        SPARK_RANGE_MS,
-                        SPARK_COLUMNS,
-                        120,
-                        28,
-                    ),
-                }
+                let workloads = by_node.remove(n.name.as_str()).unwrap_or_default();
+                let card = NodeCard::of(n, state, &points, workloads, now);
+                totals.trouble += usize::from(card.trouble);
+                card
             })
             .collect();
         nodes.sort_by(|a, b| b.trouble.cmp(&a.trouble).then_with(|| a.name.cmp(&b.name)));
@@ -279,6 +189,94 @@ impl ClusterView {
             recent,
         }
     }
+}
+
+impl NodeCard {
+    /// Node `n`'s card, in `state`, with its recent `points`.
+    fn of(
+        n: &Node,
+        state: &'static str,
+        points: &[Point],
+        workloads: Vec<WorkloadTag>,
+        now: DateTime<Utc>,
+    ) -> Self {
+        let last = n.series.last();
+        let get = |m: Metric| last.map(|l| l.get(m)).unwrap_or(f32::NAN);
+        let prob = overload(n);
+        let why = trouble(state, prob, get);
+        let (cpu_mem, load_psi) = sparklines(n, points);
+        NodeCard {
+            name: n.name.to_string(),
+            state,
+            trouble: !why.is_empty() && state != "left",
+            why: why.join(", "),
+            cpu: display::pct(get(Metric::Cpu)),
+            mem: display::pct(get(Metric::Mem)),
+            load: display::num(get(Metric::Load)),
+            psi: format!(
+                "{}/{}/{}",
+                display::pct(get(Metric::PsiCpu)),
+                display::pct(get(Metric::PsiMem)),
+                display::pct(get(Metric::PsiIo))
+            ),
+            prob: prob.map(display::prob),
+            prob_high: prob.is_some_and(|p| p >= 0.5),
+            workloads,
+            last_seen: n
+                .last_seen
+                .map(|t| display::ago(now, t))
+                .unwrap_or_else(|| "never".into()),
+            cpu_mem,
+            load_psi,
+        }
+    }
+}
+
+/// Why a node in `state` needs a look, in words: silence, a likely
+/// overload, or its latest CPU, memory or CPU pressure (`get`) running high.
+fn trouble(state: &str, prob: Option<f32>, get: impl Fn(Metric) -> f32) -> Vec<String> {
+    let mut why = Vec::new();
+    if state == "silent" {
+        why.push("silent".to_string());
+    }
+    if let Some(pr) = prob.filter(|p| *p >= 0.5) {
+        why.push(format!("overload likely ({})", display::prob(pr)));
+    }
+    if state != "left" {
+        if get(Metric::Cpu) >= 90.0 {
+            why.push(format!("CPU {}", display::pct(get(Metric::Cpu))));
+        }
+        if get(Metric::Mem) >= 90.0 {
+            why.push(format!("memory {}", display::pct(get(Metric::Mem))));
+        }
+        if get(Metric::PsiCpu) >= 25.0 {
+            why.push(format!(
+                "CPU pressure {}",
+                display::pct(get(Metric::PsiCpu))
+            ));
+        }
+    }
+    why
+}
+
+/// The card's two sparklines: CPU and memory, load and CPU pressure.
+fn sparklines(n: &Node, points: &[Point]) -> (Chart, Chart) {
+    let end = n.series.last().map(|l| l.at_ms).unwrap_or(0);
+    let load_max = max_finite(points, Metric::Load).max(n.capacity_cores.unwrap_or(1.0));
+    let psi_max = max_finite(points, Metric::PsiCpu).max(10.0);
+    let line = |metric: Metric, class: &'static str, max: f32| LineSpec { metric, class, max };
+    let spark =
+        |specs: &[LineSpec]| svg::chart(points, specs, end, SPARK_RANGE_MS, SPARK_COLUMNS, 120, 28);
+    (
+        spark(&[
+            line(Metric::Cpu, "cpu", 100.0),
+            line(Metric::Mem, "mem", 100.0),
+        ]),
+        spark(&[
+            line(Metric::Load, "load", load_max),
+            line(Metric::PsiCpu, "psi", psi_max),
+        ]),
+    )
 }
 
 /// The whole page.
@@ -301,13 +299,8 @@ pub struct ClusterLive {
 
 /// `GET /`.
 pub async fn page(State(st): St, headers: HeaderMap) -> impl IntoResponse {
-    let (v, caught_up) = {
-        let p = st.read();
-        (
-            ClusterView::build(&p, Utc::now(), st.settings.silent_after),
-            p.caught_up(),
-        )
-    };
+    let silent_after = st.settings.silent_after;
+    let (v, caught_up) = read_view(&st, |p| ClusterView::build(p, Utc::now(), silent_after));
     let chrome = Chrome::new(
         &st,
         &headers,

@@ -10,7 +10,7 @@ use axum::response::IntoResponse;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 
-use super::{Chrome, St};
+use super::{read_view, Chrome, St};
 use crate::display;
 use crate::projection::{LoggedEvent, Projection, StreamKind};
 use crate::sse;
@@ -227,10 +227,7 @@ pub async fn page(
     Query(f): Query<Filters>,
     headers: HeaderMap,
 ) -> impl IntoResponse {
-    let (v, caught_up) = {
-        let p = st.read();
-        (EventsView::build(&p, &f), p.caught_up())
-    };
+    let (v, caught_up) = read_view(&st, |p| EventsView::build(p, &f));
     let live = format!("/sse/events?{}", f.query(f.page));
     let chrome = Chrome::new(&st, &headers, "Events", "events", live, caught_up);
     EventsPage { chrome, v }

@@ -11,7 +11,7 @@ use axum::Json;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::{Chrome, MigrationRow, St};
+use super::{read_view, Chrome, MigrationRow, St};
 use crate::display;
 use crate::projection::{Projection, Status};
 use crate::sse;
@@ -196,10 +196,7 @@ pub async fn page(
     Query(f): Query<Filters>,
     headers: HeaderMap,
 ) -> impl IntoResponse {
-    let (v, caught_up) = {
-        let p = st.read();
-        (MigrationsView::build(&p, &f, Utc::now()), p.caught_up())
-    };
+    let (v, caught_up) = read_view(&st, |p| MigrationsView::build(p, &f, Utc::now()));
     let live = format!("/sse/migrations?{}", f.query(f.page));
     let chrome = Chrome::new(&st, &headers, "Migrations", "migrations", live, caught_up);
     MigrationsPage { chrome, v }

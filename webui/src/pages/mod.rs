@@ -18,7 +18,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::display;
-use crate::projection::{Migration, Status};
+use crate::projection::{Migration, Projection, Status};
 use crate::{AppState, Shared};
 
 /// What every page shows around its content.
@@ -240,6 +240,13 @@ pub fn not_found(what: &str) -> axum::response::Response {
         )),
     )
         .into_response()
+}
+
+/// A page's view and whether the projection had caught up, read under one
+/// lock so that the banner and the content speak of the same state.
+pub fn read_view<V>(st: &AppState, build: impl FnOnce(&Projection) -> V) -> (V, bool) {
+    let p = st.read();
+    (build(&p), p.caught_up())
 }
 
 /// Extracts the shared state (an alias to keep handler signatures short).

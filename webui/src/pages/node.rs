@@ -13,12 +13,13 @@ use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
 use super::cluster::{node_state, overload};
-use super::{not_found, Chrome, MigrationRow, St};
+use super::{not_found, read_view, Chrome, MigrationRow, St};
 use crate::display;
 use crate::projection::{Life, Node, Projection, Usage, Workload, WorkloadState};
 use crate::series::{Metric, Point};
 use crate::sse;
 use crate::svg::{self, Chart, LineSpec};
+use crate::AppState;
 use loadshift_events::NodeName;
 
 /// The ranges the picker offers: label and milliseconds.
@@ -332,6 +333,11 @@ pub struct NodeLive {
     pub v: NodeView,
 }
 
+/// Node `name`'s view now, as every handler of the page builds it.
+fn view_now(p: &Projection, st: &AppState, name: &str, range: Option<&str>) -> Option<NodeView> {
+    NodeView::build(p, name, range, Utc::now(), st.settings.silent_after)
+}
+
 /// `GET /nodes/{name}`.
 pub async fn page(
     State(st): St,
@@ -339,29 +345,13 @@ pub async fn page(
     Query(q): Query<RangeQuery>,
     headers: HeaderMap,
 ) -> Response {
-    let (v, caught_up) = {
-        let p = st.read();
-        let v = NodeView::build(
-            &p,
-            &name,
-            q.range.as_deref(),
-            Utc::now(),
-            st.settings.silent_after,
-        );
-        (v, p.caught_up())
-    };
+    let (v, caught_up) = read_view(&st, |p| view_now(p, &st, &name, q.range.as_deref()));
     let Some(v) = v else {
         return not_found(&format!("node {name}"));
     };
     let live = format!("/sse/nodes/{}?range={}", v.name, v.range);
-    let chrome = Chrome::new(
-        &st,
-        &headers,
-        format!("Node {}", v.name),
-        "cluster",
-        live,
-        caught_up,
-    );
+    let title = format!("Node {}", v.name);
+    let chrome = Chrome::new(&st, &headers, title, "cluster", live, caught_up);
     NodePage { chrome, v }.into_response()
 }
 
@@ -373,15 +363,7 @@ pub async fn live(
 ) -> impl IntoResponse {
     let key = format!("node/{name}/{}", q.range.as_deref().unwrap_or(""));
     sse::stream(st, key, move |st| {
-        let p = st.read();
-        let v = NodeView::build(
-            &p,
-            &name,
-            q.range.as_deref(),
-            Utc::now(),
-            st.settings.silent_after,
-        );
-        drop(p);
+        let v = view_now(&st.read(), st, &name, q.range.as_deref());
         v.map(|v| NodeLive { v }.render().unwrap_or_default())
             .unwrap_or_default()
     })
@@ -389,14 +371,7 @@ pub async fn live(
 
 /// `GET /api/nodes/{name}`.
 pub async fn api(State(st): St, Path(name): Path<String>, Query(q): Query<RangeQuery>) -> Response {
-    let p = st.read();
-    match NodeView::build(
-        &p,
-        &name,
-        q.range.as_deref(),
-        Utc::now(),
-        st.settings.silent_after,
-    ) {
+    match view_now(&st.read(), &st, &name, q.range.as_deref()) {
         Some(v) => Json(v).into_response(),
         None => not_found(&format!("node {name}")),
     }

@@ -1,0 +1,164 @@
+//! The log and the object store read by a second independent client, the
+//! official NATS JavaScript client (`@nats-io/transport-node`,
+//! `@nats-io/jetstream`, `@nats-io/obj` on node), against a real
+//! nats-server: both streams' messages as plain JSON with their ids as
+//! `Nats-Msg-Id`, and the CHECKPOINTS object store's listing. nats-py is the
+//! first (tests/streams.rs); two clients in two languages reading the same
+//! bytes is what "any client reads it as is" means.
+//!
+//! The packages are pinned by tests/js/package-lock.json and installed by
+//! scripts/setup (`npm ci` into /opt/loadshift/js); LOADSHIFT_NODE_MODULES
+//! points elsewhere, LOADSHIFT_NODE at another node binary.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use loadshift_events::payload::{NodeJoined, NodeLeft};
+use loadshift_events::stream::{self, StreamSettings};
+use loadshift_events::telemetry::{Cpu, Memory, Sample};
+use loadshift_events::{connection, Envelope, Event, NodeName};
+use loadshift_testkit::NatsServer;
+
+fn sample(seq: u64) -> Sample {
+    Sample {
+        at: chrono::Utc::now(),
+        seq,
+        cpu: Cpu {
+            usage_pct: 10.0 + seq as f32,
+            capacity_cores: 2.0,
+            per_core_pct: vec![],
+        },
+        memory: Memory {
+            used_bytes: 1 << 20,
+            total_bytes: 1 << 30,
+        },
+        swap: None,
+        load: None,
+        net: None,
+        disk: None,
+        processes: None,
+        psi: None,
+    }
+}
+
+/// Where `npm ci` put the packages.
+fn node_modules() -> PathBuf {
+    std::env::var_os("LOADSHIFT_NODE_MODULES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/opt/loadshift/js/node_modules"))
+}
+
+/// Runs tests/js/read_streams.js against `url` and returns its summary.
+fn read_with_javascript(url: &str) -> serde_json::Value {
+    let modules = node_modules();
+    assert!(
+        modules.join("@nats-io/jetstream").is_dir(),
+        "{} has no @nats-io/jetstream; scripts/setup installs it (npm ci of events/tests/js)",
+        modules.display()
+    );
+    let node = std::env::var("LOADSHIFT_NODE").unwrap_or_else(|_| "node".to_string());
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/js/read_streams.js");
+    let out = Command::new(&node)
+        .arg(script)
+        .arg(url)
+        .env("NODE_PATH", &modules)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {node} ({e}); scripts/setup installs nodejs"));
+    assert!(
+        out.status.success(),
+        "read_streams.js failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("summary JSON")
+}
+
+#[tokio::test]
+async fn the_javascript_client_reads_both_streams_and_the_object_store() {
+    let server = NatsServer::start();
+    let client = async_nats::connect(server.url()).await.expect("connect");
+    let js = async_nats::jetstream::new(client);
+    let settings = StreamSettings::default();
+    stream::declare(&js, &settings).await.expect("declare");
+
+    let node = NodeName::new("node2").unwrap();
+    let mut sent = vec![Envelope::new(
+        node.clone(),
+        Event::NodeJoined(NodeJoined {
+            source: "host".into(),
+            capacity_cores: 2.0,
+            memory_bytes: 1 << 30,
+            agent_version: "test".into(),
+        }),
+    )];
+    for seq in 0..4 {
+        sent.push(Envelope::new(
+            node.clone(),
+            Event::TelemetrySample(sample(seq)),
+        ));
+    }
+    sent.push(Envelope::new(
+        node.clone(),
+        Event::NodeLeft(NodeLeft {
+            reason: "SIGTERM".into(),
+            samples: 4,
+        }),
+    ));
+    for env in &sent {
+        connection::publish(&js, env).await.expect("publish");
+    }
+
+    // An image in flight, as a source executor leaves it for the target.
+    let store = stream::checkpoint_store(&js, &settings)
+        .await
+        .expect("object store");
+    let image = vec![7u8; 3 * stream::CHECKPOINT_CHUNK_BYTES / 2];
+    let mut reader: &[u8] = &image;
+    store
+        .put("migration-0193-counter", &mut reader)
+        .await
+        .expect("put an image");
+
+    let seen = read_with_javascript(&server.url());
+
+    let streams = &seen["streams"];
+    assert_eq!(streams["TELEMETRY"]["messages"], 4);
+    assert_eq!(streams["EVENTS"]["messages"], 2);
+    assert_eq!(
+        streams["EVENTS"]["subjects"],
+        serde_json::json!(["migration.>", "model.>", "node.>", "workload.>"])
+    );
+    assert_eq!(streams["EVENTS"]["storage"], "file");
+    let events = seen["events"].as_array().expect("events");
+    assert_eq!(events.len(), sent.len());
+    for env in &sent {
+        let id = env.id.to_string();
+        let e = events
+            .iter()
+            .find(|e| e["id"] == id)
+            .unwrap_or_else(|| panic!("event {id} not read back"));
+        assert_eq!(e["msg_id"], id, "Nats-Msg-Id is the event id");
+        assert_eq!(e["subject"], env.subject());
+        assert_eq!(e["kind"], env.kind().as_str());
+        assert_eq!(e["node"], "node2");
+        assert_eq!(e["schema"], 1);
+    }
+    let left = events
+        .iter()
+        .find(|e| e["kind"] == "node.left")
+        .expect("node.left read back");
+    assert_eq!(left["stream"], "EVENTS");
+    assert_eq!(
+        left["payload_keys"],
+        serde_json::json!(["reason", "samples"])
+    );
+
+    let objects = seen["objects"].as_array().expect("objects");
+    assert_eq!(
+        objects.len(),
+        1,
+        "the object store lists one image: {objects:?}"
+    );
+    assert_eq!(objects[0]["bucket"], stream::CHECKPOINTS);
+    assert_eq!(objects[0]["name"], "migration-0193-counter");
+    assert_eq!(objects[0]["size"], image.len());
+}
