@@ -130,6 +130,13 @@ impl Publisher {
         while let Some(env) = rest.next() {
             match connection::send(&self.js, &env).await {
                 Ok(ack) => in_flight.push_back((env, std::future::IntoFuture::into_future(ack))),
+                // The contract refuses it (a value out of range, too large):
+                // no retry can change that, and retrying would wedge the
+                // buffer behind it. Said once, then counted as done.
+                Err(e @ NatsError::Encode { .. }) => {
+                    tracing::warn!("refusing an event no reader could use: {e}");
+                    self.buffer.acked(1);
+                }
                 Err(e) => {
                     for env in std::iter::once(env).chain(rest) {
                         in_flight.push_back((env, Box::pin(std::future::pending())));
