@@ -13,8 +13,9 @@
 //!   ([`ReaderConfig::batch_messages`], [`batch_bytes`]), and asks for the
 //!   next batch only when half of the last one is consumed, so at most about
 //!   one and a half batches are in flight whatever the size of the events;
-//! - hands messages over through a bounded channel, so a slow caller slows
-//!   the pulls, never the server's view of the connection;
+//! - hands messages over through a bounded channel (in chunks of what was
+//!   ready together), so a slow caller slows the pulls, never the server's
+//!   view of the connection;
 //! - remembers the last stream sequence it delivered and, when the consumer
 //!   fails for any reason (server restart, consumer deleted, missed
 //!   heartbeats, a gap in delivery), re-creates it right after that sequence,
@@ -31,7 +32,7 @@ use async_nats::jetstream::{
     self,
     consumer::{pull, AckPolicy, DeliverPolicy},
 };
-use futures::{Stream, StreamExt};
+use futures::{FutureExt, Stream, StreamExt};
 use tokio::sync::mpsc;
 
 use crate::connection::NatsError;
@@ -48,6 +49,9 @@ pub const MIN_BATCH_BYTES: usize = 8 * 1024 * 1024;
 const EXPIRES: Duration = Duration::from_secs(30);
 /// See [`EXPIRES`].
 const HEARTBEAT: Duration = Duration::from_secs(5);
+/// Most messages handed over at once: what was ready together goes in one
+/// channel send, which keeps the hand-over cheap on a fast stream.
+const HANDOVER_CHUNK: usize = 256;
 /// Longest pause between two attempts to re-create a lost consumer.
 const MAX_RETRY_PAUSE: Duration = Duration::from_secs(2);
 
@@ -155,7 +159,8 @@ pub struct Delivery {
 /// A running reader: a [`Stream`] of [`Delivery`] that never ends by itself.
 #[derive(Debug)]
 pub struct Reader {
-    rx: mpsc::Receiver<Delivery>,
+    rx: mpsc::Receiver<Vec<Delivery>>,
+    ready: std::vec::IntoIter<Delivery>,
     pending_at_open: u64,
     task: tokio::task::JoinHandle<()>,
 }
@@ -172,7 +177,16 @@ impl Stream for Reader {
     type Item = Delivery;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Delivery>> {
-        self.rx.poll_recv(cx)
+        loop {
+            if let Some(d) = self.ready.next() {
+                return Poll::Ready(Some(d));
+            }
+            match self.rx.poll_recv(cx) {
+                Poll::Ready(Some(chunk)) => self.ready = chunk.into_iter(),
+                Poll::Ready(None) => return Poll::Ready(None),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
     }
 }
 
@@ -229,10 +243,11 @@ pub async fn open(js: &jetstream::Context, cfg: ReaderConfig) -> Result<Reader, 
     }
     let (consumer, pending_at_open) = pump.create().await?;
     let messages = pump.pull(&consumer).await?;
-    let (tx, rx) = mpsc::channel(pump.cfg.batch_messages);
+    let (tx, rx) = mpsc::channel((pump.cfg.batch_messages / HANDOVER_CHUNK).max(2));
     let task = tokio::spawn(pump.run(messages, tx));
     Ok(Reader {
         rx,
+        ready: Vec::new().into_iter(),
         pending_at_open,
         task,
     })
@@ -315,7 +330,7 @@ impl Pump {
             .map_err(NatsError::map("pull messages", self.cfg.stream.name()))
     }
 
-    async fn run(mut self, mut messages: pull::Stream, tx: mpsc::Sender<Delivery>) {
+    async fn run(mut self, mut messages: pull::Stream, tx: mpsc::Sender<Vec<Delivery>>) {
         loop {
             let why = match self.drain(&mut messages, &tx).await {
                 Some(why) => why,
@@ -335,11 +350,13 @@ impl Pump {
     }
 
     /// Hands messages over until the consumer fails (returns why) or the
-    /// reader is dropped (returns `None`).
+    /// reader is dropped (returns `None`). Messages that are ready together
+    /// go over in one hand-over, so a fast stream costs one wake-up per
+    /// chunk, not per message.
     async fn drain(
         &mut self,
         messages: &mut pull::Stream,
-        tx: &mpsc::Sender<Delivery>,
+        tx: &mpsc::Sender<Vec<Delivery>>,
     ) -> Option<String> {
         let mut expected_delivery: Option<u64> = None;
         loop {
@@ -347,47 +364,66 @@ impl Pump {
                 _ = tx.closed() => return None,
                 m = messages.next() => m,
             };
-            let message = match next {
-                None => return Some("the message stream ended".into()),
-                Some(Err(e)) => return Some(e.to_string()),
-                Some(Ok(m)) => m,
-            };
-            let info = match message.info() {
-                Ok(i) => (i.stream_sequence, i.consumer_sequence, i.pending),
-                Err(e) => {
-                    tracing::warn!(subject = %message.subject, error = %e,
-                        "message without JetStream metadata; ignored");
-                    continue;
+            let mut chunk = Vec::new();
+            let mut failed = self.accept(next, &mut expected_delivery, &mut chunk);
+            while failed.is_none() && chunk.len() < HANDOVER_CHUNK {
+                match messages.next().now_or_never() {
+                    Some(next) => failed = self.accept(next, &mut expected_delivery, &mut chunk),
+                    None => break,
                 }
-            };
-            let (seq, delivery, pending) = info;
-            // Deliveries are numbered 1, 2, 3... by the consumer; a jump means
-            // the client dropped one, so start again after the last good one.
-            if expected_delivery.is_some_and(|d| d != delivery) {
-                return Some(format!(
-                    "delivery {delivery} arrived where {} was due",
-                    expected_delivery.unwrap_or_default()
-                ));
             }
-            expected_delivery = Some(delivery + 1);
-            if seq <= self.last {
-                continue;
-            }
-            self.last = seq;
-            let d = Delivery {
-                stream: self.cfg.stream,
-                seq,
-                pending,
-                message,
-            };
-            if tx.send(d).await.is_err() {
+            if !chunk.is_empty() && tx.send(chunk).await.is_err() {
                 return None;
+            }
+            if failed.is_some() {
+                return failed;
             }
         }
     }
 
+    /// Adds one pulled item to `chunk`; returns why the consumer must be
+    /// re-created when it must.
+    fn accept(
+        &mut self,
+        next: Option<Result<jetstream::Message, pull::MessagesError>>,
+        expected_delivery: &mut Option<u64>,
+        chunk: &mut Vec<Delivery>,
+    ) -> Option<String> {
+        let message = match next {
+            None => return Some("the message stream ended".into()),
+            Some(Err(e)) => return Some(e.to_string()),
+            Some(Ok(m)) => m,
+        };
+        let (seq, delivery, pending) = match message.info() {
+            Ok(i) => (i.stream_sequence, i.consumer_sequence, i.pending),
+            Err(e) => {
+                tracing::warn!(subject = %message.subject, error = %e,
+                    "message without JetStream metadata; ignored");
+                return None;
+            }
+        };
+        // Deliveries are numbered 1, 2, 3... by the consumer; a jump means
+        // the client dropped one, so start again after the last good one.
+        if let Some(due) = *expected_delivery {
+            if due != delivery {
+                return Some(format!("delivery {delivery} arrived where {due} was due"));
+            }
+        }
+        *expected_delivery = Some(delivery + 1);
+        if seq > self.last {
+            self.last = seq;
+            chunk.push(Delivery {
+                stream: self.cfg.stream,
+                seq,
+                pending,
+                message,
+            });
+        }
+        None
+    }
+
     /// Re-creates the consumer until it works or the reader is dropped.
-    async fn recreate(&self, tx: &mpsc::Sender<Delivery>) -> Option<pull::Stream> {
+    async fn recreate(&self, tx: &mpsc::Sender<Vec<Delivery>>) -> Option<pull::Stream> {
         let mut pause = Duration::from_millis(100);
         loop {
             tokio::select! {
