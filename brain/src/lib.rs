@@ -23,6 +23,7 @@ pub mod replay;
 pub mod series;
 pub mod service;
 pub mod shutdown;
+pub mod simulate;
 pub mod status;
 pub mod store;
 pub mod training;
