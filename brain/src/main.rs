@@ -137,12 +137,19 @@ fn parse_every(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| e.to_string())
 }
 
-/// Model options shared by `evaluate`, `train` and `run`.
+/// Model options shared by `evaluate`, `train`, `run` and `simulate`.
 #[derive(Debug, Clone, Args)]
 struct ModelArgs {
-    /// Samples ahead the labels look.
-    #[arg(long, env = "LOADSHIFT_HORIZON", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=1000))]
-    horizon: u32,
+    /// The model's step: telemetry finer than this is averaged over each
+    /// step before features and labels are computed, in training and live
+    /// alike, so the windows (3 and 12 steps) and the horizon are durations
+    /// (`5m`: the reference traces' step; `1s` for a model of 1 s telemetry).
+    #[arg(long, env = "LOADSHIFT_STEP", default_value = "5m", value_parser = parse_step)]
+    step: Duration,
+    /// How far ahead the labels look: a duration (`15m`), or a bare number
+    /// of steps; rounded to whole steps (at least one).
+    #[arg(long, env = "LOADSHIFT_HORIZON", default_value = "15m")]
+    horizon: String,
     /// CPU % of capacity that counts as overload (onset label).
     #[arg(long, env = "LOADSHIFT_THRESHOLD", default_value_t = 90.0)]
     threshold: f32,
@@ -157,15 +164,43 @@ struct ModelArgs {
     max_depth: Option<u16>,
 }
 
+fn parse_step(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| e.to_string())?;
+    if d < Duration::from_millis(1) {
+        return Err("the step must be at least 1 ms".into());
+    }
+    Ok(d)
+}
+
 impl ModelArgs {
-    fn config(&self) -> TrainConfig {
+    fn config(&self) -> Result<TrainConfig, BadInput> {
+        let step_ms = self.step.as_millis().min(i64::MAX as u128) as i64;
+        let h = self.horizon.trim();
+        let horizon = match h.parse::<u32>() {
+            Ok(n) => n as usize,
+            Err(_) => {
+                let d = humantime::parse_duration(h).map_err(|e| {
+                    BadInput(format!(
+                        "--horizon {h:?}: a duration (15m) or a number of steps: {e}"
+                    ))
+                })?;
+                ((d.as_millis() as f64 / step_ms as f64).round() as usize).max(1)
+            }
+        };
+        if !(1..=1000).contains(&horizon) {
+            return Err(BadInput(format!(
+                "--horizon {h:?} is {horizon} steps of {}; between 1 and 1000 steps, please",
+                humantime::format_duration(self.step)
+            )));
+        }
         let mut c = TrainConfig::default().with_trees(self.trees, self.max_depth);
         c.labels = LabelConfig {
-            horizon: self.horizon as usize,
+            horizon,
             onset_pct: self.threshold,
             sustained_pct: self.sustained_threshold,
+            step_ms,
         };
-        c
+        Ok(c)
     }
 }
 
@@ -344,7 +379,7 @@ async fn run(a: RunArgs) -> anyhow::Result<()> {
     let cfg = ServiceConfig {
         batch: a.batch as usize,
         linger: Duration::from_millis(a.linger_ms),
-        train: a.model.config(),
+        train: a.model.config()?,
         retrain_every: (!a.retrain_every.is_zero()).then_some(a.retrain_every),
         emitter: a.name.clone(),
         planner: loadshift_brain::planner::PlannerConfig {
@@ -418,7 +453,7 @@ fn evaluate(a: EvaluateArgs) -> anyhow::Result<()> {
             a.split
         );
     }
-    let cfg = a.model.config();
+    let cfg = a.model.config()?;
     let report = loadshift_brain::evaluate::evaluate(&a.trace, a.test.as_deref(), a.split, &cfg)
         .with_context(|| format!("evaluating on {}", a.trace.display()))?;
     print!("{}", report.table());
@@ -436,7 +471,7 @@ async fn train(a: TrainArgs) -> anyhow::Result<()> {
     };
     let store = Store::open_existing(path)?;
     let folder = Folder::load(&store).context("reading the store")?;
-    let cfg = a.model.config();
+    let cfg = a.model.config()?;
     let state = *folder.model_state();
     let outcome = tokio::task::spawn_blocking(move || {
         loadshift_brain::training::train_from_store(&store, &cfg, &state)
@@ -501,7 +536,7 @@ fn simulate(a: SimulateArgs) -> anyhow::Result<()> {
             }
             PolicyName::Ai => {
                 let dir = a.train.as_deref().unwrap_or(std::path::Path::new("."));
-                let cfg = a.model.config();
+                let cfg = a.model.config()?;
                 let ds = loadshift_brain::evaluate::load_dataset(dir, &cfg.labels)
                     .map_err(|e| BadInput(format!("reading {}: {e}", dir.display())))?;
                 let rows: Vec<_> = ds.rows.iter().collect();

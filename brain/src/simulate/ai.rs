@@ -39,10 +39,11 @@ impl Ai {
         workloads: usize,
     ) -> Result<Self, SimulateError> {
         let bad = |e: &dyn std::fmt::Display| SimulateError::Usage(e.to_string());
+        let window = predictor.model().config.labels.window();
         Ok(Self {
             planner: Planner::new(config),
             predictor,
-            windows: vec![NodeWindow::new(); nodes],
+            windows: vec![window; nodes],
             nodes: (0..nodes)
                 .map(|i| NodeName::new(format!("node{i}")).map_err(|e| bad(&e)))
                 .collect::<Result<_, _>>()?,
