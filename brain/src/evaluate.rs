@@ -160,7 +160,16 @@ impl Report {
                         c.positives,
                         c.samples,
                     );
-                    let _ = writeln!(out, "| {name} | planner uses {} | | | | |", uses(clf));
+                    let _ = writeln!(
+                        out,
+                        "| {name} | planner uses {}; candidates' validation F1: {} | | | | |",
+                        uses(clf),
+                        c.candidates
+                            .iter()
+                            .map(|f| format!("{f:.3}"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    );
                 }
             }
             None => {

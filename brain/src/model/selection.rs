@@ -5,10 +5,11 @@
 //! training month, or on the month it is then scored on, does not carry over
 //! to the next month (its base rate of overloads differs). Here the training
 //! rows are cut at [`ORIGINS`] (shares of their time span, one moment for all
-//! nodes, so every node's later rows validate its earlier ones): fold *k*
-//! learns from everything before origin *k* (minus the last `horizon` rows of
-//! each node, whose labels look past the origin) and predicts the rows
-//! between origin *k* and the next origin (or the end). The validation rows
+//! nodes) and the nodes split into [`GROUPS`] groups: a fold learns from the
+//! other groups' rows before an origin (minus the last `horizon` rows of
+//! each node, whose labels look past the origin) and predicts this group's
+//! rows between that origin and the next (or the end): later rows of nodes
+//! it never saw. The validation rows
 //! of all folds, pooled, are never trained on by the forest that predicts
 //! them; on them, and only on them:
 //! - each candidate's raw probabilities are calibrated (isotonic, see
@@ -34,7 +35,7 @@ use super::TrainError;
 use crate::features::Features;
 
 /// Rolling origins, as shares of the training rows' time span.
-pub const ORIGINS: [f64; 2] = [0.5, 0.75];
+pub const ORIGINS: [f64; 3] = [0.4, 0.6, 0.8];
 
 /// One fold: indices of the rows it trains on and of those it validates on.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -45,7 +46,15 @@ pub struct Fold {
     pub valid: Vec<usize>,
 }
 
-/// The folds of `rows` at `origins` (increasing shares of the time span).
+/// Node groups of [`folds`]: node `n` is in group `n mod GROUPS`.
+pub const GROUPS: u32 = 2;
+
+/// The folds of `rows` at `origins` (increasing shares of the time span),
+/// grouped by node: for each origin and each node group, a fold learns from
+/// the *other* groups' rows before the origin and validates on this group's
+/// rows from the origin to the next one. Validation rows are thus later
+/// than every training row and come from nodes the fold never saw, as the
+/// next month of a cluster (or another cluster) will.
 pub fn folds(rows: &[&Row], horizon: usize, origins: &[f64]) -> Vec<Fold> {
     let mut times: Vec<i64> = rows.iter().map(|r| r.at_ms).collect();
     if times.is_empty() {
@@ -62,25 +71,33 @@ pub fn folds(rows: &[&Row], horizon: usize, origins: &[f64]) -> Vec<Fold> {
     for v in by_node.values_mut() {
         v.sort_by_key(|&i| rows[i].at_ms);
     }
-    cuts.iter()
-        .enumerate()
-        .map(|(k, &cut)| {
-            let end = cuts.get(k + 1).copied().unwrap_or(i64::MAX);
+    let groups = GROUPS.min(by_node.len() as u32).max(1);
+    let mut out = Vec::new();
+    for (k, &cut) in cuts.iter().enumerate() {
+        let end = cuts.get(k + 1).copied().unwrap_or(i64::MAX);
+        for g in 0..groups {
             let mut f = Fold::default();
-            for idx in by_node.values() {
+            for (node, idx) in &by_node {
                 let before = idx.partition_point(|&i| rows[i].at_ms < cut);
-                f.train
-                    .extend_from_slice(&idx[..before.saturating_sub(horizon)]);
-                f.valid.extend(
-                    idx[before..]
-                        .iter()
-                        .copied()
-                        .take_while(|&i| rows[i].at_ms < end),
-                );
+                let validates = groups == 1 || node % groups == g;
+                let trains = groups == 1 || node % groups != g;
+                if trains {
+                    f.train
+                        .extend_from_slice(&idx[..before.saturating_sub(horizon)]);
+                }
+                if validates {
+                    f.valid.extend(
+                        idx[before..]
+                            .iter()
+                            .copied()
+                            .take_while(|&i| rows[i].at_ms < end),
+                    );
+                }
             }
-            f
-        })
-        .collect()
+            out.push(f);
+        }
+    }
+    out
 }
 
 /// What was chosen for one label, and the validation scores it was chosen on.
@@ -119,20 +136,51 @@ pub struct Selection {
     pub origins: Vec<f64>,
 }
 
+/// Features that name a machine more than they describe its load: its
+/// size, its memory level and the count of its workloads. Trees that read
+/// them can learn each training VM by heart, which validation on other
+/// nodes ([`folds`]) exposes.
+pub const IDENTITY_FEATURES: [&str; 5] = [
+    "capacity_cores",
+    "mem_pct",
+    "mem_mean_long",
+    "mem_diff_short",
+    "workloads",
+];
+
+/// The bit mask of [`IDENTITY_FEATURES`].
+pub fn identity_mask() -> u64 {
+    IDENTITY_FEATURES
+        .iter()
+        .filter_map(|n| crate::features::index_of(n))
+        .fold(0u64, |m, i| m | (1 << i))
+}
+
 /// The hyper-parameters tried for a label: the configured ones first, then
-/// a smoother forest (bigger leaves, shallower: steadier probabilities) and
-/// one with more negatives per positive (a bag closer to the true base rate).
+/// a smoother forest (bigger leaves, shallower: steadier probabilities),
+/// one with more negatives per positive (a bag closer to the true base
+/// rate), and both first two without the [`IDENTITY_FEATURES`].
 pub fn candidates(base: &ForestParams) -> Vec<ForestParams> {
+    let smooth = ForestParams {
+        min_samples_leaf: base.min_samples_leaf.max(20),
+        max_depth: base.max_depth.min(8),
+        ..*base
+    };
+    let shape = identity_mask();
     vec![
         *base,
-        ForestParams {
-            min_samples_leaf: base.min_samples_leaf.max(20),
-            max_depth: base.max_depth.min(8),
-            ..*base
-        },
+        smooth,
         ForestParams {
             neg_per_pos: base.neg_per_pos * 4.0,
             ..*base
+        },
+        ForestParams {
+            exclude: base.exclude | shape,
+            ..*base
+        },
+        ForestParams {
+            exclude: base.exclude | shape,
+            ..smooth
         },
     ]
 }
@@ -199,9 +247,9 @@ pub fn choose_label(
     for params in candidates {
         let mut raw = Vec::with_capacity(truth.len());
         for ((tx, ty, _), (vx, _, _)) in &usable {
-            let fitted = forest::fit(tx, ty, params, threads)
+            let fitted = forest::fit_forest(tx, ty, params, threads)
                 .map_err(|source| TrainError::Forest { label, source })?;
-            raw.extend(vx.iter().map(|x| fitted.forest.probability(x)));
+            raw.extend(vx.iter().map(|x| fitted.probability(x)));
         }
         let iso = Isotonic::fit(&raw, &truth);
         let calibrated: Vec<f32> = raw.iter().map(|p| iso.apply(*p)).collect();
@@ -275,18 +323,27 @@ mod tests {
             .flat_map(|n| (0..100).map(move |i| row(n, i * 1000, 0.0)))
             .collect();
         let refs: Vec<&Row> = rows.iter().collect();
-        let f = folds(&refs, 3, &ORIGINS);
-        assert_eq!(f.len(), 2);
+        let f = folds(&refs, 3, &[0.5, 0.75]);
+        // Two origins, two node groups.
+        assert_eq!(f.len(), 4);
         for fold in &f {
             let last_train = fold.train.iter().map(|&i| rows[i].at_ms).max().unwrap();
             let first_valid = fold.valid.iter().map(|&i| rows[i].at_ms).min().unwrap();
             assert!(last_train < first_valid);
             // The horizon gap: each node loses its last 3 rows before the origin.
             assert_eq!(first_valid - last_train, 4000);
+            // Grouped by node: a fold never validates on a node it learned from.
+            let node = |i: &usize| rows[*i].node;
+            let trained: std::collections::BTreeSet<u32> = fold.train.iter().map(node).collect();
+            assert!(fold.valid.iter().all(|i| !trained.contains(&node(i))));
         }
-        // Validation slices do not overlap and reach the end.
-        assert_eq!(f[0].valid.len(), 2 * 25);
-        assert_eq!(f[1].valid.len(), 2 * 25);
+        // Validation slices do not overlap and reach the end: 25 rows of one
+        // node per fold.
+        assert!(f.iter().all(|x| x.valid.len() == 25));
+        let mut all: Vec<usize> = f.iter().flat_map(|x| x.valid.clone()).collect();
+        all.sort_unstable();
+        all.dedup();
+        assert_eq!(all.len(), 100);
     }
 
     #[test]

@@ -405,6 +405,10 @@ async fn bring_up(
         .and_then(Path::parent)
         .unwrap_or(Path::new("."));
     brain.push(repo.join("brain/tests/fixtures/traces").into());
+    // The demo compresses time: one 5-minute trace step is one second of
+    // this cluster (a minute-long ramp would not fill one 5-minute step).
+    brain.push("--step".into());
+    brain.push("1s".into());
     cluster.start(
         spec(
             "brain",
