@@ -57,10 +57,14 @@ impl Ai {
     /// The planner configuration the simulation uses: the service's
     /// defaults, with the hysteresis of one model step (one prediction per
     /// 5-minute sample here: three in a row would wait 15 minutes, the whole
-    /// horizon).
+    /// horizon) and cooldowns of the threshold policy's order (a node 30
+    /// minutes, a workload an hour: at a 5-minute step the service's 2 and
+    /// 10 minutes let a node shed a workload at every step).
     pub fn planner_config() -> PlannerConfig {
         PlannerConfig {
             k: 1,
+            node_cooldown: std::time::Duration::from_secs(30 * 60),
+            workload_cooldown: std::time::Duration::from_secs(60 * 60),
             silent_after: std::time::Duration::from_secs(600),
             requested_by: "simulate".into(),
             ..PlannerConfig::default()
