@@ -246,3 +246,45 @@ fn the_planner_uses_the_rule_when_the_model_loses_on_validation() {
     assert!(sel.onset.model.f1 > sel.onset.rule.f1);
     assert_eq!(m.onset.rule_pct, None);
 }
+
+#[test]
+fn simulate_command_prints_one_json_object_per_policy_and_refuses_bad_input() {
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_loadshift-brain"))
+            .arg("simulate")
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let fx = fixture();
+    let fx = fx.to_str().unwrap();
+    for policy in ["none", "threshold", "spread"] {
+        let out = run(&["--trace", fx, "--nodes", "2", "--policy", policy, "--json"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8_lossy(&out.stdout);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 1, "{text}");
+        let v: serde_json::Value = serde_json::from_str(lines[0]).unwrap();
+        assert_eq!(v["policy"], policy);
+        for key in ["overload_node_minutes", "migrations", "gib_moved"] {
+            assert!(v[key].is_number(), "{key} in {text}");
+        }
+        if policy == "none" {
+            assert_eq!(v["migrations"], 0);
+        }
+    }
+    // No model for the ai policy, a missing trace, no nodes: usage errors.
+    for bad in [
+        vec!["--trace", fx, "--policy", "ai"],
+        vec!["--trace", "/nonexistent/traces", "--policy", "none"],
+        vec!["--trace", fx, "--nodes", "0", "--policy", "none"],
+    ] {
+        let out = run(&bad);
+        assert_eq!(out.status.code(), Some(2), "{bad:?}");
+        assert!(!out.stderr.is_empty());
+    }
+}
