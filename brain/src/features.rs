@@ -132,7 +132,7 @@ impl Bucket {
         self.cpu += f64::from(s.cpu.usage_pct);
         self.mem_used += s.memory.used_bytes as f64;
         self.n += 1;
-        self.last = s.clone();
+        self.last.clone_from(s);
     }
 
     /// One sample standing for the whole step: mean CPU and memory in use,

@@ -68,8 +68,9 @@ impl Live {
             .ok()
             .and_then(|g| g.as_ref().map(|p| p.model().config.labels))
             .unwrap_or_default();
+        let step = (labels.step_ms > 0).then_some(labels.step_ms);
         let w = match self.windows.get_mut(node) {
-            Some(w) if w.step_ms() == labels.window().step_ms() => w,
+            Some(w) if w.step_ms() == step => w,
             _ => {
                 let mut w = labels.window();
                 if let Some(old) = self.windows.get(node) {
