@@ -26,6 +26,7 @@ pub mod registry;
 pub mod replay;
 pub mod series;
 pub mod service;
+pub mod simulate;
 pub mod status;
 pub mod store;
 pub mod training;

@@ -67,6 +67,11 @@ pub struct ForestParams {
     pub max_bag_rows: usize,
     /// Seed of every random choice (same data, same seed: same forest).
     pub seed: u64,
+    /// Features no tree may read (bit i: feature i), e.g. those that name
+    /// a machine rather than describe its load, which let trees learn one
+    /// VM by heart instead of how load evolves.
+    #[serde(default)]
+    pub exclude: u64,
 }
 
 impl Default for ForestParams {
@@ -79,6 +84,7 @@ impl Default for ForestParams {
             neg_per_pos: 1.0,
             max_bag_rows: 20_000,
             seed: 7,
+            exclude: 0,
         }
     }
 }
@@ -94,6 +100,7 @@ impl ForestParams {
             ("neg_per_pos", self.neg_per_pos),
             ("max_bag_rows", self.max_bag_rows as f64),
             ("seed", self.seed as f64),
+            ("excluded_features", f64::from(self.exclude.count_ones())),
         ]
         .into_iter()
         .map(|(n, v)| (format!("{prefix}{n}"), v))
@@ -259,10 +266,16 @@ fn grow(
 ) -> Result<Grown, ForestError> {
     let mut rng = Rng::new(p.seed.wrapping_mul(1_000_003).wrapping_add(index));
     // Features this tree sees.
-    let m = ((N_FEATURES as f64 * p.feature_fraction).round() as usize).clamp(1, N_FEATURES);
-    let mut feats: Vec<usize> = (0..N_FEATURES).collect();
+    let mut feats: Vec<usize> = (0..N_FEATURES)
+        .filter(|f| p.exclude & (1 << f) == 0)
+        .collect();
+    if feats.is_empty() {
+        feats = (0..N_FEATURES).collect();
+    }
+    let avail = feats.len();
+    let m = ((avail as f64 * p.feature_fraction).round() as usize).clamp(1, avail);
     for i in 0..m {
-        let j = i + rng.below(N_FEATURES - i);
+        let j = i + rng.below(avail - i);
         feats.swap(i, j);
     }
     feats.truncate(m);
@@ -363,6 +376,30 @@ pub fn fit(
     p: &ForestParams,
     threads: usize,
 ) -> Result<Fitted, ForestError> {
+    grow_all(x, y, p, threads, true)
+}
+
+/// Grows a forest without its out-of-bag predictions (when later rows,
+/// not out-of-bag ones, will judge it: a fold of model selection).
+///
+/// # Errors
+/// As [`fit`].
+pub fn fit_forest(
+    x: &[Features],
+    y: &[bool],
+    p: &ForestParams,
+    threads: usize,
+) -> Result<Forest, ForestError> {
+    grow_all(x, y, p, threads, false).map(|f| f.forest)
+}
+
+fn grow_all(
+    x: &[Features],
+    y: &[bool],
+    p: &ForestParams,
+    threads: usize,
+    with_oob: bool,
+) -> Result<Fitted, ForestError> {
     let pos: Vec<u32> = (0..y.len() as u32).filter(|&i| y[i as usize]).collect();
     let neg: Vec<u32> = (0..y.len() as u32).filter(|&i| !y[i as usize]).collect();
     if pos.is_empty() || neg.is_empty() {
@@ -412,7 +449,11 @@ pub fn fit(
     }
     let bag_rows = bags.iter().map(|b| b.len() as u64).sum();
     let forest = Forest { trees };
-    let oob = out_of_bag(&forest, &bags, x, threads);
+    let oob = if with_oob {
+        out_of_bag(&forest, &bags, x, threads)
+    } else {
+        Vec::new()
+    };
     Ok(Fitted {
         forest,
         importances,

@@ -525,6 +525,10 @@ impl Launch<'_> {
             .and_then(Path::parent)
             .unwrap_or(Path::new("."));
         brain.push(repo.join("brain/tests/fixtures/traces").into());
+        // The demo compresses time: one 5-minute trace step is one second of
+        // this cluster (a minute-long ramp would not fill one 5-minute step).
+        brain.push("--step".into());
+        brain.push("1s".into());
         self.start_binary(cluster, "brain", brain, Some(control))?;
         println!("brain        store {}", self.state.join("brain").display());
         let listen = self.a.listen.to_string();
