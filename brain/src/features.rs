@@ -103,10 +103,58 @@ struct Obs {
     mem: f32,
 }
 
+/// Samples of one model step being averaged (see [`NodeWindow::with_step`]).
+#[derive(Debug, Clone)]
+struct Bucket {
+    start_ms: i64,
+    last_ms: i64,
+    cpu: f64,
+    mem_used: f64,
+    n: u32,
+    last: Sample,
+}
+
+impl Bucket {
+    fn new(s: &Sample) -> Self {
+        let at = s.at.timestamp_millis();
+        Self {
+            start_ms: at,
+            last_ms: at,
+            cpu: 0.0,
+            mem_used: 0.0,
+            n: 0,
+            last: s.clone(),
+        }
+    }
+
+    fn add(&mut self, s: &Sample) {
+        self.last_ms = s.at.timestamp_millis();
+        self.cpu += f64::from(s.cpu.usage_pct);
+        self.mem_used += s.memory.used_bytes as f64;
+        self.n += 1;
+        self.last = s.clone();
+    }
+
+    /// One sample standing for the whole step: mean CPU and memory in use,
+    /// everything else from its last sample, at the step's start.
+    fn mean(&self) -> Sample {
+        let n = f64::from(self.n.max(1));
+        let mut s = self.last.clone();
+        s.at = chrono::DateTime::from_timestamp_millis(self.start_ms).unwrap_or(s.at);
+        s.cpu.usage_pct = (self.cpu / n) as f32;
+        s.memory.used_bytes = (self.mem_used / n) as u64;
+        s
+    }
+}
+
 /// The sliding windows of one node. Push its samples in time order; each
-/// accepted sample yields its feature vector.
+/// accepted sample (or, with a step, each completed step) yields its
+/// feature vector.
 #[derive(Debug, Clone)]
 pub struct NodeWindow {
+    /// The model's step in ms (`None`: every sample is a step).
+    step_ms: Option<i64>,
+    bucket: Option<Bucket>,
     recent: VecDeque<Obs>,
     day: VecDeque<(i64, f32)>,
     intervals: VecDeque<i64>,
@@ -126,6 +174,8 @@ impl NodeWindow {
     /// An empty window.
     pub fn new() -> Self {
         Self {
+            step_ms: None,
+            bucket: None,
             recent: VecDeque::with_capacity(LONG),
             day: VecDeque::new(),
             intervals: VecDeque::with_capacity(STEP_HISTORY),
@@ -136,10 +186,34 @@ impl NodeWindow {
         }
     }
 
+    /// An empty window that resamples what it is pushed to one sample per
+    /// `step_ms` (the step of the model it feeds): samples finer than the
+    /// step are averaged (CPU and memory in use) over each step, which is
+    /// emitted when a sample of the next step arrives; samples as coarse as
+    /// the step (within 10 %) pass through one for one. So a load sampled
+    /// every second and the same load sampled every 5 minutes give a 5-minute
+    /// model the same feature vectors.
+    pub fn with_step(step_ms: i64) -> Self {
+        Self {
+            step_ms: Some(step_ms.max(1)),
+            ..Self::new()
+        }
+    }
+
     /// Records how many workloads the node runs now (until told otherwise);
     /// unknown counts as 0.
     pub fn set_workloads(&mut self, n: Option<u32>) {
         self.workloads = n;
+    }
+
+    /// The step it resamples to, ms (`None`: every sample is a step).
+    pub fn step_ms(&self) -> Option<i64> {
+        self.step_ms
+    }
+
+    /// The workload count it reports.
+    pub fn workloads(&self) -> Option<u32> {
+        self.workloads
     }
 
     /// The segment the last accepted sample belongs to: it changes after a
@@ -166,6 +240,27 @@ impl NodeWindow {
     /// sample is not after the last one (a repeated timestamp or one out of
     /// order: the first seen wins, as in the trace loader).
     pub fn push(&mut self, s: &Sample) -> Option<Features> {
+        let Some(step) = self.step_ms else {
+            return self.push_step(s);
+        };
+        let at = s.at.timestamp_millis();
+        let mut out = None;
+        if let Some(b) = &self.bucket {
+            if at <= b.last_ms {
+                return None;
+            }
+            if at - b.start_ms >= step - step / 10 {
+                let mean = b.mean();
+                self.bucket = None;
+                out = self.push_step(&mean);
+            }
+        }
+        self.bucket.get_or_insert_with(|| Bucket::new(s)).add(s);
+        out
+    }
+
+    /// Takes one step's sample (see [`NodeWindow::push`]).
+    fn push_step(&mut self, s: &Sample) -> Option<Features> {
         let at = s.at.timestamp_millis();
         if let Some(last) = self.last_at_ms {
             if at <= last {
@@ -443,6 +538,44 @@ mod tests {
         }
         let v = last.unwrap();
         assert_eq!(f(&v, "cpu_day_ago"), 5.0);
+    }
+
+    #[test]
+    fn the_same_load_at_two_steps_gives_the_same_features() {
+        // A load that changes every 5 minutes (a ramp, a spike, a plateau),
+        // sampled every minute and every 5 minutes, fed to 5-minute windows.
+        let level = |t: i64| match t / 300 {
+            k if k < 20 => 10.0 + k as f32 * 4.0,
+            20 => 95.0,
+            k => 40.0 + (k % 7) as f32,
+        };
+        let run = |every: i64| {
+            let mut w = NodeWindow::with_step(300_000);
+            (0..=40 * 300)
+                .step_by(every as usize)
+                .filter_map(|t| w.push(&sample(t, level(t))))
+                .collect::<Vec<_>>()
+        };
+        let fine = run(60);
+        let coarse = run(300);
+        assert_eq!(fine.len(), 40);
+        assert_eq!(fine, coarse);
+        // And the horizon means the same: labels of both series agree.
+        let cpu = |v: &[Features]| v.iter().map(|x| x[0]).collect::<Vec<_>>();
+        let cfg = crate::labels::LabelConfig::default();
+        let seg = vec![0; 40];
+        assert_eq!(
+            crate::labels::label_series(&cpu(&fine), &seg, &cfg),
+            crate::labels::label_series(&cpu(&coarse), &seg, &cfg)
+        );
+        // Without a step, the minute samples would be five times as many
+        // steps: a 3-step horizon would look 3 minutes ahead, not 15.
+        let mut raw = NodeWindow::new();
+        let n = (0..=40 * 300)
+            .step_by(60)
+            .filter_map(|t| raw.push(&sample(t, level(t))))
+            .count();
+        assert_eq!(n, 201);
     }
 
     #[test]

@@ -16,16 +16,43 @@
 
 use serde::{Deserialize, Serialize};
 
-/// Thresholds and horizon of both labels.
+/// Thresholds and horizon of both labels, and the step that gives the
+/// horizon and the feature windows their duration.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct LabelConfig {
-    /// Samples ahead.
+    /// Steps ahead: the horizon lasts `horizon × step_ms`.
     pub horizon: usize,
     /// CPU % that counts as overload for the onset label.
     pub onset_pct: f32,
     /// Mean CPU % over the horizon that counts as sustained overload.
     pub sustained_pct: f32,
+    /// The model's step, ms: samples are resampled to it before features
+    /// and labels are computed (see [`crate::features::NodeWindow::with_step`]),
+    /// in training and live alike. 0 (models from before): every sample is
+    /// a step, whatever its interval.
+    #[serde(default)]
+    pub step_ms: i64,
 }
+
+impl LabelConfig {
+    /// The window that resamples to this step.
+    pub fn window(&self) -> crate::features::NodeWindow {
+        if self.step_ms > 0 {
+            crate::features::NodeWindow::with_step(self.step_ms)
+        } else {
+            crate::features::NodeWindow::new()
+        }
+    }
+
+    /// How far ahead the labels look, in ms (0 when the step is unknown).
+    pub fn horizon_ms(&self) -> i64 {
+        self.horizon as i64 * self.step_ms
+    }
+}
+
+/// The default step: the reference traces' 5 minutes, so that a 3-step
+/// horizon is 15 minutes and the windows are 15 minutes and an hour.
+pub const DEFAULT_STEP_MS: i64 = 300_000;
 
 impl Default for LabelConfig {
     fn default() -> Self {
@@ -33,6 +60,7 @@ impl Default for LabelConfig {
             horizon: 3,
             onset_pct: 90.0,
             sustained_pct: 85.0,
+            step_ms: DEFAULT_STEP_MS,
         }
     }
 }
@@ -112,6 +140,7 @@ mod tests {
             horizon: 1,
             onset_pct: 95.0,
             sustained_pct: 85.0,
+            ..LabelConfig::default()
         };
         let l = label_series(&cpu, &[0; 5], &cfg);
         assert_eq!(

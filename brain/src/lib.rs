@@ -25,6 +25,7 @@ pub mod registry;
 pub mod replay;
 pub mod series;
 pub mod service;
+pub mod simulate;
 pub mod status;
 pub mod store;
 pub mod training;

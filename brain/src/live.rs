@@ -3,7 +3,11 @@
 //! sample. This is what the planner reads.
 //!
 //! The windows use the exact code the trainer used to build its rows, so a
-//! live feature vector equals the training one for the same samples.
+//! live feature vector equals the training one for the same samples. They
+//! resample telemetry to the active model's step (its `labels.step_ms`; the
+//! default 5 minutes before a model is active): a node's window is started
+//! again when the active model's step differs from the one it was built
+//! for, so a model always reads features of its own time scale.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -58,18 +62,32 @@ impl Live {
     /// Feeds one folded sample of `node`; returns its view when the sample
     /// was new (not a repeat or out of order).
     pub fn observe(&mut self, node: &str, s: &Sample) -> Option<&NodeView> {
+        let labels = self
+            .predictor
+            .read()
+            .ok()
+            .and_then(|g| g.as_ref().map(|p| p.model().config.labels))
+            .unwrap_or_default();
         let w = match self.windows.get_mut(node) {
-            Some(w) => w,
-            None => self.windows.entry(node.to_string()).or_default(),
+            Some(w) if w.step_ms() == labels.window().step_ms() => w,
+            _ => {
+                let mut w = labels.window();
+                if let Some(old) = self.windows.get(node) {
+                    w.set_workloads(old.workloads());
+                }
+                self.windows.insert(node.to_string(), w);
+                self.windows.get_mut(node)?
+            }
         };
         let features = w.push(s)?;
+        let at_ms = w.last_at_ms().unwrap_or_else(|| s.at.timestamp_millis());
         let p = self
             .predictor
             .read()
             .ok()
             .and_then(|g| g.as_ref().map(|p| (p.predict(&features), p.version)));
         let view = NodeView {
-            at_ms: s.at.timestamp_millis(),
+            at_ms,
             features,
             prediction: p.map(|(p, _)| p),
             model_version: p.map(|(_, v)| v),
@@ -80,9 +98,15 @@ impl Live {
 
     /// Records how many workloads `node` runs (from `telemetry.workloads`).
     pub fn workloads(&mut self, node: &str, n: u32) {
+        let labels = self
+            .predictor
+            .read()
+            .ok()
+            .and_then(|g| g.as_ref().map(|p| p.model().config.labels))
+            .unwrap_or_default();
         self.windows
             .entry(node.to_string())
-            .or_default()
+            .or_insert_with(|| labels.window())
             .set_workloads(Some(n));
     }
 

@@ -70,7 +70,54 @@ enum Command {
     /// while a brain runs on the store: the service trains itself when a
     /// `model.train_requested` event arrives.
     Train(TrainArgs),
+    /// Closed-loop value benchmark: place the VMs of `--trace` as workloads
+    /// on `--nodes` nodes (VM i on node i mod N, every node sized so that
+    /// the mean total demand is 35 % of the cluster), advance 5 minutes at a
+    /// time and let each policy move workloads (each move charged a freeze
+    /// from its memory at the throughput measured in BENCHMARKS.md, dump
+    /// CPU on the source, a 10-minute cooldown). `ai` is the brain's planner
+    /// with a model trained on `--train` (every choice made on later rows of
+    /// it); `threshold` an Incus-style reactive rebalancer; `spread` a
+    /// DRS-style balancer every 5 minutes; `none` moves nothing. Prints one
+    /// table row per policy, or with `--json` one JSON object per line.
+    Simulate(SimulateArgs),
 }
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum PolicyName {
+    Ai,
+    Threshold,
+    Spread,
+    None,
+}
+
+#[derive(Debug, Clone, Args)]
+struct SimulateArgs {
+    /// A directory of Bitbrains-format `.csv` traces: the workloads.
+    #[arg(long, env = "LOADSHIFT_SIMULATE_TRACE")]
+    trace: PathBuf,
+    /// Nodes to place them on.
+    #[arg(long, env = "LOADSHIFT_SIMULATE_NODES", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    nodes: u32,
+    /// One policy (default: all four, `none` first).
+    #[arg(long, value_enum)]
+    policy: Option<PolicyName>,
+    /// Traces to train the `ai` policy's model on (an earlier month).
+    #[arg(long, env = "LOADSHIFT_SIMULATE_TRAIN")]
+    train: Option<PathBuf>,
+    /// One JSON object per policy instead of the table.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    model: ModelArgs,
+    #[command(flatten)]
+    log: LogArgs,
+}
+
+/// Bad input found after parsing: exit code 2, like clap's own errors.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct BadInput(String);
 
 #[derive(Debug, Clone, Args)]
 struct TrainArgs {
@@ -90,12 +137,19 @@ fn parse_every(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| e.to_string())
 }
 
-/// Model options shared by `evaluate`, `train` and `run`.
+/// Model options shared by `evaluate`, `train`, `run` and `simulate`.
 #[derive(Debug, Clone, Args)]
 struct ModelArgs {
-    /// Samples ahead the labels look.
-    #[arg(long, env = "LOADSHIFT_HORIZON", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=1000))]
-    horizon: u32,
+    /// The model's step: telemetry finer than this is averaged over each
+    /// step before features and labels are computed, in training and live
+    /// alike, so the windows (3 and 12 steps) and the horizon are durations
+    /// (`5m`: the reference traces' step; `1s` for a model of 1 s telemetry).
+    #[arg(long, env = "LOADSHIFT_STEP", default_value = "5m", value_parser = parse_step)]
+    step: Duration,
+    /// How far ahead the labels look: a duration (`15m`), or a bare number
+    /// of steps; rounded to whole steps (at least one).
+    #[arg(long, env = "LOADSHIFT_HORIZON", default_value = "15m")]
+    horizon: String,
     /// CPU % of capacity that counts as overload (onset label).
     #[arg(long, env = "LOADSHIFT_THRESHOLD", default_value_t = 90.0)]
     threshold: f32,
@@ -110,15 +164,43 @@ struct ModelArgs {
     max_depth: Option<u16>,
 }
 
+fn parse_step(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| e.to_string())?;
+    if d < Duration::from_millis(1) {
+        return Err("the step must be at least 1 ms".into());
+    }
+    Ok(d)
+}
+
 impl ModelArgs {
-    fn config(&self) -> TrainConfig {
+    fn config(&self) -> Result<TrainConfig, BadInput> {
+        let step_ms = self.step.as_millis().min(i64::MAX as u128) as i64;
+        let h = self.horizon.trim();
+        let horizon = match h.parse::<u32>() {
+            Ok(n) => n as usize,
+            Err(_) => {
+                let d = humantime::parse_duration(h).map_err(|e| {
+                    BadInput(format!(
+                        "--horizon {h:?}: a duration (15m) or a number of steps: {e}"
+                    ))
+                })?;
+                ((d.as_millis() as f64 / step_ms as f64).round() as usize).max(1)
+            }
+        };
+        if !(1..=1000).contains(&horizon) {
+            return Err(BadInput(format!(
+                "--horizon {h:?} is {horizon} steps of {}; between 1 and 1000 steps, please",
+                humantime::format_duration(self.step)
+            )));
+        }
         let mut c = TrainConfig::default().with_trees(self.trees, self.max_depth);
         c.labels = LabelConfig {
-            horizon: self.horizon as usize,
+            horizon,
             onset_pct: self.threshold,
             sustained_pct: self.sustained_threshold,
+            step_ms,
         };
-        c
+        Ok(c)
     }
 }
 
@@ -245,6 +327,7 @@ fn main() -> ExitCode {
         Command::Status(a) => &a.common.log,
         Command::Evaluate(a) => &a.log,
         Command::Train(a) => &a.common.log,
+        Command::Simulate(a) => &a.log,
     };
     log.init();
     let runtime = match tokio::runtime::Runtime::new() {
@@ -261,10 +344,15 @@ fn main() -> ExitCode {
             Command::Status(a) => status(a),
             Command::Evaluate(a) => evaluate(a),
             Command::Train(a) => train(a).await,
+            Command::Simulate(a) => simulate(a),
         }
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.downcast_ref::<BadInput>().is_some() => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
         Err(e) => {
             tracing::error!("{e:#}");
             eprintln!("error: {e:#}");
@@ -297,7 +385,7 @@ async fn run(a: RunArgs) -> anyhow::Result<()> {
     let cfg = ServiceConfig {
         batch: a.batch as usize,
         linger: Duration::from_millis(a.linger_ms),
-        train: a.model.config(),
+        train: a.model.config()?,
         retrain_every: (!a.retrain_every.is_zero()).then_some(a.retrain_every),
         emitter: a.name.clone(),
         planner: loadshift_brain::planner::PlannerConfig {
@@ -377,7 +465,7 @@ fn evaluate(a: EvaluateArgs) -> anyhow::Result<()> {
             a.split
         );
     }
-    let cfg = a.model.config();
+    let cfg = a.model.config()?;
     let report = loadshift_brain::evaluate::evaluate(&a.trace, a.test.as_deref(), a.split, &cfg)
         .with_context(|| format!("evaluating on {}", a.trace.display()))?;
     print!("{}", report.table());
@@ -395,7 +483,7 @@ async fn train(a: TrainArgs) -> anyhow::Result<()> {
     };
     let store = Store::open_existing(path)?;
     let fold = Fold::load(&store).context("reading the store")?;
-    let cfg = a.model.config();
+    let cfg = a.model.config()?;
     let state = *fold.model_state();
     let outcome = tokio::task::spawn_blocking(move || {
         loadshift_brain::training::train_from_store(&store, &cfg, &state)
@@ -424,5 +512,68 @@ async fn train(a: TrainArgs) -> anyhow::Result<()> {
             None => "not activated".to_string(),
         }
     );
+    Ok(())
+}
+
+fn simulate(a: SimulateArgs) -> anyhow::Result<()> {
+    use loadshift_brain::simulate::{self, ai::Ai, policy, report, CostModel, Grid, Layout};
+    let wanted: Vec<PolicyName> = match a.policy {
+        Some(p) => vec![p],
+        None => vec![
+            PolicyName::None,
+            PolicyName::Threshold,
+            PolicyName::Spread,
+            PolicyName::Ai,
+        ],
+    };
+    if wanted.contains(&PolicyName::Ai) && a.train.is_none() {
+        return Err(BadInput(
+            "the ai policy needs a model: pass --train DIR (traces of an earlier period)".into(),
+        )
+        .into());
+    }
+    let grid = Grid::from_traces(&a.trace, 300_000)
+        .map_err(|e| BadInput(format!("reading {}: {e}", a.trace.display())))?;
+    let layout = Layout::default_for(&grid, a.nodes as usize);
+    let cost = CostModel::default();
+    let mut outcomes = Vec::new();
+    for p in wanted {
+        let o = match p {
+            PolicyName::None => simulate::run(&grid, &layout, &mut policy::Stay, &cost),
+            PolicyName::Threshold => {
+                simulate::run(&grid, &layout, &mut policy::Threshold::default(), &cost)
+            }
+            PolicyName::Spread => {
+                simulate::run(&grid, &layout, &mut policy::Spread::default(), &cost)
+            }
+            PolicyName::Ai => {
+                let dir = a.train.as_deref().unwrap_or(std::path::Path::new("."));
+                let cfg = a.model.config()?;
+                let ds = loadshift_brain::evaluate::load_dataset(dir, &cfg.labels)
+                    .map_err(|e| BadInput(format!("reading {}: {e}", dir.display())))?;
+                let rows: Vec<_> = ds.rows.iter().collect();
+                let m = loadshift_brain::model::train(&rows, &cfg, 1)
+                    .with_context(|| format!("training on {}", dir.display()))?;
+                let predictor = loadshift_brain::model::Predictor::new(m);
+                let mut ai = Ai::new(
+                    predictor,
+                    Ai::planner_config(),
+                    layout.nodes,
+                    grid.names.len(),
+                )?;
+                simulate::run(&grid, &layout, &mut ai, &cost)
+            }
+        };
+        outcomes.push(o);
+    }
+    report::relative_to_none(&mut outcomes);
+    if a.json {
+        print!("{}", report::json(&outcomes));
+    } else {
+        print!(
+            "{}",
+            report::table(&layout, grid.names.len(), grid.times.len(), &outcomes)
+        );
+    }
     Ok(())
 }

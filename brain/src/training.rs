@@ -242,12 +242,18 @@ pub fn train_from_trace(
     train_dataset(store, &ds, cfg, state, t0, true)
 }
 
-/// Trains, scores and stores a model from `ds`. A `bootstrap` model (the
-/// first, from reference traces, when the cluster has no history) is
-/// activated when it beats the static thresholds on onset, the early warning
-/// the brain exists for: with nothing else to predict with, a sustained score
-/// a little under "CPU now ≥ 85 %" on a small reference set must not leave the
-/// cluster without a model. Every later model must also match on sustained.
+/// Trains, scores and stores a model from `ds`: every choice (cut-offs,
+/// hyper-parameters, model-or-rule per label) is made on later rows of the
+/// training share ([`crate::model::selection`]); the latest 30 % of time is
+/// held back and only scored.
+///
+/// The first model (none active) is always activated: each of its labels
+/// already falls back to the static rule when the forest lost on the
+/// validation rows, so planning with it is never worse, on those rows, than
+/// the rule it is compared with, and a brain without a predictor would not
+/// plan at all. A later model replaces the active one only when it beats it
+/// on the same held-back rows (`bootstrap` no longer changes that rule; it
+/// only names where the rows came from).
 fn train_dataset(
     store: &Store,
     ds: &Dataset,
@@ -266,41 +272,57 @@ fn train_dataset(
     let grid = model::baseline_grid();
     let (m, eval, _) = model::train_and_evaluate(&train_rows, &test_rows, cfg, version, &grid)?;
     let train_seconds = t0.elapsed().as_secs_f64();
-    // The baseline picks its threshold where the model picks its cut-off:
-    // on the training rows. Picking it on the held-back rows would let the
-    // baseline see the answers the model is scored on.
-    let on_train = model::evaluate(&m, &train_rows, &grid);
-    let onset_pct = on_train.onset.best_static().0;
-    let sustained_pct = on_train.sustained.best_static().0;
+    // The baseline's threshold is chosen where the model's cut-off is: on
+    // the validation rows (later training rows), or, without enough history
+    // for those, on the training rows. Never on the held-back rows.
+    let (onset_pct, sustained_pct) = match &m.selection {
+        Some(sel) => (sel.onset.rule_pct, sel.sustained.rule_pct),
+        None => {
+            let on_train = model::evaluate(&m, &train_rows, &grid);
+            (
+                on_train.onset.best_static().0,
+                on_train.sustained.best_static().0,
+            )
+        }
+    };
     // Compare with the active model on the same rows, or with the baseline.
     let active = if state.active > 0 {
         load_model(store, state.active)?.filter(Model::matches_features)
     } else {
         None
     };
-    let (onset_bar, sustained_bar, against) = match &active {
+    let source = if bootstrap {
+        "reference traces"
+    } else {
+        "this cluster's history"
+    };
+    let win = match &active {
         Some(a) => {
             let e = model::evaluate(a, &test_rows, &grid);
-            (
-                e.onset.model.f1,
-                e.sustained.model.f1,
-                format!("active model {}", a.version),
-            )
+            model::beats(&eval, e.onset.planner.f1, e.sustained.planner.f1).then(|| {
+                format!(
+                    "onset F1 {:.3} > {:.3} and sustained F1 {:.3} vs {:.3} of active model {}, on {} held-back samples of {source}",
+                    eval.onset.planner.f1,
+                    e.onset.planner.f1,
+                    eval.sustained.planner.f1,
+                    e.sustained.planner.f1,
+                    a.version,
+                    eval.sustained.samples
+                )
+            })
         }
-        None => (
+        None => Some(format!(
+            "first model, from {source}: onset uses the {}, sustained the {} (chosen on {} later validation samples); on {} held-back samples onset F1 {:.3} vs {:.3} and sustained F1 {:.3} vs {:.3} of static thresholds {onset_pct}%/{sustained_pct}%",
+            uses(&m.onset),
+            uses(&m.sustained),
+            m.selection.as_ref().map_or(0, |s| s.onset.samples),
+            eval.sustained.samples,
+            eval.onset.planner.f1,
             eval.onset.static_at(onset_pct).f1,
+            eval.sustained.planner.f1,
             eval.sustained.static_at(sustained_pct).f1,
-            format!(
-                "static thresholds {onset_pct}%/{sustained_pct}% (chosen on the training rows)"
-            ),
-        ),
+        )),
     };
-    let sustained_bar = if bootstrap && active.is_none() {
-        0.0
-    } else {
-        sustained_bar
-    };
-    let win = model::beats(&eval, onset_bar, sustained_bar);
     let telemetry: Vec<u64> = train_rows
         .iter()
         .map(|r| r.seq)
@@ -322,19 +344,24 @@ fn train_dataset(
         ),
         features: m.features.clone(),
         hyper_parameters: cfg.named(),
-        onset: eval.onset.to_event_with(onset_pct),
-        sustained: eval.sustained.to_event_with(sustained_pct),
+        onset: eval.onset.to_event_with(
+            onset_pct,
+            &m.onset,
+            m.selection.as_ref().map(|s| &s.onset),
+        ),
+        sustained: eval.sustained.to_event_with(
+            sustained_pct,
+            &m.sustained,
+            m.selection.as_ref().map(|s| &s.sustained),
+        ),
         importances: m.named_importances(),
         train_rows: m.bag_rows,
         train_seconds,
     };
-    let activated = win.then(|| Activated {
+    let activated = win.map(|reason| Activated {
         version,
         replaces: active.as_ref().map(|a| a.version),
-        reason: format!(
-            "onset F1 {:.3} > {onset_bar:.3} and sustained F1 {:.3} vs {sustained_bar:.3} of {against}, on {} held-back samples",
-            eval.onset.model.f1, eval.sustained.model.f1, eval.sustained.samples
-        ),
+        reason,
     });
     store_model(store, &m)?;
     Ok(Outcome {
@@ -343,6 +370,14 @@ fn train_dataset(
         trained,
         activated,
     })
+}
+
+/// Which predictor a label uses, in words.
+fn uses(c: &model::Classifier) -> String {
+    match c.rule_pct {
+        Some(pct) => format!("static rule cpu >= {pct}% (the model lost on validation)"),
+        None => format!("model (p >= {:.3})", c.cutoff),
+    }
 }
 
 /// Publishes an outcome's events (`model.trained`, then `model.activated`).

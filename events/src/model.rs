@@ -47,6 +47,33 @@ pub struct LabelScores {
     pub positives: u64,
     /// Held-back samples scored.
     pub samples: u64,
+    /// The predictor the planner uses for this label, on the same held-back
+    /// samples: the model, or the static rule when the model lost on the
+    /// validation rows (`rule_used`). Absent in events from before.
+    #[serde(default)]
+    pub planner: Score,
+    /// The model lost to the static rule on the validation rows, so the
+    /// planner alarms on `cpu now >= validation_rule_pct` for this label.
+    #[serde(default)]
+    pub rule_used: bool,
+    /// The model (calibrated, at its cut-off) on the validation rows: rows
+    /// later in time than those it learned from, where its cut-off,
+    /// hyper-parameters and the model-or-rule decision were chosen.
+    #[serde(default)]
+    pub validation_model: Score,
+    /// The best static rule on the same validation rows.
+    #[serde(default)]
+    pub validation_rule: Score,
+    /// That rule's CPU threshold, in percent.
+    #[serde(default)]
+    pub validation_rule_pct: f64,
+    /// The model's cut-off on its calibrated probability.
+    #[serde(default)]
+    pub cutoff: f64,
+    /// Validation samples the choices were made on (0: too little history,
+    /// the cut-off came from out-of-bag rows).
+    #[serde(default)]
+    pub validation_samples: u64,
 }
 
 /// A model was trained (it is not active until `model.activated`).

@@ -400,6 +400,7 @@ fn scores(model_f1: f64) -> LabelScores {
         baseline_threshold_pct: 85.0,
         positives: 41,
         samples: 1200,
+        ..Default::default()
     }
 }
 

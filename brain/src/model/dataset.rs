@@ -4,7 +4,7 @@
 
 use loadshift_events::Sample;
 
-use crate::features::{Features, NodeWindow};
+use crate::features::Features;
 use crate::labels::{label_series, LabelConfig, Labels};
 
 /// One sample of one node, as the model sees it.
@@ -47,14 +47,16 @@ impl Dataset {
         samples.sort_by_key(|(seq, s)| (s.at.timestamp_millis(), *seq));
         let node = self.nodes.len() as u32;
         self.nodes.push(name.to_string());
-        let mut w = NodeWindow::new();
+        let mut w = cfg.window();
         let mut rows = Vec::with_capacity(samples.len());
         let mut segments = Vec::with_capacity(samples.len());
         for (seq, s) in samples {
             if let Some(x) = w.push(s) {
                 rows.push(Row {
                     node,
-                    at_ms: s.at.timestamp_millis(),
+                    // The step's own time (a resampled step ends when the
+                    // next one's first sample arrives).
+                    at_ms: w.last_at_ms().unwrap_or_else(|| s.at.timestamp_millis()),
                     seq,
                     x,
                     cpu: x[0],

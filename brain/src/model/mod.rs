@@ -8,9 +8,11 @@
 //! the active one in a [`SharedPredictor`] and the per-node windows in
 //! [`crate::live::Live`].
 
+pub mod calibration;
 pub mod dataset;
 pub mod forest;
 pub mod score;
+pub mod selection;
 
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
@@ -92,14 +94,46 @@ impl TrainConfig {
     }
 }
 
-/// One forest and the probability from which it says "yes".
+/// One forest, its calibration and the probability from which it says
+/// "yes", or the static rule that replaces it when it lost on validation.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Classifier {
     /// The forest.
     pub forest: forest::Forest,
-    /// Flag when the probability is at or above this (chosen for the best
-    /// F1 on out-of-bag training predictions, never on test rows).
+    /// Flag when the calibrated probability is at or above this (chosen for
+    /// the best F1 on later validation rows, see [`selection`]; on
+    /// out-of-bag rows when there was too little history to validate on).
     pub cutoff: f32,
+    /// Raw forest output to probability (identity for models trained
+    /// before calibration existed).
+    #[serde(default)]
+    pub calibration: calibration::Isotonic,
+    /// When set, the forest lost to the static rule `cpu now >= pct` on the
+    /// validation rows, and alarms come from that rule instead.
+    #[serde(default)]
+    pub rule_pct: Option<f32>,
+}
+
+impl Classifier {
+    /// The calibrated probability of `x`.
+    pub fn probability(&self, x: &Features) -> f32 {
+        self.calibration.apply(self.forest.probability(x))
+    }
+
+    /// Whether the forest alone flags `x` (its calibrated probability at or
+    /// above its cut-off), whatever predictor the planner uses.
+    pub fn model_alarm(&self, x: &Features) -> bool {
+        self.probability(x) >= self.cutoff
+    }
+
+    /// Whether the predictor the planner uses for this label flags `x`: the
+    /// forest, or the static rule when the forest lost on validation.
+    pub fn alarm(&self, x: &Features) -> bool {
+        match self.rule_pct {
+            Some(pct) => x[0] >= pct,
+            None => self.model_alarm(x),
+        }
+    }
 }
 
 /// A trained model: what is stored in sled (as JSON) under its version.
@@ -120,6 +154,10 @@ pub struct Model {
     pub importances: Vec<f64>,
     /// Rows in the bags, both forests.
     pub bag_rows: u64,
+    /// What was chosen on later validation rows, and their scores (`None`:
+    /// too little history to validate on, or a model from before).
+    #[serde(default)]
+    pub selection: Option<selection::Selection>,
 }
 
 impl Model {
@@ -164,6 +202,7 @@ fn fit_label(
     label: &'static str,
     pick: fn(&Row) -> Option<bool>,
     params: &ForestParams,
+    choice: Option<&selection::LabelChoice>,
     threads: usize,
 ) -> Result<(Classifier, [f64; N_FEATURES], u64), TrainError> {
     let (x, y): (Vec<Features>, Vec<bool>) = rows
@@ -173,17 +212,26 @@ fn fit_label(
     if x.is_empty() {
         return Err(TrainError::NoRows(label));
     }
-    let fitted = forest::fit(&x, &y, params, threads)
+    let params = choice.map_or(*params, |c| c.params);
+    let fitted = forest::fit(&x, &y, &params, threads)
         .map_err(|source| TrainError::Forest { label, source })?;
-    let (cutoff, _) = best_cutoff(&fitted.oob, &y);
-    Ok((
-        Classifier {
+    let classifier = match choice {
+        Some(c) => Classifier {
             forest: fitted.forest,
-            cutoff,
+            cutoff: c.cutoff,
+            calibration: c.calibration.clone(),
+            rule_pct: c.use_rule.then_some(c.rule_pct),
         },
-        fitted.importances,
-        fitted.bag_rows,
-    ))
+        // Too little history to validate on: the out-of-bag rows are the
+        // only rows the forest did not learn from.
+        None => Classifier {
+            forest: fitted.forest,
+            cutoff: best_cutoff(&fitted.oob, &y).0,
+            calibration: calibration::Isotonic::default(),
+            rule_pct: None,
+        },
+    };
+    Ok((classifier, fitted.importances, fitted.bag_rows))
 }
 
 /// The onset label of a row.
@@ -196,14 +244,67 @@ pub fn sustained_of(r: &Row) -> Option<bool> {
     r.labels.sustained
 }
 
-/// Trains both forests on `rows` (training rows only).
+/// Makes every choice on later rows of `rows` ([`selection`]); `None` when
+/// a label has too little history to validate on.
+fn select(rows: &[&Row], cfg: &TrainConfig) -> Option<selection::Selection> {
+    let folds = selection::folds(rows, cfg.labels.horizon, &selection::ORIGINS);
+    let grid = baseline_grid();
+    let pick = |label, f, p: &ForestParams| {
+        selection::choose_label(
+            rows,
+            &folds,
+            label,
+            f,
+            &selection::candidates(p),
+            &grid,
+            cfg.threads,
+        )
+    };
+    let onset = pick("onset", onset_of, &cfg.onset);
+    let sustained = pick("sustained", sustained_of, &cfg.sustained);
+    match (onset, sustained) {
+        (Ok(onset), Ok(sustained)) => Some(selection::Selection {
+            onset,
+            sustained,
+            origins: selection::ORIGINS.to_vec(),
+        }),
+        (o, s) => {
+            let why = [o.err(), s.err()]
+                .into_iter()
+                .flatten()
+                .map(|e| e.to_string())
+                .collect::<Vec<_>>()
+                .join("; ");
+            tracing::info!(%why, "too little history to choose on later rows: cut-offs from out-of-bag rows");
+            None
+        }
+    }
+}
+
+/// Trains both forests on `rows` (training rows only): chooses their
+/// hyper-parameters, calibration, cut-offs and model-or-rule on later rows
+/// of `rows` ([`selection`]), then grows the chosen forests on all of them.
 ///
 /// # Errors
 /// [`TrainError`] when a label has no rows or only one class.
 pub fn train(rows: &[&Row], cfg: &TrainConfig, version: u64) -> Result<Model, TrainError> {
-    let (onset, imp_o, bag_o) = fit_label(rows, "onset", onset_of, &cfg.onset, cfg.threads)?;
-    let (sustained, imp_s, bag_s) =
-        fit_label(rows, "sustained", sustained_of, &cfg.sustained, cfg.threads)?;
+    let chosen = select(rows, cfg);
+    let (onset, imp_o, bag_o) = fit_label(
+        rows,
+        "onset",
+        onset_of,
+        &cfg.onset,
+        chosen.as_ref().map(|c| &c.onset),
+        cfg.threads,
+    )?;
+    let (sustained, imp_s, bag_s) = fit_label(
+        rows,
+        "sustained",
+        sustained_of,
+        &cfg.sustained,
+        chosen.as_ref().map(|c| &c.sustained),
+        cfg.threads,
+    )?;
     Ok(Model {
         version,
         features: FEATURE_NAMES.iter().map(|s| s.to_string()).collect(),
@@ -216,14 +317,18 @@ pub fn train(rows: &[&Row], cfg: &TrainConfig, version: u64) -> Result<Model, Tr
             .map(|(a, b)| (a + b) / 2.0)
             .collect(),
         bag_rows: bag_o + bag_s,
+        selection: chosen,
     })
 }
 
 /// One label's scores on one set of rows.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LabelEval {
-    /// The model.
+    /// The model (its calibrated probability at its cut-off).
     pub model: Score,
+    /// The predictor the planner uses: the model, or the static rule when
+    /// the model lost on the validation rows.
+    pub planner: Score,
     /// Each static threshold (CPU now ≥ pct) on the same rows.
     pub statics: Vec<(f32, Score)>,
     /// Positive rows.
@@ -233,12 +338,12 @@ pub struct LabelEval {
 }
 
 impl LabelEval {
-    /// The best of the static thresholds, by F1.
+    /// The best of the static thresholds, by F1 (ties: the higher one).
     pub fn best_static(&self) -> (f32, Score) {
         self.statics
             .iter()
             .copied()
-            .max_by(|a, b| a.1.f1.total_cmp(&b.1.f1))
+            .max_by(|a, b| a.1.f1.total_cmp(&b.1.f1).then(a.0.total_cmp(&b.0)))
             .unwrap_or((0.0, Score::default()))
     }
 
@@ -252,28 +357,28 @@ impl LabelEval {
     }
 
     /// As `model.trained` carries it, the baseline being the static
-    /// threshold at `pct` (chosen on the training rows, as the model's own
+    /// threshold at `pct` (chosen on rows before these, as the model's own
     /// cut-off is: neither predictor sees the held-back rows before it is
-    /// scored on them).
-    pub fn to_event_with(&self, pct: f32) -> LabelScores {
+    /// scored on them), with the validation scores of `choice`.
+    pub fn to_event_with(
+        &self,
+        pct: f32,
+        clf: &Classifier,
+        choice: Option<&selection::LabelChoice>,
+    ) -> LabelScores {
         LabelScores {
             model: self.model,
             baseline: self.static_at(pct),
             baseline_threshold_pct: f64::from(pct),
             positives: self.positives,
             samples: self.samples,
-        }
-    }
-
-    /// As `model.trained` carries it (baseline: the best static threshold).
-    pub fn to_event(&self) -> LabelScores {
-        let (pct, baseline) = self.best_static();
-        LabelScores {
-            model: self.model,
-            baseline,
-            baseline_threshold_pct: f64::from(pct),
-            positives: self.positives,
-            samples: self.samples,
+            planner: self.planner,
+            rule_used: clf.rule_pct.is_some(),
+            validation_model: choice.map(|c| c.model).unwrap_or_default(),
+            validation_rule: choice.map(|c| c.rule).unwrap_or_default(),
+            validation_rule_pct: choice.map_or(0.0, |c| f64::from(c.rule_pct)),
+            cutoff: f64::from(clf.cutoff),
+            validation_samples: choice.map_or(0, |c| c.samples),
         }
     }
 }
@@ -294,19 +399,22 @@ fn eval_label(
     thresholds: &[f32],
 ) -> LabelEval {
     let mut model = Confusion::default();
+    let mut planner = Confusion::default();
     let mut statics = vec![Confusion::default(); thresholds.len()];
     let (mut positives, mut samples) = (0, 0);
     for r in rows {
         let Some(actual) = pick(r) else { continue };
         samples += 1;
         positives += u64::from(actual);
-        model.add(clf.forest.probability(&r.x) >= clf.cutoff, actual);
+        model.add(clf.model_alarm(&r.x), actual);
+        planner.add(clf.alarm(&r.x), actual);
         for (c, t) in statics.iter_mut().zip(thresholds) {
             c.add(r.cpu >= *t, actual);
         }
     }
     LabelEval {
         model: model.score(),
+        planner: planner.score(),
         statics: thresholds
             .iter()
             .copied()
@@ -330,8 +438,8 @@ pub fn evaluate(model: &Model, rows: &[&Row], thresholds: &[f32]) -> Evaluation 
 /// better onset F1 (what the brain exists for) and a sustained F1 at most
 /// [`SUSTAINED_TOLERANCE`] below.
 pub fn beats(candidate: &Evaluation, onset_f1: f64, sustained_f1: f64) -> bool {
-    candidate.onset.model.f1 > onset_f1
-        && candidate.sustained.model.f1 >= sustained_f1 - SUSTAINED_TOLERANCE
+    candidate.onset.planner.f1 > onset_f1
+        && candidate.sustained.planner.f1 >= sustained_f1 - SUSTAINED_TOLERANCE
 }
 
 /// How far below the bar a sustained F1 may be and still "match" it.
@@ -369,9 +477,11 @@ pub struct Prediction {
     pub onset: f32,
     /// Probability of sustained overload over the horizon.
     pub sustained: f32,
-    /// `onset` is at or above the model's own cut-off.
+    /// The onset predictor the planner uses says "yes": `onset` at or above
+    /// the model's cut-off, or the static rule when the model lost on
+    /// validation.
     pub onset_alarm: bool,
-    /// `sustained` is at or above the model's own cut-off.
+    /// The same for sustained overload.
     pub sustained_alarm: bool,
 }
 
@@ -400,13 +510,11 @@ impl Predictor {
     /// Both probabilities for one feature vector (from a
     /// [`crate::features::NodeWindow`]).
     pub fn predict(&self, x: &Features) -> Prediction {
-        let onset = self.model.onset.forest.probability(x);
-        let sustained = self.model.sustained.forest.probability(x);
         Prediction {
-            onset,
-            sustained,
-            onset_alarm: onset >= self.model.onset.cutoff,
-            sustained_alarm: sustained >= self.model.sustained.cutoff,
+            onset: self.model.onset.probability(x),
+            sustained: self.model.sustained.probability(x),
+            onset_alarm: self.model.onset.alarm(x),
+            sustained_alarm: self.model.sustained.alarm(x),
         }
     }
 
