@@ -14,12 +14,15 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use clap::Args;
 use loadshift_events::cli::LogArgs;
+use loadshift_events::reader::{self, ReaderConfig, Start as ReaderStart};
 use loadshift_events::shutdown::{Listener, Shutdown};
+use loadshift_events::stream::StreamId;
 use loadshift_events::{connection, liveness, stream, Envelope, Event, NodeName};
 
 use super::workload::RuntimeArg;
 use crate::up::cgroup::{self, NodeCgroup};
 use crate::up::docker;
+use crate::up::report::StopReport;
 use crate::up::scenario::{self, Scenario};
 use crate::up::supervise::{Spec, Supervised};
 use crate::up::usage::Meter;
@@ -233,6 +236,11 @@ pub async fn run(a: UpArgs) -> anyhow::Result<ExitCode> {
     // Follow the services (the supervisors restart them) and meter the
     // control plane until asked to stop.
     let meter = meter_until_stopped(&cluster, &mut stop).await;
+    // Read the log while nats-server still runs.
+    match read_run_log(&nats_url).await {
+        Ok(log) => print!("{}", StopReport::fold(&log, started_at).render()),
+        Err(e) => eprintln!("warning: no stop report, the log could not be read: {e:#}"),
+    }
     println!("stopping (SIGTERM, SIGKILL after {:?})", a.grace);
     cluster.stop().await;
     report_usage(&meter, &state, clock.elapsed().as_secs_f64());
@@ -341,6 +349,31 @@ async fn meter_until_stopped(cluster: &Cluster, stop: &mut Listener) -> Meter {
             }
         }
     }
+}
+
+/// Every envelope of both streams (TELEMETRY and EVENTS) as stored now;
+/// unreadable messages are skipped, as every consumer of the log does.
+async fn read_run_log(nats_url: &str) -> anyhow::Result<Vec<Envelope>> {
+    let client = async_nats::ConnectOptions::new()
+        .name("loadshift-up report")
+        .connect(nats_url)
+        .await
+        .with_context(|| format!("connecting to {nats_url}"))?;
+    let js = async_nats::jetstream::new(client);
+    let mut out = Vec::new();
+    for id in StreamId::ALL {
+        let cfg = ReaderConfig::ephemeral(id, ReaderStart::First, "loadshift up report");
+        let read = reader::read_existing(&js, cfg, Duration::from_secs(10), |d| {
+            if let Ok(e) = Envelope::from_message(&d.message.subject, &d.message.payload) {
+                out.push(e);
+            }
+        });
+        tokio::time::timeout(Duration::from_secs(60), read)
+            .await
+            .with_context(|| format!("reading {} took over 60 s", id.name()))?
+            .with_context(|| format!("reading {}", id.name()))?;
+    }
+    Ok(out)
 }
 
 /// Writes `usage.json` and prints what the control plane used.

@@ -6,10 +6,12 @@
 //!   when it dies, stopped with SIGTERM then SIGKILL;
 //! - [`docker`]: whether a Docker daemon answers;
 //! - [`usage`]: CPU time and memory of the control plane, read from /proc;
-//! - [`scenario`]: what load is put on the nodes once they are up.
+//! - [`scenario`]: what load is put on the nodes once they are up;
+//! - [`report`]: what is printed on stop (time in overload, lead times).
 
 pub mod cgroup;
 pub mod docker;
+pub mod report;
 pub mod scenario;
 pub mod supervise;
 pub mod usage;
