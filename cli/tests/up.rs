@@ -354,6 +354,19 @@ async fn up_ramp_ends_in_a_migration_decided_by_the_brain_and_leaves_nothing_beh
     assert!(status.success(), "loadshift up exited with {status}");
     up.wait_line("stopped; logs are in", Duration::from_secs(5))
         .await;
+    // The stop report: node2's time in overload, and the move's lead time.
+    let node2 = up.wait_line("  node2 ", Duration::from_secs(1)).await;
+    assert!(node2.contains("s sampled"), "{node2}");
+    let moved = up
+        .wait_line(
+            &format!("{} node2 -> ", completed.workload),
+            Duration::from_secs(1),
+        )
+        .await;
+    assert!(
+        moved.contains("(by brain") && moved.contains("completed"),
+        "{moved}"
+    );
     up.assert_nothing_left();
     report(&up.dir(), completed_at, first_overload);
 }
@@ -453,6 +466,11 @@ async fn up_without_docker_runs_the_process_runtime_and_says_so() {
         .await;
     let status = up.stop().await;
     assert!(status.success(), "loadshift up exited with {status}");
+    // The stop report covers both nodes even when nothing moved.
+    up.wait_line("time at CPU >= 90 %", Duration::from_secs(5))
+        .await;
+    up.wait_line("  node2 ", Duration::from_secs(1)).await;
+    up.wait_line("  none", Duration::from_secs(1)).await;
     up.assert_nothing_left();
 }
 

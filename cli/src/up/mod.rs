@@ -7,11 +7,15 @@
 //! - [`docker`]: whether a Docker daemon answers;
 //! - [`usage`]: CPU time and memory of the control plane, read from /proc;
 //! - [`scenario`]: what load is put on the nodes once they are up;
-//! - [`report`]: what is printed on stop (time in overload, lead times).
+//! - [`outcome`]: the live trace run in the simulator's value table;
+//! - [`report`]: what is printed on stop (time in overload, lead times);
+//! - [`trace_plan`]: which trace VMs the trace scenario runs where, and how.
 
 pub mod cgroup;
 pub mod docker;
+pub mod outcome;
 pub mod report;
 pub mod scenario;
 pub mod supervise;
+pub mod trace_plan;
 pub mod usage;

@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use chrono::{DateTime, Utc};
+use loadshift_brain::simulate::Outcome;
 use loadshift_events::{Envelope, Event, NodeName, WorkloadName};
 use uuid::Uuid;
 
@@ -34,6 +35,8 @@ pub struct NodeOverload {
     pub sampled_secs: f64,
     /// When it first reached the line, if it did.
     pub first_overload: Option<DateTime<Utc>>,
+    /// Times it went from below the line to at or above it.
+    pub episodes: u64,
 }
 
 /// How a migration's timing compares with its source's overload.
@@ -73,6 +76,12 @@ pub struct MigrationLead {
     pub ended_at: Option<DateTime<Utc>>,
     /// Whether it completed.
     pub completed: bool,
+    /// Bytes of the image moved, when it completed.
+    pub image_bytes: u64,
+    /// Milliseconds the workload was frozen, when it completed.
+    pub downtime_ms: f64,
+    /// Milliseconds its source spent dumping, when it completed.
+    pub dump_ms: f64,
     /// Its lead time.
     pub lead: Lead,
 }
@@ -106,6 +115,7 @@ impl StopReport {
         let mut predictions: BTreeMap<NodeName, Vec<DateTime<Utc>>> = BTreeMap::new();
         let mut requests: Vec<Request<'a>> = Vec::new();
         let mut ends: BTreeMap<Uuid, (DateTime<Utc>, bool)> = BTreeMap::new();
+        let mut costs: BTreeMap<Uuid, (u64, f64, f64)> = BTreeMap::new();
         for env in envelopes {
             if env.occurred_at < since {
                 continue;
@@ -124,6 +134,15 @@ impl StopReport {
                 }),
                 Event::MigrationCompleted(c) => {
                     ends.insert(c.migration, (env.occurred_at, true));
+                    let t = &c.timings;
+                    costs.insert(
+                        c.migration,
+                        (
+                            c.image_bytes,
+                            t.downtime_ms.unwrap_or(0.0),
+                            t.dump_ms.unwrap_or(0.0),
+                        ),
+                    );
                 }
                 Event::MigrationFailed(f) => {
                     ends.entry(f.migration).or_insert((env.occurred_at, false));
@@ -150,6 +169,8 @@ impl StopReport {
                     .and_then(|p| p[..p.partition_point(|t| *t <= r.at)].last().copied())
                     .unwrap_or(r.at);
                 let end = ends.get(&r.req.migration).copied();
+                let (image_bytes, downtime_ms, dump_ms) =
+                    costs.get(&r.req.migration).copied().unwrap_or_default();
                 let empty = Series::new();
                 let source = series.get(&r.req.source).unwrap_or(&empty);
                 MigrationLead {
@@ -162,6 +183,9 @@ impl StopReport {
                     probability: r.req.reason.probability,
                     ended_at: end.map(|(at, _)| at),
                     completed: end.is_some_and(|(_, ok)| ok),
+                    image_bytes,
+                    downtime_ms,
+                    dump_ms,
                     lead: lead(source, predicted_at, end.map(|(at, _)| at)),
                 }
             })
@@ -202,6 +226,37 @@ impl StopReport {
             let _ = writeln!(out, "  {}", migration_line(m));
         }
         out
+    }
+}
+
+impl StopReport {
+    /// The run as a row of the simulator's value table (the same
+    /// [`Outcome`] `loadshift-brain simulate` prints), for the nodes in
+    /// `nodes`: time in overload counted in trace minutes (real seconds
+    /// times `speed`), the completed migrations' bytes, freeze and dump
+    /// time as measured, and failed ones as refused.
+    pub fn outcome(&self, policy: &str, nodes: &[NodeName], speed: f64) -> Outcome {
+        let mut o = Outcome {
+            policy: policy.to_string(),
+            ..Outcome::default()
+        };
+        for n in self.nodes.iter().filter(|n| nodes.contains(&n.node)) {
+            o.overload_node_minutes += n.overloaded_secs * speed / 60.0;
+            o.overload_episodes += n.episodes;
+        }
+        for m in &self.migrations {
+            match (m.completed, m.ended_at) {
+                (true, _) => {
+                    o.migrations += 1;
+                    o.gib_moved += m.image_bytes as f64 / (1u64 << 30) as f64;
+                    o.freeze_seconds += m.downtime_ms / 1000.0;
+                    o.dump_core_seconds += m.dump_ms / 1000.0;
+                }
+                (false, Some(_)) => o.refused += 1,
+                (false, None) => {}
+            }
+        }
+        o
     }
 }
 
@@ -257,7 +312,9 @@ fn node_overload(node: &NodeName, s: &Series) -> NodeOverload {
         overloaded_secs: 0.0,
         sampled_secs: 0.0,
         first_overload: None,
+        episodes: 0,
     };
+    let mut was_over = false;
     for (i, (at, pct)) in s.iter().enumerate() {
         // The last sample stands for one usual gap.
         let span = s
@@ -265,10 +322,15 @@ fn node_overload(node: &NodeName, s: &Series) -> NodeOverload {
             .map_or(usual, |(next, _)| secs(*next - *at))
             .clamp(0.0, cap);
         out.sampled_secs += span;
-        if *pct >= OVERLOAD_PCT {
+        let over = *pct >= OVERLOAD_PCT;
+        if over {
             out.overloaded_secs += span;
             out.first_overload.get_or_insert(*at);
+            if !was_over {
+                out.episodes += 1;
+            }
         }
+        was_over = over;
     }
     out
 }
@@ -421,6 +483,7 @@ mod tests {
         assert_eq!(n2.overloaded_secs, 2.0);
         assert_eq!(n2.sampled_secs, 5.0);
         assert_eq!(n2.first_overload, Some(at(2)));
+        assert_eq!(n2.episodes, 1);
         assert_eq!(r.nodes[1].overloaded_secs, 0.0);
         assert!(r.migrations.is_empty());
         assert!(r.render().contains("none"));
@@ -453,6 +516,23 @@ mod tests {
         assert!(m.completed);
         assert_eq!(m.lead, Lead::BeforeAnyOverload);
         assert!(r.render().contains("before any overload"), "{}", r.render());
+    }
+
+    #[test]
+    fn the_run_as_a_row_of_the_value_table() {
+        let id = Uuid::now_v7();
+        let log = ramp(vec![predicted("node2", 0), requested(id, 1), completed(id, 4)]);
+        let r = StopReport::fold(&log, t0());
+        // 2 s at the line on node2, at 300x: 600 trace seconds, 10 minutes.
+        let o = r.outcome("ai (live)", &[node("node2"), node("node3")], 300.0);
+        assert_eq!(o.policy, "ai (live)");
+        assert_eq!(o.overload_node_minutes, 10.0);
+        assert_eq!(o.overload_episodes, 1);
+        assert_eq!(o.migrations, 1);
+        assert_eq!(o.gib_moved, 1.0 / 1024.0);
+        // Only the nodes asked for.
+        let o = r.outcome("ai (live)", &[node("node3")], 300.0);
+        assert_eq!(o.overload_node_minutes, 0.0);
     }
 
     #[test]
