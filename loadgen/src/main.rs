@@ -175,7 +175,8 @@ fn resize(memory: &mut Vec<u8>, mib: usize) {
     if memory.len() < old {
         memory.shrink_to_fit();
     }
-    for (i, page) in memory[old.min(memory.len())..].chunks_mut(PAGE).enumerate() {
+    let from = old.min(memory.len());
+    for (i, page) in memory[from..].chunks_mut(PAGE).enumerate() {
         page[0] = ((old / PAGE + i) as u8) | 1;
     }
 }

@@ -22,11 +22,11 @@ use loadshift_events::{connection, liveness, stream, Envelope, Event, NodeName};
 use super::workload::RuntimeArg;
 use crate::up::cgroup::{self, NodeCgroup};
 use crate::up::docker;
-use crate::up::report::StopReport;
-use crate::up::trace_plan::{self, TracePlan};
 use crate::up::outcome;
+use crate::up::report::StopReport;
 use crate::up::scenario::{self, Scenario};
 use crate::up::supervise::{Spec, Supervised};
+use crate::up::trace_plan::{self, TracePlan};
 use crate::up::usage::Meter;
 
 /// The binaries `up` starts, found next to `loadshift` itself.
@@ -691,7 +691,11 @@ impl Launch<'_> {
             std::fs::write(&file, &w.profile)
                 .with_context(|| format!("writing {}", file.display()))?;
             let Some(node) = workers.get(w.worker) else {
-                bail!("the plan puts {name} on worker {} of {}", w.worker, workers.len());
+                bail!(
+                    "the plan puts {name} on worker {} of {}",
+                    w.worker,
+                    workers.len()
+                );
             };
             let req = trace_plan::start_request(name.clone(), node.clone(), &loadgen, &file, step);
             let env = Envelope::new(emitter.clone(), Event::WorkloadStartRequested(req));

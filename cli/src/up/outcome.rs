@@ -96,7 +96,10 @@ mod tests {
         assert_eq!(steps_played(&p, Duration::ZERO), 1);
         let t = value_table(&p, &StopReport::default(), &[], Duration::from_secs(2));
         // none, simulated over 2 steps of 5 min with node 0 overloaded: 10.
-        let none = t.lines().find(|l| l.starts_with("| none (simulated)")).unwrap();
+        let none = t
+            .lines()
+            .find(|l| l.starts_with("| none (simulated)"))
+            .unwrap();
         assert!(none.starts_with("| none (simulated) | 10 |"), "{t}");
         let live = t.lines().find(|l| l.starts_with("| ai (live)")).unwrap();
         assert!(live.starts_with("| ai (live) | 0 | 0 | 0 |"), "{t}");

@@ -521,7 +521,11 @@ mod tests {
     #[test]
     fn the_run_as_a_row_of_the_value_table() {
         let id = Uuid::now_v7();
-        let log = ramp(vec![predicted("node2", 0), requested(id, 1), completed(id, 4)]);
+        let log = ramp(vec![
+            predicted("node2", 0),
+            requested(id, 1),
+            completed(id, 4),
+        ]);
         let r = StopReport::fold(&log, t0());
         // 2 s at the line on node2, at 300x: 600 trace seconds, 10 minutes.
         let o = r.outcome("ai (live)", &[node("node2"), node("node3")], 300.0);

@@ -255,8 +255,14 @@ mod tests {
             .collect();
         // Every step of the trace, no more: 1 core then 2 cores.
         assert_eq!(first.len(), 4);
-        assert!((first[0] - (100.0 / cap).min(100.0)).abs() < 0.06, "{first:?}");
-        assert!((first[2] - (200.0 / cap).min(100.0)).abs() < 0.06, "{first:?}");
+        assert!(
+            (first[0] - (100.0 / cap).min(100.0)).abs() < 0.06,
+            "{first:?}"
+        );
+        assert!(
+            (first[2] - (200.0 / cap).min(100.0)).abs() < 0.06,
+            "{first:?}"
+        );
         // A node twice as big takes twice the share of one core (capped).
         let big = TracePlan::new(d.path(), 3, 2, 2.0, 2048, 300.0).unwrap();
         assert!((big.cpu_pct(0.5) - (2.0 * p.cpu_pct(0.5)).min(100.0)).abs() < 1e-9);
