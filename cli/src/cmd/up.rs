@@ -65,7 +65,7 @@ const BINARIES: [&str; 5] = [
 #[command(after_help = "Examples:
   loadshift up
   loadshift up --scenario idle --nodes 4
-  loadshift up --scenario trace:../shared/traces/bitbrains-rnd/2013-7 --trace-speed 300
+  loadshift up --scenario trace:../shared/traces/bitbrains-rnd/2013-8 --trace-vms 6 --trace-from 17d --trace-speed 300
   loadshift up --runtime docker --scenario idle --listen 0.0.0.0:8080
 
 Then: the dashboard at --listen, `loadshift status`, `loadshift events tail`.")]
@@ -130,6 +130,10 @@ pub struct UpArgs {
     /// in the trace's file order).
     #[arg(long, env = "LOADSHIFT_UP_TRACE_VMS", default_value_t = 6, value_parser = clap::value_parser!(u16).range(1..=1000))]
     pub trace_vms: u16,
+    /// Where in the trace the trace scenario starts (e.g. `17d`: the
+    /// stretch of the month to play live; the layout is sized on all of it).
+    #[arg(long, env = "LOADSHIFT_UP_TRACE_FROM", default_value = "0s", value_parser = parse_offset)]
+    pub trace_from: Duration,
     /// Where the Docker daemon is asked whether it runs.
     #[arg(long, env = "DOCKER_HOST", default_value = docker::DEFAULT_HOST)]
     pub docker_host: String,
@@ -139,6 +143,11 @@ pub struct UpArgs {
     #[command(flatten)]
     /// How to log (to stderr).
     pub log: LogArgs,
+}
+
+/// A duration from the start of a trace (zero allowed, unlike timeouts).
+fn parse_offset(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("{s:?} is not a duration such as 17d: {e}"))
 }
 
 /// What is running, in start order, and the cgroups made for it.
@@ -214,6 +223,7 @@ pub async fn run(a: UpArgs) -> anyhow::Result<ExitCode> {
                 a.node_cpus,
                 a.node_memory_mib,
                 a.trace_speed,
+                a.trace_from,
             )
             .map_err(crate::error::InputError::BadScenario)?,
         ),

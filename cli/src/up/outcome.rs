@@ -86,6 +86,7 @@ mod tests {
             speed: 300.0,
             node_cpus: 1.0,
             node_memory_bytes: 1 << 30,
+            from: 0,
         }
     }
 

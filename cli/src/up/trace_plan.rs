@@ -51,6 +51,8 @@ pub struct TracePlan {
     pub node_cpus: f64,
     /// Memory of each live worker, bytes.
     pub node_memory_bytes: u64,
+    /// The grid step the live run starts at (`--trace-from`).
+    pub from: usize,
 }
 
 /// One generator to start.
@@ -66,7 +68,9 @@ pub struct Planned {
 
 impl TracePlan {
     /// The first `vms` VMs of `dir` (the trace's file order) on `workers`
-    /// live nodes of `node_cpus` cores and `node_memory_mib` MiB each.
+    /// live nodes of `node_cpus` cores and `node_memory_mib` MiB each,
+    /// played from `from` into the trace (rounded down to a step; the
+    /// layout is still sized on the whole trace, as `simulate` sizes it).
     ///
     /// # Errors
     /// A message for the operator when the trace cannot be read, holds no
@@ -78,6 +82,7 @@ impl TracePlan {
         node_cpus: f64,
         node_memory_mib: u64,
         speed: f64,
+        from: Duration,
     ) -> Result<Self, String> {
         if !(speed.is_finite() && speed > 0.0) {
             return Err(format!("--trace-speed {speed} must be a positive number"));
@@ -94,12 +99,20 @@ impl TracePlan {
         grid.cores.truncate(vms);
         grid.memory.truncate(vms);
         let layout = Layout::default_for(&grid, workers);
+        let from = (from.as_millis() / grid.step_ms.max(1) as u128) as usize;
+        if from >= grid.times.len() {
+            return Err(format!(
+                "--trace-from is past the trace's end ({} steps of 5 minutes)",
+                grid.times.len()
+            ));
+        }
         Ok(Self {
             grid,
             layout,
             speed,
             node_cpus,
             node_memory_bytes: node_memory_mib << 20,
+            from,
         })
     }
 
@@ -121,13 +134,13 @@ impl TracePlan {
     }
 
     /// Every VM's generator: where it starts and its profile over the
-    /// first `steps` steps (played in a loop after that).
+    /// `steps` steps from [`Self::from`] (played in a loop after that).
     pub fn planned(&self, steps: usize) -> Vec<Planned> {
-        let steps = steps.min(self.grid.times.len()).max(1);
+        let end = (self.from + steps.max(1)).min(self.grid.times.len());
         (0..self.grid.names.len())
             .map(|w| {
                 let mut profile = String::from("# cpu_pct_of_one_core,memory_mib\n");
-                for t in 0..steps.min(self.grid.cores[w].len()) {
+                for t in self.from..end.min(self.grid.cores[w].len()) {
                     profile.push_str(&format!(
                         "{:.1},{}\n",
                         self.cpu_pct(self.grid.cores[w][t]),
@@ -143,19 +156,19 @@ impl TracePlan {
             .collect()
     }
 
-    /// The chosen VMs over their first `steps` steps: what the simulator
-    /// runs to compare with a live run that lasted that long.
+    /// The chosen VMs over the `steps` steps from [`Self::from`]: what the
+    /// simulator runs to compare with a live run that lasted that long.
     pub fn window(&self, steps: usize) -> Grid {
-        let n = steps.min(self.grid.times.len());
-        let mut g = self.grid.clone();
-        g.times.truncate(n);
-        for c in &mut g.cores {
-            c.truncate(n);
+        let end = (self.from + steps).min(self.grid.times.len());
+        let cut = |v: &Vec<f32>| v[self.from.min(v.len())..end.min(v.len())].to_vec();
+        let cut_mem = |v: &Vec<u64>| v[self.from.min(v.len())..end.min(v.len())].to_vec();
+        Grid {
+            names: self.grid.names.clone(),
+            step_ms: self.grid.step_ms,
+            times: self.grid.times[self.from..end].to_vec(),
+            cores: self.grid.cores.iter().map(cut).collect(),
+            memory: self.grid.memory.iter().map(cut_mem).collect(),
         }
-        for m in &mut g.memory {
-            m.truncate(n);
-        }
-        g
     }
 }
 
@@ -227,7 +240,7 @@ mod tests {
     #[test]
     fn the_vms_start_where_the_simulator_puts_them() {
         let d = trace();
-        let p = TracePlan::new(d.path(), 3, 2, 1.0, 2048, 300.0).unwrap();
+        let p = TracePlan::new(d.path(), 3, 2, 1.0, 2048, 300.0, Duration::ZERO).unwrap();
         assert_eq!(p.grid.names.len(), 3);
         // Workload i on worker i mod 2.
         let planned = p.planned(10);
@@ -237,14 +250,14 @@ mod tests {
         // 300 s steps at 300x: one second each.
         assert_eq!(p.live_step(), Duration::from_secs(1));
         // Fewer VMs than the trace holds: the first ones.
-        let two = TracePlan::new(d.path(), 2, 2, 1.0, 2048, 300.0).unwrap();
+        let two = TracePlan::new(d.path(), 2, 2, 1.0, 2048, 300.0, Duration::ZERO).unwrap();
         assert_eq!(two.grid.names, p.grid.names[..2].to_vec());
     }
 
     #[test]
     fn profiles_are_scaled_to_the_live_node() {
         let d = trace();
-        let p = TracePlan::new(d.path(), 3, 2, 1.0, 2048, 300.0).unwrap();
+        let p = TracePlan::new(d.path(), 3, 2, 1.0, 2048, 300.0, Duration::ZERO).unwrap();
         let cap = f64::from(p.layout.capacity_cores);
         let planned = p.planned(10);
         let first: Vec<f64> = planned[0]
@@ -264,7 +277,7 @@ mod tests {
             "{first:?}"
         );
         // A node twice as big takes twice the share of one core (capped).
-        let big = TracePlan::new(d.path(), 3, 2, 2.0, 2048, 300.0).unwrap();
+        let big = TracePlan::new(d.path(), 3, 2, 2.0, 2048, 300.0, Duration::ZERO).unwrap();
         assert!((big.cpu_pct(0.5) - (2.0 * p.cpu_pct(0.5)).min(100.0)).abs() < 1e-9);
         assert_eq!(p.cpu_pct(1000.0), 100.0);
         // Memory scaled, never over the cap.
@@ -275,7 +288,7 @@ mod tests {
     #[test]
     fn the_window_and_the_requests() {
         let d = trace();
-        let p = TracePlan::new(d.path(), 3, 2, 1.0, 2048, 600.0).unwrap();
+        let p = TracePlan::new(d.path(), 3, 2, 1.0, 2048, 600.0, Duration::ZERO).unwrap();
         let w = p.window(2);
         assert_eq!(w.times.len(), 2);
         assert!(w.cores.iter().all(|c| c.len() == 2));
@@ -291,7 +304,32 @@ mod tests {
         );
         assert!(r.spec.command.contains(&"--profile=/s/vm1.csv".to_string()));
         assert!(r.spec.command.contains(&"--step=500ms".to_string()));
-        assert!(TracePlan::new(d.path(), 3, 2, 1.0, 2048, 0.0).is_err());
-        assert!(TracePlan::new(Path::new("/nonexistent"), 3, 2, 1.0, 2048, 1.0).is_err());
+        assert!(TracePlan::new(d.path(), 3, 2, 1.0, 2048, 0.0, Duration::ZERO).is_err());
+        // From 10 minutes in: the third step on, the layout unchanged.
+        let later =
+            TracePlan::new(d.path(), 3, 2, 1.0, 2048, 600.0, Duration::from_secs(600)).unwrap();
+        assert_eq!(later.from, 2);
+        assert_eq!(later.layout, p.layout);
+        let w = later.window(10);
+        assert_eq!(w.times, p.grid.times[2..].to_vec());
+        assert_eq!(w.cores[0], vec![2.0, 2.0]);
+        let first = later.planned(10)[0]
+            .profile
+            .lines()
+            .nth(1)
+            .unwrap()
+            .to_string();
+        assert_eq!(first, p.planned(10)[0].profile.lines().nth(3).unwrap());
+        assert!(TracePlan::new(d.path(), 3, 2, 1.0, 2048, 1.0, Duration::from_secs(1200)).is_err());
+        assert!(TracePlan::new(
+            Path::new("/nonexistent"),
+            3,
+            2,
+            1.0,
+            2048,
+            1.0,
+            Duration::ZERO
+        )
+        .is_err());
     }
 }
