@@ -37,6 +37,8 @@ pub struct NodeOverload {
     pub first_overload: Option<DateTime<Utc>>,
     /// Times it went from below the line to at or above it.
     pub episodes: u64,
+    /// Its highest sample, percent of capacity (how near the line it came).
+    pub peak_pct: f32,
 }
 
 /// How a migration's timing compares with its source's overload.
@@ -209,10 +211,11 @@ impl StopReport {
             });
             let _ = writeln!(
                 out,
-                "  {:<8} {:>6.0} s of {:.0} s sampled{first}",
+                "  {:<8} {:>6.0} s of {:.0} s sampled (peak {:.0} %){first}",
                 n.node.as_str(),
                 n.overloaded_secs,
-                n.sampled_secs
+                n.sampled_secs,
+                n.peak_pct
             );
         }
         let _ = writeln!(
@@ -313,6 +316,7 @@ fn node_overload(node: &NodeName, s: &Series) -> NodeOverload {
         sampled_secs: 0.0,
         first_overload: None,
         episodes: 0,
+        peak_pct: 0.0,
     };
     let mut was_over = false;
     for (i, (at, pct)) in s.iter().enumerate() {
@@ -322,6 +326,7 @@ fn node_overload(node: &NodeName, s: &Series) -> NodeOverload {
             .map_or(usual, |(next, _)| secs(*next - *at))
             .clamp(0.0, cap);
         out.sampled_secs += span;
+        out.peak_pct = out.peak_pct.max(*pct);
         let over = *pct >= OVERLOAD_PCT;
         if over {
             out.overloaded_secs += span;
@@ -484,6 +489,8 @@ mod tests {
         assert_eq!(n2.sampled_secs, 5.0);
         assert_eq!(n2.first_overload, Some(at(2)));
         assert_eq!(n2.episodes, 1);
+        assert_eq!(n2.peak_pct, 95.0);
+        assert!(r.render().contains("(peak 95 %)"), "{}", r.render());
         assert_eq!(r.nodes[1].overloaded_secs, 0.0);
         assert!(r.migrations.is_empty());
         assert!(r.render().contains("none"));
