@@ -227,6 +227,15 @@ fn model_page_puts_validation_and_test_beside_the_rule_and_says_what_the_planner
         row.contains("<b>model</b>: model, cut-off p ≥ 0.625"),
         "{row}"
     );
+    // An older version, without validation rows, shows no zeros as scores.
+    let old = ModelPage {
+        chrome: Chrome::plain("Model", "model"),
+        v: ModelView::build(&projection()),
+    }
+    .render()
+    .unwrap();
+    assert!(old.contains("no validation rows"), "{old}");
+    assert!(!old.contains("F1 0.00 (precision 0.00, recall 0.00) at CPU ≥ 0%"));
 }
 
 #[test]

@@ -96,12 +96,22 @@ fn score(label: &'static str, s: &LabelScores) -> ScoreRow {
             "{} positives in {} held-back samples",
             s.positives, s.samples
         ),
-        validation_model: f1pr(&s.validation_model),
-        validation_rule: format!(
-            "{} at CPU ≥ {:.0}%",
-            f1pr(&s.validation_rule),
-            s.validation_rule_pct
-        ),
+        // No validation rows (a first model, or an event from before they
+        // existed): no scores to show rather than zeros that read as scores.
+        validation_model: if s.validation_samples == 0 {
+            "–".into()
+        } else {
+            f1pr(&s.validation_model)
+        },
+        validation_rule: if s.validation_samples == 0 {
+            "–".into()
+        } else {
+            format!(
+                "{} at CPU ≥ {:.0}%",
+                f1pr(&s.validation_rule),
+                s.validation_rule_pct
+            )
+        },
         validation_samples: if s.validation_samples == 0 {
             "no validation rows (too little history): cut-off from out-of-bag rows".into()
         } else {
@@ -112,8 +122,10 @@ fn score(label: &'static str, s: &LabelScores) -> ScoreRow {
                 "static rule CPU ≥ {:.0}% (the model lost on validation)",
                 s.validation_rule_pct
             )
-        } else {
+        } else if s.cutoff > 0.0 {
             format!("model, cut-off p ≥ {:.3}", s.cutoff)
+        } else {
+            "model".into()
         },
         rule_used: s.rule_used,
     }
