@@ -146,6 +146,27 @@ impl Up {
         }
     }
 
+    /// Waits for the `n+1`-th line containing `needle` (0: the first).
+    async fn wait_line_after(&mut self, n: usize, needle: &str, timeout: Duration) -> String {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if let Some(l) = self.seen.iter().filter(|l| l.contains(needle)).nth(n) {
+                return l.clone();
+            }
+            match tokio::time::timeout_at(deadline, self.lines.recv()).await {
+                Ok(Some(l)) => self.seen.push(l),
+                Ok(None) => panic!(
+                    "loadshift up ended before saying {needle:?} {} times",
+                    n + 1
+                ),
+                Err(_) => panic!(
+                    "loadshift up did not say {needle:?} {} times within {timeout:?}",
+                    n + 1
+                ),
+            }
+        }
+    }
+
     /// SIGTERM, then waits for it to exit (it has its own grace periods).
     async fn stop(&mut self) -> std::process::ExitStatus {
         let mut child = self.child.take().expect("running");
@@ -354,6 +375,19 @@ async fn up_ramp_ends_in_a_migration_decided_by_the_brain_and_leaves_nothing_beh
     assert!(status.success(), "loadshift up exited with {status}");
     up.wait_line("stopped; logs are in", Duration::from_secs(5))
         .await;
+    // The stop report: node2's time in overload, and the move's lead time.
+    let node2 = up.wait_line("  node2 ", Duration::from_secs(1)).await;
+    assert!(node2.contains("s sampled"), "{node2}");
+    let moved = up
+        .wait_line(
+            &format!("{} node2 -> ", completed.workload),
+            Duration::from_secs(1),
+        )
+        .await;
+    assert!(
+        moved.contains("(by brain") && moved.contains("completed"),
+        "{moved}"
+    );
     up.assert_nothing_left();
     report(&up.dir(), completed_at, first_overload);
 }
@@ -453,6 +487,80 @@ async fn up_without_docker_runs_the_process_runtime_and_says_so() {
         .await;
     let status = up.stop().await;
     assert!(status.success(), "loadshift up exited with {status}");
+    // The stop report covers both nodes even when nothing moved.
+    up.wait_line("time at CPU >= 90 %", Duration::from_secs(5))
+        .await;
+    up.wait_line("  node2 ", Duration::from_secs(1)).await;
+    up.wait_line("  none", Duration::from_secs(1)).await;
+    up.assert_nothing_left();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn up_trace_runs_the_vms_as_load_generators_where_simulate_puts_them() {
+    build_siblings();
+    let traces = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../brain/tests/fixtures/traces"
+    );
+    let scenario = format!("trace:{traces}");
+    let mut up = Up::start(
+        &["--scenario", &scenario, "--trace-vms", "3", "--nodes", "3"],
+        &[],
+    );
+    up.wait_line("loadshift is up", Duration::from_secs(120))
+        .await;
+    // VM i on worker i mod 2, as `loadshift-brain simulate --nodes 2` lays
+    // them out: the first and third on node2, the second on node3.
+    let mut on = Vec::new();
+    for _ in 0..3 {
+        let l = up
+            .wait_line_after(on.len(), "scenario     started vm", Duration::from_secs(5))
+            .await;
+        on.push(l);
+    }
+    for (l, node) in on.iter().zip(["node2", "node3", "node2"]) {
+        assert!(l.contains(&format!(" on {node} ")), "{l}");
+    }
+    // The generators run in the workers' cgroups, playing their profiles.
+    let client = async_nats::connect(&up.nats).await.expect("connect");
+    let js = async_nats::jetstream::new(client);
+    let events = js.get_stream(stream::EVENTS).await.expect("EVENTS");
+    let consumer = events
+        .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig::default())
+        .await
+        .expect("consumer");
+    let mut msgs = consumer.messages().await.expect("messages");
+    let mut started = std::collections::BTreeSet::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    while started.len() < 3 {
+        let m = match tokio::time::timeout_at(deadline, msgs.next()).await {
+            Ok(Some(Ok(m))) => m,
+            Ok(_) => continue,
+            Err(_) => panic!("only {started:?} of the 3 generators started"),
+        };
+        if let Ok(env) = Envelope::from_message(m.subject.as_str(), &m.payload) {
+            if let Event::WorkloadStarted(s) = &env.event {
+                assert!(
+                    s.spec.command.iter().any(|a| a.starts_with("--profile=")),
+                    "{:?}",
+                    s.spec.command
+                );
+                started.insert((env.node.to_string(), s.workload.to_string()));
+            }
+        }
+    }
+    assert_eq!(
+        started.iter().filter(|(n, _)| n == "node2").count(),
+        2,
+        "{started:?}"
+    );
+    let status = up.stop().await;
+    assert!(status.success(), "loadshift up exited with {status}");
+    // The stop report and the simulator's table for the live run.
+    up.wait_line("| none (simulated) |", Duration::from_secs(5))
+        .await;
+    up.wait_line("| ai (live) |", Duration::from_secs(1)).await;
+    up.wait_line("  node3 ", Duration::from_secs(1)).await;
     up.assert_nothing_left();
 }
 

@@ -7,6 +7,12 @@
 //! every period. After a checkpoint/restore the counter goes on from where
 //! it was, which is how anyone tells a migrated workload from a restarted one.
 //!
+//! In trace mode (`--profile FILE --step D`) the CPU share and the resident
+//! memory follow a profile instead: one `cpu_pct,memory_mib` line per step
+//! (a VM of a trace, time-compressed and scaled to the node by
+//! `loadshift up --scenario trace:DIR`), read once at start, played in a
+//! loop.
+//!
 //! It is deliberately CRIU-friendly: one thread, no files besides the
 //! inherited stdout/stderr, plain blocking writes, no timers or signal fds.
 
@@ -37,7 +43,8 @@ const PAGE: usize = 4096;
     after_help = "Examples:
   loadshift-loadgen --cpu 30
   loadshift-loadgen --cpu 10 --ramp-to 45 --ramp-over 60s --memory 64 --dirty-rate 8
-  loadshift-loadgen --cpu 50 --for 10s"
+  loadshift-loadgen --cpu 50 --for 10s
+  loadshift-loadgen --profile vm12.csv --step 1s --dirty-rate 1"
 )]
 struct Args {
     /// Percent of one core to keep busy (0-100).
@@ -55,6 +62,14 @@ struct Args {
     /// MiB of that memory rewritten per second.
     #[arg(long, default_value_t = 0.0, value_parser = parse_rate)]
     dirty_rate: f64,
+    /// Follow a profile instead of --cpu/--ramp-to/--memory: one
+    /// `cpu_pct,memory_mib` line per step (CPU in percent of one core),
+    /// played in a loop; read once at start (no file stays open).
+    #[arg(long, requires = "step", conflicts_with_all = ["ramp_to", "memory"])]
+    profile: Option<std::path::PathBuf>,
+    /// How long each line of --profile lasts (e.g. 1s, 500ms).
+    #[arg(long, value_parser = parse_duration, requires = "profile")]
+    step: Option<Duration>,
     /// Stop after this long (default: run until killed).
     #[arg(long = "for", value_parser = parse_duration)]
     run_for: Option<Duration>,
@@ -100,6 +115,49 @@ fn cpu_at(from: f64, ramp: Option<(f64, Duration)>, elapsed: Duration) -> f64 {
     }
 }
 
+/// One step of a profile: CPU in percent of one core, resident MiB.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Step {
+    cpu: f64,
+    memory_mib: usize,
+}
+
+/// Reads a profile: one `cpu_pct,memory_mib` line per step; blank lines and
+/// lines starting with `#` are skipped.
+fn parse_profile(text: &str) -> Result<Vec<Step>, String> {
+    let mut steps = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let bad = |why: String| format!("profile line {}: {why}", i + 1);
+        let (cpu, mem) = line
+            .split_once(',')
+            .ok_or_else(|| bad(format!("{line:?} is not `cpu_pct,memory_mib`")))?;
+        let cpu = parse_pct(cpu.trim()).map_err(bad)?;
+        let memory_mib = mem
+            .trim()
+            .parse()
+            .map_err(|_| bad(format!("{mem:?} is not a number of MiB")))?;
+        steps.push(Step { cpu, memory_mib });
+    }
+    if steps.is_empty() {
+        return Err("the profile holds no step".into());
+    }
+    Ok(steps)
+}
+
+/// The profile's step `elapsed` after the start, played in a loop.
+fn step_at(profile: &[Step], step: Duration, elapsed: Duration) -> Step {
+    let i = if step.is_zero() {
+        0
+    } else {
+        (elapsed.as_nanos() / step.as_nanos()) as usize % profile.len()
+    };
+    profile[i]
+}
+
 /// Pages to rewrite in one period to reach `rate` MiB/s, carrying the
 /// fraction over so that low rates still dirty something.
 fn pages_this_period(rate: f64, carry: &mut f64) -> usize {
@@ -109,15 +167,38 @@ fn pages_this_period(rate: f64, carry: &mut f64) -> usize {
     n as usize
 }
 
+/// Grows or shrinks `memory` to `mib`, writing every new page with
+/// distinct non-zero bytes (zero pages could stay shared or be skipped).
+fn resize(memory: &mut Vec<u8>, mib: usize) {
+    let old = memory.len();
+    memory.resize(mib * MIB, 0);
+    if memory.len() < old {
+        memory.shrink_to_fit();
+    }
+    let from = old.min(memory.len());
+    for (i, page) in memory[from..].chunks_mut(PAGE).enumerate() {
+        page[0] = ((old / PAGE + i) as u8) | 1;
+    }
+}
+
 fn main() -> ExitCode {
     let args = Args::parse();
     let ramp = args.ramp_to.zip(args.ramp_over);
-    let mut memory = vec![0u8; args.memory * MIB];
-    // Distinct non-zero bytes: zero pages could stay shared or be skipped.
-    for (i, page) in memory.chunks_mut(PAGE).enumerate() {
-        page[0] = (i as u8) | 1;
-    }
-    let pages = memory.len() / PAGE;
+    let profile = match &args.profile {
+        Some(path) => match std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))
+            .and_then(|t| parse_profile(&t))
+        {
+            Ok(p) => Some((p, args.step.unwrap_or(Duration::from_secs(1)))),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(2);
+            }
+        },
+        None => None,
+    };
+    let mut memory = Vec::new();
+    resize(&mut memory, args.memory);
     let mut next_page = 0usize;
     let mut carry = 0.0;
 
@@ -130,8 +211,20 @@ fn main() -> ExitCode {
         if args.run_for.is_some_and(|d| elapsed >= d) {
             return ExitCode::SUCCESS;
         }
-        let cpu = cpu_at(args.cpu, ramp, elapsed);
+        let cpu = match &profile {
+            Some((p, step)) => {
+                let now = step_at(p, *step, elapsed);
+                if now.memory_mib * MIB != memory.len() {
+                    resize(&mut memory, now.memory_mib);
+                }
+                now.cpu
+            }
+            None => cpu_at(args.cpu, ramp, elapsed),
+        };
+        let pages = memory.len() / PAGE;
         if pages > 0 {
+            // The memory may have shrunk since the last period.
+            next_page %= pages;
             for _ in 0..pages_this_period(args.dirty_rate, &mut carry) {
                 let b = &mut memory[next_page * PAGE];
                 *b = b.wrapping_add(2) | 1;
@@ -179,6 +272,51 @@ mod tests {
         let mut carry = 0.0;
         let slow: usize = (0..100).map(|_| pages_this_period(0.01, &mut carry)).sum();
         assert_eq!(slow, 25);
+    }
+
+    #[test]
+    fn a_profile_is_played_step_by_step_in_a_loop() {
+        let p = parse_profile("# cpu,mem\n10,5\n\n80.5, 20\n").unwrap();
+        assert_eq!(
+            p,
+            vec![
+                Step {
+                    cpu: 10.0,
+                    memory_mib: 5
+                },
+                Step {
+                    cpu: 80.5,
+                    memory_mib: 20
+                }
+            ]
+        );
+        let s = Duration::from_millis(500);
+        assert_eq!(step_at(&p, s, Duration::ZERO).cpu, 10.0);
+        assert_eq!(step_at(&p, s, Duration::from_millis(499)).cpu, 10.0);
+        assert_eq!(step_at(&p, s, Duration::from_millis(500)).cpu, 80.5);
+        // Past the end it starts over.
+        assert_eq!(step_at(&p, s, Duration::from_millis(1000)).cpu, 10.0);
+        assert_eq!(step_at(&p, s, Duration::from_millis(1700)).memory_mib, 20);
+    }
+
+    #[test]
+    fn bad_profiles_say_which_line() {
+        assert!(parse_profile("").unwrap_err().contains("no step"));
+        assert!(parse_profile("10,5\n150,5").unwrap_err().contains("line 2"));
+        assert!(parse_profile("10;5").unwrap_err().contains("line 1"));
+        assert!(parse_profile("10,-5").unwrap_err().contains("MiB"));
+    }
+
+    #[test]
+    fn memory_follows_the_profile_up_and_down() {
+        let mut m = Vec::new();
+        resize(&mut m, 2);
+        assert_eq!(m.len(), 2 * MIB);
+        assert!(m.chunks(PAGE).all(|p| p[0] & 1 == 1));
+        resize(&mut m, 1);
+        assert_eq!(m.len(), MIB);
+        resize(&mut m, 3);
+        assert!(m.chunks(PAGE).all(|p| p[0] & 1 == 1));
     }
 
     #[test]

@@ -73,6 +73,10 @@ pub enum Life {
     Left(DateTime<Utc>, String),
 }
 
+/// Onset probabilities kept per node (the brain publishes one when its
+/// belief changes noticeably, not per sample: this covers hours).
+pub const PREDICTIONS_KEPT: usize = 2000;
+
 /// One node as the dashboard knows it.
 #[derive(Debug, Clone)]
 pub struct Node {
@@ -94,6 +98,10 @@ pub struct Node {
     pub last_seen: Option<DateTime<Utc>>,
     /// The brain's latest belief about it.
     pub prediction: Option<Predicted>,
+    /// Its onset probabilities over time (sample time in unix ms,
+    /// probability), oldest first, bounded: the node page draws them under
+    /// the CPU chart.
+    pub predictions: VecDeque<(i64, f32)>,
     /// Samples folded.
     pub samples: u64,
 }
@@ -375,6 +383,7 @@ impl Projection {
             series: Series::new(limits),
             last_seen: None,
             prediction: None,
+            predictions: VecDeque::new(),
             samples: 0,
         })
     }
@@ -395,7 +404,12 @@ impl Projection {
                 self.node_mut(&env.node).life = Life::Left(at, l.reason.clone());
             }
             Event::NodePredicted(p) => {
-                self.node_mut(&p.node).prediction = Some(p.clone());
+                let n = self.node_mut(&p.node);
+                n.prediction = Some(p.clone());
+                n.predictions.push_back((p.at.timestamp_millis(), p.onset));
+                while n.predictions.len() > PREDICTIONS_KEPT {
+                    n.predictions.pop_front();
+                }
             }
             Event::WorkloadUsage(u) => self.usage(env, u),
             Event::WorkloadStarted(_) => {

@@ -24,6 +24,22 @@ pub struct Line {
     pub d: String,
 }
 
+/// A straight mark across a chart: a cut-off (horizontal) or an event on
+/// the time axis (vertical), in px.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Rule {
+    /// CSS class (static: `cutoff`, `migration`).
+    pub class: &'static str,
+    /// From x.
+    pub x1: i32,
+    /// From y.
+    pub y1: i32,
+    /// To x.
+    pub x2: i32,
+    /// To y.
+    pub y2: i32,
+}
+
 /// A chart: a few lines over the same time axis.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Chart {
@@ -37,6 +53,46 @@ pub struct Chart {
     pub framed: Option<&'static str>,
     /// A static accessible name.
     pub title: &'static str,
+    /// Cut-offs and event marks, drawn under the lines.
+    pub rules: Vec<Rule>,
+}
+
+impl Chart {
+    /// Marks the time `at_ms` with a vertical rule of `class`, when it lies
+    /// within the chart's `[end_ms - range_ms, end_ms]`.
+    pub fn mark_time(&mut self, class: &'static str, at_ms: i64, end_ms: i64, range_ms: i64) {
+        let from = end_ms - range_ms;
+        if at_ms < from || at_ms > end_ms || range_ms <= 0 {
+            return;
+        }
+        let x = (((at_ms - from) as f64 / range_ms as f64) * f64::from(self.width)).round() as i32;
+        self.rules.push(Rule {
+            class,
+            x1: x,
+            y1: 0,
+            x2: x,
+            y2: self.height as i32,
+        });
+    }
+
+    /// Draws the level `value` (on the scale `0..=max`, as [`path`] does)
+    /// as a horizontal rule of `class`.
+    pub fn mark_level(&mut self, class: &'static str, value: f32, max: f32) {
+        let y = y_of(value, max, self.height);
+        self.rules.push(Rule {
+            class,
+            x1: 0,
+            y1: y,
+            x2: self.width as i32,
+            y2: y,
+        });
+    }
+}
+
+/// The y of `v` on the scale `0..=max` in a chart `height` tall.
+fn y_of(v: f32, max: f32, height: u32) -> i32 {
+    let h = height as f32 - 1.0;
+    (h - (v.clamp(0.0, max) / max.max(f32::MIN_POSITIVE)) * (h - 1.0)).round() as i32
 }
 
 /// What to draw: which metric, with which class, on which scale.
@@ -79,14 +135,13 @@ pub fn path(values: &[f32], max: f32, width: u32, height: u32) -> String {
     let step = width as f32 / (n - 1) as f32;
     let mut d = String::with_capacity(values.len() * 6);
     let mut prev: Option<(i32, i32)> = None;
-    let h = height as f32 - 1.0;
     for (i, v) in values.iter().enumerate() {
         if !v.is_finite() {
             prev = None;
             continue;
         }
         let x = (i as f32 * step).round() as i32;
-        let y = (h - (v.clamp(0.0, max) / max.max(f32::MIN_POSITIVE)) * (h - 1.0)).round() as i32;
+        let y = y_of(*v, max, height);
         match prev {
             None => {
                 let _ = write!(d, "M{x} {y}");
@@ -134,6 +189,7 @@ pub fn chart(
         lines,
         framed: None,
         title: "",
+        rules: Vec::new(),
     }
 }
 
@@ -161,6 +217,13 @@ impl fmt::Display for Chart {
                 f,
                 r#"<text class="none" x="3" y="{}">no data</text>"#,
                 self.height / 2 + 4
+            )?;
+        }
+        for r in &self.rules {
+            write!(
+                f,
+                r#"<line class="{}" x1="{}" y1="{}" x2="{}" y2="{}"/>"#,
+                r.class, r.x1, r.y1, r.x2, r.y2
             )?;
         }
         for l in &self.lines {
@@ -215,6 +278,36 @@ mod tests {
         )
         .to_string();
         assert!(svg.starts_with("<svg") && svg.ends_with("</svg>"));
+    }
+
+    #[test]
+    fn rules_mark_levels_and_times_inside_the_range() {
+        let mut c = Chart {
+            width: 100,
+            height: 21,
+            ..Chart::default()
+        };
+        c.mark_level("cutoff", 0.5, 1.0);
+        c.mark_time("migration", 5_000, 10_000, 10_000);
+        c.mark_time("migration", -1, 10_000, 10_000);
+        c.mark_time("migration", 10_001, 10_000, 10_000);
+        assert_eq!(c.rules.len(), 2, "outside the range: not drawn");
+        // Half way up, as a path through 0.5 would be.
+        assert_eq!(c.rules[0].y1, y_of(0.5, 1.0, 21));
+        assert_eq!(
+            path(&[0.5, 0.5], 1.0, 100, 21),
+            format!("M0 {}l100 0", c.rules[0].y1)
+        );
+        assert_eq!((c.rules[1].x1, c.rules[1].y2), (50, 21));
+        let svg = c.to_string();
+        let y = c.rules[0].y1;
+        assert!(
+            svg.contains(&format!(
+                r#"<line class="cutoff" x1="0" y1="{y}" x2="100" y2="{y}"/>"#
+            )),
+            "{svg}"
+        );
+        assert!(svg.contains(r#"<line class="migration" x1="50""#), "{svg}");
     }
 
     #[test]

@@ -109,6 +109,12 @@ async fn a_person_reads_the_cluster_and_follows_a_migration() {
 
     let node = dom(&format!("{base}/nodes/node2?range=1h"));
     assert!(node.contains("Migrations into node2") && node.contains("redis-cache"));
+    let hot = dom(&format!("{base}/nodes/node3"));
+    assert!(
+        hot.contains("Predicted overload onset probability")
+            && hot.contains(r#"class="migration""#),
+        "node3's page lacks its prediction chart or the migration mark"
+    );
     screenshot("node", &format!("{base}/nodes/node3"));
 
     let migrations = dom(&format!("{base}/migrations"));
@@ -128,6 +134,11 @@ async fn a_person_reads_the_cluster_and_follows_a_migration() {
 
     let model = dom(&format!("{base}/model"));
     assert!(model.contains("Active: model v2") && model.contains("cpu_slope_5m"));
+    assert!(
+        model.contains("validation (where the choices were made)")
+            && model.contains("the planner uses"),
+        "the model page lacks validation beside test, or what the planner uses"
+    );
     screenshot("model", &format!("{base}/model"));
 
     let events = dom(&format!("{base}/events?subject=migration.node3.%3E"));

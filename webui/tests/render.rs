@@ -73,6 +73,52 @@ fn node_page_shows_series_workloads_and_migrations_both_ways() {
 }
 
 #[test]
+fn node_page_draws_the_prediction_under_the_cpu_with_its_cut_off_and_the_migrations() {
+    let mut p = projection();
+    let now = Utc::now();
+    let mut m = fixture::model(3, now - chrono::Duration::minutes(1));
+    if let loadshift_events::Event::ModelTrained(t) = &mut m[0].event {
+        t.onset.cutoff = 0.62;
+    }
+    for e in &m {
+        p.apply_envelope(e);
+    }
+    // node3 was predicted hot and redis-cache moved out of it.
+    let v = NodeView::build(&p, "node3", Some("1h"), now, SILENT).unwrap();
+    let html = NodePage {
+        chrome: Chrome::plain("Node node3", "cluster"),
+        v,
+    }
+    .render()
+    .unwrap();
+    let cpu = html
+        .find("CPU (% of capacity), last 1h")
+        .expect("CPU chart");
+    let prob = html
+        .find("Predicted overload onset probability (dashed: the planner&#39;s cut-off p ≥ 0.620)")
+        .unwrap_or_else(|| panic!("prediction chart in {html}"));
+    let mem = html.find("Memory (% of total)").expect("memory chart");
+    assert!(
+        cpu < prob && prob < mem,
+        "the prediction is drawn under the CPU"
+    );
+    let chart = &html[prob..mem];
+    assert!(chart.contains(r#"<path class="prob""#), "{chart}");
+    assert!(chart.contains(r#"<line class="cutoff""#), "{chart}");
+    assert!(chart.contains(r#"<line class="migration""#), "{chart}");
+    assert!(html[cpu..prob].contains(r#"<line class="migration""#));
+    // Every node's prediction chart shows the active cut-off.
+    let v = NodeView::build(&p, "node1", Some("1h"), now, SILENT).unwrap();
+    let quiet = NodePage {
+        chrome: Chrome::plain("Node node1", "cluster"),
+        v,
+    }
+    .render()
+    .unwrap();
+    assert!(quiet.contains(r#"<line class="cutoff""#));
+}
+
+#[test]
 fn migrations_page_lists_steps_downtime_and_outcomes_and_filters() {
     let p = projection();
     let v = MigrationsView::build(&p, &Filters::default(), Utc::now());
@@ -130,6 +176,66 @@ fn model_page_shows_the_active_version_scores_and_importances() {
     assert!(html.contains("cpu_slope_5m"));
     assert!(html.contains("41.0%"));
     assert!(html.contains("v2 replaced v1"));
+}
+
+#[test]
+fn model_page_puts_validation_and_test_beside_the_rule_and_says_what_the_planner_uses() {
+    let mut p = projection();
+    let now = Utc::now();
+    let mut m = fixture::model(3, now);
+    if let loadshift_events::Event::ModelTrained(t) = &mut m[0].event {
+        // Onset: the model lost on validation, the planner alarms on the rule.
+        t.onset.validation_model.f1 = 0.12;
+        t.onset.validation_rule.f1 = 0.36;
+        t.onset.validation_rule_pct = 50.0;
+        t.onset.validation_samples = 900;
+        t.onset.rule_used = true;
+        // Sustained: the model won, at its cut-off.
+        t.sustained.validation_model.f1 = 0.98;
+        t.sustained.validation_rule.f1 = 0.95;
+        t.sustained.validation_rule_pct = 70.0;
+        t.sustained.validation_samples = 900;
+        t.sustained.cutoff = 0.625;
+        t.sustained.rule_used = false;
+    }
+    for e in &m {
+        p.apply_envelope(e);
+    }
+    let html = ModelPage {
+        chrome: Chrome::plain("Model", "model"),
+        v: ModelView::build(&p),
+    }
+    .render()
+    .unwrap();
+    assert!(html.contains("Active: model v3"), "{html}");
+    assert!(html.contains("validation (where the choices were made)"));
+    assert!(html.contains("test (held back)"));
+    // Both sides of both tables, in the order of the header.
+    let onset = html.find("<td>onset</td>").expect("onset row");
+    let row = &html[onset..onset + html[onset..].find("</tr>").unwrap()];
+    let at = |needle: &str| {
+        row.find(needle)
+            .unwrap_or_else(|| panic!("{needle} in {row}"))
+    };
+    assert!(at("F1 0.12") < at("F1 0.36 (precision"));
+    assert!(at("at CPU ≥ 50%") < at("held-back samples"));
+    assert!(row.contains("900 validation samples"));
+    assert!(row.contains("<b>rule</b>: static rule CPU ≥ 50% (the model lost on validation)"));
+    let sustained = html.find("<td>sustained</td>").expect("sustained row");
+    let row = &html[sustained..sustained + html[sustained..].find("</tr>").unwrap()];
+    assert!(
+        row.contains("<b>model</b>: model, cut-off p ≥ 0.625"),
+        "{row}"
+    );
+    // An older version, without validation rows, shows no zeros as scores.
+    let old = ModelPage {
+        chrome: Chrome::plain("Model", "model"),
+        v: ModelView::build(&projection()),
+    }
+    .render()
+    .unwrap();
+    assert!(old.contains("no validation rows"), "{old}");
+    assert!(!old.contains("F1 0.00 (precision 0.00, recall 0.00) at CPU ≥ 0%"));
 }
 
 #[test]

@@ -132,7 +132,7 @@ impl Ai {
                         pid: None,
                         container_id: None,
                     };
-                    let fact = logged(&node, Event::WorkloadStarted(started), now);
+                    let fact = logged(node, Event::WorkloadStarted(started), now);
                     self.planner.apply(&fact);
                 }
             }
@@ -150,7 +150,7 @@ impl Ai {
                     })
                     .collect(),
             };
-            let fact = logged(&node, Event::WorkloadUsage(usage), now);
+            let fact = logged(node, Event::WorkloadUsage(usage), now);
             self.planner.apply(&fact);
             self.windows[i].set_workloads(Some(on.len() as u32));
             if let Some(x) = self.windows[i].push(&sample) {

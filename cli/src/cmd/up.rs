@@ -14,14 +14,19 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use clap::Args;
 use loadshift_events::cli::LogArgs;
+use loadshift_events::reader::{self, ReaderConfig, Start as ReaderStart};
 use loadshift_events::shutdown::{Listener, Shutdown};
+use loadshift_events::stream::StreamId;
 use loadshift_events::{connection, liveness, stream, Envelope, Event, NodeName};
 
 use super::workload::RuntimeArg;
 use crate::up::cgroup::{self, NodeCgroup};
 use crate::up::docker;
+use crate::up::outcome;
+use crate::up::report::StopReport;
 use crate::up::scenario::{self, Scenario};
 use crate::up::supervise::{Spec, Supervised};
+use crate::up::trace_plan::{self, TracePlan};
 use crate::up::usage::Meter;
 
 /// The binaries `up` starts, found next to `loadshift` itself.
@@ -41,8 +46,15 @@ const BINARIES: [&str; 5] = [
 /// and dashboard run in its cgroup; node2.. are workers) with its agent and,
 /// for workers, its executor. Then the scenario: `idle` (nothing), `ramp`
 /// (three load generators ramping on node2 until it heads for overload; the
-/// brain predicts it and moves one to node3) or `trace:DIR` (the workers'
-/// agents replay Bitbrains-format files instead of reading their cgroups).
+/// brain predicts it and moves one to node3) or `trace:DIR` (the first
+/// --trace-vms VMs of a Bitbrains-format trace run as load generators on
+/// the workers, placed as `loadshift-brain simulate` places them, their CPU
+/// and memory time-compressed by --trace-speed and scaled to the node).
+///
+/// On stop it prints per node the seconds spent at >= 90 % of its CPU
+/// capacity and per migration its lead time; in the trace scenario also the
+/// simulator's value table for the live run, beside the rule policies
+/// simulated on the same VMs, layout and stretch of the trace.
 ///
 /// A service that dies is restarted with a growing backoff. Ctrl-C or
 /// SIGTERM stops everything it started (SIGTERM, then SIGKILL after
@@ -53,7 +65,7 @@ const BINARIES: [&str; 5] = [
 #[command(after_help = "Examples:
   loadshift up
   loadshift up --scenario idle --nodes 4
-  loadshift up --scenario trace:../shared/traces/bitbrains-rnd/2013-7 --trace-speed 300
+  loadshift up --scenario trace:../shared/traces/bitbrains-rnd/2013-8 --trace-vms 6 --trace-from 17d --trace-speed 300
   loadshift up --runtime docker --scenario idle --listen 0.0.0.0:8080
 
 Then: the dashboard at --listen, `loadshift status`, `loadshift events tail`.")]
@@ -110,9 +122,18 @@ pub struct UpArgs {
         default_value = "/dev/shm/loadshift-up"
     )]
     pub images_dir: PathBuf,
-    /// Replay speed of the trace scenario (times real time).
-    #[arg(long, env = "LOADSHIFT_UP_TRACE_SPEED", default_value = "300")]
-    pub trace_speed: String,
+    /// Replay speed of the trace scenario (times real time: at 300 a
+    /// 5-minute trace step lasts one second).
+    #[arg(long, env = "LOADSHIFT_UP_TRACE_SPEED", default_value_t = 300.0)]
+    pub trace_speed: f64,
+    /// How many VMs of the trace the trace scenario runs (the first ones,
+    /// in the trace's file order).
+    #[arg(long, env = "LOADSHIFT_UP_TRACE_VMS", default_value_t = 6, value_parser = clap::value_parser!(u16).range(1..=1000))]
+    pub trace_vms: u16,
+    /// Where in the trace the trace scenario starts (e.g. `17d`: the
+    /// stretch of the month to play live; the layout is sized on all of it).
+    #[arg(long, env = "LOADSHIFT_UP_TRACE_FROM", default_value = "0s", value_parser = parse_offset)]
+    pub trace_from: Duration,
     /// Where the Docker daemon is asked whether it runs.
     #[arg(long, env = "DOCKER_HOST", default_value = docker::DEFAULT_HOST)]
     pub docker_host: String,
@@ -122,6 +143,11 @@ pub struct UpArgs {
     #[command(flatten)]
     /// How to log (to stderr).
     pub log: LogArgs,
+}
+
+/// A duration from the start of a trace (zero allowed, unlike timeouts).
+fn parse_offset(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("{s:?} is not a duration such as 17d: {e}"))
 }
 
 /// What is running, in start order, and the cgroups made for it.
@@ -188,10 +214,18 @@ pub async fn run(a: UpArgs) -> anyhow::Result<ExitCode> {
     let workers: Vec<NodeName> = (2..=a.nodes)
         .map(|i| NodeName::new(format!("node{i}")))
         .collect::<Result<_, _>>()?;
-    let traces = match &a.scenario {
+    let plan = match &a.scenario {
         Scenario::Trace(dir) => Some(
-            scenario::trace_files(dir, workers.len())
-                .map_err(crate::error::InputError::BadScenario)?,
+            TracePlan::new(
+                dir,
+                usize::from(a.trace_vms),
+                workers.len(),
+                a.node_cpus,
+                a.node_memory_mib,
+                a.trace_speed,
+                a.trace_from,
+            )
+            .map_err(crate::error::InputError::BadScenario)?,
         ),
         _ => None,
     };
@@ -219,7 +253,7 @@ pub async fn run(a: UpArgs) -> anyhow::Result<ExitCode> {
         nats_url: &nats_url,
     };
     let outcome = tokio::select! {
-        r = launch.bring_up(&mut cluster, &workers, traces) => r,
+        r = launch.bring_up(&mut cluster, &workers, plan.as_ref()) => r,
         _ = stop.recv() => Err(anyhow::anyhow!("interrupted while starting")),
     };
     if let Err(e) = outcome {
@@ -229,10 +263,24 @@ pub async fn run(a: UpArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::from(1));
     }
     announce(&a, &state, &nats_url, &workers, started_at, clock);
+    // The trace scenario's generators started just before.
+    let scenario_started = chrono::Utc::now();
 
     // Follow the services (the supervisors restart them) and meter the
     // control plane until asked to stop.
     let meter = meter_until_stopped(&cluster, &mut stop).await;
+    // Read the log while nats-server still runs.
+    match read_run_log(&nats_url).await {
+        Ok(log) => {
+            let report = StopReport::fold(&log, started_at);
+            print!("{}", report.render());
+            if let Some(p) = &plan {
+                let run = outcome::ran_for(chrono::Utc::now() - scenario_started);
+                print!("{}", outcome::value_table(p, &report, &workers, run));
+            }
+        }
+        Err(e) => eprintln!("warning: no stop report, the log could not be read: {e:#}"),
+    }
     println!("stopping (SIGTERM, SIGKILL after {:?})", a.grace);
     cluster.stop().await;
     report_usage(&meter, &state, clock.elapsed().as_secs_f64());
@@ -343,6 +391,31 @@ async fn meter_until_stopped(cluster: &Cluster, stop: &mut Listener) -> Meter {
     }
 }
 
+/// Every envelope of both streams (TELEMETRY and EVENTS) as stored now;
+/// unreadable messages are skipped, as every consumer of the log does.
+async fn read_run_log(nats_url: &str) -> anyhow::Result<Vec<Envelope>> {
+    let client = async_nats::ConnectOptions::new()
+        .name("loadshift-up report")
+        .connect(nats_url)
+        .await
+        .with_context(|| format!("connecting to {nats_url}"))?;
+    let js = async_nats::jetstream::new(client);
+    let mut out = Vec::new();
+    for id in StreamId::ALL {
+        let cfg = ReaderConfig::ephemeral(id, ReaderStart::First, "loadshift up report");
+        let read = reader::read_existing(&js, cfg, Duration::from_secs(10), |d| {
+            if let Ok(e) = Envelope::from_message(&d.message.subject, &d.message.payload) {
+                out.push(e);
+            }
+        });
+        tokio::time::timeout(Duration::from_secs(60), read)
+            .await
+            .with_context(|| format!("reading {} took over 60 s", id.name()))?
+            .with_context(|| format!("reading {}", id.name()))?;
+    }
+    Ok(out)
+}
+
 /// Writes `usage.json` and prints what the control plane used.
 fn report_usage(meter: &Meter, state: &Path, run_secs: f64) {
     let (cpu, peak, mean) = meter.total();
@@ -423,7 +496,7 @@ impl Launch<'_> {
         &self,
         cluster: &mut Cluster,
         workers: &[NodeName],
-        traces: Option<Vec<PathBuf>>,
+        plan: Option<&TracePlan>,
     ) -> anyhow::Result<()> {
         let node1 = NodeName::new("node1")?;
         let mut nodes = vec![node1];
@@ -432,16 +505,16 @@ impl Launch<'_> {
         let (client, js) = self.start_nats(cluster, &cgroups[0]).await?;
         self.start_control_plane(cluster, &cgroups[0])?;
         for (i, n) in nodes.iter().enumerate() {
-            let trace = traces
-                .as_ref()
-                .and_then(|t| i.checked_sub(1).map(|w| &t[w]));
-            self.start_node(cluster, n, &cgroups[i], i == 0, trace)?;
+            self.start_node(cluster, n, &cgroups[i], i == 0)?;
         }
         for n in workers {
             wait_for_executor(&client, n, &self.state.join("logs")).await?;
         }
         if self.a.scenario == Scenario::Ramp {
             self.start_ramp(&js, workers).await?;
+        }
+        if let Some(p) = plan {
+            self.start_trace(&js, workers, p).await?;
         }
         Ok(())
     }
@@ -537,22 +610,17 @@ impl Launch<'_> {
         Ok(())
     }
 
-    /// A node's agent (reading its cgroup, or replaying `trace`) and, for a
-    /// worker, its executor.
+    /// A node's agent (reading its cgroup) and, for a worker, its executor.
     fn start_node(
         &self,
         cluster: &mut Cluster,
         n: &NodeName,
         cg: &NodeCgroup,
         control: bool,
-        trace: Option<&PathBuf>,
     ) -> anyhow::Result<()> {
         let a = self.a;
-        let source = match trace {
-            Some(file) => format!("trace:{}", file.display()),
-            None => format!("cgroup:{}", cg.rel),
-        };
-        let mut args = os(&[
+        let source = format!("cgroup:{}", cg.rel);
+        let args = os(&[
             "--node",
             n.as_str(),
             "--source",
@@ -560,9 +628,6 @@ impl Launch<'_> {
             "--interval",
             "1s",
         ]);
-        if trace.is_some() {
-            args.extend(os(&["--speed", &a.trace_speed, "--loop"]));
-        }
         self.start_binary(cluster, &format!("agent-{n}"), args, None)?;
         if control {
             println!(
@@ -605,6 +670,45 @@ impl Launch<'_> {
                 "scenario     started {name} on {target} (loadshift-loadgen ramping over {})",
                 scenario::RAMP_OVER
             );
+        }
+        Ok(())
+    }
+}
+
+impl Launch<'_> {
+    /// The trace scenario: one load generator per planned VM on its
+    /// worker, playing the VM's profile (written under the state's `trace`).
+    async fn start_trace(
+        &self,
+        js: &async_nats::jetstream::Context,
+        workers: &[NodeName],
+        plan: &TracePlan,
+    ) -> anyhow::Result<()> {
+        let dir = self.state.join("trace");
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let run = format!("{:x}", chrono::Utc::now().timestamp() % 0x100_0000);
+        let emitter = NodeName::new("cli")?;
+        let loadgen = self.bin.join("loadshift-loadgen");
+        let step = plan.live_step();
+        for w in plan.planned(trace_plan::PROFILE_STEPS) {
+            let name = trace_plan::workload_name(&w.vm, &run)
+                .map_err(crate::error::InputError::BadScenario)?;
+            let file = dir.join(format!("{name}.csv"));
+            std::fs::write(&file, &w.profile)
+                .with_context(|| format!("writing {}", file.display()))?;
+            let Some(node) = workers.get(w.worker) else {
+                bail!(
+                    "the plan puts {name} on worker {} of {}",
+                    w.worker,
+                    workers.len()
+                );
+            };
+            let req = trace_plan::start_request(name.clone(), node.clone(), &loadgen, &file, step);
+            let env = Envelope::new(emitter.clone(), Event::WorkloadStartRequested(req));
+            connection::publish(js, &env)
+                .await
+                .with_context(|| format!("asking {node} to start {name}"))?;
+            println!("scenario     started {name} on {node} (VM {} of the trace, a 5-minute step every {step:?})", w.vm);
         }
         Ok(())
     }

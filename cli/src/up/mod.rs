@@ -6,10 +6,16 @@
 //!   when it dies, stopped with SIGTERM then SIGKILL;
 //! - [`docker`]: whether a Docker daemon answers;
 //! - [`usage`]: CPU time and memory of the control plane, read from /proc;
-//! - [`scenario`]: what load is put on the nodes once they are up.
+//! - [`scenario`]: what load is put on the nodes once they are up;
+//! - [`outcome`]: the live trace run in the simulator's value table;
+//! - [`report`]: what is printed on stop (time in overload, lead times);
+//! - [`trace_plan`]: which trace VMs the trace scenario runs where, and how.
 
 pub mod cgroup;
 pub mod docker;
+pub mod outcome;
+pub mod report;
 pub mod scenario;
 pub mod supervise;
+pub mod trace_plan;
 pub mod usage;

@@ -5,8 +5,8 @@
 //!   CPU share over a minute, together well past node2's one core, so that
 //!   node2 heads for overload and the brain has something to predict and a
 //!   workload to move (to node3, the idle one).
-//! - `trace:DIR`: the worker nodes' agents replay Bitbrains-format files of
-//!   DIR (one file per node, in name order) instead of reading cgroups.
+//! - `trace:DIR`: VMs of a Bitbrains-format trace run as load generators on
+//!   the workers, placed as the simulator places them ([`super::trace_plan`]).
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -21,7 +21,7 @@ pub enum Scenario {
     Idle,
     /// Ramping load generators on node2.
     Ramp,
-    /// Worker nodes replayed from trace files.
+    /// VMs of a trace run as load generators on the workers.
     Trace(PathBuf),
 }
 
@@ -119,35 +119,6 @@ pub fn ramp_requests(node: &NodeName, loadgen: &Path, run: &str) -> Vec<StartReq
             })
         })
         .collect()
-}
-
-/// The trace files of `dir` (`*.csv`, name order), one per worker node.
-///
-/// # Errors
-/// When the folder cannot be read or holds fewer files than `workers`.
-pub fn trace_files(dir: &Path, workers: usize) -> Result<Vec<PathBuf>, String> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map_err(|e| format!("cannot read trace folder {}: {e}", dir.display()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "csv"))
-        .collect();
-    files.sort_by_key(|p| {
-        // Bitbrains files are numbered: 2.csv before 10.csv.
-        let stem = p.file_stem().map(|s| s.to_string_lossy().into_owned());
-        (
-            stem.as_deref().and_then(|s| s.parse::<u64>().ok()),
-            stem.unwrap_or_default(),
-        )
-    });
-    if files.len() < workers {
-        return Err(format!(
-            "trace folder {} holds {} .csv files; {workers} worker nodes need one each",
-            dir.display(),
-            files.len()
-        ));
-    }
-    files.truncate(workers);
-    Ok(files)
 }
 
 #[cfg(test)]

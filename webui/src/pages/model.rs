@@ -29,6 +29,18 @@ pub struct ScoreRow {
     pub wins: bool,
     /// `41 positives in 1200 samples`.
     pub samples: String,
+    /// The model on the validation rows (later in time than its training
+    /// rows), where its cut-off and the model-or-rule choice were made.
+    pub validation_model: String,
+    /// The best static rule on the same validation rows, and its threshold.
+    pub validation_rule: String,
+    /// `1200 validation samples`, or why there were none.
+    pub validation_samples: String,
+    /// What the planner alarms on for this label: the model at its cut-off
+    /// or the static rule, because the model lost on validation.
+    pub planner_uses: String,
+    /// Whether the planner uses the static rule.
+    pub rule_used: bool,
 }
 
 /// One feature's importance.
@@ -84,6 +96,38 @@ fn score(label: &'static str, s: &LabelScores) -> ScoreRow {
             "{} positives in {} held-back samples",
             s.positives, s.samples
         ),
+        // No validation rows (a first model, or an event from before they
+        // existed): no scores to show rather than zeros that read as scores.
+        validation_model: if s.validation_samples == 0 {
+            "–".into()
+        } else {
+            f1pr(&s.validation_model)
+        },
+        validation_rule: if s.validation_samples == 0 {
+            "–".into()
+        } else {
+            format!(
+                "{} at CPU ≥ {:.0}%",
+                f1pr(&s.validation_rule),
+                s.validation_rule_pct
+            )
+        },
+        validation_samples: if s.validation_samples == 0 {
+            "no validation rows (too little history): cut-off from out-of-bag rows".into()
+        } else {
+            format!("{} validation samples", s.validation_samples)
+        },
+        planner_uses: if s.rule_used {
+            format!(
+                "static rule CPU ≥ {:.0}% (the model lost on validation)",
+                s.validation_rule_pct
+            )
+        } else if s.cutoff > 0.0 {
+            format!("model, cut-off p ≥ {:.3}", s.cutoff)
+        } else {
+            "model".into()
+        },
+        rule_used: s.rule_used,
     }
 }
 

@@ -62,7 +62,7 @@ pub struct WorkloadRow {
 #[derive(Debug, Clone, Serialize)]
 pub struct NamedChart {
     /// What it shows.
-    pub name: &'static str,
+    pub name: String,
     /// The drawing.
     #[serde(skip)]
     pub chart: Chart,
@@ -123,7 +123,7 @@ impl NodeView {
             .copied()
             .unwrap_or(RANGES[0]);
         let points: Vec<Point> = n.series.window(range_ms).collect();
-        let charts = charts(n, &points, range_ms);
+        let charts = charts(p, n, &points, range_ms);
         let rows = |out: bool| -> Vec<MigrationRow> {
             p.placement
                 .migrations
@@ -191,8 +191,14 @@ impl NodeView {
     }
 }
 
-/// The node's four large charts over `points`.
-fn charts(n: &Node, points: &[Point], range_ms: i64) -> Vec<NamedChart> {
+/// How many columns and px the large charts have.
+const COLUMNS: usize = 240;
+const WIDTH: u32 = 720;
+
+/// The node's large charts over `points`: CPU, then the brain's predicted
+/// onset probability with the model's cut-off, then memory, load and
+/// pressure; CPU and prediction mark each migration in or out of the node.
+fn charts(p: &Projection, n: &Node, points: &[Point], range_ms: i64) -> Vec<NamedChart> {
     let end = n.series.last().map(|l| l.at_ms).unwrap_or(0);
     let max_of = |m: Metric| {
         points
@@ -203,10 +209,13 @@ fn charts(n: &Node, points: &[Point], range_ms: i64) -> Vec<NamedChart> {
     };
     let line = |metric: Metric, class: &'static str, max: f32| LineSpec { metric, class, max };
     let big = |name: &'static str, title: &'static str, specs: &[LineSpec], top: &'static str| {
-        let mut chart = svg::chart(points, specs, end, range_ms, 240, 720, 120);
+        let mut chart = svg::chart(points, specs, end, range_ms, COLUMNS, WIDTH, 120);
         chart.framed = Some(top);
         chart.title = title;
-        NamedChart { name, chart }
+        NamedChart {
+            name: name.to_string(),
+            chart,
+        }
     };
     let load_max = max_of(Metric::Load)
         .max(n.capacity_cores.unwrap_or(1.0))
@@ -216,13 +225,19 @@ fn charts(n: &Node, points: &[Point], range_ms: i64) -> Vec<NamedChart> {
         .map(max_of)
         .fold(10.0f32, f32::max)
         .ceil();
+    let moves = migration_times(p, n);
+    let mut cpu = big(
+        "CPU (% of capacity)",
+        "CPU",
+        &[line(Metric::Cpu, "cpu", 100.0)],
+        "100%",
+    );
+    for at in &moves {
+        cpu.chart.mark_time("migration", *at, end, range_ms);
+    }
     vec![
-        big(
-            "CPU (% of capacity)",
-            "CPU",
-            &[line(Metric::Cpu, "cpu", 100.0)],
-            "100%",
-        ),
+        cpu,
+        prediction_chart(p, n, &moves, end, range_ms),
         big(
             "Memory (% of total)",
             "Memory",
@@ -246,6 +261,81 @@ fn charts(n: &Node, points: &[Point], range_ms: i64) -> Vec<NamedChart> {
             "",
         ),
     ]
+}
+
+/// When each migration in or out of `n` was requested (unix ms).
+fn migration_times(p: &Projection, n: &Node) -> Vec<i64> {
+    p.placement
+        .migrations
+        .values()
+        .filter(|m| m.source == n.name || m.target == n.name)
+        .map(|m| m.requested_at.unwrap_or(m.first_seen).timestamp_millis())
+        .collect()
+}
+
+/// The latest probability at or before the end of each column (a
+/// prediction holds until the next one); NaN before the first.
+fn held_columns(preds: &[(i64, f32)], end_ms: i64, range_ms: i64, n: usize) -> Vec<f32> {
+    let from = end_ms - range_ms;
+    (0..n)
+        .map(|i| {
+            let col_end = from + ((i as i64 + 1) * range_ms) / n as i64;
+            let k = preds.partition_point(|(at, _)| *at <= col_end);
+            k.checked_sub(1).map_or(f32::NAN, |j| preds[j].1)
+        })
+        .collect()
+}
+
+/// The brain's onset probability for `n` over the range, its cut-off as a
+/// horizontal rule and the migrations as vertical ones.
+fn prediction_chart(
+    p: &Projection,
+    n: &Node,
+    moves: &[i64],
+    end: i64,
+    range_ms: i64,
+) -> NamedChart {
+    let preds: Vec<(i64, f32)> = n.predictions.iter().copied().collect();
+    let cols = held_columns(&preds, end, range_ms, COLUMNS);
+    let d = svg::path(&cols, 1.0, WIDTH, 80);
+    let mut chart = Chart {
+        width: WIDTH,
+        height: 80,
+        lines: if d.is_empty() {
+            Vec::new()
+        } else {
+            vec![svg::Line { class: "prob", d }]
+        },
+        framed: Some("p = 1"),
+        title: "Predicted overload probability",
+        rules: Vec::new(),
+    };
+    let onset = p
+        .model
+        .active
+        .and_then(|v| p.model.versions.get(&v))
+        .map(|v| &v.trained.onset);
+    let name = match onset {
+        Some(s) if s.cutoff > 0.0 => {
+            chart.mark_level("cutoff", s.cutoff as f32, 1.0);
+            if s.rule_used {
+                format!(
+                    "Predicted overload onset probability (dashed: the model's cut-off p ≥ {:.3}; the planner uses the rule CPU ≥ {:.0}% instead)",
+                    s.cutoff, s.validation_rule_pct
+                )
+            } else {
+                format!(
+                    "Predicted overload onset probability (dashed: the planner's cut-off p ≥ {:.3})",
+                    s.cutoff
+                )
+            }
+        }
+        _ => "Predicted overload onset probability (no cut-off known yet)".to_string(),
+    };
+    for at in moves {
+        chart.mark_time("migration", *at, end, range_ms);
+    }
+    NamedChart { name, chart }
 }
 
 /// The latest values line.
