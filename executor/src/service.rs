@@ -69,7 +69,11 @@ async fn consumer(
         .create_consumer(pull::Config {
             durable_name: Some(name.clone()),
             description: Some(format!("loadshift executor of node {node}")),
-            filter_subjects: vec![format!("workload.{node}.>"), format!("migration.{node}.>")],
+            // One filter, `*.<node>.>`, so that it travels in the API subject
+            // (`$JS.API.CONSUMER.CREATE.EVENTS.executor-<node>.*.<node>.>`),
+            // where the server's permissions confine an executor to its own
+            // node's subjects; `node.<node>.*` comes along and is skipped.
+            filter_subject: format!("*.{node}.>"),
             deliver_policy,
             ack_policy: AckPolicy::Explicit,
             // A dump or restore of a big workload takes seconds; never let the

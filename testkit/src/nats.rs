@@ -16,6 +16,9 @@ pub struct NatsServer {
     port: u16,
     store: tempfile::TempDir,
     log: PathBuf,
+    /// Configuration appended to the server's file (an `authorization`
+    /// block, TLS), kept so that a restart runs the same server.
+    extra: String,
 }
 
 impl NatsServer {
@@ -26,6 +29,16 @@ impl NatsServer {
     /// When `nats-server` is not installed or does not come up: the test
     /// cannot run, and says so plainly.
     pub fn start() -> Self {
+        Self::start_with("")
+    }
+
+    /// Starts a server like [`NatsServer::start`] whose configuration also
+    /// holds `extra`: the `authorization` block `loadshift up` writes, so
+    /// that each role's permissions are tested against the real server.
+    ///
+    /// # Panics
+    /// As [`NatsServer::start`], and when the server refuses `extra`.
+    pub fn start_with(extra: &str) -> Self {
         let store = tempfile::Builder::new()
             .prefix("loadshift-nats-")
             .tempdir()
@@ -36,6 +49,7 @@ impl NatsServer {
             port: free_port(),
             store,
             log,
+            extra: extra.to_string(),
         };
         server.spawn();
         server
@@ -76,8 +90,9 @@ impl NatsServer {
         std::fs::write(
             &conf,
             format!(
-                "jetstream {{\n  store_dir: \"{}\"\n  max_file_store: 1TB\n}}\n",
-                js_dir.display()
+                "jetstream {{\n  store_dir: \"{}\"\n  max_file_store: 1TB\n}}\n{}\n",
+                js_dir.display(),
+                self.extra
             ),
         )
         .expect("write the test nats-server's config");

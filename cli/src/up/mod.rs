@@ -1,5 +1,7 @@
 //! The pieces behind `loadshift up`, one concept each:
 //!
+//! - [`auth`]: one NATS identity per role and the server configuration
+//!   that allows each only what its job needs;
 //! - [`cgroup`]: a simulated node's cgroup (v1 or v2): create it with a CPU
 //!   quota and a memory limit, empty it, remove it;
 //! - [`supervise`]: a service as a child process, restarted with backoff
@@ -8,6 +10,7 @@
 //! - [`usage`]: CPU time and memory of the control plane, read from /proc;
 //! - [`scenario`]: what load is put on the nodes once they are up.
 
+pub mod auth;
 pub mod cgroup;
 pub mod docker;
 pub mod scenario;
