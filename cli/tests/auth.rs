@@ -180,6 +180,25 @@ async fn an_executor_reads_only_its_own_node_and_says_no_model_events() {
     };
     assert!(events.create_consumer(other_name).await.is_err());
     assert!(raw_publish(&js, "workload.node2.started").await);
+    // A source asks its target whether it is alive; the target answers.
+    let target = s.client("executor-node3").await;
+    let mut pings = target
+        .subscribe("loadshift.executor.node3.ping")
+        .await
+        .unwrap();
+    tokio::spawn(async move {
+        while let Some(m) = pings.next().await {
+            if let Some(reply) = m.reply {
+                let _ = target.publish(reply, "pong".into()).await;
+            }
+        }
+    });
+    let source = s.client("executor-node2").await;
+    let pong = source
+        .request("loadshift.executor.node3.ping", "".into())
+        .await
+        .expect("an executor pings another");
+    assert_eq!(&pong.payload[..], b"pong");
     for forged in [
         "model.node2.trained",
         "model.node2.activated",
@@ -283,4 +302,116 @@ async fn the_forged_start_of_the_issue_never_reaches_an_executor() {
         .await
         .expect("the operator asks for starts");
     assert_eq!(s.count("workload.node2.start_requested").await, 1);
+}
+
+/// One HTTP/1.1 exchange with the dashboard (no client crate: the request
+/// is a few lines and the test reads status, headers and body as text).
+fn http(port: u16, method: &str, path: &str, cookie: &str, form: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nCookie: {cookie}\r\n\
+         Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{form}",
+        form.len()
+    )
+    .ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    Some(out)
+}
+
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboards_token_and_csrf_actions_work_with_auth_on() {
+    let s = Secured::start().await;
+    let port = loadshift_testkit::nats::free_port();
+    let _webui = Child(
+        std::process::Command::new(loadshift_testkit::binary("loadshift-webui"))
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .env("LOADSHIFT_NATS", s.server.url())
+            .env("LOADSHIFT_NATS_CREDS", s.auth.creds("webui").unwrap())
+            .env("LOADSHIFT_OPERATOR_TOKEN", "t0ken")
+            .env_remove("LOADSHIFT_NATS_CA")
+            .stdin(std::process::Stdio::null())
+            .spawn()
+            .expect("start loadshift-webui"),
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while http(port, "GET", "/healthz", "", "").is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the webui did not serve"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let login = http(port, "POST", "/login", "", "token=t0ken&user=alice").unwrap();
+    let cookie = login
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("set-cookie: ")
+                .or(l.strip_prefix("Set-Cookie: "))
+        })
+        .and_then(|c| c.split(';').next())
+        .unwrap_or_else(|| panic!("no session cookie in {login}"))
+        .to_string();
+    let page = http(port, "GET", "/model", &cookie, "").unwrap();
+    let csrf = page
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .unwrap_or_else(|| panic!("no csrf in the model page"))
+        .to_string();
+    let forged = http(
+        port,
+        "POST",
+        "/actions/migrate",
+        &cookie,
+        "csrf=forged&workload=w1&source=node2&target=node3",
+    )
+    .unwrap();
+    assert!(!forged.starts_with("HTTP/1.1 303"), "{forged}");
+    let asked = http(
+        port,
+        "POST",
+        "/actions/migrate",
+        &cookie,
+        &format!("csrf={csrf}&workload=w1&source=node2&target=node3"),
+    )
+    .unwrap();
+    assert!(asked.starts_with("HTTP/1.1 303"), "{asked}");
+    let retrain = http(
+        port,
+        "POST",
+        "/actions/retrain",
+        &cookie,
+        &format!("csrf={csrf}&reason=test"),
+    )
+    .unwrap();
+    assert!(retrain.starts_with("HTTP/1.1 303"), "{retrain}");
+    assert_eq!(s.count("migration.node2.requested").await, 1);
+    assert_eq!(s.count("model.*.train_requested").await, 1);
+    // In the asking person's name.
+    let js = s.js("operator").await;
+    let m = js
+        .get_stream(stream::EVENTS)
+        .await
+        .unwrap()
+        .get_last_raw_message_by_subject("migration.node2.requested")
+        .await
+        .unwrap();
+    let env = Envelope::from_message(m.subject.as_str(), &m.payload).unwrap();
+    match env.event {
+        Event::MigrationRequested(r) => assert_eq!(r.requested_by, "alice"),
+        other => panic!("unexpected {other:?}"),
+    }
 }

@@ -115,6 +115,11 @@ pub struct UpArgs {
     /// Where the Docker daemon is asked whether it runs.
     #[arg(long, env = "DOCKER_HOST", default_value = docker::DEFAULT_HOST)]
     pub docker_host: String,
+    /// Run NATS without authentication: anyone who reaches it may then start
+    /// any command on the workers. By default every service gets its own
+    /// identity under <state>/auth/ and may only say what its job needs.
+    #[arg(long, env = "LOADSHIFT_UP_INSECURE")]
+    pub insecure: bool,
     /// How long a service has to stop after SIGTERM before SIGKILL.
     #[arg(long, env = "LOADSHIFT_UP_GRACE", default_value = "10s", value_parser = crate::error::parse_timeout)]
     pub grace: Duration,
@@ -235,6 +240,7 @@ pub async fn run(a: UpArgs) -> anyhow::Result<ExitCode> {
         );
     }
     let nats_url = format!("nats://127.0.0.1:{}", a.nats_port);
+    let operator = crate::up::auth::for_up(&state, &conf, &workers, a.insecure)?;
 
     let mut cluster = Cluster {
         services: Vec::new(),
@@ -262,6 +268,7 @@ pub async fn run(a: UpArgs) -> anyhow::Result<ExitCode> {
         "nats": nats_url,
         "dashboard": format!("http://{}", a.listen),
         "scenario": a.scenario.to_string(),
+        "nats_creds": operator,
     });
     let _ = std::fs::write(state.join("up.json"), format!("{info:#}\n"));
     println!(
@@ -276,6 +283,7 @@ pub async fn run(a: UpArgs) -> anyhow::Result<ExitCode> {
     println!("  status     loadshift status --nats {nats_url}");
     println!("  events     loadshift events tail --nats {nats_url} --subject 'migration.>'");
     println!("  logs       {}", logs.display());
+    crate::up::auth::print_operator_line(operator.as_deref());
     println!("Ctrl-C stops everything.");
 
     // Follow the services (the supervisors restart them) and meter the
@@ -353,11 +361,12 @@ async fn bring_up(
     }
     let control_cg = Some(cgroups[0].clone());
     let env = vec![("LOADSHIFT_NATS".to_string(), nats_url.to_string())];
+    let auth = (!a.insecure).then(|| state.join("auth"));
     let spec = |name: &str, program: PathBuf, args: Vec<OsString>, cg: Option<NodeCgroup>| Spec {
         name: name.to_string(),
         program,
         args,
-        env: env.clone(),
+        env: crate::up::auth::service_env(&env, auth.as_deref(), name),
         log: logs.join(format!("{name}.log")),
         cgroup: cg,
     };
@@ -366,7 +375,10 @@ async fn bring_up(
     // nats-server, then wait until it answers.
     let nats_log = logs.join("nats.log");
     let mut args = os(&["-c"]);
-    args.push(conf.into());
+    args.push(match &auth {
+        Some(dir) => dir.join("nats-server.conf").into(),
+        None => conf.into(),
+    });
     args.extend(os(&["-sd"]));
     args.push(state.join("nats").into());
     args.extend(os(&[
@@ -384,7 +396,8 @@ async fn bring_up(
         ),
         true,
     )?;
-    let client = wait_for_nats(nats_url, &nats_log).await?;
+    let operator = auth.as_ref().map(|d| d.join("operator.nk"));
+    let client = wait_for_nats(nats_url, &nats_log, operator).await?;
     let js = async_nats::jetstream::new(client.clone());
     stream::declare(&js, &Default::default())
         .await
@@ -516,14 +529,20 @@ fn runtime_name(r: RuntimeArg) -> &'static str {
 }
 
 /// Connects once nats-server answers (at most 30 s).
-async fn wait_for_nats(url: &str, log: &Path) -> anyhow::Result<async_nats::Client> {
+async fn wait_for_nats(
+    url: &str,
+    log: &Path,
+    credentials: Option<PathBuf>,
+) -> anyhow::Result<async_nats::Client> {
     let deadline = Instant::now() + Duration::from_secs(30);
+    let opts = connection::NatsOptions {
+        url: url.to_string(),
+        credentials,
+        client_name: "loadshift-up".into(),
+        ca: None,
+    };
     loop {
-        match async_nats::ConnectOptions::new()
-            .name("loadshift-up")
-            .connect(url)
-            .await
-        {
+        match connection::connect(&opts, false).await {
             Ok(c) => return Ok(c),
             Err(e) if Instant::now() >= deadline => {
                 bail!(

@@ -164,6 +164,8 @@ fn executor_publish(n: &NodeName) -> Vec<String> {
         "migration.*.completed".into(),
         "migration.*.failed".into(),
         "migration.*.rolled_back".into(),
+        // A source asks its target whether it is alive before freezing.
+        "loadshift.executor.*.ping".into(),
         format!("$JS.API.CONSUMER.CREATE.{EVENTS}.{consumer}.*.{n}.>"),
         format!("$JS.API.CONSUMER.DELETE.{EVENTS}.{consumer}"),
         format!("$JS.API.CONSUMER.INFO.{EVENTS}.{consumer}"),
@@ -351,10 +353,103 @@ impl AuthDir {
         self.dir.join(SERVER_CONF)
     }
 
+    /// Writes `nats-server.conf` here: the configuration in `base` followed
+    /// by the authorization block, and returns its path. One file because
+    /// nats-server takes one `-c` and resolves `include` relative to the
+    /// including file only.
+    ///
+    /// # Errors
+    /// [`AuthError::Io`] when `base` cannot be read or the file written.
+    pub fn server_conf_with(&self, base: &Path) -> Result<PathBuf, AuthError> {
+        let text = std::fs::read_to_string(base).map_err(|source| AuthError::Io {
+            action: "reading",
+            path: base.to_path_buf(),
+            source,
+        })?;
+        let out = self.dir.join("nats-server.conf");
+        let all = format!(
+            "# {} followed by the authorization of {}\n{text}\n{}",
+            base.display(),
+            self.dir.display(),
+            server_config(&self.users)
+        );
+        write_secret(&out, all.as_bytes()).map_err(|source| AuthError::Io {
+            action: "writing",
+            path: out.clone(),
+            source,
+        })?;
+        Ok(out)
+    }
+
     /// The key executors seal checkpoint images with.
     pub fn images_key(&self) -> PathBuf {
         self.dir.join(IMAGES_KEY)
     }
+}
+
+/// What `loadshift up` does about identities: unless `insecure`, writes
+/// them under `<state>/auth/` for node1 (control plane) and `workers`, and
+/// the server configuration (`base` plus authorization); returns the
+/// operator's seed file. With `insecure` it says loudly what that means.
+///
+/// # Errors
+/// [`AuthError`] when the files cannot be written.
+pub fn for_up(
+    state: &Path,
+    base: &Path,
+    workers: &[NodeName],
+    insecure: bool,
+) -> Result<Option<PathBuf>, AuthError> {
+    if insecure {
+        eprintln!(
+            "WARNING: --insecure: NATS runs without authentication. Anyone who reaches \
+             127.0.0.1 on this machine can start any command as root on the workers, \
+             move workloads and read checkpoint images."
+        );
+        return Ok(None);
+    }
+    let mut nodes = vec![NodeName::new("node1").expect("node1 is a valid node name")];
+    nodes.extend(workers.iter().cloned());
+    let dir = AuthDir::generate(&state.join("auth"), &roles(&nodes, workers))?;
+    dir.server_conf_with(base)?;
+    Ok(dir.creds("operator"))
+}
+
+/// Prints the line with which every `loadshift` command works as the
+/// operator of the cluster `up` started.
+pub fn print_operator_line(operator: Option<&Path>) {
+    match operator {
+        Some(p) => println!(
+            "  operator   export LOADSHIFT_NATS_CREDS={}   (then every loadshift command works as the operator)",
+            p.display()
+        ),
+        None => println!("  operator   NATS has no authentication (--insecure)"),
+    }
+}
+
+/// The environment of service `service` (`brain`, `agent-node2`, ...): `base`
+/// plus its own identity from `auth` when it has one there, and for an
+/// executor the key images are sealed with.
+pub fn service_env(
+    base: &[(String, String)],
+    auth: Option<&Path>,
+    service: &str,
+) -> Vec<(String, String)> {
+    let mut env = base.to_vec();
+    let Some(dir) = auth else {
+        return env;
+    };
+    let seed = dir.join(format!("{service}.nk"));
+    if seed.is_file() {
+        env.push(("LOADSHIFT_NATS_CREDS".into(), seed.display().to_string()));
+    }
+    if service.starts_with("executor-") {
+        env.push((
+            "LOADSHIFT_IMAGES_KEY".into(),
+            dir.join(IMAGES_KEY).display().to_string(),
+        ));
+    }
+    env
 }
 
 /// Writes `bytes` to `path` readable by its owner only, replacing it.
