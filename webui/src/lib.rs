@@ -12,7 +12,8 @@
 //!   JSON API built from the same views;
 //! - [`svg`]: charts drawn on the server; [`display`]: how values read;
 //! - [`sse`]: live fragments; [`actions`]: operator forms, login, CSRF;
-//!   [`metrics`]: Prometheus text.
+//!   [`metrics`]: Prometheus text; [`tls`]: HTTPS, and the warning when
+//!   plain HTTP is served beyond this machine.
 
 pub mod actions;
 pub mod consume;
@@ -24,6 +25,7 @@ pub mod projection;
 pub mod series;
 pub mod sse;
 pub mod svg;
+pub mod tls;
 
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, RwLock, RwLockReadGuard};

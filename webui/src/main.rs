@@ -13,7 +13,7 @@ use clap::Parser;
 use loadshift_events::cli::{LogArgs, NatsArgs};
 use loadshift_events::{connection, stream, NodeName};
 use loadshift_webui::projection::{Limits, Projection};
-use loadshift_webui::{consume, router, AppState, Settings};
+use loadshift_webui::{consume, router, tls, AppState, Settings};
 
 /// Serves loadshift's dashboard: nodes, predictions, migrations, models and the event log.
 #[derive(Debug, Parser)]
@@ -40,6 +40,12 @@ struct Cli {
     /// Migrations kept with their details (all-time counts are kept regardless).
     #[arg(long, env = "LOADSHIFT_MIGRATIONS_KEPT", default_value_t = 20_000)]
     migrations_kept: usize,
+    /// Certificate chain (PEM) to serve HTTPS with; needs --tls-key.
+    #[arg(long, env = "LOADSHIFT_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<std::path::PathBuf>,
+    /// Private key (PEM) of --tls-cert.
+    #[arg(long, env = "LOADSHIFT_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<std::path::PathBuf>,
     #[command(flatten)]
     nats: NatsArgs,
     #[command(flatten)]
@@ -50,6 +56,11 @@ struct Cli {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     cli.log.init();
+    let tls = match (&cli.tls_cert, &cli.tls_key) {
+        (Some(cert), Some(key)) => Some(tls::server_config(cert, key)?),
+        _ => None,
+    };
+    tls::warn_if_exposed(cli.listen, tls.is_some());
     let client = connection::connect(&cli.nats.options("loadshift-webui"), false)
         .await
         .context("connecting to NATS")?;
@@ -75,9 +86,23 @@ async fn main() -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(cli.listen)
         .await
         .with_context(|| format!("listening on {}", cli.listen))?;
-    tracing::info!(listen = %cli.listen, "dashboard serving");
+    tracing::info!(listen = %cli.listen, https = tls.is_some(), "dashboard serving");
     let consumer = tokio::spawn(consume::run(js, state.clone()));
-    let server = axum::serve(listener, router(state)).with_graceful_shutdown(shutdown_signal());
+    let app = router(state);
+    let server = async move {
+        match tls {
+            Some(config) => {
+                axum::serve(tls::TlsListener::new(listener, config)?, app)
+                    .with_graceful_shutdown(shutdown_signal())
+                    .await
+            }
+            None => {
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(shutdown_signal())
+                    .await
+            }
+        }
+    };
     tokio::select! {
         r = server => r.context("serving HTTP")?,
         r = consumer => {
