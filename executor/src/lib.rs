@@ -9,5 +9,7 @@ pub mod journal;
 pub mod liveness;
 pub mod runtime;
 pub mod saga;
+pub mod seal;
 pub mod service;
+pub mod unpack;
 pub mod usage;

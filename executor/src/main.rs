@@ -61,6 +61,12 @@ struct Cli {
         default_value = "/dev/shm/loadshift"
     )]
     images_dir: PathBuf,
+    /// Key checkpoint images are sealed with (64 hex digits; every executor
+    /// of the cluster holds the same, no one else): `<state>/auth/images.key`
+    /// from `loadshift up`, or `loadshift auth init`. Without one, images
+    /// travel and rest in clear.
+    #[arg(long, env = "LOADSHIFT_IMAGES_KEY")]
+    images_key: Option<PathBuf>,
     #[command(flatten)]
     nats: NatsArgs,
     #[command(flatten)]
@@ -113,6 +119,14 @@ async fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
         cgroup::join(cg).context("joining the node's cgroup")?;
     }
     service::become_subreaper();
+    match &cli.images_key {
+        Some(path) => loadshift_executor::seal::install(
+            loadshift_executor::seal::ImagesKey::load(path).context("loading the images key")?,
+        ),
+        None => tracing::warn!(
+            "no --images-key: checkpoint images (whole process memories) travel and rest in clear"
+        ),
+    }
     std::fs::create_dir_all(&cli.state_dir)
         .with_context(|| format!("creating the state dir {}", cli.state_dir.display()))?;
     let workloads = cli.state_dir.join("workloads");

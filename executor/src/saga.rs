@@ -80,7 +80,8 @@ impl<R: Runtime> Executor<R> {
         match &env.event {
             Event::WorkloadStartRequested(p) if p.node == self.node => self.start(seq, p).await,
             Event::MigrationRequested(p) if p.source == self.node => self.requested(seq, p).await,
-            Event::MigrationCheckpointed(p) if p.target == self.node => {
+            // Only the source's own executor announces its dump.
+            Event::MigrationCheckpointed(p) if p.target == self.node && env.node == p.source => {
                 self.checkpointed(seq, p).await
             }
             Event::MigrationRestored(p) if p.source == self.node => self.restored(seq, p).await,
@@ -441,6 +442,13 @@ impl<R: Runtime> Executor<R> {
                 return self.commit(Change::new().applied(seq))
             }
             Some(m) => m,
+            // A workload of that name runs here already: no migration of it
+            // can be coming here (the forged event of issue 11 killed it).
+            None if self.journal.workload(&p.workload)?.is_some() => {
+                tracing::warn!(migration = %p.migration, workload = %p.workload, source = %p.source,
+                    "refused a checkpointed: that workload already runs on this node");
+                return self.commit(Change::new().applied(seq));
+            }
             None => {
                 let m = MigrationRecord {
                     id: p.migration,
