@@ -11,5 +11,6 @@ pub mod runtime;
 pub mod saga;
 pub mod seal;
 pub mod service;
+pub mod sweep;
 pub mod unpack;
 pub mod usage;

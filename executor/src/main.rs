@@ -67,6 +67,10 @@ struct Cli {
     /// travel and rest in clear.
     #[arg(long, env = "LOADSHIFT_IMAGES_KEY")]
     images_key: Option<PathBuf>,
+    /// Images older than this whose migration is not in flight here are
+    /// removed, from this node's image folder and from the bucket.
+    #[arg(long, env = "LOADSHIFT_IMAGES_TTL", default_value = "1h", value_parser = humantime::parse_duration)]
+    images_ttl: std::time::Duration,
     #[command(flatten)]
     nats: NatsArgs,
     #[command(flatten)]
@@ -188,9 +192,9 @@ async fn serve<R: Runtime>(cli: &Cli, node: NodeName, runtime: R) -> anyhow::Res
         node: node.clone(),
         runtime,
         journal: journal.clone(),
-        store,
+        store: store.clone(),
         client: client.clone(),
-        images_root,
+        images_root: images_root.clone(),
         outbox: notify.clone(),
     };
     liveness::serve(
@@ -205,6 +209,13 @@ async fn serve<R: Runtime>(cli: &Cli, node: NodeName, runtime: R) -> anyhow::Res
     .context("answering pings")?;
 
     let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::spawn(loadshift_executor::sweep::run(
+        store,
+        images_root,
+        journal.clone(),
+        cli.images_ttl,
+        stop_rx.clone(),
+    ));
     let outbox = tokio::spawn(service::publish_outbox(
         js.clone(),
         journal,

@@ -110,3 +110,46 @@ async fn a_sealed_image_hides_the_memory_and_refuses_tampering() {
         .expect_err("an image replayed under another name was accepted");
     assert!(err.to_string().contains("authentication"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orphaned_images_are_swept_after_their_ttl_and_fresh_ones_stay() {
+    let server = NatsServer::start();
+    let client = async_nats::connect(server.url()).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    let store = stream::checkpoint_store(&js, &Default::default())
+        .await
+        .unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let journal = loadshift_executor::journal::Journal::open(&tmp.path().join("j")).unwrap();
+    let root = tmp.path().join("images");
+    let two_hours_ago = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        - 7200;
+    let old = uuid::Uuid::new_v7(uuid::Timestamp::from_unix(
+        uuid::NoContext,
+        two_hours_ago,
+        0,
+    ))
+    .to_string();
+    let fresh = uuid::Uuid::now_v7().to_string();
+    for name in [&old, &fresh, &"not-ours".to_string()] {
+        store.put(name.as_str(), &mut &b"memory"[..]).await.unwrap();
+        std::fs::create_dir_all(root.join(name)).unwrap();
+    }
+    let swept = loadshift_executor::sweep::sweep_once(
+        &store,
+        &root,
+        &journal,
+        std::time::Duration::from_secs(3600),
+    )
+    .await;
+    assert_eq!(swept, (1, 1));
+    assert!(store.get(&old).await.is_err(), "the orphan is still stored");
+    assert!(!root.join(&old).exists());
+    for kept in [&fresh, &"not-ours".to_string()] {
+        assert!(store.get(kept.as_str()).await.is_ok());
+        assert!(root.join(kept).exists());
+    }
+}
