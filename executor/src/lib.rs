@@ -2,6 +2,7 @@
 //! half of every migration with CRIU (processes) or the Docker Engine API
 //! (containers), reporting each step as an event.
 
+pub mod admission;
 pub mod cgroup;
 pub mod checkpoint;
 pub mod fault;

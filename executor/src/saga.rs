@@ -62,6 +62,11 @@ impl<R: Runtime> Executor<R> {
         Envelope::new(self.node.clone(), event)
     }
 
+    /// Where workload names are claimed ([`crate::admission`]).
+    fn names(&self) -> async_nats::jetstream::Context {
+        async_nats::jetstream::new(self.client.clone())
+    }
+
     fn commit(&self, change: Change) -> Result<(), FatalError> {
         self.journal.commit(change)?;
         self.outbox.notify_one();
@@ -105,6 +110,12 @@ impl<R: Runtime> Executor<R> {
                 self.runtime.kind(),
                 p.spec.runtime
             ))
+        } else if let Err(reason) = crate::admission::check_spec(&p.spec) {
+            Err(reason)
+        } else if let Err(reason) =
+            crate::admission::claim(&self.names(), &p.workload, &self.node).await
+        {
+            Err(reason)
         } else {
             self.runtime
                 .start(&p.workload, &p.spec)
@@ -133,6 +144,7 @@ impl<R: Runtime> Executor<R> {
                 )
             }
             Err(reason) => {
+                crate::admission::release(&self.names(), &p.workload, &self.node).await;
                 tracing::warn!(workload = %p.workload, %reason, "workload did not start");
                 let failed = self.envelope(Event::WorkloadStartFailed(workload::StartFailed {
                     workload: p.workload.clone(),
@@ -556,6 +568,12 @@ impl<R: Runtime> Executor<R> {
                 .publish(event)
                 .applied(seq),
         )?;
+        // The name now belongs to this node (in the background: this step
+        // must not wait on NATS once the journal holds it).
+        tokio::spawn({
+            let (js, name, node) = (self.names(), m.workload.clone(), self.node.clone());
+            async move { crate::admission::moved(&js, &name, &node).await }
+        });
         // The image has served; the restored tasks no longer need it.
         let _ = std::fs::remove_dir_all(&m.images);
         Ok(())
@@ -650,6 +668,7 @@ impl<R: Runtime> Executor<R> {
                 continue;
             }
             tracing::info!(workload = %w.name, "workload exited");
+            crate::admission::release(&self.names(), &w.name, &self.node).await;
             let event = self.envelope(Event::WorkloadExited(workload::Exited {
                 workload: w.name.clone(),
                 code: None,
