@@ -278,6 +278,44 @@ async fn no_one_but_executors_reads_checkpoint_images() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_executors_claim_workload_names() {
+    let s = Secured::start().await;
+    let exec = s.js("executor-node2").await;
+    let kv = exec
+        .create_key_value(async_nats::jetstream::kv::Config {
+            bucket: auth::NAMES_BUCKET.into(),
+            history: 1,
+            ..Default::default()
+        })
+        .await
+        .expect("executors open the name registry");
+    kv.create("w1", "node2".into()).await.expect("a claim");
+    assert!(kv.create("w1", "node3".into()).await.is_err());
+    let entry = kv.entry("w1").await.unwrap().expect("the claim");
+    kv.delete_expect_revision("w1", Some(entry.revision))
+        .await
+        .expect("a release");
+    let other = s
+        .js("executor-node3")
+        .await
+        .get_key_value(auth::NAMES_BUCKET)
+        .await
+        .expect("every executor reaches it");
+    other.put("w2", "node3".into()).await.expect("a hand-over");
+    for role in ["agent-node2", "brain", "webui", "operator"] {
+        let js = s.js(role).await;
+        assert!(
+            js.get_key_value(auth::NAMES_BUCKET).await.is_err(),
+            "{role} opened the name registry"
+        );
+        assert!(
+            !raw_publish(&js, "$KV.WORKLOAD_NAMES.w3").await,
+            "{role} claimed a name"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_forged_start_of_the_issue_never_reaches_an_executor() {
     let s = Secured::start().await;
     for role in [
