@@ -245,3 +245,45 @@ async fn the_deployed_server_takes_only_tls_clients_with_an_identity() {
         "a client without an identity got in"
     );
 }
+
+#[test]
+fn every_unit_but_the_executor_is_sandboxed() {
+    // systemd's own measure of a unit's exposure (0 = locked down, 10 = as
+    // exposed as a unit gets); the executor keeps root for CRIU, on purpose.
+    let tmp = tempfile::tempdir().unwrap();
+    for name in ["agent", "brain", "nats", "webui", "executor"] {
+        let unit = format!("loadshift-{name}.service");
+        let text = std::fs::read_to_string(repo().join("deploy/systemd").join(&unit))
+            .unwrap()
+            .replace("/usr/local/bin/", "/bin/")
+            .replace("/usr/sbin/nats-server", "/bin/true");
+        let path = tmp.path().join(&unit);
+        std::fs::write(&path, text).unwrap();
+        let out = Command::new("systemd-analyze")
+            .args(["security", "--offline=true"])
+            .arg(&path)
+            .output()
+            .expect("systemd-analyze");
+        let report = String::from_utf8_lossy(&out.stdout);
+        let score: f64 = report
+            .lines()
+            .find_map(|l| l.split("Overall exposure level for ").nth(1))
+            .and_then(|r| r.split(": ").nth(1))
+            .and_then(|r| r.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no exposure level for {unit}:\n{report}"));
+        if name == "executor" {
+            let text = std::fs::read_to_string(&path).unwrap();
+            assert!(
+                text.contains("CRIU needs the capabilities of root"),
+                "{unit}"
+            );
+            assert!(
+                !text.contains("DynamicUser") && !text.contains("User="),
+                "{unit}"
+            );
+        } else {
+            assert!(score <= 4.0, "{unit} exposure {score}:\n{report}");
+        }
+    }
+}
