@@ -1,5 +1,5 @@
 //! Sealing throughput: a 256 MiB checkpoint-sized buffer sealed and opened
-//! (ChaCha20-Poly1305 in 256 KiB segments, executor/src/seal.rs) beside a
+//! (AES-256-GCM in 256 KiB segments, executor/src/seal.rs) beside a
 //! plain copy of the same bytes through the same `Write`/`Read` plumbing,
 //! in the same run — median of 5.
 //!
@@ -73,7 +73,7 @@ fn main() {
     for (name, v) in [
         ("plain copy (write)", &copy),
         ("plain copy (read)", &plain_read),
-        ("seal (ChaCha20-Poly1305)", &seal),
+        ("seal (AES-256-GCM)", &seal),
         ("open + authenticate", &open),
     ] {
         let m = median(v.clone());
