@@ -39,6 +39,7 @@ async fn connect(url: &str) -> jetstream::Context {
         &connection::NatsOptions {
             url: url.into(),
             credentials: None,
+            ca: None,
             client_name: "outbox-test".into(),
         },
         false,

@@ -50,6 +50,17 @@ pub enum InputError {
         /// The migration in flight.
         migration: Uuid,
     },
+    /// a workload of that name runs already
+    #[error(
+        "a workload named {workload} already runs on {node} (names are unique in the cluster): \
+         pick another --name, or move it with `loadshift migrate {workload} --to NODE`"
+    )]
+    NameTaken {
+        /// The name.
+        workload: WorkloadName,
+        /// Where it runs.
+        node: NodeName,
+    },
     /// the scenario cannot be played
     #[error("--scenario: {0}")]
     BadScenario(String),

@@ -11,6 +11,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use futures::StreamExt;
+use loadshift_events::connection::{self, NatsOptions};
 use loadshift_events::{stream, Envelope, Event};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
@@ -124,6 +125,21 @@ impl Up {
 
     fn dir(&self) -> PathBuf {
         self.state.path().join("up")
+    }
+
+    /// Connects with the operator identity `up` wrote (auth is on by default).
+    async fn operator(&self) -> async_nats::Client {
+        connection::connect(
+            &NatsOptions {
+                url: self.nats.clone(),
+                credentials: Some(self.dir().join("auth/operator.nk")),
+                client_name: "up-test".into(),
+                ..Default::default()
+            },
+            false,
+        )
+        .await
+        .expect("connect as the operator")
     }
 
     /// Waits for a line of `up`'s output containing `needle`.
@@ -283,7 +299,7 @@ async fn up_ramp_ends_in_a_migration_decided_by_the_brain_and_leaves_nothing_beh
     up.wait_line("loadshift is up", Duration::from_secs(120))
         .await;
 
-    let client = async_nats::connect(&up.nats).await.expect("connect");
+    let client = up.operator().await;
     let js = async_nats::jetstream::new(client);
     let events = js.get_stream(stream::EVENTS).await.expect("EVENTS");
     let consumer = events
@@ -485,6 +501,49 @@ async fn up_without_docker_runs_the_process_runtime_and_says_so() {
     .await;
     up.wait_line("loadshift is up", Duration::from_secs(120))
         .await;
+
+    // Auth is on by default: the printed line is what a person needs, and a
+    // connection without it is refused.
+    let line = up
+        .wait_line("LOADSHIFT_NATS_CREDS=", Duration::from_secs(10))
+        .await;
+    let creds = line
+        .split("LOADSHIFT_NATS_CREDS=")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .expect("a path after LOADSHIFT_NATS_CREDS=")
+        .to_string();
+    let anonymous = NatsOptions {
+        url: up.nats.clone(),
+        client_name: "anonymous".into(),
+        ..Default::default()
+    };
+    assert!(connection::connect(&anonymous, false).await.is_err());
+    let status_cmd = |creds: Option<&str>| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_loadshift"));
+        for (k, _) in std::env::vars() {
+            if k.starts_with("LOADSHIFT_") {
+                c.env_remove(k);
+            }
+        }
+        c.args(["status", "--nats", &up.nats]);
+        if let Some(p) = creds {
+            c.env("LOADSHIFT_NATS_CREDS", p);
+        }
+        c.output()
+    };
+    let ok = status_cmd(Some(&creds))
+        .await
+        .expect("run loadshift status");
+    assert!(
+        ok.status.success(),
+        "loadshift status as the operator: {}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let refused = status_cmd(None).await.expect("run loadshift status");
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("--nats-creds"));
+
     let status = up.stop().await;
     assert!(status.success(), "loadshift up exited with {status}");
     // The stop report covers both nodes even when nothing moved.

@@ -19,9 +19,15 @@ pub struct NatsArgs {
     /// NATS server URL (several may be given, comma separated).
     #[arg(long, env = "LOADSHIFT_NATS", default_value = "nats://127.0.0.1:4222")]
     pub nats: String,
-    /// NATS credentials file (`.creds`), when the server requires one.
+    /// NATS identity: an nkey seed file (`<state>/auth/operator.nk` from
+    /// `loadshift up`) or a `.creds` file. Servers set up by loadshift refuse
+    /// connections without one.
     #[arg(long, env = "LOADSHIFT_NATS_CREDS")]
     pub nats_creds: Option<PathBuf>,
+    /// CA certificate (PEM) of the NATS servers; given, the connection
+    /// requires TLS (the three-server cluster of deploy/ requires it).
+    #[arg(long, env = "LOADSHIFT_NATS_CA")]
+    pub nats_ca: Option<PathBuf>,
     /// Replicas for the streams when this service creates them (3 on the NATS cluster).
     #[arg(long, env = "LOADSHIFT_STREAM_REPLICAS", default_value_t = 1)]
     pub stream_replicas: usize,
@@ -40,6 +46,7 @@ impl NatsArgs {
             url: self.nats.clone(),
             credentials: self.nats_creds.clone(),
             client_name: client_name.to_string(),
+            ca: self.nats_ca.clone(),
         }
     }
 

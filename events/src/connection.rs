@@ -104,14 +104,70 @@ impl NatsError {
 }
 
 /// Where and how to connect.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct NatsOptions {
     /// Server URL(s), comma separated.
     pub url: String,
-    /// Optional `.creds` file.
+    /// The identity to connect with: an nkey seed file (`.nk`, as `loadshift
+    /// up` and `deploy/provision` write them) or a NATS `.creds` file.
     pub credentials: Option<PathBuf>,
     /// The name the connection shows in `nats server report connections`.
     pub client_name: String,
+    /// A CA certificate (PEM) the server's certificate must chain to; when
+    /// given, the connection requires TLS.
+    pub ca: Option<PathBuf>,
+}
+
+/// The inbox prefix of the user whose public nkey is `public_key`.
+///
+/// Replies (JetStream acks, pulled messages, object store chunks) travel on
+/// inbox subjects. With the shared `_INBOX.>` every user allowed to
+/// subscribe to inboxes could read every other user's replies, checkpoint
+/// chunks included; one prefix per identity lets the server's permissions
+/// give each user its own inboxes only.
+pub fn inbox_prefix(public_key: &str) -> String {
+    format!("_INBOX_{public_key}")
+}
+
+/// An identity read from a credentials file: the nkey seed and, for a NATS
+/// `.creds` file, its JWT.
+struct Identity {
+    seed: String,
+    jwt: bool,
+}
+
+/// Reads a `.nk` seed file (the seed on one line; `#` lines are comments) or
+/// a NATS `.creds` file (a JWT and a seed between `-----BEGIN` markers).
+fn read_identity(path: &std::path::Path) -> Result<Identity, NatsError> {
+    let fail = |message: String| NatsError::Credentials {
+        path: path.to_path_buf(),
+        message,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| fail(e.to_string()))?;
+    let jwt = text.contains("BEGIN NATS USER JWT");
+    let seed = text
+        .lines()
+        .map(str::trim)
+        .find(|l| l.starts_with("SU") && !l.contains(' '))
+        .ok_or_else(|| fail("no user nkey seed (a line starting with SU) in it".into()))?
+        .to_string();
+    nkeys::KeyPair::from_seed(&seed).map_err(|e| fail(format!("not a valid nkey seed: {e}")))?;
+    Ok(Identity { seed, jwt })
+}
+
+/// The public key of the seed in credentials file `path`, the name by which
+/// the server's configuration knows this identity.
+///
+/// # Errors
+/// [`NatsError::Credentials`] when the file holds no valid seed.
+pub fn public_key_of(path: &std::path::Path) -> Result<String, NatsError> {
+    let id = read_identity(path)?;
+    nkeys::KeyPair::from_seed(&id.seed)
+        .map(|k| k.public_key())
+        .map_err(|e| NatsError::Credentials {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })
 }
 
 /// Connects, retrying in the background if the server goes away later.
@@ -134,20 +190,36 @@ pub async fn connect(
         o = o.retry_on_initial_connect();
     }
     if let Some(path) = &opts.credentials {
-        o = o
-            .credentials_file(path)
-            .await
-            .map_err(|e| NatsError::Credentials {
-                path: path.clone(),
-                message: e.to_string(),
-            })?;
+        let id = read_identity(path)?;
+        let public = public_key_of(path)?;
+        o = if id.jwt {
+            o.credentials_file(path)
+                .await
+                .map_err(|e| NatsError::Credentials {
+                    path: path.clone(),
+                    message: e.to_string(),
+                })?
+        } else {
+            o.nkey(id.seed)
+        }
+        .custom_inbox_prefix(inbox_prefix(&public));
     }
-    o.connect(opts.url.as_str())
-        .await
-        .map_err(|e| NatsError::Connect {
+    if let Some(ca) = &opts.ca {
+        o = o.add_root_certificates(ca.clone()).require_tls(true);
+    }
+    o.connect(opts.url.as_str()).await.map_err(|e| {
+        let mut message = e.to_string();
+        if opts.credentials.is_none() && message.to_lowercase().contains("authoriz") {
+            message.push_str(
+                "; the server requires credentials: pass --nats-creds FILE (or LOADSHIFT_NATS_CREDS), \
+                 e.g. the operator.nk that `loadshift up` wrote under <state>/auth/",
+            );
+        }
+        NatsError::Connect {
             url: opts.url.clone(),
-            message: e.to_string(),
-        })
+            message,
+        }
+    })
 }
 
 /// Publishes one event and waits until JetStream has stored it.

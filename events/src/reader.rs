@@ -289,11 +289,19 @@ impl Pump {
             Acks::All => AckPolicy::All,
             Acks::Explicit => AckPolicy::Explicit,
         };
+        // One filter travels in the API subject
+        // (`$JS.API.CONSUMER.CREATE.<stream>.<name>.<filter>`), where the
+        // server's permissions can confine a role to its own subjects.
+        let (filter_subject, filter_subjects) = match self.cfg.filter.as_slice() {
+            [one] => (one.clone(), Vec::new()),
+            many => (String::new(), many.to_vec()),
+        };
         let mut consumer = stream
             .create_consumer(pull::Config {
                 durable_name: self.cfg.durable.clone(),
                 description: Some(self.cfg.description.clone()),
-                filter_subjects: self.cfg.filter.clone(),
+                filter_subject,
+                filter_subjects,
                 deliver_policy,
                 ack_policy,
                 ack_wait: self.cfg.ack_wait,

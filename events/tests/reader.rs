@@ -20,6 +20,7 @@ async fn jetstream(server: &NatsServer) -> jetstream::Context {
         &NatsOptions {
             url: server.url(),
             credentials: None,
+            ca: None,
             client_name: "reader-test".into(),
         },
         false,

@@ -127,8 +127,8 @@ pub fn write_archive<W: Write>(
     tar.into_inner()
 }
 
-/// Unpacks an archive into `images` and `workload_dir`, refusing entries
-/// that would land elsewhere.
+/// Unpacks an archive into `images` and `workload_dir` as untrusted input
+/// (see [`crate::unpack`]: no links, no paths outside those folders).
 ///
 /// # Errors
 /// A message saying what is wrong with the archive.
@@ -137,46 +137,7 @@ pub fn read_archive<R: Read>(
     images: &Path,
     workload_dir: &Path,
 ) -> Result<Manifest, String> {
-    for dir in [images, workload_dir] {
-        std::fs::create_dir_all(dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
-    }
-    let mut manifest = None;
-    let mut archive = tar::Archive::new(input);
-    for entry in archive.entries().map_err(|e| e.to_string())? {
-        let mut entry = entry.map_err(|e| e.to_string())?;
-        let path = entry.path().map_err(|e| e.to_string())?.into_owned();
-        let mut parts = path.components();
-        let top = parts
-            .next()
-            .map(|c| c.as_os_str().to_string_lossy().into_owned());
-        let rest: PathBuf = parts.collect();
-        if rest
-            .components()
-            .any(|c| !matches!(c, std::path::Component::Normal(_)))
-        {
-            return Err(format!("entry {} escapes its folder", path.display()));
-        }
-        let dest = match top.as_deref() {
-            Some("manifest.json") => {
-                let mut s = Vec::new();
-                entry.read_to_end(&mut s).map_err(|e| e.to_string())?;
-                manifest = Some(serde_json::from_slice::<Manifest>(&s).map_err(|e| e.to_string())?);
-                continue;
-            }
-            Some("images") if rest.as_os_str().is_empty() => continue,
-            Some("images") => images.join(&rest),
-            Some("files") => workload_dir.join(&rest),
-            _ => return Err(format!("unexpected entry {}", path.display())),
-        };
-        if let Some(parent) = dest.parent() {
-            std::fs::create_dir_all(parent)
-                .map_err(|e| format!("create {}: {e}", parent.display()))?;
-        }
-        entry
-            .unpack(&dest)
-            .map_err(|e| format!("unpack {}: {e}", dest.display()))?;
-    }
-    manifest.ok_or_else(|| "no manifest.json".to_string())
+    crate::unpack::unpack(input, images, workload_dir).map_err(|e| e.to_string())
 }
 
 /// A `Write` that cuts what it is given into object-store chunks, hashing
@@ -237,10 +198,11 @@ pub async fn pack_and_upload(
         message,
     };
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(CHUNKS_IN_FLIGHT);
-    let (img, wdir, fl) = (
+    let (img, wdir, fl, obj) = (
         images.to_path_buf(),
         workload_dir.to_path_buf(),
         files.to_vec(),
+        object.to_string(),
     );
     let packer = tokio::task::spawn_blocking(move || {
         let writer = ChunkWriter {
@@ -248,7 +210,9 @@ pub async fn pack_and_upload(
             buf: Vec::with_capacity(CHECKPOINT_CHUNK_BYTES),
             hasher: Sha256::new(),
         };
-        let mut writer = write_archive(writer, &img, &wdir, &fl)?;
+        // Sealed with the executors' key, when this executor has one.
+        let sealed = crate::seal::Writer::new(writer, crate::seal::key(), &obj)?;
+        let mut writer = write_archive(sealed, &img, &wdir, &fl)?.finish()?;
         writer.send()?;
         Ok::<_, std::io::Error>(hex(writer.hasher.finalize()))
     });
@@ -389,7 +353,11 @@ pub async fn download_and_unpack(
     };
     let mut obj = store.get(object).await.map_err(|e| err(e.to_string()))?;
     let (tx, rx) = tokio::sync::mpsc::channel::<Vec<u8>>(CHUNKS_IN_FLIGHT);
-    let (img, wdir) = (images.to_path_buf(), workload_dir.to_path_buf());
+    let (img, wdir, name) = (
+        images.to_path_buf(),
+        workload_dir.to_path_buf(),
+        object.to_string(),
+    );
     let unpacker = tokio::task::spawn_blocking(move || {
         let mut reader = ChunkReader {
             rx,
@@ -397,7 +365,14 @@ pub async fn download_and_unpack(
             pos: 0,
             hasher: Sha256::new(),
         };
-        let result = read_archive(&mut reader, &img, &wdir);
+        // Each sealed segment is authenticated before its bytes reach the
+        // unpacker; the rest (and the last segment) is authenticated after.
+        let mut opened = crate::seal::Reader::new(&mut reader, crate::seal::key(), &name);
+        let result = read_archive(&mut opened, &img, &wdir).and_then(|m| {
+            std::io::copy(&mut opened, &mut std::io::sink())
+                .map(|_| m)
+                .map_err(|e| e.to_string())
+        });
         // Hash what the archive reader did not need (padding, or all of it
         // after an error), so the digest covers every byte.
         let _ = std::io::copy(&mut reader, &mut std::io::sink());

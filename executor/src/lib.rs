@@ -2,6 +2,7 @@
 //! half of every migration with CRIU (processes) or the Docker Engine API
 //! (containers), reporting each step as an event.
 
+pub mod admission;
 pub mod cgroup;
 pub mod checkpoint;
 pub mod fault;
@@ -9,5 +10,8 @@ pub mod journal;
 pub mod liveness;
 pub mod runtime;
 pub mod saga;
+pub mod seal;
 pub mod service;
+pub mod sweep;
+pub mod unpack;
 pub mod usage;

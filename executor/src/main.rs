@@ -66,6 +66,16 @@ struct Cli {
         default_value = "/dev/shm/loadshift"
     )]
     images_dir: PathBuf,
+    /// Key checkpoint images are sealed with (64 hex digits; every executor
+    /// of the cluster holds the same, no one else): `<state>/auth/images.key`
+    /// from `loadshift up`, or `loadshift auth init`. Without one, images
+    /// travel and rest in clear.
+    #[arg(long, env = "LOADSHIFT_IMAGES_KEY")]
+    images_key: Option<PathBuf>,
+    /// Images older than this whose migration is not in flight here are
+    /// removed, from this node's image folder and from the bucket.
+    #[arg(long, env = "LOADSHIFT_IMAGES_TTL", default_value = "1h", value_parser = humantime::parse_duration)]
+    images_ttl: std::time::Duration,
     #[command(flatten)]
     nats: NatsArgs,
     #[command(flatten)]
@@ -118,6 +128,14 @@ async fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
         cgroup::join(cg).context("joining the node's cgroup")?;
     }
     service::become_subreaper();
+    match &cli.images_key {
+        Some(path) => loadshift_executor::seal::install(
+            loadshift_executor::seal::ImagesKey::load(path).context("loading the images key")?,
+        ),
+        None => tracing::warn!(
+            "no --images-key: checkpoint images (whole process memories) travel and rest in clear"
+        ),
+    }
     std::fs::create_dir_all(&cli.state_dir)
         .with_context(|| format!("creating the state dir {}", cli.state_dir.display()))?;
     let workloads = cli.state_dir.join("workloads");
@@ -179,9 +197,9 @@ async fn serve<R: Runtime>(cli: &Cli, node: NodeName, runtime: R) -> anyhow::Res
         node: node.clone(),
         runtime,
         journal: journal.clone(),
-        store,
+        store: store.clone(),
         client: client.clone(),
-        images_root,
+        images_root: images_root.clone(),
         outbox: notify.clone(),
     };
     liveness::serve(
@@ -202,6 +220,13 @@ async fn serve<R: Runtime>(cli: &Cli, node: NodeName, runtime: R) -> anyhow::Res
     shutdown
         .on_signals()
         .context("installing signal handlers")?;
+    tokio::spawn(loadshift_executor::sweep::run(
+        store,
+        images_root,
+        journal.clone(),
+        cli.images_ttl,
+        shutdown.listener(),
+    ));
     tokio::spawn(service::publish_outbox(
         js.clone(),
         journal,

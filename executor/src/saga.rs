@@ -62,6 +62,11 @@ impl<R: Runtime> Executor<R> {
         Envelope::new(self.node.clone(), event)
     }
 
+    /// Where workload names are claimed ([`crate::admission`]).
+    fn names(&self) -> async_nats::jetstream::Context {
+        async_nats::jetstream::new(self.client.clone())
+    }
+
     fn commit(&self, change: Change) -> Result<(), FatalError> {
         self.journal.commit(change)?;
         self.outbox.notify_one();
@@ -80,7 +85,8 @@ impl<R: Runtime> Executor<R> {
         match &env.event {
             Event::WorkloadStartRequested(p) if p.node == self.node => self.start(seq, p).await,
             Event::MigrationRequested(p) if p.source == self.node => self.requested(seq, p).await,
-            Event::MigrationCheckpointed(p) if p.target == self.node => {
+            // Only the source's own executor announces its dump.
+            Event::MigrationCheckpointed(p) if p.target == self.node && env.node == p.source => {
                 self.checkpointed(seq, p).await
             }
             Event::MigrationRestored(p) if p.source == self.node => self.restored(seq, p).await,
@@ -104,6 +110,12 @@ impl<R: Runtime> Executor<R> {
                 self.runtime.kind(),
                 p.spec.runtime
             ))
+        } else if let Err(reason) = crate::admission::check_spec(&p.spec) {
+            Err(reason)
+        } else if let Err(reason) =
+            crate::admission::claim(&self.names(), &p.workload, &self.node).await
+        {
+            Err(reason)
         } else {
             self.runtime
                 .start(&p.workload, &p.spec)
@@ -132,6 +144,7 @@ impl<R: Runtime> Executor<R> {
                 )
             }
             Err(reason) => {
+                crate::admission::release(&self.names(), &p.workload, &self.node).await;
                 tracing::warn!(workload = %p.workload, %reason, "workload did not start");
                 let failed = self.envelope(Event::WorkloadStartFailed(workload::StartFailed {
                     workload: p.workload.clone(),
@@ -441,6 +454,13 @@ impl<R: Runtime> Executor<R> {
                 return self.commit(Change::new().applied(seq))
             }
             Some(m) => m,
+            // A workload of that name runs here already: no migration of it
+            // can be coming here (the forged event of issue 11 killed it).
+            None if self.journal.workload(&p.workload)?.is_some() => {
+                tracing::warn!(migration = %p.migration, workload = %p.workload, source = %p.source,
+                    "refused a checkpointed: that workload already runs on this node");
+                return self.commit(Change::new().applied(seq));
+            }
             None => {
                 let m = MigrationRecord {
                     id: p.migration,
@@ -548,6 +568,12 @@ impl<R: Runtime> Executor<R> {
                 .publish(event)
                 .applied(seq),
         )?;
+        // The name now belongs to this node (in the background: this step
+        // must not wait on NATS once the journal holds it).
+        tokio::spawn({
+            let (js, name, node) = (self.names(), m.workload.clone(), self.node.clone());
+            async move { crate::admission::moved(&js, &name, &node).await }
+        });
         // The image has served; the restored tasks no longer need it.
         let _ = std::fs::remove_dir_all(&m.images);
         Ok(())
@@ -642,6 +668,7 @@ impl<R: Runtime> Executor<R> {
                 continue;
             }
             tracing::info!(workload = %w.name, "workload exited");
+            crate::admission::release(&self.names(), &w.name, &self.node).await;
             let event = self.envelope(Event::WorkloadExited(workload::Exited {
                 workload: w.name.clone(),
                 code: None,

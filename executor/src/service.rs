@@ -46,9 +46,13 @@ async fn reader(
         Start::After(applied),
         format!("loadshift executor of node {node}"),
     )
-    .filter([format!("workload.{node}.>"), format!("migration.{node}.>")])
+    .filter([format!("*.{node}.>")])
     .durable(consumer_name(node), Acks::Explicit)
     .batch(16);
+    // One filter, `*.<node>.>`, so that it travels in the API subject
+    // (`$JS.API.CONSUMER.CREATE.EVENTS.executor-<node>.*.<node>.>`), where
+    // the server's permissions confine an executor to its own node's
+    // subjects; `node.<node>.*` comes along and is skipped.
     // A dump or restore of a big workload takes seconds; never let the
     // server redeliver while we still work on it.
     cfg.ack_wait = Duration::from_secs(600);

@@ -16,7 +16,9 @@ pub struct NatsServer {
     port: u16,
     store: tempfile::TempDir,
     log: PathBuf,
-    max_payload: Option<u64>,
+    /// Configuration appended to the server's file (an `authorization`
+    /// block, TLS), kept so that a restart runs the same server.
+    extra: String,
 }
 
 impl NatsServer {
@@ -27,7 +29,7 @@ impl NatsServer {
     /// When `nats-server` is not installed or does not come up: the test
     /// cannot run, and says so plainly.
     pub fn start() -> Self {
-        Self::start_with_max_payload(None)
+        Self::start_with("")
     }
 
     /// Starts a server like [`NatsServer::start`] whose `max_payload` (the
@@ -37,6 +39,19 @@ impl NatsServer {
     /// # Panics
     /// As [`NatsServer::start`].
     pub fn start_with_max_payload(max_payload: Option<u64>) -> Self {
+        let extra = max_payload
+            .map(|b| format!("max_payload: {b}"))
+            .unwrap_or_default();
+        Self::start_with(&extra)
+    }
+
+    /// Starts a server like [`NatsServer::start`] whose configuration also
+    /// holds `extra`: the `authorization` block `loadshift up` writes, so
+    /// that each role's permissions are tested against the real server.
+    ///
+    /// # Panics
+    /// As [`NatsServer::start`], and when the server refuses `extra`.
+    pub fn start_with(extra: &str) -> Self {
         let store = tempfile::Builder::new()
             .prefix("loadshift-nats-")
             .tempdir()
@@ -47,7 +62,7 @@ impl NatsServer {
             port: free_port(),
             store,
             log,
-            max_payload,
+            extra: extra.to_string(),
         };
         server.spawn();
         server
@@ -85,15 +100,12 @@ impl NatsServer {
         // limit would then fail on a machine with less than ~14 GiB free,
         // though a test writes megabytes. Tests declare a large maximum.
         let conf = self.store.path().join("nats-server.conf");
-        let max_payload = self
-            .max_payload
-            .map(|b| format!("max_payload: {b}\n"))
-            .unwrap_or_default();
         std::fs::write(
             &conf,
             format!(
-                "{max_payload}jetstream {{\n  store_dir: \"{}\"\n  max_file_store: 1TB\n}}\n",
-                js_dir.display()
+                "jetstream {{\n  store_dir: \"{}\"\n  max_file_store: 1TB\n}}\n{}\n",
+                js_dir.display(),
+                self.extra
             ),
         )
         .expect("write the test nats-server's config");

@@ -13,7 +13,8 @@
 //! - [`svg`]: charts drawn on the server; [`display`]: how values read;
 //! - [`sse`]: live fragments; [`actions`]: operator forms, login, CSRF;
 //!   [`metrics`]: Prometheus text; [`listener`]: HTTP with bounds a hostile
-//!   client cannot stretch.
+//!   client cannot stretch; [`tls`]: HTTPS, and the warning when plain HTTP
+//!   is served beyond this machine.
 
 pub mod actions;
 pub mod consume;
@@ -25,6 +26,7 @@ pub mod projection;
 pub mod series;
 pub mod sse;
 pub mod svg;
+pub mod tls;
 
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, RwLock, RwLockReadGuard};

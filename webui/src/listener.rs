@@ -18,6 +18,11 @@
 //!   first to go); when every connection is busy with real requests, a small
 //!   overflow lane still answers `GET /healthz` and refuses the rest with
 //!   503, so the health check keeps working whatever the load.
+//!
+//! With a TLS acceptor the handshake runs inside an admitted connection,
+//! bounded by the header timeout: a client that connects and never
+//! finishes it holds a slot that has not sent a request, the first to be
+//! given up at the cap.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -37,6 +42,7 @@ use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Notify, Semaphore};
+use tokio_rustls::TlsAcceptor;
 
 /// Connections in the overflow lane at once; beyond it a connection is
 /// closed as soon as it is accepted (it costs a descriptor for microseconds).
@@ -138,6 +144,7 @@ pub async fn serve(
     app: Router,
     limits: HttpLimits,
     stats: Arc<HttpStats>,
+    tls: Option<TlsAcceptor>,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
     let slots = Arc::new(Mutex::new(Slots::default()));
@@ -187,8 +194,12 @@ pub async fn serve(
                     stop: stop_rx.clone(),
                 };
                 let slots = slots.clone();
+                let tls = tls.clone();
                 tokio::spawn(async move {
-                    conn.serve(stream, peer).await;
+                    match tls {
+                        None => conn.serve(stream, peer).await,
+                        Some(acceptor) => conn.serve_tls(acceptor, stream, peer).await,
+                    }
                     slots
                         .lock()
                         .unwrap_or_else(|e| e.into_inner())
@@ -199,8 +210,18 @@ pub async fn serve(
             None => match overflow.clone().try_acquire_owned() {
                 Ok(permit) => {
                     stats.overflow.fetch_add(1, Ordering::Relaxed);
+                    let tls = tls.clone();
                     tokio::spawn(async move {
-                        overflow_lane(stream).await;
+                        match tls {
+                            None => overflow_lane(stream).await,
+                            Some(acceptor) => {
+                                let hs =
+                                    tokio::time::timeout(OVERFLOW_READ, acceptor.accept(stream));
+                                if let Ok(Ok(tls)) = hs.await {
+                                    overflow_lane(tls).await;
+                                }
+                            }
+                        }
                         drop(permit);
                     });
                 }
@@ -238,7 +259,38 @@ struct Connection {
 }
 
 impl Connection {
-    async fn serve(mut self, stream: TcpStream, peer: SocketAddr) {
+    /// Completes the TLS handshake within the header timeout (or gives the
+    /// slot up when evicted or stopped meanwhile), then serves as
+    /// [`Connection::serve`].
+    async fn serve_tls(self, acceptor: TlsAcceptor, stream: TcpStream, peer: SocketAddr) {
+        let handshake = tokio::time::timeout(self.limits.header_timeout, acceptor.accept(stream));
+        let mut stop = self.stop.clone();
+        let tls = tokio::select! {
+            r = handshake => match r {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    self.stats.timed_out.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(%peer, "TLS handshake timed out");
+                    return;
+                }
+            },
+            _ = self.evict.notified() => {
+                self.stats.evicted.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+            _ = stop.changed() => return,
+        };
+        self.serve(tls, peer).await;
+    }
+
+    async fn serve<S>(mut self, stream: S, peer: SocketAddr)
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
         self.stats.open.fetch_add(1, Ordering::Relaxed);
         let activity = Arc::new(Activity::new());
         let io = TokioIo::new(Watched {
@@ -295,7 +347,7 @@ impl Connection {
 /// Answers a connection that came while every slot was busy with real
 /// requests: `GET /healthz` gets its answer, anything else a 503, and the
 /// connection is closed either way.
-async fn overflow_lane(mut stream: TcpStream) {
+async fn overflow_lane<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S) {
     let mut buf = [0u8; 512];
     let mut n = 0;
     let head = tokio::time::timeout(OVERFLOW_READ, async {
@@ -378,13 +430,13 @@ impl Activity {
     }
 }
 
-/// A TCP stream that records when bytes move.
-struct Watched {
-    inner: TcpStream,
+/// A stream (TCP, or TLS over TCP) that records when bytes move.
+struct Watched<S> {
+    inner: S,
     activity: Arc<Activity>,
 }
 
-impl AsyncRead for Watched {
+impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -399,7 +451,7 @@ impl AsyncRead for Watched {
     }
 }
 
-impl AsyncWrite for Watched {
+impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,

@@ -15,7 +15,7 @@ use loadshift_events::shutdown::Shutdown;
 use loadshift_events::{connection, stream, NodeName};
 use loadshift_webui::listener::{self, HttpLimits};
 use loadshift_webui::projection::{Limits, Projection};
-use loadshift_webui::{consume, router, AppState, Settings};
+use loadshift_webui::{consume, router, tls, AppState, Settings};
 
 /// Serves loadshift's dashboard: nodes, predictions, migrations, models and the event log.
 #[derive(Debug, Parser)]
@@ -53,6 +53,12 @@ struct Cli {
     /// Seconds a connection may stay without a byte moving either way.
     #[arg(long, env = "LOADSHIFT_HTTP_IDLE_TIMEOUT_SECS", default_value_t = 60)]
     idle_timeout_secs: u64,
+    /// Certificate chain (PEM) to serve HTTPS with; needs --tls-key.
+    #[arg(long, env = "LOADSHIFT_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<std::path::PathBuf>,
+    /// Private key (PEM) of --tls-cert.
+    #[arg(long, env = "LOADSHIFT_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<std::path::PathBuf>,
     #[command(flatten)]
     nats: NatsArgs,
     #[command(flatten)]
@@ -71,6 +77,11 @@ async fn main() -> anyhow::Result<()> {
     shutdown
         .on_signals()
         .context("installing signal handlers")?;
+    let tls = match (&cli.tls_cert, &cli.tls_key) {
+        (Some(cert), Some(key)) => Some(tls::server_config(cert, key)?),
+        _ => None,
+    };
+    tls::warn_if_exposed(cli.listen, tls.is_some());
     let client = connection::connect(&cli.nats.options("loadshift-webui"), false)
         .await
         .context("connecting to NATS")?;
@@ -96,7 +107,7 @@ async fn main() -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(cli.listen)
         .await
         .with_context(|| format!("listening on {}", cli.listen))?;
-    tracing::info!(listen = %cli.listen, "dashboard serving");
+    tracing::info!(listen = %cli.listen, https = tls.is_some(), "dashboard serving");
     let consumer = tokio::spawn(consume::run(js, state.clone(), shutdown.listener()));
     let mut stop = shutdown.listener();
     let http = HttpLimits {
@@ -105,7 +116,8 @@ async fn main() -> anyhow::Result<()> {
         idle_timeout: Duration::from_secs(cli.idle_timeout_secs.max(1)),
     };
     let stats = state.http.clone();
-    let server = listener::serve(listener, router(state), http, stats, async move {
+    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
+    let server = listener::serve(listener, router(state), http, stats, acceptor, async move {
         stop.recv().await;
     });
     let mut stop = shutdown.listener();

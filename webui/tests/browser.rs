@@ -63,6 +63,7 @@ async fn a_person_reads_the_cluster_and_follows_a_migration() {
             url: nats.url(),
             credentials: None,
             client_name: "browser-test".into(),
+            ..Default::default()
         },
         false,
     )

@@ -59,6 +59,7 @@ async fn the_projection_follows_the_log_across_a_nats_restart() {
             url: server.url(),
             credentials: None,
             client_name: "webui-test".into(),
+            ca: None,
         },
         false,
     )

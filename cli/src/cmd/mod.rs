@@ -11,6 +11,7 @@ use clap::{Args, Parser, Subcommand};
 use loadshift_events::cli::{LogArgs, NatsArgs};
 use loadshift_events::NodeName;
 
+pub mod auth;
 pub mod events;
 pub mod migrate;
 pub mod status;
@@ -60,6 +61,9 @@ pub enum Command {
     Events(events::EventsCommand),
     Status(status::StatusArgs),
     Up(up::UpArgs),
+    /// Write the NATS identities of a deployment.
+    #[command(subcommand)]
+    Auth(auth::AuthCommand),
 }
 
 impl Command {
@@ -67,6 +71,7 @@ impl Command {
     pub fn log(&self) -> &LogArgs {
         match self {
             Command::Up(a) => &a.log,
+            Command::Auth(_) => &NO_LOG,
             other => &other.common().expect("every other command has Common").log,
         }
     }
@@ -81,7 +86,7 @@ impl Command {
             Command::Events(events::EventsCommand::Tail(a)) => &a.common,
             Command::Events(events::EventsCommand::Streams(a)) => &a.common,
             Command::Status(a) => &a.common,
-            Command::Up(_) => return None,
+            Command::Up(_) | Command::Auth(_) => return None,
         })
     }
 
@@ -99,9 +104,16 @@ impl Command {
             Command::Events(events::EventsCommand::Streams(a)) => events::streams(a).await,
             Command::Status(a) => status::run(a).await,
             Command::Up(a) => up::run(a).await,
+            Command::Auth(auth::AuthCommand::Init(a)) => auth::init(a),
         }
     }
 }
+
+/// The logging of commands that take no logging options (`auth`).
+static NO_LOG: LogArgs = LogArgs {
+    log_format: loadshift_events::cli::LogFormat::Pretty,
+    verbose: 0,
+};
 
 /// Options every command takes: NATS and logging.
 #[derive(Debug, Clone, Args)]

@@ -137,6 +137,11 @@ pub struct UpArgs {
     /// Where the Docker daemon is asked whether it runs.
     #[arg(long, env = "DOCKER_HOST", default_value = docker::DEFAULT_HOST)]
     pub docker_host: String,
+    /// Run NATS without authentication: anyone who reaches it may then start
+    /// any command on the workers. By default every service gets its own
+    /// identity under <state>/auth/ and may only say what its job needs.
+    #[arg(long, env = "LOADSHIFT_UP_INSECURE")]
+    pub insecure: bool,
     /// How long a service has to stop after SIGTERM before SIGKILL.
     #[arg(long, env = "LOADSHIFT_UP_GRACE", default_value = "10s", value_parser = crate::error::parse_timeout)]
     pub grace: Duration,
@@ -232,6 +237,8 @@ pub async fn run(a: UpArgs) -> anyhow::Result<ExitCode> {
     let state = prepare_state(&a)?;
     let logs = state.join("logs");
     let nats_url = format!("nats://127.0.0.1:{}", a.nats_port);
+    let operator = crate::up::auth::for_up(&state, &conf, &workers, a.insecure)?;
+    let auth = (!a.insecure).then(|| state.join("auth"));
 
     let shutdown: Shutdown = Shutdown::new();
     shutdown
@@ -251,6 +258,7 @@ pub async fn run(a: UpArgs) -> anyhow::Result<ExitCode> {
         conf: &conf,
         state: &state,
         nats_url: &nats_url,
+        auth: auth.as_deref(),
     };
     let outcome = tokio::select! {
         r = launch.bring_up(&mut cluster, &workers, plan.as_ref()) => r,
@@ -262,7 +270,15 @@ pub async fn run(a: UpArgs) -> anyhow::Result<ExitCode> {
         cluster.stop().await;
         return Ok(ExitCode::from(1));
     }
-    announce(&a, &state, &nats_url, &workers, started_at, clock);
+    announce(
+        &a,
+        &state,
+        &nats_url,
+        &workers,
+        operator.as_deref(),
+        started_at,
+        clock,
+    );
     // The trace scenario's generators started just before.
     let scenario_started = chrono::Utc::now();
 
@@ -270,7 +286,7 @@ pub async fn run(a: UpArgs) -> anyhow::Result<ExitCode> {
     // control plane until asked to stop.
     let meter = meter_until_stopped(&cluster, &mut stop).await;
     // Read the log while nats-server still runs.
-    match read_run_log(&nats_url).await {
+    match read_run_log(&nats_url, operator.clone()).await {
         Ok(log) => {
             let report = StopReport::fold(&log, started_at);
             print!("{}", report.render());
@@ -344,6 +360,7 @@ fn announce(
     state: &Path,
     nats_url: &str,
     workers: &[NodeName],
+    operator: Option<&Path>,
     started_at: chrono::DateTime<chrono::Utc>,
     clock: Instant,
 ) {
@@ -354,6 +371,7 @@ fn announce(
         "nats": nats_url,
         "dashboard": format!("http://{}", a.listen),
         "scenario": a.scenario.to_string(),
+        "nats_creds": operator,
     });
     let _ = std::fs::write(state.join("up.json"), format!("{info:#}\n"));
     println!(
@@ -368,6 +386,7 @@ fn announce(
     println!("  status     loadshift status --nats {nats_url}");
     println!("  events     loadshift events tail --nats {nats_url} --subject 'migration.>'");
     println!("  logs       {}", state.join("logs").display());
+    crate::up::auth::print_operator_line(operator);
     println!("Ctrl-C stops everything.");
 }
 
@@ -393,10 +412,17 @@ async fn meter_until_stopped(cluster: &Cluster, stop: &mut Listener) -> Meter {
 
 /// Every envelope of both streams (TELEMETRY and EVENTS) as stored now;
 /// unreadable messages are skipped, as every consumer of the log does.
-async fn read_run_log(nats_url: &str) -> anyhow::Result<Vec<Envelope>> {
-    let client = async_nats::ConnectOptions::new()
-        .name("loadshift-up report")
-        .connect(nats_url)
+async fn read_run_log(
+    nats_url: &str,
+    credentials: Option<PathBuf>,
+) -> anyhow::Result<Vec<Envelope>> {
+    let opts = connection::NatsOptions {
+        url: nats_url.to_string(),
+        credentials,
+        client_name: "loadshift-up report".into(),
+        ca: None,
+    };
+    let client = connection::connect(&opts, false)
         .await
         .with_context(|| format!("connecting to {nats_url}"))?;
     let js = async_nats::jetstream::new(client);
@@ -448,6 +474,8 @@ struct Launch<'a> {
     conf: &'a Path,
     state: &'a Path,
     nats_url: &'a str,
+    /// Where the identities are (`<state>/auth`), unless `--insecure`.
+    auth: Option<&'a Path>,
 }
 
 fn os(v: &[&str]) -> Vec<OsString> {
@@ -468,7 +496,11 @@ impl Launch<'_> {
             name: name.to_string(),
             program,
             args,
-            env: vec![("LOADSHIFT_NATS".to_string(), self.nats_url.to_string())],
+            env: crate::up::auth::service_env(
+                &[("LOADSHIFT_NATS".to_string(), self.nats_url.to_string())],
+                self.auth,
+                name,
+            ),
             log: self.state.join("logs").join(format!("{name}.log")),
             cgroup: cg,
         }
@@ -550,7 +582,10 @@ impl Launch<'_> {
     ) -> anyhow::Result<(async_nats::Client, async_nats::jetstream::Context)> {
         let a = self.a;
         let mut args = os(&["-c"]);
-        args.push(self.conf.into());
+        args.push(match self.auth {
+            Some(dir) => dir.join("nats-server.conf").into(),
+            None => self.conf.into(),
+        });
         args.extend(os(&["-sd"]));
         args.push(self.state.join("nats").into());
         args.extend(os(&[
@@ -567,7 +602,8 @@ impl Launch<'_> {
         );
         let nats_log = spec.log.clone();
         cluster.start(spec, true)?;
-        let client = wait_for_nats(self.nats_url, &nats_log).await?;
+        let operator = self.auth.map(|d| d.join("operator.nk"));
+        let client = wait_for_nats(self.nats_url, &nats_log, operator).await?;
         let js = async_nats::jetstream::new(client.clone());
         stream::declare(&js, &Default::default())
             .await
@@ -722,14 +758,20 @@ fn runtime_name(r: RuntimeArg) -> &'static str {
 }
 
 /// Connects once nats-server answers (at most 30 s).
-async fn wait_for_nats(url: &str, log: &Path) -> anyhow::Result<async_nats::Client> {
+async fn wait_for_nats(
+    url: &str,
+    log: &Path,
+    credentials: Option<PathBuf>,
+) -> anyhow::Result<async_nats::Client> {
     let deadline = Instant::now() + Duration::from_secs(30);
+    let opts = connection::NatsOptions {
+        url: url.to_string(),
+        credentials,
+        client_name: "loadshift-up".into(),
+        ca: None,
+    };
     loop {
-        match async_nats::ConnectOptions::new()
-            .name("loadshift-up")
-            .connect(url)
-            .await
-        {
+        match connection::connect(&opts, false).await {
             Ok(c) => return Ok(c),
             Err(e) if Instant::now() >= deadline => {
                 bail!(

@@ -139,6 +139,15 @@ pub struct LsArgs {
 pub async fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
     let spec = a.spec()?;
     let (_client, js) = connect(&a.common).await?;
+    // Names are unique in the cluster: the log says whether it runs already
+    // (the executors also refuse it, and settle two starts that race).
+    if let Some(w) = fold(&js, &a.common).await?.workloads.get(&a.name) {
+        return Err(InputError::NameTaken {
+            workload: a.name.clone(),
+            node: w.node.clone(),
+        }
+        .into());
+    }
     let events = eventlog::open(&js, &a.common.nats).await?;
     let env = Envelope::new(
         a.requester.as_node.clone(),
@@ -190,7 +199,10 @@ pub async fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::SUCCESS);
             }
             Event::WorkloadStartFailed(f) if f.workload == a.name => {
-                println!("{} did not start on {}: {}", a.name, env.node, f.reason);
+                eprintln!(
+                    "error: {} did not start on {}: {}",
+                    a.name, env.node, f.reason
+                );
                 return Ok(ExitCode::from(1));
             }
             _ => {}

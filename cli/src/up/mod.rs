@@ -1,5 +1,7 @@
 //! The pieces behind `loadshift up`, one concept each:
 //!
+//! - [`auth`]: one NATS identity per role and the server configuration
+//!   that allows each only what its job needs;
 //! - [`cgroup`]: a simulated node's cgroup (v1 or v2): create it with a CPU
 //!   quota and a memory limit, empty it, remove it;
 //! - [`supervise`]: a service as a child process, restarted with backoff
@@ -11,6 +13,7 @@
 //! - [`report`]: what is printed on stop (time in overload, lead times);
 //! - [`trace_plan`]: which trace VMs the trace scenario runs where, and how.
 
+pub mod auth;
 pub mod cgroup;
 pub mod docker;
 pub mod outcome;

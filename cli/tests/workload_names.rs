@@ -1,0 +1,70 @@
+//! `loadshift workload run` refuses a name the log says runs already, and
+//! exits non-zero with the node's reason when the node refuses the start.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{started, Harness};
+use futures::StreamExt;
+use loadshift_events::workload::{Runtime, StartFailed};
+use loadshift_events::{Event, WorkloadName};
+
+#[tokio::test]
+async fn a_name_that_runs_already_is_refused_before_anything_is_published() {
+    let h = Harness::new().await;
+    h.publish("node3", started("web", Runtime::Process, Some(7), None))
+        .await;
+    let out = h
+        .run(&[
+            "workload", "run", "--node", "node2", "--name", "web", "--", "sleep", "5",
+        ])
+        .await;
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("already runs on node3"), "{err}");
+    assert_eq!(h.events().await.len(), 1, "a start request was published");
+}
+
+#[tokio::test]
+async fn a_refused_start_exits_non_zero_with_the_reason() {
+    let h = Harness::new().await;
+    let mut sub = h
+        .client
+        .subscribe("workload.node2.start_requested")
+        .await
+        .unwrap();
+    let child = h.spawn(&[
+        "workload",
+        "run",
+        "--node",
+        "node2",
+        "--name",
+        "ghost",
+        "--wait",
+        "--timeout",
+        "30s",
+        "--",
+        "/no/such/program",
+    ]);
+    tokio::time::timeout(Duration::from_secs(30), sub.next())
+        .await
+        .expect("no request")
+        .expect("subscription");
+    h.publish(
+        "node2",
+        Event::WorkloadStartFailed(StartFailed {
+            workload: WorkloadName::new("ghost").unwrap(),
+            reason: "/no/such/program does not exist or is not executable on this node".into(),
+        }),
+    )
+    .await;
+    let out = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
+        .await
+        .expect("the CLI did not return")
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("ghost did not start on node2"), "{err}");
+    assert!(err.contains("/no/such/program does not exist"), "{err}");
+}
