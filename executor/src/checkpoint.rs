@@ -217,8 +217,7 @@ impl Write for ChunkWriter {
 }
 
 /// Packs the image and the workload's files and stores them as `object`,
-/// streaming. With `corrupt` one byte is flipped after hashing, as a store
-/// that damaged the image would (fault tests only).
+/// streaming.
 ///
 /// # Errors
 /// [`CheckpointError::Io`] when a file cannot be read,
@@ -229,7 +228,6 @@ pub async fn pack_and_upload(
     images: &Path,
     workload_dir: &Path,
     files: &[TravellingFile],
-    corrupt: bool,
 ) -> Result<Stored, CheckpointError> {
     let store_err = |message: String| CheckpointError::Store {
         action: "put",
@@ -259,11 +257,7 @@ pub async fn pack_and_upload(
     let mut stored_hash = Sha256::new();
     let (mut size, mut chunks) = (0u64, 0u64);
     let mut failure = None;
-    while let Some(mut chunk) = rx.recv().await {
-        if corrupt && chunks == 0 {
-            let mid = chunk.len() / 2;
-            chunk[mid] ^= 0xff;
-        }
+    while let Some(chunk) = rx.recv().await {
         stored_hash.update(&chunk);
         size += chunk.len() as u64;
         chunks += 1;

@@ -4,7 +4,11 @@
 
 pub mod cgroup;
 pub mod checkpoint;
+pub mod clock;
+#[cfg(test)]
+mod doubles;
 pub mod fault;
+pub mod image_store;
 pub mod journal;
 pub mod liveness;
 pub mod runtime;

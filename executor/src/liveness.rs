@@ -4,6 +4,7 @@
 //! runtime it runs, so a request to a dead or unsuitable node fails before the
 //! workload is frozen.
 
+use std::future::Future;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -54,12 +55,43 @@ pub async fn serve(
 /// Asks `node`'s executor; `Err` says in words why it is not usable.
 pub async fn ping(client: &async_nats::Client, node: &NodeName) -> Result<Pong, String> {
     let ask = client.request(ping_subject(node), "".into());
-    match tokio::time::timeout(Duration::from_secs(3), ask).await {
+    match tokio::time::timeout(PING_TIMEOUT, ask).await {
         Err(_) => Err(format!(
-            "target node {node} did not answer within 3 s (its executor is not running)"
+            "target node {node} did not answer within {} s (its executor is not running)",
+            PING_TIMEOUT.as_secs()
         )),
         Ok(Err(e)) => Err(format!("target node {node} is not reachable: {e}")),
         Ok(Ok(msg)) => serde_json::from_slice::<Pong>(&msg.payload)
             .map_err(|e| format!("target node {node} answered something unreadable: {e}")),
+    }
+}
+
+/// How long an executor may take to answer a ping.
+pub const PING_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// The other executors, as the saga asks them whether they are alive. A
+/// trait so that the saga's rules about a dead or unsuitable target are
+/// tested against a double that answers as told.
+pub trait Peers: Send + Sync + 'static {
+    /// Asks `node`'s executor; `Err` says in words why it is not usable.
+    fn ping(&self, node: &NodeName) -> impl Future<Output = Result<Pong, String>> + Send;
+}
+
+/// Peers reached over NATS requests.
+#[derive(Clone)]
+pub struct NatsPeers {
+    client: async_nats::Client,
+}
+
+impl NatsPeers {
+    /// Peers asked through `client`.
+    pub fn new(client: async_nats::Client) -> Self {
+        Self { client }
+    }
+}
+
+impl Peers for NatsPeers {
+    fn ping(&self, node: &NodeName) -> impl Future<Output = Result<Pong, String>> + Send {
+        ping(&self.client, node)
     }
 }

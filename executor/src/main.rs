@@ -9,13 +9,15 @@ use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use loadshift_events::cli::{LogArgs, NatsArgs};
 use loadshift_events::{connection, stream, NodeName};
+use loadshift_executor::clock::SystemClock;
+use loadshift_executor::image_store::{ImageStore, JetStreamImages};
 use loadshift_executor::journal::Journal;
-use loadshift_executor::liveness::{self, Pong};
+use loadshift_executor::liveness::{self, NatsPeers, Pong};
 use loadshift_executor::runtime::docker::{Daemon, DockerRuntime};
 use loadshift_executor::runtime::process::ProcessRuntime;
 use loadshift_executor::runtime::Runtime;
 use loadshift_executor::saga::Executor;
-use loadshift_executor::{cgroup, service};
+use loadshift_executor::{cgroup, fault, service};
 use tokio::sync::{watch, Notify};
 
 /// Runs workloads on one worker node and moves them to other nodes with CRIU
@@ -147,7 +149,6 @@ async fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
 
 /// Runs the service with runtime `runtime` until SIGINT/SIGTERM.
 async fn serve<R: Runtime>(cli: &Cli, node: NodeName, runtime: R) -> anyhow::Result<ExitCode> {
-    let capacity = cgroup::capacity(cli.cgroup.as_deref());
     let journal = Journal::open(&cli.state_dir.join("journal")).context("opening the journal")?;
     let images_root = cli.images_dir.join(node.as_str());
     std::fs::create_dir_all(&images_root)
@@ -168,6 +169,45 @@ async fn serve<R: Runtime>(cli: &Cli, node: NodeName, runtime: R) -> anyhow::Res
         .await
         .context("opening the CHECKPOINTS object store")?;
 
+    let images = JetStreamImages::new(js.clone(), store);
+    let wired = Wired {
+        client,
+        js,
+        journal,
+        images_root,
+    };
+    // The fault tests' damaged store is chosen here, at wiring time, so no
+    // production code path carries a switch for it.
+    if fault::armed(fault::CORRUPT_IMAGE) {
+        let store = fault::CorruptingStore::new(images);
+        return serve_with(cli, node, runtime, store, wired).await;
+    }
+    serve_with(cli, node, runtime, images, wired).await
+}
+
+/// What `serve` connected and opened, handed to the service.
+struct Wired {
+    client: async_nats::Client,
+    js: async_nats::jetstream::Context,
+    journal: Journal,
+    images_root: PathBuf,
+}
+
+/// Runs the service with its effects chosen, until SIGINT/SIGTERM.
+async fn serve_with<R: Runtime, S: ImageStore>(
+    cli: &Cli,
+    node: NodeName,
+    runtime: R,
+    store: S,
+    wired: Wired,
+) -> anyhow::Result<ExitCode> {
+    let Wired {
+        client,
+        js,
+        journal,
+        images_root,
+    } = wired;
+    let capacity = cgroup::capacity(cli.cgroup.as_deref());
     let kind = runtime.kind();
     let notify = Arc::new(Notify::new());
     let exec = Executor {
@@ -175,7 +215,8 @@ async fn serve<R: Runtime>(cli: &Cli, node: NodeName, runtime: R) -> anyhow::Res
         runtime,
         journal: journal.clone(),
         store,
-        client: client.clone(),
+        peers: NatsPeers::new(client.clone()),
+        clock: SystemClock::default(),
         images_root,
         outbox: notify.clone(),
     };

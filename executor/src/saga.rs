@@ -12,22 +12,27 @@
 //! image → `rolled_back`. Target: `checkpointed` → download → verify → restore
 //! → `restored`, or `failed`.
 
-use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::path::PathBuf;
 
-use async_nats::jetstream::object_store::ObjectStore;
 use loadshift_events::migration::{self, Step, Timings};
 use loadshift_events::workload::{self, WorkloadSpec};
 use loadshift_events::{Envelope, Event, NodeName};
 
-use crate::checkpoint::{self, CheckpointError};
+use crate::checkpoint::CheckpointError;
+use crate::clock::{ms, Clock, SystemClock};
 use crate::fault;
+use crate::image_store::{ImageStore, JetStreamImages};
 use crate::journal::{Change, Journal, JournalError, MigrationRecord, Phase, Role, WorkloadRecord};
-use crate::liveness;
+use crate::liveness::{NatsPeers, Peers};
 use crate::runtime::{Handle, Runtime};
 
-/// One node's executor: its runtime, journal and connections.
-pub struct Executor<R: Runtime> {
+/// One node's executor: its journal and the effects it acts through.
+///
+/// Every effect sits behind a trait (the runtime, the image store, the peers,
+/// the clock), the way youki puts each kernel call behind `Syscall`: the
+/// service runs it with the real ones (the defaults), the saga's unit tests
+/// with recording doubles, and one piece of code is tested both ways.
+pub struct Executor<R, S = JetStreamImages, P = NatsPeers, C = SystemClock> {
     /// The node it acts for.
     pub node: NodeName,
     /// How it runs workloads.
@@ -35,9 +40,11 @@ pub struct Executor<R: Runtime> {
     /// What it did.
     pub journal: Journal,
     /// Where images travel.
-    pub store: ObjectStore,
-    /// For pings to other executors.
-    pub client: async_nats::Client,
+    pub store: S,
+    /// The other executors, asked whether they are alive.
+    pub peers: P,
+    /// Time: stamps, step durations, deadlines.
+    pub clock: C,
     /// Where images are written (tmpfs: ~30x faster than disk here).
     pub images_root: PathBuf,
     /// Woken after a commit that queued events.
@@ -49,15 +56,7 @@ pub struct Executor<R: Runtime> {
 #[error(transparent)]
 pub struct FatalError(#[from] JournalError);
 
-fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
-}
-
-fn ms(d: Duration) -> f64 {
-    (d.as_secs_f64() * 1000.0 * 100.0).round() / 100.0
-}
-
-impl<R: Runtime> Executor<R> {
+impl<R: Runtime, S: ImageStore, P: Peers, C: Clock> Executor<R, S, P, C> {
     fn envelope(&self, event: Event) -> Envelope {
         Envelope::new(self.node.clone(), event)
     }
@@ -172,7 +171,7 @@ impl<R: Runtime> Executor<R> {
                 p.workload, self.node
             ));
         }
-        let pong = liveness::ping(&self.client, &p.target).await?;
+        let pong = self.peers.ping(&p.target).await?;
         if pong.runtime != w.spec.runtime {
             return Err(format!(
                 "target node {} runs {} workloads; {} is a {} workload",
@@ -213,7 +212,7 @@ impl<R: Runtime> Executor<R> {
                     image_bytes: 0,
                     files: vec![],
                     timings: Timings::default(),
-                    requested_at_ms: now_ms(),
+                    requested_at_ms: self.clock.now_ms(),
                     frozen_at_ms: None,
                     failed_step: Some(Step::Validate),
                 };
@@ -240,7 +239,7 @@ impl<R: Runtime> Executor<R> {
             image_bytes: 0,
             files: self.runtime.travelling_files(&p.workload),
             timings: Timings::default(),
-            requested_at_ms: now_ms(),
+            requested_at_ms: self.clock.now_ms(),
             frozen_at_ms: None,
             failed_step: None,
         };
@@ -263,101 +262,111 @@ impl<R: Runtime> Executor<R> {
             return self.commit(Change::new().applied(seq));
         };
         if m.phase == Phase::Dumping {
-            wait_for_stray_criu(&m.images).await;
-            let dumped = self.runtime.dump_complete(&m.images);
-            if !dumped {
-                if !self.runtime.is_running(&w.handle).await {
-                    let reason = format!(
-                        "workload {} stopped running before it could be dumped",
-                        m.workload
-                    );
-                    return self
-                        .give_up_source(seq, m, Step::Dump, Some(reason), None)
-                        .await;
-                }
-                let _ = std::fs::remove_dir_all(&m.images);
-                m.frozen_at_ms = Some(now_ms());
-                let t = Instant::now();
-                if let Err(e) = self.runtime.dump(&m.workload, &w.handle, &m.images).await {
-                    tracing::warn!(migration = %m.id, error = %e, "dump failed; the workload keeps running here");
-                    let handle = self
-                        .runtime
-                        .is_running(&w.handle)
-                        .await
-                        .then(|| w.handle.clone());
-                    return self
-                        .give_up_source(seq, m, Step::Dump, Some(e.to_string()), handle)
-                        .await;
-                }
-                m.timings.dump_ms = Some(ms(t.elapsed()));
-                fault::crash_point(fault::AFTER_DUMP);
+            if let Err((reason, handle)) = self.dump_step(&mut m, &w).await {
+                return self
+                    .give_up_source(seq, m, Step::Dump, Some(reason), handle)
+                    .await;
             }
             m.phase = Phase::Uploading;
             self.commit(Change::new().put_migration(&m))?;
         }
         if m.phase == Phase::Uploading {
-            let t = Instant::now();
-            let object = m.id.to_string();
-            let wdir = self.runtime.workload_dir(&m.workload);
-            let js = async_nats::jetstream::new(self.client.clone());
-            let stored = checkpoint::pack_and_upload(
-                &js,
-                &object,
-                &m.images,
-                &wdir,
-                &m.files,
-                fault::armed(fault::CORRUPT_IMAGE),
-            )
-            .await
-            .map(|s| (s.bytes, s.sha256));
-            match stored {
-                Ok((bytes, sha)) => {
-                    m.timings.upload_ms = Some(ms(t.elapsed()));
-                    m.image_bytes = bytes;
-                    m.sha256 = Some(sha.clone());
-                    m.object = Some(object.clone());
-                    m.phase = Phase::AwaitingTarget;
-                    let event =
-                        self.envelope(Event::MigrationCheckpointed(migration::Checkpointed {
-                            migration: m.id,
-                            workload: m.workload.clone(),
-                            source: m.source.clone(),
-                            target: m.target.clone(),
-                            spec: m.spec.clone(),
-                            object,
-                            sha256: sha,
-                            image_bytes: bytes,
-                            timings: m.timings,
-                            frozen_at_ms: m.frozen_at_ms.unwrap_or_else(now_ms),
-                        }));
-                    tracing::info!(migration = %m.id, bytes, "checkpointed; waiting for the target");
-                    return self
-                        .commit(Change::new().put_migration(&m).publish(event).applied(seq));
-                }
-                Err(e) => {
-                    tracing::warn!(migration = %m.id, error = %e, "upload failed; resuming here");
-                    let handle = self.resume_here(&m).await;
-                    return self
-                        .give_up_source(seq, m, Step::Upload, Some(e.to_string()), handle)
-                        .await;
-                }
-            }
+            return self.upload_step(seq, m).await;
         }
         // Waiting for the target, or over: nothing more for this event.
         self.commit(Change::new().applied(seq))
     }
 
+    /// Dumps the workload into `m.images` unless a dump from before a crash
+    /// is already complete there. `Err` carries the reason and the workload's
+    /// handle when it still runs here.
+    async fn dump_step(
+        &self,
+        m: &mut MigrationRecord,
+        w: &WorkloadRecord,
+    ) -> Result<(), (String, Option<Handle>)> {
+        self.runtime.settle(&m.images).await;
+        if self.runtime.dump_complete(&m.images) {
+            return Ok(());
+        }
+        if !self.runtime.is_running(&w.handle).await {
+            let reason = format!(
+                "workload {} stopped running before it could be dumped",
+                m.workload
+            );
+            return Err((reason, None));
+        }
+        // A partial dump from before a crash is worthless: start afresh.
+        self.runtime.discard_image(&m.images);
+        m.frozen_at_ms = Some(self.clock.now_ms());
+        let t = self.clock.monotonic();
+        if let Err(e) = self.runtime.dump(&m.workload, &w.handle, &m.images).await {
+            tracing::warn!(migration = %m.id, error = %e, "dump failed; the workload keeps running here");
+            self.runtime.discard_image(&m.images);
+            let handle = self
+                .runtime
+                .is_running(&w.handle)
+                .await
+                .then(|| w.handle.clone());
+            return Err((e.to_string(), handle));
+        }
+        m.timings.dump_ms = Some(ms(self.clock.monotonic() - t));
+        fault::crash_point(fault::AFTER_DUMP);
+        Ok(())
+    }
+
+    /// Stores the dumped image and announces `checkpointed`; on failure the
+    /// workload resumes here from its own image.
+    async fn upload_step(&self, seq: u64, mut m: MigrationRecord) -> Result<(), FatalError> {
+        let t = self.clock.monotonic();
+        let object = m.id.to_string();
+        let wdir = self.runtime.workload_dir(&m.workload);
+        let stored = self.store.put(&object, &m.images, &wdir, &m.files).await;
+        let stored = match stored {
+            Ok(stored) => stored,
+            Err(e) => {
+                tracing::warn!(migration = %m.id, error = %e, "upload failed; resuming here");
+                let handle = self.resume_here(&m).await;
+                return self
+                    .give_up_source(seq, m, Step::Upload, Some(e.to_string()), handle)
+                    .await;
+            }
+        };
+        m.timings.upload_ms = Some(ms(self.clock.monotonic() - t));
+        m.image_bytes = stored.bytes;
+        m.sha256 = Some(stored.sha256.clone());
+        m.object = Some(object.clone());
+        m.phase = Phase::AwaitingTarget;
+        let event = self.envelope(Event::MigrationCheckpointed(migration::Checkpointed {
+            migration: m.id,
+            workload: m.workload.clone(),
+            source: m.source.clone(),
+            target: m.target.clone(),
+            spec: m.spec.clone(),
+            object,
+            sha256: stored.sha256,
+            image_bytes: stored.bytes,
+            timings: m.timings,
+            frozen_at_ms: m.frozen_at_ms.unwrap_or_else(|| self.clock.now_ms()),
+        }));
+        tracing::info!(migration = %m.id, bytes = stored.bytes, "checkpointed; waiting for the target");
+        self.commit(Change::new().put_migration(&m).publish(event).applied(seq))
+    }
+
     /// Restores the workload on this node from its own image, after a failed
     /// step. `None` when even that failed (the error is logged).
     async fn resume_here(&self, m: &MigrationRecord) -> Option<Handle> {
-        wait_for_stray_criu(&m.images).await;
+        self.runtime.settle(&m.images).await;
+        // Killed during an earlier attempt: that restore may have finished
+        // without us, and a second one would collide with it.
+        if let Some(h) = self.runtime.find_restored(&m.workload, &m.images).await {
+            return Some(h);
+        }
         if !self.runtime.dump_complete(&m.images) {
             if let (Some(object), Some(sha)) = (&m.object, &m.sha256) {
                 // tmpfs lost (reboot): the stored image is the same one.
                 let wdir = self.runtime.workload_dir(&m.workload);
-                match checkpoint::download_and_unpack(&self.store, object, sha, &m.images, &wdir)
-                    .await
-                {
+                match self.store.fetch(object, sha, &m.images, &wdir).await {
                     Ok(_) => {}
                     Err(e) => {
                         tracing::error!(migration = %m.id, error = %e, "no image to resume from");
@@ -409,6 +418,7 @@ impl<R: Runtime> Executor<R> {
         if let Some(reason) = reason {
             change = change.publish(self.failed_event(&m, step, reason));
         }
+        let resumed = handle.is_some();
         match handle {
             Some(handle) => {
                 let rolled = self.envelope(Event::MigrationRolledBack(migration::RolledBack {
@@ -432,34 +442,35 @@ impl<R: Runtime> Executor<R> {
                 change = change.remove_workload(&m.workload);
             }
         }
-        self.commit(change.applied(seq))
+        self.commit(change.applied(seq))?;
+        if resumed {
+            // Running again from its own image: the image has served. Only
+            // after the commit, because until then a restart looks for the
+            // resumed copy through the image folder.
+            self.remove_images(&m).await;
+        }
+        Ok(())
+    }
+
+    /// Removes a migration's image here and in the store (best effort: a
+    /// failure costs space, and is logged).
+    async fn remove_images(&self, m: &MigrationRecord) {
+        self.runtime.discard_image(&m.images);
+        if let Some(object) = &m.object {
+            if let Err(e) = self.store.delete(object).await {
+                tracing::warn!(migration = %m.id, error = %e, "stored image not removed");
+            }
+        }
     }
 
     async fn checkpointed(&self, seq: u64, p: &migration::Checkpointed) -> Result<(), FatalError> {
-        let mut m = match self.journal.migration(&p.migration)? {
+        let m = match self.journal.migration(&p.migration)? {
             Some(m) if m.phase != Phase::Restoring => {
                 return self.commit(Change::new().applied(seq))
             }
             Some(m) => m,
             None => {
-                let m = MigrationRecord {
-                    id: p.migration,
-                    role: Role::Target,
-                    phase: Phase::Restoring,
-                    workload: p.workload.clone(),
-                    spec: p.spec.clone(),
-                    source: p.source.clone(),
-                    target: p.target.clone(),
-                    images: self.images_root.join(p.migration.to_string()),
-                    object: Some(p.object.clone()),
-                    sha256: Some(p.sha256.clone()),
-                    image_bytes: p.image_bytes,
-                    files: vec![],
-                    timings: p.timings,
-                    requested_at_ms: now_ms(),
-                    frozen_at_ms: Some(p.frozen_at_ms),
-                    failed_step: None,
-                };
+                let m = self.target_record(p);
                 if p.spec.runtime != self.runtime.kind() {
                     let reason = format!(
                         "node {} runs {} workloads, not {}",
@@ -469,23 +480,55 @@ impl<R: Runtime> Executor<R> {
                     );
                     return self.give_up_target(seq, m, Step::Restore, reason).await;
                 }
+                // Write-ahead: from here on an image may arrive here.
                 self.commit(Change::new().put_migration(&m))?;
                 m
             }
         };
+        self.restore_step(seq, m).await
+    }
+
+    /// What the target knows of a migration when its image is announced.
+    fn target_record(&self, p: &migration::Checkpointed) -> MigrationRecord {
+        MigrationRecord {
+            id: p.migration,
+            role: Role::Target,
+            phase: Phase::Restoring,
+            workload: p.workload.clone(),
+            spec: p.spec.clone(),
+            source: p.source.clone(),
+            target: p.target.clone(),
+            images: self.images_root.join(p.migration.to_string()),
+            object: Some(p.object.clone()),
+            sha256: Some(p.sha256.clone()),
+            image_bytes: p.image_bytes,
+            files: vec![],
+            timings: p.timings,
+            requested_at_ms: self.clock.now_ms(),
+            frozen_at_ms: Some(p.frozen_at_ms),
+            failed_step: None,
+        }
+    }
+
+    /// Fetches, verifies and restores the image of a migration in phase
+    /// `Restoring`, or finds the copy a restore before a crash started.
+    async fn restore_step(&self, seq: u64, mut m: MigrationRecord) -> Result<(), FatalError> {
         // Delivered again after a crash: a criu restore we started may still
         // be running, or may have finished.
-        wait_for_stray_criu(&m.images).await;
+        self.runtime.settle(&m.images).await;
         if let Some(handle) = self.runtime.find_restored(&m.workload, &m.images).await {
             return self.finish_target(seq, m, handle);
         }
+        let (object, sha) = (
+            m.object.clone().unwrap_or_default(),
+            m.sha256.clone().unwrap_or_default(),
+        );
         let wdir = self.runtime.workload_dir(&m.workload);
-        let t = Instant::now();
-        let _ = std::fs::remove_dir_all(&m.images);
-        let fetched =
-            checkpoint::download_and_unpack(&self.store, &p.object, &p.sha256, &m.images, &wdir)
-                .await;
-        m.timings.download_ms = Some(ms(t.elapsed()));
+        let t = self.clock.monotonic();
+        // What a fetch before a crash left is partial: never restore from it.
+        self.runtime.discard_image(&m.images);
+        let fetched = self.store.fetch(&object, &sha, &m.images, &wdir).await;
+        m.timings.download_ms = Some(ms(self.clock.monotonic() - t));
         let manifest = match fetched {
             Ok(f) => f.manifest,
             Err(e @ CheckpointError::Store { .. }) => {
@@ -500,15 +543,15 @@ impl<R: Runtime> Executor<R> {
             }
         };
         m.files = manifest.files;
-        let t = Instant::now();
+        let t = self.clock.monotonic();
         match self
             .runtime
             .restore(&m.workload, &m.spec, &m.images, &m.files)
             .await
         {
             Ok(handle) => {
-                m.timings.restore_ms = Some(ms(t.elapsed()));
-                m.timings.downtime_ms = m.frozen_at_ms.map(|f| (now_ms() - f) as f64);
+                m.timings.restore_ms = Some(ms(self.clock.monotonic() - t));
+                m.timings.downtime_ms = m.frozen_at_ms.map(|f| (self.clock.now_ms() - f) as f64);
                 self.finish_target(seq, m, handle)
             }
             Err(e) => {
@@ -549,7 +592,7 @@ impl<R: Runtime> Executor<R> {
                 .applied(seq),
         )?;
         // The image has served; the restored tasks no longer need it.
-        let _ = std::fs::remove_dir_all(&m.images);
+        self.runtime.discard_image(&m.images);
         Ok(())
     }
 
@@ -563,7 +606,7 @@ impl<R: Runtime> Executor<R> {
         tracing::warn!(migration = %m.id, %step, %reason, "cannot restore here; the source resumes it");
         // Nothing of it may stay here: the source will run it again.
         let _ = self.runtime.remove(&m.workload, None).await;
-        let _ = std::fs::remove_dir_all(&m.images);
+        self.runtime.discard_image(&m.images);
         m.phase = Phase::RolledBack;
         m.failed_step = Some(step);
         let failed = self.failed_event(&m, step, reason);
@@ -577,21 +620,16 @@ impl<R: Runtime> Executor<R> {
         if m.role != Role::Source || m.phase != Phase::AwaitingTarget {
             return self.commit(Change::new().applied(seq));
         }
-        let t = Instant::now();
+        let t = self.clock.monotonic();
         if let Err(e) = self.runtime.remove(&m.workload, None).await {
             tracing::warn!(migration = %m.id, error = %e, "cleanup left something behind");
         }
-        let _ = std::fs::remove_dir_all(&m.images);
-        if let Some(object) = &m.object {
-            if let Err(e) = checkpoint::delete(&self.store, object).await {
-                tracing::warn!(migration = %m.id, error = %e, "stored image not removed");
-            }
-        }
+        self.remove_images(&m).await;
         m.timings.download_ms = p.timings.download_ms;
         m.timings.restore_ms = p.timings.restore_ms;
         m.timings.downtime_ms = p.timings.downtime_ms;
-        m.timings.cleanup_ms = Some(ms(t.elapsed()));
-        m.timings.total_ms = Some((now_ms() - m.requested_at_ms) as f64);
+        m.timings.cleanup_ms = Some(ms(self.clock.monotonic() - t));
+        m.timings.total_ms = Some((self.clock.now_ms() - m.requested_at_ms) as f64);
         m.phase = Phase::Completed;
         let done = self.envelope(Event::MigrationCompleted(migration::Completed {
             migration: m.id,
@@ -621,13 +659,6 @@ impl<R: Runtime> Executor<R> {
         }
         tracing::warn!(migration = %m.id, step = %p.step, reason = %p.reason, "target failed; resuming here");
         let handle = self.resume_here(&m).await;
-        if handle.is_some() {
-            // Running again from its own image: the image has served.
-            let _ = std::fs::remove_dir_all(&m.images);
-            if let Some(object) = &m.object {
-                let _ = checkpoint::delete(&self.store, object).await;
-            }
-        }
         self.give_up_source(seq, m, p.step, None, handle).await
     }
 
@@ -653,30 +684,5 @@ impl<R: Runtime> Executor<R> {
     }
 }
 
-/// Waits while a criu from before a crash still works on `images` (it
-/// outlives the executor that started it, and must finish before anyone
-/// decides where the workload runs).
-async fn wait_for_stray_criu(images: &Path) {
-    let needle = images.to_string_lossy().into_owned();
-    if needle.is_empty() {
-        return;
-    }
-    for _ in 0..600 {
-        let busy = std::fs::read_dir("/proc")
-            .into_iter()
-            .flatten()
-            .flatten()
-            .any(|e| {
-                let Ok(cmd) = std::fs::read(e.path().join("cmdline")) else {
-                    return false;
-                };
-                let cmd = String::from_utf8_lossy(&cmd);
-                cmd.contains("criu") && cmd.contains(needle.as_str())
-            });
-        if !busy {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    tracing::warn!(images = %images.display(), "a criu still works on this image after 60 s; going on");
-}
+#[cfg(test)]
+mod tests;

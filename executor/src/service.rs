@@ -12,7 +12,10 @@ use futures::StreamExt;
 use loadshift_events::{connection, stream, Envelope};
 use tokio::sync::{watch, Notify};
 
+use crate::clock::Clock;
+use crate::image_store::ImageStore;
 use crate::journal::Journal;
+use crate::liveness::Peers;
 use crate::runtime::Runtime;
 use crate::saga::{Executor, FatalError};
 
@@ -135,8 +138,8 @@ pub async fn publish_outbox(
 ///
 /// # Errors
 /// [`ServiceError`] when JetStream or the journal fails.
-pub async fn run<R: Runtime>(
-    exec: &Executor<R>,
+pub async fn run<R: Runtime, S: ImageStore, P: Peers, C: Clock>(
+    exec: &Executor<R, S, P, C>,
     js: &jetstream::Context,
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), ServiceError> {
