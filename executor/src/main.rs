@@ -251,12 +251,65 @@ async fn serve_with<R: Runtime, S: ImageStore>(
     Ok(ExitCode::SUCCESS)
 }
 
-async fn check(cli: &Cli) -> anyhow::Result<ExitCode> {
-    let mut ok = true;
-    let mut say = |good: bool, what: String| {
-        ok &= good;
+/// The lines `check` prints, and whether every needed one was good.
+struct Checklist {
+    ok: bool,
+}
+
+impl Checklist {
+    /// A line about something this node needs.
+    fn needed(&mut self, good: bool, what: String) {
+        self.ok &= good;
         println!("{} {what}", if good { "ok  " } else { "FAIL" });
-    };
+    }
+
+    /// A line about something needed only when `needed`; otherwise a bad
+    /// answer is information, not a failure.
+    fn needed_if(&mut self, needed: bool, good: bool, what: String) {
+        if needed {
+            self.needed(good, what);
+        } else {
+            println!("{} {what}", if good { "ok  " } else { "info" });
+        }
+    }
+}
+
+async fn check(cli: &Cli) -> anyhow::Result<ExitCode> {
+    let mut list = Checklist { ok: true };
+    check_criu_version(cli, &mut list).await;
+    check_criu_kernel(cli, &mut list).await;
+    let unshare = std::process::Command::new("unshare")
+        .arg("--version")
+        .output()
+        .is_ok();
+    list.needed(
+        unshare,
+        "unshare (util-linux) to start workloads in their own PID namespace".into(),
+    );
+    if let Some(cg) = &cli.cgroup {
+        check_cgroup(cg, &mut list);
+    }
+    let shm = std::fs::create_dir_all(&cli.images_dir).is_ok();
+    list.needed(
+        shm,
+        format!("image folder {} writable", cli.images_dir.display()),
+    );
+    // Docker is needed only in docker mode: its lines count as failures
+    // only there.
+    check_docker(cli.runtime == RuntimeArg::Docker, &mut list).await;
+    match connection::connect(&cli.nats.options("loadshift-executor-check"), false).await {
+        Ok(_) => list.needed(true, format!("NATS at {}", cli.nats.nats)),
+        Err(e) => list.needed(false, format!("NATS: {e}")),
+    }
+    Ok(if list.ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// criu 4.2 or newer: older ones fail on these kernels (ARCHITECTURE.md).
+async fn check_criu_version(cli: &Cli, list: &mut Checklist) {
     match tokio::process::Command::new(&cli.criu)
         .arg("--version")
         .output()
@@ -269,20 +322,14 @@ async fn check(cli: &Cli) -> anyhow::Result<ExitCode> {
             let good = v.contains("Version: 4.2")
                 || v.contains("Version: 4.3")
                 || v.contains("Version: 5");
-            say(
-                good,
-                format!(
-                    "criu at {}: {v}{}",
-                    cli.criu.display(),
-                    if good {
-                        ""
-                    } else {
-                        " (need 4.2 or newer: run scripts/setup-criu)"
-                    }
-                ),
-            );
+            let hint = if good {
+                ""
+            } else {
+                " (need 4.2 or newer: run scripts/setup-criu)"
+            };
+            list.needed(good, format!("criu at {}: {v}{hint}", cli.criu.display()));
         }
-        Err(e) => say(
+        Err(e) => list.needed(
             false,
             format!(
                 "criu at {}: cannot run it ({e}); run scripts/setup-criu",
@@ -290,6 +337,10 @@ async fn check(cli: &Cli) -> anyhow::Result<ExitCode> {
             ),
         ),
     }
+}
+
+/// `criu check`: whether this kernel supports checkpoint/restore.
+async fn check_criu_kernel(cli: &Cli, list: &mut Checklist) {
     match tokio::process::Command::new(&cli.criu)
         .arg("check")
         .output()
@@ -299,71 +350,47 @@ async fn check(cli: &Cli) -> anyhow::Result<ExitCode> {
             let text = String::from_utf8_lossy(&out.stdout).to_string()
                 + &String::from_utf8_lossy(&out.stderr);
             let good = out.status.success() || text.contains("Looks good");
-            say(
-                good,
-                format!(
-                    "criu check: {}",
-                    if good {
-                        "the kernel supports checkpoint/restore".to_string()
-                    } else {
-                        text.trim().to_string()
-                    }
-                ),
-            );
+            let what = if good {
+                "the kernel supports checkpoint/restore".to_string()
+            } else {
+                text.trim().to_string()
+            };
+            list.needed(good, format!("criu check: {what}"));
         }
-        Err(e) => say(false, format!("criu check: cannot run it ({e})")),
+        Err(e) => list.needed(false, format!("criu check: cannot run it ({e})")),
     }
-    let unshare = std::process::Command::new("unshare")
-        .arg("--version")
-        .output()
-        .is_ok();
-    say(
-        unshare,
-        "unshare (util-linux) to start workloads in their own PID namespace".into(),
-    );
-    if let Some(cg) = &cli.cgroup {
-        let cap = cgroup::capacity(Some(cg));
-        let dirs_ok = ["cpu", "memory"].iter().all(|c| {
-            std::path::Path::new("/sys/fs/cgroup")
-                .join(c)
-                .join(cg.trim_start_matches('/'))
-                .exists()
-        }) || std::path::Path::new("/sys/fs/cgroup")
-            .join(cg.trim_start_matches('/'))
-            .join("cgroup.procs")
-            .exists();
-        say(
-            dirs_ok,
-            format!(
-                "cgroup {cg}: {} (capacity {:.2} cores, {} MiB)",
-                if dirs_ok {
-                    "present"
-                } else {
-                    "missing; create it under cpu, cpuacct and memory"
-                },
-                cap.cores,
-                cap.memory_bytes >> 20
-            ),
-        );
-    }
-    let shm = std::fs::create_dir_all(&cli.images_dir).is_ok();
-    say(
-        shm,
-        format!("image folder {} writable", cli.images_dir.display()),
-    );
-    // Docker is needed only in docker mode: its lines count as failures
-    // only there.
-    let docker_needed = cli.runtime == RuntimeArg::Docker;
-    let mut docker_say = |good: bool, what: String| {
-        if docker_needed {
-            say(good, what);
-        } else {
-            println!("{} {what}", if good { "ok  " } else { "info" });
-        }
+}
+
+/// The node's cgroup exists (v1 cpu and memory, or v2), and what it offers.
+fn check_cgroup(cg: &str, list: &mut Checklist) {
+    let cap = cgroup::capacity(Some(cg));
+    let root = std::path::Path::new("/sys/fs/cgroup");
+    let rel = cg.trim_start_matches('/');
+    let dirs_ok = ["cpu", "memory"]
+        .iter()
+        .all(|c| root.join(c).join(rel).exists())
+        || root.join(rel).join("cgroup.procs").exists();
+    let state = if dirs_ok {
+        "present"
+    } else {
+        "missing; create it under cpu, cpuacct and memory"
     };
+    list.needed(
+        dirs_ok,
+        format!(
+            "cgroup {cg}: {state} (capacity {:.2} cores, {} MiB)",
+            cap.cores,
+            cap.memory_bytes >> 20
+        ),
+    );
+}
+
+/// A Docker daemon with experimental features (checkpoints).
+async fn check_docker(needed: bool, list: &mut Checklist) {
     match Daemon::connect().await {
         Ok(d) => {
-            docker_say(
+            list.needed_if(
+                needed,
                 true,
                 format!(
                     "docker daemon {} answers (data root {}, cgroup driver {})",
@@ -372,29 +399,19 @@ async fn check(cli: &Cli) -> anyhow::Result<ExitCode> {
                     d.cgroup_driver
                 ),
             );
-            docker_say(
-                d.experimental,
-                if d.experimental {
-                    "docker experimental features are on (checkpoints work)".to_string()
-                } else {
-                    "docker experimental features are off: containers cannot be checkpointed (set \"experimental\": true in /etc/docker/daemon.json; scripts/setup-docker does)".to_string()
-                },
-            );
+            let what = if d.experimental {
+                "docker experimental features are on (checkpoints work)".to_string()
+            } else {
+                "docker experimental features are off: containers cannot be checkpointed (set \"experimental\": true in /etc/docker/daemon.json; scripts/setup-docker does)".to_string()
+            };
+            list.needed_if(needed, d.experimental, what);
         }
-        Err(e) => docker_say(
+        Err(e) => list.needed_if(
+            needed,
             false,
             format!("docker daemon does not answer ({e}); only needed for --runtime docker; scripts/setup-docker starts one"),
         ),
     }
-    match connection::connect(&cli.nats.options("loadshift-executor-check"), false).await {
-        Ok(_) => say(true, format!("NATS at {}", cli.nats.nats)),
-        Err(e) => say(false, format!("NATS: {e}")),
-    }
-    Ok(if ok {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    })
 }
 
 async fn shutdown_signal() {

@@ -163,9 +163,12 @@ impl Cluster {
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_default();
         let mut nodes = Vec::new();
+        if cgroups {
+            *live_cgroup_clusters() += 1;
+        }
         for n in names {
             let cgroup = cgroups.then(|| {
-                let rel = format!("loadshift-test/{tag}-{n}");
+                let rel = format!("{CGROUP_PARENT}/{tag}-{n}");
                 make_cgroup(&rel);
                 rel
             });
@@ -425,7 +428,28 @@ impl Drop for Cluster {
                 remove_cgroup(cg);
             }
         }
+        if self.nodes.iter().any(|n| n.cgroup.is_some()) {
+            let mut live = live_cgroup_clusters();
+            *live = live.saturating_sub(1);
+            if *live == 0 {
+                // The last cluster of this test binary: the parent goes too
+                // (rmdir refuses while another binary still has nodes in it).
+                for d in cgroup_dirs(CGROUP_PARENT) {
+                    let _ = std::fs::remove_dir(d);
+                }
+            }
+        }
     }
+}
+
+/// The cgroup every test node's cgroup is made in.
+const CGROUP_PARENT: &str = "loadshift-test";
+
+/// How many clusters of this test binary have cgroups now. Held while the
+/// parent cgroup is removed, so no cluster makes a node in it meanwhile.
+fn live_cgroup_clusters() -> std::sync::MutexGuard<'static, usize> {
+    static LIVE: std::sync::Mutex<usize> = std::sync::Mutex::new(0);
+    LIVE.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 fn environ_has(pid: u32, needle: &str) -> bool {
