@@ -16,16 +16,18 @@
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use loadshift_events::workload::{Runtime as RuntimeKind, WorkloadSpec};
 use loadshift_events::{NodeName, WorkloadName};
+use uuid::Uuid;
 
 use crate::cgroup::Capacity;
 use crate::checkpoint::{CheckpointError, Fetched, Manifest, Stored};
 use crate::clock::Clock;
+use crate::fence::{Fence, FenceError, Holder};
 use crate::image_store::ImageStore;
 use crate::liveness::{Peers, Pong};
 use crate::runtime::{Handle, Runtime, RuntimeError, TravellingFile, Usage};
@@ -498,12 +500,14 @@ impl Peers for FakePeers {
     }
 }
 
-/// A clock that moves only when told, or when someone sleeps on it (then it
-/// jumps to the end of the sleep at once: no test waits for real time).
+/// A clock that moves only when a test says so. A sleep on it ends when the
+/// test has moved time past its end, so a deadline passes exactly when the
+/// test wants it to, and no test waits for real time.
 #[derive(Clone, Default)]
 pub struct ManualClock {
     wall_ms: Arc<AtomicI64>,
     mono_us: Arc<AtomicU64>,
+    sleepers: Arc<Mutex<Vec<std::task::Waker>>>,
 }
 
 impl ManualClock {
@@ -514,12 +518,19 @@ impl ManualClock {
         c
     }
 
-    /// Moves time forward by `d`.
+    /// Moves time forward by `d`, waking the sleeps that are over.
     pub fn advance(&self, d: Duration) {
-        self.wall_ms
-            .fetch_add(d.as_millis() as i64, Ordering::SeqCst);
-        self.mono_us
-            .fetch_add(d.as_micros() as u64, Ordering::SeqCst);
+        self.wall_ms.fetch_add(
+            i64::try_from(d.as_millis()).unwrap_or(i64::MAX),
+            Ordering::SeqCst,
+        );
+        self.mono_us.fetch_add(
+            u64::try_from(d.as_micros()).unwrap_or(u64::MAX),
+            Ordering::SeqCst,
+        );
+        for w in lock(&self.sleepers).drain(..) {
+            w.wake();
+        }
     }
 }
 
@@ -533,9 +544,85 @@ impl Clock for ManualClock {
     }
 
     fn sleep(&self, d: Duration) -> impl Future<Output = ()> + Send {
-        // Time moves when the sleep is first polled, not when it is made: a
-        // deadline that loses its race to ready work moves nothing.
         let clock = self.clone();
-        async move { clock.advance(d) }
+        let until = self.monotonic().saturating_add(d);
+        std::future::poll_fn(move |cx| {
+            if clock.monotonic() >= until {
+                return std::task::Poll::Ready(());
+            }
+            lock(&clock.sleepers).push(cx.waker().clone());
+            std::task::Poll::Pending
+        })
+    }
+}
+
+/// The fence every node of a test shares, in memory, with the same rule as
+/// the real one (the first claim holds); it can be taken down, and can let
+/// the source win a race on purpose.
+#[derive(Clone, Default)]
+pub struct FakeFence {
+    holders: Arc<Mutex<HashMap<Uuid, Holder>>>,
+    down: Arc<AtomicBool>,
+    source_first: Arc<AtomicBool>,
+}
+
+impl FakeFence {
+    /// Who holds `migration` now.
+    pub fn holder_of(&self, migration: Uuid) -> Option<Holder> {
+        lock(&self.holders).get(&migration).copied()
+    }
+
+    /// Makes every call fail (the server is away) or work again.
+    pub fn set_down(&self, down: bool) {
+        self.down.store(down, Ordering::SeqCst);
+    }
+
+    /// The next claim by a target finds that the source claimed a moment
+    /// before (the race the fence exists for).
+    pub fn let_the_source_win_the_next_race(&self) {
+        self.source_first.store(true, Ordering::SeqCst);
+    }
+
+    fn check(&self, action: &'static str, migration: Uuid) -> Result<(), FenceError> {
+        if self.down.load(Ordering::SeqCst) {
+            return Err(FenceError {
+                action,
+                migration,
+                message: "no responders".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+impl Fence for FakeFence {
+    async fn claim(&self, migration: Uuid, side: Holder) -> Result<Holder, FenceError> {
+        self.check("claim", migration)?;
+        let mut holders = lock(&self.holders);
+        if side == Holder::Target && self.source_first.swap(false, Ordering::SeqCst) {
+            holders.entry(migration).or_insert(Holder::Source);
+        }
+        Ok(*holders.entry(migration).or_insert(side))
+    }
+
+    async fn holder(&self, migration: Uuid) -> Result<Option<Holder>, FenceError> {
+        self.check("read", migration)?;
+        Ok(self.holder_of(migration))
+    }
+
+    async fn release(&self, migration: Uuid) -> Result<(), FenceError> {
+        self.check("release", migration)?;
+        let mut holders = lock(&self.holders);
+        match holders.get(&migration) {
+            Some(Holder::Target) | Some(Holder::Released) => {
+                holders.insert(migration, Holder::Released);
+                Ok(())
+            }
+            other => Err(FenceError {
+                action: "release",
+                migration,
+                message: format!("the target does not hold it ({other:?})"),
+            }),
+        }
     }
 }

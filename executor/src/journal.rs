@@ -4,6 +4,8 @@
 //!
 //! One tree, keys by prefix, so that one `apply_batch` is atomic across them:
 //! - `applied`      → last EVENTS stream sequence applied (u64, big-endian)
+//! - `speed`        → bytes per second images moved at, remembered from
+//!   earlier migrations for the next deadlines (f64, big-endian)
 //! - `w/<name>`     → [`WorkloadRecord`] (JSON)
 //! - `m/<uuid>`     → [`MigrationRecord`] (JSON)
 //! - `o/<u64 BE>`   → an outgoing event (envelope JSON), the outbox
@@ -133,6 +135,9 @@ pub struct MigrationRecord {
     pub frozen_at_ms: Option<i64>,
     /// The step that failed, if one did.
     pub failed_step: Option<Step>,
+    /// Source, waiting for the target: when it stops waiting (unix ms).
+    #[serde(default)]
+    pub deadline_at_ms: Option<i64>,
 }
 
 /// The journal. Cloning shares it (sled handles are shared).
@@ -149,6 +154,7 @@ pub struct Change {
     batch: sled::Batch,
     outbox: Vec<Envelope>,
     applied: Option<u64>,
+    speed: Option<f64>,
     error: Option<JournalError>,
 }
 
@@ -185,6 +191,12 @@ impl Change {
     /// Marks EVENTS sequence `seq` as applied by this change.
     pub fn applied(mut self, seq: u64) -> Self {
         self.applied = Some(seq);
+        self
+    }
+
+    /// Remembers the speed images moved at (bytes per second).
+    pub fn speed(mut self, bytes_per_s: f64) -> Self {
+        self.speed = Some(bytes_per_s);
         self
     }
 
@@ -231,10 +243,14 @@ impl Journal {
             mut batch,
             outbox,
             applied,
+            speed,
             error,
         } = change;
         if let Some(e) = error {
             return Err(e);
+        }
+        if let Some(bps) = speed {
+            batch.insert(b"speed".as_slice(), bps.to_be_bytes().as_slice());
         }
         if let Some(seq) = applied {
             batch.insert(b"applied".as_slice(), seq.to_be_bytes().as_slice());
@@ -266,6 +282,20 @@ impl Journal {
             .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
             .map(u64::from_be_bytes)
             .unwrap_or(0))
+    }
+
+    /// The speed images moved at on earlier migrations (bytes per second),
+    /// if any was measured.
+    ///
+    /// # Errors
+    /// When sled fails.
+    pub fn speed(&self) -> Result<Option<f64>, JournalError> {
+        Ok(self
+            .tree
+            .get(b"speed")
+            .map_err(self.sled_err())?
+            .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
+            .map(f64::from_be_bytes))
     }
 
     fn get<T: for<'de> Deserialize<'de>>(&self, key: String) -> Result<Option<T>, JournalError> {
@@ -389,6 +419,7 @@ mod tests {
             requested_at_ms: 1,
             frozen_at_ms: None,
             failed_step: None,
+            deadline_at_ms: None,
         }
     }
 
@@ -488,6 +519,28 @@ mod tests {
             Some(Phase::AwaitingTarget)
         );
         assert_eq!(j.outbox().unwrap().len(), 1, "still to be published");
+    }
+
+    #[test]
+    fn the_measured_speed_is_remembered() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = Journal::open(dir.path()).unwrap();
+        assert_eq!(j.speed().unwrap(), None);
+        j.commit(Change::new().speed(123.5)).unwrap();
+        assert_eq!(j.speed().unwrap(), Some(123.5));
+    }
+
+    #[test]
+    fn a_record_written_before_deadlines_existed_still_reads() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = Journal::open(dir.path()).unwrap();
+        let id = Uuid::now_v7();
+        let mut old = serde_json::to_value(migration(id, Phase::AwaitingTarget)).unwrap();
+        old.as_object_mut().unwrap().remove("deadline_at_ms");
+        j.tree
+            .insert(format!("m/{id}"), serde_json::to_vec(&old).unwrap())
+            .unwrap();
+        assert_eq!(j.migration(&id).unwrap().unwrap().deadline_at_ms, None);
     }
 
     #[test]

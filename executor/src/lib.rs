@@ -5,9 +5,11 @@
 pub mod cgroup;
 pub mod checkpoint;
 pub mod clock;
+pub mod deadline;
 #[cfg(test)]
 mod doubles;
 pub mod fault;
+pub mod fence;
 pub mod image_store;
 pub mod journal;
 pub mod liveness;

@@ -10,6 +10,8 @@ use clap::{Parser, Subcommand, ValueEnum};
 use loadshift_events::cli::{LogArgs, NatsArgs};
 use loadshift_events::{connection, stream, NodeName};
 use loadshift_executor::clock::SystemClock;
+use loadshift_executor::deadline::Deadlines;
+use loadshift_executor::fence::KvFence;
 use loadshift_executor::image_store::{ImageStore, JetStreamImages};
 use loadshift_executor::journal::Journal;
 use loadshift_executor::liveness::{self, NatsPeers, Pong};
@@ -63,6 +65,12 @@ struct Cli {
         default_value = "/dev/shm/loadshift"
     )]
     images_dir: PathBuf,
+    /// The shortest any wait of a migration may last (the target's answer,
+    /// an upload, a download); bigger images get more, in proportion to the
+    /// speed measured on earlier migrations. A target silent past its
+    /// deadline loses the migration: the workload resumes here.
+    #[arg(long, env = "LOADSHIFT_DEADLINE_FLOOR", default_value = "10s", value_parser = humantime::parse_duration)]
+    deadline_floor: std::time::Duration,
     #[command(flatten)]
     nats: NatsArgs,
     #[command(flatten)]
@@ -169,12 +177,16 @@ async fn serve<R: Runtime>(cli: &Cli, node: NodeName, runtime: R) -> anyhow::Res
         .await
         .context("opening the CHECKPOINTS object store")?;
 
+    let fence = KvFence::open(&js, settings.replicas)
+        .await
+        .context("opening the migration fences")?;
     let images = JetStreamImages::new(js.clone(), store);
     let wired = Wired {
         client,
         js,
         journal,
         images_root,
+        fence,
     };
     // The fault tests' damaged store is chosen here, at wiring time, so no
     // production code path carries a switch for it.
@@ -191,6 +203,7 @@ struct Wired {
     js: async_nats::jetstream::Context,
     journal: Journal,
     images_root: PathBuf,
+    fence: KvFence,
 }
 
 /// Runs the service with its effects chosen, until SIGINT/SIGTERM.
@@ -206,6 +219,7 @@ async fn serve_with<R: Runtime, S: ImageStore>(
         js,
         journal,
         images_root,
+        fence,
     } = wired;
     let capacity = cgroup::capacity(cli.cgroup.as_deref());
     let kind = runtime.kind();
@@ -217,6 +231,10 @@ async fn serve_with<R: Runtime, S: ImageStore>(
         store,
         peers: NatsPeers::new(client.clone()),
         clock: SystemClock::default(),
+        fence,
+        deadlines: Deadlines {
+            floor: cli.deadline_floor,
+        },
         images_root,
         outbox: notify.clone(),
     };

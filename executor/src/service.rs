@@ -13,6 +13,7 @@ use loadshift_events::{connection, stream, Envelope};
 use tokio::sync::{watch, Notify};
 
 use crate::clock::Clock;
+use crate::fence::Fence;
 use crate::image_store::ImageStore;
 use crate::journal::Journal;
 use crate::liveness::Peers;
@@ -138,8 +139,8 @@ pub async fn publish_outbox(
 ///
 /// # Errors
 /// [`ServiceError`] when JetStream or the journal fails.
-pub async fn run<R: Runtime, S: ImageStore, P: Peers, C: Clock>(
-    exec: &Executor<R, S, P, C>,
+pub async fn run<R: Runtime, S: ImageStore, P: Peers, C: Clock, F: Fence>(
+    exec: &Executor<R, S, P, C, F>,
     js: &jetstream::Context,
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), ServiceError> {
@@ -162,6 +163,7 @@ pub async fn run<R: Runtime, S: ImageStore, P: Peers, C: Clock>(
             }
             _ = tick.tick() => {
                 exec.watch_exits().await?;
+                exec.expire_deadlines().await?;
                 ticks += 1;
                 if ticks.is_multiple_of(2) {
                     // Telemetry, not state: published directly, best effort.

@@ -14,13 +14,38 @@ use loadshift_events::{Envelope, Event, NodeName, WorkloadName};
 use uuid::Uuid;
 
 use super::Executor;
+use crate::clock::Clock as _;
+use crate::deadline::Deadlines;
 use crate::doubles::{
-    Bucket, Effect, Effects, FakePeers, Host, ManualClock, Misbehaviour, Op, RecordingImages,
-    RecordingRuntime, Script,
+    Bucket, Effect, Effects, FakeFence, FakePeers, Host, ManualClock, Misbehaviour, Op,
+    RecordingImages, RecordingRuntime, Script,
 };
+use crate::fence::Fence as _;
+use crate::fence::Holder;
 use crate::journal::{Journal, MigrationRecord, Phase, Role};
 
-type TestExecutor = Executor<RecordingRuntime, RecordingImages, FakePeers, ManualClock>;
+type TestExecutor = Executor<RecordingRuntime, RecordingImages, FakePeers, ManualClock, FakeFence>;
+
+/// What every node of a test shares: the store, the fence and the time.
+#[derive(Clone)]
+struct Shared {
+    bucket: Bucket,
+    fence: FakeFence,
+    clock: ManualClock,
+}
+
+impl Default for Shared {
+    fn default() -> Self {
+        Self {
+            bucket: Bucket::default(),
+            fence: FakeFence::default(),
+            clock: ManualClock::at(1_000_000),
+        }
+    }
+}
+
+/// The floor of every test node's deadlines.
+const FLOOR: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// One node: its executor, and the world that outlives the executor.
 struct Node {
@@ -30,8 +55,7 @@ struct Node {
     host: Host,
     effects: Effects,
     script: Script,
-    bucket: Bucket,
-    clock: ManualClock,
+    shared: Shared,
     seq: u64,
     _dir: tempfile::TempDir,
 }
@@ -59,8 +83,7 @@ struct Parts<'a> {
     host: &'a Host,
     effects: &'a Effects,
     script: &'a Script,
-    bucket: &'a Bucket,
-    clock: &'a ManualClock,
+    shared: &'a Shared,
 }
 
 fn executor(name: &NodeName, parts: Parts<'_>, alive: &[&str]) -> TestExecutor {
@@ -69,8 +92,7 @@ fn executor(name: &NodeName, parts: Parts<'_>, alive: &[&str]) -> TestExecutor {
         host,
         effects,
         script,
-        bucket,
-        clock,
+        shared,
     } = parts;
     let peers = FakePeers {
         effects: effects.clone(),
@@ -91,21 +113,23 @@ fn executor(name: &NodeName, parts: Parts<'_>, alive: &[&str]) -> TestExecutor {
         },
         journal: journal.clone(),
         store: RecordingImages {
-            bucket: bucket.clone(),
+            bucket: shared.bucket.clone(),
             host: host.clone(),
             effects: effects.clone(),
             script: script.clone(),
         },
         peers,
-        clock: clock.clone(),
+        clock: shared.clock.clone(),
+        fence: shared.fence.clone(),
+        deadlines: Deadlines { floor: FLOOR },
         images_root: std::path::Path::new("/fake/images").join(name.as_str()),
         outbox: Arc::new(tokio::sync::Notify::new()),
     }
 }
 
 impl Node {
-    /// A node whose peers `alive` answer pings, sharing `bucket` and `clock`.
-    fn new(name: &str, bucket: &Bucket, clock: &ManualClock, alive: &[&str]) -> Self {
+    /// A node whose peers `alive` answer pings, sharing store, fence and time.
+    fn new(name: &str, shared: &Shared, alive: &[&str]) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let journal = Journal::open(dir.path()).expect("journal");
         let name = node_name(name);
@@ -115,8 +139,7 @@ impl Node {
             host: &host,
             effects: &effects,
             script: &script,
-            bucket,
-            clock,
+            shared,
         };
         let exec = executor(&name, parts, alive);
         Self {
@@ -126,8 +149,7 @@ impl Node {
             host,
             effects,
             script,
-            bucket: bucket.clone(),
-            clock: clock.clone(),
+            shared: shared.clone(),
             seq: 0,
             _dir: dir,
         }
@@ -135,12 +157,7 @@ impl Node {
 
     /// A source node2 whose target node3 answers.
     fn source() -> Self {
-        Self::new(
-            "node2",
-            &Bucket::default(),
-            &ManualClock::at(1_000_000),
-            &["node3"],
-        )
+        Self::new("node2", &Shared::default(), &["node3"])
     }
 
     /// Given: workload `name` was started here (through the saga itself).
@@ -184,6 +201,26 @@ impl Node {
         self.seq
     }
 
+    /// When: `env` arrives, and while the saga waits, time moves on by `d`
+    /// (a wait on something that never answers meets its deadline).
+    async fn deliver_while_time_passes(&mut self, env: &Envelope, d: std::time::Duration) {
+        self.seq += 1;
+        let clock = self.shared.clock.clone();
+        let (outcome, ()) = tokio::join!(self.exec.apply(self.seq, env), async {
+            // Let the saga reach its wait first.
+            for _ in 0..10 {
+                tokio::task::yield_now().await;
+            }
+            clock.advance(d);
+        });
+        outcome.expect("journal works");
+    }
+
+    /// When: the service's tick runs (once a second in the service).
+    async fn tick(&self) {
+        self.exec.expire_deadlines().await.expect("journal works");
+    }
+
     /// The executor starts again over the same journal, host and store, with
     /// nothing scripted to go wrong.
     fn restart(&mut self, alive: &[&str]) {
@@ -193,8 +230,7 @@ impl Node {
             host: &self.host,
             effects: &self.effects,
             script: &self.script,
-            bucket: &self.bucket,
-            clock: &self.clock,
+            shared: &self.shared,
         };
         self.exec = executor(&self.name, parts, alive);
     }
@@ -267,6 +303,15 @@ fn the_restored(events: &[Event]) -> Envelope {
     Envelope::new(node_name("node3"), r.clone())
 }
 
+async fn given_the_target_claimed_then_released(fence: &FakeFence, id: Uuid) {
+    use crate::fence::Fence;
+    assert_eq!(
+        fence.claim(id, Holder::Target).await.unwrap(),
+        Holder::Target
+    );
+    fence.release(id).await.unwrap();
+}
+
 fn kinds(events: &[Event]) -> Vec<&'static str> {
     events.iter().map(|e| e.kind().as_str()).collect()
 }
@@ -309,7 +354,7 @@ async fn a_request_dumps_stores_and_announces_the_checkpoint() {
         .unwrap()
         .unwrap();
     assert_eq!(w.migrating, Some(id), "the workload is marked as moving");
-    assert!(src.bucket.objects().contains_key(&id.to_string()));
+    assert!(src.shared.bucket.objects().contains_key(&id.to_string()));
 }
 
 #[tokio::test]
@@ -444,10 +489,9 @@ async fn a_failed_upload_resumes_the_workload_here_and_removes_its_image() {
 
 #[tokio::test]
 async fn restored_on_the_target_cleans_up_here_and_completes() {
-    let bucket = Bucket::default();
-    let clock = ManualClock::at(1_000_000);
-    let mut src = Node::new("node2", &bucket, &clock, &["node3"]);
-    let mut dst = Node::new("node3", &bucket, &clock, &["node2"]);
+    let shared = Shared::default();
+    let mut src = Node::new("node2", &shared, &["node3"]);
+    let mut dst = Node::new("node3", &shared, &["node2"]);
     src.running("counter").await;
     let id = Uuid::now_v7();
     src.deliver(&requested(id, "counter", "node2", "node3"))
@@ -482,7 +526,7 @@ async fn restored_on_the_target_cleans_up_here_and_completes() {
     // Runs exactly once, on the target; no image left anywhere.
     assert!(!src.host.runs(&workload_name("counter")));
     assert!(dst.host.runs(&workload_name("counter")));
-    assert!(bucket.objects().is_empty());
+    assert!(shared.bucket.objects().is_empty());
     assert!(!dst.host.has_image(&dst.images(id)));
 }
 
@@ -495,13 +539,18 @@ async fn the_targets_failure_resumes_the_workload_here_without_repeating_it() {
         .await;
     src.published();
     src.effects.clear();
+    // The target claimed the restore, failed, and gave the migration back.
+    given_the_target_claimed_then_released(&src.shared.fence, id).await;
 
     src.deliver(&failed_from("node3", id, Step::Restore)).await;
 
     assert_eq!(kinds(&src.published()), vec!["migration.rolled_back"]);
     assert!(src.host.runs(&workload_name("counter")));
     assert_eq!(src.migration(id).failed_step, Some(Step::Restore));
-    assert!(src.bucket.objects().is_empty(), "the stored image is gone");
+    assert!(
+        src.shared.bucket.objects().is_empty(),
+        "the stored image is gone"
+    );
     assert!(
         !src.host.has_image(&src.images(id)),
         "the local image is gone"
@@ -600,15 +649,18 @@ async fn killed_after_the_upload_it_announces_the_checkpoint_once() {
     src.redeliver(seq, &req).await;
 
     assert_eq!(kinds(&src.published()), vec!["migration.checkpointed"]);
-    assert_eq!(src.bucket.objects().len(), 1, "stored once, under one name");
+    assert_eq!(
+        src.shared.bucket.objects().len(),
+        1,
+        "stored once, under one name"
+    );
 }
 
 #[tokio::test]
 async fn killed_during_cleanup_it_completes_when_it_returns() {
-    let bucket = Bucket::default();
-    let clock = ManualClock::at(1_000_000);
-    let mut src = Node::new("node2", &bucket, &clock, &["node3"]);
-    let mut dst = Node::new("node3", &bucket, &clock, &["node2"]);
+    let shared = Shared::default();
+    let mut src = Node::new("node2", &shared, &["node3"]);
+    let mut dst = Node::new("node3", &shared, &["node2"]);
     src.running("counter").await;
     let id = Uuid::now_v7();
     src.deliver(&requested(id, "counter", "node2", "node3"))
@@ -624,7 +676,7 @@ async fn killed_during_cleanup_it_completes_when_it_returns() {
     src.redeliver(seq, &restored).await;
 
     assert_eq!(kinds(&src.published()), vec!["migration.completed"]);
-    assert!(bucket.objects().is_empty());
+    assert!(shared.bucket.objects().is_empty());
     assert!(dst.host.runs(&workload_name("counter")));
     assert!(!src.host.runs(&workload_name("counter")));
 }
@@ -647,8 +699,14 @@ async fn killed_while_resuming_it_finds_the_resumed_copy_instead_of_a_second_one
 
     src.restart(&["node3"]);
     src.redeliver(seq, &failed).await;
+    // The failure was journaled (its event is applied) with the take-back
+    // due at once: the service's next tick finishes it.
+    src.exec.expire_deadlines().await.expect("journal works");
 
-    assert_eq!(kinds(&src.published()), vec!["migration.rolled_back"]);
+    assert_eq!(
+        kinds(&src.published()),
+        vec!["migration.fenced", "migration.rolled_back"]
+    );
     assert_eq!(src.effects.count(|e| matches!(e, Effect::Restore(_))), 1);
     let w = src
         .journal
@@ -663,10 +721,9 @@ async fn killed_while_resuming_it_finds_the_resumed_copy_instead_of_a_second_one
 /// A target node3 and a source node2 sharing a store, the source having
 /// dumped `counter` for migration `id`; returns the `checkpointed` event.
 async fn checkpointed_pair(id: Uuid) -> (Node, Node, Envelope) {
-    let bucket = Bucket::default();
-    let clock = ManualClock::at(1_000_000);
-    let mut src = Node::new("node2", &bucket, &clock, &["node3"]);
-    let dst = Node::new("node3", &bucket, &clock, &["node2"]);
+    let shared = Shared::default();
+    let mut src = Node::new("node2", &shared, &["node3"]);
+    let dst = Node::new("node3", &shared, &["node2"]);
     src.running("counter").await;
     src.deliver(&requested(id, "counter", "node2", "node3"))
         .await;
@@ -709,7 +766,7 @@ async fn a_checkpoint_is_fetched_restored_and_announced() {
 async fn a_damaged_image_is_refused_and_nothing_stays_on_the_target() {
     let id = Uuid::now_v7();
     let (_src, mut dst, checkpointed) = checkpointed_pair(id).await;
-    dst.bucket.damage(&id.to_string());
+    dst.shared.bucket.damage(&id.to_string());
 
     dst.deliver(&checkpointed).await;
 
@@ -841,7 +898,7 @@ async fn a_whole_migration_leaves_one_copy_on_the_target_and_no_image() {
     assert_eq!(kinds(&src.published()), vec!["migration.completed"]);
     assert!(!src.host.runs(&workload_name("counter")));
     assert!(dst.host.runs(&workload_name("counter")));
-    assert!(src.bucket.objects().is_empty());
+    assert!(src.shared.bucket.objects().is_empty());
     assert!(src
         .journal
         .workload(&workload_name("counter"))
@@ -852,4 +909,337 @@ async fn a_whole_migration_leaves_one_copy_on_the_target_and_no_image() {
         .workload(&workload_name("counter"))
         .unwrap()
         .is_some());
+}
+
+// ---- deadlines and the fence ----
+
+/// The source (node2) and target (node3) of migration `id` after the source
+/// announced its image, the target not having acted yet.
+async fn awaiting_target(id: Uuid) -> (Node, Node, Envelope) {
+    checkpointed_pair(id).await
+}
+
+#[tokio::test]
+async fn the_targets_deadline_follows_the_image_size_and_the_measured_speed() {
+    let id = Uuid::now_v7();
+    let (src, _dst, _c) = awaiting_target(id).await;
+
+    let m = src.migration(id);
+    let speed = src.journal.speed().unwrap();
+    let wait = Deadlines { floor: FLOOR }.target(m.image_bytes, speed);
+    assert_eq!(
+        m.deadline_at_ms,
+        Some(src.shared.clock.now_ms() + wait.as_millis() as i64)
+    );
+    assert!(
+        wait >= FLOOR + FLOOR,
+        "download and restore each get the floor at least"
+    );
+}
+
+#[tokio::test]
+async fn before_its_deadline_a_silent_target_is_waited_for() {
+    let id = Uuid::now_v7();
+    let (src, _dst, _c) = awaiting_target(id).await;
+    let m = src.migration(id);
+    let left = m.deadline_at_ms.unwrap() - src.shared.clock.now_ms();
+    src.shared
+        .clock
+        .advance(std::time::Duration::from_millis(left as u64 - 1));
+
+    src.tick().await;
+
+    assert_eq!(src.migration(id).phase, Phase::AwaitingTarget);
+    assert!(src.published().is_empty());
+    assert_eq!(src.shared.fence.holder_of(id), None);
+}
+
+#[tokio::test]
+async fn past_its_deadline_a_silent_target_is_fenced_and_the_workload_resumes_here() {
+    let id = Uuid::now_v7();
+    let (src, dst, _c) = awaiting_target(id).await;
+    src.published();
+    let m = src.migration(id);
+    let left = m.deadline_at_ms.unwrap() - src.shared.clock.now_ms();
+    src.shared
+        .clock
+        .advance(std::time::Duration::from_millis(left as u64));
+
+    src.tick().await;
+
+    let events = src.published();
+    assert_eq!(
+        kinds(&events),
+        vec!["migration.fenced", "migration.rolled_back"]
+    );
+    let Event::MigrationFenced(f) = &events[0] else {
+        unreachable!()
+    };
+    assert_eq!(f.target.as_str(), "node3");
+    assert!(f.reason.contains("deadline"), "{}", f.reason);
+    assert_eq!(src.shared.fence.holder_of(id), Some(Holder::Source));
+    assert!(src.host.runs(&workload_name("counter")));
+    assert!(!dst.host.runs(&workload_name("counter")));
+    // Every image of it is gone.
+    assert!(src.shared.bucket.objects().is_empty());
+    assert!(!src.host.has_image(&src.images(id)));
+    assert_eq!(src.migration(id).phase, Phase::RolledBack);
+}
+
+#[tokio::test]
+async fn a_target_that_comes_back_after_the_fence_does_not_restore() {
+    let id = Uuid::now_v7();
+    let (src, mut dst, checkpointed) = awaiting_target(id).await;
+    src.shared.clock.advance(FLOOR * 100);
+    src.tick().await;
+
+    dst.deliver(&checkpointed).await;
+
+    assert_eq!(dst.effects.count(|e| matches!(e, Effect::Restore(_))), 0);
+    assert_eq!(dst.effects.count(|e| matches!(e, Effect::Fetch(_))), 0);
+    assert!(dst.published().is_empty(), "the source said it all");
+    assert_eq!(dst.migration(id).phase, Phase::RolledBack);
+    assert!(!dst.host.runs(&workload_name("counter")));
+    assert!(src.host.runs(&workload_name("counter")));
+}
+
+#[tokio::test]
+async fn a_target_that_loses_the_race_after_fetching_discards_the_image_and_never_restores() {
+    let id = Uuid::now_v7();
+    let (src, mut dst, checkpointed) = awaiting_target(id).await;
+    src.shared.fence.let_the_source_win_the_next_race();
+
+    dst.deliver(&checkpointed).await;
+
+    assert_eq!(dst.effects.count(|e| matches!(e, Effect::Fetch(_))), 1);
+    assert_eq!(dst.effects.count(|e| matches!(e, Effect::Restore(_))), 0);
+    assert!(
+        !dst.host.has_image(&dst.images(id)),
+        "the fetched image is discarded"
+    );
+    assert!(dst.published().is_empty());
+    // The source, at its deadline, finds the fence its own and resumes.
+    src.shared.clock.advance(FLOOR * 100);
+    src.tick().await;
+    assert!(src.host.runs(&workload_name("counter")));
+    assert!(!dst.host.runs(&workload_name("counter")));
+}
+
+#[tokio::test]
+async fn a_forged_failure_while_the_target_downloads_fences_it_out() {
+    let id = Uuid::now_v7();
+    let (mut src, mut dst, checkpointed) = awaiting_target(id).await;
+    src.published();
+
+    src.deliver(&failed_from("mallory", id, Step::Download))
+        .await;
+    dst.deliver(&checkpointed).await;
+
+    assert_eq!(
+        kinds(&src.published()),
+        vec!["migration.fenced", "migration.rolled_back"]
+    );
+    assert!(src.host.runs(&workload_name("counter")));
+    assert!(!dst.host.runs(&workload_name("counter")), "never twice");
+    assert_eq!(dst.effects.count(|e| matches!(e, Effect::Restore(_))), 0);
+}
+
+#[tokio::test]
+async fn a_failure_announced_while_the_target_holds_the_migration_changes_nothing() {
+    let id = Uuid::now_v7();
+    let (mut src, mut dst, checkpointed) = awaiting_target(id).await;
+    dst.deliver(&checkpointed).await;
+    let restored = the_restored(&dst.published());
+    src.published();
+    src.effects.clear();
+
+    src.deliver(&failed_from("mallory", id, Step::Restore))
+        .await;
+
+    assert!(src.published().is_empty());
+    assert_eq!(src.effects.count(|e| matches!(e, Effect::Restore(_))), 0);
+    assert_eq!(src.migration(id).phase, Phase::AwaitingTarget);
+    // The target's own word still ends it.
+    src.deliver(&restored).await;
+    assert_eq!(kinds(&src.published()), vec!["migration.completed"]);
+    assert!(dst.host.runs(&workload_name("counter")));
+    assert!(!src.host.runs(&workload_name("counter")));
+}
+
+#[tokio::test]
+async fn a_forged_restored_from_a_target_that_holds_nothing_is_ignored() {
+    let id = Uuid::now_v7();
+    let (mut src, _dst, _c) = awaiting_target(id).await;
+    src.published();
+    src.effects.clear();
+    let forged = Envelope::new(
+        node_name("mallory"),
+        Event::MigrationRestored(migration::Restored {
+            migration: id,
+            workload: workload_name("counter"),
+            source: node_name("node2"),
+            target: node_name("node3"),
+            pid: Some(1),
+            container_id: None,
+            image_bytes: 1,
+            timings: Default::default(),
+        }),
+    );
+
+    src.deliver(&forged).await;
+
+    assert!(src.effects.all().is_empty(), "nothing cleaned up");
+    assert!(src.published().is_empty());
+    assert_eq!(src.migration(id).phase, Phase::AwaitingTarget);
+    assert!(src.shared.bucket.objects().contains_key(&id.to_string()));
+}
+
+#[tokio::test]
+async fn a_target_holding_the_migration_past_the_deadline_is_waited_for() {
+    let id = Uuid::now_v7();
+    let (mut src, dst, _c) = awaiting_target(id).await;
+    src.published();
+    // The target claimed and is restoring (slowly).
+    assert_eq!(
+        crate::fence::Fence::claim(&dst.shared.fence, id, Holder::Target)
+            .await
+            .unwrap(),
+        Holder::Target
+    );
+    src.shared.clock.advance(FLOOR * 100);
+
+    src.tick().await;
+
+    assert!(src.published().is_empty());
+    assert!(
+        !src.host.runs(&workload_name("counter")),
+        "not resumed: never twice"
+    );
+    let m = src.migration(id);
+    assert_eq!((m.phase, m.deadline_at_ms), (Phase::AwaitingTarget, None));
+    let _ = &mut src;
+}
+
+#[tokio::test]
+async fn a_fence_out_of_reach_delays_the_take_back_to_a_later_tick() {
+    let id = Uuid::now_v7();
+    let (src, _dst, _c) = awaiting_target(id).await;
+    src.published();
+    src.shared.fence.set_down(true);
+    src.shared.clock.advance(FLOOR * 100);
+
+    src.tick().await;
+
+    assert!(src.published().is_empty());
+    assert_eq!(src.migration(id).phase, Phase::AwaitingTarget);
+    src.shared.fence.set_down(false);
+    src.tick().await;
+    assert_eq!(
+        kinds(&src.published()),
+        vec!["migration.fenced", "migration.rolled_back"]
+    );
+}
+
+#[tokio::test]
+async fn a_failed_restore_gives_the_migration_back_and_the_source_resumes_it() {
+    let id = Uuid::now_v7();
+    let (mut src, mut dst, checkpointed) = awaiting_target(id).await;
+    src.published();
+    dst.script.set(
+        Op::Restore,
+        Misbehaviour::Fail("criu restore failed".into()),
+    );
+    dst.deliver(&checkpointed).await;
+    let failed = dst.published();
+    assert_eq!(src.shared.fence.holder_of(id), Some(Holder::Released));
+
+    let env = Envelope::new(node_name("node3"), failed[0].clone());
+    src.deliver(&env).await;
+
+    assert_eq!(kinds(&src.published()), vec!["migration.rolled_back"]);
+    assert!(src.host.runs(&workload_name("counter")));
+    assert!(!dst.host.runs(&workload_name("counter")));
+}
+
+#[tokio::test]
+async fn an_upload_that_never_ends_is_cut_at_its_deadline_and_the_workload_resumes() {
+    let mut src = Node::source();
+    src.running("counter").await;
+    src.script.set(Op::Put, Misbehaviour::Hang);
+    let id = Uuid::now_v7();
+
+    src.deliver_while_time_passes(&requested(id, "counter", "node2", "node3"), FLOOR)
+        .await;
+
+    let events = src.published();
+    assert_eq!(
+        kinds(&events),
+        vec!["migration.failed", "migration.rolled_back"]
+    );
+    let (step, reason) = failed_step(&events).unwrap();
+    assert_eq!(step, Step::Upload);
+    assert!(reason.contains("not stored within"), "{reason}");
+    assert!(src.host.runs(&workload_name("counter")));
+    assert!(!src.host.has_image(&src.images(id)));
+}
+
+#[tokio::test]
+async fn a_download_that_never_ends_is_cut_and_its_partial_image_discarded() {
+    let id = Uuid::now_v7();
+    let (_src, mut dst, checkpointed) = awaiting_target(id).await;
+    dst.script.set(Op::Fetch, Misbehaviour::Hang);
+
+    dst.deliver_while_time_passes(&checkpointed, FLOOR * 100)
+        .await;
+
+    let (step, reason) = failed_step(&dst.published()).expect("a failed event");
+    assert_eq!(step, Step::Download);
+    assert!(reason.contains("did not arrive"), "{reason}");
+    assert!(!dst.host.has_image(&dst.images(id)));
+    assert_eq!(dst.shared.fence.holder_of(id), None, "never claimed");
+}
+
+#[tokio::test]
+async fn a_restored_copy_found_after_a_crash_is_killed_if_the_source_holds_the_fence() {
+    let id = Uuid::now_v7();
+    let (_src, mut dst, checkpointed) = awaiting_target(id).await;
+    dst.script.set(Op::Restore, Misbehaviour::CrashAfter);
+    let seq = dst.deliver_and_crash(&checkpointed);
+    assert!(dst.host.runs(&workload_name("counter")));
+    // Whatever let it happen, the fence no longer says the target holds
+    // it (here: given back), so the source may run the workload.
+    dst.shared.fence.release(id).await.unwrap();
+
+    dst.restart(&["node2"]);
+    dst.redeliver(seq, &checkpointed).await;
+
+    assert!(
+        !dst.host.runs(&workload_name("counter")),
+        "the late copy is killed"
+    );
+    assert!(dst.published().is_empty());
+    assert_eq!(dst.migration(id).phase, Phase::RolledBack);
+}
+
+#[tokio::test]
+async fn a_fence_announced_to_a_target_still_restoring_makes_it_stand_down() {
+    let id = Uuid::now_v7();
+    let (src, mut dst, checkpointed) = awaiting_target(id).await;
+    dst.script.set(Op::Fetch, Misbehaviour::Hang);
+    let _ = dst.deliver_and_crash(&checkpointed);
+    src.published();
+    src.shared.clock.advance(FLOOR * 100);
+    src.tick().await;
+    let fenced = src
+        .published()
+        .into_iter()
+        .find(|e| matches!(e, Event::MigrationFenced(_)))
+        .expect("fenced");
+    dst.restart(&["node2"]);
+
+    dst.deliver(&Envelope::new(node_name("node2"), fenced))
+        .await;
+
+    assert_eq!(dst.migration(id).phase, Phase::RolledBack);
+    assert!(!dst.host.has_image(&dst.images(id)));
 }
