@@ -18,6 +18,9 @@ use crate::runtime::TravellingFile;
 
 /// The executor is about to commit what a finished dump means.
 pub const AFTER_DUMP: &str = "after_dump";
+/// The target is about to fetch the image (killed as the image starts
+/// arriving).
+pub const BEFORE_DOWNLOAD: &str = "before_download";
 /// criu restore has been started (it outlives us and finishes on its own).
 pub const DURING_RESTORE: &str = "during_restore";
 /// Flip one byte of the stored image after its digest was taken, as a

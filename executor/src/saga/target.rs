@@ -128,6 +128,7 @@ impl<R: Runtime, S: ImageStore, P: Peers, C: Clock, F: Fence> Executor<R, S, P, 
         let t = self.clock.monotonic();
         // What a fetch before a crash left is partial: never restore from it.
         self.runtime.discard_image(&m.images);
+        crate::fault::crash_point(crate::fault::BEFORE_DOWNLOAD);
         let fetch = self.store.fetch(&object, &sha, &m.images, &wdir);
         let fetched = within(&self.clock, limit, fetch).await;
         let took = self.clock.monotonic() - t;

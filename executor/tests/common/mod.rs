@@ -70,6 +70,16 @@ impl Node {
         self.start();
     }
 
+    /// Restarts the executor with exactly this extra environment.
+    pub fn restart_with_env(&mut self, env: &[(&str, &str)]) {
+        self.kill();
+        self.env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        self.start();
+    }
+
     /// Restarts the executor with no fault armed.
     pub fn restart(&mut self) {
         self.kill();
