@@ -106,11 +106,15 @@ impl<R: Runtime, S: ImageStore, P: Peers, C: Clock, F: Fence> Executor<R, S, P, 
             sha256: None,
             // Until the image is stored, its size is guessed from what the
             // workload holds in memory (it bounds the upload).
-            image_bytes: self
-                .runtime
-                .usage(&w.handle)
-                .await
-                .map_or(0, |u| u.rss_bytes),
+            image_bytes: within(
+                &self.clock,
+                self.deadlines.floor,
+                self.runtime.usage(&w.handle),
+            )
+            .await
+            .ok()
+            .flatten()
+            .map_or(0, |u| u.rss_bytes),
             files: self.runtime.travelling_files(&p.workload),
             timings: Timings::default(),
             requested_at_ms: self.clock.now_ms(),
