@@ -343,7 +343,8 @@ async fn check(
         stuck = true;
     }
     if lost || duplicated {
-        notes.push(format!("copies: {copies:?}"));
+        let described: Vec<String> = copies.iter().map(|p| describe(*p)).collect();
+        notes.push(format!("copies: {}", described.join(", ")));
     }
     Outcome {
         fault,
@@ -388,4 +389,22 @@ async fn images_gone(c: &Cluster, id: uuid::Uuid) -> bool {
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// A process as `pid (ppid P, state S): command line`, to tell copies apart.
+fn describe(pid: u32) -> String {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rfind(')')
+        .map(|i| stat[i + 1..].split_whitespace().collect())
+        .unwrap_or_default();
+    let cmd = std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+        .unwrap_or_default();
+    format!(
+        "{pid} (ppid {}, state {}): {}",
+        fields.get(1).unwrap_or(&"?"),
+        fields.first().unwrap_or(&"?"),
+        cmd.trim()
+    )
 }
