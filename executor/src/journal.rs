@@ -138,6 +138,12 @@ pub struct MigrationRecord {
     /// Source, waiting for the target: when it stops waiting (unix ms).
     #[serde(default)]
     pub deadline_at_ms: Option<i64>,
+    /// Nothing more to do about this migration's images: removed (or kept on
+    /// purpose, for a workload that runs nowhere). A crash between the end
+    /// of a migration and the removal leaves it false, and the sweep on the
+    /// service's tick finishes the job.
+    #[serde(default)]
+    pub images_settled: bool,
 }
 
 /// The journal. Cloning shares it (sled handles are shared).
@@ -420,6 +426,7 @@ mod tests {
             frozen_at_ms: None,
             failed_step: None,
             deadline_at_ms: None,
+            images_settled: false,
         }
     }
 

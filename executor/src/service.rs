@@ -164,6 +164,7 @@ pub async fn run<R: Runtime, S: ImageStore, P: Peers, C: Clock, F: Fence>(
             _ = tick.tick() => {
                 exec.watch_exits().await?;
                 exec.expire_deadlines().await?;
+                exec.sweep_images().await?;
                 ticks += 1;
                 if ticks.is_multiple_of(2) {
                     // Telemetry, not state: published directly, best effort.

@@ -121,6 +121,7 @@ impl<R: Runtime, S: ImageStore, P: Peers, C: Clock, F: Fence> Executor<R, S, P, 
             frozen_at_ms: None,
             failed_step: None,
             deadline_at_ms: None,
+            images_settled: false,
         };
         // Write-ahead: from here on the workload is being moved.
         self.commit(
@@ -159,6 +160,7 @@ impl<R: Runtime, S: ImageStore, P: Peers, C: Clock, F: Fence> Executor<R, S, P, 
             frozen_at_ms: None,
             failed_step: Some(Step::Validate),
             deadline_at_ms: None,
+            images_settled: true,
         }
     }
 
@@ -340,6 +342,8 @@ impl<R: Runtime, S: ImageStore, P: Peers, C: Clock, F: Fence> Executor<R, S, P, 
         m.phase = Phase::RolledBack;
         m.failed_step = Some(step);
         m.deadline_at_ms = None;
+        // A workload that runs nowhere keeps its image, for a person.
+        m.images_settled = handle.is_none();
         let mut change = Change::new().put_migration(&m);
         if let Some(event) = announce {
             change = change.publish(event);
@@ -374,6 +378,8 @@ impl<R: Runtime, S: ImageStore, P: Peers, C: Clock, F: Fence> Executor<R, S, P, 
             // after the commit, because until then a restart looks for the
             // resumed copy through the image folder.
             self.remove_images(&m).await;
+            m.images_settled = true;
+            self.commit(Change::new().put_migration(&m))?;
         }
         Ok(())
     }
@@ -431,6 +437,7 @@ impl<R: Runtime, S: ImageStore, P: Peers, C: Clock, F: Fence> Executor<R, S, P, 
         m.timings.total_ms = Some((self.clock.now_ms() - m.requested_at_ms) as f64);
         m.phase = Phase::Completed;
         m.deadline_at_ms = None;
+        m.images_settled = true;
         let done = self.envelope(Event::MigrationCompleted(migration::Completed {
             migration: m.id,
             workload: m.workload.clone(),
@@ -498,6 +505,31 @@ impl<R: Runtime, S: ImageStore, P: Peers, C: Clock, F: Fence> Executor<R, S, P, 
             );
             let seq = self.journal.applied()?;
             self.take_back(seq, m, step, reason).await?;
+        }
+        Ok(())
+    }
+
+    /// Finishes the image removals a crash interrupted: a migration over
+    /// (or restored, on the target) whose images were not yet removed.
+    /// Runs on the service's tick, like the deadlines.
+    ///
+    /// # Errors
+    /// When the journal fails.
+    pub async fn sweep_images(&self) -> Result<(), FatalError> {
+        for mut m in self.journal.migrations()? {
+            let over = m.phase.is_final() || m.phase == Phase::Restored;
+            if m.images_settled || !over {
+                continue;
+            }
+            tracing::info!(migration = %m.id, "removing the images a crash left behind");
+            if m.role == Role::Source {
+                self.remove_images(&m).await;
+            } else {
+                // The stored object is the source's to delete.
+                self.runtime.discard_image(&m.images);
+            }
+            m.images_settled = true;
+            self.commit(Change::new().put_migration(&m))?;
         }
         Ok(())
     }

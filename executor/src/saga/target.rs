@@ -68,6 +68,7 @@ impl<R: Runtime, S: ImageStore, P: Peers, C: Clock, F: Fence> Executor<R, S, P, 
             frozen_at_ms: Some(p.frozen_at_ms),
             failed_step: None,
             deadline_at_ms: None,
+            images_settled: false,
         }
     }
 
@@ -227,9 +228,11 @@ impl<R: Runtime, S: ImageStore, P: Peers, C: Clock, F: Fence> Executor<R, S, P, 
                 .publish(event)
                 .applied(seq),
         )?;
-        // The image has served; the restored tasks no longer need it.
+        // The image has served; the restored tasks no longer need it. Only
+        // after the commit: until then a restart finds the copy through it.
         self.runtime.discard_image(&m.images);
-        Ok(())
+        m.images_settled = true;
+        self.commit(Change::new().put_migration(&m))
     }
 
     /// Ends a migration this node cannot restore: nothing of it stays here
@@ -255,6 +258,7 @@ impl<R: Runtime, S: ImageStore, P: Peers, C: Clock, F: Fence> Executor<R, S, P, 
         }
         m.phase = Phase::RolledBack;
         m.failed_step = Some(step);
+        m.images_settled = true;
         let failed = self.failed_event(&m, step, reason);
         self.commit(Change::new().put_migration(&m).publish(failed).applied(seq))
     }
@@ -270,6 +274,7 @@ impl<R: Runtime, S: ImageStore, P: Peers, C: Clock, F: Fence> Executor<R, S, P, 
         tracing::warn!(migration = %m.id, why, "standing down; the workload runs on the source");
         self.runtime.discard_image(&m.images);
         m.phase = Phase::RolledBack;
+        m.images_settled = true;
         self.commit(Change::new().put_migration(&m).applied(seq))
     }
 

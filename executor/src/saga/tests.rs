@@ -1243,3 +1243,68 @@ async fn a_fence_announced_to_a_target_still_restoring_makes_it_stand_down() {
     assert_eq!(dst.migration(id).phase, Phase::RolledBack);
     assert!(!dst.host.has_image(&dst.images(id)));
 }
+
+// ---- images a crash left behind ----
+
+#[tokio::test]
+async fn a_source_killed_before_removing_the_images_of_a_rollback_removes_them_on_its_tick() {
+    let id = Uuid::now_v7();
+    let (mut src, _dst, _c) = awaiting_target(id).await;
+    src.published();
+    src.script.set(Op::Delete, Misbehaviour::Hang);
+    let failed = failed_from("node3", id, Step::Download);
+    src.deliver_and_crash(&failed);
+    assert_eq!(src.migration(id).phase, Phase::RolledBack);
+    assert!(src.shared.bucket.objects().contains_key(&id.to_string()));
+
+    src.restart(&["node3"]);
+    src.exec.sweep_images().await.unwrap();
+
+    assert!(src.shared.bucket.objects().is_empty());
+    assert!(!src.host.has_image(&src.images(id)));
+    assert!(src.migration(id).images_settled);
+    assert!(src.host.runs(&workload_name("counter")), "still runs here");
+}
+
+#[tokio::test]
+async fn a_target_killed_before_removing_a_restored_image_removes_it_on_its_tick() {
+    let id = Uuid::now_v7();
+    let (_src, mut dst, checkpointed) = awaiting_target(id).await;
+    dst.deliver(&checkpointed).await;
+    // Given the state a crash right after the `restored` commit leaves: the
+    // image still there, not yet settled.
+    let mut m = dst.migration(id);
+    m.images_settled = false;
+    dst.journal
+        .commit(crate::journal::Change::new().put_migration(&m))
+        .unwrap();
+    dst.host.state().images.insert(dst.images(id));
+
+    dst.exec.sweep_images().await.unwrap();
+
+    assert!(!dst.host.has_image(&dst.images(id)));
+    assert!(dst.migration(id).images_settled);
+    assert!(dst.host.runs(&workload_name("counter")), "the copy stays");
+}
+
+#[tokio::test]
+async fn the_image_of_a_workload_that_runs_nowhere_is_kept_for_a_person() {
+    let mut src = Node::source();
+    src.running("counter").await;
+    src.script
+        .set(Op::Put, Misbehaviour::Fail("server gone".into()));
+    src.script.set(
+        Op::Restore,
+        Misbehaviour::Fail("criu restore failed".into()),
+    );
+    let id = Uuid::now_v7();
+    src.deliver(&requested(id, "counter", "node2", "node3"))
+        .await;
+    src.effects.clear();
+
+    src.exec.sweep_images().await.unwrap();
+
+    assert!(!src.host.runs(&workload_name("counter")));
+    assert!(src.host.has_image(&src.images(id)), "kept");
+    assert!(src.effects.all().is_empty());
+}
