@@ -1,9 +1,10 @@
 //! A migration, as events: requested → checkpointed → restored → completed,
-//! or failed → rolled_back.
+//! or failed → rolled_back, or (the target silent past its deadline)
+//! fenced → rolled_back.
 //!
 //! Every event's subject names the node that must act next: the source for
-//! `requested`, `restored` and `failed`; the target for `checkpointed`; the
-//! source again for the final `completed` and `rolled_back`. Every event
+//! `requested`, `restored` and `failed`; the target for `checkpointed` and
+//! `fenced`; the source again for the final `completed` and `rolled_back`. Every event
 //! carries the migration id, so a replayed or duplicated one is recognised.
 //!
 //! A decision the brain could not publish in time is taken back with
@@ -306,3 +307,32 @@ impl Bounded for Completed {
 }
 
 bounds::no_numbers_to_check!(Failed, RolledBack, Withdrawn);
+
+/// The source took the migration back: the target did not restore in time
+/// (or a failure was announced before the target claimed the restore), so
+/// the workload resumes on the source and the target must not restore it
+/// (named in the subject). The source won the migration's fence before
+/// announcing this, so a late restore on the target is refused there: the
+/// workload never runs on both nodes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Fenced {
+    /// The migration.
+    pub migration: Uuid,
+    /// Which workload.
+    pub workload: WorkloadName,
+    /// Where it runs again.
+    pub source: NodeName,
+    /// Where it will not run (named in the subject).
+    pub target: NodeName,
+    /// How long the source waited for the target, in milliseconds.
+    pub waited_ms: f64,
+    /// Why the source stopped waiting, in words.
+    pub reason: String,
+}
+
+impl Bounded for Fenced {
+    fn check(&self) -> Result<(), OutOfRange> {
+        bounds::finite("waited_ms", self.waited_ms)
+    }
+}

@@ -128,6 +128,8 @@ kinds! {
     MigrationRolledBack(migration::RolledBack) = "migration.rolled_back",
     /// The brain took back a decision it could not publish.
     MigrationWithdrawn(migration::Withdrawn) = "migration.withdrawn",
+    /// The source took a migration back from a target that was too late.
+    MigrationFenced(migration::Fenced) = "migration.fenced",
     /// The brain found no good move for a node in trouble.
     MigrationDeferred(model::Deferred) = "migration.deferred",
     /// Someone asks the brain to retrain.
@@ -184,6 +186,7 @@ impl Event {
             Event::MigrationFailed(p) => &p.source,
             Event::MigrationRolledBack(p) => &p.source,
             Event::MigrationWithdrawn(p) => &p.source,
+            Event::MigrationFenced(p) => &p.target,
         }
     }
 
@@ -283,7 +286,17 @@ mod tests {
             requested_by: "alice".into(),
         });
         assert_eq!(start.subject(&n("cli")), "workload.node2.start_requested");
-        for event in [requested, failed, start] {
+        let fenced = Event::MigrationFenced(migration::Fenced {
+            migration: id,
+            workload: WorkloadName::new("counter").unwrap(),
+            source: n("node2"),
+            target: n("node3"),
+            waited_ms: 10_000.0,
+            reason: "the target did not restore within 10 s".into(),
+        });
+        // The source fences; the target must not restore.
+        assert_eq!(fenced.subject(&n("node2")), "migration.node3.fenced");
+        for event in [requested, failed, start, fenced] {
             let env = Envelope::new(n("node1"), event);
             let bytes = env.to_json().unwrap();
             assert_eq!(Envelope::from_message(&env.subject(), &bytes).unwrap(), env);

@@ -178,8 +178,7 @@ impl Write for ChunkWriter {
 }
 
 /// Packs the image and the workload's files and stores them as `object`,
-/// streaming. With `corrupt` one byte is flipped after hashing, as a store
-/// that damaged the image would (fault tests only).
+/// streaming.
 ///
 /// # Errors
 /// [`CheckpointError::Io`] when a file cannot be read,
@@ -190,7 +189,6 @@ pub async fn pack_and_upload(
     images: &Path,
     workload_dir: &Path,
     files: &[TravellingFile],
-    corrupt: bool,
 ) -> Result<Stored, CheckpointError> {
     let store_err = |message: String| CheckpointError::Store {
         action: "put",
@@ -223,11 +221,7 @@ pub async fn pack_and_upload(
     let mut stored_hash = Sha256::new();
     let (mut size, mut chunks) = (0u64, 0u64);
     let mut failure = None;
-    while let Some(mut chunk) = rx.recv().await {
-        if corrupt && chunks == 0 {
-            let mid = chunk.len() / 2;
-            chunk[mid] ^= 0xff;
-        }
+    while let Some(chunk) = rx.recv().await {
         stored_hash.update(&chunk);
         size += chunk.len() as u64;
         chunks += 1;
@@ -276,33 +270,58 @@ pub async fn pack_and_upload(
         purge().await;
         return Err(store_err(message));
     }
-    // The object's own record, as async-nats and the NATS CLI read it; its
-    // digest is of what was stored, so the store itself stays consistent.
+    let chunked = Chunked {
+        nuid: &nuid,
+        size,
+        chunks,
+        digest: stored_hash.finalize().to_vec(),
+    };
+    publish_object_info(js, object, &chunked)
+        .await
+        .map_err(store_err)?;
+    Ok(Stored {
+        bytes: size,
+        sha256,
+    })
+}
+
+/// What the chunks of a stored object add up to.
+struct Chunked<'a> {
+    nuid: &'a str,
+    size: u64,
+    chunks: u64,
+    /// SHA-256 of the bytes as stored.
+    digest: Vec<u8>,
+}
+
+/// Publishes the object's own record, as async-nats and the NATS CLI read
+/// it, after its chunks: from then on the object exists. Its digest is of
+/// what was stored, so the store itself stays consistent.
+async fn publish_object_info(
+    js: &jetstream::Context,
+    object: &str,
+    chunked: &Chunked<'_>,
+) -> Result<(), String> {
+    let b64 = base64::engine::general_purpose::URL_SAFE;
     let info = serde_json::json!({
         "name": object,
         "bucket": CHECKPOINTS,
-        "nuid": nuid,
-        "size": size,
-        "chunks": chunks,
+        "nuid": chunked.nuid,
+        "size": chunked.size,
+        "chunks": chunked.chunks,
         "mtime": chrono::Utc::now().to_rfc3339(),
-        "digest": format!("SHA-256={}", base64::engine::general_purpose::URL_SAFE.encode(stored_hash.finalize())),
+        "digest": format!("SHA-256={}", b64.encode(&chunked.digest)),
         "options": { "max_chunk_size": CHECKPOINT_CHUNK_BYTES },
     });
-    let meta_subject = format!(
-        "$O.{CHECKPOINTS}.M.{}",
-        base64::engine::general_purpose::URL_SAFE.encode(object)
-    );
+    let meta_subject = format!("$O.{CHECKPOINTS}.M.{}", b64.encode(object));
     let mut headers = async_nats::HeaderMap::new();
     headers.insert("Nats-Rollup", "sub");
     let ack = js
         .publish_with_headers(meta_subject, headers, info.to_string().into())
         .await
-        .map_err(|e| store_err(e.to_string()))?;
-    ack.await.map_err(|e| store_err(e.to_string()))?;
-    Ok(Stored {
-        bytes: size,
-        sha256,
-    })
+        .map_err(|e| e.to_string())?;
+    ack.await.map_err(|e| e.to_string())?;
+    Ok(())
 }
 
 /// A `Read` over chunks handed over by the async side, hashing them.

@@ -7,12 +7,24 @@
 //! else changes: with the variable unset (always, outside tests) each point is
 //! one environment lookup, made only at the rare steps of a migration.
 
+use std::future::Future;
+use std::path::Path;
+
+use tokio::io::AsyncReadExt;
+
+use crate::checkpoint::{CheckpointError, Fetched, Stored};
+use crate::image_store::{ImageStore, JetStreamImages};
+use crate::runtime::TravellingFile;
+
 /// The executor is about to commit what a finished dump means.
 pub const AFTER_DUMP: &str = "after_dump";
+/// The target is about to fetch the image (killed as the image starts
+/// arriving).
+pub const BEFORE_DOWNLOAD: &str = "before_download";
 /// criu restore has been started (it outlives us and finishes on its own).
 pub const DURING_RESTORE: &str = "during_restore";
-/// Flip one byte of the packed image after its digest was taken, as a
-/// corrupted store would.
+/// Flip one byte of the stored image after its digest was taken, as a
+/// corrupted store would (see [`CorruptingStore`]).
 pub const CORRUPT_IMAGE: &str = "corrupt_image";
 
 /// Whether fault `name` is armed.
@@ -30,5 +42,79 @@ pub fn crash_point(name: &str) {
         unsafe {
             libc::kill(libc::getpid(), libc::SIGKILL);
         }
+    }
+}
+
+/// An image store that damages every image it stores, after its digest was
+/// taken, as a faulty store or disk would: the fault the target's digest
+/// check exists for. The executor wraps its store in it only when
+/// [`CORRUPT_IMAGE`] is armed, so production code carries no test switch.
+pub struct CorruptingStore {
+    inner: JetStreamImages,
+}
+
+impl CorruptingStore {
+    /// Damages what `inner` stores.
+    pub fn new(inner: JetStreamImages) -> Self {
+        Self { inner }
+    }
+
+    /// Rewrites `object` in the store with one byte flipped in its middle.
+    async fn damage(&self, object: &str) -> Result<(), CheckpointError> {
+        let store = self.inner.object_store();
+        let err = |action: &'static str| {
+            move |e: &dyn std::fmt::Display| CheckpointError::Store {
+                action,
+                object: object.to_string(),
+                message: e.to_string(),
+            }
+        };
+        let mut bytes = Vec::new();
+        let mut obj = store.get(object).await.map_err(|e| err("get")(&e))?;
+        obj.read_to_end(&mut bytes)
+            .await
+            .map_err(|e| err("get")(&e))?;
+        let mid = bytes.len() / 2;
+        if let Some(b) = bytes.get_mut(mid) {
+            *b ^= 0xff;
+        }
+        store
+            .put(object, &mut bytes.as_slice())
+            .await
+            .map_err(|e| err("put")(&e))?;
+        Ok(())
+    }
+}
+
+impl ImageStore for CorruptingStore {
+    async fn put(
+        &self,
+        object: &str,
+        images: &Path,
+        workload_dir: &Path,
+        files: &[TravellingFile],
+    ) -> Result<Stored, CheckpointError> {
+        let stored = self.inner.put(object, images, workload_dir, files).await?;
+        tracing::error!(
+            fault = CORRUPT_IMAGE,
+            object,
+            "LOADSHIFT_FAULTS: damaging the stored image on purpose"
+        );
+        self.damage(object).await?;
+        Ok(stored)
+    }
+
+    fn fetch(
+        &self,
+        object: &str,
+        sha256: &str,
+        images: &Path,
+        workload_dir: &Path,
+    ) -> impl Future<Output = Result<Fetched, CheckpointError>> + Send {
+        self.inner.fetch(object, sha256, images, workload_dir)
+    }
+
+    fn delete(&self, object: &str) -> impl Future<Output = Result<(), CheckpointError>> + Send {
+        self.inner.delete(object)
     }
 }

@@ -4,6 +4,8 @@
 //!
 //! One tree, keys by prefix, so that one `apply_batch` is atomic across them:
 //! - `applied`      → last EVENTS stream sequence applied (u64, big-endian)
+//! - `speed`        → bytes per second images moved at, remembered from
+//!   earlier migrations for the next deadlines (f64, big-endian)
 //! - `w/<name>`     → [`WorkloadRecord`] (JSON)
 //! - `m/<uuid>`     → [`MigrationRecord`] (JSON)
 //! - `o/<u64 BE>`   → an outgoing event (envelope JSON), the outbox
@@ -133,6 +135,15 @@ pub struct MigrationRecord {
     pub frozen_at_ms: Option<i64>,
     /// The step that failed, if one did.
     pub failed_step: Option<Step>,
+    /// Source, waiting for the target: when it stops waiting (unix ms).
+    #[serde(default)]
+    pub deadline_at_ms: Option<i64>,
+    /// Nothing more to do about this migration's images: removed (or kept on
+    /// purpose, for a workload that runs nowhere). A crash between the end
+    /// of a migration and the removal leaves it false, and the sweep on the
+    /// service's tick finishes the job.
+    #[serde(default)]
+    pub images_settled: bool,
 }
 
 /// The journal. Cloning shares it (sled handles are shared).
@@ -149,6 +160,7 @@ pub struct Change {
     batch: sled::Batch,
     outbox: Vec<Envelope>,
     applied: Option<u64>,
+    speed: Option<f64>,
     error: Option<JournalError>,
 }
 
@@ -185,6 +197,12 @@ impl Change {
     /// Marks EVENTS sequence `seq` as applied by this change.
     pub fn applied(mut self, seq: u64) -> Self {
         self.applied = Some(seq);
+        self
+    }
+
+    /// Remembers the speed images moved at (bytes per second).
+    pub fn speed(mut self, bytes_per_s: f64) -> Self {
+        self.speed = Some(bytes_per_s);
         self
     }
 
@@ -231,10 +249,14 @@ impl Journal {
             mut batch,
             outbox,
             applied,
+            speed,
             error,
         } = change;
         if let Some(e) = error {
             return Err(e);
+        }
+        if let Some(bps) = speed {
+            batch.insert(b"speed".as_slice(), bps.to_be_bytes().as_slice());
         }
         if let Some(seq) = applied {
             batch.insert(b"applied".as_slice(), seq.to_be_bytes().as_slice());
@@ -266,6 +288,20 @@ impl Journal {
             .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
             .map(u64::from_be_bytes)
             .unwrap_or(0))
+    }
+
+    /// The speed images moved at on earlier migrations (bytes per second),
+    /// if any was measured.
+    ///
+    /// # Errors
+    /// When sled fails.
+    pub fn speed(&self) -> Result<Option<f64>, JournalError> {
+        Ok(self
+            .tree
+            .get(b"speed")
+            .map_err(self.sled_err())?
+            .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
+            .map(f64::from_be_bytes))
     }
 
     fn get<T: for<'de> Deserialize<'de>>(&self, key: String) -> Result<Option<T>, JournalError> {
@@ -344,5 +380,217 @@ impl Journal {
         self.tree.remove(key).map_err(self.sled_err())?;
         self.tree.flush().map_err(self.sled_err())?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use loadshift_events::workload::Runtime as RuntimeKind;
+    use loadshift_events::Event;
+
+    use super::*;
+
+    fn workload(name: &str) -> WorkloadRecord {
+        WorkloadRecord {
+            name: WorkloadName::new(name).unwrap(),
+            spec: WorkloadSpec {
+                runtime: RuntimeKind::Process,
+                command: vec!["sleep".into(), "1000".into()],
+                image: None,
+                env: Default::default(),
+            },
+            handle: Handle::Process {
+                pid: 42,
+                start_ticks: 7,
+            },
+            migrating: None,
+        }
+    }
+
+    fn migration(id: Uuid, phase: Phase) -> MigrationRecord {
+        MigrationRecord {
+            id,
+            role: Role::Source,
+            phase,
+            workload: WorkloadName::new("w").unwrap(),
+            spec: workload("w").spec,
+            source: NodeName::new("node2").unwrap(),
+            target: NodeName::new("node3").unwrap(),
+            images: PathBuf::from("/dev/shm/x"),
+            object: None,
+            sha256: None,
+            image_bytes: 0,
+            files: vec![],
+            timings: Timings::default(),
+            requested_at_ms: 1,
+            frozen_at_ms: None,
+            failed_step: None,
+            deadline_at_ms: None,
+            images_settled: false,
+        }
+    }
+
+    fn exited(name: &str) -> Envelope {
+        Envelope::new(
+            NodeName::new("node2").unwrap(),
+            Event::WorkloadExited(loadshift_events::workload::Exited {
+                workload: WorkloadName::new(name).unwrap(),
+                code: Some(0),
+                signal: None,
+            }),
+        )
+    }
+
+    #[test]
+    fn a_new_journal_has_applied_nothing_and_holds_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = Journal::open(dir.path()).unwrap();
+        assert_eq!(j.applied().unwrap(), 0);
+        assert!(j.workloads().unwrap().is_empty());
+        assert!(j.migrations().unwrap().is_empty());
+        assert!(j.outbox().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_change_writes_state_events_and_sequence_together() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = Journal::open(dir.path()).unwrap();
+        let id = Uuid::now_v7();
+        j.commit(
+            Change::new()
+                .put_workload(&workload("a"))
+                .put_migration(&migration(id, Phase::Dumping))
+                .publish(exited("a"))
+                .applied(5),
+        )
+        .unwrap();
+        assert_eq!(j.applied().unwrap(), 5);
+        assert_eq!(
+            j.workload(&workload("a").name).unwrap(),
+            Some(workload("a"))
+        );
+        assert_eq!(
+            j.migration(&id).unwrap().map(|m| m.phase),
+            Some(Phase::Dumping)
+        );
+        assert_eq!(j.outbox().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_change_without_a_sequence_keeps_the_last_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = Journal::open(dir.path()).unwrap();
+        j.commit(Change::new().applied(9)).unwrap();
+        j.commit(Change::new().put_workload(&workload("a")))
+            .unwrap();
+        assert_eq!(j.applied().unwrap(), 9);
+    }
+
+    #[test]
+    fn the_outbox_keeps_order_until_each_event_is_published() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = Journal::open(dir.path()).unwrap();
+        let (first, second) = (exited("a"), exited("b"));
+        j.commit(Change::new().publish(first.clone())).unwrap();
+        j.commit(Change::new().publish(second.clone())).unwrap();
+        let pending = j.outbox().unwrap();
+        let ids: Vec<Uuid> = pending
+            .iter()
+            .map(|(_, b)| Envelope::from_json(b).unwrap().id)
+            .collect();
+        assert_eq!(ids, vec![first.id, second.id]);
+        j.outbox_done(&pending[0].0).unwrap();
+        let left = j.outbox().unwrap();
+        assert_eq!(left.len(), 1);
+        assert_eq!(Envelope::from_json(&left[0].1).unwrap().id, second.id);
+    }
+
+    #[test]
+    fn what_was_committed_survives_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let id = Uuid::now_v7();
+        {
+            let j = Journal::open(dir.path()).unwrap();
+            j.commit(
+                Change::new()
+                    .put_migration(&migration(id, Phase::AwaitingTarget))
+                    .publish(exited("a"))
+                    .applied(3),
+            )
+            .unwrap();
+        }
+        let j = Journal::open(dir.path()).unwrap();
+        assert_eq!(j.applied().unwrap(), 3);
+        assert_eq!(
+            j.migration(&id).unwrap().map(|m| m.phase),
+            Some(Phase::AwaitingTarget)
+        );
+        assert_eq!(j.outbox().unwrap().len(), 1, "still to be published");
+    }
+
+    #[test]
+    fn the_measured_speed_is_remembered() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = Journal::open(dir.path()).unwrap();
+        assert_eq!(j.speed().unwrap(), None);
+        j.commit(Change::new().speed(123.5)).unwrap();
+        assert_eq!(j.speed().unwrap(), Some(123.5));
+    }
+
+    #[test]
+    fn a_record_written_before_deadlines_existed_still_reads() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = Journal::open(dir.path()).unwrap();
+        let id = Uuid::now_v7();
+        let mut old = serde_json::to_value(migration(id, Phase::AwaitingTarget)).unwrap();
+        old.as_object_mut().unwrap().remove("deadline_at_ms");
+        j.tree
+            .insert(format!("m/{id}"), serde_json::to_vec(&old).unwrap())
+            .unwrap();
+        assert_eq!(j.migration(&id).unwrap().unwrap().deadline_at_ms, None);
+    }
+
+    #[test]
+    fn a_workload_that_left_is_forgotten() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = Journal::open(dir.path()).unwrap();
+        j.commit(Change::new().put_workload(&workload("a")))
+            .unwrap();
+        j.commit(Change::new().remove_workload(&workload("a").name))
+            .unwrap();
+        assert_eq!(j.workload(&workload("a").name).unwrap(), None);
+    }
+
+    #[test]
+    fn an_unreadable_record_is_an_error_naming_its_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = Journal::open(dir.path()).unwrap();
+        j.tree.insert(b"w/broken", b"{not json".as_slice()).unwrap();
+        let err = j
+            .workload(&WorkloadName::new("broken").unwrap())
+            .unwrap_err();
+        assert!(err.to_string().contains("w/broken"), "{err}");
+        assert!(j.workloads().is_err());
+    }
+
+    #[test]
+    fn only_completed_rolled_back_and_refused_are_final() {
+        let finals: Vec<Phase> = [
+            Phase::Dumping,
+            Phase::Uploading,
+            Phase::AwaitingTarget,
+            Phase::Restoring,
+            Phase::Restored,
+            Phase::Completed,
+            Phase::RolledBack,
+            Phase::Refused,
+        ]
+        .into_iter()
+        .filter(|p| p.is_final())
+        .collect();
+        assert_eq!(
+            finals,
+            vec![Phase::Completed, Phase::RolledBack, Phase::Refused]
+        );
     }
 }

@@ -5,7 +5,13 @@
 pub mod admission;
 pub mod cgroup;
 pub mod checkpoint;
+pub mod clock;
+pub mod deadline;
+#[cfg(test)]
+mod doubles;
 pub mod fault;
+pub mod fence;
+pub mod image_store;
 pub mod journal;
 pub mod liveness;
 pub mod runtime;

@@ -5,6 +5,7 @@
 //! workload is frozen. The subject and the answer are the contract's
 //! ([`loadshift_events::liveness`]); this module answers and asks.
 
+use std::future::Future;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -12,7 +13,7 @@ pub use loadshift_events::liveness::{ping_subject, Capacity, Pong};
 use loadshift_events::NodeName;
 
 /// How long the target has to answer before a migration is refused.
-const PING_WITHIN: Duration = Duration::from_secs(3);
+pub const PING_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Answers pings for this node until the subscription ends.
 ///
@@ -38,7 +39,34 @@ pub async fn serve(
 
 /// Asks `node`'s executor; `Err` says in words why it is not usable.
 pub async fn ping(client: &async_nats::Client, node: &NodeName) -> Result<Pong, String> {
-    loadshift_events::liveness::ping(client, node, PING_WITHIN)
+    loadshift_events::liveness::ping(client, node, PING_TIMEOUT)
         .await
         .map_err(|e| format!("target {e}"))
+}
+
+/// The other executors, as the saga asks them whether they are alive. A
+/// trait so that the saga's rules about a dead or unsuitable target are
+/// tested against a double that answers as told.
+pub trait Peers: Send + Sync + 'static {
+    /// Asks `node`'s executor; `Err` says in words why it is not usable.
+    fn ping(&self, node: &NodeName) -> impl Future<Output = Result<Pong, String>> + Send;
+}
+
+/// Peers reached over NATS requests.
+#[derive(Clone)]
+pub struct NatsPeers {
+    client: async_nats::Client,
+}
+
+impl NatsPeers {
+    /// Peers asked through `client`.
+    pub fn new(client: async_nats::Client) -> Self {
+        Self { client }
+    }
+}
+
+impl Peers for NatsPeers {
+    fn ping(&self, node: &NodeName) -> impl Future<Output = Result<Pong, String>> + Send {
+        ping(&self.client, node)
+    }
 }

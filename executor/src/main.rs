@@ -10,13 +10,17 @@ use clap::{Parser, Subcommand, ValueEnum};
 use loadshift_events::cli::{LogArgs, NatsArgs};
 use loadshift_events::shutdown::{Shutdown, Signal};
 use loadshift_events::{connection, stream, NodeName};
+use loadshift_executor::clock::SystemClock;
+use loadshift_executor::deadline::Deadlines;
+use loadshift_executor::fence::KvFence;
+use loadshift_executor::image_store::{ImageStore, JetStreamImages};
 use loadshift_executor::journal::Journal;
-use loadshift_executor::liveness::{self, Pong};
+use loadshift_executor::liveness::{self, NatsPeers, Pong};
 use loadshift_executor::runtime::docker::{Daemon, DockerRuntime};
 use loadshift_executor::runtime::process::ProcessRuntime;
 use loadshift_executor::runtime::Runtime;
 use loadshift_executor::saga::Executor;
-use loadshift_executor::{cgroup, service};
+use loadshift_executor::{cgroup, fault, service};
 use tokio::sync::Notify;
 
 /// How long a stopping executor lets its outbox announce what the last
@@ -76,6 +80,12 @@ struct Cli {
     /// removed, from this node's image folder and from the bucket.
     #[arg(long, env = "LOADSHIFT_IMAGES_TTL", default_value = "1h", value_parser = humantime::parse_duration)]
     images_ttl: std::time::Duration,
+    /// The shortest any wait of a migration may last (the target's answer,
+    /// an upload, a download); bigger images get more, in proportion to the
+    /// speed measured on earlier migrations. A target silent past its
+    /// deadline loses the migration: the workload resumes here.
+    #[arg(long, env = "LOADSHIFT_DEADLINE_FLOOR", default_value = "10s", value_parser = humantime::parse_duration)]
+    deadline_floor: std::time::Duration,
     #[command(flatten)]
     nats: NatsArgs,
     #[command(flatten)]
@@ -170,7 +180,6 @@ async fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
 
 /// Runs the service with runtime `runtime` until SIGINT/SIGTERM.
 async fn serve<R: Runtime>(cli: &Cli, node: NodeName, runtime: R) -> anyhow::Result<ExitCode> {
-    let capacity = cgroup::capacity(cli.cgroup.as_deref());
     let journal = Journal::open(&cli.state_dir.join("journal")).context("opening the journal")?;
     let images_root = cli.images_dir.join(node.as_str());
     std::fs::create_dir_all(&images_root)
@@ -191,14 +200,69 @@ async fn serve<R: Runtime>(cli: &Cli, node: NodeName, runtime: R) -> anyhow::Res
         .await
         .context("opening the CHECKPOINTS object store")?;
 
+    let fence = KvFence::open(&js, settings.replicas)
+        .await
+        .context("opening the migration fences")?;
+    let images = JetStreamImages::new(js.clone(), store.clone());
+    let wired = Wired {
+        objects: store,
+        client,
+        js,
+        journal,
+        images_root,
+        fence,
+    };
+    // The fault tests' damaged store is chosen here, at wiring time, so no
+    // production code path carries a switch for it.
+    if fault::armed(fault::CORRUPT_IMAGE) {
+        let store = fault::CorruptingStore::new(images);
+        return serve_with(cli, node, runtime, store, wired).await;
+    }
+    serve_with(cli, node, runtime, images, wired).await
+}
+
+/// What `serve` connected and opened, handed to the service.
+struct Wired {
+    /// The bucket itself, for the orphan sweep.
+    objects: async_nats::jetstream::object_store::ObjectStore,
+    client: async_nats::Client,
+    js: async_nats::jetstream::Context,
+    journal: Journal,
+    images_root: PathBuf,
+    fence: KvFence,
+}
+
+/// Runs the service with its effects chosen, until SIGINT/SIGTERM.
+async fn serve_with<R: Runtime, S: ImageStore>(
+    cli: &Cli,
+    node: NodeName,
+    runtime: R,
+    store: S,
+    wired: Wired,
+) -> anyhow::Result<ExitCode> {
+    let Wired {
+        objects,
+        client,
+        js,
+        journal,
+        images_root,
+        fence,
+    } = wired;
+    let capacity = cgroup::capacity(cli.cgroup.as_deref());
     let kind = runtime.kind();
     let notify = Arc::new(Notify::new());
     let exec = Executor {
         node: node.clone(),
         runtime,
         journal: journal.clone(),
-        store: store.clone(),
-        client: client.clone(),
+        store,
+        names: Some(async_nats::jetstream::new(client.clone())),
+        peers: NatsPeers::new(client.clone()),
+        clock: SystemClock::default(),
+        fence,
+        deadlines: Deadlines {
+            floor: cli.deadline_floor,
+        },
         images_root: images_root.clone(),
         outbox: notify.clone(),
     };
@@ -221,7 +285,7 @@ async fn serve<R: Runtime>(cli: &Cli, node: NodeName, runtime: R) -> anyhow::Res
         .on_signals()
         .context("installing signal handlers")?;
     tokio::spawn(loadshift_executor::sweep::run(
-        store,
+        objects,
         images_root,
         journal.clone(),
         cli.images_ttl,
@@ -245,12 +309,65 @@ async fn serve<R: Runtime>(cli: &Cli, node: NodeName, runtime: R) -> anyhow::Res
     Ok(ExitCode::SUCCESS)
 }
 
-async fn check(cli: &Cli) -> anyhow::Result<ExitCode> {
-    let mut ok = true;
-    let mut say = |good: bool, what: String| {
-        ok &= good;
+/// The lines `check` prints, and whether every needed one was good.
+struct Checklist {
+    ok: bool,
+}
+
+impl Checklist {
+    /// A line about something this node needs.
+    fn needed(&mut self, good: bool, what: String) {
+        self.ok &= good;
         println!("{} {what}", if good { "ok  " } else { "FAIL" });
-    };
+    }
+
+    /// A line about something needed only when `needed`; otherwise a bad
+    /// answer is information, not a failure.
+    fn needed_if(&mut self, needed: bool, good: bool, what: String) {
+        if needed {
+            self.needed(good, what);
+        } else {
+            println!("{} {what}", if good { "ok  " } else { "info" });
+        }
+    }
+}
+
+async fn check(cli: &Cli) -> anyhow::Result<ExitCode> {
+    let mut list = Checklist { ok: true };
+    check_criu_version(cli, &mut list).await;
+    check_criu_kernel(cli, &mut list).await;
+    let unshare = std::process::Command::new("unshare")
+        .arg("--version")
+        .output()
+        .is_ok();
+    list.needed(
+        unshare,
+        "unshare (util-linux) to start workloads in their own PID namespace".into(),
+    );
+    if let Some(cg) = &cli.cgroup {
+        check_cgroup(cg, &mut list);
+    }
+    let shm = std::fs::create_dir_all(&cli.images_dir).is_ok();
+    list.needed(
+        shm,
+        format!("image folder {} writable", cli.images_dir.display()),
+    );
+    // Docker is needed only in docker mode: its lines count as failures
+    // only there.
+    check_docker(cli.runtime == RuntimeArg::Docker, &mut list).await;
+    match connection::connect(&cli.nats.options("loadshift-executor-check"), false).await {
+        Ok(_) => list.needed(true, format!("NATS at {}", cli.nats.nats)),
+        Err(e) => list.needed(false, format!("NATS: {e}")),
+    }
+    Ok(if list.ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// criu 4.2 or newer: older ones fail on these kernels (ARCHITECTURE.md).
+async fn check_criu_version(cli: &Cli, list: &mut Checklist) {
     match tokio::process::Command::new(&cli.criu)
         .arg("--version")
         .output()
@@ -263,20 +380,14 @@ async fn check(cli: &Cli) -> anyhow::Result<ExitCode> {
             let good = v.contains("Version: 4.2")
                 || v.contains("Version: 4.3")
                 || v.contains("Version: 5");
-            say(
-                good,
-                format!(
-                    "criu at {}: {v}{}",
-                    cli.criu.display(),
-                    if good {
-                        ""
-                    } else {
-                        " (need 4.2 or newer: run scripts/setup-criu)"
-                    }
-                ),
-            );
+            let hint = if good {
+                ""
+            } else {
+                " (need 4.2 or newer: run scripts/setup-criu)"
+            };
+            list.needed(good, format!("criu at {}: {v}{hint}", cli.criu.display()));
         }
-        Err(e) => say(
+        Err(e) => list.needed(
             false,
             format!(
                 "criu at {}: cannot run it ({e}); run scripts/setup-criu",
@@ -284,6 +395,10 @@ async fn check(cli: &Cli) -> anyhow::Result<ExitCode> {
             ),
         ),
     }
+}
+
+/// `criu check`: whether this kernel supports checkpoint/restore.
+async fn check_criu_kernel(cli: &Cli, list: &mut Checklist) {
     match tokio::process::Command::new(&cli.criu)
         .arg("check")
         .output()
@@ -293,71 +408,47 @@ async fn check(cli: &Cli) -> anyhow::Result<ExitCode> {
             let text = String::from_utf8_lossy(&out.stdout).to_string()
                 + &String::from_utf8_lossy(&out.stderr);
             let good = out.status.success() || text.contains("Looks good");
-            say(
-                good,
-                format!(
-                    "criu check: {}",
-                    if good {
-                        "the kernel supports checkpoint/restore".to_string()
-                    } else {
-                        text.trim().to_string()
-                    }
-                ),
-            );
+            let what = if good {
+                "the kernel supports checkpoint/restore".to_string()
+            } else {
+                text.trim().to_string()
+            };
+            list.needed(good, format!("criu check: {what}"));
         }
-        Err(e) => say(false, format!("criu check: cannot run it ({e})")),
+        Err(e) => list.needed(false, format!("criu check: cannot run it ({e})")),
     }
-    let unshare = std::process::Command::new("unshare")
-        .arg("--version")
-        .output()
-        .is_ok();
-    say(
-        unshare,
-        "unshare (util-linux) to start workloads in their own PID namespace".into(),
-    );
-    if let Some(cg) = &cli.cgroup {
-        let cap = cgroup::capacity(Some(cg));
-        let dirs_ok = ["cpu", "memory"].iter().all(|c| {
-            std::path::Path::new("/sys/fs/cgroup")
-                .join(c)
-                .join(cg.trim_start_matches('/'))
-                .exists()
-        }) || std::path::Path::new("/sys/fs/cgroup")
-            .join(cg.trim_start_matches('/'))
-            .join("cgroup.procs")
-            .exists();
-        say(
-            dirs_ok,
-            format!(
-                "cgroup {cg}: {} (capacity {:.2} cores, {} MiB)",
-                if dirs_ok {
-                    "present"
-                } else {
-                    "missing; create it under cpu, cpuacct and memory"
-                },
-                cap.cores,
-                cap.memory_bytes >> 20
-            ),
-        );
-    }
-    let shm = std::fs::create_dir_all(&cli.images_dir).is_ok();
-    say(
-        shm,
-        format!("image folder {} writable", cli.images_dir.display()),
-    );
-    // Docker is needed only in docker mode: its lines count as failures
-    // only there.
-    let docker_needed = cli.runtime == RuntimeArg::Docker;
-    let mut docker_say = |good: bool, what: String| {
-        if docker_needed {
-            say(good, what);
-        } else {
-            println!("{} {what}", if good { "ok  " } else { "info" });
-        }
+}
+
+/// The node's cgroup exists (v1 cpu and memory, or v2), and what it offers.
+fn check_cgroup(cg: &str, list: &mut Checklist) {
+    let cap = cgroup::capacity(Some(cg));
+    let root = std::path::Path::new("/sys/fs/cgroup");
+    let rel = cg.trim_start_matches('/');
+    let dirs_ok = ["cpu", "memory"]
+        .iter()
+        .all(|c| root.join(c).join(rel).exists())
+        || root.join(rel).join("cgroup.procs").exists();
+    let state = if dirs_ok {
+        "present"
+    } else {
+        "missing; create it under cpu, cpuacct and memory"
     };
+    list.needed(
+        dirs_ok,
+        format!(
+            "cgroup {cg}: {state} (capacity {:.2} cores, {} MiB)",
+            cap.cores,
+            cap.memory_bytes >> 20
+        ),
+    );
+}
+
+/// A Docker daemon with experimental features (checkpoints).
+async fn check_docker(needed: bool, list: &mut Checklist) {
     match Daemon::connect().await {
         Ok(d) => {
-            docker_say(
+            list.needed_if(
+                needed,
                 true,
                 format!(
                     "docker daemon {} answers (data root {}, cgroup driver {})",
@@ -366,27 +457,17 @@ async fn check(cli: &Cli) -> anyhow::Result<ExitCode> {
                     d.cgroup_driver
                 ),
             );
-            docker_say(
-                d.experimental,
-                if d.experimental {
-                    "docker experimental features are on (checkpoints work)".to_string()
-                } else {
-                    "docker experimental features are off: containers cannot be checkpointed (set \"experimental\": true in /etc/docker/daemon.json; scripts/setup-docker does)".to_string()
-                },
-            );
+            let what = if d.experimental {
+                "docker experimental features are on (checkpoints work)".to_string()
+            } else {
+                "docker experimental features are off: containers cannot be checkpointed (set \"experimental\": true in /etc/docker/daemon.json; scripts/setup-docker does)".to_string()
+            };
+            list.needed_if(needed, d.experimental, what);
         }
-        Err(e) => docker_say(
+        Err(e) => list.needed_if(
+            needed,
             false,
             format!("docker daemon does not answer ({e}); only needed for --runtime docker; scripts/setup-docker starts one"),
         ),
     }
-    match connection::connect(&cli.nats.options("loadshift-executor-check"), false).await {
-        Ok(_) => say(true, format!("NATS at {}", cli.nats.nats)),
-        Err(e) => say(false, format!("NATS: {e}")),
-    }
-    Ok(if ok {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    })
 }

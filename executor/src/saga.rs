@@ -1,33 +1,47 @@
 //! The migration saga, this node's half of it.
 //!
 //! Each incoming event is handled in order; a handler decides, acts through
-//! the [`Runtime`], and writes the outcome to the [`Journal`] together with the
-//! events to announce and the stream sequence it applied, in one atomic
-//! commit. Before a step with side effects (a dump, a restore) the phase is
-//! written first, so an executor killed in the middle finds, when the event is
-//! delivered again, where it stood and finishes or undoes the step.
+//! its effects (runtime, image store, peers, fence, clock), and writes the
+//! outcome to the [`Journal`] together with the events to announce and the
+//! stream sequence it applied, in one atomic commit. Before a step with side
+//! effects (a dump, a restore) the phase is written first, so an executor
+//! killed in the middle finds, when the event is delivered again, where it
+//! stood and finishes or undoes the step. docs/saga.md draws the whole state
+//! machine; [`source`] and [`target`] hold each side's rules.
 //!
 //! Source: `requested` → validate → dump → pack and upload → `checkpointed`;
-//! then `restored` → clean up → `completed`, or `failed` → restore from its own
-//! image → `rolled_back`. Target: `checkpointed` → download → verify → restore
-//! → `restored`, or `failed`.
+//! then `restored` → clean up → `completed`; or `failed`, or no word from the
+//! target before the deadline → fence → restore from its own image →
+//! `rolled_back`. Target: `checkpointed` → download → verify → claim → restore
+//! → `restored`, or `failed`, or stand down when the source fenced first.
 
-use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::path::PathBuf;
 
-use async_nats::jetstream::object_store::ObjectStore;
-use loadshift_events::migration::{self, Step, Timings};
-use loadshift_events::workload::{self, WorkloadSpec};
+use std::future::Future;
+
+use loadshift_events::migration::{self, Step};
+use loadshift_events::workload;
 use loadshift_events::{Envelope, Event, NodeName};
 
-use crate::checkpoint::{self, CheckpointError};
-use crate::fault;
-use crate::journal::{Change, Journal, JournalError, MigrationRecord, Phase, Role, WorkloadRecord};
-use crate::liveness;
-use crate::runtime::{Handle, Runtime};
+use crate::clock::{within, Clock, SystemClock};
+use crate::deadline::Deadlines;
+use crate::fence::{Fence, FenceError, KvFence};
+use crate::image_store::{ImageStore, JetStreamImages};
+use crate::journal::{Change, Journal, JournalError, MigrationRecord, WorkloadRecord};
+use crate::liveness::{NatsPeers, Peers};
+use crate::runtime::Runtime;
 
-/// One node's executor: its runtime, journal and connections.
-pub struct Executor<R: Runtime> {
+mod source;
+mod target;
+
+/// One node's executor: its journal and the effects it acts through.
+///
+/// Every effect sits behind a trait (the runtime, the image store, the peers,
+/// the clock, the fence), the way youki puts each kernel call behind
+/// `Syscall`: the service runs it with the real ones (the defaults), the
+/// saga's unit tests with recording doubles, and one piece of code is tested
+/// both ways.
+pub struct Executor<R, S = JetStreamImages, P = NatsPeers, C = SystemClock, F = KvFence> {
     /// The node it acts for.
     pub node: NodeName,
     /// How it runs workloads.
@@ -35,13 +49,25 @@ pub struct Executor<R: Runtime> {
     /// What it did.
     pub journal: Journal,
     /// Where images travel.
-    pub store: ObjectStore,
-    /// For pings to other executors.
-    pub client: async_nats::Client,
+    pub store: S,
+    /// The other executors, asked whether they are alive.
+    pub peers: P,
+    /// Time: stamps, step durations, deadlines.
+    pub clock: C,
+    /// Who holds each migration once the source stops waiting or the target
+    /// starts restoring.
+    pub fence: F,
+    /// How long each wait may last.
+    pub deadlines: Deadlines,
     /// Where images are written (tmpfs: ~30x faster than disk here).
     pub images_root: PathBuf,
     /// Woken after a commit that queued events.
     pub outbox: std::sync::Arc<tokio::sync::Notify>,
+    /// The cluster's workload-name registry ([`crate::admission`]: a
+    /// JetStream key-value bucket only executors reach). `None` leaves names
+    /// unclaimed: only the saga's unit tests, which drive its rules without
+    /// NATS, run without one.
+    pub names: Option<async_nats::jetstream::Context>,
 }
 
 /// A failure the executor cannot turn into an event: its journal is broken.
@@ -49,22 +75,33 @@ pub struct Executor<R: Runtime> {
 #[error(transparent)]
 pub struct FatalError(#[from] JournalError);
 
-fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
-}
-
-fn ms(d: Duration) -> f64 {
-    (d.as_secs_f64() * 1000.0 * 100.0).round() / 100.0
-}
-
-impl<R: Runtime> Executor<R> {
+impl<R: Runtime, S: ImageStore, P: Peers, C: Clock, F: Fence> Executor<R, S, P, C, F> {
     fn envelope(&self, event: Event) -> Envelope {
         Envelope::new(self.node.clone(), event)
     }
 
-    /// Where workload names are claimed ([`crate::admission`]).
-    fn names(&self) -> async_nats::jetstream::Context {
-        async_nats::jetstream::new(self.client.clone())
+    /// Claims `name` for this node in the registry (granted without one).
+    async fn claim_name(&self, name: &loadshift_events::WorkloadName) -> Result<(), String> {
+        match &self.names {
+            Some(js) => crate::admission::claim(js, name, &self.node).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Gives `name` up: it no longer runs here.
+    async fn release_name(&self, name: &loadshift_events::WorkloadName) {
+        if let Some(js) = &self.names {
+            crate::admission::release(js, name, &self.node).await;
+        }
+    }
+
+    /// Records in the background that `name` now runs here (a restore must
+    /// not wait on NATS once the journal holds it).
+    fn names_moved(&self, name: &loadshift_events::WorkloadName) {
+        if let Some(js) = self.names.clone() {
+            let (name, node) = (name.clone(), self.node.clone());
+            tokio::spawn(async move { crate::admission::moved(&js, &name, &node).await });
+        }
     }
 
     fn commit(&self, change: Change) -> Result<(), FatalError> {
@@ -91,6 +128,7 @@ impl<R: Runtime> Executor<R> {
             }
             Event::MigrationRestored(p) if p.source == self.node => self.restored(seq, p).await,
             Event::MigrationFailed(p) if p.source == self.node => self.failed(seq, p).await,
+            Event::MigrationFenced(p) if p.target == self.node => self.fenced(seq, p).await,
             // Our own announcements (started, completed, rolled_back, ...)
             // come back to us too; nothing to do but note them.
             _ => self.commit(Change::new().applied(seq)),
@@ -98,9 +136,8 @@ impl<R: Runtime> Executor<R> {
     }
 
     async fn start(&self, seq: u64, p: &workload::StartRequested) -> Result<(), FatalError> {
-        if let Some(w) = self.journal.workload(&p.workload)? {
+        if self.journal.workload(&p.workload)?.is_some() {
             tracing::info!(workload = %p.workload, "start requested again; it already runs here");
-            let _ = w;
             return self.commit(Change::new().applied(seq));
         }
         let outcome = if p.spec.runtime != self.runtime.kind() {
@@ -112,9 +149,7 @@ impl<R: Runtime> Executor<R> {
             ))
         } else if let Err(reason) = crate::admission::check_spec(&p.spec) {
             Err(reason)
-        } else if let Err(reason) =
-            crate::admission::claim(&self.names(), &p.workload, &self.node).await
-        {
+        } else if let Err(reason) = self.claim_name(&p.workload).await {
             Err(reason)
         } else {
             self.runtime
@@ -144,7 +179,7 @@ impl<R: Runtime> Executor<R> {
                 )
             }
             Err(reason) => {
-                crate::admission::release(&self.names(), &p.workload, &self.node).await;
+                self.release_name(&p.workload).await;
                 tracing::warn!(workload = %p.workload, %reason, "workload did not start");
                 let failed = self.envelope(Event::WorkloadStartFailed(workload::StartFailed {
                     workload: p.workload.clone(),
@@ -155,240 +190,16 @@ impl<R: Runtime> Executor<R> {
         }
     }
 
-    /// Checks a request; `Err` is the reason to refuse it.
-    async fn validate(&self, p: &migration::Requested) -> Result<WorkloadRecord, String> {
-        let Some(w) = self
-            .journal
-            .workload(&p.workload)
-            .map_err(|e| e.to_string())?
-        else {
-            return Err(format!(
-                "workload {} does not run on node {}",
-                p.workload, self.node
-            ));
-        };
-        if let Some(other) = w.migrating {
-            return Err(format!(
-                "workload {} is already migrating (migration {other})",
-                p.workload
-            ));
-        }
-        if p.target == self.node {
-            return Err(format!(
-                "workload {} already runs on the target {}",
-                p.workload, p.target
-            ));
-        }
-        if !self.runtime.is_running(&w.handle).await {
-            return Err(format!(
-                "workload {} is no longer running on node {}",
-                p.workload, self.node
-            ));
-        }
-        let pong = liveness::ping(&self.client, &p.target).await?;
-        if pong.runtime != w.spec.runtime {
-            return Err(format!(
-                "target node {} runs {} workloads; {} is a {} workload",
-                p.target, pong.runtime, p.workload, w.spec.runtime
-            ));
-        }
-        if pong.capacity.cores <= 0.0 {
-            return Err(format!("target node {} declares no CPU capacity", p.target));
-        }
-        Ok(w)
-    }
-
-    async fn requested(&self, seq: u64, p: &migration::Requested) -> Result<(), FatalError> {
-        if let Some(m) = self.journal.migration(&p.migration)? {
-            // Delivered again: after a crash mid-step, or a duplicate request.
-            return self.drive_source(seq, m).await;
-        }
-        let w = match self.validate(p).await {
-            Ok(w) => w,
-            Err(reason) => {
-                tracing::warn!(migration = %p.migration, %reason, "migration refused");
-                let record = MigrationRecord {
-                    id: p.migration,
-                    role: Role::Source,
-                    phase: Phase::Refused,
-                    workload: p.workload.clone(),
-                    spec: WorkloadSpec {
-                        runtime: self.runtime.kind(),
-                        command: vec![],
-                        image: None,
-                        env: Default::default(),
-                    },
-                    source: p.source.clone(),
-                    target: p.target.clone(),
-                    images: PathBuf::new(),
-                    object: None,
-                    sha256: None,
-                    image_bytes: 0,
-                    files: vec![],
-                    timings: Timings::default(),
-                    requested_at_ms: now_ms(),
-                    frozen_at_ms: None,
-                    failed_step: Some(Step::Validate),
-                };
-                let failed = self.failed_event(&record, Step::Validate, reason);
-                return self.commit(
-                    Change::new()
-                        .put_migration(&record)
-                        .publish(failed)
-                        .applied(seq),
-                );
-            }
-        };
-        let record = MigrationRecord {
-            id: p.migration,
-            role: Role::Source,
-            phase: Phase::Dumping,
-            workload: p.workload.clone(),
-            spec: w.spec.clone(),
-            source: p.source.clone(),
-            target: p.target.clone(),
-            images: self.images_root.join(p.migration.to_string()),
-            object: None,
-            sha256: None,
-            image_bytes: 0,
-            files: self.runtime.travelling_files(&p.workload),
-            timings: Timings::default(),
-            requested_at_ms: now_ms(),
-            frozen_at_ms: None,
-            failed_step: None,
-        };
-        // Write-ahead: from here on the workload is being moved.
-        self.commit(
-            Change::new()
-                .put_migration(&record)
-                .put_workload(&WorkloadRecord {
-                    migrating: Some(p.migration),
-                    ..w
-                }),
-        )?;
-        self.drive_source(seq, record).await
-    }
-
-    /// Carries a source-side migration forward from wherever it stands.
-    async fn drive_source(&self, seq: u64, mut m: MigrationRecord) -> Result<(), FatalError> {
-        let Some(w) = self.journal.workload(&m.workload)? else {
-            // Already cleaned up (completed), or refused: nothing left to do.
-            return self.commit(Change::new().applied(seq));
-        };
-        if m.phase == Phase::Dumping {
-            wait_for_stray_criu(&m.images).await;
-            let dumped = self.runtime.dump_complete(&m.images);
-            if !dumped {
-                if !self.runtime.is_running(&w.handle).await {
-                    let reason = format!(
-                        "workload {} stopped running before it could be dumped",
-                        m.workload
-                    );
-                    return self
-                        .give_up_source(seq, m, Step::Dump, Some(reason), None)
-                        .await;
-                }
-                let _ = std::fs::remove_dir_all(&m.images);
-                m.frozen_at_ms = Some(now_ms());
-                let t = Instant::now();
-                if let Err(e) = self.runtime.dump(&m.workload, &w.handle, &m.images).await {
-                    tracing::warn!(migration = %m.id, error = %e, "dump failed; the workload keeps running here");
-                    let handle = self
-                        .runtime
-                        .is_running(&w.handle)
-                        .await
-                        .then(|| w.handle.clone());
-                    return self
-                        .give_up_source(seq, m, Step::Dump, Some(e.to_string()), handle)
-                        .await;
-                }
-                m.timings.dump_ms = Some(ms(t.elapsed()));
-                fault::crash_point(fault::AFTER_DUMP);
-            }
-            m.phase = Phase::Uploading;
-            self.commit(Change::new().put_migration(&m))?;
-        }
-        if m.phase == Phase::Uploading {
-            let t = Instant::now();
-            let object = m.id.to_string();
-            let wdir = self.runtime.workload_dir(&m.workload);
-            let js = async_nats::jetstream::new(self.client.clone());
-            let stored = checkpoint::pack_and_upload(
-                &js,
-                &object,
-                &m.images,
-                &wdir,
-                &m.files,
-                fault::armed(fault::CORRUPT_IMAGE),
-            )
-            .await
-            .map(|s| (s.bytes, s.sha256));
-            match stored {
-                Ok((bytes, sha)) => {
-                    m.timings.upload_ms = Some(ms(t.elapsed()));
-                    m.image_bytes = bytes;
-                    m.sha256 = Some(sha.clone());
-                    m.object = Some(object.clone());
-                    m.phase = Phase::AwaitingTarget;
-                    let event =
-                        self.envelope(Event::MigrationCheckpointed(migration::Checkpointed {
-                            migration: m.id,
-                            workload: m.workload.clone(),
-                            source: m.source.clone(),
-                            target: m.target.clone(),
-                            spec: m.spec.clone(),
-                            object,
-                            sha256: sha,
-                            image_bytes: bytes,
-                            timings: m.timings,
-                            frozen_at_ms: m.frozen_at_ms.unwrap_or_else(now_ms),
-                        }));
-                    tracing::info!(migration = %m.id, bytes, "checkpointed; waiting for the target");
-                    return self
-                        .commit(Change::new().put_migration(&m).publish(event).applied(seq));
-                }
-                Err(e) => {
-                    tracing::warn!(migration = %m.id, error = %e, "upload failed; resuming here");
-                    let handle = self.resume_here(&m).await;
-                    return self
-                        .give_up_source(seq, m, Step::Upload, Some(e.to_string()), handle)
-                        .await;
-                }
-            }
-        }
-        // Waiting for the target, or over: nothing more for this event.
-        self.commit(Change::new().applied(seq))
-    }
-
-    /// Restores the workload on this node from its own image, after a failed
-    /// step. `None` when even that failed (the error is logged).
-    async fn resume_here(&self, m: &MigrationRecord) -> Option<Handle> {
-        wait_for_stray_criu(&m.images).await;
-        if !self.runtime.dump_complete(&m.images) {
-            if let (Some(object), Some(sha)) = (&m.object, &m.sha256) {
-                // tmpfs lost (reboot): the stored image is the same one.
-                let wdir = self.runtime.workload_dir(&m.workload);
-                match checkpoint::download_and_unpack(&self.store, object, sha, &m.images, &wdir)
-                    .await
-                {
-                    Ok(_) => {}
-                    Err(e) => {
-                        tracing::error!(migration = %m.id, error = %e, "no image to resume from");
-                        return None;
-                    }
-                }
-            }
-        }
-        match self
-            .runtime
-            .restore(&m.workload, &m.spec, &m.images, &m.files)
-            .await
-        {
-            Ok(h) => Some(h),
-            Err(e) => {
-                tracing::error!(migration = %m.id, error = %e, "cannot resume the workload from its own image");
-                None
-            }
+    /// Asks the fence, bounded by the floor: an unreachable fence is an
+    /// error the caller retries later, never a wait without end.
+    async fn ask_fence<T>(
+        &self,
+        question: impl Future<Output = Result<T, FenceError>>,
+    ) -> Result<T, String> {
+        match within(&self.clock, self.deadlines.floor, question).await {
+            Ok(Ok(answer)) => Ok(answer),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(e) => Err(format!("migration fence: {e}")),
         }
     }
 
@@ -403,260 +214,6 @@ impl<R: Runtime> Executor<R> {
         }))
     }
 
-    /// Ends a source-side migration that failed at `step`: the workload runs
-    /// here again with `handle` (or it is lost, which is logged loudly).
-    /// `reason` is the failure to announce, when it was found here.
-    async fn give_up_source(
-        &self,
-        seq: u64,
-        mut m: MigrationRecord,
-        step: Step,
-        reason: Option<String>,
-        handle: Option<Handle>,
-    ) -> Result<(), FatalError> {
-        m.phase = Phase::RolledBack;
-        m.failed_step = Some(step);
-        let mut change = Change::new().put_migration(&m);
-        // A failure found here is announced here; one the target announced
-        // is not repeated.
-        if let Some(reason) = reason {
-            change = change.publish(self.failed_event(&m, step, reason));
-        }
-        match handle {
-            Some(handle) => {
-                let rolled = self.envelope(Event::MigrationRolledBack(migration::RolledBack {
-                    migration: m.id,
-                    workload: m.workload.clone(),
-                    source: m.source.clone(),
-                    target: m.target.clone(),
-                    pid: handle.pid(),
-                }));
-                change = change
-                    .put_workload(&WorkloadRecord {
-                        name: m.workload.clone(),
-                        spec: m.spec.clone(),
-                        handle,
-                        migrating: None,
-                    })
-                    .publish(rolled);
-            }
-            None => {
-                tracing::error!(migration = %m.id, workload = %m.workload, "the workload does not run anywhere; its image stays in {} (stored as {:?})", m.images.display(), m.object);
-                change = change.remove_workload(&m.workload);
-            }
-        }
-        self.commit(change.applied(seq))
-    }
-
-    async fn checkpointed(&self, seq: u64, p: &migration::Checkpointed) -> Result<(), FatalError> {
-        let mut m = match self.journal.migration(&p.migration)? {
-            Some(m) if m.phase != Phase::Restoring => {
-                return self.commit(Change::new().applied(seq))
-            }
-            Some(m) => m,
-            // A workload of that name runs here already: no migration of it
-            // can be coming here (the forged event of issue 11 killed it).
-            None if self.journal.workload(&p.workload)?.is_some() => {
-                tracing::warn!(migration = %p.migration, workload = %p.workload, source = %p.source,
-                    "refused a checkpointed: that workload already runs on this node");
-                return self.commit(Change::new().applied(seq));
-            }
-            None => {
-                let m = MigrationRecord {
-                    id: p.migration,
-                    role: Role::Target,
-                    phase: Phase::Restoring,
-                    workload: p.workload.clone(),
-                    spec: p.spec.clone(),
-                    source: p.source.clone(),
-                    target: p.target.clone(),
-                    images: self.images_root.join(p.migration.to_string()),
-                    object: Some(p.object.clone()),
-                    sha256: Some(p.sha256.clone()),
-                    image_bytes: p.image_bytes,
-                    files: vec![],
-                    timings: p.timings,
-                    requested_at_ms: now_ms(),
-                    frozen_at_ms: Some(p.frozen_at_ms),
-                    failed_step: None,
-                };
-                if p.spec.runtime != self.runtime.kind() {
-                    let reason = format!(
-                        "node {} runs {} workloads, not {}",
-                        self.node,
-                        self.runtime.kind(),
-                        p.spec.runtime
-                    );
-                    return self.give_up_target(seq, m, Step::Restore, reason).await;
-                }
-                self.commit(Change::new().put_migration(&m))?;
-                m
-            }
-        };
-        // Delivered again after a crash: a criu restore we started may still
-        // be running, or may have finished.
-        wait_for_stray_criu(&m.images).await;
-        if let Some(handle) = self.runtime.find_restored(&m.workload, &m.images).await {
-            return self.finish_target(seq, m, handle);
-        }
-        let wdir = self.runtime.workload_dir(&m.workload);
-        let t = Instant::now();
-        let _ = std::fs::remove_dir_all(&m.images);
-        let fetched =
-            checkpoint::download_and_unpack(&self.store, &p.object, &p.sha256, &m.images, &wdir)
-                .await;
-        m.timings.download_ms = Some(ms(t.elapsed()));
-        let manifest = match fetched {
-            Ok(f) => f.manifest,
-            Err(e @ CheckpointError::Store { .. }) => {
-                return self
-                    .give_up_target(seq, m, Step::Download, e.to_string())
-                    .await
-            }
-            Err(e) => {
-                return self
-                    .give_up_target(seq, m, Step::Verify, e.to_string())
-                    .await
-            }
-        };
-        m.files = manifest.files;
-        let t = Instant::now();
-        match self
-            .runtime
-            .restore(&m.workload, &m.spec, &m.images, &m.files)
-            .await
-        {
-            Ok(handle) => {
-                m.timings.restore_ms = Some(ms(t.elapsed()));
-                m.timings.downtime_ms = m.frozen_at_ms.map(|f| (now_ms() - f) as f64);
-                self.finish_target(seq, m, handle)
-            }
-            Err(e) => {
-                self.give_up_target(seq, m, Step::Restore, e.to_string())
-                    .await
-            }
-        }
-    }
-
-    fn finish_target(
-        &self,
-        seq: u64,
-        mut m: MigrationRecord,
-        handle: Handle,
-    ) -> Result<(), FatalError> {
-        m.phase = Phase::Restored;
-        tracing::info!(migration = %m.id, workload = %m.workload, ?handle, "restored here");
-        let event = self.envelope(Event::MigrationRestored(migration::Restored {
-            migration: m.id,
-            workload: m.workload.clone(),
-            source: m.source.clone(),
-            target: m.target.clone(),
-            pid: handle.pid(),
-            container_id: handle.container_id(),
-            image_bytes: m.image_bytes,
-            timings: m.timings,
-        }));
-        self.commit(
-            Change::new()
-                .put_workload(&WorkloadRecord {
-                    name: m.workload.clone(),
-                    spec: m.spec.clone(),
-                    handle,
-                    migrating: None,
-                })
-                .put_migration(&m)
-                .publish(event)
-                .applied(seq),
-        )?;
-        // The name now belongs to this node (in the background: this step
-        // must not wait on NATS once the journal holds it).
-        tokio::spawn({
-            let (js, name, node) = (self.names(), m.workload.clone(), self.node.clone());
-            async move { crate::admission::moved(&js, &name, &node).await }
-        });
-        // The image has served; the restored tasks no longer need it.
-        let _ = std::fs::remove_dir_all(&m.images);
-        Ok(())
-    }
-
-    async fn give_up_target(
-        &self,
-        seq: u64,
-        mut m: MigrationRecord,
-        step: Step,
-        reason: String,
-    ) -> Result<(), FatalError> {
-        tracing::warn!(migration = %m.id, %step, %reason, "cannot restore here; the source resumes it");
-        // Nothing of it may stay here: the source will run it again.
-        let _ = self.runtime.remove(&m.workload, None).await;
-        let _ = std::fs::remove_dir_all(&m.images);
-        m.phase = Phase::RolledBack;
-        m.failed_step = Some(step);
-        let failed = self.failed_event(&m, step, reason);
-        self.commit(Change::new().put_migration(&m).publish(failed).applied(seq))
-    }
-
-    async fn restored(&self, seq: u64, p: &migration::Restored) -> Result<(), FatalError> {
-        let Some(mut m) = self.journal.migration(&p.migration)? else {
-            return self.commit(Change::new().applied(seq));
-        };
-        if m.role != Role::Source || m.phase != Phase::AwaitingTarget {
-            return self.commit(Change::new().applied(seq));
-        }
-        let t = Instant::now();
-        if let Err(e) = self.runtime.remove(&m.workload, None).await {
-            tracing::warn!(migration = %m.id, error = %e, "cleanup left something behind");
-        }
-        let _ = std::fs::remove_dir_all(&m.images);
-        if let Some(object) = &m.object {
-            if let Err(e) = checkpoint::delete(&self.store, object).await {
-                tracing::warn!(migration = %m.id, error = %e, "stored image not removed");
-            }
-        }
-        m.timings.download_ms = p.timings.download_ms;
-        m.timings.restore_ms = p.timings.restore_ms;
-        m.timings.downtime_ms = p.timings.downtime_ms;
-        m.timings.cleanup_ms = Some(ms(t.elapsed()));
-        m.timings.total_ms = Some((now_ms() - m.requested_at_ms) as f64);
-        m.phase = Phase::Completed;
-        let done = self.envelope(Event::MigrationCompleted(migration::Completed {
-            migration: m.id,
-            workload: m.workload.clone(),
-            source: m.source.clone(),
-            target: m.target.clone(),
-            image_bytes: m.image_bytes,
-            timings: m.timings,
-        }));
-        tracing::info!(migration = %m.id, timings = ?m.timings, "migration completed");
-        self.commit(
-            Change::new()
-                .put_migration(&m)
-                .remove_workload(&m.workload)
-                .publish(done)
-                .applied(seq),
-        )
-    }
-
-    async fn failed(&self, seq: u64, p: &migration::Failed) -> Result<(), FatalError> {
-        let Some(m) = self.journal.migration(&p.migration)? else {
-            return self.commit(Change::new().applied(seq));
-        };
-        if m.role != Role::Source || m.phase != Phase::AwaitingTarget {
-            // Our own failure announcement, or already handled.
-            return self.commit(Change::new().applied(seq));
-        }
-        tracing::warn!(migration = %m.id, step = %p.step, reason = %p.reason, "target failed; resuming here");
-        let handle = self.resume_here(&m).await;
-        if handle.is_some() {
-            // Running again from its own image: the image has served.
-            let _ = std::fs::remove_dir_all(&m.images);
-            if let Some(object) = &m.object {
-                let _ = checkpoint::delete(&self.store, object).await;
-            }
-        }
-        self.give_up_source(seq, m, p.step, None, handle).await
-    }
-
     /// Notices workloads that ended on their own; runs between events, in
     /// the same task, so it never races a migration.
     ///
@@ -668,7 +225,7 @@ impl<R: Runtime> Executor<R> {
                 continue;
             }
             tracing::info!(workload = %w.name, "workload exited");
-            crate::admission::release(&self.names(), &w.name, &self.node).await;
+            self.release_name(&w.name).await;
             let event = self.envelope(Event::WorkloadExited(workload::Exited {
                 workload: w.name.clone(),
                 code: None,
@@ -680,30 +237,5 @@ impl<R: Runtime> Executor<R> {
     }
 }
 
-/// Waits while a criu from before a crash still works on `images` (it
-/// outlives the executor that started it, and must finish before anyone
-/// decides where the workload runs).
-async fn wait_for_stray_criu(images: &Path) {
-    let needle = images.to_string_lossy().into_owned();
-    if needle.is_empty() {
-        return;
-    }
-    for _ in 0..600 {
-        let busy = std::fs::read_dir("/proc")
-            .into_iter()
-            .flatten()
-            .flatten()
-            .any(|e| {
-                let Ok(cmd) = std::fs::read(e.path().join("cmdline")) else {
-                    return false;
-                };
-                let cmd = String::from_utf8_lossy(&cmd);
-                cmd.contains("criu") && cmd.contains(needle.as_str())
-            });
-        if !busy {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    tracing::warn!(images = %images.display(), "a criu still works on this image after 60 s; going on");
-}
+#[cfg(test)]
+mod tests;

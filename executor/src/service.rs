@@ -13,7 +13,11 @@ use loadshift_events::stream::StreamId;
 use loadshift_events::Envelope;
 use tokio::sync::Notify;
 
+use crate::clock::Clock;
+use crate::fence::Fence;
+use crate::image_store::ImageStore;
 use crate::journal::Journal;
+use crate::liveness::Peers;
 use crate::runtime::Runtime;
 use crate::saga::{Executor, FatalError};
 
@@ -118,8 +122,8 @@ pub async fn publish_outbox(
 ///
 /// # Errors
 /// [`ServiceError`] when JetStream or the journal fails.
-pub async fn run<R: Runtime>(
-    exec: &Executor<R>,
+pub async fn run<R: Runtime, S: ImageStore, P: Peers, C: Clock, F: Fence>(
+    exec: &Executor<R, S, P, C, F>,
     js: &jetstream::Context,
     mut stop: Listener,
 ) -> Result<(), ServiceError> {
@@ -134,6 +138,8 @@ pub async fn run<R: Runtime>(
             _ = stop.recv() => return Ok(()),
             _ = tick.tick() => {
                 exec.watch_exits().await?;
+                exec.expire_deadlines().await?;
+                exec.sweep_images().await?;
                 ticks += 1;
                 if ticks.is_multiple_of(2) {
                     // Telemetry, not state: published directly, best effort.

@@ -9,6 +9,10 @@ use std::time::Instant;
 use loadshift_events::model::{WorkloadUsage, WorkloadUse};
 use loadshift_events::{Envelope, Event, WorkloadName};
 
+use crate::clock::Clock;
+use crate::fence::Fence;
+use crate::image_store::ImageStore;
+use crate::liveness::Peers;
 use crate::runtime::Runtime;
 use crate::saga::{Executor, FatalError};
 
@@ -24,9 +28,9 @@ impl UsageSampler {
     ///
     /// # Errors
     /// When the journal fails.
-    pub async fn sample<R: Runtime>(
+    pub async fn sample<R: Runtime, S: ImageStore, P: Peers, C: Clock, F: Fence>(
         &mut self,
-        exec: &Executor<R>,
+        exec: &Executor<R, S, P, C, F>,
     ) -> Result<Option<Envelope>, FatalError> {
         let mut out = Vec::new();
         let mut seen = HashMap::new();

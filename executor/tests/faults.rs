@@ -118,3 +118,81 @@ async fn a_corrupt_image_is_refused_and_the_workload_resumes_on_the_source() {
         "the target kept a copy"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_target_killed_and_kept_down_loses_the_migration_and_the_workload_resumes_on_the_source()
+{
+    let mut c = Cluster::new(&["node2", "node3"]).await;
+    c.run_workload("node2", "counter-d", COUNTER).await;
+    c.node("node2")
+        .restart_with_env(&[("LOADSHIFT_DEADLINE_FLOOR", "2s")]);
+    c.node("node3")
+        .restart_with_env(&[("LOADSHIFT_FAULTS", fault::BEFORE_DOWNLOAD)]);
+    c.wait_ping("node2").await;
+    c.wait_ping("node3").await;
+
+    let id = c.migrate("counter-d", "node2", "node3").await;
+    assert!(
+        c.node("node3").wait_exit(Duration::from_secs(60)),
+        "the target did not crash as the image started arriving\n{}",
+        c.logs()
+    );
+    // The target stays down: the source's deadline passes and it takes the
+    // workload back.
+    let outcome = c.outcome(id).await;
+    assert!(
+        matches!(outcome.event, Event::MigrationRolledBack(_)),
+        "{outcome:?}\n{}",
+        c.logs()
+    );
+    let fenced = c
+        .wait_for(
+            Duration::from_secs(5),
+            |e| matches!(&e.event, Event::MigrationFenced(f) if f.migration == id),
+        )
+        .await;
+    let Event::MigrationFenced(f) = fenced.event else {
+        unreachable!()
+    };
+    assert!(f.waited_ms >= 2000.0, "fenced before the floor: {f:?}");
+    assert_runs_once_on(&mut c, "counter-d", "node2").await;
+    // No image is left, on the source's tmpfs or in the store.
+    assert!(!c.images.path().join("node2").join(id.to_string()).exists());
+    let store =
+        c.js.get_object_store(loadshift_events::stream::CHECKPOINTS)
+            .await
+            .expect("store");
+    // It is removed right after the rollback is announced.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while store
+        .info(id.to_string())
+        .await
+        .is_ok_and(|info| !info.deleted)
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "image still stored\n{}",
+            c.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // The target comes back: it must not restore a second copy. A request
+    // queued behind the migration's events tells when it read them all.
+    c.node("node3").restart();
+    c.wait_ping("node3").await;
+    c.run_workload("node3", "marker-d", COUNTER).await;
+    assert_runs_once_on(&mut c, "counter-d", "node2").await;
+    assert!(
+        c.node("node3").log().contains("standing down"),
+        "the returning target did not see the fence\n{}",
+        c.logs()
+    );
+    let restored = c
+        .events()
+        .await
+        .into_iter()
+        .filter(|e| matches!(&e.event, Event::MigrationRestored(r) if r.migration == id))
+        .count();
+    assert_eq!(restored, 0, "the late target restored it\n{}", c.logs());
+}

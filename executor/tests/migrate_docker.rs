@@ -163,6 +163,30 @@ fn assert_consecutive(values: &[u64], what: &str) {
     }
 }
 
+/// Container `id` runs, named and labelled as node3's, in node3's cgroup
+/// `node3_cg`.
+async fn assert_runs_in_cgroup_of_node3(docker: &Docker, id: &str, node3_cg: &str) {
+    let info = docker
+        .inspect_container(id, None)
+        .await
+        .expect("inspect the restored container");
+    assert_eq!(info.state.as_ref().and_then(|s| s.running), Some(true));
+    assert_eq!(info.name.as_deref(), Some("/loadshift-node3-dcounter"));
+    let labels = info.config.and_then(|c| c.labels).unwrap_or_default();
+    assert_eq!(labels.get(LABEL_NODE).map(String::as_str), Some("node3"));
+    let parent = info
+        .host_config
+        .and_then(|h| h.cgroup_parent)
+        .unwrap_or_default();
+    assert_eq!(parent, format!("/{node3_cg}"));
+    let pid = info.state.and_then(|s| s.pid).expect("pid") as u32;
+    let cg = common::memory_cgroup_of(pid);
+    assert!(
+        cg.contains(node3_cg),
+        "restored container is in cgroup {cg}, not under {node3_cg}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_container_continues_counting_on_the_target() {
     const W: &str = "dcounter";
@@ -230,26 +254,8 @@ async fn a_container_continues_counting_on_the_target() {
     assert_consecutive(&old, "old container");
 
     // The new container runs, as node3's, in node3's cgroup...
-    let info = docker
-        .inspect_container(&new_id, None)
-        .await
-        .expect("inspect the restored container");
-    assert_eq!(info.state.as_ref().and_then(|s| s.running), Some(true));
-    assert_eq!(info.name.as_deref(), Some("/loadshift-node3-dcounter"));
-    let labels = info.config.and_then(|c| c.labels).unwrap_or_default();
-    assert_eq!(labels.get(LABEL_NODE).map(String::as_str), Some("node3"));
     let node3_cg = dc.c.node("node3").cgroup.clone().unwrap();
-    let parent = info
-        .host_config
-        .and_then(|h| h.cgroup_parent)
-        .unwrap_or_default();
-    assert_eq!(parent, format!("/{node3_cg}"));
-    let pid = info.state.and_then(|s| s.pid).expect("pid") as u32;
-    let cg = common::memory_cgroup_of(pid);
-    assert!(
-        cg.contains(&node3_cg),
-        "restored container is in cgroup {cg}, not under {node3_cg}"
-    );
+    assert_runs_in_cgroup_of_node3(&docker, &new_id, &node3_cg).await;
 
     // ...and its log goes on from the old one's last value: no restart.
     tokio::time::sleep(Duration::from_millis(800)).await;

@@ -59,7 +59,7 @@ async fn a_sealed_image_hides_the_memory_and_refuses_tampering() {
     let tmp = tempfile::tempdir().unwrap();
     let (images, wdir, files) = dumped(tmp.path());
 
-    let stored = checkpoint::pack_and_upload(&js, "m1", &images, &wdir, &files, false)
+    let stored = checkpoint::pack_and_upload(&js, "m1", &images, &wdir, &files)
         .await
         .unwrap();
     let bytes = stored_bytes(&store, "m1").await;

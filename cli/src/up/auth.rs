@@ -26,6 +26,10 @@ use loadshift_events::NodeName;
 /// that two simultaneous starts of one name end with one workload.
 pub const NAMES_BUCKET: &str = "WORKLOAD_NAMES";
 
+/// The executors' migration fences (`executor::fence::BUCKET`; the CLI does
+/// not depend on the executor, so the name is repeated: keep them equal).
+pub const FENCES_BUCKET: &str = "MIGRATION_FENCES";
+
 /// The file holding the server's `authorization` block.
 pub const SERVER_CONF: &str = "nats-auth.conf";
 
@@ -164,6 +168,7 @@ fn executor_publish(n: &NodeName) -> Vec<String> {
         "migration.*.completed".into(),
         "migration.*.failed".into(),
         "migration.*.rolled_back".into(),
+        "migration.*.fenced".into(),
         // A source asks its target whether it is alive before freezing.
         "loadshift.executor.*.ping".into(),
         format!("$JS.API.CONSUMER.CREATE.{EVENTS}.{consumer}.*.{n}.>"),
@@ -177,6 +182,11 @@ fn executor_publish(n: &NodeName) -> Vec<String> {
         (
             format!("KV_{NAMES_BUCKET}"),
             format!("$KV.{NAMES_BUCKET}.>"),
+        ),
+        // Who holds each migration (the saga's fence): executors only.
+        (
+            format!("KV_{FENCES_BUCKET}"),
+            format!("$KV.{FENCES_BUCKET}.>"),
         ),
     ] {
         v.push(subjects);

@@ -13,6 +13,7 @@ use loadshift_events::WorkloadName;
 use serde::{Deserialize, Serialize};
 
 pub mod docker;
+pub mod image_dir;
 pub mod process;
 
 /// How to find a running workload again, also after an executor restart.
@@ -190,6 +191,14 @@ pub trait Runtime: Send + Sync + 'static {
 
     /// What the workload has used; `None` when it cannot be read (ended).
     fn usage(&self, handle: &Handle) -> impl Future<Output = Option<Usage>> + Send;
+
+    /// Waits until no criu from before a crash works on `images` any more,
+    /// so that what the folder holds is final.
+    fn settle(&self, images: &Path) -> impl Future<Output = ()> + Send;
+
+    /// Removes the image folder `images` (its migration ended, or it holds a
+    /// partial image that must not be used).
+    fn discard_image(&self, images: &Path);
 
     /// Stops the workload if it runs and removes what is left of it here.
     fn remove(

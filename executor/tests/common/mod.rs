@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod matrix;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -67,6 +69,16 @@ impl Node {
     pub fn restart_with_fault(&mut self, fault: &str) {
         self.kill();
         self.env = vec![("LOADSHIFT_FAULTS".into(), fault.into())];
+        self.start();
+    }
+
+    /// Restarts the executor with exactly this extra environment.
+    pub fn restart_with_env(&mut self, env: &[(&str, &str)]) {
+        self.kill();
+        self.env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         self.start();
     }
 
@@ -163,9 +175,12 @@ impl Cluster {
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_default();
         let mut nodes = Vec::new();
+        if cgroups {
+            *live_cgroup_clusters() += 1;
+        }
         for n in names {
             let cgroup = cgroups.then(|| {
-                let rel = format!("loadshift-test/{tag}-{n}");
+                let rel = format!("{CGROUP_PARENT}/{tag}-{n}");
                 make_cgroup(&rel);
                 rel
             });
@@ -361,36 +376,87 @@ impl Cluster {
     pub async fn wait_for(
         &self,
         timeout: Duration,
-        mut pred: impl FnMut(&Envelope) -> bool,
+        pred: impl FnMut(&Envelope) -> bool,
     ) -> Envelope {
-        let s = self.js.get_stream(stream::EVENTS).await.expect("stream");
-        let consumer = s
-            .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig::default())
-            .await
-            .expect("ordered consumer");
-        let mut msgs = consumer.messages().await.expect("messages");
+        match self.try_wait_for(timeout, pred).await {
+            Some(env) => env,
+            None => panic!(
+                "no matching event within {timeout:?}; logs:\n{}",
+                self.logs()
+            ),
+        }
+    }
+
+    /// Like [`Cluster::wait_for`], `None` when nothing matched in time.
+    pub async fn try_wait_for(
+        &self,
+        timeout: Duration,
+        mut pred: impl FnMut(&Envelope) -> bool,
+    ) -> Option<Envelope> {
         let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            match tokio::time::timeout_at(deadline, msgs.next()).await {
-                Ok(Some(Ok(m))) => {
-                    if let Ok(env) = Envelope::from_message(m.subject.as_str(), &m.payload) {
-                        if pred(&env) {
-                            return env;
+        while tokio::time::Instant::now() < deadline {
+            let Ok(s) = self.js.get_stream(stream::EVENTS).await else {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            };
+            let Ok(consumer) = s
+                .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig::default())
+                .await
+            else {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            };
+            let Ok(mut msgs) = consumer.messages().await else {
+                continue;
+            };
+            loop {
+                match tokio::time::timeout_at(deadline, msgs.next()).await {
+                    Ok(Some(Ok(m))) => {
+                        if let Ok(env) = Envelope::from_message(m.subject.as_str(), &m.payload) {
+                            if pred(&env) {
+                                return Some(env);
+                            }
                         }
                     }
+                    // The stream broke (a server restart): read it again.
+                    Ok(Some(Err(_))) | Ok(None) => break,
+                    Err(_) => return None,
                 }
-                Ok(_) => {}
-                Err(_) => panic!(
-                    "no matching event within {timeout:?}; logs:\n{}",
-                    self.logs()
-                ),
             }
         }
+        None
+    }
+
+    /// Whether `node`'s executor answers a ping within `timeout`.
+    pub async fn try_ping(&self, node: &str, timeout: Duration) -> bool {
+        let Ok(client) = async_nats::connect(self.server.url()).await else {
+            return false;
+        };
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            let ask = client.request(format!("loadshift.executor.{node}.ping"), "".into());
+            if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_millis(500), ask).await {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        false
     }
 
     /// Waits for the outcome of migration `id`: completed or rolled_back.
     pub async fn outcome(&self, id: uuid::Uuid) -> Envelope {
-        self.wait_for(Duration::from_secs(120), |e| match &e.event {
+        match self.try_outcome(id, Duration::from_secs(120)).await {
+            Some(env) => env,
+            None => panic!(
+                "migration {id} has no outcome within 120 s; logs:\n{}",
+                self.logs()
+            ),
+        }
+    }
+
+    /// Like [`Cluster::outcome`], `None` when none came in time.
+    pub async fn try_outcome(&self, id: uuid::Uuid, timeout: Duration) -> Option<Envelope> {
+        self.try_wait_for(timeout, |e| match &e.event {
             Event::MigrationCompleted(p) => p.migration == id,
             Event::MigrationRolledBack(p) => p.migration == id,
             Event::MigrationFailed(p) => {
@@ -430,7 +496,28 @@ impl Drop for Cluster {
                 remove_cgroup(cg);
             }
         }
+        if self.nodes.iter().any(|n| n.cgroup.is_some()) {
+            let mut live = live_cgroup_clusters();
+            *live = live.saturating_sub(1);
+            if *live == 0 {
+                // The last cluster of this test binary: the parent goes too
+                // (rmdir refuses while another binary still has nodes in it).
+                for d in cgroup_dirs(CGROUP_PARENT) {
+                    let _ = std::fs::remove_dir(d);
+                }
+            }
+        }
     }
+}
+
+/// The cgroup every test node's cgroup is made in.
+const CGROUP_PARENT: &str = "loadshift-test";
+
+/// How many clusters of this test binary have cgroups now. Held while the
+/// parent cgroup is removed, so no cluster makes a node in it meanwhile.
+fn live_cgroup_clusters() -> std::sync::MutexGuard<'static, usize> {
+    static LIVE: std::sync::Mutex<usize> = std::sync::Mutex::new(0);
+    LIVE.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 fn environ_has(pid: u32, needle: &str) -> bool {

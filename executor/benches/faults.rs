@@ -1,0 +1,84 @@
+//! The fault matrix at length: `scripts/faults [--count N] [--seed S]`
+//! (or `cargo bench -p loadshift-executor --bench faults -- --count N --seed S`).
+//! Prints a table, one row per injected fault with the time it took to heal,
+//! and ends with `faults: N injected, L lost, D duplicated, S stuck`; exits
+//! 1 unless all three are 0, 2 on bad arguments.
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::process::ExitCode;
+
+/// The options, from the command line.
+struct Options {
+    count: usize,
+    seed: u64,
+}
+
+fn parse(args: impl Iterator<Item = String>) -> Result<Options, String> {
+    let mut o = Options { count: 20, seed: 1 };
+    let mut args = args.peekable();
+    while let Some(a) = args.next() {
+        let mut value = |name: &str| args.next().ok_or_else(|| format!("{name} needs a value"));
+        match a.as_str() {
+            "--count" => {
+                let v = value("--count")?;
+                o.count = v.parse().map_err(|e| format!("--count {v}: {e}"))?;
+            }
+            "--seed" => {
+                let v = value("--seed")?;
+                o.seed = v.parse().map_err(|e| format!("--seed {v}: {e}"))?;
+            }
+            // cargo bench passes --bench to every bench target.
+            "--bench" => {}
+            other => return Err(format!("unknown argument {other}")),
+        }
+    }
+    Ok(o)
+}
+
+fn main() -> ExitCode {
+    let o = match parse(std::env::args().skip(1)) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("error: {e}\nusage: scripts/faults [--count N] [--seed S]");
+            return ExitCode::from(2);
+        }
+    };
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let tally = rt.block_on(common::matrix::run(o.count, o.seed));
+    let heals: Vec<f64> = tally
+        .outcomes
+        .iter()
+        .map(|o| o.heal.as_secs_f64())
+        .collect();
+    if !heals.is_empty() {
+        let mut sorted = heals.clone();
+        sorted.sort_by(f64::total_cmp);
+        println!(
+            "heal time: median {:.1} s, max {:.1} s (seed {})",
+            sorted[sorted.len() / 2],
+            sorted[sorted.len() - 1],
+            o.seed
+        );
+    }
+    let clean = tally
+        .outcomes
+        .iter()
+        .all(|o| !o.lost && !o.duplicated && !o.stuck);
+    if clean && tally.outcomes.len() == o.count {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}

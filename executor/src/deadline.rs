@@ -1,0 +1,133 @@
+//! How long each wait of the saga may last.
+//!
+//! A workload frozen on the source is down until it runs again somewhere, so
+//! no wait may be open-ended: a dead target, a server that went away or an
+//! image that never arrives must end in a decision. The bound grows with
+//! the image (moving 1 GiB takes longer than moving 10 MiB) at the speed
+//! this node measured on its earlier migrations, with slack for a slower
+//! moment, and never falls under a floor (small images still pay fixed
+//! costs: connections, criu start-up, a busy machine).
+
+use std::time::Duration;
+
+/// The floor when none is configured.
+pub const DEFAULT_FLOOR: Duration = Duration::from_secs(10);
+
+/// The speed assumed before any migration was measured here: far below what
+/// loopback and a LAN do (hundreds of MB/s), so a first migration is not cut
+/// short.
+pub const UNMEASURED_BYTES_PER_S: f64 = 20.0 * 1024.0 * 1024.0;
+
+/// How many times the expected duration a wait may take.
+pub const SLACK: f64 = 4.0;
+
+/// How much a new measurement moves the remembered speed (the rest is the
+/// old value): one slow migration does not halve the next deadline.
+const WEIGHT_OF_NEW: f64 = 0.3;
+
+/// The bounds of this node's waits.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Deadlines {
+    /// No wait is shorter than this.
+    pub floor: Duration,
+}
+
+impl Default for Deadlines {
+    fn default() -> Self {
+        Self {
+            floor: DEFAULT_FLOOR,
+        }
+    }
+}
+
+impl Deadlines {
+    /// How long moving `bytes` through the store (one way) may take, at the
+    /// measured speed `bytes_per_s` (none yet: [`UNMEASURED_BYTES_PER_S`]).
+    pub fn transfer(&self, bytes: u64, bytes_per_s: Option<f64>) -> Duration {
+        let speed = bytes_per_s
+            .filter(|s| s.is_finite() && *s > 0.0)
+            .unwrap_or(UNMEASURED_BYTES_PER_S);
+        let secs = bytes as f64 / speed * SLACK;
+        let scaled = Duration::try_from_secs_f64(secs).unwrap_or(Duration::MAX);
+        scaled.max(self.floor)
+    }
+
+    /// How long the source waits for the target after announcing the image:
+    /// the target's download, then its restore (which reads the same bytes
+    /// again, from tmpfs).
+    pub fn target(&self, bytes: u64, bytes_per_s: Option<f64>) -> Duration {
+        self.transfer(bytes, bytes_per_s)
+            .saturating_add(self.transfer(bytes, bytes_per_s))
+    }
+}
+
+/// The speed seen moving `bytes` in `took`, or `None` when the sample says
+/// nothing (nothing moved, or too fast to time).
+pub fn speed(bytes: u64, took: Duration) -> Option<f64> {
+    let secs = took.as_secs_f64();
+    (bytes > 0 && secs >= 0.001).then(|| bytes as f64 / secs)
+}
+
+/// The remembered speed after measuring `sample`.
+pub fn blend(old: Option<f64>, sample: f64) -> f64 {
+    match old.filter(|o| o.is_finite() && *o > 0.0) {
+        Some(o) => o * (1.0 - WEIGHT_OF_NEW) + sample * WEIGHT_OF_NEW,
+        None => sample,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIB: u64 = 1024 * 1024;
+
+    #[test]
+    fn a_small_image_gets_the_floor() {
+        let d = Deadlines::default();
+        assert_eq!(d.transfer(MIB, Some(100.0 * MIB as f64)), DEFAULT_FLOOR);
+    }
+
+    #[test]
+    fn a_big_image_gets_time_in_proportion_at_the_measured_speed() {
+        let d = Deadlines {
+            floor: Duration::from_secs(1),
+        };
+        // 1 GiB at 100 MiB/s is ~10 s; with slack, 4 times that.
+        let t = d.transfer(1024 * MIB, Some(100.0 * MIB as f64));
+        assert_eq!(t, Duration::from_secs_f64(1024.0 / 100.0 * SLACK));
+        assert_eq!(
+            d.target(1024 * MIB, Some(100.0 * MIB as f64)),
+            t + t,
+            "download, then restore"
+        );
+    }
+
+    #[test]
+    fn before_any_measurement_a_slow_speed_is_assumed() {
+        let d = Deadlines {
+            floor: Duration::ZERO,
+        };
+        let unmeasured = d.transfer(512 * MIB, None);
+        let measured = d.transfer(512 * MIB, Some(500.0 * MIB as f64));
+        assert!(unmeasured > measured);
+        assert_eq!(d.transfer(512 * MIB, Some(f64::NAN)), unmeasured);
+        assert_eq!(d.transfer(512 * MIB, Some(-1.0)), unmeasured);
+    }
+
+    #[test]
+    fn an_absurd_size_is_bounded_not_a_panic() {
+        let d = Deadlines::default();
+        assert_eq!(d.transfer(u64::MAX, Some(1e-300)), Duration::MAX);
+        assert_eq!(d.target(u64::MAX, Some(1e-300)), Duration::MAX);
+    }
+
+    #[test]
+    fn speeds_are_measured_and_blended() {
+        assert_eq!(speed(0, Duration::from_secs(1)), None);
+        assert_eq!(speed(MIB, Duration::ZERO), None);
+        assert_eq!(speed(MIB, Duration::from_secs(2)), Some(MIB as f64 / 2.0));
+        assert_eq!(blend(None, 10.0), 10.0);
+        assert!((blend(Some(10.0), 20.0) - 13.0).abs() < 1e-9);
+    }
+}

@@ -1,0 +1,410 @@
+//! The fault matrix: migrations of a live counter between two real
+//! executors (real CRIU, a real nats-server), each with one fault injected
+//! at a seeded random point, and after each the invariants checked: the
+//! workload runs on exactly one node, its counter never went back or
+//! restarted, no image is left anywhere, and both executors still answer.
+//!
+//! `scripts/faults [--count N] [--seed S]` runs it at length (through the
+//! `faults` bench target); `tests/fault_matrix.rs` runs a short seeded slice.
+
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use loadshift_events::stream::CHECKPOINTS;
+use loadshift_events::{Envelope, Event, NodeName};
+
+use super::{counter_values, Cluster};
+
+/// The counter every run moves.
+const WORKLOAD: &str = "matrix-counter";
+const COUNTER: &[&str] = &[
+    "sh",
+    "-c",
+    "i=0; while :; do echo $i; i=$((i+1)); sleep 0.05; done",
+];
+/// The deadline floor the executors run with, short so a silent target is
+/// fenced in seconds.
+const FLOOR: &str = "2s";
+/// How long one migration may take to reach its outcome before it counts as
+/// stuck (a dead target is fenced after twice the floor).
+const HEAL_LIMIT: Duration = Duration::from_secs(90);
+
+/// One fault to inject into one migration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// The source kills itself right after the dump (crash point).
+    SourceAfterDump,
+    /// The target kills itself as the image starts arriving and stays
+    /// down for a while (crash point).
+    TargetBeforeDownload,
+    /// The target kills itself with criu restore under way (crash point).
+    TargetDuringRestore,
+    /// kill -9 of the source a random moment after the request.
+    SourceKilled,
+    /// kill -9 of the target a random moment after the request.
+    TargetKilled,
+    /// kill -9 of nats-server a random moment after the request, restarted
+    /// with its store.
+    NatsKilled,
+    /// A forged `failed` right after `checkpointed`.
+    ForgedFailed,
+    /// The same `checkpointed` published again under a new envelope.
+    DuplicateCheckpointed,
+}
+
+impl Fault {
+    const ALL: [Fault; 8] = [
+        Fault::SourceAfterDump,
+        Fault::TargetBeforeDownload,
+        Fault::TargetDuringRestore,
+        Fault::SourceKilled,
+        Fault::TargetKilled,
+        Fault::NatsKilled,
+        Fault::ForgedFailed,
+        Fault::DuplicateCheckpointed,
+    ];
+}
+
+impl fmt::Display for Fault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = match self {
+            Fault::SourceAfterDump => "source killed after dump",
+            Fault::TargetBeforeDownload => "target killed at download, kept down",
+            Fault::TargetDuringRestore => "target killed during restore",
+            Fault::SourceKilled => "source kill -9 at random",
+            Fault::TargetKilled => "target kill -9 at random",
+            Fault::NatsKilled => "nats-server kill -9 at random",
+            Fault::ForgedFailed => "forged failed after checkpointed",
+            Fault::DuplicateCheckpointed => "duplicate checkpointed",
+        };
+        f.write_str(s)
+    }
+}
+
+/// A small seeded generator (xorshift64*): the same seed, the same faults.
+pub struct Seeded(u64);
+
+impl Seeded {
+    /// A generator from `seed` (0 is moved off the fixed point).
+    pub fn new(seed: u64) -> Self {
+        Self(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+
+    /// The next number.
+    pub fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    /// A number in `0..n`.
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+}
+
+/// What one injected fault ended in.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// The fault.
+    pub fault: Fault,
+    /// `completed`, `rolled_back`, `refused` or `none`.
+    pub ended: &'static str,
+    /// How long from the request until every check passed (or gave up).
+    pub heal: Duration,
+    /// No copy of the workload runs.
+    pub lost: bool,
+    /// Two copies run, or the counter went back or restarted.
+    pub duplicated: bool,
+    /// No outcome in time, an executor that does not answer, or an image
+    /// left behind.
+    pub stuck: bool,
+    /// What was wrong, in words.
+    pub notes: String,
+}
+
+/// The whole run's tally.
+#[derive(Debug, Default, Clone)]
+pub struct Tally {
+    /// Every outcome, in order.
+    pub outcomes: Vec<Outcome>,
+}
+
+impl Tally {
+    /// The closing line the issue asks for.
+    pub fn summary(&self) -> String {
+        let count = |f: fn(&Outcome) -> bool| self.outcomes.iter().filter(|o| f(o)).count();
+        format!(
+            "faults: {} injected, {} lost, {} duplicated, {} stuck",
+            self.outcomes.len(),
+            count(|o| o.lost),
+            count(|o| o.duplicated),
+            count(|o| o.stuck)
+        )
+    }
+}
+
+fn other(node: &str) -> &'static str {
+    if node == "node2" {
+        "node3"
+    } else {
+        "node2"
+    }
+}
+
+/// Runs `count` faults from `seed`, printing one table row per fault, and
+/// returns the tally.
+pub async fn run(count: usize, seed: u64) -> Tally {
+    let mut c = Cluster::new(&["node2", "node3"]).await;
+    for n in ["node2", "node3"] {
+        c.node(n)
+            .restart_with_env(&[("LOADSHIFT_DEADLINE_FLOOR", FLOOR)]);
+        c.wait_ping(n).await;
+    }
+    c.run_workload("node2", WORKLOAD, COUNTER).await;
+    let mut rng = Seeded::new(seed);
+    let mut on = "node2";
+    let mut tally = Tally::default();
+    println!("| # | fault | outcome | heal | lost | duplicated | stuck | notes |");
+    println!("|---|---|---|---|---|---|---|---|");
+    for i in 0..count {
+        let fault = Fault::ALL[rng.below(Fault::ALL.len() as u64) as usize];
+        let delay = Duration::from_millis(rng.below(400));
+        let outcome = inject(&mut c, on, fault, delay, &mut rng).await;
+        if outcome.ended == "completed" {
+            on = other(on);
+        }
+        println!(
+            "| {} | {} | {} | {:.1} s | {} | {} | {} | {} |",
+            i + 1,
+            fault,
+            outcome.ended,
+            outcome.heal.as_secs_f64(),
+            if outcome.lost { "LOST" } else { "" },
+            if outcome.duplicated { "DUP" } else { "" },
+            if outcome.stuck { "STUCK" } else { "" },
+            outcome.notes
+        );
+        let broken = outcome.lost || outcome.duplicated;
+        tally.outcomes.push(outcome);
+        if broken {
+            // The workload's state is unknown: later rows would measure
+            // the wreck, not the saga.
+            println!("stopping: the workload is lost or doubled\n{}", c.logs());
+            break;
+        }
+    }
+    println!("{}", tally.summary());
+    tally
+}
+
+/// Restarts `node`'s executor with the matrix's settings, plus `fault`
+/// armed when given.
+fn restart(c: &mut Cluster, node: &str, fault: Option<&str>) {
+    let mut env = vec![("LOADSHIFT_DEADLINE_FLOOR", FLOOR)];
+    if let Some(f) = fault {
+        env.push(("LOADSHIFT_FAULTS", f));
+    }
+    c.node(node).restart_with_env(&env);
+}
+
+/// One migration from `source` with `fault` injected; then the checks.
+async fn inject(
+    c: &mut Cluster,
+    source: &str,
+    fault: Fault,
+    delay: Duration,
+    rng: &mut Seeded,
+) -> Outcome {
+    let target = other(source);
+    use loadshift_executor::fault as points;
+    let armed = match fault {
+        Fault::SourceAfterDump => Some((source, points::AFTER_DUMP)),
+        Fault::TargetBeforeDownload => Some((target, points::BEFORE_DOWNLOAD)),
+        Fault::TargetDuringRestore => Some((target, points::DURING_RESTORE)),
+        _ => None,
+    };
+    if let Some((node, point)) = armed {
+        restart(c, node, Some(point));
+        c.wait_ping(node).await;
+    }
+    let t = Instant::now();
+    let id = c.migrate(WORKLOAD, source, target).await;
+    let mut notes = Vec::new();
+    match fault {
+        Fault::SourceAfterDump | Fault::TargetBeforeDownload | Fault::TargetDuringRestore => {
+            let (node, _) = armed.unwrap_or((source, ""));
+            if c.node(node).wait_exit(Duration::from_secs(60)) {
+                if fault == Fault::TargetBeforeDownload {
+                    // Kept down past the source's deadline half the time.
+                    tokio::time::sleep(Duration::from_millis(rng.below(8000))).await;
+                }
+            } else {
+                notes.push(format!("{node} did not reach its crash point"));
+            }
+            restart(c, node, None);
+        }
+        Fault::SourceKilled | Fault::TargetKilled => {
+            let node = if fault == Fault::SourceKilled {
+                source
+            } else {
+                target
+            };
+            tokio::time::sleep(delay).await;
+            c.node(node).kill();
+            restart(c, node, None);
+        }
+        Fault::NatsKilled => {
+            tokio::time::sleep(delay).await;
+            c.server.kill();
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            c.server.restart();
+        }
+        Fault::ForgedFailed | Fault::DuplicateCheckpointed => {
+            forge(c, id, fault).await;
+        }
+    }
+    check(c, id, fault, t, notes).await
+}
+
+/// Publishes the forged event `fault` names, right after `checkpointed`.
+async fn forge(c: &Cluster, id: uuid::Uuid, fault: Fault) {
+    let Some(cp) = c
+        .try_wait_for(
+            HEAL_LIMIT,
+            |e| matches!(&e.event, Event::MigrationCheckpointed(p) if p.migration == id),
+        )
+        .await
+    else {
+        return;
+    };
+    let Event::MigrationCheckpointed(p) = cp.event else {
+        return;
+    };
+    let event = if fault == Fault::ForgedFailed {
+        Event::MigrationFailed(loadshift_events::migration::Failed {
+            migration: id,
+            workload: p.workload.clone(),
+            source: p.source.clone(),
+            target: p.target.clone(),
+            step: loadshift_events::migration::Step::Download,
+            reason: "forged by the fault matrix".into(),
+        })
+    } else {
+        Event::MigrationCheckpointed(p)
+    };
+    let env = Envelope::new(
+        NodeName::new("mallory").unwrap_or_else(|_| cp.node.clone()),
+        event,
+    );
+    if let Err(e) = loadshift_events::connection::publish(&c.js, &env).await {
+        eprintln!("forged event not published: {e}");
+    }
+}
+
+/// Waits for the migration's outcome and checks the invariants.
+async fn check(
+    c: &mut Cluster,
+    id: uuid::Uuid,
+    fault: Fault,
+    t: Instant,
+    mut notes: Vec<String>,
+) -> Outcome {
+    let ended = match c.try_outcome(id, HEAL_LIMIT).await.map(|e| e.event) {
+        Some(Event::MigrationCompleted(_)) => "completed",
+        Some(Event::MigrationRolledBack(_)) => "rolled_back",
+        Some(Event::MigrationFailed(_)) => "refused",
+        _ => "none",
+    };
+    let mut stuck = ended == "none";
+    for n in ["node2", "node3"] {
+        if !c.try_ping(n, Duration::from_secs(30)).await {
+            notes.push(format!("{n} does not answer"));
+            stuck = true;
+        }
+    }
+    // Copies: wait until the outcome's side effects settle (a killed node's
+    // leftovers are reaped by its restart).
+    let copies = c.copies_of(WORKLOAD);
+    let lost = copies.is_empty();
+    let mut duplicated = copies.len() > 1;
+    if let Some(node) = runs_on(c) {
+        let values = counter_values(&c.node(node).workload_dir(WORKLOAD).join("stdout"));
+        if !values.iter().enumerate().all(|(i, v)| *v == i as u64) {
+            notes.push(format!("the counter on {node} went back or restarted"));
+            duplicated = true;
+        }
+    }
+    if !images_gone(c, id).await {
+        notes.push("an image was left behind".into());
+        stuck = true;
+    }
+    if lost || duplicated {
+        let described: Vec<String> = copies.iter().map(|p| describe(*p)).collect();
+        notes.push(format!("copies: {}", described.join(", ")));
+    }
+    Outcome {
+        fault,
+        ended,
+        heal: t.elapsed(),
+        lost,
+        duplicated,
+        stuck,
+        notes: notes.join("; "),
+    }
+}
+
+/// The node whose folder holds the running copy's output, if one runs.
+fn runs_on(c: &mut Cluster) -> Option<&'static str> {
+    let pid = *c.copies_of(WORKLOAD).first()?;
+    let cwd_out = std::fs::read_link(format!("/proc/{pid}/fd/1")).ok()?;
+    ["node2", "node3"]
+        .into_iter()
+        .find(|n| cwd_out.starts_with(c.node(n).workload_dir(WORKLOAD)))
+}
+
+/// Whether migration `id` left no image on either node's tmpfs nor in the
+/// store (waiting a little: removal follows the announcement).
+async fn images_gone(c: &Cluster, id: uuid::Uuid) -> bool {
+    let Ok(store) = c.js.get_object_store(CHECKPOINTS).await else {
+        return false;
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let local = ["node2", "node3"]
+            .iter()
+            .any(|n| c.images.path().join(n).join(id.to_string()).exists());
+        let stored = store
+            .info(id.to_string())
+            .await
+            .is_ok_and(|info| !info.deleted);
+        if !local && !stored {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// A process as `pid (ppid P, state S): command line`, to tell copies apart.
+fn describe(pid: u32) -> String {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rfind(')')
+        .map(|i| stat[i + 1..].split_whitespace().collect())
+        .unwrap_or_default();
+    let cmd = std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+        .unwrap_or_default();
+    format!(
+        "{pid} (ppid {}, state {}): {}",
+        fields.get(1).unwrap_or(&"?"),
+        fields.first().unwrap_or(&"?"),
+        cmd.trim()
+    )
+}
