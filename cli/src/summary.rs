@@ -115,6 +115,14 @@ fn migration(env: &Envelope) -> Option<String> {
             handle(r.pid, None),
             r.target
         ),
+        Event::MigrationFenced(f) => format!(
+            "{} stays on {}: {} was too late to restore it ({}, after {})",
+            f.workload,
+            f.source,
+            f.target,
+            f.reason,
+            ms(Some(f.waited_ms))
+        ),
         Event::MigrationWithdrawn(w) => format!(
             "{} stays on {}: the brain withdrew its move to {} ({})",
             w.workload, w.source, w.target, w.reason
@@ -335,6 +343,11 @@ mod tests {
             "migration.rolled_back",
             "node2",
             r#"{"migration":"0193a1b2-0000-7000-8000-000000000001","workload":"counter","source":"node2","target":"node3","pid":42}"#,
+        ),
+        (
+            "migration.fenced",
+            "node2",
+            r#"{"migration":"0193a1b2-0000-7000-8000-000000000001","workload":"counter","source":"node2","target":"node3","waited_ms":12000.0,"reason":"no restore within the deadline"}"#,
         ),
         (
             "migration.withdrawn",
