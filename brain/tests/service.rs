@@ -60,10 +60,7 @@ async fn folds_what_the_streams_hold_and_stops_on_sigterm() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sigkill_never_loses_nor_double_applies() {
-    let nats = NatsServer::start();
-    let js = jetstream(&nats.url()).await;
-    let dir = tempfile::tempdir().unwrap();
-    let store = dir.path().join("brain");
+    let (nats, js, dir, store) = scene().await;
     let log = dir.path().join("brain.log");
 
     let publisher = {
@@ -169,10 +166,7 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_input_is_parked_and_counted_and_the_good_is_applied() {
-    let nats = NatsServer::start();
-    let js = jetstream(&nats.url()).await;
-    let dir = tempfile::tempdir().unwrap();
-    let store = dir.path().join("brain");
+    let (nats, js, dir, store) = scene().await;
     let brain = Brain::start(&nats.url(), &store, &dir.path().join("brain.log"));
 
     publish_samples(&js, &["node1"], 10, 0).await;
