@@ -6,22 +6,13 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use loadshift_events::{connection, stream};
 use loadshift_testkit::fixtures as fixture;
-use loadshift_testkit::{browser, NatsServer};
-
-struct Webui(Child);
-
-impl Drop for Webui {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use loadshift_testkit::{browser, Killed, NatsServer};
 
 fn http_get(port: u16, path: &str) -> Option<String> {
     let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
@@ -75,7 +66,7 @@ async fn a_person_reads_the_cluster_and_follows_a_migration() {
     }
 
     let port = loadshift_testkit::nats::free_port();
-    let _webui = Webui(
+    let _webui = Killed(
         Command::new(env!("CARGO_BIN_EXE_loadshift-webui"))
             .args([
                 "--listen",

@@ -7,23 +7,13 @@
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use loadshift_events::{connection, stream};
 use loadshift_testkit::fixtures as fixture;
-use loadshift_testkit::NatsServer;
-
-/// A child process killed when the test ends, however it ends.
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use loadshift_testkit::{Killed, NatsServer};
 
 /// The body of `GET path` (HTTP/1.0, so that neither server chunks it).
 fn http_get(port: u16, path: &str) -> Option<String> {
