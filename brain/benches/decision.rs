@@ -19,7 +19,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use loadshift_events::{connection, Envelope, Event};
-use loadshift_testkit::NatsServer;
 
 const NODES: usize = 200;
 const HOT: usize = 40;
@@ -54,16 +53,13 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let nats = NatsServer::start();
-    let js = jetstream(&nats.url()).await;
-    let tmp = tempfile::tempdir().unwrap();
+    let (nats, js, tmp, store) = scene().await;
     let traces = tmp.path().join("traces");
     std::fs::create_dir_all(&traces).unwrap();
     let rows = 120;
     for i in 0..NODES {
         write_trace(&traces, &name(i), rows, cpu_of(i));
     }
-    let store = tmp.path().join("brain");
     let log = tmp.path().join("brain.log");
     let fixture = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/traces");
     let brain = Brain::start_with(

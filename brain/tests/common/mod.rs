@@ -10,7 +10,7 @@ use async_nats::jetstream;
 use loadshift_events::payload::{NodeJoined, NodeLeft};
 use loadshift_events::telemetry::{Cpu, Memory};
 use loadshift_events::{Envelope, Event, NodeName, Sample};
-use loadshift_testkit::NatsServer;
+use loadshift_testkit::{binary, NatsServer};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_loadshift-brain");
 
@@ -349,4 +349,22 @@ pub fn workload_usage(on: &str, workloads: &[(&str, f32, u64)]) -> Envelope {
                 .collect(),
         }),
     )
+}
+
+/// Starts the real `loadshift-agent` with `args` against `url`, its stderr
+/// appended to `log` (read when a test fails).
+pub fn agent(url: &str, args: &[&str], log: &Path) -> Child {
+    let err = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .unwrap();
+    Command::new(binary("loadshift-agent"))
+        .args(args)
+        .args(["--nats", url])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(err)
+        .spawn()
+        .unwrap()
 }
