@@ -13,7 +13,7 @@ use std::time::Duration;
 use common::*;
 use loadshift_brain::fold::{Fold, Folded};
 use loadshift_brain::status::Snapshot;
-use loadshift_brain::store::{self, Store, StreamId, Writes};
+use loadshift_brain::store::{self, StreamId, Writes};
 
 /// `env` as JSON with `path` (a JSON pointer) set to `value`, written the
 /// way a foreign client would: past the contract's own encoder.
@@ -48,8 +48,7 @@ fn hostile_messages() -> Vec<(String, Vec<u8>)> {
 
 #[test]
 fn an_out_of_range_sample_is_parked_with_its_reason_and_the_store_reloads() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::create(&dir.path().join("s")).unwrap();
+    let (_dir, store) = scratch_store();
     let mut folder = Fold::new();
     let mut w = Writes::default();
     let good = sample("node2", 1, 1_700_000_000_000);

@@ -368,3 +368,11 @@ pub fn agent(url: &str, args: &[&str], log: &Path) -> Child {
         .spawn()
         .unwrap()
 }
+
+/// A fresh store in a folder of its own; the store lives as long as the
+/// folder does, so keep both.
+pub fn scratch_store() -> (tempfile::TempDir, loadshift_brain::store::Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = loadshift_brain::store::Store::create(&dir.path().join("s")).unwrap();
+    (dir, store)
+}
