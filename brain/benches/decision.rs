@@ -15,7 +15,7 @@
 mod common;
 
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use loadshift_events::{connection, Envelope, Event};
@@ -76,15 +76,9 @@ async fn main() {
         ],
     );
     brain.wait_consuming();
-    let deadline = Instant::now() + Duration::from_secs(300);
-    while !brain.log_text().contains("bootstrap model active") {
-        assert!(
-            Instant::now() < deadline,
-            "no bootstrap model: {}",
-            brain.log_text()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    brain
+        .wait_log("bootstrap model active", Duration::from_secs(300))
+        .await;
     // Workloads on the hot nodes; every node's executor reports each second.
     for i in 0..HOT {
         let env = workload_started(&name(i), &format!("w{i:03}"));

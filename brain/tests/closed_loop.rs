@@ -81,15 +81,9 @@ async fn one_node_ramps_up_and_the_brain_moves_one_workload_once() {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let players = tokio::spawn(executors(js.clone(), stop_rx));
     // Wait for the bootstrap model before the load starts.
-    let deadline = Instant::now() + Duration::from_secs(180);
-    while !brain.log_text().contains("bootstrap model active") {
-        assert!(
-            Instant::now() < deadline,
-            "no bootstrap model: {}",
-            brain.log_text()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    brain
+        .wait_log("bootstrap model active", Duration::from_secs(180))
+        .await;
     let source = format!("trace:{}", traces.display());
     let mut agents = agent(
         &nats.url(),

@@ -211,6 +211,20 @@ impl Brain {
         }
     }
 
+    /// Waits until the brain's log says `what` (a model it trained, a
+    /// decision); `limit` only bounds a hang, it is not a timing under test.
+    pub async fn wait_log(&self, what: &str, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        while !self.log_text().contains(what) {
+            assert!(
+                Instant::now() < deadline,
+                "no {what:?} in the brain's log: {}",
+                self.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
