@@ -13,7 +13,7 @@ use loadshift_brain::outbox::{self, OutboxConfig, Queued};
 use loadshift_brain::planner::{facts_of, Planner, PlannerConfig};
 use loadshift_brain::store::{Store, Writes};
 use loadshift_events::migration::{Reason, Requested};
-use loadshift_events::{connection, Envelope, Event, WorkloadName};
+use loadshift_events::{Envelope, Event, WorkloadName};
 use loadshift_testkit::NatsServer;
 
 fn request(probability: f32) -> Envelope {
@@ -35,21 +35,7 @@ fn request(probability: f32) -> Envelope {
 }
 
 async fn connect(url: &str) -> jetstream::Context {
-    let client = connection::connect(
-        &connection::NatsOptions {
-            url: url.into(),
-            credentials: None,
-            client_name: "outbox-test".into(),
-        },
-        false,
-    )
-    .await
-    .unwrap();
-    let js = jetstream::new(client);
-    loadshift_events::stream::declare(&js, &Default::default())
-        .await
-        .unwrap();
-    js
+    loadshift_testkit::client::declared(url, "outbox-test").await
 }
 
 fn queue_and_commit(store: &Store, env: &Envelope) -> Queued {

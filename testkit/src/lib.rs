@@ -7,8 +7,10 @@
 
 pub mod binaries;
 pub mod browser;
+pub mod client;
 pub mod fixtures;
 pub mod fuzz;
+pub mod http;
 pub mod nats;
 pub mod process;
 
