@@ -54,8 +54,7 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let (nats, js, tmp, store) = scene().await;
-    let traces = tmp.path().join("traces");
-    std::fs::create_dir_all(&traces).unwrap();
+    let traces = traces_dir(tmp.path());
     let rows = 120;
     for i in 0..NODES {
         write_trace(&traces, &name(i), rows, cpu_of(i));

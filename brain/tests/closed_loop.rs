@@ -51,8 +51,7 @@ async fn executors(js: async_nats::jetstream::Context, stop: tokio::sync::watch:
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_node_ramps_up_and_the_brain_moves_one_workload_once() {
     let (nats, js, tmp, store) = scene().await;
-    let traces = tmp.path().join("traces");
-    std::fs::create_dir_all(&traces).unwrap();
+    let traces = traces_dir(tmp.path());
     // One sample a second at --speed 300: `hot` idles for 20 s, ramps to
     // full CPU over 20 s and stays there; `idle` and `busy` stay flat.
     let rows = 400;

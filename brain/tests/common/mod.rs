@@ -310,6 +310,14 @@ pub fn series_samples(store: &Path) -> u64 {
 
 const TRACE_HEADER: &str = "Timestamp [ms];\tCPU cores;\tCPU capacity provisioned [MHZ];\tCPU usage [MHZ];\tCPU usage [%];\tMemory capacity provisioned [KB];\tMemory usage [KB];\tDisk read throughput [KB/s];\tDisk write throughput [KB/s];\tNetwork received throughput [KB/s];\tNetwork transmitted throughput [KB/s]";
 
+/// Makes `<dir>/traces`, the folder an agent replays with `--source
+/// trace:<folder>`, and returns it.
+pub fn traces_dir(dir: &Path) -> PathBuf {
+    let traces = dir.join("traces");
+    std::fs::create_dir_all(&traces).unwrap();
+    traces
+}
+
 /// Writes `<dir>/<name>.csv`: a Bitbrains-format trace of `rows` five-minute
 /// samples of a 2-core VM whose CPU percent follows `cpu(row)`.
 pub fn write_trace(dir: &Path, name: &str, rows: usize, cpu: impl Fn(usize) -> f64) {
