@@ -274,23 +274,39 @@ mod tests {
             .collect()
     }
 
-    #[tokio::test]
-    async fn max_speed_merges_nodes_by_time() {
+    /// Replays `traces` at full speed into a buffer with room for all of
+    /// them, until they end (or `limit`); what the replay said and what it
+    /// buffered.
+    async fn replay_all(
+        traces: Vec<NodeTrace>,
+        repeat: bool,
+        limit: Option<u64>,
+    ) -> (SamplerOutcome, Vec<(String, u64, i64)>) {
         let buffer = Arc::new(Buffer::new(100));
         let stop = shutdown::AgentShutdown::new();
-        let rx = stop.listener();
         let out = run_trace(
-            vec![trace("a", &[10, 30]), trace("b", &[20, 40])],
+            traces,
             Speed::Max,
+            repeat,
+            limit,
+            buffer.clone(),
+            stop.listener(),
+        )
+        .await;
+        (out, drain(&buffer))
+    }
+
+    #[tokio::test]
+    async fn max_speed_merges_nodes_by_time() {
+        let (out, buffered) = replay_all(
+            vec![trace("a", &[10, 30]), trace("b", &[20, 40])],
             false,
             None,
-            buffer.clone(),
-            rx,
         )
         .await;
         assert_eq!(out.reason, StopReason::TraceEnded);
         assert_eq!(
-            drain(&buffer),
+            buffered,
             [
                 ("a".into(), 0, 10),
                 ("b".into(), 0, 20),
@@ -302,21 +318,10 @@ mod tests {
 
     #[tokio::test]
     async fn loop_shifts_time_forward_and_limit_stops() {
-        let buffer = Arc::new(Buffer::new(100));
-        let stop = shutdown::AgentShutdown::new();
-        let rx = stop.listener();
-        let out = run_trace(
-            vec![trace("a", &[0, 300, 600])],
-            Speed::Max,
-            true,
-            Some(7),
-            buffer.clone(),
-            rx,
-        )
-        .await;
+        let (out, buffered) = replay_all(vec![trace("a", &[0, 300, 600])], true, Some(7)).await;
         assert_eq!(out.reason, StopReason::LimitReached);
         assert_eq!(out.samples[0].1, 7);
-        let times: Vec<i64> = drain(&buffer).iter().map(|s| s.2).collect();
+        let times: Vec<i64> = buffered.iter().map(|s| s.2).collect();
         assert_eq!(times, [0, 300, 600, 900, 1200, 1500, 1800]);
     }
 

@@ -114,13 +114,8 @@ async fn agent_publishes_samples_of_a_real_cgroup() {
         .spawn()
         .unwrap();
     // Wait (guarded) until a few samples are stored, then stop the agent.
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while stream_count(&server.url(), "TELEMETRY").await < 5 {
-        assert!(std::time::Instant::now() < deadline, "no samples stored");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    signal(child.id(), "TERM");
-    let status = wait_exit(&mut child, Duration::from_secs(30));
+    until_stored(&server.url(), 5).await;
+    let status = term(&mut child);
     assert!(status.success(), "{status}");
     let telemetry = read_stream(&server.url(), "TELEMETRY").await;
     let samples: Vec<_> = telemetry

@@ -19,13 +19,8 @@ async fn host_samples_then_sigterm_leaves_cleanly() {
         .spawn()
         .unwrap();
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while stream_count(&server.url(), "TELEMETRY").await < 3 {
-        assert!(std::time::Instant::now() < deadline, "no samples stored");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    signal(child.id(), "TERM");
-    let status = wait_exit(&mut child, Duration::from_secs(30));
+    until_stored(&server.url(), 3).await;
+    let status = term(&mut child);
     assert_eq!(status.code(), Some(0));
 
     let telemetry = read_stream(&server.url(), "TELEMETRY").await;

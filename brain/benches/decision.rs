@@ -15,11 +15,10 @@
 mod common;
 
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use loadshift_events::{connection, Envelope, Event};
-use loadshift_testkit::NatsServer;
 
 const NODES: usize = 200;
 const HOT: usize = 40;
@@ -54,16 +53,12 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let nats = NatsServer::start();
-    let js = jetstream(&nats.url()).await;
-    let tmp = tempfile::tempdir().unwrap();
-    let traces = tmp.path().join("traces");
-    std::fs::create_dir_all(&traces).unwrap();
+    let (nats, js, tmp, store) = scene().await;
+    let traces = traces_dir(tmp.path());
     let rows = 120;
     for i in 0..NODES {
         write_trace(&traces, &name(i), rows, cpu_of(i));
     }
-    let store = tmp.path().join("brain");
     let log = tmp.path().join("brain.log");
     let fixture = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/traces");
     let brain = Brain::start_with(
@@ -80,15 +75,9 @@ async fn main() {
         ],
     );
     brain.wait_consuming();
-    let deadline = Instant::now() + Duration::from_secs(300);
-    while !brain.log_text().contains("bootstrap model active") {
-        assert!(
-            Instant::now() < deadline,
-            "no bootstrap model: {}",
-            brain.log_text()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    brain
+        .wait_log("bootstrap model active", Duration::from_secs(300))
+        .await;
     // Workloads on the hot nodes; every node's executor reports each second.
     for i in 0..HOT {
         let env = workload_started(&name(i), &format!("w{i:03}"));

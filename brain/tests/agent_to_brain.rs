@@ -5,27 +5,11 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::Duration;
 
-use common::{last_seqs, wait_applied, wait_exit, Brain};
-use loadshift_testkit::{binary, NatsServer};
-
-fn agent(url: &str, args: &[&str], log: &Path) -> Child {
-    let err = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log)
-        .unwrap();
-    Command::new(binary("loadshift-agent"))
-        .args(args)
-        .args(["--nats", url])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(err)
-        .spawn()
-        .unwrap()
-}
+use common::{agent, last_seqs, wait_applied, wait_exit, Brain};
+use loadshift_testkit::NatsServer;
 
 fn term(child: &mut Child) -> Option<i32> {
     Command::new("kill")

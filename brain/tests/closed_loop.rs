@@ -6,30 +6,10 @@
 
 mod common;
 
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
 use loadshift_events::{connection, Envelope, Event};
-use loadshift_testkit::{binary, NatsServer};
-
-fn start_agents(url: &str, dir: &Path, log: &Path) -> Child {
-    let err = std::fs::File::create(log).unwrap();
-    Command::new(binary("loadshift-agent"))
-        .args([
-            "--source",
-            &format!("trace:{}", dir.display()),
-            "--speed",
-            "300",
-        ])
-        .args(["--nats", url])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(err)
-        .spawn()
-        .unwrap()
-}
 
 async fn requests(
     js: &async_nats::jetstream::Context,
@@ -70,11 +50,8 @@ async fn executors(js: async_nats::jetstream::Context, stop: tokio::sync::watch:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_node_ramps_up_and_the_brain_moves_one_workload_once() {
-    let nats = NatsServer::start();
-    let js = jetstream(&nats.url()).await;
-    let tmp = tempfile::tempdir().unwrap();
-    let traces = tmp.path().join("traces");
-    std::fs::create_dir_all(&traces).unwrap();
+    let (nats, js, tmp, store) = scene().await;
+    let traces = traces_dir(tmp.path());
     // One sample a second at --speed 300: `hot` idles for 20 s, ramps to
     // full CPU over 20 s and stays there; `idle` and `busy` stay flat.
     let rows = 400;
@@ -86,7 +63,6 @@ async fn one_node_ramps_up_and_the_brain_moves_one_workload_once() {
     write_trace(&traces, "idle", rows, |_| 10.0);
     write_trace(&traces, "busy", rows, |_| 55.0);
 
-    let store = tmp.path().join("brain");
     let log = tmp.path().join("brain.log");
     let fixture = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/traces");
     let args = [
@@ -104,16 +80,15 @@ async fn one_node_ramps_up_and_the_brain_moves_one_workload_once() {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let players = tokio::spawn(executors(js.clone(), stop_rx));
     // Wait for the bootstrap model before the load starts.
-    let deadline = Instant::now() + Duration::from_secs(180);
-    while !brain.log_text().contains("bootstrap model active") {
-        assert!(
-            Instant::now() < deadline,
-            "no bootstrap model: {}",
-            brain.log_text()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    let mut agents = start_agents(&nats.url(), &traces, &tmp.path().join("agents.log"));
+    brain
+        .wait_log("bootstrap model active", Duration::from_secs(180))
+        .await;
+    let source = format!("trace:{}", traces.display());
+    let mut agents = agent(
+        &nats.url(),
+        &["--source", &source, "--speed", "300"],
+        &tmp.path().join("agents.log"),
+    );
 
     // Exactly one request, from the hot node, to the emptiest one.
     let deadline = Instant::now() + Duration::from_secs(120);

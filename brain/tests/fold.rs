@@ -25,8 +25,7 @@ fn fold_all(store: &Store, folder: &mut Fold, msgs: &[(StreamId, u64, Envelope)]
 
 #[test]
 fn samples_scan_by_node_and_time_in_order() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::create(&dir.path().join("s")).unwrap();
+    let (_dir, store) = scratch_store();
     let mut folder = Fold::new();
     let base = 1_700_000_000_000i64;
     // Two nodes, published out of time order.
@@ -64,8 +63,7 @@ fn samples_scan_by_node_and_time_in_order() {
 
 #[test]
 fn out_of_order_samples_across_chunks_scan_merged_in_time_order() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::create(&dir.path().join("s")).unwrap();
+    let (_dir, store) = scratch_store();
     let mut folder = Fold::new();
     let base = 1_700_000_000_000i64;
     let at = |i: u64| base + i as i64 * 1000;
@@ -162,8 +160,7 @@ fn joined_and_left_drive_the_registry_and_counters_count() {
 
 #[test]
 fn garbage_is_parked_and_counted_not_dropped() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::create(&dir.path().join("s")).unwrap();
+    let (_dir, store) = scratch_store();
     let mut folder = Fold::new();
     let mut w = Writes::default();
     assert_eq!(
@@ -186,8 +183,7 @@ fn the_fold_does_not_depend_on_how_the_streams_interleave() {
         (StreamId::Events, 2, left("n1")),
     ];
     let digest = |order: &[usize]| {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::create(&dir.path().join("s")).unwrap();
+        let (_dir, store) = scratch_store();
         let mut folder = Fold::new();
         let picked: Vec<_> = order.iter().map(|i| msgs[*i].clone()).collect();
         for m in picked {
@@ -211,8 +207,7 @@ fn the_digest_is_over_samples_not_chunk_boundaries() {
         .chain([(StreamId::Events, 1, joined("n1"))])
         .collect();
     let fold = |cut: usize| {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::create(&dir.path().join("s")).unwrap();
+        let (_dir, store) = scratch_store();
         let mut folder = Fold::new();
         for part in msgs.chunks(cut) {
             fold_all(&store, &mut folder, part);
@@ -229,8 +224,7 @@ fn the_digest_is_over_samples_not_chunk_boundaries() {
     assert_eq!(one_batch, many);
     assert_eq!(one_batch, some);
     // And it does see the samples: one fewer gives another digest.
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::create(&dir.path().join("s")).unwrap();
+    let (_dir, store) = scratch_store();
     fold_all(&store, &mut Fold::new(), &msgs[1..]);
     assert_ne!(store.digest().unwrap(), one_batch);
 }

@@ -12,6 +12,7 @@ mod common;
 
 use std::cell::RefCell;
 
+use common::scratch_store;
 use loadshift_brain::consume::Watchers;
 use loadshift_brain::fold::{Fold, Folded};
 use loadshift_brain::live::Live;
@@ -45,8 +46,7 @@ impl Run {
 
 #[test]
 fn the_fold_applies_or_parks_every_input_and_leaves_a_sound_store() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::create(&dir.path().join("s")).unwrap();
+    let (_dir, store) = scratch_store();
     let predictor = Live::shared(None);
     let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
     let watchers = Watchers {

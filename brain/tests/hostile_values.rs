@@ -13,8 +13,7 @@ use std::time::Duration;
 use common::*;
 use loadshift_brain::fold::{Fold, Folded};
 use loadshift_brain::status::Snapshot;
-use loadshift_brain::store::{self, Store, StreamId, Writes};
-use loadshift_testkit::NatsServer;
+use loadshift_brain::store::{self, StreamId, Writes};
 
 /// `env` as JSON with `path` (a JSON pointer) set to `value`, written the
 /// way a foreign client would: past the contract's own encoder.
@@ -49,8 +48,7 @@ fn hostile_messages() -> Vec<(String, Vec<u8>)> {
 
 #[test]
 fn an_out_of_range_sample_is_parked_with_its_reason_and_the_store_reloads() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::create(&dir.path().join("s")).unwrap();
+    let (_dir, store) = scratch_store();
     let mut folder = Fold::new();
     let mut w = Writes::default();
     let good = sample("node2", 1, 1_700_000_000_000);
@@ -112,10 +110,7 @@ fn an_out_of_range_sample_is_parked_with_its_reason_and_the_store_reloads() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn status_restart_and_rebuild_survive_values_no_reader_can_use() {
-    let nats = NatsServer::start();
-    let js = jetstream(&nats.url()).await;
-    let dir = tempfile::tempdir().unwrap();
-    let store = dir.path().join("brain");
+    let (nats, js, dir, store) = scene().await;
     publish_all(&js, [joined("node2")]).await;
     publish_samples(&js, &["node2"], 20, 0).await;
     for (subject, bytes) in hostile_messages() {
@@ -150,16 +145,11 @@ async fn status_restart_and_rebuild_survive_values_no_reader_can_use() {
 
     // A rebuild folds the same hostile events again and ends where the live
     // fold did.
-    let out = Command::new(BIN)
-        .args(["replay", "--from-start", "--store"])
-        .arg(&store)
-        .args(["--nats", &nats.url()])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    run_ok(
+        Command::new(BIN)
+            .args(["replay", "--from-start", "--store"])
+            .arg(&store)
+            .args(["--nats", &nats.url()]),
     );
     let rebuilt = status(&store, &["--digest"]);
     assert_eq!(rebuilt["digest"], live["digest"]);

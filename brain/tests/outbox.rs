@@ -8,12 +8,12 @@ mod common;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
-use common::node;
+use common::{node, scratch_store};
 use loadshift_brain::outbox::{self, OutboxConfig, Queued};
 use loadshift_brain::planner::{facts_of, Planner, PlannerConfig};
 use loadshift_brain::store::{Store, Writes};
 use loadshift_events::migration::{Reason, Requested};
-use loadshift_events::{connection, Envelope, Event, WorkloadName};
+use loadshift_events::{Envelope, Event, WorkloadName};
 use loadshift_testkit::NatsServer;
 
 fn request(probability: f32) -> Envelope {
@@ -35,22 +35,7 @@ fn request(probability: f32) -> Envelope {
 }
 
 async fn connect(url: &str) -> jetstream::Context {
-    let client = connection::connect(
-        &connection::NatsOptions {
-            url: url.into(),
-            credentials: None,
-            ca: None,
-            client_name: "outbox-test".into(),
-        },
-        false,
-    )
-    .await
-    .unwrap();
-    let js = jetstream::new(client);
-    loadshift_events::stream::declare(&js, &Default::default())
-        .await
-        .unwrap();
-    js
+    loadshift_testkit::client::declared(url, "outbox-test").await
 }
 
 fn queue_and_commit(store: &Store, env: &Envelope) -> Queued {
@@ -95,8 +80,7 @@ fn quick(withdraw_after: Duration) -> OutboxConfig {
 async fn a_decision_survives_a_nats_outage_and_is_published_once() {
     let mut nats = NatsServer::start();
     let js = connect(&nats.url()).await;
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::create(&dir.path().join("s")).unwrap();
+    let (_dir, store) = scratch_store();
     let env = request(0.9);
     assert_eq!(queue_and_commit(&store, &env), Queued::AsDecided);
 
@@ -118,8 +102,7 @@ async fn a_decision_survives_a_nats_outage_and_is_published_once() {
 async fn a_decision_not_published_in_time_is_withdrawn_and_frees_its_nodes() {
     let mut nats = NatsServer::start();
     let js = connect(&nats.url()).await;
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::create(&dir.path().join("s")).unwrap();
+    let (_dir, store) = scratch_store();
     let env = request(0.9);
     queue_and_commit(&store, &env);
 
@@ -172,8 +155,7 @@ async fn a_decision_not_published_in_time_is_withdrawn_and_frees_its_nodes() {
 
 #[test]
 fn a_decision_that_cannot_be_written_is_withdrawn_at_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::create(&dir.path().join("s")).unwrap();
+    let (_dir, store) = scratch_store();
     let env = request(f32::NAN);
     let q = queue_and_commit(&store, &env);
     let Queued::Withdrawn(w) = q else {
@@ -192,8 +174,7 @@ fn a_decision_that_cannot_be_written_is_withdrawn_at_once() {
 async fn the_publisher_wakes_when_the_fold_queues_a_decision() {
     let nats = NatsServer::start();
     let js = connect(&nats.url()).await;
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::create(&dir.path().join("s")).unwrap();
+    let (_dir, store) = scratch_store();
     let shutdown =
         loadshift_events::shutdown::Shutdown::<loadshift_events::shutdown::Signal>::new();
     // A long periodic pass: only the wake-up on the queued key publishes.

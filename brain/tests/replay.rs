@@ -8,7 +8,6 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::*;
-use loadshift_testkit::NatsServer;
 
 fn replay(url: &str, store: &std::path::Path) -> std::process::Output {
     Command::new(BIN)
@@ -21,10 +20,7 @@ fn replay(url: &str, store: &std::path::Path) -> std::process::Output {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn replay_rebuilds_the_same_store_as_the_live_fold() {
-    let nats = NatsServer::start();
-    let js = jetstream(&nats.url()).await;
-    let dir = tempfile::tempdir().unwrap();
-    let store = dir.path().join("brain");
+    let (nats, js, dir, store) = scene().await;
     // The brain folds while events arrive, so its batches interleave the two
     // streams differently from the replay's.
     let brain = Brain::start(&nats.url(), &store, &dir.path().join("brain.log"));

@@ -60,10 +60,7 @@ async fn folds_what_the_streams_hold_and_stops_on_sigterm() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sigkill_never_loses_nor_double_applies() {
-    let nats = NatsServer::start();
-    let js = jetstream(&nats.url()).await;
-    let dir = tempfile::tempdir().unwrap();
-    let store = dir.path().join("brain");
+    let (nats, js, dir, store) = scene().await;
     let log = dir.path().join("brain.log");
 
     let publisher = {
@@ -126,11 +123,7 @@ async fn a_corrupt_or_old_store_is_rebuilt_from_the_log() {
     for entry in walk(&store) {
         std::fs::write(&entry, b"\xde\xad\xbe\xef garbage garbage garbage").unwrap();
     }
-    let brain = Brain::start(&nats.url(), &store, &log);
-    brain.wait_consuming();
-    wait_applied(&store, last, Duration::from_secs(60));
-    let text = brain.log_text();
-    assert_eq!(brain.term(), Some(0));
+    let text = caught_up_and_stopped(&nats.url(), &store, &log, last);
     assert!(text.contains("rebuilding it from the log"), "{text}");
     let v = status(&store, &[]);
     assert_eq!(v["kinds"]["telemetry.sample"], 600, "{v}");
@@ -144,14 +137,26 @@ async fn a_corrupt_or_old_store_is_rebuilt_from_the_log() {
         s.flush().unwrap();
     }
     std::fs::write(&log, "").unwrap();
-    let brain = Brain::start(&nats.url(), &store, &log);
-    brain.wait_consuming();
-    wait_applied(&store, last, Duration::from_secs(60));
-    let text = brain.log_text();
-    assert_eq!(brain.term(), Some(0));
+    let text = caught_up_and_stopped(&nats.url(), &store, &log, last);
     assert!(text.contains("is old (store schema 0"), "{text}");
     let v = status(&store, &[]);
     assert_eq!(v["kinds"]["telemetry.sample"], 600, "{v}\n{text}");
+}
+
+/// Starts a brain on `store`, lets it catch up to `last`, stops it
+/// cleanly and returns what it logged.
+fn caught_up_and_stopped(
+    url: &str,
+    store: &std::path::Path,
+    log: &std::path::Path,
+    last: [u64; 2],
+) -> String {
+    let brain = Brain::start(url, store, log);
+    brain.wait_consuming();
+    wait_applied(store, last, Duration::from_secs(60));
+    let text = brain.log_text();
+    assert_eq!(brain.term(), Some(0));
+    text
 }
 
 fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
@@ -169,10 +174,7 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_input_is_parked_and_counted_and_the_good_is_applied() {
-    let nats = NatsServer::start();
-    let js = jetstream(&nats.url()).await;
-    let dir = tempfile::tempdir().unwrap();
-    let store = dir.path().join("brain");
+    let (nats, js, dir, store) = scene().await;
     let brain = Brain::start(&nats.url(), &store, &dir.path().join("brain.log"));
 
     publish_samples(&js, &["node1"], 10, 0).await;

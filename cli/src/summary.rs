@@ -234,23 +234,10 @@ pub fn ms(v: Option<f64>) -> String {
 
 /// The steps measured so far, `, dump 71 ms, upload 12 ms`.
 fn timings_inline(t: &Timings) -> String {
-    timing_rows(t)
+    t.named()
         .into_iter()
         .filter_map(|(name, v)| v.map(|v| format!(", {name} {v:.0} ms")))
         .collect()
-}
-
-/// Every timing with its name, in the order of a migration.
-pub fn timing_rows(t: &Timings) -> [(&'static str, Option<f64>); 7] {
-    [
-        ("dump", t.dump_ms),
-        ("upload", t.upload_ms),
-        ("download", t.download_ms),
-        ("restore", t.restore_ms),
-        ("cleanup", t.cleanup_ms),
-        ("downtime", t.downtime_ms),
-        ("total", t.total_ms),
-    ]
 }
 
 /// `1.5 MiB`, `512 B`: sizes for people.

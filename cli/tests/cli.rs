@@ -341,16 +341,7 @@ async fn migrate_counter_waiting(
     h: &Harness,
     extra: &[&str],
 ) -> (tokio::process::Child, Requested) {
-    h.publish(
-        "node2",
-        started("counter", Runtime::Process, Some(42), None),
-    )
-    .await;
-    let mut sub = h
-        .client
-        .subscribe("migration.node2.requested")
-        .await
-        .unwrap();
+    let mut sub = h.counter_on_node2().await;
     let mut args = vec![
         "migrate",
         "counter",

@@ -33,27 +33,23 @@ async fn some_history(h: &Harness) {
 /// so that the command's own default decides what reaches stderr.
 async fn run_plain(h: &Harness, args: &[&str]) -> std::process::Output {
     let mut cmd = h.cli();
-    cmd.env_remove("RUST_LOG").env_remove("NO_COLOR").args(args);
-    let out = tokio::time::timeout(std::time::Duration::from_secs(60), cmd.output())
-        .await
-        .expect("loadshift did not finish within 60 s")
-        .expect("run loadshift");
-    eprintln!(
-        "loadshift {args:?} -> {:?}\n--- stdout\n{}--- stderr\n{}",
-        out.status,
-        stdout(&out),
-        stderr(&out)
-    );
-    out
+    cmd.env_remove("RUST_LOG").env_remove("NO_COLOR");
+    common::finish(cmd, args).await
+}
+
+/// A harness with [`some_history`] in the log, and what `loadshift args`
+/// answered there, run as an operator would; it must have succeeded.
+async fn after_some_history(args: &[&str]) -> (Harness, std::process::Output) {
+    let h = Harness::new().await;
+    some_history(&h).await;
+    let out = run_plain(&h, args).await;
+    assert_eq!(out.status.code(), Some(0));
+    (h, out)
 }
 
 #[tokio::test]
 async fn status_and_workload_ls_print_only_their_answer() {
-    let h = Harness::new().await;
-    some_history(&h).await;
-
-    let out = run_plain(&h, &["status"]).await;
-    assert_eq!(out.status.code(), Some(0));
+    let (h, out) = after_some_history(&["status"]).await;
     assert!(stdout(&out).contains("counter"), "{}", stdout(&out));
     assert_eq!(stderr(&out), "", "status wrote to stderr");
 
@@ -65,10 +61,7 @@ async fn status_and_workload_ls_print_only_their_answer() {
 
 #[tokio::test]
 async fn verbose_brings_the_logs_back_without_colour_in_a_pipe() {
-    let h = Harness::new().await;
-    some_history(&h).await;
-    let out = run_plain(&h, &["status", "-v"]).await;
-    assert_eq!(out.status.code(), Some(0));
+    let (_h, out) = after_some_history(&["status", "-v"]).await;
     let err = stderr(&out);
     assert!(
         err.contains("INFO"),
@@ -84,10 +77,7 @@ async fn verbose_brings_the_logs_back_without_colour_in_a_pipe() {
 
 #[tokio::test]
 async fn status_json_has_the_facts_of_the_tables() {
-    let h = Harness::new().await;
-    some_history(&h).await;
-    let out = run_plain(&h, &["status", "--json"]).await;
-    assert_eq!(out.status.code(), Some(0));
+    let (h, out) = after_some_history(&["status", "--json"]).await;
     assert_eq!(stderr(&out), "");
     let v: serde_json::Value =
         serde_json::from_slice(&out.stdout).expect("status --json prints one JSON value");
@@ -253,16 +243,7 @@ async fn colour_only_on_a_terminal_and_never_with_no_color() {
 async fn migrate_wait_json_prints_the_request_then_each_event_as_stored() {
     use loadshift_events::migration::{Completed, Restored};
     let h = Harness::new().await;
-    h.publish(
-        "node2",
-        started("counter", Runtime::Process, Some(42), None),
-    )
-    .await;
-    let mut sub = h
-        .client
-        .subscribe("migration.node2.requested")
-        .await
-        .unwrap();
+    let mut sub = h.counter_on_node2().await;
     let mut cmd = h.cli();
     cmd.env_remove("RUST_LOG")
         .args(["migrate", "counter", "--to", "node3", "--wait", "--json"])

@@ -71,6 +71,17 @@ pub fn within(
     }
 }
 
+/// [`within`] for an `f32` that may not be negative: most measurements
+/// travel as `f32` and start at zero.
+fn up_to(
+    field: &'static str,
+    value: f32,
+    hi: f32,
+    allowed: &'static str,
+) -> Result<(), OutOfRange> {
+    within(field, f64::from(value), 0.0, f64::from(hi), allowed)
+}
+
 /// Checks that `value` is finite (any sign): for durations measured across
 /// two clocks, which may disagree a little, and scores whose range is the
 /// model's business.
@@ -86,13 +97,7 @@ pub fn finite(field: &'static str, value: f64) -> Result<(), OutOfRange> {
 /// # Errors
 /// [`OutOfRange`] naming `field`.
 pub fn usage_pct(field: &'static str, value: f32) -> Result<(), OutOfRange> {
-    within(
-        field,
-        f64::from(value),
-        0.0,
-        f64::from(MAX_USAGE_PCT),
-        "0 to 1000 %",
-    )
+    up_to(field, value, MAX_USAGE_PCT, "0 to 1000 %")
 }
 
 /// Checks a core count (0 for a powered-off node).
@@ -100,13 +105,7 @@ pub fn usage_pct(field: &'static str, value: f32) -> Result<(), OutOfRange> {
 /// # Errors
 /// [`OutOfRange`] naming `field`.
 pub fn cores(field: &'static str, value: f32) -> Result<(), OutOfRange> {
-    within(
-        field,
-        f64::from(value),
-        0.0,
-        f64::from(MAX_CORES),
-        "0 to 65536 cores",
-    )
+    up_to(field, value, MAX_CORES, "0 to 65536 cores")
 }
 
 /// Checks a probability.
@@ -114,7 +113,7 @@ pub fn cores(field: &'static str, value: f32) -> Result<(), OutOfRange> {
 /// # Errors
 /// [`OutOfRange`] naming `field`.
 pub fn probability(field: &'static str, value: f32) -> Result<(), OutOfRange> {
-    within(field, f64::from(value), 0.0, 1.0, "0 to 1")
+    up_to(field, value, 1.0, "0 to 1")
 }
 
 /// Checks a pressure (PSI) share in percent.
@@ -122,7 +121,7 @@ pub fn probability(field: &'static str, value: f32) -> Result<(), OutOfRange> {
 /// # Errors
 /// [`OutOfRange`] naming `field`.
 pub fn pressure_pct(field: &'static str, value: f32) -> Result<(), OutOfRange> {
-    within(field, f64::from(value), 0.0, 100.0, "0 to 100 %")
+    up_to(field, value, 100.0, "0 to 100 %")
 }
 
 /// Checks a throughput in bytes per second.
@@ -138,13 +137,7 @@ pub fn throughput(field: &'static str, value: f64) -> Result<(), OutOfRange> {
 /// # Errors
 /// [`OutOfRange`] naming `field`.
 pub fn load(field: &'static str, value: f32) -> Result<(), OutOfRange> {
-    within(
-        field,
-        f64::from(value),
-        0.0,
-        f64::from(MAX_LOAD),
-        "0 to 1e6",
-    )
+    up_to(field, value, MAX_LOAD, "0 to 1e6")
 }
 
 /// Checks an optional value with `check` when present.

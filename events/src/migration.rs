@@ -120,6 +120,23 @@ pub struct Timings {
     pub total_ms: Option<f64>,
 }
 
+impl Timings {
+    /// Every timing with its step's name (`dump`, ..., `downtime`, `total`),
+    /// in the order of a migration: what a table or a one-line summary
+    /// lists, written once for the CLI and the dashboard.
+    pub fn named(&self) -> [(&'static str, Option<f64>); 7] {
+        [
+            ("dump", self.dump_ms),
+            ("upload", self.upload_ms),
+            ("download", self.download_ms),
+            ("restore", self.restore_ms),
+            ("cleanup", self.cleanup_ms),
+            ("downtime", self.downtime_ms),
+            ("total", self.total_ms),
+        ]
+    }
+}
+
 /// The source dumped the workload and stored its image: the target may restore.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -1,10 +1,49 @@
 //! Subjects: the node that must act, or that emitted, is always in the subject,
 //! so an operator can watch one node with `nats sub 'migration.node2.>'`.
 
-use std::fmt;
-use std::str::FromStr;
-
 use serde::{Deserialize, Serialize};
+
+/// The conversions every validated name shares (`as_str`, `Display`,
+/// `FromStr`, `TryFrom<String>` for serde, `Into<String>`), written once so
+/// that a node name and a workload name cannot drift apart. `$name` is a
+/// newtype over `String` with `fn new(impl Into<String>) -> Result<Self, $error>`.
+macro_rules! validated_name {
+    ($name:ident, $error:ident) => {
+        impl $name {
+            /// The name as a string slice.
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl std::str::FromStr for $name {
+            type Err = $error;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                Self::new(s)
+            }
+        }
+
+        impl TryFrom<String> for $name {
+            type Error = $error;
+            fn try_from(s: String) -> Result<Self, Self::Error> {
+                Self::new(s)
+            }
+        }
+
+        impl From<$name> for String {
+            fn from(n: $name) -> String {
+                n.0
+            }
+        }
+    };
+}
+pub(crate) use validated_name;
 
 /// Why a string cannot be a node name.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -51,38 +90,9 @@ impl NodeName {
         }
         Ok(Self(name))
     }
-
-    /// The name as a string slice.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
 }
 
-impl fmt::Display for NodeName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl FromStr for NodeName {
-    type Err = NodeNameError;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Self::new(s)
-    }
-}
-
-impl TryFrom<String> for NodeName {
-    type Error = NodeNameError;
-    fn try_from(s: String) -> Result<Self, Self::Error> {
-        Self::new(s)
-    }
-}
-
-impl From<NodeName> for String {
-    fn from(n: NodeName) -> String {
-        n.0
-    }
-}
+validated_name!(NodeName, NodeNameError);
 
 /// `telemetry.<node>`: where a node's samples go.
 pub fn telemetry(node: &NodeName) -> String {

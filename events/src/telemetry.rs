@@ -45,6 +45,26 @@ pub struct Sample {
     pub psi: Option<Pressure>,
 }
 
+impl Sample {
+    /// A sample with only what every source measures (CPU and memory) and
+    /// every optional field `None`: what a trace with two columns gives, and
+    /// what a test needs, without repeating six `None`s at every call site.
+    pub fn new(at: DateTime<Utc>, seq: u64, cpu: Cpu, memory: Memory) -> Self {
+        Self {
+            at,
+            seq,
+            cpu,
+            memory,
+            swap: None,
+            load: None,
+            net: None,
+            disk: None,
+            processes: None,
+            psi: None,
+        }
+    }
+}
+
 /// CPU: usage as a share of this node's capacity, and the capacity itself.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -4,11 +4,10 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::subject::{NodeName, NodeNameError};
+use crate::subject::{validated_name, NodeName, NodeNameError};
 
 /// Why a string cannot be a workload name: the node name's rules, reported
 /// as what they are about, so a person who typed a bad workload name is not
@@ -58,38 +57,9 @@ impl WorkloadName {
             .map(|n| Self(n.into()))
             .map_err(WorkloadNameError::from)
     }
-
-    /// The name as a string slice.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
 }
 
-impl fmt::Display for WorkloadName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl FromStr for WorkloadName {
-    type Err = WorkloadNameError;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Self::new(s)
-    }
-}
-
-impl TryFrom<String> for WorkloadName {
-    type Error = WorkloadNameError;
-    fn try_from(s: String) -> Result<Self, Self::Error> {
-        Self::new(s)
-    }
-}
-
-impl From<WorkloadName> for String {
-    fn from(n: WorkloadName) -> String {
-        n.0
-    }
-}
+validated_name!(WorkloadName, WorkloadNameError);
 
 /// How a workload runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

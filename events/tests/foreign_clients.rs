@@ -13,33 +13,12 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-use loadshift_events::payload::{NodeJoined, NodeLeft};
 use loadshift_events::stream::{self, StreamSettings};
-use loadshift_events::telemetry::{Cpu, Memory, Sample};
-use loadshift_events::{connection, Envelope, Event, NodeName};
+use loadshift_events::{connection, NodeName};
 use loadshift_testkit::NatsServer;
 
-fn sample(seq: u64) -> Sample {
-    Sample {
-        at: chrono::Utc::now(),
-        seq,
-        cpu: Cpu {
-            usage_pct: 10.0 + seq as f32,
-            capacity_cores: 2.0,
-            per_core_pct: vec![],
-        },
-        memory: Memory {
-            used_bytes: 1 << 20,
-            total_bytes: 1 << 30,
-        },
-        swap: None,
-        load: None,
-        net: None,
-        disk: None,
-        processes: None,
-        psi: None,
-    }
-}
+mod common;
+use common::{assert_read_back, jetstream, node_session};
 
 /// Where `npm ci` put the packages.
 fn node_modules() -> PathBuf {
@@ -75,34 +54,12 @@ fn read_with_javascript(url: &str) -> serde_json::Value {
 #[tokio::test]
 async fn the_javascript_client_reads_both_streams_and_the_object_store() {
     let server = NatsServer::start();
-    let client = async_nats::connect(server.url()).await.expect("connect");
-    let js = async_nats::jetstream::new(client);
+    let js = jetstream(&server).await;
     let settings = StreamSettings::default();
     stream::declare(&js, &settings).await.expect("declare");
 
     let node = NodeName::new("node2").unwrap();
-    let mut sent = vec![Envelope::new(
-        node.clone(),
-        Event::NodeJoined(NodeJoined {
-            source: "host".into(),
-            capacity_cores: 2.0,
-            memory_bytes: 1 << 30,
-            agent_version: "test".into(),
-        }),
-    )];
-    for seq in 0..4 {
-        sent.push(Envelope::new(
-            node.clone(),
-            Event::TelemetrySample(sample(seq)),
-        ));
-    }
-    sent.push(Envelope::new(
-        node.clone(),
-        Event::NodeLeft(NodeLeft {
-            reason: "SIGTERM".into(),
-            samples: 4,
-        }),
-    ));
+    let sent = node_session(&node, 4);
     for env in &sent {
         connection::publish(&js, env).await.expect("publish");
     }
@@ -120,28 +77,7 @@ async fn the_javascript_client_reads_both_streams_and_the_object_store() {
 
     let seen = read_with_javascript(&server.url());
 
-    let streams = &seen["streams"];
-    assert_eq!(streams["TELEMETRY"]["messages"], 4);
-    assert_eq!(streams["EVENTS"]["messages"], 2);
-    assert_eq!(
-        streams["EVENTS"]["subjects"],
-        serde_json::json!(["migration.>", "model.>", "node.>", "workload.>"])
-    );
-    assert_eq!(streams["EVENTS"]["storage"], "file");
-    let events = seen["events"].as_array().expect("events");
-    assert_eq!(events.len(), sent.len());
-    for env in &sent {
-        let id = env.id.to_string();
-        let e = events
-            .iter()
-            .find(|e| e["id"] == id)
-            .unwrap_or_else(|| panic!("event {id} not read back"));
-        assert_eq!(e["msg_id"], id, "Nats-Msg-Id is the event id");
-        assert_eq!(e["subject"], env.subject());
-        assert_eq!(e["kind"], env.kind().as_str());
-        assert_eq!(e["node"], "node2");
-        assert_eq!(e["schema"], 1);
-    }
+    let events = assert_read_back(&seen, &sent, "node2", 4);
     let left = events
         .iter()
         .find(|e| e["kind"] == "node.left")

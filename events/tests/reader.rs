@@ -6,9 +6,8 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, message::PublishMessage};
 use futures::StreamExt;
-use loadshift_events::connection::{self, NatsOptions};
 use loadshift_events::reader::{self, ReaderConfig, Start};
-use loadshift_events::stream::{self, StreamId, StreamSettings};
+use loadshift_events::stream::StreamId;
 use loadshift_testkit::NatsServer;
 
 /// A generous bound on how long a message may take to arrive; a test only
@@ -16,22 +15,7 @@ use loadshift_testkit::NatsServer;
 const PATIENCE: Duration = Duration::from_secs(120);
 
 async fn jetstream(server: &NatsServer) -> jetstream::Context {
-    let client = connection::connect(
-        &NatsOptions {
-            url: server.url(),
-            credentials: None,
-            ca: None,
-            client_name: "reader-test".into(),
-        },
-        false,
-    )
-    .await
-    .expect("connect to the test server");
-    let js = jetstream::new(client);
-    stream::declare(&js, &StreamSettings::default())
-        .await
-        .expect("declare the streams");
-    js
+    loadshift_testkit::client::declared(&server.url(), "reader-test").await
 }
 
 async fn publish_raw(js: &jetstream::Context, subject: &str, payload: Vec<u8>) -> u64 {

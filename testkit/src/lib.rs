@@ -3,13 +3,17 @@
 //! ends. Tests never touch a server they did not start. [`fixtures`] builds
 //! the event sequences tests fold and publish, from the contract alone;
 //! [`fuzz`] generates the seeded hostile input every decoder's fuzz test is
-//! fed.
+//! fed. [`Killed`] stops a child process when its test ends.
 
 pub mod binaries;
 pub mod browser;
+pub mod client;
 pub mod fixtures;
 pub mod fuzz;
+pub mod http;
 pub mod nats;
+pub mod process;
 
 pub use binaries::binary;
 pub use nats::NatsServer;
+pub use process::Killed;

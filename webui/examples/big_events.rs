@@ -9,34 +9,16 @@
 //! cargo run -p loadshift-webui --example big_events -- /work/main/target/debug/loadshift-webui target/debug/loadshift-webui
 //! ```
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+
+use loadshift_testkit::Killed;
 
 const EVENTS: usize = 20;
 const EVENT_BYTES: usize = 7 << 20;
 
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn get(port: u16, path: &str) -> Option<Vec<u8>> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(60))).ok()?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut out = Vec::new();
-    s.read_to_end(&mut out).ok()?;
-    Some(out)
+    loadshift_testkit::http::get(port, path, Duration::from_secs(60))
 }
 
 fn rss_mib(pid: u32) -> f64 {

@@ -10,19 +10,12 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use loadshift_testkit::Killed;
+
 const HALF_OPEN: usize = 1_100;
-
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// `/healthz` on a new connection within 10 s: the status line and the
 /// time it took.

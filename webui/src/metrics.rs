@@ -1,7 +1,7 @@
 //! `GET /healthz` and `GET /metrics` (Prometheus text format, written by
 //! hand: a handful of families does not need a metrics library).
 
-use std::fmt::Write as _;
+use std::fmt::{Display, Write as _};
 use std::sync::atomic::Ordering;
 
 use axum::extract::State;
@@ -64,172 +64,156 @@ pub fn render(st: &AppState, p: &Projection) -> String {
             e.1 += 1;
         }
     }
-    let _ = writeln!(
-        o,
-        "# HELP loadshift_webui_nodes Nodes known to the dashboard, by state."
+    let c = &p.counters;
+    by_label(
+        &mut o,
+        "loadshift_webui_nodes",
+        "gauge",
+        "Nodes known to the dashboard, by state.",
+        "state",
+        states,
     );
-    let _ = writeln!(o, "# TYPE loadshift_webui_nodes gauge");
-    for (s, n) in states {
-        let _ = writeln!(o, "loadshift_webui_nodes{{state=\"{s}\"}} {n}");
-    }
-    let _ = writeln!(o, "# HELP loadshift_webui_migrations_total Migrations that reached each outcome (in_flight: migrations seen).");
-    let _ = writeln!(o, "# TYPE loadshift_webui_migrations_total counter");
-    for outcome in Status::ALL {
-        let n = p
-            .counters
-            .outcomes
-            .get(outcome.as_str())
-            .copied()
-            .unwrap_or(0);
-        let _ = writeln!(
-            o,
-            "loadshift_webui_migrations_total{{outcome=\"{}\"}} {n}",
-            outcome.as_str()
-        );
-    }
-    let _ = writeln!(
-        o,
-        "# HELP loadshift_webui_migration_downtime_seconds Frozen time of completed migrations."
+    by_label(
+        &mut o,
+        "loadshift_webui_migrations_total",
+        "counter",
+        "Migrations that reached each outcome (in_flight: migrations seen).",
+        "outcome",
+        Status::ALL.iter().map(|outcome| {
+            let n = c.outcomes.get(outcome.as_str()).copied().unwrap_or(0);
+            (outcome.as_str(), n)
+        }),
     );
-    let _ = writeln!(
-        o,
-        "# TYPE loadshift_webui_migration_downtime_seconds histogram"
+    downtime(&mut o, p);
+    let per_stream = |values: &[u64; 2]| StreamKind::ALL.map(|s| (s.name(), values[s.index()]));
+    by_label(
+        &mut o,
+        "loadshift_webui_events_folded_total",
+        "counter",
+        "Messages folded, by stream.",
+        "stream",
+        per_stream(&c.folded),
     );
-    let mut cum = 0u64;
-    for (i, b) in DOWNTIME_BUCKETS.iter().enumerate() {
-        cum += p.counters.downtime_counts[i];
-        let _ = writeln!(
-            o,
-            "loadshift_webui_migration_downtime_seconds_bucket{{le=\"{b}\"}} {cum}"
-        );
-    }
-    cum += p.counters.downtime_counts[DOWNTIME_BUCKETS.len()];
-    let _ = writeln!(
-        o,
-        "loadshift_webui_migration_downtime_seconds_bucket{{le=\"+Inf\"}} {cum}"
+    by_label(
+        &mut o,
+        "loadshift_webui_events_parked_total",
+        "counter",
+        "Messages that did not decode, by stream.",
+        "stream",
+        per_stream(&c.parked),
     );
-    let _ = writeln!(
-        o,
-        "loadshift_webui_migration_downtime_seconds_sum {}",
-        p.counters.downtime_sum
+    by_label(
+        &mut o,
+        "loadshift_webui_events_rejected_total",
+        "counter",
+        "Messages that did not decode, by reason.",
+        "reason",
+        loadshift_events::DecodeError::REASONS
+            .iter()
+            .map(|reason| (*reason, c.rejected.get(reason).copied().unwrap_or(0))),
     );
-    let _ = writeln!(
-        o,
-        "loadshift_webui_migration_downtime_seconds_count {}",
-        p.counters.downtime_count
+    by_label(
+        &mut o,
+        "loadshift_webui_consumer_lag",
+        "gauge",
+        "Messages in the stream not yet folded, as of the last message read.",
+        "stream",
+        per_stream(&c.pending),
     );
-    let _ = writeln!(
-        o,
-        "# HELP loadshift_webui_events_folded_total Messages folded, by stream."
+    by_label(
+        &mut o,
+        "loadshift_webui_last_sequence",
+        "gauge",
+        "Last stream sequence folded.",
+        "stream",
+        per_stream(&c.last_seq),
     );
-    let _ = writeln!(o, "# TYPE loadshift_webui_events_folded_total counter");
-    for s in StreamKind::ALL {
-        let _ = writeln!(
-            o,
-            "loadshift_webui_events_folded_total{{stream=\"{}\"}} {}",
-            s.name(),
-            p.counters.folded[s.index()]
-        );
-    }
-    let _ = writeln!(
-        o,
-        "# HELP loadshift_webui_events_parked_total Messages that did not decode, by stream."
-    );
-    let _ = writeln!(o, "# TYPE loadshift_webui_events_parked_total counter");
-    for s in StreamKind::ALL {
-        let _ = writeln!(
-            o,
-            "loadshift_webui_events_parked_total{{stream=\"{}\"}} {}",
-            s.name(),
-            p.counters.parked[s.index()]
-        );
-    }
-    let _ = writeln!(
-        o,
-        "# HELP loadshift_webui_events_rejected_total Messages that did not decode, by reason."
-    );
-    let _ = writeln!(o, "# TYPE loadshift_webui_events_rejected_total counter");
-    for reason in loadshift_events::DecodeError::REASONS {
-        let _ = writeln!(
-            o,
-            "loadshift_webui_events_rejected_total{{reason=\"{reason}\"}} {}",
-            p.counters.rejected.get(reason).copied().unwrap_or(0)
-        );
-    }
-    let _ = writeln!(o, "# HELP loadshift_webui_consumer_lag Messages in the stream not yet folded, as of the last message read.");
-    let _ = writeln!(o, "# TYPE loadshift_webui_consumer_lag gauge");
-    for s in StreamKind::ALL {
-        let _ = writeln!(
-            o,
-            "loadshift_webui_consumer_lag{{stream=\"{}\"}} {}",
-            s.name(),
-            p.counters.pending[s.index()]
-        );
-    }
-    let _ = writeln!(
-        o,
-        "# HELP loadshift_webui_last_sequence Last stream sequence folded."
-    );
-    let _ = writeln!(o, "# TYPE loadshift_webui_last_sequence gauge");
-    for s in StreamKind::ALL {
-        let _ = writeln!(
-            o,
-            "loadshift_webui_last_sequence{{stream=\"{}\"}} {}",
-            s.name(),
-            p.counters.last_seq[s.index()]
-        );
-    }
-    let _ = writeln!(
-        o,
-        "# HELP loadshift_webui_sse_clients Open live-update connections."
-    );
-    let _ = writeln!(o, "# TYPE loadshift_webui_sse_clients gauge");
-    let _ = writeln!(
-        o,
-        "loadshift_webui_sse_clients {}",
-        st.sse_clients.load(Ordering::Relaxed)
+    single(
+        &mut o,
+        "loadshift_webui_sse_clients",
+        "gauge",
+        "Open live-update connections.",
+        st.sse_clients.load(Ordering::Relaxed),
     );
     http(&mut o, st);
     o
+}
+
+/// The downtime histogram: cumulative buckets, `+Inf`, sum and count.
+fn downtime(o: &mut String, p: &Projection) {
+    let name = "loadshift_webui_migration_downtime_seconds";
+    let c = &p.counters;
+    header(o, name, "histogram", "Frozen time of completed migrations.");
+    let mut cum = 0u64;
+    for (i, b) in DOWNTIME_BUCKETS.iter().enumerate() {
+        cum += c.downtime_counts[i];
+        let _ = writeln!(o, "{name}_bucket{{le=\"{b}\"}} {cum}");
+    }
+    cum += c.downtime_counts[DOWNTIME_BUCKETS.len()];
+    let _ = writeln!(o, "{name}_bucket{{le=\"+Inf\"}} {cum}");
+    let _ = writeln!(o, "{name}_sum {}", c.downtime_sum);
+    let _ = writeln!(o, "{name}_count {}", c.downtime_count);
 }
 
 /// The listener's families: what hostile clients cost and what was done
 /// about them.
 fn http(o: &mut String, st: &AppState) {
     let h = &st.http;
-    let _ = writeln!(
+    single(
         o,
-        "# HELP loadshift_webui_http_connections Connections being served."
+        "loadshift_webui_http_connections",
+        "gauge",
+        "Connections being served.",
+        h.open.load(Ordering::Relaxed),
     );
-    let _ = writeln!(o, "# TYPE loadshift_webui_http_connections gauge");
-    let _ = writeln!(
+    by_label(
         o,
-        "loadshift_webui_http_connections {}",
-        h.open.load(Ordering::Relaxed)
+        "loadshift_webui_http_connections_total",
+        "counter",
+        "Connections accepted, and how those that did not end normally ended.",
+        "outcome",
+        [
+            ("accepted", &h.accepted),
+            ("evicted", &h.evicted),
+            ("timed_out", &h.timed_out),
+            ("overflow", &h.overflow),
+            ("dropped", &h.dropped),
+        ]
+        .map(|(what, n)| (what, n.load(Ordering::Relaxed))),
     );
-    let _ = writeln!(o, "# HELP loadshift_webui_http_connections_total Connections accepted, and how those that did not end normally ended.");
-    let _ = writeln!(o, "# TYPE loadshift_webui_http_connections_total counter");
-    for (what, n) in [
-        ("accepted", &h.accepted),
-        ("evicted", &h.evicted),
-        ("timed_out", &h.timed_out),
-        ("overflow", &h.overflow),
-        ("dropped", &h.dropped),
-    ] {
-        let _ = writeln!(
-            o,
-            "loadshift_webui_http_connections_total{{outcome=\"{what}\"}} {}",
-            n.load(Ordering::Relaxed)
-        );
+    single(
+        o,
+        "loadshift_webui_login_throttled_total",
+        "counter",
+        "Login attempts refused because their address failed too often.",
+        st.operator.throttled(),
+    );
+}
+
+/// A family's `# HELP` and `# TYPE` lines: written once so that no family
+/// can have one without the other.
+fn header(o: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(o, "# HELP {name} {help}");
+    let _ = writeln!(o, "# TYPE {name} {kind}");
+}
+
+/// A family with one unlabelled sample.
+fn single(o: &mut String, name: &str, kind: &str, help: &str, value: impl Display) {
+    header(o, name, kind, help);
+    let _ = writeln!(o, "{name} {value}");
+}
+
+/// A family with one sample per value of one label (`name{label="v"} n`).
+fn by_label<L: Display, V: Display>(
+    o: &mut String,
+    name: &str,
+    kind: &str,
+    help: &str,
+    label: &str,
+    samples: impl IntoIterator<Item = (L, V)>,
+) {
+    header(o, name, kind, help);
+    for (l, v) in samples {
+        let _ = writeln!(o, "{name}{{{label}=\"{l}\"}} {v}");
     }
-    let _ = writeln!(
-        o,
-        "# HELP loadshift_webui_login_throttled_total Login attempts refused because their address failed too often."
-    );
-    let _ = writeln!(o, "# TYPE loadshift_webui_login_throttled_total counter");
-    let _ = writeln!(
-        o,
-        "loadshift_webui_login_throttled_total {}",
-        st.operator.throttled()
-    );
 }

@@ -4,36 +4,17 @@
 //! saves screenshots under `target/`, then follows a second migration as it
 //! lands in the log.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use loadshift_events::{connection, stream};
+use loadshift_events::connection;
 use loadshift_testkit::fixtures as fixture;
-use loadshift_testkit::{browser, NatsServer};
-
-struct Webui(Child);
-
-impl Drop for Webui {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use loadshift_testkit::{browser, Killed, NatsServer};
 
 fn http_get(port: u16, path: &str) -> Option<String> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).ok()?;
-    Some(out)
+    let out = loadshift_testkit::http::get(port, path, Duration::from_secs(5))?;
+    Some(String::from_utf8_lossy(&out).into_owned())
 }
 
 fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
@@ -58,25 +39,13 @@ fn screenshot(name: &str, url: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_person_reads_the_cluster_and_follows_a_migration() {
     let nats = NatsServer::start();
-    let client = connection::connect(
-        &connection::NatsOptions {
-            url: nats.url(),
-            credentials: None,
-            client_name: "browser-test".into(),
-            ..Default::default()
-        },
-        false,
-    )
-    .await
-    .unwrap();
-    let js = async_nats::jetstream::new(client);
-    stream::declare(&js, &Default::default()).await.unwrap();
+    let js = loadshift_testkit::client::declared(&nats.url(), "browser-test").await;
     for env in fixture::cluster(Utc::now()) {
         connection::publish(&js, &env).await.unwrap();
     }
 
     let port = loadshift_testkit::nats::free_port();
-    let _webui = Webui(
+    let _webui = Killed(
         Command::new(env!("CARGO_BIN_EXE_loadshift-webui"))
             .args([
                 "--listen",

@@ -5,10 +5,9 @@
 use std::time::Duration;
 
 use async_nats::jetstream;
-use loadshift_events::connection::{self, NatsOptions};
+use loadshift_events::connection;
 use loadshift_events::payload::NodeJoined;
 use loadshift_events::shutdown::{Shutdown, Signal};
-use loadshift_events::stream::{self, StreamSettings};
 use loadshift_events::{Envelope, Event, NodeName};
 use loadshift_testkit::NatsServer;
 use loadshift_webui::{consume, AppState, Settings, Shared};
@@ -54,21 +53,7 @@ async fn seqs_when(st: &Shared, n: usize) -> Vec<u64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_projection_follows_the_log_across_a_nats_restart() {
     let mut server = NatsServer::start();
-    let client = connection::connect(
-        &NatsOptions {
-            url: server.url(),
-            credentials: None,
-            client_name: "webui-test".into(),
-            ca: None,
-        },
-        false,
-    )
-    .await
-    .unwrap();
-    let js = jetstream::new(client);
-    stream::declare(&js, &StreamSettings::default())
-        .await
-        .unwrap();
+    let js = loadshift_testkit::client::declared(&server.url(), "webui-test").await;
     publish(&js, &joined("node1")).await;
     publish(&js, &joined("node2")).await;
 

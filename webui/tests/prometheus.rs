@@ -7,23 +7,13 @@
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use loadshift_events::{connection, stream};
 use loadshift_testkit::fixtures as fixture;
-use loadshift_testkit::NatsServer;
-
-/// A child process killed when the test ends, however it ends.
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use loadshift_testkit::{Killed, NatsServer};
 
 /// The body of `GET path` (HTTP/1.0, so that neither server chunks it).
 fn http_get(port: u16, path: &str) -> Option<String> {
@@ -92,14 +82,16 @@ fn instant(port: u16, query: &str) -> Option<f64> {
 /// Starts the webui on a free loopback port, reading `nats_url`.
 fn start_webui(nats_url: &str) -> (Killed, u16) {
     let port = loadshift_testkit::nats::free_port();
-    let child = Command::new(env!("CARGO_BIN_EXE_loadshift-webui"))
-        .args(["--listen", &format!("127.0.0.1:{port}"), "--nats", nats_url])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start loadshift-webui");
-    (Killed(child), port)
+    let webui = Killed::quiet(
+        Command::new(env!("CARGO_BIN_EXE_loadshift-webui")).args([
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--nats",
+            nats_url,
+        ]),
+        "loadshift-webui",
+    );
+    (webui, port)
 }
 
 /// Runs `promtool check metrics` on `metrics`; panics with what it said
@@ -142,19 +134,17 @@ fn start_prometheus(dir: &std::path::Path, target_port: u16) -> (Killed, u16) {
     )
     .unwrap();
     let port = loadshift_testkit::nats::free_port();
-    let child = Command::new("prometheus")
-        .arg(format!("--config.file={}", config.display()))
-        .arg(format!(
-            "--storage.tsdb.path={}",
-            dir.join("data").display()
-        ))
-        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start prometheus (scripts/setup installs it)");
-    (Killed(child), port)
+    let prometheus = Killed::quiet(
+        Command::new("prometheus")
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}")),
+        "prometheus (scripts/setup installs it)",
+    );
+    (prometheus, port)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -111,6 +111,22 @@ pub async fn stream_count(nats_url: &str, stream: &str) -> u64 {
     }
 }
 
+/// Waits until TELEMETRY holds `at_least` samples; the minute only bounds
+/// a hang, it is not a timing the test asserts.
+pub async fn until_stored(nats_url: &str, at_least: u64) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while stream_count(nats_url, "TELEMETRY").await < at_least {
+        assert!(Instant::now() < deadline, "no samples stored");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Stops the agent as an init system would (SIGTERM) and waits for it.
+pub fn term(child: &mut Child) -> ExitStatus {
+    signal(child.id(), "TERM");
+    wait_exit(child, Duration::from_secs(30))
+}
+
 /// Telemetry sequence numbers per node, sorted.
 pub fn seqs_per_node(events: &[Envelope]) -> BTreeMap<String, Vec<u64>> {
     let mut map: BTreeMap<String, Vec<u64>> = BTreeMap::new();

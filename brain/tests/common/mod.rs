@@ -3,13 +3,14 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
 use loadshift_events::payload::{NodeJoined, NodeLeft};
 use loadshift_events::telemetry::{Cpu, Memory};
 use loadshift_events::{Envelope, Event, NodeName, Sample};
+use loadshift_testkit::{binary, NatsServer};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_loadshift-brain");
 
@@ -73,6 +74,17 @@ pub async fn jetstream(url: &str) -> jetstream::Context {
     js
 }
 
+/// What a test of the running brain starts from: a real server with the
+/// streams declared, a JetStream context on it, a fresh folder (for the
+/// store and the brain's log) and the store's path in it.
+pub async fn scene() -> (NatsServer, jetstream::Context, tempfile::TempDir, PathBuf) {
+    let nats = NatsServer::start();
+    let js = jetstream(&nats.url()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("brain");
+    (nats, js, dir, store)
+}
+
 /// Publishes `envs` with many acks in flight, waiting for all of them.
 pub async fn publish_all(js: &jetstream::Context, envs: impl IntoIterator<Item = Envelope>) {
     let mut pending = Vec::new();
@@ -105,14 +117,19 @@ pub async fn publish_samples(
     publish_all(js, envs.collect::<Vec<_>>()).await;
 }
 
+/// Each stream's state, `[TELEMETRY, EVENTS]`.
+async fn stream_states(js: &jetstream::Context) -> [jetstream::stream::State; 2] {
+    let mut out = Vec::with_capacity(2);
+    for name in ["TELEMETRY", "EVENTS"] {
+        let mut s = js.get_stream(name).await.unwrap();
+        out.push(s.info().await.unwrap().state.clone());
+    }
+    [out[0].clone(), out[1].clone()]
+}
+
 /// Messages each stream holds, `[TELEMETRY, EVENTS]`.
 pub async fn stream_counts(js: &jetstream::Context) -> [u64; 2] {
-    let mut out = [0; 2];
-    for (i, name) in ["TELEMETRY", "EVENTS"].iter().enumerate() {
-        let mut s = js.get_stream(name).await.unwrap();
-        out[i] = s.info().await.unwrap().state.messages;
-    }
-    out
+    stream_states(js).await.map(|s| s.messages)
 }
 
 /// A running `loadshift-brain run`.
@@ -194,6 +211,20 @@ impl Brain {
         }
     }
 
+    /// Waits until the brain's log says `what` (a model it trained, a
+    /// decision); `limit` only bounds a hang, it is not a timing under test.
+    pub async fn wait_log(&self, what: &str, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        while !self.log_text().contains(what) {
+            assert!(
+                Instant::now() < deadline,
+                "no {what:?} in the brain's log: {}",
+                self.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
@@ -213,18 +244,25 @@ pub fn wait_exit(child: &mut Child, limit: Duration) -> Option<i32> {
     }
 }
 
-/// `status --json` (plus extra args) as JSON.
-pub fn status(store: &Path, extra: &[&str]) -> serde_json::Value {
-    let out = Command::new(BIN)
-        .args(["status", "--json", "--store"])
-        .arg(store)
-        .args(extra)
-        .output()
-        .unwrap();
+/// Runs `cmd` to its end and fails the test, with its stderr, unless it
+/// succeeded.
+pub fn run_ok(cmd: &mut Command) -> Output {
+    let out = cmd.output().unwrap();
     assert!(
         out.status.success(),
-        "status failed: {}",
+        "{cmd:?} failed: {}",
         String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// `status --json` (plus extra args) as JSON.
+pub fn status(store: &Path, extra: &[&str]) -> serde_json::Value {
+    let out = run_ok(
+        Command::new(BIN)
+            .args(["status", "--json", "--store"])
+            .arg(store)
+            .args(extra),
     );
     serde_json::from_slice(&out.stdout).unwrap()
 }
@@ -258,13 +296,10 @@ pub fn wait_applied(store: &Path, last: [u64; 2], limit: Duration) -> serde_json
     }
 }
 
+/// Each stream's last sequence, `[TELEMETRY, EVENTS]`: what a brain has
+/// applied once it has caught up.
 pub async fn last_seqs(js: &jetstream::Context) -> [u64; 2] {
-    let mut out = [0; 2];
-    for (i, name) in ["TELEMETRY", "EVENTS"].iter().enumerate() {
-        let mut s = js.get_stream(name).await.unwrap();
-        out[i] = s.info().await.unwrap().state.last_sequence;
-    }
-    out
+    stream_states(js).await.map(|s| s.last_sequence)
 }
 
 /// The number of samples the series chunks of a stopped brain's store hold.
@@ -274,6 +309,14 @@ pub fn series_samples(store: &Path) -> u64 {
 }
 
 const TRACE_HEADER: &str = "Timestamp [ms];\tCPU cores;\tCPU capacity provisioned [MHZ];\tCPU usage [MHZ];\tCPU usage [%];\tMemory capacity provisioned [KB];\tMemory usage [KB];\tDisk read throughput [KB/s];\tDisk write throughput [KB/s];\tNetwork received throughput [KB/s];\tNetwork transmitted throughput [KB/s]";
+
+/// Makes `<dir>/traces`, the folder an agent replays with `--source
+/// trace:<folder>`, and returns it.
+pub fn traces_dir(dir: &Path) -> PathBuf {
+    let traces = dir.join("traces");
+    std::fs::create_dir_all(&traces).unwrap();
+    traces
+}
 
 /// Writes `<dir>/<name>.csv`: a Bitbrains-format trace of `rows` five-minute
 /// samples of a 2-core VM whose CPU percent follows `cpu(row)`.
@@ -328,4 +371,30 @@ pub fn workload_usage(on: &str, workloads: &[(&str, f32, u64)]) -> Envelope {
                 .collect(),
         }),
     )
+}
+
+/// Starts the real `loadshift-agent` with `args` against `url`, its stderr
+/// appended to `log` (read when a test fails).
+pub fn agent(url: &str, args: &[&str], log: &Path) -> Child {
+    let err = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .unwrap();
+    Command::new(binary("loadshift-agent"))
+        .args(args)
+        .args(["--nats", url])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(err)
+        .spawn()
+        .unwrap()
+}
+
+/// A fresh store in a folder of its own; the store lives as long as the
+/// folder does, so keep both.
+pub fn scratch_store() -> (tempfile::TempDir, loadshift_brain::store::Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = loadshift_brain::store::Store::create(&dir.path().join("s")).unwrap();
+    (dir, store)
 }

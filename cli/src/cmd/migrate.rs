@@ -19,7 +19,7 @@ use uuid::Uuid;
 use super::{connect, Common, Requester};
 use crate::error::{parse_timeout, InputError};
 use crate::eventlog::{self, Start};
-use crate::summary::{self, timing_rows};
+use crate::summary;
 use loadshift_events::placement::WorkloadState;
 
 /// Move a running workload to another node, live (CRIU checkpoint/restore).
@@ -282,7 +282,7 @@ fn is_about(event: &Event, id: Uuid) -> bool {
 
 fn print_timings(t: &Timings, image_bytes: Option<u64>) {
     println!("timings (ms):");
-    for (name, v) in timing_rows(t) {
+    for (name, v) in t.named() {
         let v = v.map_or_else(|| "-".to_string(), |v| format!("{v:.1}"));
         println!("  {name:<9} {v:>10}");
     }

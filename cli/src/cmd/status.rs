@@ -11,7 +11,7 @@ use clap::Args;
 use loadshift_events::liveness::{self, PingError};
 use loadshift_events::NodeName;
 
-use super::{connect, Common};
+use super::{connect, workload, Common};
 use crate::summary;
 use crate::table::Table;
 use loadshift_events::placement::Placement;
@@ -189,22 +189,8 @@ fn report_json(p: &Placement, nodes: &[NodeName], answers: &[PingAnswer]) -> ser
             })
         })
         .collect();
-    let workloads: Vec<_> = p
-        .workloads
-        .values()
-        .map(|w| {
-            // The keys of `workload ls --json`, so one jq filter reads both.
-            serde_json::json!({
-                "name": w.name,
-                "node": w.node,
-                "runtime": w.runtime.map(|r| r.to_string()),
-                "state": w.state_label(),
-                "since": w.since,
-                "pid": w.pid,
-                "container_id": w.container_id,
-            })
-        })
-        .collect();
+    // The keys of `workload ls --json`, so one jq filter reads both.
+    let workloads: Vec<_> = p.workloads.values().map(workload::workload_json).collect();
     // A migration as the contract's placement fold serializes it (its
     // steps' times, timings, failure and status), so status and the
     // dashboard's /api/migrations say the same thing.

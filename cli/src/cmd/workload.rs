@@ -16,7 +16,7 @@ use super::{connect, Common, Requester};
 use crate::error::{parse_env, parse_timeout, InputError};
 use crate::eventlog::{self, Start};
 use crate::table::Table;
-use loadshift_events::placement::Placement;
+use loadshift_events::placement::{Placement, Workload};
 
 /// The `workload` commands.
 #[derive(Debug, Subcommand)]
@@ -210,6 +210,20 @@ pub async fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// One workload as `workload ls --json` and `status --json` print it: one
+/// function, so that one jq filter reads both.
+pub fn workload_json(w: &Workload) -> serde_json::Value {
+    serde_json::json!({
+        "name": w.name,
+        "node": w.node,
+        "runtime": w.runtime.map(|r| r.to_string()),
+        "state": w.state_label(),
+        "since": w.since,
+        "pid": w.pid,
+        "container_id": w.container_id,
+    })
+}
+
 /// `workload ls`.
 ///
 /// # Errors
@@ -218,21 +232,7 @@ pub async fn ls(a: LsArgs) -> anyhow::Result<ExitCode> {
     let (_client, js) = connect(&a.common).await?;
     let placement = fold(&js, &a.common).await?;
     if a.json {
-        let rows: Vec<_> = placement
-            .workloads
-            .values()
-            .map(|w| {
-                serde_json::json!({
-                    "name": w.name,
-                    "node": w.node,
-                    "runtime": w.runtime.map(|r| r.to_string()),
-                    "state": w.state_label(),
-                    "since": w.since,
-                    "pid": w.pid,
-                    "container_id": w.container_id,
-                })
-            })
-            .collect();
+        let rows: Vec<_> = placement.workloads.values().map(workload_json).collect();
         println!("{}", serde_json::to_string_pretty(&rows)?);
     } else {
         print!("{}", workloads_table(&placement).render());

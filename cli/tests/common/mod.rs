@@ -15,6 +15,22 @@ use loadshift_testkit::NatsServer;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
+/// Runs `cmd` with `args` to its end (at most 60 s) and shows what it
+/// printed, for the log of a failing test.
+pub async fn finish(mut cmd: Command, args: &[&str]) -> Output {
+    let out = tokio::time::timeout(Duration::from_secs(60), cmd.args(args).output())
+        .await
+        .expect("loadshift did not finish within 60 s")
+        .expect("run loadshift");
+    eprintln!(
+        "loadshift {args:?} -> {:?}\n--- stdout\n{}--- stderr\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
 /// A server, a client and the streams.
 pub struct Harness {
     pub server: NatsServer,
@@ -52,17 +68,21 @@ impl Harness {
 
     /// Runs the binary to its end (at most 60 s).
     pub async fn run(&self, args: &[&str]) -> Output {
-        let out = tokio::time::timeout(Duration::from_secs(60), self.cli().args(args).output())
+        finish(self.cli(), args).await
+    }
+
+    /// `counter` runs on node2 (pid 42), and a subscriber sees every request
+    /// to move a workload off node2: where each `migrate` test starts.
+    pub async fn counter_on_node2(&self) -> async_nats::Subscriber {
+        self.publish(
+            "node2",
+            started("counter", Runtime::Process, Some(42), None),
+        )
+        .await;
+        self.client
+            .subscribe("migration.node2.requested")
             .await
-            .expect("loadshift did not finish within 60 s")
-            .expect("run loadshift");
-        eprintln!(
-            "loadshift {args:?} -> {:?}\n--- stdout\n{}--- stderr\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        out
+            .unwrap()
     }
 
     /// Starts the binary with stdout and stderr piped.
