@@ -38,6 +38,7 @@ async fn workload_run_publishes_the_start_request_on_the_nodes_subject() {
             "B=x=y",
             "--requested-by",
             "alice",
+            "--no-wait",
             "--",
             "sleep",
             "1000",
@@ -72,6 +73,7 @@ async fn workload_run_publishes_the_start_request_on_the_nodes_subject() {
             .env("LOADSHIFT_RUNTIME", "docker")
             .env("LOADSHIFT_IMAGE", "web:1")
             .env("LOADSHIFT_CLI_NODE", "ops1")
+            .env("LOADSHIFT_NO_WAIT", "true")
             .output(),
     )
     .await

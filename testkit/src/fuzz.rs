@@ -121,6 +121,10 @@ fn payloads() -> Vec<(Kind, serde_json::Value)> {
             json!({"migration": id, "workload": "counter", "source": "node2", "target": "node3", "reason": "not published within 60 s"}),
         ),
         (
+            Kind::MigrationFenced,
+            json!({"migration": id, "workload": "counter", "source": "node2", "target": "node3", "waited_ms": 12000.0, "reason": "no restore within the deadline"}),
+        ),
+        (
             Kind::MigrationDeferred,
             json!({"source": "node2", "workload": "counter", "probability": 0.8, "reason": "no target has room"}),
         ),

@@ -46,14 +46,16 @@ impl From<RuntimeArg> for Runtime {
 
 /// Ask a node to start a workload.
 ///
-/// Publishes `workload.<N>.start_requested`, which node N's executor acts on. With `--wait`, waits for the node's answer
+/// Publishes `workload.<N>.start_requested`, which node N's executor acts on, then waits for the node's answer
 /// (`workload.<N>.started` or `workload.<N>.start_failed`) and exits 0 only
-/// if it started.
+/// if it started: a program missing on the node is an error, not "started".
+/// `--no-wait` returns once the request is stored.
 #[derive(Debug, Args)]
 #[command(after_help = "Examples:
   loadshift workload run --node node2 --name counter -- /usr/bin/counter
-  loadshift workload run --node node2 --name web --runtime docker --image web:1 --env PORT=8080 --wait
-  LOADSHIFT_NODE=node3 loadshift workload run --name sleeper --wait --timeout 30s -- sleep 1000
+  loadshift workload run --node node2 --name web --runtime docker --image web:1 --env PORT=8080
+  LOADSHIFT_NODE=node3 loadshift workload run --name sleeper --timeout 30s -- sleep 1000
+  loadshift workload run --node node2 --name batch --no-wait -- /usr/bin/batch
 
 The command after `--` is run as is (no shell); a docker workload without one
 runs its image's own command.")]
@@ -76,10 +78,15 @@ pub struct RunArgs {
     #[command(flatten)]
     /// Who asks.
     pub requester: Requester,
-    /// Wait for the node's answer and print it.
-    #[arg(long, env = "LOADSHIFT_WAIT")]
+    /// Wait for the node's answer and print it (the default; kept so that
+    /// scripts written with it still work).
+    #[arg(long, conflicts_with = "no_wait")]
     pub wait: bool,
-    /// How long --wait waits (60s, 2m, ...).
+    /// Return once the request is stored, without waiting for the node's
+    /// answer (exit 0 then says only that the request was accepted).
+    #[arg(long, env = "LOADSHIFT_NO_WAIT")]
+    pub no_wait: bool,
+    /// How long to wait for the node's answer (60s, 2m, ...).
     #[arg(long, env = "LOADSHIFT_TIMEOUT", default_value = "60s", value_parser = parse_timeout)]
     pub timeout: Duration,
     /// The command and its arguments, after `--`.
@@ -165,7 +172,7 @@ pub async fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
         "requested workload {} on {} (event {}, seq {})",
         a.name, a.node, env.id, ack.sequence
     );
-    if !a.wait {
+    if a.no_wait {
         return Ok(ExitCode::SUCCESS);
     }
     let filter = format!("workload.{}.>", a.node);
