@@ -581,7 +581,7 @@ async fn up_trace_runs_the_vms_as_load_generators_where_simulate_puts_them() {
         assert!(l.contains(&format!(" on {node} ")), "{l}");
     }
     // The generators run in the workers' cgroups, playing their profiles.
-    let client = async_nats::connect(&up.nats).await.expect("connect");
+    let client = up.operator().await;
     let js = async_nats::jetstream::new(client);
     let events = js.get_stream(stream::EVENTS).await.expect("EVENTS");
     let consumer = events

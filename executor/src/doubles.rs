@@ -216,6 +216,11 @@ pub struct RecordingRuntime {
 }
 
 impl Runtime for RecordingRuntime {
+    /// The double's programs are imaginary: every spec passes.
+    fn check(&self, _spec: &loadshift_events::workload::WorkloadSpec) -> Result<(), String> {
+        Ok(())
+    }
+
     fn kind(&self) -> RuntimeKind {
         self.kind
     }

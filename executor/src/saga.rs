@@ -147,7 +147,7 @@ impl<R: Runtime, S: ImageStore, P: Peers, C: Clock, F: Fence> Executor<R, S, P, 
                 self.runtime.kind(),
                 p.spec.runtime
             ))
-        } else if let Err(reason) = crate::admission::check_spec(&p.spec) {
+        } else if let Err(reason) = self.runtime.check(&p.spec) {
             Err(reason)
         } else if let Err(reason) = self.claim_name(&p.workload).await {
             Err(reason)

@@ -635,9 +635,14 @@ impl Launch<'_> {
             .unwrap_or(Path::new("."));
         brain.push(repo.join("brain/tests/fixtures/traces").into());
         // The demo compresses time: one 5-minute trace step is one second of
-        // this cluster (a minute-long ramp would not fill one 5-minute step).
+        // this cluster (a minute-long ramp would not fill one 5-minute step),
+        // and the horizon is counted in those steps: three, i.e. 15 minutes of
+        // the reference traces and 3 s of the demo (the default 15m would be
+        // 900 one-second steps, longer than the bootstrap traces can label).
         brain.push("--step".into());
         brain.push("1s".into());
+        brain.push("--horizon".into());
+        brain.push("3".into());
         self.start_binary(cluster, "brain", brain, Some(control))?;
         println!("brain        store {}", self.state.join("brain").display());
         let listen = self.a.listen.to_string();

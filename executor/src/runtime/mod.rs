@@ -146,6 +146,16 @@ pub trait Runtime: Send + Sync + 'static {
     /// The workload's files that travel with its image.
     fn travelling_files(&self, name: &WorkloadName) -> Vec<TravellingFile>;
 
+    /// What can be checked of `spec` on this host before starting it (a
+    /// process's program exists and is executable): a host effect, so it
+    /// sits behind the trait and the saga's doubles answer for it.
+    ///
+    /// # Errors
+    /// The reason, in words, for the `workload.start_failed` event.
+    fn check(&self, spec: &loadshift_events::workload::WorkloadSpec) -> Result<(), String> {
+        crate::admission::check_spec(spec)
+    }
+
     /// Starts a workload.
     fn start(
         &self,
