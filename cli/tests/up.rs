@@ -392,8 +392,19 @@ async fn up_ramp_ends_in_a_migration_decided_by_the_brain_and_leaves_nothing_beh
     up.wait_line("stopped; logs are in", Duration::from_secs(5))
         .await;
     // The stop report: node2's time in overload, and the move's lead time.
-    let node2 = up.wait_line("  node2 ", Duration::from_secs(1)).await;
-    assert!(node2.contains("s sampled"), "{node2}");
+    // (One line per node, `  <node> <secs> s of <secs> s sampled ...`; the
+    // start-up lines name node2 too, so the report's own lines are searched.)
+    let mut node2 = None;
+    for i in 0..3 {
+        let l = up
+            .wait_line_after(i, " s sampled", Duration::from_secs(1))
+            .await;
+        if l.trim_start().starts_with("node2 ") {
+            node2 = Some(l);
+            break;
+        }
+    }
+    assert!(node2.is_some(), "the stop report has no line for node2");
     let moved = up
         .wait_line(
             &format!("{} node2 -> ", completed.workload),
