@@ -125,7 +125,9 @@ async fn the_name_follows_a_migration_and_is_freed_by_an_exit() {
 
     // A workload that ends frees its name.
     let mut brief = sleeper(&c);
-    brief.command = vec!["true".into()];
+    // Long enough to be seen running (a program that ends at once may be
+    // gone before its start is confirmed, and is then a failed start).
+    brief.command = vec!["sleep".into(), "1".into()];
     start(&c, "node2", "brief", brief).await;
     c.wait_for(
         Duration::from_secs(60),
