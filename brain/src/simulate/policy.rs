@@ -111,19 +111,25 @@ impl Default for Threshold {
     }
 }
 
+/// Whether a periodic balancer runs at `at_ms`: at the first step, then
+/// once `interval_ms` has passed since its last run (which it records).
+fn due(last_run: &mut Option<i64>, interval_ms: i64, at_ms: i64) -> bool {
+    if last_run.is_some_and(|t| at_ms - t < interval_ms) {
+        return false;
+    }
+    *last_run = Some(at_ms);
+    true
+}
+
 impl Policy for Threshold {
     fn name(&self) -> &'static str {
         "threshold"
     }
 
     fn decide(&mut self, v: &View<'_>) -> Vec<Move> {
-        if self
-            .last_run
-            .is_some_and(|t| v.at_ms - t < self.interval_ms)
-        {
+        if !due(&mut self.last_run, self.interval_ms, v.at_ms) {
             return Vec::new();
         }
-        self.last_run = Some(v.at_ms);
         let by_load = |a: &usize, b: &usize| v.load_pct[*a].total_cmp(&v.load_pct[*b]);
         let (Some(busy), Some(idle)) = (
             (0..v.load_pct.len()).max_by(by_load),
@@ -199,13 +205,9 @@ impl Policy for Spread {
     }
 
     fn decide(&mut self, v: &View<'_>) -> Vec<Move> {
-        if self
-            .last_run
-            .is_some_and(|t| v.at_ms - t < self.interval_ms)
-        {
+        if !due(&mut self.last_run, self.interval_ms, v.at_ms) {
             return Vec::new();
         }
-        self.last_run = Some(v.at_ms);
         let mut load = v.load_pct.to_vec();
         let mut moved = vec![false; v.workloads.len()];
         let mut out = Vec::new();
