@@ -31,25 +31,19 @@ async fn a_refused_event_does_not_wedge_the_buffer() {
         .await;
     let sample = Envelope::new(
         node.clone(),
-        Event::TelemetrySample(Sample {
-            at: chrono::Utc::now(),
-            seq: 0,
-            cpu: Cpu {
+        Event::TelemetrySample(Sample::new(
+            chrono::Utc::now(),
+            0,
+            Cpu {
                 usage_pct: 10.0,
                 capacity_cores: 2.0,
                 per_core_pct: Vec::new(),
             },
-            memory: Memory {
+            Memory {
                 used_bytes: 1,
                 total_bytes: 2,
             },
-            swap: None,
-            load: None,
-            net: None,
-            disk: None,
-            processes: None,
-            psi: None,
-        }),
+        )),
     );
     buffer.push_wait(sample.clone()).await;
     buffer.close();

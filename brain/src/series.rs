@@ -513,24 +513,18 @@ mod tests {
     }
 
     fn crate_sample(at_ms: i64) -> Sample {
-        Sample {
-            at: DateTime::<Utc>::from_timestamp_millis(at_ms).unwrap(),
-            seq: 0,
-            cpu: Cpu {
+        Sample::new(
+            DateTime::<Utc>::from_timestamp_millis(at_ms).unwrap(),
+            0,
+            Cpu {
                 usage_pct: 1.0,
                 capacity_cores: 2.0,
                 per_core_pct: vec![3.0],
             },
-            memory: Memory {
+            Memory {
                 used_bytes: 1,
                 total_bytes: 2,
             },
-            swap: None,
-            load: None,
-            net: None,
-            disk: None,
-            processes: None,
-            psi: None,
-        }
+        )
     }
 }

@@ -91,25 +91,19 @@ impl Ai {
                 .filter(|&w| v.workloads[w].node == i)
                 .collect();
             let used: u64 = on.iter().map(|&w| v.workloads[w].memory_bytes).sum();
-            let sample = Sample {
-                at: now,
-                seq: 0,
-                cpu: Cpu {
+            let sample = Sample::new(
+                now,
+                0,
+                Cpu {
                     usage_pct: v.load_pct[i],
                     capacity_cores: v.capacity_cores,
                     per_core_pct: Vec::new(),
                 },
-                memory: Memory {
+                Memory {
                     used_bytes: used,
                     total_bytes: v.memory_bytes,
                 },
-                swap: None,
-                load: None,
-                net: None,
-                disk: None,
-                processes: None,
-                psi: None,
-            };
+            );
             self.planner.apply(&Fact::Sample {
                 node: node.clone(),
                 seen_at: now,
