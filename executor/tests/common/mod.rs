@@ -557,7 +557,9 @@ pub fn workload_pids(tag: &str, name: &str) -> Vec<u32> {
                         .parse::<u32>()
                         .ok()
                 });
-            !parent.is_some_and(|pp| live.contains(&pp))
+            // A process whose stat is gone has exited since the listing (the
+            // counter's short-lived `sleep` children do): it is no copy.
+            parent.is_some_and(|pp| !live.contains(&pp))
         })
         .collect()
 }
