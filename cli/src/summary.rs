@@ -67,6 +67,24 @@ fn node_or_workload(env: &Envelope) -> Option<String> {
             format!("{} exited on {}{how}", x.workload, env.node)
         }
         Event::WorkloadUsage(u) => usage(u),
+        Event::NodeDrainRequested(d) => format!(
+            "{} draining (cordoned) by {}{}",
+            d.node,
+            d.requested_by,
+            if d.reason.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", d.reason)
+            }
+        ),
+        Event::NodeUncordoned(u) => format!(
+            "{} takes work again (uncordoned by {})",
+            u.node, u.requested_by
+        ),
+        Event::NodeDrainBlocked(b) => format!(
+            "{} cannot leave draining {}: {}",
+            b.workload, b.node, b.reason
+        ),
         _ => return None,
     })
 }
@@ -365,6 +383,21 @@ mod tests {
             "node.predicted",
             "brain",
             r#"{"node":"node3","at":"2026-11-25T08:30:00Z","onset":0.81,"sustained":0.12,"model_version":3}"#,
+        ),
+        (
+            "node.drain_requested",
+            "cli",
+            r#"{"node":"node2","requested_by":"alice","reason":"kernel update"}"#,
+        ),
+        (
+            "node.uncordoned",
+            "cli",
+            r#"{"node":"node2","requested_by":"alice"}"#,
+        ),
+        (
+            "node.drain_blocked",
+            "brain",
+            r#"{"node":"node2","workload":"counter","reason":"no target: node3 has no room for its memory"}"#,
         ),
     ];
 

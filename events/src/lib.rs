@@ -4,7 +4,7 @@
 //! place that says what an event looks like ([`envelope`]), what each kind
 //! carries ([`payload`], [`telemetry`]) and within which ranges ([`bounds`]),
 //! where it is published ([`subject`]), which streams keep it ([`stream`]),
-//! how a service talks to NATS ([`connection`]), reads a stream ([`reader`]),
+//! how a service talks to NATS ([`connection`]), reads a stream ([`reader`]), which nodes are drained ([`cordon`]),
 //! asks whether an executor is alive ([`liveness`]) and stops ([`shutdown`]).
 //! Services depend on this crate and on nothing of each other,
 //! so a change to the contract is visible in one diff.
@@ -12,6 +12,7 @@
 pub mod bounds;
 pub mod cli;
 pub mod connection;
+pub mod cordon;
 pub mod envelope;
 pub mod liveness;
 pub mod migration;

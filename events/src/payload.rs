@@ -7,6 +7,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::bounds::{Bounded, OutOfRange};
+use crate::cordon;
 use crate::migration;
 use crate::model;
 use crate::subject::NodeName;
@@ -142,6 +143,12 @@ kinds! {
     NodePredicted(model::Predicted) = "node.predicted",
     /// The executor sampled its workloads' resource use.
     WorkloadUsage(model::WorkloadUsage) = "telemetry.workloads",
+    /// Someone asks for a node to be emptied and to take no new work.
+    NodeDrainRequested(cordon::DrainRequested) = "node.drain_requested",
+    /// A drained node takes work again.
+    NodeUncordoned(cordon::Uncordoned) = "node.uncordoned",
+    /// The brain cannot move a workload off a draining node, and says why.
+    NodeDrainBlocked(cordon::DrainBlocked) = "node.drain_blocked",
 }
 
 /// Why a payload of a known kind was refused.
@@ -178,6 +185,9 @@ impl Event {
             | Event::WorkloadUsage(_) => emitter,
             Event::MigrationDeferred(p) => &p.source,
             Event::NodePredicted(p) => &p.node,
+            Event::NodeDrainRequested(p) => &p.node,
+            Event::NodeUncordoned(p) => &p.node,
+            Event::NodeDrainBlocked(p) => &p.node,
             Event::WorkloadStartRequested(p) => &p.node,
             Event::MigrationRequested(p) => &p.source,
             Event::MigrationCheckpointed(p) => &p.target,

@@ -12,6 +12,10 @@
 //!
 //! One rule per event:
 //! - `node.joined` / `node.left`: the node's membership;
+//! - `node.drain_requested` cordons a node (a new drain starts afresh),
+//!   `node.uncordoned` ends it, `node.drain_blocked` records what the brain
+//!   said cannot move; a migration off a draining node that ends without
+//!   moving counts as a failed attempt ([`crate::cordon`]);
 //! - `workload.started` puts the workload on the emitting node, running;
 //! - `workload.exited` removes it only when the emitting node is the one it
 //!   runs on and it is not migrating (a late exit from a node it left, or
@@ -38,6 +42,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use uuid::Uuid;
 
+use crate::cordon::{Drain, DrainProgress};
 use crate::migration::{Reason, Requested, Step, Timings};
 use crate::model::WorkloadUsage;
 use crate::payload::NodeJoined;
@@ -58,6 +63,8 @@ pub struct Placement {
     /// Migrations in flight and finished, by id (UUIDv7: oldest first), at
     /// most the number given to [`Placement::new`].
     pub migrations: BTreeMap<Uuid, Migration>,
+    /// Nodes being drained (cordoned): never a target, emptied by the brain.
+    pub draining: BTreeMap<NodeName, Drain>,
     /// Events applied.
     pub applied: u64,
     kept: usize,
@@ -373,6 +380,9 @@ pub fn reads(event: &Event) -> bool {
             | Event::MigrationFailed(_)
             | Event::MigrationRolledBack(_)
             | Event::MigrationWithdrawn(_)
+            | Event::NodeDrainRequested(_)
+            | Event::NodeUncordoned(_)
+            | Event::NodeDrainBlocked(_)
     )
 }
 
@@ -422,6 +432,7 @@ impl Placement {
             workloads: BTreeMap::new(),
             nodes: BTreeMap::new(),
             migrations: BTreeMap::new(),
+            draining: BTreeMap::new(),
             applied: 0,
             kept: migrations_kept.max(1),
             forgotten_up_to: None,
@@ -448,7 +459,7 @@ impl Placement {
     /// see again from the log (applying it twice changes nothing).
     pub fn apply_event(&mut self, emitter: &NodeName, at: DateTime<Utc>, event: &Event) -> Change {
         self.applied += 1;
-        match event {
+        let change = match event {
             Event::NodeJoined(j) => self.joined(emitter, at, j),
             Event::NodeLeft(_) => self.left(emitter, at),
             Event::WorkloadStarted(s) => self.started(emitter, at, s),
@@ -472,7 +483,91 @@ impl Placement {
             Event::MigrationFailed(f) => self.failed(ids!(f), at, f.step, &f.reason),
             Event::MigrationRolledBack(r) => self.rolled_back(ids!(r), at, r.pid),
             Event::MigrationWithdrawn(w) => self.withdrawn(ids!(w), at, &w.reason),
+            Event::NodeDrainRequested(d) => {
+                self.draining.insert(d.node.clone(), Drain::new(at, d));
+                Change::default()
+            }
+            Event::NodeUncordoned(u) => {
+                self.draining.remove(&u.node);
+                Change::default()
+            }
+            Event::NodeDrainBlocked(b) => {
+                let here = self
+                    .workloads
+                    .get(&b.workload)
+                    .is_some_and(|w| w.node == b.node);
+                if let (true, Some(d)) = (here, self.draining.get_mut(&b.node)) {
+                    d.blocked.insert(b.workload.clone(), b.reason.clone());
+                }
+                Change::default()
+            }
             _ => Change::default(),
+        };
+        self.note_drain(&change);
+        change
+    }
+
+    /// Whether `node` is being drained: no workload may be placed or moved
+    /// onto it.
+    pub fn is_draining(&self, node: &NodeName) -> bool {
+        self.draining.contains_key(node)
+    }
+
+    /// The nodes a new workload may be placed on: joined, not left, not
+    /// draining. The one rule `workload run` without a node and the
+    /// dashboard share (the brain's targets also need live telemetry and an
+    /// executor, which only it knows).
+    pub fn placeable_nodes(&self) -> Vec<&NodeName> {
+        self.nodes
+            .iter()
+            .filter(|(n, seen)| seen.joined && !self.is_draining(n))
+            .map(|(n, _)| n)
+            .collect()
+    }
+
+    /// Where the drain of `node` stands, if it is draining.
+    pub fn drain_progress(&self, node: &NodeName) -> Option<DrainProgress> {
+        let drain = self.draining.get(node)?;
+        let on: Vec<&Workload> = self
+            .workloads
+            .values()
+            .filter(|w| &w.node == node)
+            .collect();
+        Some(DrainProgress {
+            node: node.clone(),
+            drain: drain.clone(),
+            remaining: on.iter().map(|w| w.name.clone()).collect(),
+            moving: on
+                .iter()
+                .filter(|w| matches!(w.state, WorkloadState::Migrating { .. }))
+                .map(|w| w.name.clone())
+                .collect(),
+        })
+    }
+
+    /// What a change means to the drains: a migration off a draining node
+    /// that ended without moving is a failed attempt; a workload that left
+    /// its node is no longer blocked there.
+    fn note_drain(&mut self, change: &Change) {
+        if self.draining.is_empty() {
+            return;
+        }
+        if let Some(c) = change.migration.filter(|c| c.finished_now()) {
+            if let Some(m) = self
+                .migrations
+                .get(&c.id)
+                .filter(|m| m.status != Status::Completed)
+            {
+                if let Some(d) = self.draining.get_mut(&m.source) {
+                    let why = m.outcome_label();
+                    d.failures.entry(m.workload.clone()).or_default().push(why);
+                }
+            }
+        }
+        if let Some(WorkloadChange::Moved(w) | WorkloadChange::Gone(w)) = &change.workload {
+            for d in self.draining.values_mut() {
+                d.forget(w);
+            }
         }
     }
 

@@ -7,6 +7,7 @@
 //! depends on the contract only and never on a service.
 
 use chrono::{DateTime, Duration, Utc};
+use loadshift_events::cordon::{DrainBlocked, DrainRequested, Uncordoned};
 use loadshift_events::migration::{
     Checkpointed, Completed, Failed, Reason, Requested, Restored, RolledBack, Step, Timings,
 };
@@ -150,6 +151,50 @@ pub fn usage(n: &str, w: &str, t: DateTime<Utc>, cpu: f32) -> Envelope {
                     cpu_pct: cpu,
                     rss_bytes: 96 << 20,
                 }],
+            }),
+        ),
+        t,
+    )
+}
+
+/// `node.<n>.drain_requested` by `by`, from the CLI.
+pub fn drain_requested(n: &str, by: &str, t: DateTime<Utc>) -> Envelope {
+    at(
+        Envelope::new(
+            node("cli"),
+            Event::NodeDrainRequested(DrainRequested {
+                node: node(n),
+                requested_by: by.into(),
+                reason: "maintenance".into(),
+            }),
+        ),
+        t,
+    )
+}
+
+/// `node.<n>.uncordoned` by `by`, from the CLI.
+pub fn uncordoned(n: &str, by: &str, t: DateTime<Utc>) -> Envelope {
+    at(
+        Envelope::new(
+            node("cli"),
+            Event::NodeUncordoned(Uncordoned {
+                node: node(n),
+                requested_by: by.into(),
+            }),
+        ),
+        t,
+    )
+}
+
+/// `node.<n>.drain_blocked` from the brain: `w` cannot move, `why`.
+pub fn drain_blocked(n: &str, w: &str, why: &str, t: DateTime<Utc>) -> Envelope {
+    at(
+        Envelope::new(
+            node("brain"),
+            Event::NodeDrainBlocked(DrainBlocked {
+                node: node(n),
+                workload: workload(w),
+                reason: why.into(),
             }),
         ),
         t,

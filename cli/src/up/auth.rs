@@ -124,13 +124,21 @@ impl Role {
                         "workload.*.start_requested",
                         "migration.*.requested",
                         "model.*.train_requested",
+                        "node.*.drain_requested",
+                        "node.*.uncordoned",
                         "loadshift.executor.*.ping",
                     ],
-                    Role::Webui => &["migration.*.requested", "model.*.train_requested"],
+                    Role::Webui => &[
+                        "migration.*.requested",
+                        "model.*.train_requested",
+                        "node.*.drain_requested",
+                        "node.*.uncordoned",
+                    ],
                     _ => &[
                         "migration.*.requested",
                         "migration.*.deferred",
                         "node.*.predicted",
+                        "node.*.drain_blocked",
                         "model.>",
                     ],
                 }));
@@ -499,6 +507,23 @@ mod tests {
                 .iter()
                 .any(|s| s.contains("start_requested"));
             assert_eq!(may, role == Role::Operator, "{role:?}");
+        }
+    }
+
+    #[test]
+    fn only_people_may_drain_and_only_the_brain_may_say_what_cannot_move() {
+        let may = |role: &Role, verb: &str| {
+            role.permissions()
+                .publish
+                .iter()
+                .any(|s| s == &format!("node.*.{verb}"))
+        };
+        for role in roles(&[n("node2")], &[n("node2")]) {
+            let person = matches!(role, Role::Operator | Role::Webui);
+            for verb in ["drain_requested", "uncordoned"] {
+                assert_eq!(may(&role, verb), person, "{role:?} {verb}");
+            }
+            assert_eq!(may(&role, "drain_blocked"), role == Role::Brain, "{role:?}");
         }
     }
 
