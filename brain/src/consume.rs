@@ -46,6 +46,8 @@ impl Watchers {
     pub fn observe(&mut self, env: &Envelope, writes: &mut Writes) {
         if let Some(planner) = self.planner.as_mut() {
             planner.observe(env);
+            planner.drain(env.occurred_at);
+            planner.queue_decisions(writes);
         }
         let Some(live) = self.live.as_mut() else {
             return;

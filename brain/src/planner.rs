@@ -23,6 +23,10 @@
 //!    threshold; never a node that left, went silent, or is itself predicted
 //!    to overload; and it must have room for the workload's memory.
 //! 5. No good move: a deferral with the reason, once per node cooldown.
+//!
+//! A node an operator drains is never a target, and its workloads move off
+//! by the rules of [`drain`] (their own functions, sharing the target
+//! choice above).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -33,6 +37,9 @@ use loadshift_events::model::Deferred;
 use loadshift_events::placement::{self, Change, Placement, WorkloadChange};
 use loadshift_events::{Envelope, Event, NodeName, WorkloadName};
 use uuid::Uuid;
+
+mod drain;
+pub use drain::{DrainDecision, DRAIN_IN_FLIGHT};
 
 /// The planner's knobs.
 #[derive(Debug, Clone, PartialEq)]
@@ -330,6 +337,11 @@ impl Planner {
     /// the source's trouble streak starts again.
     fn cool_down(&mut self, workload: &WorkloadName, nodes: [&NodeName; 2], at: DateTime<Utc>) {
         self.last_migration.insert(workload.clone(), at);
+        if self.placement.is_draining(nodes[0]) {
+            // An operator's drain, not the load: its nodes do not rest
+            // (`drain` paces itself).
+            return;
+        }
         for n in nodes {
             let s = self.nodes.entry(n.clone()).or_default();
             s.last_migration = Some(at);
@@ -465,6 +477,8 @@ impl Planner {
         let cfg = &self.config;
         if !self.alive(t, now) {
             Some("left or silent")
+        } else if self.placement.is_draining(name) {
+            Some("is draining")
         } else if !within(t.executor_seen, now, cfg.silent_after) {
             Some("has no executor")
         } else if t.capacity_cores <= 0.0 {

@@ -22,7 +22,7 @@ use tokio::sync::mpsc;
 
 use crate::live::NodeView;
 use crate::model::SharedPredictor;
-use crate::planner::{facts_of, Decision, Fact, Planner, PlannerConfig};
+use crate::planner::{facts_of, Decision, DrainDecision, Fact, Planner, PlannerConfig};
 
 /// How long rebuilding may wait for the next message before giving up.
 const REBUILD_IDLE: std::time::Duration = std::time::Duration::from_secs(30);
@@ -155,6 +155,52 @@ impl PlannerService {
                 self.decide(Event::MigrationDeferred(d));
             }
             None => {}
+        }
+    }
+
+    /// After an event that occurred at `occurred_at`: what the drain rules
+    /// decide now ([`Planner::drain`]), each decision applied before the next
+    /// is asked for. Only on a fresh event, like predictions: a restart
+    /// catching up reads stale loads and would report nodes silent.
+    pub fn drain(&mut self, occurred_at: DateTime<Utc>) {
+        if self.planner.placement().draining.is_empty() {
+            return;
+        }
+        let now = Utc::now();
+        let fresh = (now - occurred_at)
+            .to_std()
+            .map(|d| d < self.planner.config().silent_after)
+            .unwrap_or(true);
+        if !fresh {
+            return;
+        }
+        // Each decision changes what the next one sees (a migration in
+        // flight, a report made); at most one per workload on the node.
+        let bound = self.planner.placement().workloads.len() + 1;
+        for _ in 0..bound {
+            let event = match self.planner.drain(now) {
+                Some(DrainDecision::Migrate(r)) => {
+                    tracing::info!(migration = %r.migration, workload = %r.workload, source = %r.source, target = %r.target, "draining: requesting a migration");
+                    self.planner.apply(&Fact::MigrationRequested {
+                        id: r.migration,
+                        workload: r.workload.clone(),
+                        source: r.source.clone(),
+                        target: r.target.clone(),
+                        at: now,
+                    });
+                    Event::MigrationRequested(r)
+                }
+                Some(DrainDecision::Blocked(b)) => {
+                    tracing::info!(node = %b.node, workload = %b.workload, reason = %b.reason, "draining: cannot move");
+                    Event::NodeDrainBlocked(b)
+                }
+                None => return,
+            };
+            let env = Envelope::new(self.emitter.clone(), event);
+            if matches!(env.event, Event::NodeDrainBlocked(_)) {
+                self.planner.apply(&Fact::Logged(Box::new(env.clone())));
+            }
+            self.decided.push(env);
         }
     }
 
