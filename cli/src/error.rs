@@ -69,6 +69,18 @@ pub enum InputError {
         "no nats/server.conf in {0} or above it: run from the loadshift repository or pass --repo DIR (LOADSHIFT_REPO)"
     )]
     NotARepo(std::path::PathBuf),
+    /// the node is not in the log
+    #[error(
+        "node {0} is unknown: the log holds no node.{0}.joined and no workload runs there; \
+         `loadshift node ls` lists the nodes"
+    )]
+    UnknownNode(NodeName),
+    /// the target is being drained
+    #[error(
+        "node {0} is draining: it takes no new workload or migration; \
+         `loadshift node uncordon {0}` gives it back"
+    )]
+    Draining(NodeName),
     /// the target is where the workload already runs
     #[error("workload {workload} already runs on {node}; pick another --to")]
     SameNode {

@@ -72,14 +72,17 @@ pub struct MigrateArgs {
 /// `migrate`.
 ///
 /// # Errors
-/// [`InputError`] for an unknown or already migrating workload, or a target
-/// that is its source; NATS failing.
+/// [`InputError`] for an unknown or already migrating workload, a target
+/// that is its source or is draining; NATS failing.
 pub async fn run(a: MigrateArgs) -> anyhow::Result<ExitCode> {
     let (_client, js) = connect(&a.common).await?;
+    let placement = super::workload::fold(&js, &a.common).await?;
+    if placement.is_draining(&a.to) {
+        return Err(InputError::Draining(a.to.clone()).into());
+    }
     let source = match &a.from {
         Some(from) => from.clone(),
         None => {
-            let placement = super::workload::fold(&js, &a.common).await?;
             let w = placement
                 .workloads
                 .get(&a.workload)

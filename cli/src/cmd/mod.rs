@@ -1,5 +1,5 @@
 //! The verbs of `loadshift`, one struct and one file per command (as
-//! youki's `liboci-cli` does): `workload run`, `workload ls`, `migrate`,
+//! youki's `liboci-cli` does): `workload run`, `workload ls`, `migrate`, `node drain`,
 //! `events tail`, `status`, `up`. This file holds the top-level parser and what
 //! every command shares: how to reach NATS and how to log.
 
@@ -14,6 +14,7 @@ use loadshift_events::NodeName;
 pub mod auth;
 pub mod events;
 pub mod migrate;
+pub mod node;
 pub mod status;
 pub mod up;
 pub mod workload;
@@ -36,6 +37,7 @@ pub mod workload;
   loadshift workload run --node node2 --name counter -- /usr/bin/counter --every 1s
   loadshift workload ls
   loadshift migrate counter --to node3 --wait
+  loadshift node drain node2 --wait
   loadshift events tail --subject 'migration.>'
   loadshift status
   loadshift up --scenario ramp
@@ -56,6 +58,9 @@ pub enum Command {
     Workload(workload::WorkloadCommand),
     // The help text of a command is its argument struct's doc comment.
     Migrate(migrate::MigrateArgs),
+    /// Drain a node for maintenance, give it back, list the nodes.
+    #[command(subcommand)]
+    Node(node::NodeCommand),
     /// Read the event log.
     #[command(subcommand)]
     Events(events::EventsCommand),
@@ -83,6 +88,9 @@ impl Command {
             Command::Workload(workload::WorkloadCommand::Run(a)) => &a.common,
             Command::Workload(workload::WorkloadCommand::Ls(a)) => &a.common,
             Command::Migrate(a) => &a.common,
+            Command::Node(node::NodeCommand::Drain(a)) => &a.common,
+            Command::Node(node::NodeCommand::Uncordon(a)) => &a.common,
+            Command::Node(node::NodeCommand::Ls(a)) => &a.common,
             Command::Events(events::EventsCommand::Tail(a)) => &a.common,
             Command::Events(events::EventsCommand::Streams(a)) => &a.common,
             Command::Status(a) => &a.common,
@@ -100,6 +108,9 @@ impl Command {
             Command::Workload(workload::WorkloadCommand::Run(a)) => workload::run(a).await,
             Command::Workload(workload::WorkloadCommand::Ls(a)) => workload::ls(a).await,
             Command::Migrate(a) => migrate::run(a).await,
+            Command::Node(node::NodeCommand::Drain(a)) => node::drain(a).await,
+            Command::Node(node::NodeCommand::Uncordon(a)) => node::uncordon(a).await,
+            Command::Node(node::NodeCommand::Ls(a)) => node::ls(a).await,
             Command::Events(events::EventsCommand::Tail(a)) => events::tail(a).await,
             Command::Events(events::EventsCommand::Streams(a)) => events::streams(a).await,
             Command::Status(a) => status::run(a).await,

@@ -64,7 +64,7 @@ pub async fn run(a: StatusArgs) -> anyhow::Result<ExitCode> {
 
 /// Every node the log names: the ones that joined or left, and the ones
 /// workloads run on (an executor may run where no agent announced a node).
-fn nodes_of(p: &Placement) -> Vec<NodeName> {
+pub fn nodes_of(p: &Placement) -> Vec<NodeName> {
     let mut set: BTreeSet<NodeName> = p.nodes.keys().cloned().collect();
     set.extend(p.workloads.values().map(|w| w.node.clone()));
     set.into_iter().collect()
@@ -124,7 +124,7 @@ fn render(p: &Placement, nodes: &[NodeName], answers: &[PingAnswer]) -> String {
     for (n, answer) in nodes.iter().zip(answers) {
         let (state, since, cores) = match p.nodes.get(n) {
             Some(seen) => (
-                if seen.joined { "joined" } else { "left" }.to_string(),
+                super::node::state_label(p, n),
                 crate::time::short(seen.since),
                 seen.capacity_cores
                     .map_or_else(|| "-".to_string(), |c| c.to_string()),
@@ -185,6 +185,7 @@ fn report_json(p: &Placement, nodes: &[NodeName], answers: &[PingAnswer]) -> ser
                 "state": seen.map_or("no_node_event", |s| if s.joined { "joined" } else { "left" }),
                 "since": seen.map(|s| s.since),
                 "capacity_cores": seen.and_then(|s| s.capacity_cores),
+                "draining": super::node::drain_json(p, n),
                 "executor": answer.json(),
             })
         })
