@@ -153,18 +153,27 @@ pub async fn drain(a: DrainArgs) -> anyhow::Result<ExitCode> {
         }
         return Ok(ExitCode::SUCCESS);
     }
-    // The fold up to now holds our request; follow from right after it.
-    let items = eventlog::read_all(&mut events)
-        .await
-        .context("reading the EVENTS stream")?;
-    let mut p = Placement::from_events(eventlog::readable(&items));
-    let from = items.last().map_or(ack.sequence, |i| i.seq) + 1;
-    let answers = eventlog::follow(&events, ">", Start::Sequence(from)).await?;
     let mut watch = Watch {
         node: &a.node,
         json: a.json,
         moved: Vec::new(),
     };
+    // The fold up to now holds our request (what came after it is shown,
+    // however fast it came); follow from right after the last one read.
+    let items = eventlog::read_all(&mut events)
+        .await
+        .context("reading the EVENTS stream")?;
+    let mut p = Placement::default();
+    for item in &items {
+        if let Ok(env) = &item.decoded {
+            p.apply(env);
+            if item.seq > ack.sequence {
+                watch.saw(env);
+            }
+        }
+    }
+    let from = items.last().map_or(ack.sequence, |i| i.seq) + 1;
+    let answers = eventlog::follow(&events, ">", Start::Sequence(from)).await?;
     let deadline = tokio::time::Instant::now() + a.timeout;
     let mut answers = Box::pin(answers);
     loop {
