@@ -1,5 +1,5 @@
 //! What an operator may do from the dashboard: ask for a migration, ask the
-//! brain to retrain. Both only publish a request event naming who asked; the
+//! brain to retrain, drain a node and give it back. Both only publish a request event naming who asked; the
 //! brain and the executors decide and act, and the log records it.
 //!
 //! Off unless an operator token is configured. With one, a person logs in
@@ -22,6 +22,7 @@ use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::{Extension, Form};
+use loadshift_events::cordon::{DrainRequested, Uncordoned};
 use loadshift_events::migration::{Reason, Requested};
 use loadshift_events::model::TrainRequested;
 use loadshift_events::{connection, Envelope, Event, NodeName, WorkloadName};
@@ -512,6 +513,64 @@ pub async fn retrain(st: St, headers: HeaderMap, Form(f): Form<RetrainForm>) -> 
         Ok(()) => Redirect::to("/model").into_response(),
         Err(r) => r,
     }
+}
+
+/// "Drain this node" and "Uncordon this node".
+#[derive(Debug, Deserialize)]
+pub struct NodeForm {
+    /// The session's CSRF token.
+    pub csrf: String,
+    /// Which node.
+    pub node: String,
+    /// Why, in the operator's words (drain only).
+    #[serde(default)]
+    pub reason: String,
+}
+
+/// Publishes the node action `event` makes of the form's node and the
+/// person logged in, then goes back to the node's page: the one shape of
+/// both node actions.
+async fn node_action(
+    st: St,
+    headers: &HeaderMap,
+    f: &NodeForm,
+    event: impl FnOnce(NodeName, String) -> Event,
+) -> Response {
+    let session = match st.operator.authorize(headers, &f.csrf) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let Ok(node) = NodeName::new(f.node.trim()) else {
+        return refuse(StatusCode::BAD_REQUEST, "The node must be a valid name.");
+    };
+    let back = format!("/nodes/{node}");
+    let env = Envelope::new(st.settings.node.clone(), event(node, session.user.clone()));
+    tracing::info!(subject = %env.subject(), user = %session.user, "node action from the dashboard");
+    match publish(&st, env).await {
+        Ok(()) => Redirect::to(&back).into_response(),
+        Err(r) => r,
+    }
+}
+
+/// `POST /actions/drain`: publishes `node.<node>.drain_requested`.
+pub async fn drain(st: St, headers: HeaderMap, Form(f): Form<NodeForm>) -> Response {
+    let reason: String = f.reason.trim().chars().take(500).collect();
+    node_action(st, &headers, &f, |node, requested_by| {
+        Event::NodeDrainRequested(DrainRequested {
+            node,
+            requested_by,
+            reason,
+        })
+    })
+    .await
+}
+
+/// `POST /actions/uncordon`: publishes `node.<node>.uncordoned`.
+pub async fn uncordon(st: St, headers: HeaderMap, Form(f): Form<NodeForm>) -> Response {
+    node_action(st, &headers, &f, |node, requested_by| {
+        Event::NodeUncordoned(Uncordoned { node, requested_by })
+    })
+    .await
 }
 
 #[cfg(test)]

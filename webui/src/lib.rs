@@ -150,6 +150,8 @@ pub fn router(state: Shared) -> Router {
         .route("/logout", post(actions::logout))
         .route("/actions/migrate", post(actions::migrate))
         .route("/actions/retrain", post(actions::retrain))
+        .route("/actions/drain", post(actions::drain))
+        .route("/actions/uncordon", post(actions::uncordon))
         .route("/healthz", get(metrics::healthz))
         .route("/metrics", get(metrics::metrics))
         .route("/style.css", get(pages::style))

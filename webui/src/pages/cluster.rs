@@ -80,6 +80,8 @@ pub struct NodeCard {
     pub workloads: Vec<WorkloadTag>,
     /// When it was last heard from.
     pub last_seen: String,
+    /// Its drain, when an operator is emptying it ([`super::drain_line`]).
+    pub draining: Option<String>,
     /// CPU and memory, last 15 minutes.
     #[serde(skip)]
     pub cpu_mem: Chart,
@@ -169,7 +171,8 @@ impl ClusterView {
                 points.clear();
                 points.extend(n.series.window(SPARK_RANGE_MS));
                 let workloads = by_node.remove(n.name.as_str()).unwrap_or_default();
-                let card = NodeCard::of(n, state, &points, workloads, now);
+                let mut card = NodeCard::of(n, state, &points, workloads, now);
+                card.draining = super::drain_line(&p.placement, &n.name);
                 totals.trouble += usize::from(card.trouble);
                 card
             })
@@ -226,6 +229,7 @@ impl NodeCard {
                 .last_seen
                 .map(|t| display::ago(now, t))
                 .unwrap_or_else(|| "never".into()),
+            draining: None,
             cpu_mem,
             load_psi,
         }

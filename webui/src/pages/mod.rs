@@ -20,6 +20,8 @@ use serde::Serialize;
 use crate::display;
 use crate::projection::{Migration, Projection, Status};
 use crate::{AppState, Shared};
+use loadshift_events::placement::Placement;
+use loadshift_events::NodeName;
 
 /// What every page shows around its content.
 #[derive(Debug, Clone, Serialize)]
@@ -251,3 +253,34 @@ pub fn read_view<V>(st: &AppState, build: impl FnOnce(&Projection) -> V) -> (V, 
 
 /// Extracts the shared state (an alias to keep handler signatures short).
 pub type St = axum::extract::State<Shared>;
+
+/// `draining since 10:02:03 UTC, asked by alice (kernel update): 2 left;
+/// cannot move: b (no target: ...)`, or `drained: empty, ...`, for the
+/// cluster card and the node page; `None` when the node is not draining.
+/// Read from the contract's placement fold, the answer the CLI prints.
+pub fn drain_line(p: &Placement, node: &NodeName) -> Option<String> {
+    let d = p.drain_progress(node)?;
+    let asked = format!(
+        "since {}, asked by {}{}",
+        display::time(d.drain.since),
+        d.drain.requested_by,
+        if d.drain.reason.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", d.drain.reason)
+        }
+    );
+    if d.is_empty() {
+        return Some(format!("drained: empty, cordoned {asked}"));
+    }
+    let stuck = d.stuck();
+    let mut line = format!("draining {asked}: {} left", d.remaining.len());
+    if !stuck.is_empty() {
+        let list: Vec<String> = stuck
+            .iter()
+            .map(|(w, why)| format!("{w} ({why})"))
+            .collect();
+        line.push_str(&format!("; cannot move: {}", list.join(", ")));
+    }
+    Some(line)
+}

@@ -99,8 +99,10 @@ pub struct NodeView {
     pub migrations_out: Vec<MigrationRow>,
     /// Migrations onto it, newest first.
     pub migrations_in: Vec<MigrationRow>,
-    /// Other nodes a workload could go to (joined ones).
+    /// Other nodes a workload could go to (joined ones, not draining).
     pub targets: Vec<String>,
+    /// Its drain, when an operator is emptying it ([`super::drain_line`]).
+    pub draining: Option<String>,
     /// The series drawn, for the JSON API (downsampled).
     pub series: Vec<Point>,
 }
@@ -184,8 +186,10 @@ impl NodeView {
                 .nodes
                 .values()
                 .filter(|o| o.name != n.name && matches!(o.life, Life::Joined(_)))
+                .filter(|o| !p.placement.is_draining(&o.name))
                 .map(|o| o.name.to_string())
                 .collect(),
+            draining: super::drain_line(&p.placement, &n.name),
             series,
         })
     }
