@@ -641,3 +641,164 @@ fn browse(url: &str, shot: &str) -> String {
     browser::screenshot(url, &browser::target_dir().join(format!("{shot}.png")));
     browser::dom(url)
 }
+
+/// `loadshift` as the operator of `up`'s cluster.
+fn operator_cli(up: &Up, args: &[&str]) -> std::process::Output {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_loadshift"));
+    for (k, _) in std::env::vars() {
+        if k.starts_with("LOADSHIFT_") {
+            c.env_remove(k);
+        }
+    }
+    let out = c
+        .args(args)
+        .env("LOADSHIFT_NATS", &up.nats)
+        .env("LOADSHIFT_NATS_CREDS", up.dir().join("auth/operator.nk"))
+        .env("USER", "tester")
+        .output()
+        .expect("run loadshift");
+    eprintln!(
+        "loadshift {args:?} -> {:?}\n{}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn up_drain_moves_three_workloads_off_node2_live_and_places_nothing_there_until_uncordoned() {
+    build_siblings();
+    let mut up = Up::start(&["--scenario", "idle", "--grace", "10s"], &[]);
+    up.wait_line("loadshift is up", Duration::from_secs(180))
+        .await;
+    let loadgen = PathBuf::from(env!("CARGO_BIN_EXE_loadshift"))
+        .with_file_name("loadshift-loadgen")
+        .display()
+        .to_string();
+    let names = ["drain-a", "drain-b", "drain-c"];
+    for name in names {
+        let out = operator_cli(
+            &up,
+            &[
+                "workload",
+                "run",
+                "--node",
+                "node2",
+                "--name",
+                name,
+                "--",
+                &loadgen,
+                "--cpu=5",
+                "--memory=8",
+            ],
+        );
+        assert!(out.status.success(), "{name} did not start");
+    }
+    let drain = operator_cli(
+        &up,
+        &[
+            "node",
+            "drain",
+            "node2",
+            "--wait",
+            "--timeout",
+            "5m",
+            "--reason",
+            "test",
+        ],
+    );
+    let said = String::from_utf8_lossy(&drain.stdout).into_owned();
+    assert_eq!(
+        drain.status.code(),
+        Some(0),
+        "brain log:\n{}",
+        std::fs::read_to_string(up.dir().join("logs/brain.log")).unwrap_or_default()
+    );
+    for name in names {
+        assert!(said.contains(&format!("moved {name} to node3")), "{said}");
+    }
+    assert!(said.contains("node2 is empty (3 moved)"), "{said}");
+
+    // The log agrees: every workload on node3, none on node2, and nothing
+    // was ever sent to node2 while it drained.
+    let ls = operator_cli(&up, &["workload", "ls", "--json"]);
+    let rows: serde_json::Value = serde_json::from_slice(&ls.stdout).expect("workload ls --json");
+    for name in names {
+        let row = rows
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["name"] == name)
+            .expect("listed");
+        assert_eq!(row["node"], "node3", "{row}");
+    }
+    // Each workload still counts where it left off (moved live, not restarted).
+    for name in names {
+        let stdout = up.dir().join("node3/workloads").join(name).join("stdout");
+        let t = ticks(&stdout);
+        assert!(!t.is_empty() && t[0] == 0, "{}: {t:?}", stdout.display());
+        for w in t.windows(2) {
+            assert_eq!(w[1], w[0] + 1, "{name} restarted or skipped: {w:?}");
+        }
+    }
+    let refused = operator_cli(&up, &["migrate", "drain-a", "--to", "node2"]);
+    assert_eq!(
+        refused.status.code(),
+        Some(2),
+        "a draining node is no target"
+    );
+
+    // Uncordoned, node2 takes a workload again.
+    assert!(operator_cli(&up, &["node", "uncordon", "node2"])
+        .status
+        .success());
+    let back = operator_cli(
+        &up,
+        &[
+            "migrate",
+            "drain-a",
+            "--to",
+            "node2",
+            "--wait",
+            "--timeout",
+            "2m",
+        ],
+    );
+    assert_eq!(back.status.code(), Some(0));
+
+    let client = up.operator().await;
+    let js = async_nats::jetstream::new(client);
+    let events = js.get_stream(stream::EVENTS).await.expect("EVENTS");
+    let consumer = events
+        .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig::default())
+        .await
+        .expect("consumer");
+    let mut msgs = consumer.messages().await.expect("messages");
+    let mut draining = false;
+    let mut by_brain = 0;
+    while let Ok(Some(Ok(m))) = tokio::time::timeout(Duration::from_secs(2), msgs.next()).await {
+        let Ok(env) = Envelope::from_message(m.subject.as_str(), &m.payload) else {
+            continue;
+        };
+        match env.event {
+            Event::NodeDrainRequested(_) => draining = true,
+            Event::NodeUncordoned(_) => draining = false,
+            Event::MigrationRequested(r) => {
+                assert!(
+                    !(draining && r.target.as_str() == "node2"),
+                    "sent to node2 while it drained: {r:?}"
+                );
+                by_brain += usize::from(draining && r.requested_by == "brain");
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(
+        by_brain, 3,
+        "one brain migration per workload, none retried"
+    );
+    let status = up.stop().await;
+    assert!(status.success(), "loadshift up exited with {status}");
+    up.assert_nothing_left();
+}
