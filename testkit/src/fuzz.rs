@@ -148,6 +148,18 @@ fn payloads() -> Vec<(Kind, serde_json::Value)> {
             Kind::WorkloadUsage,
             json!({"at": "2013-07-01T00:00:00Z", "workloads": [{"workload": "counter", "cpu_pct": 12.5, "rss_bytes": 1048576}]}),
         ),
+        (
+            Kind::NodeDrainRequested,
+            json!({"node": "node2", "requested_by": "alice", "reason": "kernel update"}),
+        ),
+        (
+            Kind::NodeUncordoned,
+            json!({"node": "node2", "requested_by": "alice"}),
+        ),
+        (
+            Kind::NodeDrainBlocked,
+            json!({"node": "node2", "workload": "counter", "reason": "no target: node3 has no room for its memory"}),
+        ),
     ]
 }
 
