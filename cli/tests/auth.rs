@@ -130,6 +130,8 @@ async fn an_agent_says_only_its_own_nodes_telemetry() {
         "telemetry.node3",
         "node.node3.joined",
         "node.node2.predicted",
+        "node.node2.drain_requested",
+        "node.node2.drain_blocked",
         "workload.node2.start_requested",
         "migration.node2.requested",
     ] {
@@ -220,6 +222,9 @@ async fn the_brain_decides_but_cannot_start_workloads() {
     let js = s.js("brain").await;
     assert!(raw_publish(&js, "migration.node2.requested").await);
     assert!(raw_publish(&js, "model.node1.trained").await);
+    // It says what a drain cannot move, but only people drain.
+    assert!(raw_publish(&js, "node.node2.drain_blocked").await);
+    assert!(!raw_publish(&js, "node.node2.drain_requested").await);
     let env = forged_start("node2");
     assert!(connection::publish(&js, &env).await.is_err());
     assert_eq!(s.count("workload.node2.start_requested").await, 0);
