@@ -149,6 +149,20 @@ pub enum Fact {
     },
 }
 
+impl Fact {
+    /// The request `r`, decided at `at`, as the planner applies its own
+    /// decision before the log brings it back.
+    pub fn requested(r: &Requested, at: DateTime<Utc>) -> Self {
+        Fact::MigrationRequested {
+            id: r.migration,
+            workload: r.workload.clone(),
+            source: r.source.clone(),
+            target: r.target.clone(),
+            at,
+        }
+    }
+}
+
 /// What the planner decided.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Decision {

@@ -103,11 +103,7 @@ impl PlannerService {
             top_features: Vec::new(),
         });
         let now = Utc::now();
-        let fresh = (now - occurred_at)
-            .to_std()
-            .map(|d| d < self.planner.config().silent_after)
-            .unwrap_or(true);
-        if !fresh {
+        if !self.fresh(occurred_at, now) {
             return;
         }
         let changed = match self.said.get(node) {
@@ -137,13 +133,7 @@ impl PlannerService {
                     .and_then(|g| g.as_ref().map(|m| m.top_features(&view.features, 3)))
                     .unwrap_or_default();
                 tracing::info!(migration = %r.migration, workload = %r.workload, source = %r.source, target = %r.target, reason = %r.reason.summary, "requesting a migration");
-                self.planner.apply(&Fact::MigrationRequested {
-                    id: r.migration,
-                    workload: r.workload.clone(),
-                    source: r.source.clone(),
-                    target: r.target.clone(),
-                    at: now,
-                });
+                self.planner.apply(&Fact::requested(&r, now));
                 self.decide(Event::MigrationRequested(r));
             }
             Some(Decision::Defer(d)) => {
@@ -167,11 +157,7 @@ impl PlannerService {
             return;
         }
         let now = Utc::now();
-        let fresh = (now - occurred_at)
-            .to_std()
-            .map(|d| d < self.planner.config().silent_after)
-            .unwrap_or(true);
-        if !fresh {
+        if !self.fresh(occurred_at, now) {
             return;
         }
         // Each decision changes what the next one sees (a migration in
@@ -181,13 +167,7 @@ impl PlannerService {
             let event = match self.planner.drain(now) {
                 Some(DrainDecision::Migrate(r)) => {
                     tracing::info!(migration = %r.migration, workload = %r.workload, source = %r.source, target = %r.target, "draining: requesting a migration");
-                    self.planner.apply(&Fact::MigrationRequested {
-                        id: r.migration,
-                        workload: r.workload.clone(),
-                        source: r.source.clone(),
-                        target: r.target.clone(),
-                        at: now,
-                    });
+                    self.planner.apply(&Fact::requested(&r, now));
                     Event::MigrationRequested(r)
                 }
                 Some(DrainDecision::Blocked(b)) => {
@@ -202,6 +182,16 @@ impl PlannerService {
             }
             self.decided.push(env);
         }
+    }
+
+    /// Whether an event that occurred at `occurred_at` is news at `now`
+    /// (younger than the planner's silence limit; a clock slightly ahead
+    /// counts as news): only news may lead to a decision.
+    fn fresh(&self, occurred_at: DateTime<Utc>, now: DateTime<Utc>) -> bool {
+        (now - occurred_at)
+            .to_std()
+            .map(|d| d < self.planner.config().silent_after)
+            .unwrap_or(true)
     }
 
     /// Moves the decisions made since the last call into `batch`'s outbox.

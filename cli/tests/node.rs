@@ -54,6 +54,15 @@ async fn output(child: tokio::process::Child) -> std::process::Output {
     out
 }
 
+/// node2's row of `node ls --json`.
+async fn node2_listed(h: &Harness) -> serde_json::Value {
+    let out = h.run(&["node", "ls", "--json"]).await;
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&stdout(&out)).unwrap();
+    rows.into_iter()
+        .find(|n| n["node"] == "node2")
+        .expect("node2 listed")
+}
+
 #[tokio::test]
 async fn drain_wait_prints_each_move_and_ends_when_the_node_is_empty() {
     let h = Harness::new().await;
@@ -106,14 +115,7 @@ async fn drain_wait_prints_each_move_and_ends_when_the_node_is_empty() {
         h.run(&["node", "uncordon", "node2"]).await.status.code(),
         Some(0)
     );
-    let json: serde_json::Value =
-        serde_json::from_str(&stdout(&h.run(&["node", "ls", "--json"]).await)).unwrap();
-    let node2 = json
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|n| n["node"] == "node2")
-        .unwrap();
+    let node2 = node2_listed(&h).await;
     assert_eq!(node2["draining"], serde_json::Value::Null);
     assert_eq!(node2["state"], "joined");
 }
@@ -145,14 +147,7 @@ async fn drain_wait_exits_1_with_what_cannot_move_and_why() {
         text.contains("  b: no target: node3 has no room for its memory"),
         "{text}"
     );
-    let json = h.run(&["node", "ls", "--json"]).await;
-    let v: serde_json::Value = serde_json::from_str(&stdout(&json)).unwrap();
-    let node2 = v
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|n| n["node"] == "node2")
-        .unwrap();
+    let node2 = node2_listed(&h).await;
     assert_eq!(
         node2["draining"]["stuck"]["b"],
         "no target: node3 has no room for its memory"

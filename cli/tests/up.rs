@@ -16,6 +16,8 @@ use loadshift_events::{stream, Envelope, Event};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
+mod common;
+
 const TAG_VAR: &str = "LOADSHIFT_UP_TEST_TAG";
 
 fn free_port() -> u16 {
@@ -277,6 +279,18 @@ impl Drop for Up {
     }
 }
 
+/// Every message of EVENTS from the first on, in order, as `js` may read.
+async fn events_from_start(
+    js: &async_nats::jetstream::Context,
+) -> async_nats::jetstream::consumer::pull::Ordered {
+    let events = js.get_stream(stream::EVENTS).await.expect("EVENTS");
+    let consumer = events
+        .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig::default())
+        .await
+        .expect("consumer");
+    consumer.messages().await.expect("messages")
+}
+
 /// The ticks of a loadgen stdout file, in order.
 fn ticks(path: &Path) -> Vec<u64> {
     std::fs::read_to_string(path)
@@ -299,14 +313,8 @@ async fn up_ramp_ends_in_a_migration_decided_by_the_brain_and_leaves_nothing_beh
     up.wait_line("loadshift is up", Duration::from_secs(120))
         .await;
 
-    let client = up.operator().await;
-    let js = async_nats::jetstream::new(client);
-    let events = js.get_stream(stream::EVENTS).await.expect("EVENTS");
-    let consumer = events
-        .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig::default())
-        .await
-        .expect("consumer");
-    let mut msgs = consumer.messages().await.expect("messages");
+    let js = async_nats::jetstream::new(up.operator().await);
+    let mut msgs = events_from_start(&js).await;
     let mut by_brain = std::collections::HashSet::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(300);
     let (completed, completed_at) = loop {
@@ -592,14 +600,8 @@ async fn up_trace_runs_the_vms_as_load_generators_where_simulate_puts_them() {
         assert!(l.contains(&format!(" on {node} ")), "{l}");
     }
     // The generators run in the workers' cgroups, playing their profiles.
-    let client = up.operator().await;
-    let js = async_nats::jetstream::new(client);
-    let events = js.get_stream(stream::EVENTS).await.expect("EVENTS");
-    let consumer = events
-        .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig::default())
-        .await
-        .expect("consumer");
-    let mut msgs = consumer.messages().await.expect("messages");
+    let js = async_nats::jetstream::new(up.operator().await);
+    let mut msgs = events_from_start(&js).await;
     let mut started = std::collections::BTreeSet::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
     while started.len() < 3 {
@@ -642,28 +644,19 @@ fn browse(url: &str, shot: &str) -> String {
     browser::dom(url)
 }
 
-/// `loadshift` as the operator of `up`'s cluster.
-fn operator_cli(up: &Up, args: &[&str]) -> std::process::Output {
-    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_loadshift"));
+/// `loadshift` as the operator of `up`'s cluster, to its end.
+async fn operator_cli(up: &Up, args: &[&str]) -> std::process::Output {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_loadshift"));
     for (k, _) in std::env::vars() {
         if k.starts_with("LOADSHIFT_") {
             c.env_remove(k);
         }
     }
-    let out = c
-        .args(args)
-        .env("LOADSHIFT_NATS", &up.nats)
+    c.env("LOADSHIFT_NATS", &up.nats)
         .env("LOADSHIFT_NATS_CREDS", up.dir().join("auth/operator.nk"))
-        .env("USER", "tester")
-        .output()
-        .expect("run loadshift");
-    eprintln!(
-        "loadshift {args:?} -> {:?}\n{}{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
+        .env("USER", "tester");
+    // Past the longest --timeout the test gives (a drain's 5 minutes).
+    common::finish_within(c, args, Duration::from_secs(360)).await
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -692,7 +685,8 @@ async fn up_drain_moves_three_workloads_off_node2_live_and_places_nothing_there_
                 "--cpu=5",
                 "--memory=8",
             ],
-        );
+        )
+        .await;
         assert!(out.status.success(), "{name} did not start");
     }
     let drain = operator_cli(
@@ -707,7 +701,8 @@ async fn up_drain_moves_three_workloads_off_node2_live_and_places_nothing_there_
             "--reason",
             "test",
         ],
-    );
+    )
+    .await;
     let said = String::from_utf8_lossy(&drain.stdout).into_owned();
     assert_eq!(
         drain.status.code(),
@@ -722,7 +717,7 @@ async fn up_drain_moves_three_workloads_off_node2_live_and_places_nothing_there_
 
     // The log agrees: every workload on node3, none on node2, and nothing
     // was ever sent to node2 while it drained.
-    let ls = operator_cli(&up, &["workload", "ls", "--json"]);
+    let ls = operator_cli(&up, &["workload", "ls", "--json"]).await;
     let rows: serde_json::Value = serde_json::from_slice(&ls.stdout).expect("workload ls --json");
     for name in names {
         let row = rows
@@ -742,7 +737,7 @@ async fn up_drain_moves_three_workloads_off_node2_live_and_places_nothing_there_
             assert_eq!(w[1], w[0] + 1, "{name} restarted or skipped: {w:?}");
         }
     }
-    let refused = operator_cli(&up, &["migrate", "drain-a", "--to", "node2"]);
+    let refused = operator_cli(&up, &["migrate", "drain-a", "--to", "node2"]).await;
     assert_eq!(
         refused.status.code(),
         Some(2),
@@ -751,6 +746,7 @@ async fn up_drain_moves_three_workloads_off_node2_live_and_places_nothing_there_
 
     // Uncordoned, node2 takes a workload again.
     assert!(operator_cli(&up, &["node", "uncordon", "node2"])
+        .await
         .status
         .success());
     let back = operator_cli(
@@ -764,17 +760,12 @@ async fn up_drain_moves_three_workloads_off_node2_live_and_places_nothing_there_
             "--timeout",
             "2m",
         ],
-    );
+    )
+    .await;
     assert_eq!(back.status.code(), Some(0));
 
-    let client = up.operator().await;
-    let js = async_nats::jetstream::new(client);
-    let events = js.get_stream(stream::EVENTS).await.expect("EVENTS");
-    let consumer = events
-        .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig::default())
-        .await
-        .expect("consumer");
-    let mut msgs = consumer.messages().await.expect("messages");
+    let js = async_nats::jetstream::new(up.operator().await);
+    let mut msgs = events_from_start(&js).await;
     let mut draining = false;
     let mut by_brain = 0;
     while let Ok(Some(Ok(m))) = tokio::time::timeout(Duration::from_secs(2), msgs.next()).await {

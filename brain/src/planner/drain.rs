@@ -279,6 +279,15 @@ mod tests {
         f
     }
 
+    /// node2 runs `workloads` and drains; node3, the only other node, has
+    /// `free` bytes of memory left.
+    fn one_drains_to_one(workloads: &[(&str, f32, u64)], free: u64) -> Vec<Fact> {
+        let mut facts = node_at("node2", 60.0, 4 << 30, now(), workloads);
+        facts.extend(node_at("node3", 10.0, free, now(), &[]));
+        facts.push(log(fixtures::drain_requested("node2", "alice", now())));
+        facts
+    }
+
     fn given(facts: &[Fact]) -> Planner {
         let mut p = Planner::new(PlannerConfig::default());
         for f in facts {
@@ -292,13 +301,7 @@ mod tests {
         let Some(DrainDecision::Migrate(r)) = p.drain(now()) else {
             panic!("expected a migration, got {:?}", p.drain(now()))
         };
-        p.apply(&Fact::MigrationRequested {
-            id: r.migration,
-            workload: r.workload.clone(),
-            source: r.source.clone(),
-            target: r.target.clone(),
-            at: now(),
-        });
+        p.apply(&Fact::requested(&r, now()));
         r
     }
 
@@ -396,9 +399,7 @@ mod tests {
 
     #[test]
     fn no_target_with_room_is_reported_once_with_the_reason() {
-        let mut facts = node_at("node2", 60.0, 4 << 30, now(), &[("big", 30.0, 3 << 30)]);
-        facts.extend(node_at("node3", 10.0, 1 << 30, now(), &[]));
-        facts.push(log(fixtures::drain_requested("node2", "alice", now())));
+        let facts = one_drains_to_one(&[("big", 30.0, 3 << 30)], 1 << 30);
         let mut p = given(&facts);
         let b = blocked(&p);
         assert_eq!(b.workload.as_str(), "big");
@@ -418,9 +419,7 @@ mod tests {
 
     #[test]
     fn a_workload_whose_migration_failed_twice_is_given_up_and_reported() {
-        let mut facts = node_at("node2", 60.0, 4 << 30, now(), &[("flaky", 30.0, 64 << 20)]);
-        facts.extend(node_at("node3", 10.0, 4 << 30, now(), &[]));
-        facts.push(log(fixtures::drain_requested("node2", "alice", now())));
+        let facts = one_drains_to_one(&[("flaky", 30.0, 64 << 20)], 4 << 30);
         let mut p = given(&facts);
         for _ in 0..DRAIN_ATTEMPTS {
             let r = decided(&mut p);
@@ -438,9 +437,7 @@ mod tests {
 
     #[test]
     fn a_source_without_executor_reports_why_nothing_can_leave() {
-        let mut facts = node_at("node2", 60.0, 4 << 30, now(), &[("a", 30.0, 64 << 20)]);
-        facts.extend(node_at("node3", 10.0, 4 << 30, now(), &[]));
-        facts.push(log(fixtures::drain_requested("node2", "alice", now())));
+        let facts = one_drains_to_one(&[("a", 30.0, 64 << 20)], 4 << 30);
         let later = now() + Duration::seconds(60);
         let mut p = given(&facts);
         p.apply(&Fact::Sample {
