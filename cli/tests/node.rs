@@ -81,7 +81,7 @@ async fn drain_wait_prints_each_move_and_ends_when_the_node_is_empty() {
         "draining node2: 2 workload(s) to move",
         "moving a to node3",
         "moved b to node3 (frozen 149 ms)",
-        "node2 is empty (2 moved)",
+        "node2 is empty (2 moved in ",
     ] {
         assert!(text.contains(line), "{line:?} missing from:\n{text}");
     }

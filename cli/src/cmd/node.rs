@@ -65,8 +65,8 @@ pub struct DrainArgs {
     /// How long --wait waits (10m, 90s, ...).
     #[arg(long, env = "LOADSHIFT_TIMEOUT", default_value = "10m", value_parser = parse_timeout)]
     pub timeout: Duration,
-    /// Print one JSON object at the end (`node`, `seq`, `empty`, `moved`,
-    /// `stuck`) instead of the progress lines.
+    /// Print one JSON object at the end (`node`, `seq`, `seconds`, `empty`,
+    /// `moved`, `stuck`) instead of the progress lines.
     #[arg(long, env = "LOADSHIFT_JSON")]
     pub json: bool,
     #[command(flatten)]
@@ -130,6 +130,7 @@ pub async fn drain(a: DrainArgs) -> anyhow::Result<ExitCode> {
             reason: a.reason.trim().chars().take(500).collect(),
         }),
     );
+    let asked = std::time::Instant::now();
     let ack = connection::publish(&js, &env)
         .await
         .context("publishing the drain request")?;
@@ -182,7 +183,7 @@ pub async fn drain(a: DrainArgs) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(1));
         };
         if progress.is_empty() || progress.is_stuck() {
-            return Ok(watch.finish(&progress, ack.sequence));
+            return Ok(watch.finish(&progress, ack.sequence, asked.elapsed()));
         }
         let item = match tokio::time::timeout_at(deadline, answers.next()).await {
             Err(_) => bail!(
@@ -249,7 +250,7 @@ impl Watch<'_> {
     }
 
     /// The last word: empty (0), or what stays and why (1).
-    fn finish(&self, progress: &DrainProgress, seq: u64) -> ExitCode {
+    fn finish(&self, progress: &DrainProgress, seq: u64, took: Duration) -> ExitCode {
         let stuck = progress.stuck();
         if self.json {
             let moved: Vec<_> = self
@@ -260,6 +261,7 @@ impl Watch<'_> {
             let out = serde_json::json!({
                 "node": self.node,
                 "seq": seq,
+                "seconds": took.as_secs_f64(),
                 "empty": progress.is_empty(),
                 "moved": moved,
                 "stuck": stuck,
@@ -267,9 +269,10 @@ impl Watch<'_> {
             println!("{out}");
         } else if progress.is_empty() {
             println!(
-                "{} is empty ({} moved); it stays cordoned until `loadshift node uncordon {}`",
+                "{} is empty ({} moved in {:.1} s); it stays cordoned until `loadshift node uncordon {}`",
                 self.node,
                 self.moved.len(),
+                took.as_secs_f64(),
                 self.node
             );
         } else {
