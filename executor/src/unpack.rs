@@ -13,6 +13,8 @@ use std::io::{Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Component, Path, PathBuf};
 
+use loadshift_events::file::FileError;
+
 use crate::checkpoint::Manifest;
 
 /// Largest manifest accepted: it lists a few files.
@@ -42,24 +44,19 @@ pub enum UnpackError {
     #[error("manifest: {0}")]
     Manifest(String),
     /// writing failed
-    #[error("{action} {path}: {source}")]
-    Io {
-        /// What was attempted.
-        action: &'static str,
-        /// Where.
-        path: PathBuf,
-        /// What the system said.
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] FileError),
 }
 
 fn io_err(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> UnpackError {
     let path = path.to_path_buf();
-    move |source| UnpackError::Io {
-        action,
-        path,
-        source,
+    move |source| {
+        FileError {
+            action,
+            path,
+            source,
+        }
+        .into()
     }
 }
 

@@ -473,11 +473,7 @@ impl Runtime for DockerRuntime {
         match std::fs::remove_dir_all(&dir) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(RuntimeError::Io {
-                action: "remove workload folder",
-                path: dir,
-                source: e,
-            }),
+            Err(e) => Err(RuntimeError::io("remove workload folder", &dir)(e)),
         }
     }
 }

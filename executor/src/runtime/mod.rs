@@ -8,6 +8,7 @@
 use std::future::Future;
 use std::path::{Path, PathBuf};
 
+use loadshift_events::file::FileError;
 use loadshift_events::workload::{Runtime as RuntimeKind, WorkloadSpec};
 use loadshift_events::WorkloadName;
 use serde::{Deserialize, Serialize};
@@ -102,16 +103,8 @@ pub enum RuntimeError {
     #[error("workload {0} did not start: {1}")]
     NotStarted(String, String),
     /// a file operation failed
-    #[error("{action} {path}: {source}")]
-    Io {
-        /// What was attempted.
-        action: &'static str,
-        /// On which path.
-        path: PathBuf,
-        /// What the OS said.
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] FileError),
     /// the Docker daemon refused or failed
     #[error("docker: {0}")]
     Docker(String),
@@ -124,10 +117,13 @@ impl RuntimeError {
     /// Wraps an I/O error with what was attempted on which path.
     pub fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> RuntimeError {
         let path = path.to_path_buf();
-        move |source| RuntimeError::Io {
-            action,
-            path,
-            source,
+        move |source| {
+            FileError {
+                action,
+                path,
+                source,
+            }
+            .into()
         }
     }
 }
