@@ -48,18 +48,6 @@ pub enum UnpackError {
     Io(#[from] FileError),
 }
 
-fn io_err(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> UnpackError {
-    let path = path.to_path_buf();
-    move |source| {
-        FileError {
-            action,
-            path,
-            source,
-        }
-        .into()
-    }
-}
-
 /// Whether `p` is relative and made of plain names only.
 fn plain(p: &Path) -> bool {
     p.components().all(|c| matches!(c, Component::Normal(_)))
@@ -78,9 +66,9 @@ fn make_dirs(root: &Path, dir: &Path) -> Result<(), UnpackError> {
             Ok(m) if m.file_type().is_dir() => {}
             Ok(_) => return Err(UnpackError::Escapes(at.display().to_string())),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                std::fs::create_dir(&at).map_err(io_err("create", &at))?
+                std::fs::create_dir(&at).map_err(FileError::at("create", &at))?
             }
-            Err(e) => return Err(io_err("inspect", &at)(e)),
+            Err(e) => return Err(FileError::at("inspect", &at)(e).into()),
         }
     }
     Ok(())
@@ -98,7 +86,7 @@ pub fn unpack<R: Read>(
     workload_dir: &Path,
 ) -> Result<Manifest, UnpackError> {
     for dir in [images, workload_dir] {
-        std::fs::create_dir_all(dir).map_err(io_err("create", dir))?;
+        std::fs::create_dir_all(dir).map_err(FileError::at("create", dir))?;
     }
     let mut manifest = None;
     let mut archive = tar::Archive::new(input);
@@ -147,9 +135,9 @@ pub fn unpack<R: Read>(
             .custom_flags(libc::O_NOFOLLOW)
             .mode(mode)
             .open(&dest)
-            .map_err(io_err("create", &dest))?;
-        std::io::copy(&mut entry, &mut file).map_err(io_err("write", &dest))?;
-        file.flush().map_err(io_err("write", &dest))?;
+            .map_err(FileError::at("create", &dest))?;
+        std::io::copy(&mut entry, &mut file).map_err(FileError::at("write", &dest))?;
+        file.flush().map_err(FileError::at("write", &dest))?;
     }
     manifest.ok_or_else(|| UnpackError::Manifest("no manifest.json".into()))
 }

@@ -116,15 +116,8 @@ pub enum RuntimeError {
 impl RuntimeError {
     /// Wraps an I/O error with what was attempted on which path.
     pub fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> RuntimeError {
-        let path = path.to_path_buf();
-        move |source| {
-            FileError {
-                action,
-                path,
-                source,
-            }
-            .into()
-        }
+        let at = FileError::at(action, path);
+        move |source| at(source).into()
     }
 }
 
