@@ -454,6 +454,7 @@ pub async fn delete(store: &ObjectStore, object: &str) -> Result<(), CheckpointE
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::PathBuf;
 
     fn setup() -> (tempfile::TempDir, PathBuf, PathBuf, Vec<TravellingFile>) {
         let tmp = tempfile::tempdir().unwrap();
