@@ -8,8 +8,8 @@ mod common;
 use std::time::Duration;
 
 use common::Cluster;
-use loadshift_events::workload::{Runtime, StartRequested, WorkloadSpec};
-use loadshift_events::{Envelope, Event, NodeName, WorkloadName};
+use loadshift_events::workload::{Runtime, WorkloadSpec};
+use loadshift_events::{Envelope, Event};
 
 fn sleeper(c: &Cluster) -> WorkloadSpec {
     WorkloadSpec {
@@ -25,16 +25,7 @@ fn sleeper(c: &Cluster) -> WorkloadSpec {
 /// Asks `node` to start `name` and returns that node's answer (the common
 /// helper takes the first answer of any node).
 async fn start(c: &Cluster, node: &str, name: &str, spec: WorkloadSpec) -> Envelope {
-    c.publish(
-        "test",
-        Event::WorkloadStartRequested(StartRequested {
-            workload: WorkloadName::new(name).unwrap(),
-            node: NodeName::new(node).unwrap(),
-            spec,
-            requested_by: "test".into(),
-        }),
-    )
-    .await;
+    c.request_start(node, name, spec).await;
     answer(c, node, name).await
 }
 

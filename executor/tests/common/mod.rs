@@ -293,9 +293,8 @@ impl Cluster {
         .await
     }
 
-    /// Asks `node` to start workload `name` with `spec`; returns its
-    /// `workload.started` or `workload.start_failed` event.
-    pub async fn start_workload(&self, node: &str, name: &str, spec: WorkloadSpec) -> Envelope {
+    /// Publishes the request that `node` start workload `name` with `spec`.
+    pub async fn request_start(&self, node: &str, name: &str, spec: WorkloadSpec) -> Envelope {
         self.publish(
             "test",
             Event::WorkloadStartRequested(StartRequested {
@@ -305,7 +304,13 @@ impl Cluster {
                 requested_by: "test".into(),
             }),
         )
-        .await;
+        .await
+    }
+
+    /// Asks `node` to start workload `name` with `spec`; returns its
+    /// `workload.started` or `workload.start_failed` event.
+    pub async fn start_workload(&self, node: &str, name: &str, spec: WorkloadSpec) -> Envelope {
+        self.request_start(node, name, spec).await;
         self.wait_for(Duration::from_secs(60), |e| match &e.event {
             Event::WorkloadStarted(p) => p.workload.as_str() == name,
             Event::WorkloadStartFailed(p) => p.workload.as_str() == name,
