@@ -163,30 +163,7 @@ async fn workload_run_refuses_bad_input_with_exit_2() {
 #[tokio::test]
 async fn workload_run_wait_reports_the_nodes_answer() {
     let h = Harness::new().await;
-    let mut sub = h
-        .client
-        .subscribe("workload.node2.start_requested")
-        .await
-        .unwrap();
-    let child = h.spawn(&[
-        "workload",
-        "run",
-        "--node",
-        "node2",
-        "--name",
-        "counter",
-        "--wait",
-        "--timeout",
-        "30s",
-        "--",
-        "sleep",
-        "1000",
-    ]);
-    use futures::StreamExt;
-    tokio::time::timeout(Duration::from_secs(30), sub.next())
-        .await
-        .expect("no request")
-        .expect("subscription");
+    let child = h.run_waiting_on_node2("counter", &["sleep", "1000"]).await;
     h.publish(
         "node2",
         started("counter", Runtime::Process, Some(4242), None),
@@ -360,13 +337,6 @@ async fn migrate_counter_waiting(
 }
 
 /// The CLI's output once it returns (at most 30 s).
-async fn finished(child: tokio::process::Child) -> std::process::Output {
-    tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
-        .await
-        .expect("the CLI did not return")
-        .unwrap()
-}
-
 /// The names of the migration `r` asks for, to answer it as executors would.
 fn moving(r: &Requested) -> Move {
     Move::with_id(
