@@ -192,12 +192,17 @@ pub trait Runtime: Send + Sync + 'static {
     fn usage(&self, handle: &Handle) -> impl Future<Output = Option<Usage>> + Send;
 
     /// Waits until no criu from before a crash works on `images` any more,
-    /// so that what the folder holds is final.
-    fn settle(&self, images: &Path) -> impl Future<Output = ()> + Send;
+    /// so that what the folder holds is final. Both real runtimes dump with
+    /// criu, so this is written once here; the saga's double overrides it.
+    fn settle(&self, images: &Path) -> impl Future<Output = ()> + Send {
+        image_dir::wait_for_stray_criu(images)
+    }
 
     /// Removes the image folder `images` (its migration ended, or it holds a
     /// partial image that must not be used).
-    fn discard_image(&self, images: &Path);
+    fn discard_image(&self, images: &Path) {
+        image_dir::discard(images);
+    }
 
     /// Stops the workload if it runs and removes what is left of it here.
     fn remove(
