@@ -95,62 +95,31 @@ async fn workload_run_publishes_the_start_request_on_the_nodes_subject() {
 #[tokio::test]
 async fn workload_run_refuses_bad_input_with_exit_2() {
     let h = Harness::new().await;
-    let cases: [(&[&str], &str); 6] = [
+    // The arguments after `workload run --node`, and what stderr must say.
+    let cases = [
         (
-            &[
-                "workload", "run", "--node", "a.b", "--name", "x", "--", "true",
-            ],
+            "a.b --name x -- true",
             "node name \"a.b\" may only hold letters, digits",
         ),
         (
-            &[
-                "workload", "run", "--node", "node2", "--name", "a/b", "--", "true",
-            ],
+            "node2 --name a/b -- true",
             "workload name \"a/b\" may only hold letters, digits",
         ),
         (
-            &[
-                "workload",
-                "run",
-                "--node",
-                "node2",
-                "--name",
-                "x",
-                "--runtime",
-                "docker",
-            ],
+            "node2 --name x --runtime docker",
             "a docker workload needs an image",
         ),
+        ("node2 --name x", "a process workload needs a command"),
+        ("node2 --name x --env NOEQUAL -- true", "is not KEY=VALUE"),
         (
-            &["workload", "run", "--node", "node2", "--name", "x"],
-            "a process workload needs a command",
-        ),
-        (
-            &[
-                "workload", "run", "--node", "node2", "--name", "x", "--env", "NOEQUAL", "--",
-                "true",
-            ],
-            "is not KEY=VALUE",
-        ),
-        (
-            &[
-                "workload",
-                "run",
-                "--node",
-                "node2",
-                "--name",
-                "x",
-                "--wait",
-                "--timeout",
-                "soon",
-                "--",
-                "true",
-            ],
+            "node2 --name x --wait --timeout soon -- true",
             "is not a duration",
         ),
     ];
-    for (args, message) in cases {
-        let out = h.run(args).await;
+    for (rest, message) in cases {
+        let mut args = vec!["workload", "run", "--node"];
+        args.extend(rest.split_whitespace());
+        let out = h.run(&args).await;
         assert_eq!(out.status.code(), Some(2), "{args:?}");
         assert!(
             stderr(&out).contains(message),

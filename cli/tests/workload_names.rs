@@ -3,7 +3,6 @@
 
 mod common;
 
-
 use common::{finished, started, Harness};
 use loadshift_events::workload::{Runtime, StartFailed};
 use loadshift_events::{Event, WorkloadName};
