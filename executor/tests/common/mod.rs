@@ -440,6 +440,18 @@ impl Cluster {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 
+    /// Waits for `node`'s executor to die at its armed fault point, then
+    /// starts it again (without the fault).
+    pub fn crash_and_restart(&mut self, node: &str) {
+        let crashed = self.node(node).wait_exit(Duration::from_secs(60));
+        assert!(
+            crashed,
+            "{node} did not crash at its fault point\n{}",
+            self.logs()
+        );
+        self.node(node).restart();
+    }
+
     /// Whether `node`'s executor answers a ping within `timeout`.
     pub async fn try_ping(&self, node: &str, timeout: Duration) -> bool {
         let Ok(client) = async_nats::connect(self.server.url()).await else {
