@@ -303,6 +303,8 @@ fn ticks(path: &Path) -> Vec<u64> {
         .collect()
 }
 
+// One long test on purpose: one run of `loadshift up` costs a minute, so
+// everything the ramp must show is checked on the same run, in order.
 #[tokio::test(flavor = "multi_thread")]
 async fn up_ramp_ends_in_a_migration_decided_by_the_brain_and_leaves_nothing_behind() {
     build_siblings();
