@@ -16,9 +16,8 @@ use async_nats::jetstream::{self, kv};
 use loadshift_events::workload::{Runtime, WorkloadSpec};
 use loadshift_events::{NodeName, WorkloadName};
 
-/// The key-value bucket saying which node runs each workload name (the same
-/// name as `loadshift up`'s permissions give executors).
-pub const NAMES_BUCKET: &str = "WORKLOAD_NAMES";
+/// The key-value bucket saying which node runs each workload name.
+pub const NAMES_BUCKET: &str = loadshift_events::stream::WORKLOAD_NAMES;
 
 /// Whether `p` is a file someone may execute.
 fn executable(p: &Path) -> bool {

@@ -23,13 +23,11 @@ use loadshift_events::file::FileError;
 use loadshift_events::stream::{CHECKPOINTS, EVENTS, TELEMETRY};
 use loadshift_events::NodeName;
 
-/// The key-value bucket that says which node runs each workload name, so
-/// that two simultaneous starts of one name end with one workload.
-pub const NAMES_BUCKET: &str = "WORKLOAD_NAMES";
+/// The key-value bucket that says which node runs each workload name.
+pub const NAMES_BUCKET: &str = loadshift_events::stream::WORKLOAD_NAMES;
 
-/// The executors' migration fences (`executor::fence::BUCKET`; the CLI does
-/// not depend on the executor, so the name is repeated: keep them equal).
-pub const FENCES_BUCKET: &str = "MIGRATION_FENCES";
+/// The executors' migration fences.
+pub const FENCES_BUCKET: &str = loadshift_events::stream::MIGRATION_FENCES;
 
 /// The file holding the server's `authorization` block.
 pub const SERVER_CONF: &str = "nats-auth.conf";
