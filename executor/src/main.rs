@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use loadshift_events::cli::{LogArgs, NatsArgs};
 use loadshift_events::shutdown::{Shutdown, Signal};
 use loadshift_events::{connection, stream, NodeName};
+use loadshift_executor::admission;
 use loadshift_executor::clock::SystemClock;
 use loadshift_executor::deadline::Deadlines;
 use loadshift_executor::fence::KvFence;
@@ -256,7 +257,9 @@ async fn serve_with<R: Runtime, S: ImageStore>(
         runtime,
         journal: journal.clone(),
         store,
-        names: Some(async_nats::jetstream::new(client.clone())),
+        names: Arc::new(admission::KvNames(async_nats::jetstream::new(
+            client.clone(),
+        ))),
         peers: NatsPeers::new(client.clone()),
         clock: SystemClock::default(),
         fence,
