@@ -6,7 +6,7 @@
 //! where it is published ([`subject`]), which streams keep it ([`stream`]),
 //! how a service talks to NATS ([`connection`]), reads a stream ([`reader`]),
 //! asks whether an executor is alive ([`liveness`]) and stops ([`shutdown`]),
-//! and how a file operation fails ([`file`]).
+//! how a file operation fails ([`file`]) and how sizes read ([`units`]).
 //! Services depend on this crate and on nothing of each other,
 //! so a change to the contract is visible in one diff.
 
@@ -25,6 +25,7 @@ pub mod shutdown;
 pub mod stream;
 pub mod subject;
 pub mod telemetry;
+pub mod units;
 pub mod workload;
 
 pub use envelope::{DecodeError, EncodeError, Envelope, MAX_EVENT_BYTES, SCHEMA_VERSION};
