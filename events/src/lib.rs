@@ -4,8 +4,10 @@
 //! place that says what an event looks like ([`envelope`]), what each kind
 //! carries ([`payload`], [`telemetry`]) and within which ranges ([`bounds`]),
 //! where it is published ([`subject`]), which streams keep it ([`stream`]),
-//! how a service talks to NATS ([`connection`]), reads a stream ([`reader`]), which nodes are drained ([`cordon`]),
-//! asks whether an executor is alive ([`liveness`]) and stops ([`shutdown`]).
+//! how a service talks to NATS ([`connection`]), reads a stream ([`reader`]),
+//! which nodes are drained ([`cordon`]),
+//! asks whether an executor is alive ([`liveness`]) and stops ([`shutdown`]),
+//! how a file operation fails ([`file`]) and how sizes read ([`units`]).
 //! Services depend on this crate and on nothing of each other,
 //! so a change to the contract is visible in one diff.
 
@@ -14,6 +16,7 @@ pub mod cli;
 pub mod connection;
 pub mod cordon;
 pub mod envelope;
+pub mod file;
 pub mod liveness;
 pub mod migration;
 pub mod model;
@@ -24,6 +27,7 @@ pub mod shutdown;
 pub mod stream;
 pub mod subject;
 pub mod telemetry;
+pub mod units;
 pub mod workload;
 
 pub use envelope::{DecodeError, EncodeError, Envelope, MAX_EVENT_BYTES, SCHEMA_VERSION};
