@@ -108,6 +108,16 @@ async fn drain_wait_prints_each_move_and_ends_when_the_node_is_empty() {
             && l.contains("by tester")),
         "{ls}"
     );
+    let started = h
+        .run(&[
+            "workload", "run", "--node", "node2", "--name", "c", "--", "sleep", "9",
+        ])
+        .await;
+    assert_eq!(
+        started.status.code(),
+        Some(2),
+        "no new workload on a draining node"
+    );
     let refused = h.run(&["migrate", "a", "--to", "node2"]).await;
     assert_eq!(refused.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&refused.stderr).contains("node2 is draining"));

@@ -148,12 +148,17 @@ pub async fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
     let (_client, js) = connect(&a.common).await?;
     // Names are unique in the cluster: the log says whether it runs already
     // (the executors also refuse it, and settle two starts that race).
-    if let Some(w) = fold(&js, &a.common).await?.workloads.get(&a.name) {
+    let placement = fold(&js, &a.common).await?;
+    if let Some(w) = placement.workloads.get(&a.name) {
         return Err(InputError::NameTaken {
             workload: a.name.clone(),
             node: w.node.clone(),
         }
         .into());
+    }
+    // A draining node takes no new work (`loadshift node uncordon` first).
+    if placement.is_draining(&a.node) {
+        return Err(InputError::Draining(a.node.clone()).into());
     }
     let events = eventlog::open(&js, &a.common.nats).await?;
     let env = Envelope::new(
