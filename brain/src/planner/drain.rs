@@ -228,10 +228,13 @@ mod tests {
             at,
             workloads: workloads
                 .iter()
-                .map(|(w, cpu_pct, rss_bytes)| WorkloadUse {
-                    workload: fixtures::workload(w),
-                    cpu_pct: *cpu_pct,
-                    rss_bytes: *rss_bytes,
+                // From JSON, as it travels: fields added later (with their
+                // defaults) do not break the fixture.
+                .map(|(w, cpu_pct, rss_bytes)| {
+                    serde_json::from_value::<WorkloadUse>(serde_json::json!({
+                        "workload": w, "cpu_pct": cpu_pct, "rss_bytes": rss_bytes,
+                    }))
+                    .expect("a usage report")
                 })
                 .collect(),
         };
