@@ -108,6 +108,13 @@ async fn drain_wait_prints_each_move_and_ends_when_the_node_is_empty() {
             && l.contains("by tester")),
         "{ls}"
     );
+    let status = stdout(&h.run(&["status"]).await);
+    assert!(
+        status
+            .lines()
+            .any(|l| l.starts_with("node2") && l.contains("joined, drained")),
+        "{status}"
+    );
     let started = h
         .run(&[
             "workload", "run", "--node", "node2", "--name", "c", "--", "sleep", "9",
