@@ -5,7 +5,8 @@
 //! carries ([`payload`], [`telemetry`]) and within which ranges ([`bounds`]),
 //! where it is published ([`subject`]), which streams keep it ([`stream`]),
 //! how a service talks to NATS ([`connection`]), reads a stream ([`reader`]),
-//! asks whether an executor is alive ([`liveness`]) and stops ([`shutdown`]).
+//! asks whether an executor is alive ([`liveness`]), reads a workload's
+//! output from the node that runs it ([`output`]) and stops ([`shutdown`]).
 //! Services depend on this crate and on nothing of each other,
 //! so a change to the contract is visible in one diff.
 
@@ -16,6 +17,7 @@ pub mod envelope;
 pub mod liveness;
 pub mod migration;
 pub mod model;
+pub mod output;
 pub mod payload;
 pub mod placement;
 pub mod reader;

@@ -132,6 +132,7 @@ pub fn exited(n: &str, w: &str, t: DateTime<Utc>) -> Envelope {
                 workload: workload(w),
                 code: Some(0),
                 signal: None,
+                reason: Default::default(),
             }),
         ),
         t,

@@ -132,6 +132,33 @@ impl RuntimeError {
     }
 }
 
+/// The two signals of a stop: a request to end, then the end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopSignal {
+    /// SIGTERM: the workload may clean up and exit.
+    Terminate,
+    /// SIGKILL: its grace period is over.
+    Kill,
+}
+
+impl StopSignal {
+    /// The signal's number.
+    pub fn number(self) -> i32 {
+        match self {
+            StopSignal::Terminate => libc::SIGTERM,
+            StopSignal::Kill => libc::SIGKILL,
+        }
+    }
+
+    /// Its name, as the Docker Engine API takes it.
+    pub fn name(self) -> &'static str {
+        match self {
+            StopSignal::Terminate => "SIGTERM",
+            StopSignal::Kill => "SIGKILL",
+        }
+    }
+}
+
 /// What the saga needs from a runtime.
 ///
 /// Methods return `Send` futures so the executor can drive them from tokio
@@ -209,6 +236,24 @@ pub trait Runtime: Send + Sync + 'static {
     /// Removes the image folder `images` (its migration ended, or it holds a
     /// partial image that must not be used).
     fn discard_image(&self, images: &Path);
+
+    /// Sends `signal` to the workload's root (a stop asked by a person): the
+    /// process that is the init of its PID namespace, or the container's
+    /// PID 1. Like `docker stop`, an init that set no handler for SIGTERM
+    /// ignores it and ends only at the SIGKILL after the grace period. The
+    /// default refuses: a runtime that cannot signal says so, and the stop
+    /// is reported as not possible rather than pretended.
+    ///
+    /// # Errors
+    /// [`RuntimeError`] when the signal cannot be delivered.
+    fn signal(
+        &self,
+        handle: &Handle,
+        signal: StopSignal,
+    ) -> impl Future<Output = Result<(), RuntimeError>> + Send {
+        let what = format!("this runtime cannot send {} to {handle:?}", signal.name());
+        async move { Err(RuntimeError::Unsupported(what)) }
+    }
 
     /// Stops the workload if it runs and removes what is left of it here.
     fn remove(

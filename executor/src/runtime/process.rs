@@ -20,7 +20,7 @@ use std::time::Duration;
 use loadshift_events::workload::{Runtime as RuntimeKind, WorkloadSpec};
 use loadshift_events::WorkloadName;
 
-use super::{Handle, Runtime, RuntimeError, TravellingFile, Usage};
+use super::{Handle, Runtime, RuntimeError, StopSignal, TravellingFile, Usage};
 
 /// Names of the files every process workload writes, in its folder.
 pub const OUTPUT_FILES: [&str; 2] = ["stdout", "stderr"];
@@ -329,6 +329,25 @@ impl Runtime for ProcessRuntime {
             return None;
         }
         Some(tree_usage(*pid))
+    }
+
+    async fn signal(&self, handle: &Handle, signal: StopSignal) -> Result<(), RuntimeError> {
+        let Handle::Process { pid, .. } = handle else {
+            return Err(RuntimeError::Unsupported("not a process workload".into()));
+        };
+        if !self.is_running(handle).await {
+            // Ended meanwhile: nothing to signal, and its pid may be reused.
+            return Ok(());
+        }
+        // SAFETY: plain kill(2) of a pid we verified by start time.
+        if unsafe { libc::kill(*pid as i32, signal.number()) } != 0 {
+            return Err(RuntimeError::Io {
+                action: "send a stop signal to",
+                path: PathBuf::from(format!("/proc/{pid}")),
+                source: std::io::Error::last_os_error(),
+            });
+        }
+        Ok(())
     }
 
     async fn remove(
