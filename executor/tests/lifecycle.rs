@@ -1,0 +1,285 @@
+//! A workload's life as an operator sees it, end to end: the real
+//! `loadshift` binary against real executors, CRIU and nats-server. A stop
+//! ends a workload that handles SIGTERM and kills one that ignores it after
+//! the grace; its output reads whole across a migration; a start without
+//! `--node` lands on the emptiest live node; a stop racing a migration ends
+//! with one outcome, the workload stopped once, where the fence left it.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{assert_continuous, Cluster};
+use loadshift_events::workload::{ExitReason, StopRequested};
+use loadshift_events::{connection, Envelope, Event, NodeName, WorkloadName};
+use loadshift_testkit::fixtures;
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+/// Ends at SIGTERM, saying so.
+const POLITE: &[&str] = &[
+    "sh",
+    "-c",
+    "trap 'echo bye; exit 0' TERM; while :; do sleep 0.05; done",
+];
+
+/// Ignores SIGTERM.
+const STUBBORN: &[&str] = &["sh", "-c", "trap '' TERM; while :; do sleep 0.05; done"];
+
+/// Counts, one number a line, and ends at SIGTERM.
+const COUNTER: &[&str] = &[
+    "sh",
+    "-c",
+    "trap 'exit 0' TERM; i=0; while :; do echo $i; i=$((i+1)); sleep 0.05; done",
+];
+
+/// The `workload.exited` events of `name`, with their emitter.
+async fn exits(c: &Cluster, name: &str) -> Vec<(NodeName, ExitReason)> {
+    c.events()
+        .await
+        .into_iter()
+        .filter_map(|e| match e.event {
+            Event::WorkloadExited(x) if x.workload.as_str() == name => Some((e.node, x.reason)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn stdout_of(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_ends_a_workload_at_sigterm_and_frees_its_name() {
+    let mut c = Cluster::new(&["node2", "node3"]).await;
+    c.run_workload("node2", "polite", POLITE).await;
+    let out = c
+        .loadshift(&["workload", "stop", "polite", "--grace", "60s", "--wait"])
+        .await;
+    assert!(out.status.success());
+    assert!(
+        stdout_of(&out).contains("polite stopped on node2"),
+        "{}",
+        stdout_of(&out)
+    );
+    assert_eq!(
+        exits(&c, "polite").await,
+        [(NodeName::new("node2").unwrap(), ExitReason::Stopped)]
+    );
+    assert!(c.copies_of("polite").is_empty(), "it still runs");
+    // Its trap ran: it was asked, not killed.
+    let said =
+        std::fs::read_to_string(c.node("node2").workload_dir("polite").join("stdout")).unwrap();
+    assert_eq!(said, "bye\n");
+    // The name is free: another node may start a workload of that name.
+    c.run_workload("node3", "polite", POLITE).await;
+    // A stop of a workload that does not run is bad input.
+    let out = c.loadshift(&["workload", "stop", "nosuch"]).await;
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_workload_that_ignores_sigterm_is_killed_after_the_grace_and_cannot_be_moved_meanwhile() {
+    let c = Cluster::new(&["node2", "node3"]).await;
+    c.run_workload("node2", "stubborn", STUBBORN).await;
+    let stop = c
+        .publish(
+            "cli",
+            Event::WorkloadStopRequested(StopRequested {
+                workload: WorkloadName::new("stubborn").unwrap(),
+                node: NodeName::new("node2").unwrap(),
+                grace_ms: 4_000,
+                requested_by: "tester".into(),
+            }),
+        )
+        .await;
+    // Published after the stop, applied after it: refused, nothing frozen.
+    let id = c.migrate("stubborn", "node2", "node3").await;
+    let refused = c.outcome(id).await;
+    assert!(
+        matches!(&refused.event, Event::MigrationFailed(f) if f.reason.contains("being stopped")),
+        "{refused:?}"
+    );
+    let exited = c
+        .wait_for(
+            Duration::from_secs(60),
+            |e| matches!(&e.event, Event::WorkloadExited(x) if x.workload.as_str() == "stubborn"),
+        )
+        .await;
+    let Event::WorkloadExited(x) = &exited.event else {
+        unreachable!()
+    };
+    assert_eq!(x.reason, ExitReason::KilledAfterGrace);
+    assert_eq!(x.signal, Some(9));
+    assert!(exited.occurred_at >= stop.occurred_at);
+    assert!(c.copies_of("stubborn").is_empty(), "it still runs");
+    // The log's placement forgot it.
+    let out = c.loadshift(&["workload", "ls", "--json"]).await;
+    assert!(!stdout_of(&out).contains("stubborn"), "{}", stdout_of(&out));
+}
+
+/// Reads numbers from `lines` into `seen` until it holds `n`.
+async fn read_until(
+    lines: &mut tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
+    seen: &mut Vec<u64>,
+    n: usize,
+) {
+    while seen.len() < n {
+        let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
+            .await
+            .expect("a line within 60 s")
+            .expect("read")
+            .expect("logs -f ended early");
+        seen.push(line.trim().parse().expect("a number"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_follow_a_workload_across_a_migration_in_order_and_once() {
+    let mut c = Cluster::with_cgroups(&["node2", "node3"], true).await;
+    c.run_workload("node2", "counter", COUNTER).await;
+    let mut follow = c
+        .cli()
+        .args(["workload", "logs", "counter", "-f"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("start loadshift workload logs -f");
+    let mut lines = BufReader::new(follow.stdout.take().expect("piped")).lines();
+    let mut seen: Vec<u64> = Vec::new();
+    read_until(&mut lines, &mut seen, 5).await;
+    let id = c.migrate("counter", "node2", "node3").await;
+    let outcome = c.outcome(id).await;
+    assert!(
+        matches!(outcome.event, Event::MigrationCompleted(_)),
+        "{outcome:?}\n{}",
+        c.logs()
+    );
+    assert!(
+        !c.node("node2").workload_dir("counter").exists(),
+        "the source kept its output"
+    );
+    // What node3 holds now: everything read beyond it was written on node3
+    // and could only come from there.
+    let on_target =
+        common::counter_values(&c.node("node3").workload_dir("counter").join("stdout")).len();
+    read_until(&mut lines, &mut seen, on_target + 10).await;
+    follow.kill().await.expect("stop following");
+    assert_continuous(&seen);
+
+    // Without -f, the tail: the last lines, whole and in order.
+    let out = c
+        .loadshift(&["workload", "logs", "counter", "--tail", "3"])
+        .await;
+    let tail: Vec<u64> = stdout_of(&out)
+        .lines()
+        .map(|l| l.parse().expect("a number"))
+        .collect();
+    assert_eq!(tail.len(), 3, "{tail:?}");
+    assert!(
+        tail[0] >= on_target as u64 && tail[1] == tail[0] + 1 && tail[2] == tail[1] + 1,
+        "{tail:?}"
+    );
+}
+
+/// `n` announces itself with one recent sample at `cpu` percent, as its
+/// agent would.
+async fn agent_says(c: &Cluster, n: &str, seq: u64, cpu: f32) {
+    let now = chrono::Utc::now();
+    for env in [fixtures::joined(n, now), fixtures::sample(n, now, seq, cpu)] {
+        connection::publish(&c.js, &env).await.expect("publish");
+    }
+}
+
+/// Where the start request of `name` went.
+async fn asked_node(c: &Cluster, name: &str) -> String {
+    let e: Envelope = c
+        .wait_for(
+            Duration::from_secs(5),
+            |e| matches!(&e.event, Event::WorkloadStartRequested(r) if r.workload.as_str() == name),
+        )
+        .await;
+    match e.event {
+        Event::WorkloadStartRequested(r) => r.node.to_string(),
+        _ => unreachable!(),
+    }
+}
+
+/// `loadshift workload run` of a sleeper named `name`, without `--node`.
+async fn run_anywhere(c: &Cluster, name: &str, tag: &str) -> std::process::Output {
+    c.loadshift(&[
+        "workload", "run", "--name", name, "--env", tag, "--", "sleep", "1000",
+    ])
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_start_without_a_node_lands_on_the_emptiest_live_node() {
+    let c = Cluster::new(&["node2", "node3"]).await;
+    let tag = format!("LOADSHIFT_TEST_TAG={}", c.tag());
+    // node9 joined once but has no executor: never chosen, however idle.
+    agent_says(&c, "node9", 1, 0.0).await;
+    agent_says(&c, "node2", 1, 80.0).await;
+    agent_says(&c, "node3", 1, 5.0).await;
+    let out = run_anywhere(&c, "first", &tag).await;
+    assert!(out.status.success());
+    assert!(
+        stdout_of(&out).contains("placing first on node3"),
+        "{}",
+        stdout_of(&out)
+    );
+    assert_eq!(asked_node(&c, "first").await, "node3");
+    // The load turns: the rule follows it.
+    agent_says(&c, "node3", 2, 95.0).await;
+    agent_says(&c, "node2", 2, 10.0).await;
+    let out = run_anywhere(&c, "second", &tag).await;
+    assert!(out.status.success());
+    assert_eq!(asked_node(&c, "second").await, "node2");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_racing_a_migration_stops_the_workload_once_where_the_migration_left_it() {
+    let c = Cluster::with_cgroups(&["node2", "node3"], true).await;
+    c.run_workload("node2", "racer", COUNTER).await;
+    // The request and the stop, back to back: node2 applies the stop while
+    // the workload is frozen for the migration (it dumps before it reads
+    // the next event), and holds it until the migration's outcome.
+    let id = c.migrate("racer", "node2", "node3").await;
+    c.publish(
+        "cli",
+        Event::WorkloadStopRequested(StopRequested {
+            workload: WorkloadName::new("racer").unwrap(),
+            node: NodeName::new("node2").unwrap(),
+            grace_ms: 60_000,
+            requested_by: "tester".into(),
+        }),
+    )
+    .await;
+    let outcome = c.outcome(id).await;
+    let holder = match &outcome.event {
+        Event::MigrationCompleted(_) => "node3",
+        Event::MigrationRolledBack(_) => "node2",
+        other => panic!("migration ended as {other:?}"),
+    };
+    c.wait_for(
+        Duration::from_secs(60),
+        |e| matches!(&e.event, Event::WorkloadExited(x) if x.workload.as_str() == "racer"),
+    )
+    .await;
+    // Exactly one exit, a clean stop, from the node that held it after the fence.
+    assert_eq!(
+        exits(&c, "racer").await,
+        [(NodeName::new(holder).unwrap(), ExitReason::Stopped)]
+    );
+    // Moved: the source handed the stop on to the target.
+    let forwarded = c.events().await.into_iter().any(|e| {
+        e.node.as_str() == "node2"
+            && matches!(&e.event, Event::WorkloadStopRequested(r) if r.node.as_str() == "node3")
+    });
+    assert_eq!(forwarded, holder == "node3");
+    assert!(c.copies_of("racer").is_empty(), "a copy still runs");
+    let out = c
+        .loadshift(&["workload", "inspect", "racer", "--json"])
+        .await;
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).expect("inspect --json");
+    assert!(doc["now"].is_null(), "{doc}");
+    assert_eq!(doc["migrations"].as_array().map(Vec::len), Some(1), "{doc}");
+}
