@@ -15,11 +15,13 @@ use loadshift_events::{connection, Envelope, Event, NodeName, WorkloadName};
 use loadshift_testkit::fixtures;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-/// Ends at SIGTERM, saying so.
+/// Ends at SIGTERM, saying so (and says when its handler is in place: a
+/// SIGTERM before that is ignored, the init of a PID namespace having no
+/// handler yet).
 const POLITE: &[&str] = &[
     "sh",
     "-c",
-    "trap 'echo bye; exit 0' TERM; while :; do sleep 0.05; done",
+    "trap 'echo bye; exit 0' TERM; echo ready; while :; do sleep 0.05; done",
 ];
 
 /// Ignores SIGTERM.
@@ -44,6 +46,38 @@ async fn exits(c: &Cluster, name: &str) -> Vec<(NodeName, ExitReason)> {
         .collect()
 }
 
+/// Publishes a stop of `name` addressed to `node`, as the CLI would.
+async fn ask_stop(c: &Cluster, name: &str, node: &str, grace_ms: u64) -> Envelope {
+    let stop = StopRequested {
+        workload: WorkloadName::new(name).unwrap(),
+        node: NodeName::new(node).unwrap(),
+        grace_ms,
+        requested_by: "tester".into(),
+    };
+    c.publish("cli", Event::WorkloadStopRequested(stop)).await
+}
+
+/// Migrates `name` from node2 to node3 and insists that it completes.
+async fn moved(c: &Cluster, name: &str) {
+    let id = c.migrate(name, "node2", "node3").await;
+    match c.outcome(id).await.event {
+        Event::MigrationCompleted(_) => {}
+        other => panic!("the migration ended as {other:?}\n{}", c.logs()),
+    }
+}
+
+/// Waits (at most 60 s) until the file at `path` holds the line `line`.
+async fn wait_for_line(path: &std::path::Path, line: &str) {
+    for _ in 0..600 {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        if text.lines().any(|l| l == line) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{} never said {line:?}", path.display());
+}
+
 fn stdout_of(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
@@ -52,6 +86,8 @@ fn stdout_of(out: &std::process::Output) -> String {
 async fn a_stop_ends_a_workload_at_sigterm_and_frees_its_name() {
     let mut c = Cluster::new(&["node2", "node3"]).await;
     c.run_workload("node2", "polite", POLITE).await;
+    let said = c.node("node2").workload_dir("polite").join("stdout");
+    wait_for_line(&said, "ready").await;
     let out = c
         .loadshift(&["workload", "stop", "polite", "--grace", "60s", "--wait"])
         .await;
@@ -67,9 +103,7 @@ async fn a_stop_ends_a_workload_at_sigterm_and_frees_its_name() {
     );
     assert!(c.copies_of("polite").is_empty(), "it still runs");
     // Its trap ran: it was asked, not killed.
-    let said =
-        std::fs::read_to_string(c.node("node2").workload_dir("polite").join("stdout")).unwrap();
-    assert_eq!(said, "bye\n");
+    assert_eq!(std::fs::read_to_string(&said).unwrap(), "ready\nbye\n");
     // The name is free: another node may start a workload of that name.
     c.run_workload("node3", "polite", POLITE).await;
     // A stop of a workload that does not run is bad input.
@@ -81,17 +115,7 @@ async fn a_stop_ends_a_workload_at_sigterm_and_frees_its_name() {
 async fn a_workload_that_ignores_sigterm_is_killed_after_the_grace_and_cannot_be_moved_meanwhile() {
     let c = Cluster::new(&["node2", "node3"]).await;
     c.run_workload("node2", "stubborn", STUBBORN).await;
-    let stop = c
-        .publish(
-            "cli",
-            Event::WorkloadStopRequested(StopRequested {
-                workload: WorkloadName::new("stubborn").unwrap(),
-                node: NodeName::new("node2").unwrap(),
-                grace_ms: 4_000,
-                requested_by: "tester".into(),
-            }),
-        )
-        .await;
+    let stop = ask_stop(&c, "stubborn", "node2", 4_000).await;
     // Published after the stop, applied after it: refused, nothing frozen.
     let id = c.migrate("stubborn", "node2", "node3").await;
     let refused = c.outcome(id).await;
@@ -146,13 +170,7 @@ async fn logs_follow_a_workload_across_a_migration_in_order_and_once() {
     let mut lines = BufReader::new(follow.stdout.take().expect("piped")).lines();
     let mut seen: Vec<u64> = Vec::new();
     read_until(&mut lines, &mut seen, 5).await;
-    let id = c.migrate("counter", "node2", "node3").await;
-    let outcome = c.outcome(id).await;
-    assert!(
-        matches!(outcome.event, Event::MigrationCompleted(_)),
-        "{outcome:?}\n{}",
-        c.logs()
-    );
+    moved(&c, "counter").await;
     assert!(
         !c.node("node2").workload_dir("counter").exists(),
         "the source kept its output"
@@ -237,22 +255,14 @@ async fn a_start_without_a_node_lands_on_the_emptiest_live_node() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stop_racing_a_migration_stops_the_workload_once_where_the_migration_left_it() {
-    let c = Cluster::with_cgroups(&["node2", "node3"], true).await;
+    let mut c = Cluster::with_cgroups(&["node2", "node3"], true).await;
     c.run_workload("node2", "racer", COUNTER).await;
+    wait_for_line(&c.node("node2").workload_dir("racer").join("stdout"), "0").await;
     // The request and the stop, back to back: node2 applies the stop while
     // the workload is frozen for the migration (it dumps before it reads
     // the next event), and holds it until the migration's outcome.
     let id = c.migrate("racer", "node2", "node3").await;
-    c.publish(
-        "cli",
-        Event::WorkloadStopRequested(StopRequested {
-            workload: WorkloadName::new("racer").unwrap(),
-            node: NodeName::new("node2").unwrap(),
-            grace_ms: 60_000,
-            requested_by: "tester".into(),
-        }),
-    )
-    .await;
+    ask_stop(&c, "racer", "node2", 60_000).await;
     let outcome = c.outcome(id).await;
     let holder = match &outcome.event {
         Event::MigrationCompleted(_) => "node3",

@@ -5,12 +5,11 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::Context;
 use clap::Args;
 use loadshift_events::workload::{ExitReason, StopRequested};
-use loadshift_events::{connection, Envelope, Event, WorkloadName};
+use loadshift_events::{Event, WorkloadName};
 
-use super::workload::{first_answer, fold};
+use super::workload::{first_answer, fold, request};
 use super::{connect, Common, Requester};
 use crate::error::{parse_grace, parse_timeout, InputError};
 use crate::eventlog;
@@ -65,25 +64,20 @@ pub async fn run(a: StopArgs) -> anyhow::Result<ExitCode> {
     };
     let node = w.node.clone();
     let events = eventlog::open(&js, &a.common.nats).await?;
-    let env = Envelope::new(
-        a.requester.as_node.clone(),
-        Event::WorkloadStopRequested(StopRequested {
-            workload: a.name.clone(),
-            node: node.clone(),
-            grace_ms: u64::try_from(a.grace.as_millis()).unwrap_or(u64::MAX),
-            requested_by: a.requester.who(),
-        }),
-    );
-    let ack = connection::publish(&js, &env)
-        .await
-        .context("publishing the stop request")?;
+    let stop = StopRequested {
+        workload: a.name.clone(),
+        node: node.clone(),
+        grace_ms: u64::try_from(a.grace.as_millis()).unwrap_or(u64::MAX),
+        requested_by: a.requester.who(),
+    };
+    let (env, seq) = request(&js, &a.requester, Event::WorkloadStopRequested(stop)).await?;
     println!(
         "requested stop of {} on {node} ({}, grace {}; event {}, seq {})",
         a.name,
         w.state_label(),
         humantime::format_duration(a.grace),
         env.id,
-        ack.sequence
+        seq
     );
     if !a.wait {
         return Ok(ExitCode::SUCCESS);
@@ -93,7 +87,7 @@ pub async fn run(a: StopArgs) -> anyhow::Result<ExitCode> {
     let line = first_answer(
         &events,
         "workload.*.exited",
-        ack.sequence,
+        seq,
         a.grace + a.timeout,
         &node,
         |env| match &env.event {

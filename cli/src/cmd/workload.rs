@@ -183,33 +183,27 @@ pub async fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
         }
     };
     let events = eventlog::open(&js, &a.common.nats).await?;
-    let env = Envelope::new(
-        a.requester.as_node.clone(),
+    let (env, seq) = request(
+        &js,
+        &a.requester,
         Event::WorkloadStartRequested(StartRequested {
             workload: a.name.clone(),
             node: node.clone(),
             spec,
             requested_by: a.requester.who(),
         }),
-    );
-    let ack = connection::publish(&js, &env)
-        .await
-        .context("publishing the start request")?;
+    )
+    .await?;
     println!(
         "requested workload {} on {} (event {}, seq {})",
-        a.name, node, env.id, ack.sequence
+        a.name, node, env.id, seq
     );
     if a.no_wait {
         return Ok(ExitCode::SUCCESS);
     }
     let filter = format!("workload.{node}.>");
-    let answer = first_answer(
-        &events,
-        &filter,
-        ack.sequence,
-        a.timeout,
-        &node,
-        |env| match &env.event {
+    let answer = first_answer(&events, &filter, seq, a.timeout, &node, |env| {
+        match &env.event {
             Event::WorkloadStarted(s) if s.workload == a.name => {
                 let how = match (&s.pid, &s.container_id) {
                     (_, Some(c)) => format!("container {c}"),
@@ -223,8 +217,8 @@ pub async fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
                 a.name, env.node, f.reason
             ))),
             _ => None,
-        },
-    )
+        }
+    })
     .await?;
     match answer {
         Ok(line) => {
@@ -236,6 +230,25 @@ pub async fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::from(1))
         }
     }
+}
+
+/// Publishes `event` as `requester`'s request; returns its envelope and
+/// the stream sequence it was stored at (where waiting for the answer
+/// starts).
+///
+/// # Errors
+/// When NATS does not store it.
+pub async fn request(
+    js: &async_nats::jetstream::Context,
+    requester: &Requester,
+    event: Event,
+) -> anyhow::Result<(Envelope, u64)> {
+    let what = event.kind().as_str();
+    let env = Envelope::new(requester.as_node.clone(), event);
+    let ack = connection::publish(js, &env)
+        .await
+        .with_context(|| format!("publishing the {what} request"))?;
+    Ok((env, ack.sequence))
 }
 
 /// Follows the log on `filter` after sequence `after` until `answer` says

@@ -276,17 +276,7 @@ impl Cluster {
     /// Runs `loadshift args` to its end (at most 120 s) and shows what it
     /// printed, for the log of a failing test.
     pub async fn loadshift(&self, args: &[&str]) -> std::process::Output {
-        let out = tokio::time::timeout(Duration::from_secs(120), self.cli().args(args).output())
-            .await
-            .expect("loadshift did not finish within 120 s")
-            .expect("run loadshift");
-        eprintln!(
-            "loadshift {args:?} -> {:?}\n--- stdout\n{}--- stderr\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        out
+        loadshift_testkit::process::finish(self.cli(), args, Duration::from_secs(120)).await
     }
 
     pub async fn publish(&self, emitter: &str, event: Event) -> Envelope {
