@@ -253,33 +253,31 @@ async fn a_start_without_a_node_lands_on_the_emptiest_live_node() {
     assert_eq!(asked_node(&c, "second").await, "node2");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_stop_racing_a_migration_stops_the_workload_once_where_the_migration_left_it() {
-    let mut c = Cluster::with_cgroups(&["node2", "node3"], true).await;
-    c.run_workload("node2", "racer", COUNTER).await;
-    wait_for_line(&c.node("node2").workload_dir("racer").join("stdout"), "0").await;
-    // The request and the stop, back to back: node2 applies the stop while
-    // the workload is frozen for the migration (it dumps before it reads
-    // the next event), and holds it until the migration's outcome.
+/// Starts `racer` on node2, asks node3 to take it and node2 to stop it,
+/// back to back: node2 applies the stop while the workload is frozen for
+/// the migration (it dumps before it reads the next event) and holds it
+/// until the migration's outcome. Checks the one outcome: one clean stop,
+/// from `holder` (where the fence left it), the request handed on to the
+/// target only when it moved there, no copy left; and `inspect` tells it.
+async fn race_a_stop_with_a_migration(c: &Cluster, holder: &str) {
     let id = c.migrate("racer", "node2", "node3").await;
-    ask_stop(&c, "racer", "node2", 60_000).await;
+    ask_stop(c, "racer", "node2", 60_000).await;
     let outcome = c.outcome(id).await;
-    let holder = match &outcome.event {
+    let held_by = match &outcome.event {
         Event::MigrationCompleted(_) => "node3",
         Event::MigrationRolledBack(_) => "node2",
         other => panic!("migration ended as {other:?}"),
     };
+    assert_eq!(held_by, holder, "{}", c.logs());
     c.wait_for(
         Duration::from_secs(60),
         |e| matches!(&e.event, Event::WorkloadExited(x) if x.workload.as_str() == "racer"),
     )
     .await;
-    // Exactly one exit, a clean stop, from the node that held it after the fence.
     assert_eq!(
-        exits(&c, "racer").await,
+        exits(c, "racer").await,
         [(NodeName::new(holder).unwrap(), ExitReason::Stopped)]
     );
-    // Moved: the source handed the stop on to the target.
     let forwarded = c.events().await.into_iter().any(|e| {
         e.node.as_str() == "node2"
             && matches!(&e.event, Event::WorkloadStopRequested(r) if r.node.as_str() == "node3")
@@ -292,4 +290,24 @@ async fn a_stop_racing_a_migration_stops_the_workload_once_where_the_migration_l
     let doc: serde_json::Value = serde_json::from_slice(&out.stdout).expect("inspect --json");
     assert!(doc["now"].is_null(), "{doc}");
     assert_eq!(doc["migrations"].as_array().map(Vec::len), Some(1), "{doc}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_racing_a_migration_that_completes_is_carried_out_by_the_target() {
+    let mut c = Cluster::with_cgroups(&["node2", "node3"], true).await;
+    c.run_workload("node2", "racer", COUNTER).await;
+    wait_for_line(&c.node("node2").workload_dir("racer").join("stdout"), "0").await;
+    race_a_stop_with_a_migration(&c, "node3").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_racing_a_migration_that_rolls_back_is_carried_out_by_the_source() {
+    let mut c = Cluster::new(&["node2", "node3"]).await;
+    c.run_workload("node2", "racer", COUNTER).await;
+    wait_for_line(&c.node("node2").workload_dir("racer").join("stdout"), "0").await;
+    // node2 damages its image on the way: node3 refuses it, node2 resumes.
+    c.node("node2")
+        .restart_with_fault(loadshift_executor::fault::CORRUPT_IMAGE);
+    c.wait_ping("node2").await;
+    race_a_stop_with_a_migration(&c, "node2").await;
 }
