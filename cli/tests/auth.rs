@@ -453,3 +453,49 @@ async fn the_dashboards_token_and_csrf_actions_work_with_auth_on() {
         other => panic!("unexpected {other:?}"),
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_operator_reads_a_workloads_output_and_people_and_executors_ask_for_stops() {
+    let s = Secured::start().await;
+    // node2's executor serves its workloads' output.
+    let exec = s.client("executor-node2").await;
+    let mut asks = exec
+        .subscribe("loadshift.executor.node2.logs")
+        .await
+        .unwrap();
+    exec.flush().await.unwrap();
+    tokio::spawn(async move {
+        while let Some(m) = asks.next().await {
+            if let Some(reply) = m.reply {
+                let _ = exec.publish(reply, "lines".into()).await;
+            }
+        }
+    });
+    let operator = s.client("operator").await;
+    let answer = operator
+        .request("loadshift.executor.node2.logs", "{}".into())
+        .await
+        .expect("the operator reads output");
+    assert_eq!(&answer.payload[..], b"lines");
+    for role in ["brain", "webui", "agent-node2", "executor-node3"] {
+        let c = s.client(role).await;
+        let ask = c.request("loadshift.executor.node2.logs", "{}".into());
+        let got = tokio::time::timeout(Duration::from_secs(2), ask).await;
+        assert!(!matches!(got, Ok(Ok(_))), "{role} read a workload's output");
+    }
+    // A person asks for a stop; a source executor hands one on; no one else.
+    for (role, may) in [
+        ("operator", true),
+        ("executor-node2", true),
+        ("brain", false),
+        ("webui", false),
+        ("agent-node2", false),
+    ] {
+        let js = s.js(role).await;
+        assert_eq!(
+            raw_publish(&js, "workload.node3.stop_requested").await,
+            may,
+            "{role}"
+        );
+    }
+}
