@@ -158,6 +158,35 @@ async fn read_until(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_goes_on_after_its_executor_restarts() {
+    let mut c = Cluster::new(&["node2"]).await;
+    c.run_workload("node2", "stubborn", STUBBORN).await;
+    ask_stop(&c, "stubborn", "node2", 3_000).await;
+    // SIGTERM is sent once the stop is journaled; wait for that, then crash.
+    let log = || c.nodes[0].log();
+    for _ in 0..600 {
+        if log().contains("stop signal sent") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    c.node("node2").restart();
+    c.wait_ping("node2").await;
+    let exited = c
+        .wait_for(
+            Duration::from_secs(60),
+            |e| matches!(&e.event, Event::WorkloadExited(x) if x.workload.as_str() == "stubborn"),
+        )
+        .await;
+    assert!(
+        matches!(&exited.event, Event::WorkloadExited(x) if x.reason == ExitReason::KilledAfterGrace),
+        "{exited:?}"
+    );
+    assert_eq!(exits(&c, "stubborn").await.len(), 1);
+    assert!(c.copies_of("stubborn").is_empty(), "it still runs");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logs_follow_a_workload_across_a_migration_in_order_and_once() {
     let mut c = Cluster::with_cgroups(&["node2", "node3"], true).await;
     c.run_workload("node2", "counter", COUNTER).await;
@@ -182,6 +211,15 @@ async fn logs_follow_a_workload_across_a_migration_in_order_and_once() {
     read_until(&mut lines, &mut seen, on_target + 10).await;
     follow.kill().await.expect("stop following");
     assert_continuous(&seen);
+
+    // Inspect tells where it ran and the move.
+    let out = c.loadshift(&["workload", "inspect", "counter"]).await;
+    let said = stdout_of(&out);
+    assert!(said.contains("ran on   node2 → node3"), "{said}");
+    assert!(
+        said.contains("node2→node3") && said.contains("completed"),
+        "{said}"
+    );
 
     // Without -f, the tail: the last lines, whole and in order.
     let out = c
