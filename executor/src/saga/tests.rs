@@ -1309,3 +1309,158 @@ async fn the_image_of_a_workload_that_runs_nowhere_is_kept_for_a_person() {
     assert!(src.host.has_image(&src.images(id)), "kept");
     assert!(src.effects.all().is_empty());
 }
+
+/// A person asks `node` to stop `workload`, with a 10 s grace.
+fn stop(workload: &str, node: &str) -> Envelope {
+    Envelope::new(
+        node_name("cli"),
+        Event::WorkloadStopRequested(workload::StopRequested {
+            workload: workload_name(workload),
+            node: node_name(node),
+            grace_ms: 10_000,
+            requested_by: "alice".into(),
+        }),
+    )
+}
+
+impl Node {
+    /// When: the service's tick notices exits and carries stops on.
+    async fn tick_stops(&self) {
+        self.exec.watch_exits().await.expect("journal works");
+        self.exec.carry_on_stops().await.expect("journal works");
+        self.exec.watch_exits().await.expect("journal works");
+    }
+}
+
+/// The reason of the one `workload.exited` among `events`.
+fn exit_reason(events: &[Event]) -> Option<workload::ExitReason> {
+    let mut exits = events.iter().filter_map(|e| match e {
+        Event::WorkloadExited(x) => Some(x.reason),
+        _ => None,
+    });
+    let first = exits.next();
+    assert!(exits.next().is_none(), "more than one exit: {events:?}");
+    first
+}
+
+#[tokio::test]
+async fn a_stop_sends_sigterm_and_the_exit_says_it_was_stopped() {
+    let mut src = Node::source();
+    src.running("counter").await;
+
+    src.deliver(&stop("counter", "node2")).await;
+    src.tick_stops().await;
+
+    assert_eq!(
+        src.effects.all(),
+        vec![Effect::Signal("counter".into(), "SIGTERM")]
+    );
+    assert_eq!(
+        exit_reason(&src.published()),
+        Some(workload::ExitReason::Stopped)
+    );
+    assert!(src.journal.stops().unwrap().is_empty());
+    assert!(src.journal.workloads().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_stop_meeting_a_migration_is_held_then_handed_to_the_target_it_completed_on() {
+    let shared = Shared::default();
+    let mut src = Node::new("node2", &shared, &["node3"]);
+    let mut dst = Node::new("node3", &shared, &["node2"]);
+    src.running("counter").await;
+    let id = Uuid::now_v7();
+    src.deliver(&requested(id, "counter", "node2", "node3"))
+        .await;
+    let checkpointed = the_checkpointed(&src.published(), "node2");
+    src.effects.clear();
+
+    src.deliver(&stop("counter", "node2")).await;
+    src.tick_stops().await;
+    // Held: the workload is frozen for the migration, no signal, no event.
+    assert!(src.effects.all().is_empty());
+    assert!(src.published().is_empty());
+
+    dst.deliver(&checkpointed).await;
+    src.deliver(&the_restored(&dst.published())).await;
+    src.published();
+    src.tick_stops().await;
+
+    let forwarded: Vec<Event> = src.published();
+    assert!(
+        matches!(forwarded.as_slice(), [Event::WorkloadStopRequested(r)] if r.node == node_name("node3") && r.requested_by == "alice"),
+        "{forwarded:?}"
+    );
+    assert!(src.journal.stops().unwrap().is_empty());
+    let Some(Event::WorkloadStopRequested(r)) = forwarded.first() else {
+        unreachable!()
+    };
+    dst.deliver(&Envelope::new(
+        node_name("node2"),
+        Event::WorkloadStopRequested(r.clone()),
+    ))
+    .await;
+    dst.tick_stops().await;
+    assert_eq!(
+        exit_reason(&dst.published()),
+        Some(workload::ExitReason::Stopped)
+    );
+    assert!(!dst.host.runs(&workload_name("counter")));
+}
+
+#[tokio::test]
+async fn a_stop_held_by_a_migration_that_rolls_back_is_carried_out_here() {
+    let mut src = Node::source();
+    src.running("counter").await;
+    let id = Uuid::now_v7();
+    src.deliver(&requested(id, "counter", "node2", "node3"))
+        .await;
+    src.deliver(&stop("counter", "node2")).await;
+    src.deliver(&failed_from("node3", id, Step::Restore)).await;
+    assert!(src.host.runs(&workload_name("counter")), "not resumed");
+    src.published();
+    src.effects.clear();
+
+    src.tick_stops().await;
+
+    assert_eq!(
+        src.effects.all(),
+        vec![Effect::Signal("counter".into(), "SIGTERM")]
+    );
+    assert_eq!(
+        exit_reason(&src.published()),
+        Some(workload::ExitReason::Stopped)
+    );
+}
+
+#[tokio::test]
+async fn a_migration_of_a_workload_being_stopped_is_refused() {
+    let mut src = Node::source();
+    src.running("counter").await;
+    // Still running after SIGTERM (the double ends at once; put it back).
+    src.deliver(&stop("counter", "node2")).await;
+    let handle = src.host.run(&workload_name("counter"));
+    let mut w = src
+        .journal
+        .workload(&workload_name("counter"))
+        .unwrap()
+        .unwrap();
+    w.handle = handle;
+    src.journal
+        .commit(crate::journal::Change::new().put_workload(&w))
+        .unwrap();
+    src.published();
+    src.effects.clear();
+
+    src.deliver(&requested(Uuid::now_v7(), "counter", "node2", "node3"))
+        .await;
+
+    let (step, reason) = failed_step(&src.published()).expect("refused");
+    assert_eq!(step, Step::Validate);
+    assert!(reason.contains("being stopped"), "{reason}");
+    assert!(src
+        .effects
+        .all()
+        .iter()
+        .all(|e| !matches!(e, Effect::Dump(_))));
+}
