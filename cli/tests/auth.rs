@@ -110,6 +110,19 @@ async fn raw_publish(js: &jetstream::Context, subject: &str) -> bool {
     }
 }
 
+/// `client` answers every request on `subject` with `body`, from now on.
+async fn answer_on(client: async_nats::Client, subject: &'static str, body: &'static str) {
+    let mut asks = client.subscribe(subject).await.unwrap();
+    client.flush().await.unwrap();
+    tokio::spawn(async move {
+        while let Some(m) = asks.next().await {
+            if let Some(reply) = m.reply {
+                let _ = client.publish(reply, body.into()).await;
+            }
+        }
+    });
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_anonymous_connection_is_refused() {
     let s = Secured::start().await;
@@ -181,18 +194,12 @@ async fn an_executor_reads_only_its_own_node_and_says_no_model_events() {
     assert!(events.create_consumer(other_name).await.is_err());
     assert!(raw_publish(&js, "workload.node2.started").await);
     // A source asks its target whether it is alive; the target answers.
-    let target = s.client("executor-node3").await;
-    let mut pings = target
-        .subscribe("loadshift.executor.node3.ping")
-        .await
-        .unwrap();
-    tokio::spawn(async move {
-        while let Some(m) = pings.next().await {
-            if let Some(reply) = m.reply {
-                let _ = target.publish(reply, "pong".into()).await;
-            }
-        }
-    });
+    answer_on(
+        s.client("executor-node3").await,
+        "loadshift.executor.node3.ping",
+        "pong",
+    )
+    .await;
     let source = s.client("executor-node2").await;
     let pong = source
         .request("loadshift.executor.node3.ping", "".into())
@@ -458,19 +465,12 @@ async fn the_dashboards_token_and_csrf_actions_work_with_auth_on() {
 async fn only_the_operator_reads_a_workloads_output_and_people_and_executors_ask_for_stops() {
     let s = Secured::start().await;
     // node2's executor serves its workloads' output.
-    let exec = s.client("executor-node2").await;
-    let mut asks = exec
-        .subscribe("loadshift.executor.node2.logs")
-        .await
-        .unwrap();
-    exec.flush().await.unwrap();
-    tokio::spawn(async move {
-        while let Some(m) = asks.next().await {
-            if let Some(reply) = m.reply {
-                let _ = exec.publish(reply, "lines".into()).await;
-            }
-        }
-    });
+    answer_on(
+        s.client("executor-node2").await,
+        "loadshift.executor.node2.logs",
+        "lines",
+    )
+    .await;
     let operator = s.client("operator").await;
     let answer = operator
         .request("loadshift.executor.node2.logs", "{}".into())

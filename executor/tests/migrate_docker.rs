@@ -490,6 +490,14 @@ async fn a_source_killed_right_after_the_checkpoint_finishes_the_move() {
     assert_follows_on(&docker, &old, &now[0]).await;
 }
 
+/// The container id a `workload.started` names.
+fn container_of(started: &loadshift_events::Envelope) -> String {
+    match &started.event {
+        Event::WorkloadStarted(s) => s.container_id.clone().expect("a container id"),
+        other => panic!("not a start: {other:?}"),
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_container_that_ignores_sigterm_is_stopped_by_sigkill_after_the_grace() {
     const W: &str = "dstop";
@@ -498,11 +506,7 @@ async fn a_container_that_ignores_sigterm_is_stopped_by_sigkill_after_the_grace(
         workloads: vec![W],
     };
     let docker = docker().await.expect("docker daemon");
-    let started = dc.c.run_container("node2", W, IMAGE, &[]).await;
-    let Event::WorkloadStarted(s) = &started.event else {
-        unreachable!()
-    };
-    let id = s.container_id.clone().expect("a container id");
+    let id = container_of(&dc.c.run_container("node2", W, IMAGE, &[]).await);
     // The counter is its container's PID 1 with no SIGTERM handler: like
     // `docker stop`, only the SIGKILL ends it.
     let out =

@@ -1343,6 +1343,18 @@ fn exit_reason(events: &[Event]) -> Option<workload::ExitReason> {
     first
 }
 
+/// Then: `counter` got SIGTERM, and its one exit says it was stopped.
+fn then_stopped_by_sigterm(node: &Node) {
+    assert_eq!(
+        node.effects.all(),
+        vec![Effect::Signal("counter".into(), "SIGTERM")]
+    );
+    assert_eq!(
+        exit_reason(&node.published()),
+        Some(workload::ExitReason::Stopped)
+    );
+}
+
 #[tokio::test]
 async fn a_stop_sends_sigterm_and_the_exit_says_it_was_stopped() {
     let mut src = Node::source();
@@ -1351,28 +1363,14 @@ async fn a_stop_sends_sigterm_and_the_exit_says_it_was_stopped() {
     src.deliver(&stop("counter", "node2")).await;
     src.tick_stops().await;
 
-    assert_eq!(
-        src.effects.all(),
-        vec![Effect::Signal("counter".into(), "SIGTERM")]
-    );
-    assert_eq!(
-        exit_reason(&src.published()),
-        Some(workload::ExitReason::Stopped)
-    );
+    then_stopped_by_sigterm(&src);
     assert!(src.journal.stops().unwrap().is_empty());
     assert!(src.journal.workloads().unwrap().is_empty());
 }
 
 #[tokio::test]
 async fn a_stop_meeting_a_migration_is_held_then_handed_to_the_target_it_completed_on() {
-    let shared = Shared::default();
-    let mut src = Node::new("node2", &shared, &["node3"]);
-    let mut dst = Node::new("node3", &shared, &["node2"]);
-    src.running("counter").await;
-    let id = Uuid::now_v7();
-    src.deliver(&requested(id, "counter", "node2", "node3"))
-        .await;
-    let checkpointed = the_checkpointed(&src.published(), "node2");
+    let (mut src, mut dst, checkpointed) = checkpointed_pair(Uuid::now_v7()).await;
     src.effects.clear();
 
     src.deliver(&stop("counter", "node2")).await;
@@ -1423,14 +1421,7 @@ async fn a_stop_held_by_a_migration_that_rolls_back_is_carried_out_here() {
 
     src.tick_stops().await;
 
-    assert_eq!(
-        src.effects.all(),
-        vec![Effect::Signal("counter".into(), "SIGTERM")]
-    );
-    assert_eq!(
-        exit_reason(&src.published()),
-        Some(workload::ExitReason::Stopped)
-    );
+    then_stopped_by_sigterm(&src);
 }
 
 #[tokio::test]
