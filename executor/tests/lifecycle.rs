@@ -57,15 +57,6 @@ async fn ask_stop(c: &Cluster, name: &str, node: &str, grace_ms: u64) -> Envelop
     c.publish("cli", Event::WorkloadStopRequested(stop)).await
 }
 
-/// Migrates `name` from node2 to node3 and insists that it completes.
-async fn moved(c: &Cluster, name: &str) {
-    let id = c.migrate(name, "node2", "node3").await;
-    match c.outcome(id).await.event {
-        Event::MigrationCompleted(_) => {}
-        other => panic!("the migration ended as {other:?}\n{}", c.logs()),
-    }
-}
-
 /// Waits (at most 60 s) until the file at `path` holds the line `line`.
 async fn wait_for_line(path: &std::path::Path, line: &str) {
     for _ in 0..600 {
@@ -199,7 +190,8 @@ async fn logs_follow_a_workload_across_a_migration_in_order_and_once() {
     let mut lines = BufReader::new(follow.stdout.take().expect("piped")).lines();
     let mut seen: Vec<u64> = Vec::new();
     read_until(&mut lines, &mut seen, 5).await;
-    moved(&c, "counter").await;
+    c.completed(c.migrate("counter", "node2", "node3").await)
+        .await;
     assert!(
         !c.node("node2").workload_dir("counter").exists(),
         "the source kept its output"
@@ -344,8 +336,7 @@ async fn a_stop_racing_a_migration_that_rolls_back_is_carried_out_by_the_source(
     c.run_workload("node2", "racer", COUNTER).await;
     wait_for_line(&c.node("node2").workload_dir("racer").join("stdout"), "0").await;
     // node2 damages its image on the way: node3 refuses it, node2 resumes.
-    c.node("node2")
-        .restart_with_fault(loadshift_executor::fault::CORRUPT_IMAGE);
-    c.wait_ping("node2").await;
+    c.arm_fault("node2", loadshift_executor::fault::CORRUPT_IMAGE)
+        .await;
     race_a_stop_with_a_migration(&c, "node2").await;
 }
