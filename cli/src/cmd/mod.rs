@@ -1,6 +1,7 @@
 //! The verbs of `loadshift`, one struct and one file per command (as
-//! youki's `liboci-cli` does): `workload run`, `workload ls`, `migrate`,
-//! `events tail`, `status`, `up`. This file holds the top-level parser and what
+//! youki's `liboci-cli` does): `workload run/ls` (workload.rs, placement
+//! in place.rs), `workload stop/logs/inspect` (stop.rs, logs.rs,
+//! inspect.rs), `migrate`, `events tail`, `status`, `up`. This file holds the top-level parser and what
 //! every command shares: how to reach NATS and how to log.
 
 use std::process::ExitCode;
