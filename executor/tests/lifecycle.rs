@@ -84,6 +84,11 @@ async fn a_stop_ends_a_workload_at_sigterm_and_frees_its_name() {
         .await;
     assert!(out.status.success());
     assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
         stdout_of(&out).contains("polite stopped on node2"),
         "{}",
         stdout_of(&out)
@@ -97,9 +102,12 @@ async fn a_stop_ends_a_workload_at_sigterm_and_frees_its_name() {
     assert_eq!(std::fs::read_to_string(&said).unwrap(), "ready\nbye\n");
     // The name is free: another node may start a workload of that name.
     c.run_workload("node3", "polite", POLITE).await;
-    // A stop of a workload that does not run is bad input.
-    let out = c.loadshift(&["workload", "stop", "nosuch"]).await;
-    assert_eq!(out.status.code(), Some(2));
+    // A stop, or the output, of a workload that does not run is bad input.
+    for verb in ["stop", "logs"] {
+        let out = c.loadshift(&["workload", verb, "nosuch"]).await;
+        assert_eq!(out.status.code(), Some(2), "{verb}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("nosuch does not run"));
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
