@@ -96,6 +96,12 @@ impl OutputServer {
                 next_offset,
                 size,
             },
+            // Gone between the journal and the file: the source of a
+            // completed migration removes the folder just before it forgets
+            // the workload. The reader asks the log where it went.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => OutputReply::NotHere {
+                node: self.node.clone(),
+            },
             Err(e) => OutputReply::Unavailable {
                 reason: format!("cannot read {}: {e}", path.display()),
             },
