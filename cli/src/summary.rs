@@ -72,8 +72,14 @@ fn node_or_workload(env: &Envelope) -> Option<String> {
             }
         }
         Event::WorkloadStopRequested(r) => format!(
-            "stop {} on {} (SIGKILL after {} ms) by {}",
-            r.workload, r.node, r.grace_ms, r.requested_by
+            "stop {} on {} (SIGKILL after {} ms) by {}{}",
+            r.workload,
+            r.node,
+            r.grace_ms,
+            r.requested_by,
+            r.forwarded_by
+                .as_ref()
+                .map_or(String::new(), |n| format!(", handed on by {n}"))
         ),
         Event::WorkloadUsage(u) => usage(u),
         _ => return None,

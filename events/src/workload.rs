@@ -201,8 +201,15 @@ pub struct StopRequested {
     pub node: NodeName,
     /// How long it has after SIGTERM before SIGKILL, in milliseconds.
     pub grace_ms: u64,
-    /// Who asked (a user name, or `forwarded by <node>` prefixed to it).
+    /// Who asked (a user name).
     pub requested_by: String,
+    /// The source that handed this request on after its migration
+    /// completed; `None` for a request a person made. A handed-on request
+    /// that finds no workload is not handed on again, so two nodes that
+    /// each moved the workload to the other never pass a stale stop back
+    /// and forth.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forwarded_by: Option<NodeName>,
 }
 
 /// The node to place a new workload on, the one rule the CLI states in

@@ -82,8 +82,15 @@ impl<R: Runtime, S: ImageStore, P: Peers, C: Clock, F: Fence> Executor<R, S, P, 
                 self.commit(Change::new().put_stop(&record).applied(seq))?;
                 self.carry_on_stops().await
             }
+            // A person's request that came late: hand it to where this
+            // node sent the workload. One already handed on is not passed
+            // on again (two nodes that each moved it to the other would
+            // pass a stale stop back and forth).
             None => {
-                let forward = self.forward(&record)?;
+                let forward = match &p.forwarded_by {
+                    None => self.forward(&record)?,
+                    Some(_) => None,
+                };
                 if forward.is_none() {
                     tracing::warn!(workload = %p.workload, "stop requested for a workload that does not run here; ignored");
                 }
@@ -150,6 +157,7 @@ impl<R: Runtime, S: ImageStore, P: Peers, C: Clock, F: Fence> Executor<R, S, P, 
                     node,
                     grace_ms: s.grace_ms,
                     requested_by: s.requested_by.clone(),
+                    forwarded_by: Some(self.node.clone()),
                 }),
             )
         }))

@@ -53,6 +53,7 @@ async fn ask_stop(c: &Cluster, name: &str, node: &str, grace_ms: u64) -> Envelop
         node: NodeName::new(node).unwrap(),
         grace_ms,
         requested_by: "tester".into(),
+        forwarded_by: None,
     };
     c.publish("cli", Event::WorkloadStopRequested(stop)).await
 }

@@ -69,6 +69,7 @@ pub async fn run(a: StopArgs) -> anyhow::Result<ExitCode> {
         node: node.clone(),
         grace_ms: u64::try_from(a.grace.as_millis()).unwrap_or(u64::MAX),
         requested_by: a.requester.who(),
+        forwarded_by: None,
     };
     let (env, seq) = request(&js, &a.requester, Event::WorkloadStopRequested(stop)).await?;
     println!(

@@ -1357,6 +1357,7 @@ fn stop(workload: &str, node: &str) -> Envelope {
             node: node_name(node),
             grace_ms: 10_000,
             requested_by: "alice".into(),
+            forwarded_by: None,
         }),
     )
 }
@@ -1442,6 +1443,32 @@ async fn a_stop_meeting_a_migration_is_held_then_handed_to_the_target_it_complet
         Some(workload::ExitReason::Stopped)
     );
     assert!(!dst.host.runs(&workload_name("counter")));
+}
+
+#[tokio::test]
+async fn a_stop_handed_on_that_finds_no_workload_is_not_handed_on_again() {
+    // node2 moved counter to node3 earlier; node3 moved it back and it ended.
+    let (mut src, mut dst, checkpointed) = checkpointed_pair(Uuid::now_v7()).await;
+    dst.deliver(&checkpointed).await;
+    src.deliver(&the_restored(&dst.published())).await;
+    src.published();
+    // A person's late stop reaches node2: handed to node3 once...
+    src.deliver(&stop("counter", "node2")).await;
+    let handed = src.published();
+    let [Event::WorkloadStopRequested(r)] = handed.as_slice() else {
+        panic!("{handed:?}")
+    };
+    assert_eq!(r.forwarded_by, Some(node_name("node2")));
+    // ...and node2, given it back handed on, passes it nowhere.
+    let mut back = r.clone();
+    back.node = node_name("node2");
+    back.forwarded_by = Some(node_name("node3"));
+    src.deliver(&Envelope::new(
+        node_name("node3"),
+        Event::WorkloadStopRequested(back),
+    ))
+    .await;
+    assert!(src.published().is_empty());
 }
 
 #[tokio::test]
