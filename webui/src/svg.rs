@@ -215,18 +215,26 @@ pub fn columns(points: &[Point], metric: Metric, end_ms: i64, range_ms: i64, n: 
 /// The `d` of a path through `values` scaled to `0..=max` over `width` x
 /// `height`; gaps (NaN) break the line.
 pub fn path(values: &[f32], max: f32, width: u32, height: u32) -> String {
+    path_bridging(values, max, width, height, 0)
+}
+
+/// As [`path`], but a run of up to `bridge` empty columns is crossed by the
+/// line: a node sampling every 10 s leaves most of 240 columns over 15
+/// minutes empty, and only a real silence should break its line.
+pub fn path_bridging(values: &[f32], max: f32, width: u32, height: u32, bridge: usize) -> String {
     let n = values.len().max(2);
     let step = width as f32 / (n - 1) as f32;
     let mut d = String::with_capacity(values.len() * 6);
     let mut prev: Option<(i32, i32)> = None;
+    let mut gap = 0usize;
     for (i, v) in values.iter().enumerate() {
         if !v.is_finite() {
-            prev = None;
+            gap += 1;
             continue;
         }
         let x = (i as f32 * step).round() as i32;
         let y = y_of(*v, max, height);
-        match prev {
+        match prev.filter(|_| gap <= bridge) {
             None => {
                 let _ = write!(d, "M{x} {y}");
             }
@@ -240,12 +248,27 @@ pub fn path(values: &[f32], max: f32, width: u32, height: u32) -> String {
             }
         }
         prev = Some((x, y));
+        gap = 0;
     }
     // A single point still shows as a dot-sized line.
     if d.starts_with('M') && !d.contains('l') {
         d.push_str("h1");
     }
     d
+}
+
+/// How many empty columns a line over `points` may cross: three of the
+/// series' usual sample intervals (the median gap), so a missed sample or
+/// two does not cut the line but a node that went silent does.
+fn bridge_columns(points: &[Point], range_ms: i64, n: usize) -> usize {
+    let mut gaps: Vec<i64> = points.windows(2).map(|w| w[1].at_ms - w[0].at_ms).collect();
+    if gaps.is_empty() {
+        return 0;
+    }
+    let mid = gaps.len() / 2;
+    let usual = *gaps.select_nth_unstable(mid).1;
+    let column_ms = (range_ms / n.max(1) as i64).max(1);
+    usize::try_from((3 * usual) / column_ms).unwrap_or(0)
 }
 
 /// A chart of `specs` over the last `range_ms` of `points`.
@@ -259,11 +282,12 @@ pub fn chart(
     width: u32,
     height: u32,
 ) -> Chart {
+    let bridge = bridge_columns(points, range_ms, n);
     let lines = specs
         .iter()
         .filter_map(|s| {
             let cols = columns(points, s.metric, end_ms, range_ms, n);
-            let d = path(&cols, s.max, width, height);
+            let d = path_bridging(&cols, s.max, width, height, bridge);
             (!d.is_empty()).then_some(Line { class: s.class, d })
         })
         .collect();
@@ -305,6 +329,9 @@ impl fmt::Display for Chart {
                 self.height / 2 + 4
             )?;
         }
+        // A label near an earlier one goes a line lower, so marks close in
+        // time stay readable.
+        let mut placed: Vec<(i32, i32)> = Vec::new();
         for r in &self.rules {
             write!(
                 f,
@@ -312,11 +339,18 @@ impl fmt::Display for Chart {
                 r.class, r.x1, r.y1, r.x2, r.y2
             )?;
             if !r.label.is_empty() {
+                let mut y = r.y1 + 22;
+                while placed
+                    .iter()
+                    .any(|(px, py)| (r.x1 - px).abs() < 24 && *py == y)
+                {
+                    y += 11;
+                }
+                placed.push((r.x1, y));
                 write!(
                     f,
-                    r#"<text class="mark" x="{}" y="{}">{}</text>"#,
+                    r#"<text class="mark" x="{}" y="{y}">{}</text>"#,
                     r.x1 + 2,
-                    r.y1 + 22,
                     r.label
                 )?;
             }
@@ -434,6 +468,22 @@ mod tests {
             "{svg}"
         );
         assert!(svg.contains(r#"<line class="migration" x1="50""#), "{svg}");
+    }
+
+    #[test]
+    fn sparse_samples_draw_one_line_and_a_silence_breaks_it() {
+        // A sample every 10 s over 15 minutes in 240 columns of 3.75 s.
+        let mut pts: Vec<_> = (0..60).map(|i| p(i * 10_000, 50.0)).collect();
+        // Then five minutes of silence, then 30 more samples.
+        pts.extend((0..30).map(|i| p(900_000 + i * 10_000, 60.0)));
+        let spec = LineSpec {
+            metric: Metric::Cpu,
+            class: "cpu",
+            max: 100.0,
+        };
+        let c = chart(&pts, &[spec], 1_190_000, 1_200_000, 240, 720, 120);
+        assert_eq!(c.lines[0].d.matches('M').count(), 2, "{}", c.lines[0].d);
+        assert_eq!(bridge_columns(&pts, 1_200_000, 240), 6);
     }
 
     #[test]

@@ -200,12 +200,25 @@ fn node_charts_have_time_axes_and_mark_moves_and_cut_off_crossings() {
         "{cpu}"
     );
     assert!(cpu.contains(r#"<g class="axis">"#), "{cpu}");
-    let minute = |t: chrono::DateTime<Utc>| t.format("%H:%M").to_string();
+    let line = &cpu[cpu.find(r#"<path class="cpu" d=""#).expect("a CPU line")..];
+    assert_eq!(
+        line[..line.find("/>").unwrap()].matches('M').count(),
+        1,
+        "samples every 10 s make one line across 3.75 s columns: {line}"
+    );
     let ticks = cpu.matches(r#"<text class="tick""#).count();
-    assert!((5..=8).contains(&ticks), "{ticks} ticks in {cpu}");
+    assert!((7..=8).contains(&ticks), "{ticks} ticks in {cpu}");
+    // A label every 2 minutes, the first at the first even minute of the range.
+    let from = (t0 + Duration::seconds(890 - 900)).timestamp_millis();
+    let first = from + (120_000 - from.rem_euclid(120_000)) % 120_000;
+    let x = ((first - from) as f64 / 900_000.0 * 720.0).round();
+    let label = chrono::DateTime::from_timestamp_millis(first)
+        .unwrap()
+        .format("%H:%M");
     assert!(
-        cpu.contains(&format!(">{}</text>", minute(t0 + Duration::minutes(8)))),
-        "a label every 2 minutes, t0+8 min among them: {cpu}"
+        cpu.contains(&format!(r#"<text class="tick" x="{x}" "#))
+            && cpu.contains(&format!(">{label}</text>")),
+        "{label} at {x}: {cpu}"
     );
     // Every large chart has its axis; the page says which clock it reads.
     assert_eq!(html.matches(r#"<g class="axis">"#).count(), 5);
