@@ -191,6 +191,7 @@ impl Cluster {
             s.stop().await;
             tracing::debug!(service = %name, "stopped");
         }
+        let docker_used = self.docker.is_some();
         if let Some((host, workloads)) = self.docker.take() {
             let removed =
                 tokio::task::spawn_blocking(move || image::remove_containers(&host, &workloads))
@@ -220,6 +221,9 @@ impl Cluster {
             }
         }
         cgroup::remove_parent(&self.prefix);
+        if docker_used {
+            cgroup::remove_everywhere(&self.prefix);
+        }
     }
 }
 
@@ -750,10 +754,13 @@ impl Launch<'_> {
         let mut started = Vec::new();
         for req in scenario::ramp_requests(target, &generator, &run) {
             let name = req.workload.to_string();
-            let runtime = req.spec.runtime;
+            let how = match req.spec.runtime {
+                Runtime::Process => "process",
+                Runtime::Docker => "container",
+            };
             ask_to_start(js, req).await?;
             println!(
-                "scenario     started {name} on {target} (loadshift-loadgen as a {runtime}, ramping over {})",
+                "scenario     started {name} on {target} (loadshift-loadgen as a {how}, ramping over {})",
                 scenario::RAMP_OVER
             );
             started.push(name);
