@@ -128,6 +128,17 @@ impl Up {
     }
 
     /// Connects with the operator identity `up` wrote (auth is on by default).
+    /// The EVENTS stream from its start, read as the operator.
+    async fn events(&self) -> async_nats::jetstream::consumer::pull::Ordered {
+        let js = async_nats::jetstream::new(self.operator().await);
+        let events = js.get_stream(stream::EVENTS).await.expect("EVENTS");
+        let consumer = events
+            .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig::default())
+            .await
+            .expect("consumer");
+        consumer.messages().await.expect("messages")
+    }
+
     async fn operator(&self) -> async_nats::Client {
         connection::connect(
             &NatsOptions {
@@ -382,6 +393,8 @@ async fn up_ramp_with_docker_moves_a_container_live_and_leaves_nothing_behind() 
 /// `loadshift up --runtime RUNTIME --scenario ramp`: the brain moves a
 /// generator off node2 and it keeps counting; the stop report says so and
 /// nothing is left behind.
+// One long test on purpose: one run of `loadshift up` costs a minute, so
+// everything the ramp must show is checked on the same run, in order.
 async fn ramp_ends_in_a_live_move(runtime: &str) {
     build_siblings();
     let args = ["--scenario", "ramp", "--grace", "10s", "--runtime", runtime];
@@ -402,14 +415,7 @@ async fn ramp_ends_in_a_live_move(runtime: &str) {
             .await;
     }
 
-    let client = up.operator().await;
-    let js = async_nats::jetstream::new(client);
-    let events = js.get_stream(stream::EVENTS).await.expect("EVENTS");
-    let consumer = events
-        .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig::default())
-        .await
-        .expect("consumer");
-    let mut msgs = consumer.messages().await.expect("messages");
+    let mut msgs = up.events().await;
     let mut by_brain = std::collections::HashSet::new();
     // A guard against a hang, not a timing: the brain first trains its
     // model from the reference traces, minutes on a loaded 2-core machine.
@@ -469,6 +475,7 @@ async fn ramp_ends_in_a_live_move(runtime: &str) {
         assert_eq!(w[1], w[0] + 1, "the counter restarted or skipped: {w:?}");
     }
 
+    let js = async_nats::jetstream::new(up.operator().await);
     let first_overload = first_overloaded_sample(&js, "node2").await;
 
     // The dashboard of the live stack, in a real browser, shows what happened.
@@ -704,14 +711,7 @@ async fn up_trace_runs_the_vms_as_load_generators_where_simulate_puts_them() {
         assert!(l.contains(&format!(" on {node} ")), "{l}");
     }
     // The generators run in the workers' cgroups, playing their profiles.
-    let client = up.operator().await;
-    let js = async_nats::jetstream::new(client);
-    let events = js.get_stream(stream::EVENTS).await.expect("EVENTS");
-    let consumer = events
-        .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig::default())
-        .await
-        .expect("consumer");
-    let mut msgs = consumer.messages().await.expect("messages");
+    let mut msgs = up.events().await;
     let mut started = std::collections::BTreeSet::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
     while started.len() < 3 {
