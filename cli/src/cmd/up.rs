@@ -169,9 +169,18 @@ struct Cluster {
     cgroups: Vec<NodeCgroup>,
     prefix: String,
     grace: Duration,
-    /// With `--runtime docker`: the daemon, and the workloads started as
-    /// containers (removed on stop, wherever they moved).
-    docker: Option<(String, Vec<String>)>,
+    /// With `--runtime docker`: what to remove on stop.
+    docker: Option<DockerRun>,
+}
+
+/// What a `--runtime docker` run leaves to remove on stop: the scenario's
+/// containers (wherever they moved) and its own images (the trace
+/// scenario's profiles); the generator's image stays for the next run.
+#[derive(Debug, Default)]
+struct DockerRun {
+    host: String,
+    workloads: Vec<String>,
+    images: Vec<String>,
 }
 
 impl Cluster {
@@ -192,10 +201,13 @@ impl Cluster {
             tracing::debug!(service = %name, "stopped");
         }
         let docker_used = self.docker.is_some();
-        if let Some((host, workloads)) = self.docker.take() {
-            let removed =
-                tokio::task::spawn_blocking(move || image::remove_containers(&host, &workloads))
-                    .await;
+        if let Some(run) = self.docker.take() {
+            let removed = tokio::task::spawn_blocking(move || {
+                let n = image::remove_containers(&run.host, &run.workloads)?;
+                image::remove_images(&run.host, &run.images)?;
+                Ok::<_, image::ImageError>(n)
+            })
+            .await;
             match removed {
                 Ok(Ok(n)) if n > 0 => println!("removed {n} container(s) of the scenario"),
                 Ok(Ok(_)) => {}
@@ -275,7 +287,10 @@ pub async fn run(a: UpArgs) -> anyhow::Result<ExitCode> {
         cgroups: Vec::new(),
         prefix: a.cgroup_prefix.trim_matches('/').to_string(),
         grace: a.grace,
-        docker: (a.runtime == RuntimeArg::Docker).then(|| (a.docker_host.clone(), Vec::new())),
+        docker: (a.runtime == RuntimeArg::Docker).then(|| DockerRun {
+            host: a.docker_host.clone(),
+            ..DockerRun::default()
+        }),
     };
     let launch = Launch {
         a: &a,
@@ -560,13 +575,15 @@ impl Launch<'_> {
         for n in workers {
             wait_for_executor(&client, n, &self.state.join("logs")).await?;
         }
+        let mut images = Vec::new();
         let started = match (&self.a.scenario, plan) {
             (Scenario::Ramp, _) => self.start_ramp(&js, workers).await?,
-            (_, Some(p)) => self.start_trace(&js, workers, p).await?,
+            (_, Some(p)) => self.start_trace(&js, workers, p, &mut images).await?,
             _ => Vec::new(),
         };
-        if let Some((_, containers)) = &mut cluster.docker {
-            containers.extend(started);
+        if let Some(run) = &mut cluster.docker {
+            run.workloads.extend(started);
+            run.images.extend(images);
         }
         Ok(())
     }
@@ -772,12 +789,14 @@ impl Launch<'_> {
 impl Launch<'_> {
     /// The trace scenario: one load generator per planned VM on its
     /// worker, playing the VM's profile (written under the state's `trace`;
-    /// for containers, copied into this run's image); returns their names.
+    /// for containers, copied into this run's image, added to `images`);
+    /// returns their names.
     async fn start_trace(
         &self,
         js: &async_nats::jetstream::Context,
         workers: &[NodeName],
         plan: &TracePlan,
+        images: &mut Vec<String>,
     ) -> anyhow::Result<Vec<String>> {
         let dir = self.state.join("trace");
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -810,6 +829,7 @@ impl Launch<'_> {
                     .context("adding the profiles to the image")?
                     .context("adding the profiles to the image")?;
                 println!("image        {tag} (the generator with this run's profiles)");
+                images.push(tag.clone());
                 Generator::container(tag)
             }
         };

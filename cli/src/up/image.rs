@@ -213,6 +213,22 @@ pub fn remove_containers(docker_host: &str, workloads: &[String]) -> Result<usiz
     Ok(removed)
 }
 
+/// Removes `images` (a run's own); one already gone is fine.
+///
+/// # Errors
+/// The daemon refuses for another reason (a container still uses one).
+pub fn remove_images(docker_host: &str, images: &[String]) -> Result<(), ImageError> {
+    for i in images {
+        match docker(docker_host, &["image", "rm", i]) {
+            Err(ImageError::Command { why, .. }) if why.contains("No such image") => {}
+            other => {
+                other?;
+            }
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
