@@ -17,22 +17,32 @@
 //!    row.
 //! 2. At most one migration in flight per node (as source or target), and a
 //!    cooldown per node and per workload, so nothing ping-pongs.
-//! 3. The workload that relieves the node most per byte to copy: CPU share
-//!    over resident memory.
-//! 4. The target whose expected load after taking it is lowest and below the
-//!    threshold; never a node that left, went silent, or is itself predicted
-//!    to overload; and it must have room for the workload's memory.
+//! 3. Relief, then cost: a node in trouble is expected at its threshold
+//!    (or above, if it is already there); a move *relieves* it when it takes
+//!    away enough CPU to bring that expected load down to `relief_pct`.
+//!    Among the moves that relieve it, the cheapest by estimated freeze
+//!    ([`crate::cost`]: resident memory, dirty rate and the throughput of
+//!    earlier migrations) wins. When no single move relieves it, the move
+//!    that takes away the most CPU, if it takes away at least
+//!    `min_relief_pct` points: no move is better than one that relieves
+//!    nothing.
+//! 4. Each workload goes to the target whose load after taking it is lowest
+//!    and below the threshold; never a node that left, went silent, or is
+//!    itself predicted to overload; and it must have room for the
+//!    workload's memory.
 //! 5. No good move: a deferral with the reason, once per node cooldown.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use loadshift_events::migration::{Reason, Requested};
+use loadshift_events::migration::{CostEstimate, Reason, Requested};
 use loadshift_events::model::Deferred;
 use loadshift_events::placement::{self, Change, Placement, WorkloadChange};
 use loadshift_events::{Envelope, Event, NodeName, WorkloadName};
 use uuid::Uuid;
+
+use crate::cost::Throughput;
 
 /// The planner's knobs.
 #[derive(Debug, Clone, PartialEq)]
@@ -42,8 +52,17 @@ pub struct PlannerConfig {
     pub level: f32,
     /// How many predictions in a row must be in trouble (hysteresis).
     pub k: u32,
-    /// CPU percent of capacity a target must stay below after the move.
+    /// CPU percent of capacity a target must stay below after the move,
+    /// and the load a node in trouble is expected to reach.
     pub threshold_pct: f32,
+    /// CPU percent of capacity a node in trouble should be brought down to
+    /// (from its expected load): the headroom a move must make for the
+    /// rise the model predicts. Chosen on July's simulation (BENCHMARKS.md,
+    /// "Issue 9/13 (round 3)").
+    pub relief_pct: f32,
+    /// Points of a node's capacity below which a move relieves nothing:
+    /// such a move costs a freeze and changes nothing, so none is made.
+    pub min_relief_pct: f32,
     /// No new migration of a workload this long after its last one.
     pub workload_cooldown: Duration,
     /// No new migration from or to a node this long after its last one.
@@ -62,6 +81,8 @@ impl Default for PlannerConfig {
             level: 0.99,
             k: 3,
             threshold_pct: 90.0,
+            relief_pct: RELIEF_PCT,
+            min_relief_pct: MIN_RELIEF_PCT,
             workload_cooldown: Duration::from_secs(600),
             node_cooldown: Duration::from_secs(120),
             silent_after: Duration::from_secs(30),
@@ -69,6 +90,12 @@ impl Default for PlannerConfig {
         }
     }
 }
+
+/// The default of [`PlannerConfig::relief_pct`], chosen on July.
+pub const RELIEF_PCT: f32 = 75.0;
+
+/// The default of [`PlannerConfig::min_relief_pct`], chosen on July.
+pub const MIN_RELIEF_PCT: f32 = 5.0;
 
 /// A fact the planner learns from the log.
 #[derive(Debug, Clone, PartialEq)]
@@ -178,6 +205,20 @@ struct NodeState {
 struct Use {
     cpu_pct: f32,
     rss_bytes: u64,
+    dirty_bytes_per_sec: f64,
+}
+
+/// One possible move off a node in trouble: a workload, its best target,
+/// what it takes off the source and what it is expected to cost.
+#[derive(Debug, Clone)]
+struct Candidate<'a> {
+    workload: &'a WorkloadName,
+    used: Use,
+    /// Points of the source's capacity the move takes away.
+    relief: f32,
+    target: &'a NodeName,
+    target_after: f32,
+    estimate: CostEstimate,
 }
 
 /// The planner's state, folded from the log.
@@ -191,6 +232,8 @@ pub struct Planner {
     usage: BTreeMap<WorkloadName, Use>,
     /// When each workload was last asked to move.
     last_migration: BTreeMap<WorkloadName, DateTime<Utc>>,
+    /// What earlier migrations measured, for cost estimates.
+    throughput: Throughput,
 }
 
 fn within(since: Option<DateTime<Utc>>, now: DateTime<Utc>, d: Duration) -> bool {
@@ -315,10 +358,12 @@ impl Planner {
                     let used = Use {
                         cpu_pct: w.cpu_pct,
                         rss_bytes: w.rss_bytes,
+                        dirty_bytes_per_sec: w.dirty_bytes_per_sec.unwrap_or(0.0),
                     };
                     self.usage.insert(w.workload.clone(), used);
                 }
             }
+            Event::MigrationCompleted(c) => self.throughput.observe(c.image_bytes, &c.timings),
             Event::MigrationRequested(r) => {
                 self.cool_down(&r.workload, [&r.source, &r.target], env.occurred_at);
             }
@@ -369,24 +414,12 @@ impl Planner {
                 reason,
             }))
         };
-        let Some((wname, w)) = self.candidate(node, now) else {
-            return defer(
-                None,
-                format!(
-                    "no workload on {node} can move (none with known usage outside its cooldown)"
-                ),
-            );
+        let c = match self.choose(node, src, now) {
+            Ok(c) => c,
+            Err((workload, reason)) => return defer(workload, reason),
         };
-        let (target, target_after) = match self.target(node, w, now) {
-            Ok(best) => best,
-            Err(detail) => {
-                return defer(
-                    Some(wname.clone()),
-                    format!("no target for {wname}: {detail}"),
-                )
-            }
-        };
-        let source_after = src.cpu_pct - w.cpu_pct / src.capacity_cores.max(0.01);
+        let source_after = src.cpu_pct - c.relief;
+        let (wname, target) = (c.workload, c.target);
         Some(Decision::Migrate(Requested {
             migration: Uuid::now_v7(),
             workload: wname.clone(),
@@ -395,32 +428,109 @@ impl Planner {
             requested_by: cfg.requested_by.clone(),
             reason: Reason {
                 summary: format!(
-                    "{node} predicted to overload (p={probability:.2}, model v{}); moving {wname} ({:.0}% of a core, {} MiB) to {target}",
+                    "{node} predicted to overload (p={probability:.2}, model v{}); moving {wname} ({:.0}% of a core, {} MiB, about {:.1} s frozen) to {target}",
                     src.model_version,
-                    w.cpu_pct,
-                    w.rss_bytes >> 20
+                    c.used.cpu_pct,
+                    c.used.rss_bytes >> 20,
+                    c.estimate.freeze_ms / 1000.0,
                 ),
                 probability: Some(probability),
                 model_version: Some(src.model_version),
                 top_features: src.top_features.clone(),
                 source_load_after_pct: Some(source_after.max(0.0)),
-                target_load_after_pct: Some(target_after),
+                target_load_after_pct: Some(c.target_after),
+                estimate: Some(c.estimate),
             },
         }))
     }
 
-    /// The workload on `node` relieving it most per byte to copy, among
-    /// those with known usage outside their cooldown.
-    fn candidate(&self, node: &NodeName, now: DateTime<Utc>) -> Option<(&WorkloadName, Use)> {
-        let cooldown = self.config.workload_cooldown;
-        let per_byte = |w: &Use| w.cpu_pct as f64 / (w.rss_bytes.max(1 << 20) as f64);
-        self.placement
+    /// The move off `node` (whose state is `src`): the cheapest that brings
+    /// its expected load down to `relief_pct`, else the one that takes away
+    /// most, if that is at least `min_relief_pct`; or the workload it
+    /// would have moved (if any) and why nothing can move.
+    fn choose(
+        &self,
+        node: &NodeName,
+        src: &NodeState,
+        now: DateTime<Utc>,
+    ) -> Result<Candidate<'_>, (Option<WorkloadName>, String)> {
+        let cfg = &self.config;
+        let cooldown = cfg.workload_cooldown;
+        let movable: Vec<(&WorkloadName, Use)> = self
+            .placement
             .workloads
             .values()
             .filter(|w| &w.node == node)
             .filter(|w| !within(self.last_migration.get(&w.name).copied(), now, cooldown))
             .filter_map(|w| self.usage.get(&w.name).map(|u| (&w.name, *u)))
-            .min_by(|a, b| per_byte(&b.1).total_cmp(&per_byte(&a.1)).then(a.0.cmp(b.0)))
+            .collect();
+        if movable.is_empty() {
+            return Err((
+                None,
+                format!(
+                    "no workload on {node} can move (none with known usage outside its cooldown)"
+                ),
+            ));
+        }
+        let share = |u: &Use| u.cpu_pct / src.capacity_cores.max(0.01);
+        let mut candidates = Vec::new();
+        let mut refused = None;
+        for (name, used) in &movable {
+            match self.target(node, *used, now) {
+                Ok((target, target_after)) => candidates.push(Candidate {
+                    workload: name,
+                    used: *used,
+                    relief: share(used),
+                    target,
+                    target_after,
+                    estimate: self
+                        .throughput
+                        .estimate(used.rss_bytes, used.dirty_bytes_per_sec),
+                }),
+                Err(detail) => {
+                    // Said about the workload that would relieve most.
+                    if refused.as_ref().is_none_or(|(_, s, _)| share(used) > *s) {
+                        refused = Some(((*name).clone(), share(used), detail));
+                    }
+                }
+            }
+        }
+        let expected = src.cpu_pct.max(cfg.threshold_pct);
+        let needed = expected - cfg.relief_pct;
+        let cheapest = candidates
+            .iter()
+            .filter(|c| c.relief >= needed)
+            .min_by(|a, b| {
+                (a.estimate.freeze_ms.total_cmp(&b.estimate.freeze_ms))
+                    .then(a.target_after.total_cmp(&b.target_after))
+                    .then(a.workload.cmp(b.workload))
+            });
+        let largest = || {
+            candidates
+                .iter()
+                .filter(|c| c.relief >= cfg.min_relief_pct)
+                .max_by(|a, b| {
+                    (a.relief.total_cmp(&b.relief))
+                        .then(b.estimate.freeze_ms.total_cmp(&a.estimate.freeze_ms))
+                        .then(b.workload.cmp(a.workload))
+                })
+        };
+        if let Some(c) = cheapest.or_else(largest) {
+            return Ok(c.clone());
+        }
+        Err(match refused {
+            Some((w, _, detail)) if candidates.is_empty() => {
+                let reason = format!("no target for {w}: {detail}");
+                (Some(w), reason)
+            }
+            _ => (
+                None,
+                format!(
+                    "no move relieves {node}: no workload that can move takes away {:.0} points of its CPU",
+                    cfg.min_relief_pct
+                ),
+            ),
+        })
     }
 
     /// The target whose load after taking `w` stays lowest, under the
@@ -537,11 +647,7 @@ mod tests {
             at,
             workloads: workloads
                 .iter()
-                .map(|(name, cpu_pct, rss_bytes)| WorkloadUse {
-                    workload: w(name),
-                    cpu_pct: *cpu_pct,
-                    rss_bytes: *rss_bytes,
-                })
+                .map(|(name, cpu_pct, rss_bytes)| WorkloadUse::new(w(name), *cpu_pct, *rss_bytes))
                 .collect(),
         };
         logged(fixtures::at(

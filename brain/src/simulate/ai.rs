@@ -136,11 +136,7 @@ impl Ai {
                     .iter()
                     .map(|&w| {
                         let x = v.workloads[w];
-                        WorkloadUse {
-                            workload: self.workloads[w].clone(),
-                            cpu_pct: x.cores * 100.0,
-                            rss_bytes: x.memory_bytes,
-                        }
+                        WorkloadUse::new(self.workloads[w].clone(), x.cores * 100.0, x.memory_bytes)
                     })
                     .collect(),
             };
