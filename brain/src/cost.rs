@@ -54,7 +54,8 @@ impl Throughput {
         let (Some(freeze_ms), Some(total_ms)) = (timings.downtime_ms, timings.total_ms) else {
             return;
         };
-        if image_bytes == 0 || !(freeze_ms > 0.0) || !(total_ms >= freeze_ms) {
+        let usable = freeze_ms.is_finite() && freeze_ms > 0.0 && total_ms >= freeze_ms;
+        if image_bytes == 0 || !usable || !total_ms.is_finite() {
             return;
         }
         if self.recent.len() == Self::KEPT {
