@@ -73,6 +73,11 @@ pub struct Usage {
     pub cpu_seconds: f64,
     /// Resident memory now, in bytes: what a migration must copy.
     pub rss_bytes: u64,
+    /// Private memory written so far and still held, bytes (`Private_Dirty`
+    /// of `/proc/PID/smaps_rollup`, summed over the workload's processes);
+    /// two readings give the rate at which the image grows. `None` where
+    /// the runtime cannot read it (a container's processes).
+    pub private_dirty_bytes: Option<u64>,
 }
 
 /// Why a runtime operation failed. Each message says what was attempted.
