@@ -125,6 +125,13 @@ async fn drain_wait_prints_each_move_and_ends_when_the_node_is_empty() {
         Some(2),
         "no new workload on a draining node"
     );
+    // Without --node, the placement rule does not even consider it (no
+    // executor answers here, so nothing is placed; the candidates are named).
+    let placed = h
+        .run(&["workload", "run", "--name", "c", "--", "sleep", "9"])
+        .await;
+    let why = String::from_utf8_lossy(&placed.stderr);
+    assert!(why.contains("knows (node3)"), "{why}");
     let refused = h.run(&["migrate", "a", "--to", "node2"]).await;
     assert_eq!(refused.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&refused.stderr).contains("node2 is draining"));

@@ -18,23 +18,7 @@ use tokio::process::{Child, Command};
 /// Runs `cmd` with `args` to its end (at most 60 s) and shows what it
 /// printed, for the log of a failing test.
 pub async fn finish(cmd: Command, args: &[&str]) -> Output {
-    finish_within(cmd, args, Duration::from_secs(60)).await
-}
-
-/// [`finish`] for a command that may take up to `limit` (a `--wait` on a
-/// whole cluster).
-pub async fn finish_within(mut cmd: Command, args: &[&str], limit: Duration) -> Output {
-    let out = tokio::time::timeout(limit, cmd.args(args).output())
-        .await
-        .unwrap_or_else(|_| panic!("loadshift did not finish within {limit:?}"))
-        .expect("run loadshift");
-    eprintln!(
-        "loadshift {args:?} -> {:?}\n--- stdout\n{}--- stderr\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
+    loadshift_testkit::process::finish(cmd, args, Duration::from_secs(60)).await
 }
 
 /// A server, a client and the streams.

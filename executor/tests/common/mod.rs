@@ -259,6 +259,26 @@ impl Cluster {
             .join("\n")
     }
 
+    /// The operator's `loadshift` binary (built with the workspace),
+    /// pointed at this cluster's server, with no `LOADSHIFT_*` leaking in.
+    pub fn cli(&self) -> tokio::process::Command {
+        let mut cmd = tokio::process::Command::new(loadshift_testkit::binary("loadshift"));
+        for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("LOADSHIFT_")) {
+            cmd.env_remove(k);
+        }
+        cmd.env("LOADSHIFT_NATS", self.server.url())
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .kill_on_drop(true);
+        cmd
+    }
+
+    /// Runs `loadshift args` to its end (at most 120 s) and shows what it
+    /// printed, for the log of a failing test.
+    pub async fn loadshift(&self, args: &[&str]) -> std::process::Output {
+        loadshift_testkit::process::finish(self.cli(), args, Duration::from_secs(120)).await
+    }
+
     pub async fn publish(&self, emitter: &str, event: Event) -> Envelope {
         let env = Envelope::new(NodeName::new(emitter).unwrap(), event);
         connection::publish(&self.js, &env).await.expect("publish");
