@@ -46,7 +46,7 @@ impl Watchers {
     pub fn observe(&mut self, env: &Envelope, writes: &mut Writes) {
         if let Some(planner) = self.planner.as_mut() {
             planner.observe(env);
-            planner.drain(env.occurred_at);
+            planner.drain(env);
             planner.queue_decisions(writes);
         }
         let Some(live) = self.live.as_mut() else {

@@ -38,6 +38,11 @@ pub struct PlannerService {
     out: mpsc::UnboundedSender<Envelope>,
     predictor: SharedPredictor,
     said: HashMap<NodeName, (f32, f32, DateTime<Utc>)>,
+    /// When the first fresh telemetry was folded: before that (and for one
+    /// silence limit after, while every node's next report comes in) the
+    /// views of the nodes may be behind the log, so what a drain cannot move
+    /// is not said yet (a node would look silent that is not).
+    live_since: Option<DateTime<Utc>>,
     decided: Vec<Envelope>,
 }
 
@@ -55,6 +60,7 @@ impl PlannerService {
             out,
             predictor,
             said: HashMap::new(),
+            live_since: None,
             decided: Vec::new(),
         }
     }
@@ -148,18 +154,29 @@ impl PlannerService {
         }
     }
 
-    /// After an event that occurred at `occurred_at`: what the drain rules
-    /// decide now ([`Planner::drain`]), each decision applied before the next
-    /// is asked for. Only on a fresh event, like predictions: a restart
-    /// catching up reads stale loads and would report nodes silent.
-    pub fn drain(&mut self, occurred_at: DateTime<Utc>) {
+    /// After a telemetry event `env` (a sample or a usage report, about
+    /// one a second per node): what the drain rules decide now
+    /// ([`Planner::drain`]), each decision applied before the next is asked
+    /// for. Only on fresh telemetry, like predictions: a brain catching up
+    /// reads stale loads. What cannot move is said only once the brain has
+    /// been folding fresh telemetry for a silence limit (every node has
+    /// reported by then); moves are made at once.
+    pub fn drain(&mut self, env: &Envelope) {
+        let telemetry = matches!(
+            env.event,
+            Event::TelemetrySample(_) | Event::WorkloadUsage(_)
+        );
+        let now = Utc::now();
+        if !telemetry || !self.fresh(env.occurred_at, now) {
+            return;
+        }
+        let live_since = *self.live_since.get_or_insert(now);
         if self.planner.placement().draining.is_empty() {
             return;
         }
-        let now = Utc::now();
-        if !self.fresh(occurred_at, now) {
-            return;
-        }
+        let settled = (now - live_since)
+            .to_std()
+            .is_ok_and(|d| d >= self.planner.config().silent_after);
         // Each decision changes what the next one sees (a migration in
         // flight, a report made); at most one per workload on the node.
         let bound = self.planner.placement().workloads.len() + 1;
@@ -170,6 +187,7 @@ impl PlannerService {
                     self.planner.apply(&Fact::requested(&r, now));
                     Event::MigrationRequested(r)
                 }
+                Some(DrainDecision::Blocked(_)) if !settled => return,
                 Some(DrainDecision::Blocked(b)) => {
                     tracing::info!(node = %b.node, workload = %b.workload, reason = %b.reason, "draining: cannot move");
                     Event::NodeDrainBlocked(b)
