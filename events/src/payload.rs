@@ -261,6 +261,7 @@ mod tests {
                 summary: "node2 heads for overload".into(),
                 ..Default::default()
             },
+            mode: crate::migration::Mode::Auto,
         });
         // The brain emits on node1, but the source must act.
         assert_eq!(requested.subject(&n("node1")), "migration.node2.requested");

@@ -27,6 +27,7 @@ fn forged(source: &str, target: &str, workload: &str) -> Event {
         image_bytes: 1,
         timings: Timings::default(),
         frozen_at_ms: 0,
+        stream: None,
     })
 }
 

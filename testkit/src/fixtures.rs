@@ -215,6 +215,7 @@ impl Move {
                 target: self.target.clone(),
                 requested_by: by.into(),
                 reason,
+                mode: loadshift_events::migration::Mode::Auto,
             }),
         )
     }
@@ -235,6 +236,7 @@ impl Move {
                 image_bytes: IMAGE_BYTES,
                 timings,
                 frozen_at_ms: t.timestamp_millis(),
+                stream: None,
             }),
         )
     }
@@ -269,6 +271,8 @@ impl Move {
                 target: self.target.clone(),
                 image_bytes: IMAGE_BYTES,
                 timings,
+                mode: None,
+                fallback: None,
             }),
         )
     }

@@ -203,6 +203,8 @@ impl Policy for Ai {
                         target: r.target.clone(),
                         image_bytes: 0,
                         timings: Timings::default(),
+                        mode: None,
+                        fallback: None,
                     };
                     let fact = logged(&r.source, Event::MigrationCompleted(completed), now);
                     self.planner.apply(&fact);

@@ -351,6 +351,7 @@ impl Cluster {
                 target: NodeName::new(target).unwrap(),
                 requested_by: "test".into(),
                 reason: Default::default(),
+                mode: loadshift_events::migration::Mode::Auto,
             }),
         )
         .await;
