@@ -451,6 +451,10 @@ pub async fn receive(
             .map_err(io("connect to the page-server"))?;
         let (server_rx, server_tx) = server.into_split();
         let (link_rx, link_tx) = link.into_split();
+        if crate::fault::armed(crate::fault::DURING_STREAM) {
+            let _ = link_rx.readable().await;
+            crate::fault::crash_point(crate::fault::DURING_STREAM);
+        }
         let answers = tokio::spawn(async move {
             let (mut r, mut w) = (server_rx, link_tx);
             let _ = tokio::io::copy(&mut r, &mut w).await;

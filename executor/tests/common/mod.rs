@@ -11,10 +11,18 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use loadshift_events::migration::Requested;
+use loadshift_events::migration::{Mode, Requested};
 use loadshift_events::workload::{Runtime, StartRequested, WorkloadSpec};
 use loadshift_events::{connection, stream, Envelope, Event, NodeName, WorkloadName};
 use loadshift_testkit::NatsServer;
+
+/// A process workload that prints 0, 1, 2, ... every 50 ms: a gap or a
+/// repeat in its output after a move is a lost or doubled run.
+pub const COUNTER: &[&str] = &[
+    "sh",
+    "-c",
+    "i=0; while :; do echo $i; i=$((i+1)); sleep 0.05; done",
+];
 
 /// One executor process acting as one node.
 pub struct Node {
@@ -341,6 +349,17 @@ impl Cluster {
     }
 
     pub async fn migrate(&self, workload: &str, source: &str, target: &str) -> uuid::Uuid {
+        self.migrate_in(Mode::Auto, workload, source, target).await
+    }
+
+    /// Asks for a migration in `mode`.
+    pub async fn migrate_in(
+        &self,
+        mode: Mode,
+        workload: &str,
+        source: &str,
+        target: &str,
+    ) -> uuid::Uuid {
         let id = uuid::Uuid::now_v7();
         self.publish(
             "test",
@@ -351,7 +370,7 @@ impl Cluster {
                 target: NodeName::new(target).unwrap(),
                 requested_by: "test".into(),
                 reason: Default::default(),
-                mode: loadshift_events::migration::Mode::Auto,
+                mode,
             }),
         )
         .await;
