@@ -40,6 +40,11 @@ pub struct Node {
 }
 
 impl Node {
+    /// The executor's pid while it runs (for CPU accounting in benches).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     pub fn workload_dir(&self, w: &str) -> PathBuf {
         self.state.join("workloads").join(w)
     }
