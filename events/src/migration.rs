@@ -455,3 +455,44 @@ impl Bounded for Fenced {
 pub fn stream_offer_subject(node: &NodeName) -> String {
     format!("loadshift.executor.{node}.stream")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_mode_reads_back_from_its_name_and_a_wrong_one_says_which_exist() {
+        for m in Mode::ALL {
+            assert_eq!(m.as_str().parse::<Mode>(), Ok(m));
+            assert_eq!(
+                serde_json::to_value(m).unwrap(),
+                serde_json::json!(m.as_str())
+            );
+        }
+        let err = "fast".parse::<Mode>().unwrap_err().to_string();
+        assert!(err.contains("auto, copy, stream or lazy"), "{err}");
+    }
+
+    #[test]
+    fn events_from_before_modes_read_as_auto_requests_and_copies() {
+        let r: Requested = serde_json::from_str(
+            r#"{"migration":"0193a1b2-0000-7000-8000-000000000001","workload":"counter","source":"node2","target":"node3","requested_by":"brain","reason":{"summary":"s"}}"#,
+        )
+        .unwrap();
+        assert_eq!(r.mode, Mode::Auto);
+        // `auto` is left out on the wire, so older readers still read it.
+        assert!(!serde_json::to_string(&r).unwrap().contains("mode"));
+        let c: Completed = serde_json::from_str(
+            r#"{"migration":"0193a1b2-0000-7000-8000-000000000001","workload":"counter","source":"node2","target":"node3","image_bytes":1,"timings":{}}"#,
+        )
+        .unwrap();
+        assert_eq!((c.mode, c.fallback), (None, None));
+        let streamed = Requested {
+            mode: Mode::Stream,
+            ..r
+        };
+        let back: Requested =
+            serde_json::from_str(&serde_json::to_string(&streamed).unwrap()).unwrap();
+        assert_eq!(back.mode, Mode::Stream);
+    }
+}
