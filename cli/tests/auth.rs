@@ -453,3 +453,40 @@ async fn the_dashboards_token_and_csrf_actions_work_with_auth_on() {
         other => panic!("unexpected {other:?}"),
     }
 }
+
+/// A streamed migration's offer (address and one-time token) is asked by
+/// the source's executor and answered by the target's, privately: no other
+/// identity may ask (nor read the token).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_executors_ask_each_other_for_a_page_stream() {
+    let s = Secured::start().await;
+    let target = s.client("executor-node3").await;
+    let subject = loadshift_events::migration::stream_offer_subject(&n("node3"));
+    let mut offers = target.subscribe(subject.clone()).await.unwrap();
+    tokio::spawn(async move {
+        while let Some(m) = offers.next().await {
+            if let Some(reply) = m.reply {
+                let _ = target.publish(reply, "offer".into()).await;
+            }
+        }
+    });
+    let ask = |c: async_nats::Client, subject: String| async move {
+        tokio::time::timeout(Duration::from_secs(2), c.request(subject, "{}".into()))
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .map(|m| m.payload.to_vec())
+    };
+    let source = s.client("executor-node2").await;
+    assert_eq!(
+        ask(source, subject.clone()).await.as_deref(),
+        Some(&b"offer"[..])
+    );
+    for role in ["agent-node2", "brain", "webui", "operator"] {
+        let c = s.client(role).await;
+        assert!(
+            ask(c, subject.clone()).await.is_none(),
+            "{role} was given an offer"
+        );
+    }
+}
