@@ -259,7 +259,7 @@ impl Move {
         )
     }
 
-    /// `migration.completed` by the source.
+    /// `migration.completed` by the source, pages streamed.
     pub fn completed(&self, t: DateTime<Utc>, timings: Timings) -> Envelope {
         self.event(
             self.source.as_str(),
@@ -271,7 +271,7 @@ impl Move {
                 target: self.target.clone(),
                 image_bytes: IMAGE_BYTES,
                 timings,
-                mode: None,
+                mode: Some(loadshift_events::migration::Mode::Stream),
                 fallback: None,
             }),
         )

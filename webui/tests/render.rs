@@ -138,6 +138,10 @@ fn migrations_page_lists_steps_downtime_and_outcomes_and_filters() {
         "completed",
         "failed at restore: criu restore failed",
         "class=\"outcome-rolled_back bad\"",
+        // Which mode ran; a migration still without an outcome says what
+        // was asked.
+        "<span class=\"step mode\">stream</span>",
+        "<span class=\"step mode\">asked auto</span>",
     ] {
         assert!(html.contains(s), "{s:?} missing");
     }
