@@ -176,10 +176,14 @@ fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// An admitted connection to the target, ready to carry pages.
+/// An admitted connection to the target, ready to carry pages, and how
+/// long the whole page stream may last: a target that stops reading or
+/// answering must not keep the workload frozen (when the bound passes the
+/// relay drops both ends, criu dump fails and resumes the workload).
 #[derive(Debug)]
 pub struct Link {
     stream: TcpStream,
+    limit: Duration,
 }
 
 /// Connects to the target's offer and presents the token: done before the
@@ -189,7 +193,7 @@ pub struct Link {
 /// # Errors
 /// [`StreamError::Connect`] when the address cannot be reached in time,
 /// [`StreamError::Refused`] when the target refuses the token.
-pub async fn connect(offer: &Offer, migration: Uuid) -> Result<Link, StreamError> {
+pub async fn connect(offer: &Offer, migration: Uuid, limit: Duration) -> Result<Link, StreamError> {
     let address = offer.address;
     let connect_err = |message: String| StreamError::Connect { address, message };
     let attempt = async {
@@ -203,7 +207,7 @@ pub async fn connect(offer: &Offer, migration: Uuid) -> Result<Link, StreamError
             .map_err(|e| connect_err(e.to_string()))?;
         let mut answer = [REFUSED];
         match stream.read_exact(&mut answer).await {
-            Ok(_) if answer[0] == ADMITTED => Ok(Link { stream }),
+            Ok(_) if answer[0] == ADMITTED => Ok(Link { stream, limit }),
             _ => Err(StreamError::Refused(address)),
         }
     };
@@ -374,7 +378,8 @@ impl SourceRelay {
             .await
             .map_err(io("listen for criu dump"))?;
         let address = listener.local_addr().map_err(io("local address"))?;
-        let task = tokio::spawn(async move {
+        let limit = link.limit;
+        let relay = async move {
             let (dump, _) = listener.accept().await.map_err(io("accept criu dump"))?;
             let _ = dump.set_nodelay(true);
             let (dump_rx, mut dump_tx) = dump.into_split();
@@ -395,6 +400,11 @@ impl SourceRelay {
             let _ = drain.await;
             tee.finish().await?;
             sent
+        };
+        let task = tokio::spawn(async move {
+            tokio::time::timeout(limit, relay)
+                .await
+                .map_err(|_| StreamError::Timeout(limit))?
         });
         Ok(Self { address, task })
     }
@@ -636,6 +646,8 @@ pub async fn ask(
 mod tests {
     use super::*;
 
+    const LIMIT: Duration = Duration::from_secs(30);
+
     /// A stand-in page-server: a real TCP listener that keeps what it gets.
     async fn sink() -> (SocketAddr, tokio::task::JoinHandle<Vec<u8>>) {
         let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await.unwrap();
@@ -678,15 +690,15 @@ mod tests {
             ..offer.clone()
         };
         assert!(matches!(
-            connect(&wrong, m).await.unwrap_err(),
+            connect(&wrong, m, LIMIT).await.unwrap_err(),
             StreamError::Refused(_)
         ));
         // The right token for another migration is wrong too.
-        assert!(connect(&offer, Uuid::now_v7()).await.is_err());
-        let mut link = connect(&offer, m).await.unwrap();
+        assert!(connect(&offer, Uuid::now_v7(), LIMIT).await.is_err());
+        let mut link = connect(&offer, m, LIMIT).await.unwrap();
         link.stream.write_all(b"pages pages").await.unwrap();
         // The same token again: the door is closed.
-        assert!(connect(&offer, m).await.is_err());
+        assert!(connect(&offer, m, LIMIT).await.is_err());
         link.stream.shutdown().await.unwrap();
         drop(link);
         let pages = got.await.unwrap().unwrap();

@@ -196,7 +196,10 @@ impl<R: Runtime, S: ImageStore, P: Peers, C: Clock, F: Fence> Executor<R, S, P, 
             bytes: rss,
         };
         let offer = self.peers.offer_stream(&p.target, &req).await?;
-        crate::stream::connect(&offer, p.migration)
+        // The page stream gets what a store's upload of the same bytes would.
+        let speed = self.journal.speed().ok().flatten();
+        let limit = self.deadlines.transfer(rss, speed);
+        crate::stream::connect(&offer, p.migration, limit)
             .await
             .map_err(|e| e.to_string())
     }
