@@ -3,7 +3,8 @@
 //! dump straight to the target's page-server over the token-admitted relay,
 //! the workload goes on without a gap; a target killed while the pages
 //! arrive leaves the workload running on the source; a target that cannot
-//! take a direct connection gets a copy, and `completed` says why.
+//! take a direct connection gets a copy, and `completed` says why; a
+//! target's offer admits its token once, and no other.
 
 mod common;
 
@@ -11,8 +12,8 @@ use std::time::Duration;
 
 use common::{assert_continuous, counter_values, Cluster, COUNTER};
 use loadshift_events::migration::Mode;
-use loadshift_events::Event;
-use loadshift_executor::fault;
+use loadshift_events::{Event, NodeName};
+use loadshift_executor::{fault, stream};
 
 /// Whether anything of migration `id` is left in the shared image folder
 /// (its image folder, or the pages next to it).
@@ -150,4 +151,46 @@ async fn a_target_that_cannot_take_a_direct_connection_gets_a_copy_and_the_reaso
         Vec::<String>::new(),
         "images left behind"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_targets_offer_admits_its_token_once_and_nothing_else() {
+    let c = Cluster::new(&["node2", "node3"]).await;
+    let req = stream::OfferRequest {
+        migration: uuid::Uuid::now_v7(),
+        source: NodeName::new("node2").unwrap(),
+        bytes: 1 << 20,
+    };
+    let offer = stream::ask(&c.js.client(), &NodeName::new("node3").unwrap(), &req)
+        .await
+        .expect("node3 offers a stream");
+    let limit = Duration::from_secs(30);
+
+    let forged = stream::Offer {
+        token: "00".repeat(32),
+        ..offer.clone()
+    };
+    let refused = stream::connect(&forged, req.migration, limit).await;
+    assert!(
+        matches!(refused, Err(stream::StreamError::Refused(_))),
+        "{refused:?}"
+    );
+    // The right token for another migration is a wrong one.
+    assert!(stream::connect(&offer, uuid::Uuid::now_v7(), limit)
+        .await
+        .is_err());
+    let admitted = stream::connect(&offer, req.migration, limit)
+        .await
+        .expect("the token admits once");
+    let replayed = stream::connect(&offer, req.migration, limit).await;
+    assert!(replayed.is_err(), "a replayed token was admitted");
+    drop(admitted);
+
+    // What did not arrive whole is not kept.
+    let pages = c.images.path().join(format!("{}.pages", req.migration));
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while pages.exists() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(!pages.exists(), "a broken stream left its pages");
 }
