@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod matrix;
+pub mod postcopy;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

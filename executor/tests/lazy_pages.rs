@@ -1,0 +1,96 @@
+//! Post-copy with real CRIU between two nodes on this machine: the workload
+//! resumes on the target before its memory is there, its pages follow, and
+//! a source that dies before the last page leaves no copy anywhere.
+
+mod common;
+
+use common::postcopy::{build_c, wait_lines, TwoNodes, STEP_LIMIT};
+use common::{assert_continuous, counter_values};
+use loadshift_executor::lazy::LazyError;
+use loadshift_executor::runtime::process::start_ticks;
+use loadshift_executor::runtime::Handle;
+
+fn root_pid(h: &Handle) -> u32 {
+    h.pid().expect("a process handle")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_counter_moved_lazily_continues_without_a_gap() {
+    let nodes = TwoNodes::new("lazy-counter");
+    let memtouch = build_c(nodes.dir.path(), "memtouch");
+    let source = nodes.start(&[&memtouch.display().to_string(), "64"]).await;
+    wait_lines(&nodes.stdout(false), 4);
+
+    let (dump, restore) = nodes.lazy_move(&source).await;
+    let moved = restore.handle().clone();
+    // Both halves see the last page arrive: the source may clean up.
+    let (served, arrived) = tokio::join!(dump.finish(STEP_LIMIT), restore.finish(STEP_LIMIT));
+    served.expect("the source served every page");
+    arrived.expect("the target received every page");
+
+    // The source's tree is gone (criu ended it), the target's runs.
+    assert_eq!(
+        start_ticks(root_pid(&source)),
+        None,
+        "the source copy still runs"
+    );
+    let only = [root_pid(&moved)];
+    let copies = nodes.copies(&only);
+    assert_eq!(copies.len(), 1, "exactly one copy runs: {copies:?}");
+    assert_eq!(copies[0].0, only[0], "exactly one copy runs: {copies:?}");
+    // The counter goes on from where it was frozen, on the target.
+    let out = nodes.stdout(true);
+    let before = counter_values(&out).len();
+    wait_lines(&out, before + 5);
+    assert_continuous(&counter_values(&out));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_source_killed_during_post_copy_leaves_no_copy_anywhere() {
+    let nodes = TwoNodes::new("lazy-orphan");
+    let memtouch = build_c(nodes.dir.path(), "memtouch");
+    // Enough memory that the background push is still under way when the
+    // source is stopped right after the restore.
+    let source = nodes.start(&[&memtouch.display().to_string(), "512"]).await;
+    wait_lines(&nodes.stdout(false), 2);
+
+    let (dump, restore) = nodes.lazy_move(&source).await;
+    let server = dump.criu_pid().expect("the page server runs");
+    // SAFETY: kill(2) of the criu this test started.
+    unsafe {
+        libc::kill(server as i32, libc::SIGSTOP);
+    }
+    let log = nodes.images.path().join("target/lazy-pages.log");
+    let pushed = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        !pushed.contains("UFFD transferred pages"),
+        "every page arrived before the source was stopped: this test needs a bigger workload"
+    );
+    // The source node dies: its criu and its frozen tree.
+    // SAFETY: kill(2) of processes this test started.
+    unsafe {
+        libc::kill(server as i32, libc::SIGKILL);
+        libc::kill(root_pid(&source) as i32, libc::SIGKILL);
+    }
+    let moved = restore.handle().clone();
+    let err = restore
+        .finish(STEP_LIMIT)
+        .await
+        .expect_err("post-copy cannot finish without its source");
+    assert!(
+        matches!(err, LazyError::Broken { side: "source", .. }),
+        "{err}"
+    );
+    assert!(
+        err.to_string().contains("post-copy lost its source"),
+        "{err}"
+    );
+    assert_eq!(
+        start_ticks(root_pid(&moved)),
+        None,
+        "the half-restored copy runs"
+    );
+    let copies = nodes.copies(&[]);
+    assert!(copies.is_empty(), "a copy runs somewhere: {copies:?}");
+    drop(dump);
+}
