@@ -4,8 +4,8 @@
 
 mod common;
 
-use common::postcopy::{build_c, wait_lines, TwoNodes, STEP_LIMIT};
-use common::{assert_continuous, counter_values};
+use common::postcopy::{build_c, in_network_of, wait_lines, TwoNodes, STEP_LIMIT};
+use common::{assert_continuous, counter_values, redis_cli, wait_pong};
 use loadshift_executor::lazy::LazyError;
 use loadshift_executor::runtime::process::start_ticks;
 use loadshift_executor::runtime::Handle;
@@ -93,4 +93,45 @@ async fn a_source_killed_during_post_copy_leaves_no_copy_anywhere() {
     let copies = nodes.copies(&[]);
     assert!(copies.is_empty(), "a copy runs somewhere: {copies:?}");
     drop(dump);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_with_100k_keys_moved_lazily_keeps_every_key_on_its_port() {
+    let nodes = TwoNodes::with_target_network("lazy-redis");
+    let port = loadshift_testkit::nats::free_port();
+    let args = common::redis_args(port, &nodes.dir.path().display().to_string());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let source = nodes.start(&args).await;
+    wait_pong(port);
+    assert_eq!(
+        redis_cli(port, &["debug", "populate", "100000", "key", "32"]),
+        "OK"
+    );
+    let sample = redis_cli(port, &["get", "key:4242"]);
+    assert!(sample.starts_with("value:4242"), "{sample}");
+
+    let (dump, restore) = nodes.lazy_move(&source).await;
+    let moved = root_pid(restore.handle());
+    let p = port.to_string();
+    let cli = move |args: &[&str]| {
+        let mut command = vec!["redis-cli", "-p", &p];
+        command.extend_from_slice(args);
+        in_network_of(moved, &command)
+    };
+    // Asked as soon as it runs on the target (its pages may still be coming).
+    let asked = tokio::task::spawn_blocking({
+        let cli = cli.clone();
+        move || cli(&["dbsize"])
+    });
+    let (served, arrived) = tokio::join!(dump.finish(STEP_LIMIT), restore.finish(STEP_LIMIT));
+    served.expect("the source served every page");
+    arrived.expect("the target received every page");
+    assert_eq!(asked.await.expect("redis-cli"), "100000");
+    assert_eq!(cli(&["get", "key:4242"]), sample);
+    assert_eq!(cli(&["set", "after", "move"]), "OK");
+    assert_eq!(
+        start_ticks(root_pid(&source)),
+        None,
+        "the source copy still runs"
+    );
 }

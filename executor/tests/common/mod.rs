@@ -646,3 +646,52 @@ pub fn assert_continuous(values: &[u64]) {
         );
     }
 }
+
+/// What `redis-cli -p PORT ARGS` printed, trimmed.
+pub fn redis_cli(port: u16, args: &[&str]) -> String {
+    let out = std::process::Command::new("redis-cli")
+        .arg("-p")
+        .arg(port.to_string())
+        .args(args)
+        .output()
+        .expect("redis-cli (scripts/setup installs redis-server and redis-tools)");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Waits until redis on `port` answers PING (20 s at most).
+pub fn wait_pong(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if redis_cli(port, &["ping"]) == "PONG" {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("redis on port {port} does not answer");
+}
+
+/// redis-server on `port` (127.0.0.1), in the foreground, without
+/// persistence (its memory is all there is to move), `DEBUG POPULATE` on.
+pub fn redis_args(port: u16, dir: &str) -> Vec<String> {
+    let port = port.to_string();
+    [
+        "redis-server",
+        "--port",
+        &port,
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--daemonize",
+        "no",
+        "--dir",
+        dir,
+        "--enable-debug-command",
+        "yes",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}

@@ -29,7 +29,24 @@ impl TwoNodes {
     /// Two empty nodes; `name` is the workload's name (unique per test: the
     /// working directory under /run/loadshift is shared by both nodes).
     pub fn new(name: &str) -> Self {
+        Self::build(name, false)
+    }
+
+    /// Like [`TwoNodes::new`], the target restoring into a network namespace
+    /// of its own (as a separate host would): a workload listening on a
+    /// port restores on the same port while its frozen source still holds
+    /// it on this machine. Reach it with [`TwoNodes::on_target`].
+    pub fn with_target_network(name: &str) -> Self {
+        Self::build(name, true)
+    }
+
+    fn build(name: &str, target_network: bool) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
+        let target_criu = if target_network {
+            own_network_criu(dir.path())
+        } else {
+            "criu".into()
+        };
         let images = tempfile::Builder::new()
             .prefix("loadshift-lazy-")
             .tempdir_in("/dev/shm")
@@ -37,7 +54,7 @@ impl TwoNodes {
         let tag = format!("lazy-{}-{}", std::process::id(), name);
         Self {
             source: ProcessRuntime::new("criu".into(), dir.path().join("a"), false),
-            target: ProcessRuntime::new("criu".into(), dir.path().join("b"), false),
+            target: ProcessRuntime::new(target_criu, dir.path().join("b"), false),
             name: WorkloadName::new(name).expect("workload name"),
             dir,
             images,
@@ -118,6 +135,30 @@ fn command_of(pid: u32) -> String {
     std::fs::read_to_string(format!("/proc/{pid}/cmdline"))
         .unwrap_or_default()
         .replace('\0', " ")
+}
+
+/// A criu that restores into a new network namespace with its loopback up
+/// (every other criu command runs as is: the lazy-pages daemon must reach
+/// the source).
+fn own_network_criu(dir: &Path) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join("criu-own-network");
+    let script = "#!/bin/sh\n\
+        [ \"$1\" = restore ] || exec criu \"$@\"\n\
+        exec unshare --net sh -c 'ip link set lo up && exec criu \"$@\"' sh \"$@\"\n";
+    std::fs::write(&path, script).expect("write the criu wrapper");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    path
+}
+
+/// `command` run in the network namespace of process `pid`.
+pub fn in_network_of(pid: u32, command: &[&str]) -> String {
+    let out = std::process::Command::new("nsenter")
+        .arg(format!("--net=/proc/{pid}/ns/net"))
+        .args(command)
+        .output()
+        .expect("nsenter");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
 /// A port nobody listens on now.
