@@ -35,7 +35,7 @@ impl TwoNodes {
     /// Like [`TwoNodes::new`], the target restoring into a network namespace
     /// of its own (as a separate host would): a workload listening on a
     /// port restores on the same port while its frozen source still holds
-    /// it on this machine. Reach it with [`TwoNodes::on_target`].
+    /// it on this machine. Reach it with [`in_network_of`].
     pub fn with_target_network(name: &str) -> Self {
         Self::build(name, true)
     }
@@ -47,13 +47,24 @@ impl TwoNodes {
         } else {
             "criu".into()
         };
+        Self::with_criu(name, dir, "criu".into(), target_criu)
+    }
+
+    /// Two nodes running these criu programs (a wrapper that measures, for
+    /// the bench), their state under `dir`.
+    pub fn with_criu(
+        name: &str,
+        dir: tempfile::TempDir,
+        source_criu: PathBuf,
+        target_criu: PathBuf,
+    ) -> Self {
         let images = tempfile::Builder::new()
             .prefix("loadshift-lazy-")
             .tempdir_in("/dev/shm")
             .expect("tmpfs dir");
         let tag = format!("lazy-{}-{}", std::process::id(), name);
         Self {
-            source: ProcessRuntime::new("criu".into(), dir.path().join("a"), false),
+            source: ProcessRuntime::new(source_criu, dir.path().join("a"), false),
             target: ProcessRuntime::new(target_criu, dir.path().join("b"), false),
             name: WorkloadName::new(name).expect("workload name"),
             dir,
