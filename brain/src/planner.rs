@@ -288,6 +288,7 @@ impl Planner {
                     target: target.clone(),
                     requested_by: self.config.requested_by.clone(),
                     reason: Reason::default(),
+                    mode: loadshift_events::migration::Mode::Auto,
                 };
                 let event = Event::MigrationRequested(request);
                 self.placement.apply_event(source, *at, &event);
@@ -406,6 +407,7 @@ impl Planner {
                 source_load_after_pct: Some(source_after.max(0.0)),
                 target_load_after_pct: Some(target_after),
             },
+            mode: loadshift_events::migration::Mode::Auto,
         }))
     }
 

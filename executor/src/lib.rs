@@ -19,6 +19,7 @@ pub mod runtime;
 pub mod saga;
 pub mod seal;
 pub mod service;
+pub mod stream;
 pub mod sweep;
 pub mod unpack;
 pub mod usage;

@@ -7,6 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::{redis_cli, wait_pong, Cluster};
+use loadshift_events::migration::Mode;
 use loadshift_events::Event;
 
 fn cgroup_memory_usage(rel: &str) -> u64 {
@@ -34,6 +35,16 @@ fn rss_bytes(pid: u32) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_with_100k_keys_moves_and_keeps_every_key() {
+    redis_moves_in(Mode::Copy).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_with_100k_keys_streamed_keeps_every_key() {
+    redis_moves_in(Mode::Stream).await;
+}
+
+/// Moves a redis holding 100k keys in `mode`, and checks that mode ran.
+async fn redis_moves_in(mode: Mode) {
     let mut c = Cluster::with_cgroups(&["node2", "node3"], true).await;
     let port = loadshift_testkit::nats::free_port();
     let dir = c.dir.path().display().to_string();
@@ -49,11 +60,12 @@ async fn redis_with_100k_keys_moves_and_keeps_every_key() {
     let sample = redis_cli(port, &["get", "key:4242"]);
     assert!(sample.starts_with("value:4242"), "{sample}");
 
-    let id = c.migrate("redis", "node2", "node3").await;
+    let id = c.migrate_in(mode, "redis", "node2", "node3").await;
     let outcome = c.outcome(id).await;
     let Event::MigrationCompleted(done) = &outcome.event else {
         panic!("migration did not complete: {outcome:?}\n{}", c.logs());
     };
+    assert_eq!(done.mode, Some(mode), "{:?}", done.fallback);
     assert!(
         done.image_bytes > 10 << 20,
         "an image of {} bytes cannot hold 100k keys",

@@ -99,6 +99,7 @@ pub fn spec() -> WorkloadSpec {
         command: vec!["redis-server".into()],
         image: None,
         env: Default::default(),
+        no_postcopy: false,
     }
 }
 
@@ -215,6 +216,7 @@ impl Move {
                 target: self.target.clone(),
                 requested_by: by.into(),
                 reason,
+                mode: loadshift_events::migration::Mode::Auto,
             }),
         )
     }
@@ -235,6 +237,7 @@ impl Move {
                 image_bytes: IMAGE_BYTES,
                 timings,
                 frozen_at_ms: t.timestamp_millis(),
+                stream: None,
             }),
         )
     }
@@ -269,6 +272,8 @@ impl Move {
                 target: self.target.clone(),
                 image_bytes: IMAGE_BYTES,
                 timings,
+                mode: None,
+                fallback: None,
             }),
         )
     }

@@ -146,6 +146,8 @@ impl Role {
             Role::Executor(n) => {
                 p.publish.extend(executor_publish(n));
                 p.subscribe.push(format!("loadshift.executor.{n}.ping"));
+                // A source asks its target for a direct page stream.
+                p.subscribe.push(format!("loadshift.executor.{n}.stream"));
                 p.allow_responses = true;
             }
         }
@@ -171,6 +173,8 @@ fn executor_publish(n: &NodeName) -> Vec<String> {
         "migration.*.fenced".into(),
         // A source asks its target whether it is alive before freezing.
         "loadshift.executor.*.ping".into(),
+        // ... and its target for a direct connection for a streamed dump.
+        "loadshift.executor.*.stream".into(),
         format!("$JS.API.CONSUMER.CREATE.{EVENTS}.{consumer}.*.{n}.>"),
         format!("$JS.API.CONSUMER.DELETE.{EVENTS}.{consumer}"),
         format!("$JS.API.CONSUMER.INFO.{EVENTS}.{consumer}"),

@@ -447,6 +447,7 @@ mod tests {
                     source_load_after_pct: None,
                     target_load_after_pct: None,
                 },
+                mode: loadshift_events::migration::Mode::Auto,
             }),
         )
     }
@@ -462,6 +463,8 @@ mod tests {
                 target: node("node3"),
                 image_bytes: 1 << 20,
                 timings: Timings::default(),
+                mode: None,
+                fallback: None,
             }),
         )
     }

@@ -114,6 +114,7 @@ pub fn ramp_requests(node: &NodeName, loadgen: &Path, run: &str) -> Vec<StartReq
                     ],
                     image: None,
                     env: Default::default(),
+                    no_postcopy: false,
                 },
                 requested_by: "loadshift-up".into(),
             })

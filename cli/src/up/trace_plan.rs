@@ -205,6 +205,7 @@ pub fn start_request(
             ],
             image: None,
             env: Default::default(),
+            no_postcopy: false,
         },
         requested_by: "loadshift-up".into(),
     }

@@ -17,6 +17,7 @@ use std::process::Stdio;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use loadshift_events::migration::StreamedPages;
 use loadshift_events::workload::{Runtime as RuntimeKind, WorkloadSpec};
 use loadshift_events::WorkloadName;
 
@@ -255,6 +256,41 @@ impl Runtime for ProcessRuntime {
         Ok(())
     }
 
+    fn streams_pages(&self) -> bool {
+        true
+    }
+
+    async fn dump_streamed(
+        &self,
+        _name: &WorkloadName,
+        handle: &Handle,
+        images: &Path,
+        link: crate::stream::Link,
+    ) -> Result<StreamedPages, RuntimeError> {
+        let Handle::Process { pid, .. } = handle else {
+            return Err(RuntimeError::Unsupported("not a process workload".into()));
+        };
+        std::fs::create_dir_all(images).map_err(RuntimeError::io("create image folder", images))?;
+        let relay = crate::stream::SourceRelay::start(link, &self.criu, images).await?;
+        let mut args = self.dump_args(*pid, images);
+        args.extend([
+            "--page-server".into(),
+            "--address".into(),
+            relay.address.ip().to_string().into(),
+            "--port".into(),
+            relay.address.port().to_string().into(),
+        ]);
+        if let Err(e) = self
+            .run_criu("dump", args, &images.join("dump.log"), Vec::new())
+            .await
+        {
+            relay.abort();
+            return Err(e);
+        }
+        reap_parents(&self.parents);
+        Ok(relay.finish().await?)
+    }
+
     fn dump_complete(&self, images: &Path) -> bool {
         std::fs::read_to_string(images.join("dump.log"))
             .map(|s| s.contains("Dumping finished successfully"))
@@ -289,6 +325,8 @@ impl Runtime for ProcessRuntime {
         images: &Path,
         files: &[TravellingFile],
     ) -> Result<Handle, RuntimeError> {
+        // A streamed dump's pages wait next to the image: CRIU reads one folder.
+        crate::stream::merge_pages(images).map_err(RuntimeError::io("merge pages into", images))?;
         self.restore_with(name, images, files, &[]).await
     }
 

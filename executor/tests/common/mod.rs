@@ -12,10 +12,18 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use loadshift_events::migration::Requested;
+use loadshift_events::migration::{Mode, Requested};
 use loadshift_events::workload::{Runtime, StartRequested, WorkloadSpec};
 use loadshift_events::{connection, stream, Envelope, Event, NodeName, WorkloadName};
 use loadshift_testkit::NatsServer;
+
+/// A process workload that prints 0, 1, 2, ... every 50 ms: a gap or a
+/// repeat in its output after a move is a lost or doubled run.
+pub const COUNTER: &[&str] = &[
+    "sh",
+    "-c",
+    "i=0; while :; do echo $i; i=$((i+1)); sleep 0.05; done",
+];
 
 /// One executor process acting as one node.
 pub struct Node {
@@ -33,6 +41,11 @@ pub struct Node {
 }
 
 impl Node {
+    /// The executor's pid while it runs (for CPU accounting in benches).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     pub fn workload_dir(&self, w: &str) -> PathBuf {
         self.state.join("workloads").join(w)
     }
@@ -279,6 +292,7 @@ impl Cluster {
                     env: [("LOADSHIFT_TEST_TAG".to_string(), self.tag())]
                         .into_iter()
                         .collect(),
+                    no_postcopy: false,
                 },
                 requested_by: "test".into(),
             }),
@@ -329,6 +343,7 @@ impl Cluster {
             command: command.iter().map(|s| s.to_string()).collect(),
             image: Some(image.to_string()),
             env: Default::default(),
+            no_postcopy: false,
         };
         let e = self.start_workload(node, name, spec).await;
         if let Event::WorkloadStartFailed(p) = &e.event {
@@ -342,6 +357,17 @@ impl Cluster {
     }
 
     pub async fn migrate(&self, workload: &str, source: &str, target: &str) -> uuid::Uuid {
+        self.migrate_in(Mode::Auto, workload, source, target).await
+    }
+
+    /// Asks for a migration in `mode`.
+    pub async fn migrate_in(
+        &self,
+        mode: Mode,
+        workload: &str,
+        source: &str,
+        target: &str,
+    ) -> uuid::Uuid {
         let id = uuid::Uuid::now_v7();
         self.publish(
             "test",
@@ -352,6 +378,7 @@ impl Cluster {
                 target: NodeName::new(target).unwrap(),
                 requested_by: "test".into(),
                 reason: Default::default(),
+                mode,
             }),
         )
         .await;

@@ -80,6 +80,7 @@ impl TwoNodes {
             command: command.iter().map(|s| s.to_string()).collect(),
             image: None,
             env: [("LOADSHIFT_TEST_TAG".to_string(), self.tag.clone())].into(),
+            no_postcopy: false,
         };
         self.source
             .start(&self.name, &spec)
