@@ -185,6 +185,11 @@ impl LazyDump {
     /// Waits until the target holds every page (criu then ends the frozen
     /// tree here), within `limit`.
     ///
+    /// `Ok` is criu's word, not proof: its page server also ends well when
+    /// the target's daemon closes the connection early (seen when the
+    /// target dies). Only the target's [`LazyRestore::finish`] knows that
+    /// every page arrived, so the migration is complete on the target's word.
+    ///
     /// # Errors
     /// [`LazyError::Broken`] when the transfer broke or did not end in time:
     /// the tree here is killed, because the target may already run on what
@@ -200,7 +205,7 @@ impl LazyDump {
         if ended.is_err() {
             stop(&mut self.child).await;
         }
-        kill_tree(&self.workload);
+        kill_tree(&self.workload).await;
         Err(LazyError::Broken {
             side: "target",
             tail: log_tail(&log, 4),
@@ -273,7 +278,7 @@ impl LazyRestore {
             Err(_) => {
                 stop(&mut daemon).await;
                 if let Some(found) = restored_pid(images) {
-                    kill_tree(&found);
+                    kill_tree(&found).await;
                 }
                 Err(LazyError::Deadline {
                     step: "restore",
@@ -286,6 +291,11 @@ impl LazyRestore {
     /// How to find the restored workload.
     pub fn handle(&self) -> &Handle {
         &self.workload
+    }
+
+    /// The pid of the lazy-pages daemon (for tests that kill the target).
+    pub fn daemon_pid(&self) -> Option<u32> {
+        self.daemon.id()
     }
 
     /// Waits until the last page arrived (the daemon exits 0), within
@@ -306,7 +316,7 @@ impl LazyRestore {
         if ended.is_err() {
             stop(&mut self.daemon).await;
         }
-        kill_tree(&self.workload);
+        kill_tree(&self.workload).await;
         Err(LazyError::Broken {
             side: "source",
             tail: log_tail(&log, 4),
@@ -372,19 +382,32 @@ fn restored_pid(images: &Path) -> Option<Handle> {
     })
 }
 
-/// SIGKILL of the workload's root, the init of its PID namespace: the
-/// kernel ends every other process in it.
-fn kill_tree(handle: &Handle) {
-    if let Handle::Process {
+/// How long a killed tree may take to be gone (its memory is freed first).
+const DEATH_WAIT: Duration = Duration::from_secs(5);
+
+/// SIGKILL of the workload's root, the init of its PID namespace (the
+/// kernel ends every other process in it); returns once it is gone, or
+/// after [`DEATH_WAIT`], so the caller's "no copy runs" holds when it says so.
+async fn kill_tree(handle: &Handle) {
+    let Handle::Process {
         pid,
         start_ticks: want,
     } = handle
-    {
-        if start_ticks(*pid) == Some(*want) {
-            // SAFETY: kill(2) of a pid checked by its start time.
-            unsafe {
-                libc::kill(*pid as i32, libc::SIGKILL);
-            }
-        }
+    else {
+        return;
+    };
+    let alive = || start_ticks(*pid) == Some(*want);
+    if !alive() {
+        return;
     }
+    // SAFETY: kill(2) of a pid checked by its start time.
+    unsafe {
+        libc::kill(*pid as i32, libc::SIGKILL);
+    }
+    let _ = tokio::time::timeout(DEATH_WAIT, async {
+        while alive() {
+            tokio::time::sleep(POLL).await;
+        }
+    })
+    .await;
 }

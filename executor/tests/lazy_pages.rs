@@ -96,6 +96,53 @@ async fn a_source_killed_during_post_copy_leaves_no_copy_anywhere() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_target_killed_during_post_copy_leaves_no_copy_on_the_source_either() {
+    let nodes = TwoNodes::new("lazy-widow");
+    let memtouch = build_c(nodes.dir.path(), "memtouch");
+    let source = nodes.start(&[&memtouch.display().to_string(), "512"]).await;
+    wait_lines(&nodes.stdout(false), 2);
+
+    let (dump, restore) = nodes.lazy_move(&source).await;
+    let daemon = restore.daemon_pid().expect("the lazy-pages daemon runs");
+    // SAFETY: kill(2) of the criu this test started.
+    unsafe {
+        libc::kill(daemon as i32, libc::SIGSTOP);
+    }
+    let log = nodes.images.path().join("target/lazy-pages.log");
+    let pushed = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        !pushed.contains("UFFD transferred pages"),
+        "every page arrived before the target was stopped: this test needs a bigger workload"
+    );
+    // The target node dies: its daemon and the restored tree. The source's
+    // criu then sees the transfer fail and lets its frozen tree run again,
+    // which must not survive: the target's copy may have run.
+    // SAFETY: kill(2) of processes this test started.
+    unsafe {
+        libc::kill(daemon as i32, libc::SIGKILL);
+        libc::kill(root_pid(restore.handle()) as i32, libc::SIGKILL);
+    }
+    // criu's page server ends "successfully" when its client closes the
+    // connection, so the source alone cannot always tell a dead target from
+    // one that got every page (only the target's daemon can); either way
+    // its own tree must be gone.
+    if let Err(err) = dump.finish(STEP_LIMIT).await {
+        assert!(
+            matches!(err, LazyError::Broken { side: "target", .. }),
+            "{err}"
+        );
+    }
+    assert_eq!(
+        start_ticks(root_pid(&source)),
+        None,
+        "the source's tree runs again"
+    );
+    let copies = nodes.copies(&[]);
+    assert!(copies.is_empty(), "a copy runs somewhere: {copies:?}");
+    drop(restore);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_with_100k_keys_moved_lazily_keeps_every_key_on_its_port() {
     let nodes = TwoNodes::with_target_network("lazy-redis");
     let port = loadshift_testkit::nats::free_port();
