@@ -225,10 +225,7 @@ async fn container_moves_in(mode: Mode) {
     tokio::time::sleep(Duration::from_millis(1500)).await;
 
     let id = dc.c.migrate_in(mode, W, "node2", "node3").await;
-    let outcome = dc.c.outcome(id).await;
-    let Event::MigrationCompleted(done) = &outcome.event else {
-        panic!("migration did not complete: {outcome:?}\n{}", dc.c.logs());
-    };
+    let done = &dc.c.completed(id).await;
     assert_eq!(done.mode, Some(Mode::Copy));
     if mode == Mode::Stream {
         let why = done.fallback.clone().unwrap_or_default();
@@ -429,12 +426,7 @@ async fn a_corrupt_image_rolls_the_container_back_on_the_source() {
     let (old_id, old_values, follower) = counting_on_node2(&dc, &docker, W).await;
 
     let id = dc.c.migrate(W, "node2", "node3").await;
-    let e = dc.c.outcome(id).await;
-    assert!(
-        matches!(&e.event, Event::MigrationRolledBack(_)),
-        "{e:?}\n{}",
-        dc.c.logs()
-    );
+    dc.c.rolled_back(id).await;
     let failed =
         dc.c.events()
             .await
@@ -480,15 +472,8 @@ async fn a_source_killed_right_after_the_checkpoint_finishes_the_move() {
     let (_old_id, old_values, follower) = counting_on_node2(&dc, &docker, W).await;
 
     let id = dc.c.migrate(W, "node2", "node3").await;
-    assert!(
-        dc.c.node("node2").wait_exit(Duration::from_secs(60)),
-        "the source did not crash at after_dump"
-    );
-    dc.c.node("node2").restart();
-    let e = dc.c.outcome(id).await;
-    let Event::MigrationCompleted(_) = &e.event else {
-        panic!("{e:?}\n{}", dc.c.logs());
-    };
+    dc.c.crash_and_restart("node2");
+    dc.c.completed(id).await;
     tokio::time::timeout(Duration::from_secs(10), follower)
         .await
         .expect("the old container's log did not end")
