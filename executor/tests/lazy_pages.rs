@@ -182,3 +182,28 @@ async fn redis_with_100k_keys_moved_lazily_keeps_every_key_on_its_port() {
         "the source copy still runs"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_workload_marked_no_postcopy_keeps_the_mark_through_moves_and_never_moves_lazily() {
+    use loadshift_events::migration::Mode;
+    use loadshift_events::workload::{Runtime, WorkloadSpec};
+
+    let c = common::Cluster::new(&["node2", "node3"]).await;
+    let spec = WorkloadSpec {
+        runtime: Runtime::Process,
+        command: common::COUNTER.iter().map(|s| s.to_string()).collect(),
+        image: None,
+        env: [("LOADSHIFT_TEST_TAG".to_string(), c.tag())].into(),
+        no_postcopy: true,
+    };
+    c.start_workload("node2", "careful", spec).await;
+    // There and back: the way back is asked of the node that received the
+    // workload, which knows of the mark only through the migration.
+    for (from, to) in [("node2", "node3"), ("node3", "node2")] {
+        let id = c.migrate_in(Mode::Lazy, "careful", from, to).await;
+        let done = c.completed(id).await;
+        assert_ne!(done.mode, Some(Mode::Lazy), "{from} → {to}");
+        let why = done.fallback.unwrap_or_default();
+        assert!(why.contains("--no-postcopy"), "{from} → {to}: {why}");
+    }
+}
