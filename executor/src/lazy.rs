@@ -102,6 +102,10 @@ pub fn ensure_pipe_size() -> Result<(), LazyError> {
 
 /// The source's half: a frozen workload whose small images are written and
 /// whose pages are served on an address until the target has them all.
+///
+/// Dropping it leaves criu serving and the tree frozen, on purpose: only
+/// [`LazyDump::finish`] may decide that the transfer is over, and until
+/// then the target may still need pages.
 pub struct LazyDump {
     child: Child,
     images: PathBuf,

@@ -116,10 +116,21 @@ impl TwoNodes {
         for f in &files {
             std::fs::copy(&f.original_path, target_dir.join(&f.name)).expect("copy output");
         }
-        let restore = LazyRestore::start(&self.target, &self.name, &to, &files, addr, STEP_LIMIT)
-            .await
-            .expect("lazy restore");
-        (dump, restore)
+        match LazyRestore::start(&self.target, &self.name, &to, &files, addr, STEP_LIMIT).await {
+            Ok(restore) => (dump, restore),
+            Err(e) => {
+                // The serving criu and its frozen tree outlive a dropped
+                // dump (on purpose: a restarted executor may still need
+                // them); a failed test must not leave them behind.
+                for pid in [dump.criu_pid(), handle.pid()].into_iter().flatten() {
+                    // SAFETY: kill(2) of processes this test started.
+                    unsafe {
+                        libc::kill(pid as i32, libc::SIGKILL);
+                    }
+                }
+                panic!("lazy restore: {e}");
+            }
+        }
     }
 
     /// Live processes of this workload on either node, once `expected`
