@@ -97,6 +97,7 @@ fn forged_start(node: &str) -> Envelope {
                 command: vec!["sh".into(), "-c".into(), "id > owned".into()],
                 image: None,
                 env: Default::default(),
+                no_postcopy: false,
             },
             requested_by: "alice".into(),
         }),

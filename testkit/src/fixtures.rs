@@ -100,6 +100,7 @@ pub fn spec() -> WorkloadSpec {
         command: vec!["redis-server".into()],
         image: None,
         env: Default::default(),
+        no_postcopy: false,
     }
 }
 
@@ -213,6 +214,7 @@ impl Move {
                 target: self.target.clone(),
                 requested_by: by.into(),
                 reason,
+                mode: loadshift_events::migration::Mode::Auto,
             }),
         )
     }
@@ -233,6 +235,7 @@ impl Move {
                 image_bytes: IMAGE_BYTES,
                 timings,
                 frozen_at_ms: t.timestamp_millis(),
+                stream: None,
             }),
         )
     }
@@ -267,6 +270,8 @@ impl Move {
                 target: self.target.clone(),
                 image_bytes: IMAGE_BYTES,
                 timings,
+                mode: None,
+                fallback: None,
             }),
         )
     }

@@ -126,6 +126,7 @@ impl Ai {
                             command: vec![format!("vm{w}")],
                             image: None,
                             env: Default::default(),
+                            no_postcopy: false,
                         },
                         pid: None,
                         container_id: None,
@@ -203,6 +204,8 @@ impl Policy for Ai {
                         target: r.target.clone(),
                         image_bytes: 0,
                         timings: Timings::default(),
+                        mode: None,
+                        fallback: None,
                     };
                     let fact = logged(&r.source, Event::MigrationCompleted(completed), now);
                     self.planner.apply(&fact);

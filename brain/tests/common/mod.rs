@@ -376,6 +376,7 @@ pub fn workload_started(on: &str, workload: &str) -> Envelope {
                 command: vec!["x".into()],
                 image: None,
                 env: Default::default(),
+                no_postcopy: false,
             },
             pid: Some(1),
             container_id: None,
