@@ -491,7 +491,6 @@ impl Bounded for Fenced {
     }
 }
 
-
 /// `loadshift.executor.<node>.stream`: where a source executor asks `node`'s
 /// executor to take one migration's pages over a direct connection (a plain
 /// NATS request, like the ping: the answer, an address and a one-time
