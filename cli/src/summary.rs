@@ -39,7 +39,7 @@ fn node_or_workload(env: &Envelope) -> Option<String> {
         ),
         Event::NodeLeft(l) => format!("{} left: {}", env.node, l.reason),
         Event::WorkloadStartRequested(r) => format!(
-            "{} on {} ({}: {}) by {}",
+            "{} on {} ({}: {}) by {}{}",
             r.workload,
             r.node,
             r.spec.runtime,
@@ -47,7 +47,12 @@ fn node_or_workload(env: &Envelope) -> Option<String> {
                 .image
                 .clone()
                 .unwrap_or_else(|| r.spec.command.join(" ")),
-            r.requested_by
+            r.requested_by,
+            if r.spec.no_postcopy {
+                ", no post-copy"
+            } else {
+                ""
+            }
         ),
         Event::WorkloadStarted(s) => format!(
             "{} runs on {}{}",
@@ -64,8 +69,23 @@ fn node_or_workload(env: &Envelope) -> Option<String> {
                 (None, Some(s)) => format!(" by signal {s}"),
                 (None, None) => String::new(),
             };
-            format!("{} exited on {}{how}", x.workload, env.node)
+            match x.reason {
+                loadshift_events::workload::ExitReason::Ended => {
+                    format!("{} exited on {}{how}", x.workload, env.node)
+                }
+                reason => format!("{} {reason} on {}{how}", x.workload, env.node),
+            }
         }
+        Event::WorkloadStopRequested(r) => format!(
+            "stop {} on {} (SIGKILL after {} ms) by {}{}",
+            r.workload,
+            r.node,
+            r.grace_ms,
+            r.requested_by,
+            r.forwarded_by
+                .as_ref()
+                .map_or(String::new(), |n| format!(", handed on by {n}"))
+        ),
         Event::WorkloadUsage(u) => usage(u),
         _ => return None,
     })
@@ -304,6 +324,11 @@ mod tests {
             r#"{"workload":"counter","code":0}"#,
         ),
         (
+            "workload.stop_requested",
+            "cli",
+            r#"{"workload":"counter","node":"node2","grace_ms":10000,"requested_by":"alice"}"#,
+        ),
+        (
             "telemetry.workloads",
             "node2",
             r#"{"at":"2026-11-25T08:30:00Z","workloads":[{"workload":"counter","cpu_pct":98.0,"rss_bytes":1048576},{"workload":"idle","cpu_pct":1.0,"rss_bytes":2048}]}"#,
@@ -403,6 +428,27 @@ mod tests {
             });
             assert!(!said.trim().is_empty(), "{}: empty summary", kind.as_str());
         }
+    }
+
+    #[test]
+    fn a_stop_and_how_it_ended_are_said() {
+        let stop = EXAMPLES
+            .iter()
+            .find(|(k, _, _)| *k == "workload.stop_requested")
+            .unwrap();
+        assert_eq!(
+            line(&example(stop.0, stop.1, stop.2)),
+            "stop counter on node2 (SIGKILL after 10000 ms) by alice"
+        );
+        let killed = example(
+            "workload.exited",
+            "node3",
+            r#"{"workload":"counter","signal":9,"reason":"killed_after_grace"}"#,
+        );
+        assert_eq!(
+            line(&killed),
+            "counter killed after grace on node3 by signal 9"
+        );
     }
 
     #[test]

@@ -42,6 +42,46 @@ pub struct Reason {
     /// Expected CPU load of the target after the move, percent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target_load_after_pct: Option<f32>,
+    /// What the planner expected the move to cost, so that the actual
+    /// timings in `completed` can be held against it (absent from a
+    /// person's request and from events written before estimates existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub estimate: Option<CostEstimate>,
+}
+
+/// The planner's estimate of a move's cost, made before it asks for it: the
+/// planner prefers the cheap move among those that relieve a node, and the
+/// dashboard shows how far the estimate was from what the move then cost.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CostEstimate {
+    /// Bytes the image is expected to hold when the workload is frozen.
+    pub image_bytes: u64,
+    /// Expected time frozen, ms (compare with `Timings::downtime_ms`).
+    pub freeze_ms: f64,
+    /// Expected time from the request to completion, ms (compare with
+    /// `Timings::total_ms`).
+    pub total_ms: f64,
+}
+
+impl CostEstimate {
+    /// How far the freeze estimate was from the freeze measured, as a
+    /// signed fraction of the actual (`+0.25`: 25 % too high); `None`
+    /// without a positive actual. What the dashboard shows per migration.
+    pub fn freeze_error(&self, actual: &Timings) -> Option<f64> {
+        relative_error(self.freeze_ms, actual.downtime_ms)
+    }
+
+    /// The same for the whole migration's time.
+    pub fn total_error(&self, actual: &Timings) -> Option<f64> {
+        relative_error(self.total_ms, actual.total_ms)
+    }
+}
+
+fn relative_error(estimated_ms: f64, actual_ms: Option<f64>) -> Option<f64> {
+    actual_ms
+        .filter(|a| *a > 0.0)
+        .map(|a| (estimated_ms - a) / a)
 }
 
 /// Move `workload` from `source` to `target`.
@@ -368,6 +408,10 @@ impl Bounded for Reason {
         })?;
         bounds::optional(self.target_load_after_pct, |p| {
             bounds::usage_pct("reason.target_load_after_pct", p)
+        })?;
+        bounds::optional(self.estimate, |e| {
+            bounds::duration_ms("reason.estimate.freeze_ms", e.freeze_ms)?;
+            bounds::duration_ms("reason.estimate.total_ms", e.total_ms)
         })
     }
 }
@@ -459,6 +503,44 @@ pub fn stream_offer_subject(node: &NodeName) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_estimate_error_is_signed_and_relative_to_the_actual() {
+        let e = CostEstimate {
+            image_bytes: 1 << 20,
+            freeze_ms: 150.0,
+            total_ms: 500.0,
+        };
+        let actual = Timings {
+            downtime_ms: Some(100.0),
+            total_ms: Some(1000.0),
+            ..Timings::default()
+        };
+        assert_eq!(e.freeze_error(&actual), Some(0.5));
+        assert_eq!(e.total_error(&actual), Some(-0.5));
+        assert_eq!(e.freeze_error(&Timings::default()), None);
+        let zero = Timings {
+            downtime_ms: Some(0.0),
+            ..Timings::default()
+        };
+        assert_eq!(e.freeze_error(&zero), None);
+    }
+
+    #[test]
+    fn a_request_without_an_estimate_still_decodes_and_a_bad_one_is_refused() {
+        let old = r#"{"summary":"by hand"}"#;
+        let r: Reason = serde_json::from_str(old).unwrap();
+        assert_eq!(r.estimate, None);
+        let bad = Reason {
+            estimate: Some(CostEstimate {
+                image_bytes: 1,
+                freeze_ms: -1.0,
+                total_ms: 1.0,
+            }),
+            ..Reason::default()
+        };
+        assert!(bad.check().is_err());
+    }
 
     #[test]
     fn every_mode_reads_back_from_its_name_and_a_wrong_one_says_which_exist() {

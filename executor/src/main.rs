@@ -303,6 +303,15 @@ async fn serve_with<R: Runtime, S: ImageStore>(
     )
     .await
     .context("answering pings")?;
+    loadshift_executor::output::OutputServer {
+        node: node.clone(),
+        journal: journal.clone(),
+        workloads_dir: cli.state_dir.join("workloads"),
+        runtime: kind,
+    }
+    .serve(client.clone())
+    .await
+    .context("serving workload output")?;
 
     let shutdown: Shutdown = Shutdown::new();
     shutdown

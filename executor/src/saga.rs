@@ -102,7 +102,8 @@ impl<R: Runtime, S: ImageStore, P: Peers, C: Clock, F: Fence> Executor<R, S, P, 
         self.names.moved(name, &self.node);
     }
 
-    fn commit(&self, change: Change) -> Result<(), FatalError> {
+    /// Writes `change` and wakes the outbox.
+    pub(crate) fn commit(&self, change: Change) -> Result<(), FatalError> {
         self.journal.commit(change)?;
         self.outbox.notify_one();
         Ok(())
@@ -119,6 +120,9 @@ impl<R: Runtime, S: ImageStore, P: Peers, C: Clock, F: Fence> Executor<R, S, P, 
         }
         match &env.event {
             Event::WorkloadStartRequested(p) if p.node == self.node => self.start(seq, p).await,
+            Event::WorkloadStopRequested(p) if p.node == self.node => {
+                self.stop_requested(seq, p).await
+            }
             Event::MigrationRequested(p) if p.source == self.node => self.requested(seq, p).await,
             // Only the source's own executor announces its dump.
             Event::MigrationCheckpointed(p) if p.target == self.node && env.node == p.source => {
@@ -222,14 +226,21 @@ impl<R: Runtime, S: ImageStore, P: Peers, C: Clock, F: Fence> Executor<R, S, P, 
             if w.migrating.is_some() || self.runtime.is_running(&w.handle).await {
                 continue;
             }
-            tracing::info!(workload = %w.name, "workload exited");
+            let reason = self.exit_reason(&w.name)?;
+            tracing::info!(workload = %w.name, %reason, "workload exited");
             self.release_name(&w.name).await;
             let event = self.envelope(Event::WorkloadExited(workload::Exited {
                 workload: w.name.clone(),
                 code: None,
-                signal: None,
+                signal: (reason == workload::ExitReason::KilledAfterGrace).then_some(libc::SIGKILL),
+                reason,
             }));
-            self.commit(Change::new().remove_workload(&w.name).publish(event))?;
+            self.commit(
+                Change::new()
+                    .remove_workload(&w.name)
+                    .remove_stop(&w.name)
+                    .publish(event),
+            )?;
         }
         Ok(())
     }

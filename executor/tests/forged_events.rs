@@ -21,6 +21,7 @@ fn forged(source: &str, target: &str, workload: &str) -> Event {
             command: vec!["sh".into(), "-c".into(), "id > owned".into()],
             image: None,
             env: Default::default(),
+            no_postcopy: false,
         },
         object: "no-such-image".into(),
         sha256: "00".repeat(32),

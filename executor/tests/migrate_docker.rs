@@ -328,6 +328,7 @@ async fn containers_do_not_go_where_docker_is_not() {
         command: vec![],
         image: image.map(str::to_string),
         env: Default::default(),
+        no_postcopy: false,
     };
     let e =
         dc.c.start_workload("node3", W_PROC, docker_spec(Some(IMAGE)))
@@ -490,4 +491,33 @@ async fn a_source_killed_right_after_the_checkpoint_finishes_the_move() {
     .await;
     assert_eq!(on_node3, now);
     assert_follows_on(&docker, &old, &now[0]).await;
+}
+
+/// The container id a `workload.started` names.
+fn container_of(started: &loadshift_events::Envelope) -> String {
+    match &started.event {
+        Event::WorkloadStarted(s) => s.container_id.clone().expect("a container id"),
+        other => panic!("not a start: {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_container_that_ignores_sigterm_is_stopped_by_sigkill_after_the_grace() {
+    const W: &str = "dstop";
+    let dc = DockerCluster {
+        c: Cluster::with_runtime(&["node2"], false, Some("docker")).await,
+        workloads: vec![W],
+    };
+    let docker = docker().await.expect("docker daemon");
+    let id = container_of(&dc.c.run_container("node2", W, IMAGE, &[]).await);
+    // The counter is its container's PID 1 with no SIGTERM handler: like
+    // `docker stop`, only the SIGKILL ends it.
+    let out =
+        dc.c.loadshift(&["workload", "stop", W, "--grace", "1s", "--wait"])
+            .await;
+    assert!(out.status.success(), "{}", dc.c.logs());
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("dstop killed after grace on node2"), "{said}");
+    let info = docker.inspect_container(&id, None).await.expect("inspect");
+    assert_eq!(info.state.and_then(|s| s.running), Some(false));
 }

@@ -4,33 +4,11 @@
 
 mod common;
 
-use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::Cluster;
+use common::{redis_cli, wait_pong, Cluster};
 use loadshift_events::migration::Mode;
 use loadshift_events::Event;
-
-fn redis_cli(port: u16, args: &[&str]) -> String {
-    let out = Command::new("redis-cli")
-        .arg("-p")
-        .arg(port.to_string())
-        .args(args)
-        .output()
-        .expect("redis-cli (scripts/setup installs redis-server and redis-tools)");
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
-fn wait_pong(port: u16) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while Instant::now() < deadline {
-        if redis_cli(port, &["ping"]) == "PONG" {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!("redis on port {port} does not answer");
-}
 
 fn cgroup_memory_usage(rel: &str) -> u64 {
     let root = std::path::Path::new("/sys/fs/cgroup");
@@ -69,30 +47,10 @@ async fn redis_with_100k_keys_streamed_keeps_every_key() {
 async fn redis_moves_in(mode: Mode) {
     let mut c = Cluster::with_cgroups(&["node2", "node3"], true).await;
     let port = loadshift_testkit::nats::free_port();
-    let p = port.to_string();
     let dir = c.dir.path().display().to_string();
-    c.run_workload(
-        "node2",
-        "redis",
-        &[
-            "redis-server",
-            "--port",
-            &p,
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--daemonize",
-            "no",
-            "--dir",
-            &dir,
-            "--enable-debug-command",
-            "yes",
-        ],
-    )
-    .await;
+    let args = common::redis_args(port, &dir);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    c.run_workload("node2", "redis", &args).await;
     wait_pong(port);
     assert_eq!(
         redis_cli(port, &["debug", "populate", "100000", "key", "32"]),

@@ -438,8 +438,7 @@ mod tests {
                     probability: Some(0.9),
                     model_version: Some(1),
                     top_features: vec![],
-                    source_load_after_pct: None,
-                    target_load_after_pct: None,
+                    ..Reason::default()
                 },
                 mode: loadshift_events::migration::Mode::Auto,
             }),

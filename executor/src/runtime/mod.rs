@@ -74,6 +74,11 @@ pub struct Usage {
     pub cpu_seconds: f64,
     /// Resident memory now, in bytes: what a migration must copy.
     pub rss_bytes: u64,
+    /// Private memory written so far and still held, bytes (`Private_Dirty`
+    /// of `/proc/PID/smaps_rollup`, summed over the workload's processes);
+    /// two readings give the rate at which the image grows. `None` where
+    /// the runtime cannot read it (a container's processes).
+    pub private_dirty_bytes: Option<u64>,
 }
 
 /// Why a runtime operation failed. Each message says what was attempted.
@@ -122,6 +127,33 @@ impl RuntimeError {
     pub fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> RuntimeError {
         let at = FileError::at(action, path);
         move |source| at(source).into()
+    }
+}
+
+/// The two signals of a stop: a request to end, then the end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopSignal {
+    /// SIGTERM: the workload may clean up and exit.
+    Terminate,
+    /// SIGKILL: its grace period is over.
+    Kill,
+}
+
+impl StopSignal {
+    /// The signal's number.
+    pub fn number(self) -> i32 {
+        match self {
+            StopSignal::Terminate => libc::SIGTERM,
+            StopSignal::Kill => libc::SIGKILL,
+        }
+    }
+
+    /// Its name, as the Docker Engine API takes it.
+    pub fn name(self) -> &'static str {
+        match self {
+            StopSignal::Terminate => "SIGTERM",
+            StopSignal::Kill => "SIGKILL",
+        }
     }
 }
 
@@ -232,6 +264,24 @@ pub trait Runtime: Send + Sync + 'static {
     /// partial image that must not be used).
     fn discard_image(&self, images: &Path) {
         image_dir::discard(images);
+    }
+
+    /// Sends `signal` to the workload's root (a stop asked by a person): the
+    /// process that is the init of its PID namespace, or the container's
+    /// PID 1. Like `docker stop`, an init that set no handler for SIGTERM
+    /// ignores it and ends only at the SIGKILL after the grace period. The
+    /// default refuses: a runtime that cannot signal says so, and the stop
+    /// is reported as not possible rather than pretended.
+    ///
+    /// # Errors
+    /// [`RuntimeError`] when the signal cannot be delivered.
+    fn signal(
+        &self,
+        handle: &Handle,
+        signal: StopSignal,
+    ) -> impl Future<Output = Result<(), RuntimeError>> + Send {
+        let what = format!("this runtime cannot send {} to {handle:?}", signal.name());
+        async move { Err(RuntimeError::Unsupported(what)) }
     }
 
     /// Stops the workload if it runs and removes what is left of it here.

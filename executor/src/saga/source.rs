@@ -45,6 +45,14 @@ impl<R: Runtime, S: ImageStore, P: Peers, C: Clock, F: Fence> Executor<R, S, P, 
                 p.workload
             ));
         }
+        if self
+            .journal
+            .stop(&p.workload)
+            .map_err(|e| e.to_string())?
+            .is_some()
+        {
+            return Err(format!("workload {} is being stopped", p.workload));
+        }
         if p.target == self.node {
             return Err(format!(
                 "workload {} already runs on the target {}",
@@ -108,7 +116,7 @@ impl<R: Runtime, S: ImageStore, P: Peers, C: Clock, F: Fence> Executor<R, S, P, 
         .ok()
         .flatten()
         .map_or(0, |u| u.rss_bytes);
-        let (mode, fallback, link) = self.choose_mode(p, rss).await;
+        let (mode, fallback, link) = self.choose_mode(p, rss, w.spec.no_postcopy).await;
         let record = MigrationRecord {
             id: p.migration,
             role: Role::Source,
@@ -151,16 +159,26 @@ impl<R: Runtime, S: ImageStore, P: Peers, C: Clock, F: Fence> Executor<R, S, P, 
     /// admitted: all settled before anything is frozen, so a stream that
     /// cannot be set up costs only the fall back to a copy.
     ///
-    /// Post-copy (`lazy`) plugs in here: until it exists it falls back to a
-    /// stream, which falls back to a copy (lazy → stream → copy).
+    /// Post-copy (`lazy`, `crate::lazy`) plugs in here: until the saga
+    /// drives it, it falls back to a stream, which falls back to a copy
+    /// (lazy → stream → copy). `auto` never picks it, and a workload marked
+    /// `no_postcopy` is never moved lazily whatever was asked.
     async fn choose_mode(
         &self,
         p: &migration::Requested,
         rss: u64,
+        no_postcopy: bool,
     ) -> (Mode, Option<String>, Option<Link>) {
         let (wanted, mut fallback) = match p.mode {
             Mode::Auto if rss < SMALL_IMAGE_BYTES => return (Mode::Copy, None, None),
             Mode::Auto | Mode::Stream => (Mode::Stream, None),
+            Mode::Lazy if no_postcopy => (
+                Mode::Stream,
+                Some(format!(
+                    "post-copy refused: {} is marked --no-postcopy (it must not die with its source)",
+                    p.workload
+                )),
+            ),
             Mode::Lazy => (
                 Mode::Stream,
                 Some("post-copy (lazy) is not available on this executor".to_string()),
@@ -216,6 +234,7 @@ impl<R: Runtime, S: ImageStore, P: Peers, C: Clock, F: Fence> Executor<R, S, P, 
                 command: vec![],
                 image: None,
                 env: Default::default(),
+                no_postcopy: false,
             },
             source: p.source.clone(),
             target: p.target.clone(),

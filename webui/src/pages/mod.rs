@@ -120,6 +120,12 @@ pub struct MigrationRow {
     pub total: String,
     /// Image size, or `–`.
     pub image: String,
+    /// The planner's estimate of the freeze and the total (`–` for a
+    /// person's request, which carries none).
+    pub estimate: String,
+    /// How far the estimate was from the actual, once it completed (`+50 %`:
+    /// it expected half as much again), or empty.
+    pub estimate_error: String,
     /// `completed`, `rolled_back`, ...
     pub outcome: &'static str,
     /// Whether it failed or was rolled back / refused.
@@ -130,6 +136,29 @@ pub struct MigrationRow {
     pub when: String,
     /// When it started, unix ms.
     pub when_ms: i64,
+}
+
+/// The planner's estimate of `m`'s freeze and total, and its error against
+/// the timings measured: what lets people judge how much to trust the
+/// planner's idea of a cheap move.
+fn estimate_of(m: &Migration) -> (String, String) {
+    let Some(e) = m.reason.as_ref().and_then(|r| r.estimate) else {
+        return ("–".into(), String::new());
+    };
+    let shown = format!(
+        "freeze {} · total {}",
+        display::ms(e.freeze_ms),
+        display::ms(e.total_ms)
+    );
+    let signed = |x: f64| format!("{:+.0} %", x * 100.0);
+    let errors: Vec<String> = [
+        ("freeze", e.freeze_error(&m.timings)),
+        ("total", e.total_error(&m.timings)),
+    ]
+    .into_iter()
+    .filter_map(|(name, err)| err.map(|x| format!("{name} {}", signed(x))))
+    .collect();
+    (shown, errors.join(" · "))
 }
 
 /// The mode column: what ran, else what was asked; and any fallback.
@@ -192,6 +221,7 @@ impl MigrationRow {
             }
             None => ("(request not in the kept log)".into(), String::new()),
         };
+        let (estimate, estimate_error) = estimate_of(m);
         let when: DateTime<Utc> = m.requested_at.unwrap_or(m.first_seen);
         let id = m.id.to_string();
         Self {
@@ -218,6 +248,8 @@ impl MigrationRow {
                 .image_bytes
                 .map(display::bytes)
                 .unwrap_or_else(|| "–".into()),
+            estimate,
+            estimate_error,
             outcome: m.status.as_str(),
             bad: m.status.is_bad(),
             failure: m
