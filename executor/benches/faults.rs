@@ -1,5 +1,6 @@
 //! The fault matrix at length: `scripts/faults [--count N] [--seed S]`
-//! (or `cargo bench -p loadshift-executor --bench faults -- --count N --seed S`).
+//! (or `cargo bench -p loadshift-executor --bench faults -- --count N --seed S`);
+//! `--only KIND` (repeatable) draws the faults from those kinds only.
 //! Prints a table, one row per injected fault with the time it took to heal,
 //! and ends with `faults: N injected, L lost, D duplicated, S stuck`; exits
 //! 1 unless all three are 0, 2 on bad arguments.
@@ -13,10 +14,16 @@ use std::process::ExitCode;
 struct Options {
     count: usize,
     seed: u64,
+    /// The kinds drawn from (all by default).
+    kinds: Vec<common::matrix::Fault>,
 }
 
 fn parse(args: impl Iterator<Item = String>) -> Result<Options, String> {
-    let mut o = Options { count: 20, seed: 1 };
+    let mut o = Options {
+        count: 20,
+        seed: 1,
+        kinds: Vec::new(),
+    };
     let mut args = args.peekable();
     while let Some(a) = args.next() {
         let mut value = |name: &str| args.next().ok_or_else(|| format!("{name} needs a value"));
@@ -29,6 +36,17 @@ fn parse(args: impl Iterator<Item = String>) -> Result<Options, String> {
                 let v = value("--seed")?;
                 o.seed = v.parse().map_err(|e| format!("--seed {v}: {e}"))?;
             }
+            "--only" => {
+                let v = value("--only")?;
+                let kind = common::matrix::Fault::from_slug(&v).ok_or_else(|| {
+                    let known: Vec<&str> = common::matrix::Fault::ALL
+                        .iter()
+                        .map(|f| f.slug())
+                        .collect();
+                    format!("--only {v}: not a fault kind (one of {})", known.join(", "))
+                })?;
+                o.kinds.push(kind);
+            }
             // cargo bench passes --bench to every bench target.
             "--bench" => {}
             other => return Err(format!("unknown argument {other}")),
@@ -38,10 +56,10 @@ fn parse(args: impl Iterator<Item = String>) -> Result<Options, String> {
 }
 
 fn main() -> ExitCode {
-    let o = match parse(std::env::args().skip(1)) {
+    let mut o = match parse(std::env::args().skip(1)) {
         Ok(o) => o,
         Err(e) => {
-            eprintln!("error: {e}\nusage: scripts/faults [--count N] [--seed S]");
+            eprintln!("error: {e}\nusage: scripts/faults [--count N] [--seed S] [--only KIND]...");
             return ExitCode::from(2);
         }
     };
@@ -56,7 +74,10 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let tally = rt.block_on(common::matrix::run(o.count, o.seed));
+    if o.kinds.is_empty() {
+        o.kinds = common::matrix::Fault::ALL.to_vec();
+    }
+    let tally = rt.block_on(common::matrix::run_kinds(o.count, o.seed, &o.kinds));
     let heals: Vec<f64> = tally
         .outcomes
         .iter()

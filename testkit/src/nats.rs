@@ -73,6 +73,12 @@ impl NatsServer {
         format!("nats://127.0.0.1:{}", self.port)
     }
 
+    /// The client port's socket address, for a [`crate::Relay`] to stand in
+    /// front of.
+    pub fn addr(&self) -> SocketAddr {
+        ([127, 0, 0, 1], self.port).into()
+    }
+
     /// The server's JetStream store directory.
     pub fn store_dir(&self) -> &Path {
         self.store.path()

@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 use loadshift_events::stream::CHECKPOINTS;
 use loadshift_events::{Envelope, Event, NodeName};
 
+use loadshift_testkit::Relay;
+
 use super::{counter_values, Cluster};
 
 /// The counter every run moves.
@@ -50,10 +52,15 @@ pub enum Fault {
     ForgedFailed,
     /// The same `checkpointed` published again under a new envelope.
     DuplicateCheckpointed,
+    /// The source's or the target's NATS connection cut a random moment
+    /// after the request, for a few seconds (nats-server and the other node
+    /// keep running).
+    NatsCut,
 }
 
 impl Fault {
-    const ALL: [Fault; 8] = [
+    /// Every kind, in the order the table's seeded choice indexes them.
+    pub const ALL: [Fault; 9] = [
         Fault::SourceAfterDump,
         Fault::TargetBeforeDownload,
         Fault::TargetDuringRestore,
@@ -62,6 +69,7 @@ impl Fault {
         Fault::NatsKilled,
         Fault::ForgedFailed,
         Fault::DuplicateCheckpointed,
+        Fault::NatsCut,
     ];
 }
 
@@ -76,6 +84,7 @@ impl fmt::Display for Fault {
             Fault::NatsKilled => "nats-server kill -9 at random",
             Fault::ForgedFailed => "forged failed after checkpointed",
             Fault::DuplicateCheckpointed => "duplicate checkpointed",
+            Fault::NatsCut => "a node's NATS connection cut",
         };
         f.write_str(s)
     }
@@ -155,15 +164,71 @@ fn other(node: &str) -> &'static str {
     }
 }
 
+/// The cluster under test, each executor reaching nats-server through a
+/// relay of its own that a fault can cut.
+struct Rig {
+    c: Cluster,
+    relays: Vec<(&'static str, Relay)>,
+}
+
+impl Rig {
+    async fn new() -> Self {
+        let mut c = Cluster::new(&["node2", "node3"]).await;
+        let mut relays = Vec::new();
+        for n in ["node2", "node3"] {
+            let relay = Relay::start(c.server.addr());
+            c.node(n).url = relay.url();
+            c.node(n)
+                .restart_with_env(&[("LOADSHIFT_DEADLINE_FLOOR", FLOOR)]);
+            c.wait_ping(n).await;
+            relays.push((n, relay));
+        }
+        Self { c, relays }
+    }
+}
+
+/// The relay in front of `node`'s executor.
+fn relay_of<'a>(relays: &'a [(&'static str, Relay)], node: &str) -> &'a Relay {
+    &relays
+        .iter()
+        .find(|(n, _)| *n == node)
+        .expect("every node has a relay")
+        .1
+}
+
+impl Fault {
+    /// The kind's name on the command line (`--only nats-cut`).
+    pub fn slug(self) -> &'static str {
+        match self {
+            Fault::SourceAfterDump => "source-after-dump",
+            Fault::TargetBeforeDownload => "target-before-download",
+            Fault::TargetDuringRestore => "target-during-restore",
+            Fault::SourceKilled => "source-killed",
+            Fault::TargetKilled => "target-killed",
+            Fault::NatsKilled => "nats-killed",
+            Fault::ForgedFailed => "forged-failed",
+            Fault::DuplicateCheckpointed => "duplicate-checkpointed",
+            Fault::NatsCut => "nats-cut",
+        }
+    }
+
+    /// The kind named `slug`.
+    pub fn from_slug(slug: &str) -> Option<Fault> {
+        Fault::ALL.into_iter().find(|f| f.slug() == slug)
+    }
+}
+
 /// Runs `count` faults from `seed`, printing one table row per fault, and
 /// returns the tally.
 pub async fn run(count: usize, seed: u64) -> Tally {
-    let mut c = Cluster::new(&["node2", "node3"]).await;
-    for n in ["node2", "node3"] {
-        c.node(n)
-            .restart_with_env(&[("LOADSHIFT_DEADLINE_FLOOR", FLOOR)]);
-        c.wait_ping(n).await;
-    }
+    run_kinds(count, seed, &Fault::ALL).await
+}
+
+/// Like [`run`], each fault drawn from `kinds` only (one kind at a time
+/// to study it).
+pub async fn run_kinds(count: usize, seed: u64, kinds: &[Fault]) -> Tally {
+    let mut rig = Rig::new().await;
+    let c = &mut rig.c;
     c.run_workload("node2", WORKLOAD, COUNTER).await;
     let mut rng = Seeded::new(seed);
     let mut on = "node2";
@@ -171,9 +236,9 @@ pub async fn run(count: usize, seed: u64) -> Tally {
     println!("| # | fault | outcome | heal | lost | duplicated | stuck | notes |");
     println!("|---|---|---|---|---|---|---|---|");
     for i in 0..count {
-        let fault = Fault::ALL[rng.below(Fault::ALL.len() as u64) as usize];
+        let fault = kinds[rng.below(kinds.len() as u64) as usize];
         let delay = Duration::from_millis(rng.below(400));
-        let outcome = inject(&mut c, on, fault, delay, &mut rng).await;
+        let outcome = inject(&mut rig, on, fault, delay, &mut rng).await;
         if outcome.ended == "completed" {
             on = other(on);
         }
@@ -193,7 +258,10 @@ pub async fn run(count: usize, seed: u64) -> Tally {
         if broken {
             // The workload's state is unknown: later rows would measure
             // the wreck, not the saga.
-            println!("stopping: the workload is lost or doubled\n{}", c.logs());
+            println!(
+                "stopping: the workload is lost or doubled\n{}",
+                rig.c.logs()
+            );
             break;
         }
     }
@@ -213,13 +281,14 @@ fn restart(c: &mut Cluster, node: &str, fault: Option<&str>) {
 
 /// One migration from `source` with `fault` injected; then the checks.
 async fn inject(
-    c: &mut Cluster,
+    rig: &mut Rig,
     source: &str,
     fault: Fault,
     delay: Duration,
     rng: &mut Seeded,
 ) -> Outcome {
     let target = other(source);
+    let Rig { c, relays } = rig;
     use loadshift_executor::fault as points;
     let armed = match fault {
         Fault::SourceAfterDump => Some((source, points::AFTER_DUMP)),
@@ -265,6 +334,15 @@ async fn inject(
         }
         Fault::ForgedFailed | Fault::DuplicateCheckpointed => {
             forge(c, id, fault).await;
+        }
+        Fault::NatsCut => {
+            let node = if rng.below(2) == 0 { source } else { target };
+            let relay = relay_of(relays, node);
+            tokio::time::sleep(delay).await;
+            relay.cut();
+            tokio::time::sleep(Duration::from_millis(1000 + rng.below(5000))).await;
+            relay.restore();
+            notes.push(format!("{node} cut"));
         }
     }
     check(c, id, fault, t, notes).await
