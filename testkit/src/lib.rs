@@ -17,6 +17,6 @@ pub mod process;
 pub mod relay;
 
 pub use binaries::binary;
-pub use nats::NatsServer;
+pub use nats::{NatsCluster, NatsServer};
 pub use process::Killed;
 pub use relay::Relay;

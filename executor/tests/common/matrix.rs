@@ -15,15 +15,10 @@ use loadshift_events::{Envelope, Event, NodeName};
 
 use loadshift_testkit::Relay;
 
-use super::{counter_values, Cluster};
+use super::{counter_values, Cluster, COUNTER};
 
 /// The counter every run moves.
 const WORKLOAD: &str = "matrix-counter";
-const COUNTER: &[&str] = &[
-    "sh",
-    "-c",
-    "i=0; while :; do echo $i; i=$((i+1)); sleep 0.05; done",
-];
 /// The deadline floor the executors run with, short so a silent target is
 /// fenced in seconds.
 const FLOOR: &str = "2s";
