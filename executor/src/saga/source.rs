@@ -210,7 +210,7 @@ impl<R: Runtime, S: ImageStore, P: Peers, C: Clock, F: Fence> Executor<R, S, P, 
         self.runtime.discard_image(&m.images);
         m.frozen_at_ms = Some(self.clock.now_ms());
         let t = self.clock.monotonic();
-        if let Err(e) = self.runtime.dump(&m.workload, &w.handle, &m.images).await {
+        if let Err(e) = self.dump_within(m, &w.handle).await {
             tracing::warn!(migration = %m.id, error = %e, "dump failed; the workload keeps running here");
             self.runtime.discard_image(&m.images);
             let handle = self
@@ -218,7 +218,7 @@ impl<R: Runtime, S: ImageStore, P: Peers, C: Clock, F: Fence> Executor<R, S, P, 
                 .is_running(&w.handle)
                 .await
                 .then(|| w.handle.clone());
-            return Err((e.to_string(), handle));
+            return Err((e, handle));
         }
         m.timings.dump_ms = Some(ms(self.clock.monotonic() - t));
         fault::crash_point(fault::AFTER_DUMP);
@@ -314,11 +314,7 @@ impl<R: Runtime, S: ImageStore, P: Peers, C: Clock, F: Fence> Executor<R, S, P, 
                 }
             }
         }
-        match self
-            .runtime
-            .restore(&m.workload, &m.spec, &m.images, &m.files)
-            .await
-        {
+        match self.restore_within(m).await {
             Ok(h) => Some(h),
             Err(e) => {
                 tracing::error!(migration = %m.id, error = %e, "cannot resume the workload from its own image");

@@ -165,20 +165,13 @@ impl<R: Runtime, S: ImageStore, P: Peers, C: Clock, F: Fence> Executor<R, S, P, 
     /// Restores a migration this node holds the fence of.
     async fn restore_claimed(&self, seq: u64, mut m: MigrationRecord) -> Result<(), FatalError> {
         let t = self.clock.monotonic();
-        match self
-            .runtime
-            .restore(&m.workload, &m.spec, &m.images, &m.files)
-            .await
-        {
+        match self.restore_within(&m).await {
             Ok(handle) => {
                 m.timings.restore_ms = Some(ms(self.clock.monotonic() - t));
                 m.timings.downtime_ms = m.frozen_at_ms.map(|f| (self.clock.now_ms() - f) as f64);
                 self.finish_target(seq, m, handle)
             }
-            Err(e) => {
-                self.give_up_target(seq, m, Step::Restore, e.to_string(), true)
-                    .await
-            }
+            Err(e) => self.give_up_target(seq, m, Step::Restore, e, true).await,
         }
     }
 
