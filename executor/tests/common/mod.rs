@@ -130,6 +130,17 @@ impl Node {
         }
     }
 
+    /// SIGTERM, not waiting: [`Node::wait_exit`] says whether it was
+    /// honoured.
+    pub fn terminate(&mut self) {
+        if let Some(c) = &self.child {
+            // SAFETY: plain kill(2) of our own child.
+            unsafe {
+                libc::kill(c.id() as i32, libc::SIGTERM);
+            }
+        }
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
