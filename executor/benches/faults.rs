@@ -93,6 +93,9 @@ fn main() -> ExitCode {
             o.seed
         );
     }
+    print_kinds(&tally);
+    // The output ends with the tally, as the issue asks.
+    println!("{}", tally.summary());
     let clean = tally
         .outcomes
         .iter()
@@ -101,5 +104,30 @@ fn main() -> ExitCode {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
+    }
+}
+
+/// One line per fault kind: how many, and the time they took to heal.
+fn print_kinds(tally: &common::matrix::Tally) {
+    println!("\n| kind | injected | heal median | heal max | lost | duplicated | stuck |");
+    println!("|---|---|---|---|---|---|---|");
+    for kind in common::matrix::Fault::ALL {
+        let rows: Vec<&common::matrix::Outcome> =
+            tally.outcomes.iter().filter(|o| o.fault == kind).collect();
+        if rows.is_empty() {
+            continue;
+        }
+        let mut heals: Vec<f64> = rows.iter().map(|o| o.heal.as_secs_f64()).collect();
+        heals.sort_by(f64::total_cmp);
+        let count = |f: fn(&common::matrix::Outcome) -> bool| rows.iter().filter(|o| f(o)).count();
+        println!(
+            "| {kind} | {} | {:.1} s | {:.1} s | {} | {} | {} |",
+            rows.len(),
+            heals[heals.len() / 2],
+            heals[heals.len() - 1],
+            count(|o| o.lost),
+            count(|o| o.duplicated),
+            count(|o| o.stuck)
+        );
     }
 }

@@ -51,11 +51,19 @@ pub enum Fault {
     /// after the request, for a few seconds (nats-server and the other node
     /// keep running).
     NatsCut,
+    /// SIGTERM to the source or the target a random moment after the
+    /// request (whatever step it is in), then started again; it must stop
+    /// within [`SIGTERM_LIMIT`].
+    Terminated,
 }
+
+/// How long an executor may take to honour SIGTERM before the row counts
+/// as stuck.
+const SIGTERM_LIMIT: Duration = Duration::from_secs(3);
 
 impl Fault {
     /// Every kind, in the order the table's seeded choice indexes them.
-    pub const ALL: [Fault; 9] = [
+    pub const ALL: [Fault; 10] = [
         Fault::SourceAfterDump,
         Fault::TargetBeforeDownload,
         Fault::TargetDuringRestore,
@@ -65,6 +73,7 @@ impl Fault {
         Fault::ForgedFailed,
         Fault::DuplicateCheckpointed,
         Fault::NatsCut,
+        Fault::Terminated,
     ];
 }
 
@@ -80,6 +89,7 @@ impl fmt::Display for Fault {
             Fault::ForgedFailed => "forged failed after checkpointed",
             Fault::DuplicateCheckpointed => "duplicate checkpointed",
             Fault::NatsCut => "a node's NATS connection cut",
+            Fault::Terminated => "SIGTERM at random, restarted",
         };
         f.write_str(s)
     }
@@ -204,6 +214,7 @@ impl Fault {
             Fault::ForgedFailed => "forged-failed",
             Fault::DuplicateCheckpointed => "duplicate-checkpointed",
             Fault::NatsCut => "nats-cut",
+            Fault::Terminated => "sigterm",
         }
     }
 
@@ -298,6 +309,7 @@ async fn inject(
     let t = Instant::now();
     let id = c.migrate(WORKLOAD, source, target).await;
     let mut notes = Vec::new();
+    let mut sigterm_ignored = false;
     match fault {
         Fault::SourceAfterDump | Fault::TargetBeforeDownload | Fault::TargetDuringRestore => {
             let (node, _) = armed.unwrap_or((source, ""));
@@ -339,8 +351,26 @@ async fn inject(
             relay.restore();
             notes.push(format!("{node} cut"));
         }
+        Fault::Terminated => {
+            let node = if rng.below(2) == 0 { source } else { target };
+            tokio::time::sleep(delay).await;
+            let asked = Instant::now();
+            c.node(node).terminate();
+            let honoured = c.node(node).wait_exit(SIGTERM_LIMIT);
+            notes.push(format!(
+                "{node} stopped in {:.1} s",
+                asked.elapsed().as_secs_f64()
+            ));
+            if !honoured {
+                notes.push("SIGTERM not honoured in time".into());
+                sigterm_ignored = true;
+            }
+            restart(c, node, None);
+        }
     }
-    check(c, id, fault, t, notes).await
+    let mut outcome = check(c, id, fault, t, notes).await;
+    outcome.stuck |= sigterm_ignored;
+    outcome
 }
 
 /// Publishes the forged event `fault` names, right after `checkpointed`.
