@@ -89,16 +89,27 @@ impl<R: Runtime, S: ImageStore, P: Peers, C: Clock, F: Fence> Executor<R, S, P, 
             return self.adopt_restored(seq, m, handle).await;
         }
         // Down for a while: the source may have taken the migration back.
-        if let Ok(Some(Holder::Source)) = self.ask_fence(self.fence.holder(m.id)).await {
-            return self
-                .stand_down(seq, m, "the source took the migration back")
-                .await;
+        let held = match self.ask_fence(self.fence.holder(m.id)).await {
+            Ok(Some(Holder::Source)) => {
+                return self
+                    .stand_down(seq, m, "the source took the migration back")
+                    .await
+            }
+            Ok(Some(Holder::Target)) => true,
+            _ => false,
+        };
+        if held {
+            // Claimed before a crash, and no copy runs: that life unpacked
+            // the workload's files and stopped short of the restore. Start
+            // afresh, and if this attempt fails give the claim back, or the
+            // source waits for our word for ever.
+            if let Err(e) = self.runtime.remove(&m.workload, None).await {
+                tracing::warn!(migration = %m.id, error = %e, "files of an earlier attempt left here");
+            }
         }
         let m = match self.fetch_step(m).await {
             Ok(m) => m,
-            Err((m, step, reason)) => {
-                return self.give_up_target(seq, m, step, reason, false).await
-            }
+            Err((m, step, reason)) => return self.give_up_target(seq, m, step, reason, held).await,
         };
         // The last moment the source can still take it back: from the claim
         // on, only this node says where the workload runs.

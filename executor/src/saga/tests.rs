@@ -1380,3 +1380,30 @@ async fn a_restore_that_never_ends_is_killed_and_the_source_resumes_the_workload
     assert_eq!(kinds(&src.published()), vec!["migration.rolled_back"]);
     assert!(src.host.runs(&workload_name("counter")));
 }
+
+#[tokio::test]
+async fn a_target_killed_between_its_claim_and_its_restore_gives_the_claim_back_if_it_then_fails() {
+    let id = Uuid::now_v7();
+    let (mut src, mut dst, checkpointed) = awaiting_target(id).await;
+    src.published();
+    dst.script.set(Op::Restore, Misbehaviour::Hang);
+    let seq = dst.deliver_and_crash(&checkpointed);
+    assert_eq!(dst.shared.fence.holder_of(id), Some(Holder::Target));
+
+    dst.restart(&["node2"]);
+    dst.script
+        .set(Op::Fetch, Misbehaviour::Fail("the store is away".into()));
+    dst.redeliver(seq, &checkpointed).await;
+
+    let failed = dst.published();
+    assert_eq!(failed_step(&failed).map(|f| f.0), Some(Step::Download));
+    assert_eq!(
+        dst.shared.fence.holder_of(id),
+        Some(Holder::Released),
+        "the claim of the life before the crash is given back"
+    );
+    src.deliver(&Envelope::new(node_name("node3"), failed[0].clone()))
+        .await;
+    assert_eq!(kinds(&src.published()), vec!["migration.rolled_back"]);
+    assert!(src.host.runs(&workload_name("counter")));
+}
