@@ -1,6 +1,8 @@
 //! The fault matrix at length: `scripts/faults [--count N] [--seed S]`
 //! (or `cargo bench -p loadshift-executor --bench faults -- --count N --seed S`);
-//! `--only KIND` (repeatable) draws the faults from those kinds only.
+//! `--only KIND` (repeatable) draws the faults from those kinds only;
+//! `--containers` moves a Docker container (scripts/setup-docker) instead of
+//! a process.
 //! Prints a table, one row per injected fault with the time it took to heal,
 //! and ends with `faults: N injected, L lost, D duplicated, S stuck`; exits
 //! 1 unless all three are 0, 2 on bad arguments.
@@ -16,6 +18,8 @@ struct Options {
     seed: u64,
     /// The kinds drawn from (all by default).
     kinds: Vec<common::matrix::Fault>,
+    /// What the counter runs as (`--containers`: Docker).
+    workloads: common::matrix::Workloads,
 }
 
 fn parse(args: impl Iterator<Item = String>) -> Result<Options, String> {
@@ -23,6 +27,7 @@ fn parse(args: impl Iterator<Item = String>) -> Result<Options, String> {
         count: 20,
         seed: 1,
         kinds: Vec::new(),
+        workloads: common::matrix::Workloads::Processes,
     };
     let mut args = args.peekable();
     while let Some(a) = args.next() {
@@ -47,6 +52,7 @@ fn parse(args: impl Iterator<Item = String>) -> Result<Options, String> {
                 })?;
                 o.kinds.push(kind);
             }
+            "--containers" => o.workloads = common::matrix::Workloads::Containers,
             // cargo bench passes --bench to every bench target.
             "--bench" => {}
             other => return Err(format!("unknown argument {other}")),
@@ -59,7 +65,7 @@ fn main() -> ExitCode {
     let mut o = match parse(std::env::args().skip(1)) {
         Ok(o) => o,
         Err(e) => {
-            eprintln!("error: {e}\nusage: scripts/faults [--count N] [--seed S] [--only KIND]...");
+            eprintln!("error: {e}\nusage: scripts/faults [--count N] [--seed S] [--only KIND]... [--containers]");
             return ExitCode::from(2);
         }
     };
@@ -77,7 +83,12 @@ fn main() -> ExitCode {
     if o.kinds.is_empty() {
         o.kinds = common::matrix::Fault::ALL.to_vec();
     }
-    let tally = rt.block_on(common::matrix::run_kinds(o.count, o.seed, &o.kinds));
+    let tally = rt.block_on(common::matrix::run_kinds(
+        o.count,
+        o.seed,
+        &o.kinds,
+        o.workloads,
+    ));
     let heals: Vec<f64> = tally
         .outcomes
         .iter()

@@ -15,6 +15,8 @@ use loadshift_events::{Envelope, Event, NodeName};
 
 use loadshift_testkit::Relay;
 
+mod containers;
+
 use super::{counter_values, Cluster, COUNTER};
 
 /// The counter every run moves.
@@ -93,6 +95,15 @@ impl fmt::Display for Fault {
         };
         f.write_str(s)
     }
+}
+
+/// What the counter runs as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Workloads {
+    /// A process under criu, on executors in process mode.
+    Processes,
+    /// A container of the real Docker daemon, on executors in docker mode.
+    Containers,
 }
 
 /// A small seeded generator (xorshift64*): the same seed, the same faults.
@@ -174,11 +185,18 @@ fn other(node: &str) -> &'static str {
 struct Rig {
     c: Cluster,
     relays: Vec<(&'static str, Relay)>,
+    /// The container workload's probe (`None`: a process workload).
+    probe: Option<containers::Probe>,
 }
 
 impl Rig {
-    async fn new() -> Self {
-        let mut c = Cluster::new(&["node2", "node3"]).await;
+    async fn new(workloads: Workloads) -> Self {
+        let mut c = match workloads {
+            Workloads::Processes => Cluster::new(&["node2", "node3"]).await,
+            Workloads::Containers => {
+                Cluster::with_runtime(&["node2", "node3"], true, Some("docker")).await
+            }
+        };
         let mut relays = Vec::new();
         for n in ["node2", "node3"] {
             let relay = Relay::start(c.server.addr());
@@ -188,7 +206,19 @@ impl Rig {
             c.wait_ping(n).await;
             relays.push((n, relay));
         }
-        Self { c, relays }
+        let probe = match workloads {
+            Workloads::Processes => {
+                c.run_workload("node2", WORKLOAD, COUNTER).await;
+                None
+            }
+            Workloads::Containers => {
+                let probe = containers::Probe::new(WORKLOAD).await;
+                c.run_container("node2", WORKLOAD, containers::IMAGE, &[])
+                    .await;
+                Some(probe)
+            }
+        };
+        Self { c, relays, probe }
     }
 }
 
@@ -227,15 +257,19 @@ impl Fault {
 /// Runs `count` faults from `seed`, printing one table row per fault, and
 /// returns the tally.
 pub async fn run(count: usize, seed: u64) -> Tally {
-    run_kinds(count, seed, &Fault::ALL).await
+    run_kinds(count, seed, &Fault::ALL, Workloads::Processes).await
 }
 
 /// Like [`run`], each fault drawn from `kinds` only (one kind at a time
-/// to study it).
-pub async fn run_kinds(count: usize, seed: u64, kinds: &[Fault]) -> Tally {
-    let mut rig = Rig::new().await;
-    let c = &mut rig.c;
-    c.run_workload("node2", WORKLOAD, COUNTER).await;
+/// to study it), the counter run as `workloads`. Containers skip the crash
+/// point inside criu restore, which only the process runtime has.
+pub async fn run_kinds(count: usize, seed: u64, kinds: &[Fault], workloads: Workloads) -> Tally {
+    let kinds: Vec<Fault> = kinds
+        .iter()
+        .copied()
+        .filter(|k| workloads == Workloads::Processes || *k != Fault::TargetDuringRestore)
+        .collect();
+    let mut rig = Rig::new(workloads).await;
     let mut rng = Seeded::new(seed);
     let mut on = "node2";
     let mut tally = Tally::default();
@@ -272,6 +306,9 @@ pub async fn run_kinds(count: usize, seed: u64, kinds: &[Fault]) -> Tally {
         }
     }
     println!("{}", tally.summary());
+    if let Some(probe) = &rig.probe {
+        probe.remove_all().await;
+    }
     tally
 }
 
@@ -294,7 +331,7 @@ async fn inject(
     rng: &mut Seeded,
 ) -> Outcome {
     let target = other(source);
-    let Rig { c, relays } = rig;
+    let Rig { c, relays, probe } = rig;
     use loadshift_executor::fault as points;
     let armed = match fault {
         Fault::SourceAfterDump => Some((source, points::AFTER_DUMP)),
@@ -368,7 +405,7 @@ async fn inject(
             restart(c, node, None);
         }
     }
-    let mut outcome = check(c, id, fault, t, notes).await;
+    let mut outcome = check(c, probe.as_mut(), id, fault, t, notes).await;
     outcome.stuck |= sigterm_ignored;
     outcome
 }
@@ -411,6 +448,7 @@ async fn forge(c: &Cluster, id: uuid::Uuid, fault: Fault) {
 /// Waits for the migration's outcome and checks the invariants.
 async fn check(
     c: &mut Cluster,
+    probe: Option<&mut containers::Probe>,
     id: uuid::Uuid,
     fault: Fault,
     t: Instant,
@@ -429,25 +467,13 @@ async fn check(
             stuck = true;
         }
     }
-    // Copies: wait until the outcome's side effects settle (a killed node's
-    // leftovers are reaped by its restart).
-    let copies = c.copies_of(WORKLOAD);
-    let lost = copies.is_empty();
-    let mut duplicated = copies.len() > 1;
-    if let Some(node) = runs_on(c) {
-        let values = counter_values(&c.node(node).workload_dir(WORKLOAD).join("stdout"));
-        if !values.iter().enumerate().all(|(i, v)| *v == i as u64) {
-            notes.push(format!("the counter on {node} went back or restarted"));
-            duplicated = true;
-        }
-    }
+    let (lost, duplicated) = match probe {
+        Some(probe) => check_container(probe, &mut notes).await,
+        None => check_process(c, &mut notes),
+    };
     if !images_gone(c, id).await {
         notes.push("an image was left behind".into());
         stuck = true;
-    }
-    if lost || duplicated {
-        let described: Vec<String> = copies.iter().map(|p| describe(*p)).collect();
-        notes.push(format!("copies: {}", described.join(", ")));
     }
     Outcome {
         fault,
@@ -458,6 +484,46 @@ async fn check(
         stuck,
         notes: notes.join("; "),
     }
+}
+
+/// Whether the process counter is lost or doubled (two copies, or a count
+/// that went back or restarted), with what was wrong in `notes`.
+fn check_process(c: &mut Cluster, notes: &mut Vec<String>) -> (bool, bool) {
+    let copies = c.copies_of(WORKLOAD);
+    let lost = copies.is_empty();
+    let mut duplicated = copies.len() > 1;
+    if let Some(node) = runs_on(c) {
+        let values = counter_values(&c.node(node).workload_dir(WORKLOAD).join("stdout"));
+        if !values.iter().enumerate().all(|(i, v)| *v == i as u64) {
+            notes.push(format!("the counter on {node} went back or restarted"));
+            duplicated = true;
+        }
+    }
+    if lost || duplicated {
+        let described: Vec<String> = copies.iter().map(|p| describe(*p)).collect();
+        notes.push(format!("copies: {}", described.join(", ")));
+    }
+    (lost, duplicated)
+}
+
+/// Like [`check_process`], for the container counter.
+async fn check_container(probe: &mut containers::Probe, notes: &mut Vec<String>) -> (bool, bool) {
+    let running = probe.running().await;
+    let lost = running.is_empty();
+    let mut duplicated = running.len() > 1;
+    if let [one] = running.as_slice() {
+        match probe.check_count(one).await {
+            Ok(range) => notes.push(range),
+            Err(e) => {
+                notes.push(e);
+                duplicated = true;
+            }
+        }
+    }
+    if lost || duplicated {
+        notes.push(format!("running containers: {}", running.join(", ")));
+    }
+    (lost, duplicated)
 }
 
 /// The node whose folder holds the running copy's output, if one runs.
