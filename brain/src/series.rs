@@ -130,6 +130,17 @@ fn encode_append(out: &mut Vec<u8>, s: &Sample, occurred_at_ms: i64) {
 
 struct Reader<'a>(&'a [u8]);
 
+/// One reader per number type, each the type's little-endian bytes.
+macro_rules! little_endian_readers {
+    ($($t:ident),*) => {
+        $(
+            fn $t(&mut self) -> Result<$t, SeriesError> {
+                self.take().map($t::from_le_bytes)
+            }
+        )*
+    };
+}
+
 impl Reader<'_> {
     fn take<const N: usize>(&mut self) -> Result<[u8; N], SeriesError> {
         if self.0.len() < N {
@@ -142,24 +153,7 @@ impl Reader<'_> {
     fn u8(&mut self) -> Result<u8, SeriesError> {
         Ok(self.take::<1>()?[0])
     }
-    fn u16(&mut self) -> Result<u16, SeriesError> {
-        self.take().map(u16::from_le_bytes)
-    }
-    fn u32(&mut self) -> Result<u32, SeriesError> {
-        self.take().map(u32::from_le_bytes)
-    }
-    fn u64(&mut self) -> Result<u64, SeriesError> {
-        self.take().map(u64::from_le_bytes)
-    }
-    fn i64(&mut self) -> Result<i64, SeriesError> {
-        self.take().map(i64::from_le_bytes)
-    }
-    fn f32(&mut self) -> Result<f32, SeriesError> {
-        self.take().map(f32::from_le_bytes)
-    }
-    fn f64(&mut self) -> Result<f64, SeriesError> {
-        self.take().map(f64::from_le_bytes)
-    }
+    little_endian_readers!(u16, u32, u64, i64, f32, f64);
     fn throughput(&mut self) -> Result<Throughput, SeriesError> {
         Ok(Throughput {
             in_bps: self.f64()?,

@@ -51,21 +51,11 @@ async fn kinds(js: &async_nats::jetstream::Context) -> Vec<String> {
 async fn trained_events(
     js: &async_nats::jetstream::Context,
 ) -> Vec<loadshift_events::model::Trained> {
-    let mut out = Vec::new();
-    let stream = js.get_stream("EVENTS").await.unwrap();
-    for seq in 1..=last_seqs(js).await[1] {
-        let Ok(m) = stream.get_raw_message(seq).await else {
-            continue;
-        };
-        if let Ok(Envelope {
-            event: Event::ModelTrained(t),
-            ..
-        }) = Envelope::from_message(&m.subject, &m.payload)
-        {
-            out.push(t);
-        }
-    }
-    out
+    logged(js, |e| match e {
+        Event::ModelTrained(t) => Some(t),
+        _ => None,
+    })
+    .await
 }
 
 /// The scores of every `model.trained` so far, to explain a missing

@@ -240,21 +240,7 @@ fn timings_inline(t: &Timings) -> String {
         .collect()
 }
 
-/// `1.5 MiB`, `512 B`: sizes for people.
-pub fn bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut unit = 0;
-    while v >= 1024.0 && unit + 1 < UNITS.len() {
-        v /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[unit])
-    }
-}
+pub use loadshift_events::units::bytes;
 
 #[cfg(test)]
 mod tests {

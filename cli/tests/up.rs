@@ -128,6 +128,17 @@ impl Up {
     }
 
     /// Connects with the operator identity `up` wrote (auth is on by default).
+    /// The EVENTS stream from its start, read as the operator.
+    async fn events(&self) -> async_nats::jetstream::consumer::pull::Ordered {
+        let js = async_nats::jetstream::new(self.operator().await);
+        let events = js.get_stream(stream::EVENTS).await.expect("EVENTS");
+        let consumer = events
+            .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig::default())
+            .await
+            .expect("consumer");
+        consumer.messages().await.expect("messages")
+    }
+
     async fn operator(&self) -> async_nats::Client {
         connection::connect(
             &NatsOptions {
@@ -292,6 +303,8 @@ fn ticks(path: &Path) -> Vec<u64> {
         .collect()
 }
 
+// One long test on purpose: one run of `loadshift up` costs a minute, so
+// everything the ramp must show is checked on the same run, in order.
 #[tokio::test(flavor = "multi_thread")]
 async fn up_ramp_ends_in_a_migration_decided_by_the_brain_and_leaves_nothing_behind() {
     build_siblings();
@@ -299,14 +312,7 @@ async fn up_ramp_ends_in_a_migration_decided_by_the_brain_and_leaves_nothing_beh
     up.wait_line("loadshift is up", Duration::from_secs(120))
         .await;
 
-    let client = up.operator().await;
-    let js = async_nats::jetstream::new(client);
-    let events = js.get_stream(stream::EVENTS).await.expect("EVENTS");
-    let consumer = events
-        .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig::default())
-        .await
-        .expect("consumer");
-    let mut msgs = consumer.messages().await.expect("messages");
+    let mut msgs = up.events().await;
     let mut by_brain = std::collections::HashSet::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(300);
     let (completed, completed_at) = loop {
@@ -364,6 +370,7 @@ async fn up_ramp_ends_in_a_migration_decided_by_the_brain_and_leaves_nothing_beh
         assert_eq!(w[1], w[0] + 1, "the counter restarted or skipped: {w:?}");
     }
 
+    let js = async_nats::jetstream::new(up.operator().await);
     let first_overload = first_overloaded_sample(&js, "node2").await;
 
     // The dashboard of the live stack, in a real browser, shows what happened.
@@ -592,14 +599,7 @@ async fn up_trace_runs_the_vms_as_load_generators_where_simulate_puts_them() {
         assert!(l.contains(&format!(" on {node} ")), "{l}");
     }
     // The generators run in the workers' cgroups, playing their profiles.
-    let client = up.operator().await;
-    let js = async_nats::jetstream::new(client);
-    let events = js.get_stream(stream::EVENTS).await.expect("EVENTS");
-    let consumer = events
-        .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig::default())
-        .await
-        .expect("consumer");
-    let mut msgs = consumer.messages().await.expect("messages");
+    let mut msgs = up.events().await;
     let mut started = std::collections::BTreeSet::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
     while started.len() < 3 {

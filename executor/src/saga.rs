@@ -23,6 +23,7 @@ use loadshift_events::migration::{self, Step};
 use loadshift_events::workload;
 use loadshift_events::{Envelope, Event, NodeName};
 
+use crate::admission::Names;
 use crate::clock::{within, Clock, SystemClock};
 use crate::deadline::Deadlines;
 use crate::fence::{Fence, FenceError, KvFence};
@@ -64,10 +65,8 @@ pub struct Executor<R, S = JetStreamImages, P = NatsPeers, C = SystemClock, F = 
     /// Woken after a commit that queued events.
     pub outbox: std::sync::Arc<tokio::sync::Notify>,
     /// The cluster's workload-name registry ([`crate::admission`]: a
-    /// JetStream key-value bucket only executors reach). `None` leaves names
-    /// unclaimed: only the saga's unit tests, which drive its rules without
-    /// NATS, run without one.
-    pub names: Option<async_nats::jetstream::Context>,
+    /// JetStream key-value bucket only executors reach).
+    pub names: std::sync::Arc<dyn Names>,
 }
 
 /// A failure the executor cannot turn into an event: its journal is broken.
@@ -80,28 +79,19 @@ impl<R: Runtime, S: ImageStore, P: Peers, C: Clock, F: Fence> Executor<R, S, P, 
         Envelope::new(self.node.clone(), event)
     }
 
-    /// Claims `name` for this node in the registry (granted without one).
+    /// Claims `name` for this node in the registry.
     async fn claim_name(&self, name: &loadshift_events::WorkloadName) -> Result<(), String> {
-        match &self.names {
-            Some(js) => crate::admission::claim(js, name, &self.node).await,
-            None => Ok(()),
-        }
+        self.names.claim(name, &self.node).await
     }
 
     /// Gives `name` up: it no longer runs here.
     async fn release_name(&self, name: &loadshift_events::WorkloadName) {
-        if let Some(js) = &self.names {
-            crate::admission::release(js, name, &self.node).await;
-        }
+        self.names.release(name, &self.node).await;
     }
 
-    /// Records in the background that `name` now runs here (a restore must
-    /// not wait on NATS once the journal holds it).
+    /// Records in the background that `name` now runs here.
     fn names_moved(&self, name: &loadshift_events::WorkloadName) {
-        if let Some(js) = self.names.clone() {
-            let (name, node) = (name.clone(), self.node.clone());
-            tokio::spawn(async move { crate::admission::moved(&js, &name, &node).await });
-        }
+        self.names.moved(name, &self.node);
     }
 
     fn commit(&self, change: Change) -> Result<(), FatalError> {

@@ -36,6 +36,8 @@ fn screenshot(name: &str, url: &str) {
     );
 }
 
+// One long test on purpose: a person's visit, page after page, in the
+// order they would click; split, each part would repeat the browser set-up.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_person_reads_the_cluster_and_follows_a_migration() {
     let nats = NatsServer::start();

@@ -296,6 +296,24 @@ pub fn wait_applied(store: &Path, last: [u64; 2], limit: Duration) -> serde_json
     }
 }
 
+/// Every event of the EVENTS stream so far that `pick` keeps, in order.
+pub async fn logged<T>(js: &jetstream::Context, pick: fn(Event) -> Option<T>) -> Vec<T> {
+    let stream = js.get_stream("EVENTS").await.unwrap();
+    let mut out = Vec::new();
+    for seq in 1..=last_seqs(js).await[1] {
+        let Ok(m) = stream.get_raw_message(seq).await else {
+            continue;
+        };
+        if let Some(t) = Envelope::from_message(&m.subject, &m.payload)
+            .ok()
+            .and_then(|e| pick(e.event))
+        {
+            out.push(t);
+        }
+    }
+    out
+}
+
 /// Each stream's last sequence, `[TELEMETRY, EVENTS]`: what a brain has
 /// applied once it has caught up.
 pub async fn last_seqs(js: &jetstream::Context) -> [u64; 2] {

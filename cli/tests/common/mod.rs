@@ -85,6 +85,27 @@ impl Harness {
             .unwrap()
     }
 
+    /// Starts `workload run --node node2 --name NAME --wait -- PROGRAM...`
+    /// and returns once its start request reached node2's subject: the test
+    /// then answers as node2's executor would and reads the CLI's output.
+    pub async fn run_waiting_on_node2(&self, name: &str, program: &[&str]) -> Child {
+        use futures::StreamExt;
+        let mut sub = self
+            .client
+            .subscribe("workload.node2.start_requested")
+            .await
+            .unwrap();
+        let mut args = vec!["workload", "run", "--node", "node2", "--name", name];
+        args.extend(["--wait", "--timeout", "30s", "--"]);
+        args.extend(program);
+        let child = self.spawn(&args);
+        tokio::time::timeout(Duration::from_secs(30), sub.next())
+            .await
+            .expect("no request")
+            .expect("subscription");
+        child
+    }
+
     /// Starts the binary with stdout and stderr piped.
     pub fn spawn(&self, args: &[&str]) -> Child {
         self.cli()
@@ -212,4 +233,12 @@ pub async fn lines_until(
     }
     let _ = child.kill().await;
     lines
+}
+
+/// The output of a CLI started with [`Harness::spawn`], once it returned.
+pub async fn finished(child: Child) -> Output {
+    tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
+        .await
+        .expect("the CLI did not return")
+        .unwrap()
 }

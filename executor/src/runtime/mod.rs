@@ -8,6 +8,7 @@
 use std::future::Future;
 use std::path::{Path, PathBuf};
 
+use loadshift_events::file::FileError;
 use loadshift_events::workload::{Runtime as RuntimeKind, WorkloadSpec};
 use loadshift_events::WorkloadName;
 use serde::{Deserialize, Serialize};
@@ -102,16 +103,8 @@ pub enum RuntimeError {
     #[error("workload {0} did not start: {1}")]
     NotStarted(String, String),
     /// a file operation failed
-    #[error("{action} {path}: {source}")]
-    Io {
-        /// What was attempted.
-        action: &'static str,
-        /// On which path.
-        path: PathBuf,
-        /// What the OS said.
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] FileError),
     /// the Docker daemon refused or failed
     #[error("docker: {0}")]
     Docker(String),
@@ -123,12 +116,8 @@ pub enum RuntimeError {
 impl RuntimeError {
     /// Wraps an I/O error with what was attempted on which path.
     pub fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> RuntimeError {
-        let path = path.to_path_buf();
-        move |source| RuntimeError::Io {
-            action,
-            path,
-            source,
-        }
+        let at = FileError::at(action, path);
+        move |source| at(source).into()
     }
 }
 
@@ -203,8 +192,11 @@ pub trait Runtime: Send + Sync + 'static {
     fn usage(&self, handle: &Handle) -> impl Future<Output = Option<Usage>> + Send;
 
     /// Waits until no criu from before a crash works on `images` any more,
-    /// so that what the folder holds is final.
-    fn settle(&self, images: &Path) -> impl Future<Output = ()> + Send;
+    /// so that what the folder holds is final. Both real runtimes dump with
+    /// criu, so this is written once here; the saga's double overrides it.
+    fn settle(&self, images: &Path) -> impl Future<Output = ()> + Send {
+        image_dir::wait_for_stray_criu(images)
+    }
 
     /// Kills what still works on `images` (a criu dump or restore past its
     /// deadline, and the tasks a killed restore was building); then
@@ -218,7 +210,9 @@ pub trait Runtime: Send + Sync + 'static {
 
     /// Removes the image folder `images` (its migration ended, or it holds a
     /// partial image that must not be used).
-    fn discard_image(&self, images: &Path);
+    fn discard_image(&self, images: &Path) {
+        image_dir::discard(images);
+    }
 
     /// Stops the workload if it runs and removes what is left of it here.
     fn remove(

@@ -260,14 +260,6 @@ impl Runtime for ProcessRuntime {
         self.is_running(&handle).await.then_some(handle)
     }
 
-    fn settle(&self, images: &Path) -> impl std::future::Future<Output = ()> + Send {
-        super::image_dir::wait_for_stray_criu(images)
-    }
-
-    fn discard_image(&self, images: &Path) {
-        super::image_dir::discard(images);
-    }
-
     async fn restore(
         &self,
         name: &WorkloadName,
@@ -354,11 +346,7 @@ impl Runtime for ProcessRuntime {
         match std::fs::remove_dir_all(&dir) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(RuntimeError::Io {
-                action: "remove workload folder",
-                path: dir,
-                source: e,
-            }),
+            Err(e) => Err(RuntimeError::io("remove workload folder", &dir)(e)),
         }
     }
 }

@@ -17,7 +17,7 @@ use super::Executor;
 use crate::clock::Clock as _;
 use crate::deadline::Deadlines;
 use crate::doubles::{
-    Bucket, Effect, Effects, FakeFence, FakePeers, Host, ManualClock, Misbehaviour, Op,
+    Bucket, Effect, Effects, FakeFence, FakeNames, FakePeers, Host, ManualClock, Misbehaviour, Op,
     RecordingImages, RecordingRuntime, Script,
 };
 use crate::fence::Fence as _;
@@ -26,11 +26,13 @@ use crate::journal::{Journal, MigrationRecord, Phase, Role};
 
 type TestExecutor = Executor<RecordingRuntime, RecordingImages, FakePeers, ManualClock, FakeFence>;
 
-/// What every node of a test shares: the store, the fence and the time.
+/// What every node of a test shares: the store, the fence, the name
+/// registry and the time.
 #[derive(Clone)]
 struct Shared {
     bucket: Bucket,
     fence: FakeFence,
+    names: FakeNames,
     clock: ManualClock,
 }
 
@@ -39,6 +41,7 @@ impl Default for Shared {
         Self {
             bucket: Bucket::default(),
             fence: FakeFence::default(),
+            names: FakeNames::default(),
             clock: ManualClock::at(1_000_000),
         }
     }
@@ -123,7 +126,7 @@ fn executor(name: &NodeName, parts: Parts<'_>, alive: &[&str]) -> TestExecutor {
         fence: shared.fence.clone(),
         deadlines: Deadlines { floor: FLOOR },
         images_root: std::path::Path::new("/fake/images").join(name.as_str()),
-        names: None,
+        names: Arc::new(shared.names.clone()),
         outbox: Arc::new(tokio::sync::Notify::new()),
     }
 }
@@ -163,6 +166,13 @@ impl Node {
 
     /// Given: workload `name` was started here (through the saga itself).
     async fn running(&mut self, name: &str) {
+        self.running_or_refused(name).await;
+        self.published();
+        self.effects.clear();
+    }
+
+    /// When: a request to start workload `name` here arrives.
+    async fn running_or_refused(&mut self, name: &str) {
         let env = Envelope::new(
             node_name("cli"),
             Event::WorkloadStartRequested(workload::StartRequested {
@@ -173,8 +183,6 @@ impl Node {
             }),
         );
         self.deliver(&env).await;
-        self.published();
-        self.effects.clear();
     }
 
     /// When: `env` arrives as the next event of the stream.
@@ -730,6 +738,36 @@ async fn checkpointed_pair(id: Uuid) -> (Node, Node, Envelope) {
         .await;
     let c = the_checkpointed(&src.published(), "node2");
     (src, dst, c)
+}
+
+#[tokio::test]
+async fn a_start_of_a_name_another_node_runs_is_refused() {
+    let shared = Shared::default();
+    let mut node3 = Node::new("node3", &shared, &[]);
+    node3.running("counter").await;
+    let mut node2 = Node::new("node2", &shared, &[]);
+
+    node2.running_or_refused("counter").await;
+
+    let events = node2.published();
+    assert_eq!(kinds(&events), vec!["workload.start_failed"]);
+    let Event::WorkloadStartFailed(f) = &events[0] else {
+        unreachable!()
+    };
+    assert!(f.reason.contains("already runs on node3"), "{}", f.reason);
+    assert!(node2.effects.all().is_empty(), "nothing was started");
+    assert_eq!(shared.names.holder("counter"), Some(node_name("node3")));
+}
+
+#[tokio::test]
+async fn a_restore_hands_the_name_to_the_target() {
+    let id = Uuid::now_v7();
+    let (src, mut dst, checkpointed) = checkpointed_pair(id).await;
+    assert_eq!(src.shared.names.holder("counter"), Some(node_name("node2")));
+
+    dst.deliver(&checkpointed).await;
+
+    assert_eq!(src.shared.names.holder("counter"), Some(node_name("node3")));
 }
 
 #[tokio::test]
