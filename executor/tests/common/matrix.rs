@@ -1,11 +1,14 @@
-//! The fault matrix: migrations of a live counter between two real
-//! executors (real CRIU, a real nats-server), each with one fault injected
-//! at a seeded random point, and after each the invariants checked: the
-//! workload runs on exactly one node, its counter never went back or
-//! restarted, no image is left anywhere, and both executors still answer.
+//! The fault matrix: migrations of a live counter (a process, or a Docker
+//! container) between two real executors (real CRIU, a real nats-server,
+//! each executor behind its own TCP relay so that one node alone can lose
+//! NATS), each with one fault injected at a seeded random point, and after
+//! each the invariants checked: the workload runs on exactly one node, its
+//! counter never went back or restarted, no image is left anywhere, and
+//! both executors still answer.
 //!
-//! `scripts/faults [--count N] [--seed S]` runs it at length (through the
-//! `faults` bench target); `tests/fault_matrix.rs` runs a short seeded slice.
+//! `scripts/faults [--count N] [--seed S] [--only KIND]... [--containers]`
+//! runs it at length (through the `faults` bench target);
+//! `tests/fault_matrix.rs` runs a short seeded slice of each workload kind.
 
 use std::fmt;
 use std::time::{Duration, Instant};
