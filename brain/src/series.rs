@@ -200,21 +200,9 @@ pub fn decode(at_ms: i64, bytes: &[u8]) -> Result<Point, SeriesError> {
     } else {
         None
     };
-    let net = if flags & NET != 0 {
-        Some(r.throughput()?)
-    } else {
-        None
-    };
-    let disk = if flags & DISK != 0 {
-        Some(r.throughput()?)
-    } else {
-        None
-    };
-    let processes = if flags & PROCESSES != 0 {
-        Some(r.u32()?)
-    } else {
-        None
-    };
+    let net = (flags & NET != 0).then(|| r.throughput()).transpose()?;
+    let disk = (flags & DISK != 0).then(|| r.throughput()).transpose()?;
+    let processes = (flags & PROCESSES != 0).then(|| r.u32()).transpose()?;
     let psi = if flags & PSI != 0 {
         let mask = r.u8()?;
         let mut f = [None; 5];

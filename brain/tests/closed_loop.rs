@@ -4,21 +4,17 @@
 //! node that can take work, none while the cooldown lasts, and none after a
 //! restart of the brain.
 
+#[macro_use]
 mod common;
 
 use std::time::{Duration, Instant};
 
 use common::*;
+use loadshift_events::migration::Requested;
 use loadshift_events::{connection, Event};
 
-async fn requests(
-    js: &async_nats::jetstream::Context,
-) -> Vec<loadshift_events::migration::Requested> {
-    logged(js, |e| match e {
-        Event::MigrationRequested(r) => Some(r),
-        _ => None,
-    })
-    .await
+async fn requests(js: &async_nats::jetstream::Context) -> Vec<Requested> {
+    logged!(js, Event::MigrationRequested)
 }
 
 /// Plays the executors: node `hot` runs two workloads, the others none; each
