@@ -11,7 +11,7 @@ mod common;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use common::{assert_runs_once_on, Cluster, COUNTER};
+use common::{assert_runs_once_on, counter_values, Cluster, COUNTER};
 use loadshift_events::migration::Step;
 use loadshift_events::Event;
 
@@ -62,15 +62,21 @@ impl Frozen {
 impl Drop for Frozen {
     fn drop(&mut self) {
         let _ = std::panic::catch_unwind(|| self.thaw());
-        // The processes go back to the root cgroup, then the cgroup goes.
+        // The processes go back to the root cgroup, then the cgroup goes
+        // (again while a child forked meanwhile keeps it busy).
         let root = self.dir.parent().map(|p| p.join("cgroup.procs"));
-        let procs = std::fs::read_to_string(self.dir.join("cgroup.procs")).unwrap_or_default();
-        if let Some(root) = root {
-            for pid in procs.lines() {
-                let _ = std::fs::write(&root, pid);
+        for _ in 0..50 {
+            let procs = std::fs::read_to_string(self.dir.join("cgroup.procs")).unwrap_or_default();
+            if let Some(root) = &root {
+                for pid in procs.lines() {
+                    let _ = std::fs::write(root, pid);
+                }
             }
+            if std::fs::remove_dir(&self.dir).is_ok() || !self.dir.exists() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
         }
-        let _ = std::fs::remove_dir(&self.dir);
     }
 }
 
@@ -106,6 +112,23 @@ fn criu_works_on(id: uuid::Uuid) -> bool {
         })
 }
 
+/// Starts the counter `name` on node2 and waits until it has counted (its
+/// shell has opened its output files: criu must find them to dump it),
+/// then freezes it; returns the freezer.
+async fn counting_then_frozen(c: &mut Cluster, name: &str, what: &str) -> Frozen {
+    c.run_workload("node2", name, COUNTER).await;
+    let out = c.node("node2").workload_dir(name).join("stdout");
+    for _ in 0..300 {
+        if !counter_values(&out).is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(!counter_values(&out).is_empty(), "{name} never counted");
+    let root = c.copies_of(name)[0];
+    Frozen::freeze(&cgroup_name(c, what), root)
+}
+
 /// A freezer cgroup name unique to this test run.
 fn cgroup_name(c: &Cluster, what: &str) -> String {
     let tag = c
@@ -119,9 +142,7 @@ fn cgroup_name(c: &Cluster, what: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dump_that_hangs_is_killed_at_its_deadline_and_the_workload_runs_on() {
     let mut c = Cluster::new(&["node2", "node3"]).await;
-    c.run_workload("node2", "frozen-a", COUNTER).await;
-    let root = c.copies_of("frozen-a")[0];
-    let frozen = Frozen::freeze(&cgroup_name(&c, "a"), root);
+    let frozen = counting_then_frozen(&mut c, "frozen-a", "a").await;
 
     let id = c.migrate("frozen-a", "node2", "node3").await;
     let outcome = c.outcome(id).await;
@@ -154,9 +175,7 @@ async fn sigterm_during_a_hanging_dump_stops_the_executor_and_the_next_start_fin
     c.node("node2")
         .restart_with_env(&[("LOADSHIFT_DEADLINE_FLOOR", "1h")]);
     c.wait_ping("node2").await;
-    c.run_workload("node2", "frozen-b", COUNTER).await;
-    let root = c.copies_of("frozen-b")[0];
-    let frozen = Frozen::freeze(&cgroup_name(&c, "b"), root);
+    let frozen = counting_then_frozen(&mut c, "frozen-b", "b").await;
 
     let id = c.migrate("frozen-b", "node2", "node3").await;
     for _ in 0..600 {
