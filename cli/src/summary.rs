@@ -39,7 +39,7 @@ fn node_or_workload(env: &Envelope) -> Option<String> {
         ),
         Event::NodeLeft(l) => format!("{} left: {}", env.node, l.reason),
         Event::WorkloadStartRequested(r) => format!(
-            "{} on {} ({}: {}) by {}",
+            "{} on {} ({}: {}) by {}{}",
             r.workload,
             r.node,
             r.spec.runtime,
@@ -47,7 +47,12 @@ fn node_or_workload(env: &Envelope) -> Option<String> {
                 .image
                 .clone()
                 .unwrap_or_else(|| r.spec.command.join(" ")),
-            r.requested_by
+            r.requested_by,
+            if r.spec.no_postcopy {
+                ", no post-copy"
+            } else {
+                ""
+            }
         ),
         Event::WorkloadStarted(s) => format!(
             "{} runs on {}{}",
@@ -64,26 +69,55 @@ fn node_or_workload(env: &Envelope) -> Option<String> {
                 (None, Some(s)) => format!(" by signal {s}"),
                 (None, None) => String::new(),
             };
-            format!("{} exited on {}{how}", x.workload, env.node)
+            match x.reason {
+                loadshift_events::workload::ExitReason::Ended => {
+                    format!("{} exited on {}{how}", x.workload, env.node)
+                }
+                reason => format!("{} {reason} on {}{how}", x.workload, env.node),
+            }
         }
+        Event::WorkloadStopRequested(r) => format!(
+            "stop {} on {} (SIGKILL after {} ms) by {}{}",
+            r.workload,
+            r.node,
+            r.grace_ms,
+            r.requested_by,
+            r.forwarded_by
+                .as_ref()
+                .map_or(String::new(), |n| format!(", handed on by {n}"))
+        ),
         Event::WorkloadUsage(u) => usage(u),
         _ => return None,
     })
+}
+
+/// Which mode a completed migration ran in, and why not the one asked for
+/// (`stream`, `copy (fallback: ...)`); events from before modes were copies.
+pub fn mode_ran(c: &loadshift_events::migration::Completed) -> String {
+    let mode = c.mode.map_or("copy", |m| m.as_str());
+    match &c.fallback {
+        Some(why) => format!("{mode} (fallback: {why})"),
+        None => mode.to_string(),
+    }
 }
 
 /// The steps of a migration, and the brain's deferrals.
 fn migration(env: &Envelope) -> Option<String> {
     Some(match &env.event {
         Event::MigrationRequested(r) => format!(
-            "{} {}→{} by {}: {} (migration {})",
-            r.workload, r.source, r.target, r.requested_by, r.reason.summary, r.migration
+            "{} {}→{} by {}, mode {}: {} (migration {})",
+            r.workload, r.source, r.target, r.requested_by, r.mode, r.reason.summary, r.migration
         ),
         Event::MigrationCheckpointed(c) => format!(
-            "{} {}→{} image {}{}",
+            "{} {}→{} image {}{}{}",
             c.workload,
             c.source,
             c.target,
             bytes(c.image_bytes),
+            c.stream
+                .as_ref()
+                .map(|s| format!(" + {} of pages streamed", bytes(s.bytes)))
+                .unwrap_or_default(),
             timings_inline(&c.timings)
         ),
         Event::MigrationRestored(r) => format!(
@@ -96,13 +130,20 @@ fn migration(env: &Envelope) -> Option<String> {
             timings_inline(&r.timings)
         ),
         Event::MigrationCompleted(c) => format!(
-            "{} {}→{} downtime {} total {} image {}",
+            "{} {}→{} {}: downtime {} total {} image {}{}",
             c.workload,
             c.source,
             c.target,
+            mode_ran(c),
             ms(c.timings.downtime_ms),
             ms(c.timings.total_ms),
-            bytes(c.image_bytes)
+            bytes(c.image_bytes),
+            // Each phase; the downtime and total are said above.
+            timings_inline(&Timings {
+                downtime_ms: None,
+                total_ms: None,
+                ..c.timings
+            })
         ),
         Event::MigrationFailed(f) => format!(
             "{} {}→{} failed at step {}: {}",
@@ -283,6 +324,11 @@ mod tests {
             r#"{"workload":"counter","code":0}"#,
         ),
         (
+            "workload.stop_requested",
+            "cli",
+            r#"{"workload":"counter","node":"node2","grace_ms":10000,"requested_by":"alice"}"#,
+        ),
+        (
             "telemetry.workloads",
             "node2",
             r#"{"at":"2026-11-25T08:30:00Z","workloads":[{"workload":"counter","cpu_pct":98.0,"rss_bytes":1048576},{"workload":"idle","cpu_pct":1.0,"rss_bytes":2048}]}"#,
@@ -385,6 +431,27 @@ mod tests {
     }
 
     #[test]
+    fn a_stop_and_how_it_ended_are_said() {
+        let stop = EXAMPLES
+            .iter()
+            .find(|(k, _, _)| *k == "workload.stop_requested")
+            .unwrap();
+        assert_eq!(
+            line(&example(stop.0, stop.1, stop.2)),
+            "stop counter on node2 (SIGKILL after 10000 ms) by alice"
+        );
+        let killed = example(
+            "workload.exited",
+            "node3",
+            r#"{"workload":"counter","signal":9,"reason":"killed_after_grace"}"#,
+        );
+        assert_eq!(
+            line(&killed),
+            "counter killed after grace on node3 by signal 9"
+        );
+    }
+
+    #[test]
     fn model_events_say_scores_and_probabilities() {
         let line_of = |kind: &str| {
             let (_, node, payload) = EXAMPLES.iter().find(|(k, _, _)| *k == kind).unwrap();
@@ -437,11 +504,42 @@ mod tests {
                     total_ms: Some(456.0),
                     ..Default::default()
                 },
+                mode: None,
+                fallback: None,
             }),
         );
         assert_eq!(
             line(&env),
-            "counter node2→node3 downtime 123 ms total 456 ms image 2.0 KiB"
+            "counter node2→node3 copy: downtime 123 ms total 456 ms image 2.0 KiB"
+        );
+    }
+
+    #[test]
+    fn a_completed_migration_says_which_mode_ran_why_and_each_phase() {
+        let node = NodeName::new("node2").unwrap();
+        let env = Envelope::new(
+            node.clone(),
+            Event::MigrationCompleted(Completed {
+                migration: uuid::Uuid::now_v7(),
+                workload: WorkloadName::new("counter").unwrap(),
+                source: node,
+                target: NodeName::new("node3").unwrap(),
+                image_bytes: 2048,
+                timings: Timings {
+                    dump_ms: Some(80.0),
+                    restore_ms: Some(60.0),
+                    downtime_ms: Some(150.0),
+                    total_ms: Some(400.0),
+                    ..Default::default()
+                },
+                mode: Some(loadshift_events::migration::Mode::Stream),
+                fallback: Some("post-copy (lazy) is not available".into()),
+            }),
+        );
+        assert_eq!(
+            line(&env),
+            "counter node2→node3 stream (fallback: post-copy (lazy) is not available): \
+             downtime 150 ms total 400 ms image 2.0 KiB, dump 80 ms, restore 60 ms"
         );
     }
 }

@@ -5,7 +5,8 @@
 //! carries ([`payload`], [`telemetry`]) and within which ranges ([`bounds`]),
 //! where it is published ([`subject`]), which streams keep it ([`stream`]),
 //! how a service talks to NATS ([`connection`]), reads a stream ([`reader`]),
-//! asks whether an executor is alive ([`liveness`]) and stops ([`shutdown`]),
+//! asks whether an executor is alive ([`liveness`]), reads a workload's
+//! output from the node that runs it ([`output`]) and stops ([`shutdown`]),
 //! how a file operation fails ([`file`]) and how sizes read ([`units`]).
 //! Services depend on this crate and on nothing of each other,
 //! so a change to the contract is visible in one diff.
@@ -18,6 +19,7 @@ pub mod file;
 pub mod liveness;
 pub mod migration;
 pub mod model;
+pub mod output;
 pub mod payload;
 pub mod placement;
 pub mod reader;

@@ -114,6 +114,8 @@ kinds! {
     WorkloadStartFailed(workload::StartFailed) = "workload.start_failed",
     /// A workload ended on its own.
     WorkloadExited(workload::Exited) = "workload.exited",
+    /// Someone asks the node that holds a workload to stop it.
+    WorkloadStopRequested(workload::StopRequested) = "workload.stop_requested",
     /// Someone asks to move a workload.
     MigrationRequested(migration::Requested) = "migration.requested",
     /// The source dumped and stored the workload.
@@ -179,6 +181,7 @@ impl Event {
             Event::MigrationDeferred(p) => &p.source,
             Event::NodePredicted(p) => &p.node,
             Event::WorkloadStartRequested(p) => &p.node,
+            Event::WorkloadStopRequested(p) => &p.node,
             Event::MigrationRequested(p) => &p.source,
             Event::MigrationCheckpointed(p) => &p.target,
             Event::MigrationRestored(p) => &p.source,
@@ -261,6 +264,7 @@ mod tests {
                 summary: "node2 heads for overload".into(),
                 ..Default::default()
             },
+            mode: crate::migration::Mode::Auto,
         });
         // The brain emits on node1, but the source must act.
         assert_eq!(requested.subject(&n("node1")), "migration.node2.requested");
@@ -282,6 +286,7 @@ mod tests {
                 command: vec!["sleep".into(), "1".into()],
                 image: None,
                 env: Default::default(),
+                no_postcopy: false,
             },
             requested_by: "alice".into(),
         });

@@ -32,7 +32,7 @@ use crate::clock::Clock;
 use crate::fence::{Fence, FenceError, Holder};
 use crate::image_store::ImageStore;
 use crate::liveness::{Peers, Pong};
-use crate::runtime::{Handle, Runtime, RuntimeError, TravellingFile, Usage};
+use crate::runtime::{Handle, Runtime, RuntimeError, StopSignal, TravellingFile, Usage};
 use loadshift_events::liveness::Capacity;
 
 /// One effect the saga caused, in the order it caused them.
@@ -56,6 +56,8 @@ pub enum Effect {
     Delete(String),
     /// A peer was asked whether it lives.
     Ping(String),
+    /// A stop signal went to a workload (`SIGTERM`, `SIGKILL`).
+    Signal(String, &'static str),
 }
 
 /// The operations a [`Script`] can make misbehave.
@@ -317,6 +319,7 @@ impl Runtime for RecordingRuntime {
         self.is_running(handle).await.then_some(Usage {
             cpu_seconds: 1.0,
             rss_bytes: 1 << 20,
+            private_dirty_bytes: Some(1 << 19),
         })
     }
 
@@ -331,6 +334,22 @@ impl Runtime for RecordingRuntime {
         // The process runtime finds a restored copy through a pid file in
         // the image folder: it goes with the folder.
         s.restored_from.remove(images);
+    }
+
+    /// The double's workloads end at any stop signal.
+    async fn signal(&self, handle: &Handle, signal: StopSignal) -> Result<(), RuntimeError> {
+        let mut s = self.host.state();
+        let name = s
+            .running
+            .iter()
+            .find(|(_, h)| *h == handle)
+            .map(|(n, _)| n.clone());
+        if let Some(name) = name {
+            self.effects
+                .push(Effect::Signal(name.to_string(), signal.name()));
+            s.running.remove(&name);
+        }
+        Ok(())
     }
 
     async fn remove(

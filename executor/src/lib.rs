@@ -13,11 +13,16 @@ pub mod fault;
 pub mod fence;
 pub mod image_store;
 pub mod journal;
+pub mod lazy;
 pub mod liveness;
+pub mod output;
 pub mod runtime;
 pub mod saga;
 pub mod seal;
 pub mod service;
+pub mod stop;
+
+pub mod stream;
 pub mod sweep;
 pub mod unpack;
 pub mod usage;

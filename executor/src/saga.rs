@@ -14,6 +14,11 @@
 //! target before the deadline → fence → restore from its own image →
 //! `rolled_back`. Target: `checkpointed` → download → verify → claim → restore
 //! → `restored`, or `failed`, or stand down when the source fenced first.
+//!
+//! The mode (docs/saga.md, "Modes") is chosen by the source when the request
+//! arrives ([`source`]'s `choose_mode`): a copy dumps locally and stores the
+//! whole image; a stream sends the pages straight to the target during the
+//! dump and stores only the rest; everything after the dump is the same.
 
 use std::path::PathBuf;
 
@@ -67,6 +72,9 @@ pub struct Executor<R, S = JetStreamImages, P = NatsPeers, C = SystemClock, F = 
     /// The cluster's workload-name registry ([`crate::admission`]: a
     /// JetStream key-value bucket only executors reach).
     pub names: std::sync::Arc<dyn Names>,
+    /// The streams this node offered as a target, and what arrived on each
+    /// ([`crate::stream`]); empty on a node that takes none.
+    pub streams: crate::stream::Streams,
 }
 
 /// A failure the executor cannot turn into an event: its journal is broken.
@@ -94,7 +102,8 @@ impl<R: Runtime, S: ImageStore, P: Peers, C: Clock, F: Fence> Executor<R, S, P, 
         self.names.moved(name, &self.node);
     }
 
-    fn commit(&self, change: Change) -> Result<(), FatalError> {
+    /// Writes `change` and wakes the outbox.
+    pub(crate) fn commit(&self, change: Change) -> Result<(), FatalError> {
         self.journal.commit(change)?;
         self.outbox.notify_one();
         Ok(())
@@ -111,6 +120,9 @@ impl<R: Runtime, S: ImageStore, P: Peers, C: Clock, F: Fence> Executor<R, S, P, 
         }
         match &env.event {
             Event::WorkloadStartRequested(p) if p.node == self.node => self.start(seq, p).await,
+            Event::WorkloadStopRequested(p) if p.node == self.node => {
+                self.stop_requested(seq, p).await
+            }
             Event::MigrationRequested(p) if p.source == self.node => self.requested(seq, p).await,
             // Only the source's own executor announces its dump.
             Event::MigrationCheckpointed(p) if p.target == self.node && env.node == p.source => {
@@ -214,14 +226,21 @@ impl<R: Runtime, S: ImageStore, P: Peers, C: Clock, F: Fence> Executor<R, S, P, 
             if w.migrating.is_some() || self.runtime.is_running(&w.handle).await {
                 continue;
             }
-            tracing::info!(workload = %w.name, "workload exited");
+            let reason = self.exit_reason(&w.name)?;
+            tracing::info!(workload = %w.name, %reason, "workload exited");
             self.release_name(&w.name).await;
             let event = self.envelope(Event::WorkloadExited(workload::Exited {
                 workload: w.name.clone(),
                 code: None,
-                signal: None,
+                signal: (reason == workload::ExitReason::KilledAfterGrace).then_some(libc::SIGKILL),
+                reason,
             }));
-            self.commit(Change::new().remove_workload(&w.name).publish(event))?;
+            self.commit(
+                Change::new()
+                    .remove_workload(&w.name)
+                    .remove_stop(&w.name)
+                    .publish(event),
+            )?;
         }
         Ok(())
     }

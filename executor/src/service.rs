@@ -147,6 +147,7 @@ pub async fn run<R: Runtime, S: ImageStore, P: Peers, C: Clock, F: Fence>(
                 // a step like any other, abandoned on SIGTERM.
                 let chores = async {
                     exec.watch_exits().await?;
+                    exec.carry_on_stops().await?;
                     exec.expire_deadlines().await?;
                     exec.sweep_images().await
                 };

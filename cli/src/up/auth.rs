@@ -113,9 +113,13 @@ impl Role {
                 p.publish.extend(strings(match self {
                     Role::Operator => &[
                         "workload.*.start_requested",
+                        "workload.*.stop_requested",
                         "migration.*.requested",
                         "model.*.train_requested",
                         "loadshift.executor.*.ping",
+                        // A workload's output (`workload logs`): a request
+                        // to the executor that runs it, never a stream.
+                        "loadshift.executor.*.logs",
                     ],
                     Role::Webui => &["migration.*.requested", "model.*.train_requested"],
                     _ => &[
@@ -137,6 +141,10 @@ impl Role {
             Role::Executor(n) => {
                 p.publish.extend(executor_publish(n));
                 p.subscribe.push(format!("loadshift.executor.{n}.ping"));
+                p.subscribe.push(format!("loadshift.executor.{n}.logs"));
+
+                // A source asks its target for a direct page stream.
+                p.subscribe.push(format!("loadshift.executor.{n}.stream"));
                 p.allow_responses = true;
             }
         }
@@ -153,6 +161,8 @@ fn executor_publish(n: &NodeName) -> Vec<String> {
         format!("workload.{n}.started"),
         format!("workload.{n}.start_failed"),
         format!("workload.{n}.exited"),
+        // A source hands a stop to the target its workload moved to.
+        "workload.*.stop_requested".into(),
         format!("telemetry.{n}.workloads"),
         "migration.*.checkpointed".into(),
         "migration.*.restored".into(),
@@ -162,6 +172,8 @@ fn executor_publish(n: &NodeName) -> Vec<String> {
         "migration.*.fenced".into(),
         // A source asks its target whether it is alive before freezing.
         "loadshift.executor.*.ping".into(),
+        // ... and its target for a direct connection for a streamed dump.
+        "loadshift.executor.*.stream".into(),
         format!("$JS.API.CONSUMER.CREATE.{EVENTS}.{consumer}.*.{n}.>"),
         format!("$JS.API.CONSUMER.DELETE.{EVENTS}.{consumer}"),
         format!("$JS.API.CONSUMER.INFO.{EVENTS}.{consumer}"),
@@ -480,6 +492,23 @@ mod tests {
     }
 
     #[test]
+    fn only_people_and_executors_ask_for_a_stop_and_only_the_operator_reads_output() {
+        for role in roles(&[n("node2")], &[n("node2")]) {
+            let p = role.permissions();
+            let stops = p.publish.iter().any(|s| s.ends_with("stop_requested"));
+            let reads = p.publish.iter().any(|s| s.ends_with(".logs"));
+            let executor = matches!(role, Role::Executor(_));
+            assert_eq!(stops, role == Role::Operator || executor, "{role:?}");
+            assert_eq!(reads, role == Role::Operator, "{role:?}");
+            assert_eq!(
+                p.subscribe.iter().any(|s| s.ends_with(".logs")),
+                executor,
+                "{role:?}"
+            );
+        }
+    }
+
+    #[test]
     fn an_executor_reads_only_its_own_node() {
         let p = Role::Executor(n("node2")).permissions();
         let creates: Vec<_> = p
@@ -501,7 +530,7 @@ mod tests {
         ];
         let c = server_config(&users);
         assert!(c.contains("nkey: \"UOP\""));
-        assert!(c.contains("\"_INBOX_UEX.>\", \"loadshift.executor.node3.ping\""));
+        assert!(c.contains("\"_INBOX_UEX.>\", \"loadshift.executor.node3.ping\", \"loadshift.executor.node3.logs\""));
         assert_eq!(c.matches("allow_responses").count(), 1);
         assert!(!c.contains("no_auth_user"));
     }

@@ -17,18 +17,8 @@ use tokio::process::{Child, Command};
 
 /// Runs `cmd` with `args` to its end (at most 60 s) and shows what it
 /// printed, for the log of a failing test.
-pub async fn finish(mut cmd: Command, args: &[&str]) -> Output {
-    let out = tokio::time::timeout(Duration::from_secs(60), cmd.args(args).output())
-        .await
-        .expect("loadshift did not finish within 60 s")
-        .expect("run loadshift");
-    eprintln!(
-        "loadshift {args:?} -> {:?}\n--- stdout\n{}--- stderr\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
+pub async fn finish(cmd: Command, args: &[&str]) -> Output {
+    loadshift_testkit::process::finish(cmd, args, Duration::from_secs(60)).await
 }
 
 /// A server, a client and the streams.
@@ -167,6 +157,7 @@ pub fn spec(runtime: Runtime) -> WorkloadSpec {
         command: vec!["sleep".into(), "1000".into()],
         image: (runtime == Runtime::Docker).then(|| "counter:1".to_string()),
         env: Default::default(),
+        no_postcopy: false,
     }
 }
 

@@ -29,7 +29,7 @@ use bollard::Docker;
 use loadshift_events::workload::{Runtime as RuntimeKind, WorkloadSpec};
 use loadshift_events::{NodeName, WorkloadName};
 
-use super::{Handle, Runtime, RuntimeError, TravellingFile, Usage};
+use super::{Handle, Runtime, RuntimeError, StopSignal, TravellingFile, Usage};
 
 /// The checkpoint's name inside the image folder: a dump leaves it in
 /// `images/loadshift/`.
@@ -465,7 +465,28 @@ impl Runtime for DockerRuntime {
         Some(Usage {
             cpu_seconds: cpu_ns as f64 / 1e9,
             rss_bytes: rss,
+            // The container's processes live in another PID namespace the
+            // stats do not name; no dirty rate for containers yet.
+            private_dirty_bytes: None,
         })
+    }
+
+    async fn signal(&self, handle: &Handle, signal: StopSignal) -> Result<(), RuntimeError> {
+        let Handle::Container { id } = handle else {
+            return Err(RuntimeError::Unsupported("not a container workload".into()));
+        };
+        let options = bollard::query_parameters::KillContainerOptionsBuilder::default()
+            .signal(signal.name())
+            .build();
+        match self.docker.kill_container(id, Some(options)).await {
+            Ok(()) => Ok(()),
+            // Not running (409) or gone (404): it ended meanwhile.
+            Err(e) if matches!(status_of(&e), Some(404 | 409)) => Ok(()),
+            Err(e) => Err(RuntimeError::Docker(format!(
+                "send {} to {id}: {e}",
+                signal.name()
+            ))),
+        }
     }
 
     async fn remove(
