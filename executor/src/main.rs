@@ -26,8 +26,9 @@ use loadshift_executor::{cgroup, fault, service};
 use tokio::sync::Notify;
 
 /// How long a stopping executor lets its outbox announce what the last
-/// step decided (anything left is published at the next start).
-const OUTBOX_PATIENCE: std::time::Duration = std::time::Duration::from_secs(5);
+/// step decided (anything left is published at the next start): SIGTERM is
+/// honoured within a second or two, even with NATS away.
+const OUTBOX_PATIENCE: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Runs workloads on one worker node and moves them to other nodes with CRIU
 /// checkpoint/restore, driven by events.

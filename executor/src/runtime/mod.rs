@@ -260,6 +260,16 @@ pub trait Runtime: Send + Sync + 'static {
         image_dir::wait_for_stray_criu(images)
     }
 
+    /// Kills what still works on `images` (a criu dump or restore past its
+    /// deadline, and the tasks a killed restore was building); then
+    /// [`Runtime::settle`] returns once it is gone. The process runtime
+    /// runs criu with the image folder in its command line; Docker's runc
+    /// talks to criu over a socket (`criu swrk`), so for containers this
+    /// finds nothing and the daemon's checkpoint runs to its own end.
+    fn abandon(&self, images: &Path) {
+        image_dir::kill_criu(images);
+    }
+
     /// Removes the image folder `images` (its migration ended, or it holds a
     /// partial image that must not be used).
     fn discard_image(&self, images: &Path) {

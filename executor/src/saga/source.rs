@@ -324,16 +324,14 @@ impl<R: Runtime, S: ImageStore, P: Peers, C: Clock, F: Fence> Executor<R, S, P, 
                 .runtime
                 .dump_streamed(&m.workload, &w.handle, &m.images, link)
                 .await
-                .map(Some),
+                .map(Some)
+                .map_err(|e| e.to_string()),
             (mode, _) => {
                 if mode == Mode::Stream {
                     m.mode = Mode::Copy;
                     m.fallback = Some(restarted.into());
                 }
-                self.runtime
-                    .dump(&m.workload, &w.handle, &m.images)
-                    .await
-                    .map(|()| None)
+                self.dump_within(m, &w.handle).await.map(|()| None)
             }
         };
         if let Err(e) = dumped.map(|pages| m.streamed = pages) {
@@ -344,7 +342,7 @@ impl<R: Runtime, S: ImageStore, P: Peers, C: Clock, F: Fence> Executor<R, S, P, 
                 .is_running(&w.handle)
                 .await
                 .then(|| w.handle.clone());
-            return Err((e.to_string(), handle));
+            return Err((e, handle));
         }
         m.timings.dump_ms = Some(ms(self.clock.monotonic() - t));
         fault::crash_point(fault::AFTER_DUMP);
@@ -442,11 +440,7 @@ impl<R: Runtime, S: ImageStore, P: Peers, C: Clock, F: Fence> Executor<R, S, P, 
                 }
             }
         }
-        match self
-            .runtime
-            .restore(&m.workload, &m.spec, &m.images, &m.files)
-            .await
-        {
+        match self.restore_within(m).await {
             Ok(h) => Some(h),
             Err(e) => {
                 tracing::error!(migration = %m.id, error = %e, "cannot resume the workload from its own image");

@@ -98,10 +98,23 @@ impl<R: Runtime, S: ImageStore, P: Peers, C: Clock, F: Fence> Executor<R, S, P, 
             return self.adopt_restored(seq, m, handle).await;
         }
         // Down for a while: the source may have taken the migration back.
-        if let Ok(Some(Holder::Source)) = self.ask_fence(self.fence.holder(m.id)).await {
-            return self
-                .stand_down(seq, m, "the source took the migration back")
-                .await;
+        let held = match self.ask_fence(self.fence.holder(m.id)).await {
+            Ok(Some(Holder::Source)) => {
+                return self
+                    .stand_down(seq, m, "the source took the migration back")
+                    .await
+            }
+            Ok(Some(Holder::Target)) => true,
+            _ => false,
+        };
+        if held {
+            // Claimed before a crash, and no copy runs: that life unpacked
+            // the workload's files and stopped short of the restore. Start
+            // afresh, and if this attempt fails give the claim back, or the
+            // source waits for our word for ever.
+            if let Err(e) = self.runtime.remove(&m.workload, None).await {
+                tracing::warn!(migration = %m.id, error = %e, "files of an earlier attempt left here");
+            }
         }
         let m = match self.check_pages(m).await {
             Ok(m) => m,
@@ -111,9 +124,7 @@ impl<R: Runtime, S: ImageStore, P: Peers, C: Clock, F: Fence> Executor<R, S, P, 
         };
         let m = match self.fetch_step(m).await {
             Ok(m) => m,
-            Err((m, step, reason)) => {
-                return self.give_up_target(seq, m, step, reason, false).await
-            }
+            Err((m, step, reason)) => return self.give_up_target(seq, m, step, reason, held).await,
         };
         // The last moment the source can still take it back: from the claim
         // on, only this node says where the workload runs.
@@ -217,20 +228,13 @@ impl<R: Runtime, S: ImageStore, P: Peers, C: Clock, F: Fence> Executor<R, S, P, 
     /// Restores a migration this node holds the fence of.
     async fn restore_claimed(&self, seq: u64, mut m: MigrationRecord) -> Result<(), FatalError> {
         let t = self.clock.monotonic();
-        match self
-            .runtime
-            .restore(&m.workload, &m.spec, &m.images, &m.files)
-            .await
-        {
+        match self.restore_within(&m).await {
             Ok(handle) => {
                 m.timings.restore_ms = Some(ms(self.clock.monotonic() - t));
                 m.timings.downtime_ms = m.frozen_at_ms.map(|f| (self.clock.now_ms() - f) as f64);
                 self.finish_target(seq, m, handle)
             }
-            Err(e) => {
-                self.give_up_target(seq, m, Step::Restore, e.to_string(), true)
-                    .await
-            }
+            Err(e) => self.give_up_target(seq, m, Step::Restore, e, true).await,
         }
     }
 

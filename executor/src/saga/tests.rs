@@ -1365,6 +1365,104 @@ async fn the_image_of_a_workload_that_runs_nowhere_is_kept_for_a_person() {
     assert!(src.effects.all().is_empty());
 }
 
+// ---- criu itself bounded ----
+
+/// When: `env` is delivered to `node` while time keeps passing, a second at
+/// each moment the saga waits, until it is done (a wait that starts late
+/// in the step still sees its deadline pass).
+async fn deliver_while_time_keeps_passing(node: &mut Node, env: &Envelope) {
+    node.seq += 1;
+    let clock = node.shared.clock.clone();
+    let apply = node.exec.apply(node.seq, env);
+    tokio::pin!(apply);
+    loop {
+        tokio::select! {
+            biased;
+            done = &mut apply => {
+                done.expect("journal works");
+                return;
+            }
+            () = tokio::task::yield_now() => clock.advance(std::time::Duration::from_secs(1)),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_dump_that_never_ends_is_killed_at_its_deadline_and_the_workload_runs_on() {
+    let mut src = Node::source();
+    src.running("counter").await;
+    src.script.set(Op::Dump, Misbehaviour::Hang);
+    let id = Uuid::now_v7();
+
+    deliver_while_time_keeps_passing(&mut src, &requested(id, "counter", "node2", "node3")).await;
+
+    let events = src.published();
+    assert_eq!(
+        kinds(&events),
+        vec!["migration.failed", "migration.rolled_back"]
+    );
+    let (step, reason) = failed_step(&events).unwrap();
+    assert_eq!(step, Step::Dump);
+    assert!(reason.contains("was killed"), "{reason}");
+    assert!(src.host.runs(&workload_name("counter")));
+    assert!(!src.host.has_image(&src.images(id)));
+    assert_eq!(src.migration(id).phase, Phase::RolledBack);
+}
+
+#[tokio::test]
+async fn a_restore_that_never_ends_is_killed_and_the_source_resumes_the_workload() {
+    let id = Uuid::now_v7();
+    let (mut src, mut dst, checkpointed) = awaiting_target(id).await;
+    src.published();
+    dst.script.set(Op::Restore, Misbehaviour::Hang);
+
+    deliver_while_time_keeps_passing(&mut dst, &checkpointed).await;
+
+    let failed = dst.published();
+    let (step, reason) = failed_step(&failed).expect("a failed event");
+    assert_eq!(step, Step::Restore);
+    assert!(reason.contains("was killed"), "{reason}");
+    assert!(!dst.host.runs(&workload_name("counter")));
+    assert!(!dst.host.has_image(&dst.images(id)));
+    assert_eq!(
+        src.shared.fence.holder_of(id),
+        Some(Holder::Released),
+        "the claim is given back"
+    );
+
+    src.deliver(&Envelope::new(node_name("node3"), failed[0].clone()))
+        .await;
+    assert_eq!(kinds(&src.published()), vec!["migration.rolled_back"]);
+    assert!(src.host.runs(&workload_name("counter")));
+}
+
+#[tokio::test]
+async fn a_target_killed_between_its_claim_and_its_restore_gives_the_claim_back_if_it_then_fails() {
+    let id = Uuid::now_v7();
+    let (mut src, mut dst, checkpointed) = awaiting_target(id).await;
+    src.published();
+    dst.script.set(Op::Restore, Misbehaviour::Hang);
+    let seq = dst.deliver_and_crash(&checkpointed);
+    assert_eq!(dst.shared.fence.holder_of(id), Some(Holder::Target));
+
+    dst.restart(&["node2"]);
+    dst.script
+        .set(Op::Fetch, Misbehaviour::Fail("the store is away".into()));
+    dst.redeliver(seq, &checkpointed).await;
+
+    let failed = dst.published();
+    assert_eq!(failed_step(&failed).map(|f| f.0), Some(Step::Download));
+    assert_eq!(
+        dst.shared.fence.holder_of(id),
+        Some(Holder::Released),
+        "the claim of the life before the crash is given back"
+    );
+    src.deliver(&Envelope::new(node_name("node3"), failed[0].clone()))
+        .await;
+    assert_eq!(kinds(&src.published()), vec!["migration.rolled_back"]);
+    assert!(src.host.runs(&workload_name("counter")));
+}
+
 /// A person asks `node` to stop `workload`, with a 10 s grace.
 fn stop(workload: &str, node: &str) -> Envelope {
     Envelope::new(

@@ -38,6 +38,8 @@ pub struct Node {
     child: Option<Child>,
     url: String,
     log: PathBuf,
+    /// Replicas of the streams and buckets its executor declares.
+    replicas: usize,
 }
 
 impl Node {
@@ -75,6 +77,9 @@ impl Node {
         }
         if let Some(rt) = &self.runtime {
             cmd.arg("--runtime").arg(rt);
+        }
+        if self.replicas > 1 {
+            cmd.arg("--stream-replicas").arg(self.replicas.to_string());
         }
         self.child = Some(cmd.spawn().expect("start loadshift-executor"));
     }
@@ -139,6 +144,17 @@ impl Node {
         }
     }
 
+    /// SIGTERM, not waiting: [`Node::wait_exit`] says whether it was
+    /// honoured.
+    pub fn terminate(&mut self) {
+        if let Some(c) = &self.child {
+            // SAFETY: plain kill(2) of our own child.
+            unsafe {
+                libc::kill(c.id() as i32, libc::SIGTERM);
+            }
+        }
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
@@ -150,9 +166,14 @@ impl Drop for Node {
     }
 }
 
-/// A nats-server, some executors, and a client.
+/// A nats-server (or a cluster of them), some executors, and a client.
 pub struct Cluster {
     pub server: NatsServer,
+    /// The other servers of a JetStream cluster (none for one server).
+    pub others: Vec<NatsServer>,
+    /// What executors and the test's helpers connect to: every server's
+    /// URL, so a client fails over when one goes.
+    pub urls: String,
     pub nodes: Vec<Node>,
     pub js: async_nats::jetstream::Context,
     pub dir: tempfile::TempDir,
@@ -172,17 +193,48 @@ impl Cluster {
     /// Like [`Cluster::with_cgroups`], every executor started with
     /// `--runtime runtime` when given (e.g. `docker`).
     pub async fn with_runtime(names: &[&str], cgroups: bool, runtime: Option<&str>) -> Self {
-        let server = NatsServer::start();
+        Self::assemble(names, cgroups, runtime, vec![NatsServer::start()]).await
+    }
+
+    /// Executors on a real three-server JetStream cluster (routes on
+    /// loopback ports), every stream and bucket replicated three times.
+    pub async fn on_three_servers(names: &[&str]) -> Self {
+        let cluster = loadshift_testkit::NatsCluster::start(3);
+        Self::assemble(names, false, None, cluster.servers).await
+    }
+
+    /// The cluster on `servers` (the first one is [`Cluster::server`]);
+    /// with more than one, streams and buckets get one replica per server,
+    /// at most three.
+    async fn assemble(
+        names: &[&str],
+        cgroups: bool,
+        runtime: Option<&str>,
+        mut servers: Vec<NatsServer>,
+    ) -> Self {
+        let replicas = servers.len().min(3);
+        let urls = servers
+            .iter()
+            .map(NatsServer::url)
+            .collect::<Vec<_>>()
+            .join(",");
+        let server = servers.remove(0);
+        let others = servers;
         let dir = tempfile::tempdir().expect("tempdir");
         let images = tempfile::Builder::new()
             .prefix("loadshift-test-")
             .tempdir_in("/dev/shm")
             .expect("tmpfs dir");
-        let client = async_nats::connect(server.url()).await.expect("connect");
+        let client = connect_any(&urls).await.expect("connect");
         let js = async_nats::jetstream::new(client);
-        stream::declare(&js, &Default::default())
-            .await
-            .expect("declare");
+        if replicas > 1 {
+            loadshift_testkit::NatsCluster::wait_ready(&js, replicas).await;
+        }
+        let settings = stream::StreamSettings {
+            replicas,
+            ..Default::default()
+        };
+        stream::declare(&js, &settings).await.expect("declare");
         let tag = dir
             .path()
             .file_name()
@@ -192,7 +244,8 @@ impl Cluster {
         if cgroups {
             *live_cgroup_clusters() += 1;
         }
-        for n in names {
+        let server_urls: Vec<String> = urls.split(',').map(str::to_string).collect();
+        for (i, n) in names.iter().enumerate() {
             let cgroup = cgroups.then(|| {
                 let rel = format!("{CGROUP_PARENT}/{tag}-{n}");
                 make_cgroup(&rel);
@@ -206,14 +259,19 @@ impl Cluster {
                 env: Vec::new(),
                 runtime: runtime.map(str::to_string),
                 child: None,
-                url: server.url(),
+                // One server each (the client learns the others from it,
+                // and fails over to them).
+                url: server_urls[i % server_urls.len()].clone(),
                 log: dir.path().join(format!("{n}.log")),
+                replicas,
             };
             node.start();
             nodes.push(node);
         }
         let cluster = Self {
             server,
+            others,
+            urls,
             nodes,
             js,
             dir,
@@ -246,9 +304,7 @@ impl Cluster {
     }
 
     pub async fn wait_ping(&self, node: &str) {
-        let client = async_nats::connect(self.server.url())
-            .await
-            .expect("connect");
+        let client = connect_any(&self.urls).await.expect("connect");
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
             let ask = client.request(
@@ -502,7 +558,7 @@ impl Cluster {
 
     /// Whether `node`'s executor answers a ping within `timeout`.
     pub async fn try_ping(&self, node: &str, timeout: Duration) -> bool {
-        let Ok(client) = async_nats::connect(self.server.url()).await else {
+        let Ok(client) = connect_any(&self.urls).await else {
             return false;
         };
         let deadline = Instant::now() + timeout;
@@ -637,6 +693,14 @@ impl Drop for Cluster {
     }
 }
 
+/// A client of whichever server of `urls` (comma-separated) answers, that
+/// fails over to the others.
+pub async fn connect_any(urls: &str) -> Result<async_nats::Client, async_nats::ConnectError> {
+    let addrs: Vec<async_nats::ServerAddr> =
+        urls.split(',').filter_map(|u| u.parse().ok()).collect();
+    async_nats::connect(addrs).await
+}
+
 /// The cgroup every test node's cgroup is made in.
 const CGROUP_PARENT: &str = "loadshift-test";
 
@@ -758,6 +822,23 @@ pub fn counter_values(path: &Path) -> Vec<u64> {
         .lines()
         .filter_map(|l| l.trim().parse().ok())
         .collect()
+}
+
+/// The single live copy of workload `name` (a [`COUNTER`]) runs, and its
+/// output on `node` keeps growing from where it was.
+pub async fn assert_runs_once_on(c: &mut Cluster, name: &str, node: &str) {
+    let copies = c.copies_of(name);
+    assert_eq!(copies.len(), 1, "copies running: {copies:?}\n{}", c.logs());
+    let out = c.node(node).workload_dir(name).join("stdout");
+    let before = counter_values(&out).len();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let values = counter_values(&out);
+    assert!(
+        values.len() > before,
+        "the counter does not run on {node}\n{}",
+        c.logs()
+    );
+    assert_continuous(&values);
 }
 
 /// Asserts the counter went 0, 1, 2, ... with no gap, repeat or restart.
