@@ -9,7 +9,7 @@ use async_nats::jetstream::{self, consumer::pull};
 use futures::StreamExt;
 use loadshift_cli::up::auth::{self, AuthDir};
 use loadshift_events::connection::{self, NatsOptions};
-use loadshift_events::workload::{Runtime, StartRequested, WorkloadSpec};
+use loadshift_events::workload::{StartRequested, WorkloadSpec};
 use loadshift_events::{stream, Envelope, Event, NodeName, WorkloadName};
 use loadshift_testkit::NatsServer;
 
@@ -92,13 +92,7 @@ fn forged_start(node: &str) -> Envelope {
         Event::WorkloadStartRequested(StartRequested {
             workload: WorkloadName::new("owned").unwrap(),
             node: n(node),
-            spec: WorkloadSpec {
-                runtime: Runtime::Process,
-                command: vec!["sh".into(), "-c".into(), "id > owned".into()],
-                image: None,
-                env: Default::default(),
-                no_postcopy: false,
-            },
+            spec: WorkloadSpec::process(vec!["sh".into(), "-c".into(), "id > owned".into()]),
             requested_by: "alice".into(),
         }),
     )

@@ -236,7 +236,7 @@ mod tests {
     use super::*;
     use crate::envelope::Envelope;
     use crate::migration::{Reason, Requested, Step};
-    use crate::workload::{Runtime, WorkloadName, WorkloadSpec};
+    use crate::workload::{WorkloadName, WorkloadSpec};
 
     fn n(s: &str) -> NodeName {
         NodeName::new(s).unwrap()
@@ -281,13 +281,7 @@ mod tests {
         let start = Event::WorkloadStartRequested(workload::StartRequested {
             workload: w,
             node: n("node2"),
-            spec: WorkloadSpec {
-                runtime: Runtime::Process,
-                command: vec!["sleep".into(), "1".into()],
-                image: None,
-                env: Default::default(),
-                no_postcopy: false,
-            },
+            spec: WorkloadSpec::process(vec!["sleep".into(), "1".into()]),
             requested_by: "alice".into(),
         });
         assert_eq!(start.subject(&n("cli")), "workload.node2.start_requested");

@@ -104,6 +104,20 @@ pub struct WorkloadSpec {
     pub no_postcopy: bool,
 }
 
+impl WorkloadSpec {
+    /// A process running `command`, with nothing else set: what most
+    /// workloads and most tests are.
+    pub fn process(command: Vec<String>) -> Self {
+        Self {
+            runtime: Runtime::Process,
+            command,
+            image: None,
+            env: BTreeMap::new(),
+            no_postcopy: false,
+        }
+    }
+}
+
 /// A person or the brain asks `node` to start a workload.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

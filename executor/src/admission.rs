@@ -189,13 +189,7 @@ mod tests {
     use super::*;
 
     fn process(cmd: &[&str]) -> WorkloadSpec {
-        WorkloadSpec {
-            runtime: Runtime::Process,
-            command: cmd.iter().map(|s| s.to_string()).collect(),
-            image: None,
-            env: Default::default(),
-            no_postcopy: false,
-        }
+        WorkloadSpec::process(cmd.iter().map(|s| s.to_string()).collect())
     }
 
     #[test]

@@ -439,7 +439,6 @@ impl Journal {
 
 #[cfg(test)]
 mod tests {
-    use loadshift_events::workload::Runtime as RuntimeKind;
     use loadshift_events::Event;
 
     use super::*;
@@ -447,13 +446,7 @@ mod tests {
     fn workload(name: &str) -> WorkloadRecord {
         WorkloadRecord {
             name: WorkloadName::new(name).unwrap(),
-            spec: WorkloadSpec {
-                runtime: RuntimeKind::Process,
-                command: vec!["sleep".into(), "1000".into()],
-                image: None,
-                env: Default::default(),
-                no_postcopy: false,
-            },
+            spec: WorkloadSpec::process(vec!["sleep".into(), "1000".into()]),
             handle: Handle::Process {
                 pid: 42,
                 start_ticks: 7,

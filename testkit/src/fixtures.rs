@@ -16,7 +16,7 @@ use loadshift_events::model::{
 };
 use loadshift_events::payload::NodeJoined;
 use loadshift_events::telemetry::{Cpu, LoadAverage, Memory, Pressure, Sample};
-use loadshift_events::workload::{Exited, Runtime, Started, WorkloadSpec};
+use loadshift_events::workload::{Exited, Started, WorkloadSpec};
 use loadshift_events::{Envelope, Event, NodeName, WorkloadName};
 use uuid::Uuid;
 
@@ -95,13 +95,7 @@ pub fn sample(n: &str, t: DateTime<Utc>, seq: u64, cpu: f32) -> Envelope {
 
 /// What every fixture workload runs: a redis-server process.
 pub fn spec() -> WorkloadSpec {
-    WorkloadSpec {
-        runtime: Runtime::Process,
-        command: vec!["redis-server".into()],
-        image: None,
-        env: Default::default(),
-        no_postcopy: false,
-    }
+    WorkloadSpec::process(vec!["redis-server".into()])
 }
 
 /// `workload.started` of `w` on `n`, as pid 4242.

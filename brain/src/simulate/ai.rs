@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use loadshift_events::migration::{Completed, Timings};
 use loadshift_events::model::{WorkloadUsage, WorkloadUse};
 use loadshift_events::telemetry::{Cpu, Memory};
-use loadshift_events::workload::{Runtime, Started, WorkloadSpec};
+use loadshift_events::workload::{Started, WorkloadSpec};
 use loadshift_events::{Envelope, Event, NodeName, Sample, WorkloadName};
 use uuid::Uuid;
 
@@ -121,13 +121,7 @@ impl Ai {
                     self.announced[w] = true;
                     let started = Started {
                         workload: self.workloads[w].clone(),
-                        spec: WorkloadSpec {
-                            runtime: Runtime::Process,
-                            command: vec![format!("vm{w}")],
-                            image: None,
-                            env: Default::default(),
-                            no_postcopy: false,
-                        },
+                        spec: WorkloadSpec::process(vec![format!("vm{w}")]),
                         pid: None,
                         container_id: None,
                     };

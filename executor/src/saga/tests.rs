@@ -72,13 +72,7 @@ fn workload_name(s: &str) -> WorkloadName {
 }
 
 fn spec() -> WorkloadSpec {
-    WorkloadSpec {
-        runtime: RuntimeKind::Process,
-        command: vec!["counter".into()],
-        image: None,
-        env: Default::default(),
-        no_postcopy: false,
-    }
+    WorkloadSpec::process(vec!["counter".into()])
 }
 
 /// What an executor is built from; all of it outlives the executor.
