@@ -51,6 +51,8 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[i]
 }
 
+// One long function on purpose: the benchmark reads top to bottom as the
+// run it measures (set-up, each phase, the table), like the output.
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let (nats, js, tmp, store) = scene().await;

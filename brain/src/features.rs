@@ -515,25 +515,19 @@ mod tests {
     use loadshift_events::telemetry::{Cpu, Memory};
 
     pub(crate) fn sample(at_s: i64, cpu: f32) -> Sample {
-        Sample {
-            at: chrono::DateTime::from_timestamp(at_s, 0).unwrap(),
-            seq: 0,
-            cpu: Cpu {
+        Sample::new(
+            chrono::DateTime::from_timestamp(at_s, 0).unwrap(),
+            0,
+            Cpu {
                 usage_pct: cpu,
                 capacity_cores: 2.0,
                 per_core_pct: vec![],
             },
-            memory: Memory {
+            Memory {
                 used_bytes: 25,
                 total_bytes: 100,
             },
-            swap: None,
-            load: None,
-            net: None,
-            disk: None,
-            processes: None,
-            psi: None,
-        }
+        )
     }
 
     fn f(v: &Features, name: &str) -> f32 {

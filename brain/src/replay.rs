@@ -7,11 +7,12 @@
 //! them from the new store's applied sequences. A running brain holds the
 //! store's lock, and replay refuses to run beside it.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
 
 use async_nats::jetstream;
 use futures::StreamExt;
+use loadshift_events::file::FileError;
 use loadshift_events::shutdown::Listener;
 
 use crate::consume::{self, FoldError, LoopConfig, Watchers};
@@ -124,21 +125,14 @@ pub async fn replay(
 /// and is removed once the new one is in place. A crash between the two
 /// renames leaves no store, which the next start rebuilds.
 fn swap(fresh: &Path, target: &Path) -> Result<(), StoreError> {
-    let io = |action: &'static str, path: PathBuf| {
-        move |source| StoreError::Io {
-            action,
-            path,
-            source,
-        }
-    };
     let old = store::sibling(target, "old");
     if old.exists() {
         store::remove_dir(&old)?;
     }
     if target.exists() {
-        std::fs::rename(target, &old).map_err(io("move aside", target.to_path_buf()))?;
+        std::fs::rename(target, &old).map_err(FileError::at("move aside", target))?;
     }
-    std::fs::rename(fresh, target).map_err(io("move into place", fresh.to_path_buf()))?;
+    std::fs::rename(fresh, target).map_err(FileError::at("move into place", fresh))?;
     if old.exists() {
         store::remove_dir(&old)?;
     }

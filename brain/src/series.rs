@@ -130,6 +130,17 @@ fn encode_append(out: &mut Vec<u8>, s: &Sample, occurred_at_ms: i64) {
 
 struct Reader<'a>(&'a [u8]);
 
+/// One reader per number type, each the type's little-endian bytes.
+macro_rules! little_endian_readers {
+    ($($t:ident),*) => {
+        $(
+            fn $t(&mut self) -> Result<$t, SeriesError> {
+                self.take().map($t::from_le_bytes)
+            }
+        )*
+    };
+}
+
 impl Reader<'_> {
     fn take<const N: usize>(&mut self) -> Result<[u8; N], SeriesError> {
         if self.0.len() < N {
@@ -142,24 +153,7 @@ impl Reader<'_> {
     fn u8(&mut self) -> Result<u8, SeriesError> {
         Ok(self.take::<1>()?[0])
     }
-    fn u16(&mut self) -> Result<u16, SeriesError> {
-        self.take().map(u16::from_le_bytes)
-    }
-    fn u32(&mut self) -> Result<u32, SeriesError> {
-        self.take().map(u32::from_le_bytes)
-    }
-    fn u64(&mut self) -> Result<u64, SeriesError> {
-        self.take().map(u64::from_le_bytes)
-    }
-    fn i64(&mut self) -> Result<i64, SeriesError> {
-        self.take().map(i64::from_le_bytes)
-    }
-    fn f32(&mut self) -> Result<f32, SeriesError> {
-        self.take().map(f32::from_le_bytes)
-    }
-    fn f64(&mut self) -> Result<f64, SeriesError> {
-        self.take().map(f64::from_le_bytes)
-    }
+    little_endian_readers!(u16, u32, u64, i64, f32, f64);
     fn throughput(&mut self) -> Result<Throughput, SeriesError> {
         Ok(Throughput {
             in_bps: self.f64()?,
@@ -206,21 +200,9 @@ pub fn decode(at_ms: i64, bytes: &[u8]) -> Result<Point, SeriesError> {
     } else {
         None
     };
-    let net = if flags & NET != 0 {
-        Some(r.throughput()?)
-    } else {
-        None
-    };
-    let disk = if flags & DISK != 0 {
-        Some(r.throughput()?)
-    } else {
-        None
-    };
-    let processes = if flags & PROCESSES != 0 {
-        Some(r.u32()?)
-    } else {
-        None
-    };
+    let net = (flags & NET != 0).then(|| r.throughput()).transpose()?;
+    let disk = (flags & DISK != 0).then(|| r.throughput()).transpose()?;
+    let processes = (flags & PROCESSES != 0).then(|| r.u32()).transpose()?;
     let psi = if flags & PSI != 0 {
         let mask = r.u8()?;
         let mut f = [None; 5];

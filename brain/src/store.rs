@@ -34,6 +34,8 @@
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
+use loadshift_events::file::FileError;
+
 use sha2::{Digest, Sha256};
 
 /// The layout version this build writes; any other value means "rebuild".
@@ -155,16 +157,8 @@ pub enum StoreError {
     #[error("another loadshift-brain holds the store at {0}; stop it first")]
     Locked(PathBuf),
     /// a file system operation failed
-    #[error("{action} {path}: {source}")]
-    Io {
-        /// What was attempted.
-        action: &'static str,
-        /// On what.
-        path: PathBuf,
-        /// What the OS said.
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] FileError),
     /// sled failed
     #[error("store at {path}: {source}")]
     Sled {
@@ -212,30 +206,20 @@ impl StoreLock {
     pub fn acquire(store: &Path) -> Result<Self, StoreError> {
         let path = sibling(store, "lock");
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent).map_err(|source| StoreError::Io {
-                action: "create directory",
-                path: parent.to_path_buf(),
-                source,
-            })?;
+            std::fs::create_dir_all(parent).map_err(FileError::at("create directory", parent))?;
         }
         let file = File::options()
             .create(true)
             .truncate(false)
             .write(true)
             .open(&path)
-            .map_err(|source| StoreError::Io {
-                action: "open lock file",
-                path: path.clone(),
-                source,
-            })?;
+            .map_err(FileError::at("open lock file", &path))?;
         match file.try_lock() {
             Ok(()) => Ok(Self { _file: file }),
             Err(std::fs::TryLockError::WouldBlock) => Err(StoreError::Locked(store.to_path_buf())),
-            Err(std::fs::TryLockError::Error(source)) => Err(StoreError::Io {
-                action: "lock",
-                path,
-                source,
-            }),
+            Err(std::fs::TryLockError::Error(source)) => {
+                Err(FileError::at("lock", &path)(source).into())
+            }
         }
     }
 }
@@ -316,11 +300,7 @@ impl Store {
             if aside.exists() {
                 remove_dir(&aside)?;
             }
-            std::fs::rename(path, &aside).map_err(|source| StoreError::Io {
-                action: "move aside",
-                path: path.to_path_buf(),
-                source,
-            })?;
+            std::fs::rename(path, &aside).map_err(FileError::at("move aside", path))?;
         }
         let store = Self::create(path)?;
         Ok((store, Opened::Fresh(reason)))
@@ -592,11 +572,7 @@ fn sled_open(path: &Path) -> Result<sled::Db, String> {
 /// # Errors
 /// [`StoreError::Io`].
 pub fn remove_dir(path: &Path) -> Result<(), StoreError> {
-    std::fs::remove_dir_all(path).map_err(|source| StoreError::Io {
-        action: "remove",
-        path: path.to_path_buf(),
-        source,
-    })
+    std::fs::remove_dir_all(path).map_err(|e| FileError::at("remove", path)(e).into())
 }
 
 /// `m<name>`.

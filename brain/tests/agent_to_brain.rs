@@ -58,6 +58,8 @@ impl Drop for TestCgroup {
     }
 }
 
+// One long test on purpose: one scene (every source kind at once) read
+// top to bottom; split, each part would repeat the scene.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_source_kind_reaches_the_brain_exactly() {
     let server = NatsServer::start();

@@ -4,31 +4,17 @@
 //! node that can take work, none while the cooldown lasts, and none after a
 //! restart of the brain.
 
+#[macro_use]
 mod common;
 
 use std::time::{Duration, Instant};
 
 use common::*;
-use loadshift_events::{connection, Envelope, Event};
+use loadshift_events::migration::Requested;
+use loadshift_events::{connection, Event};
 
-async fn requests(
-    js: &async_nats::jetstream::Context,
-) -> Vec<loadshift_events::migration::Requested> {
-    let stream = js.get_stream("EVENTS").await.unwrap();
-    let mut out = Vec::new();
-    for seq in 1..=last_seqs(js).await[1] {
-        let Ok(m) = stream.get_raw_message(seq).await else {
-            continue;
-        };
-        if let Ok(Envelope {
-            event: Event::MigrationRequested(r),
-            ..
-        }) = Envelope::from_message(&m.subject, &m.payload)
-        {
-            out.push(r);
-        }
-    }
-    out
+async fn requests(js: &async_nats::jetstream::Context) -> Vec<Requested> {
+    logged!(js, Event::MigrationRequested)
 }
 
 /// Plays the executors: node `hot` runs two workloads, the others none; each

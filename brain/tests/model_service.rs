@@ -3,13 +3,14 @@
 //! and `model.activated`, and a restart neither trains nor publishes again
 //! for the same request.
 
+#[macro_use]
 mod common;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use common::*;
-use loadshift_events::model::TrainRequested;
+use loadshift_events::model::{TrainRequested, Trained};
 use loadshift_events::{Envelope, Event};
 use loadshift_testkit::NatsServer;
 
@@ -48,24 +49,8 @@ async fn kinds(js: &async_nats::jetstream::Context) -> Vec<String> {
 }
 
 /// Every `model.trained` so far.
-async fn trained_events(
-    js: &async_nats::jetstream::Context,
-) -> Vec<loadshift_events::model::Trained> {
-    let mut out = Vec::new();
-    let stream = js.get_stream("EVENTS").await.unwrap();
-    for seq in 1..=last_seqs(js).await[1] {
-        let Ok(m) = stream.get_raw_message(seq).await else {
-            continue;
-        };
-        if let Ok(Envelope {
-            event: Event::ModelTrained(t),
-            ..
-        }) = Envelope::from_message(&m.subject, &m.payload)
-        {
-            out.push(t);
-        }
-    }
-    out
+async fn trained_events(js: &async_nats::jetstream::Context) -> Vec<Trained> {
+    logged!(js, Event::ModelTrained)
 }
 
 /// The scores of every `model.trained` so far, to explain a missing

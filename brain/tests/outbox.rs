@@ -38,6 +38,32 @@ async fn connect(url: &str) -> jetstream::Context {
     loadshift_testkit::client::declared(url, "outbox-test").await
 }
 
+/// A real server, a client, a scratch store and one decision queued in it.
+struct Scene {
+    nats: NatsServer,
+    js: jetstream::Context,
+    store: Store,
+    env: Envelope,
+    queued: Queued,
+    _dir: tempfile::TempDir,
+}
+
+async fn a_queued_decision() -> Scene {
+    let nats = NatsServer::start();
+    let js = connect(&nats.url()).await;
+    let (_dir, store) = scratch_store();
+    let env = request(0.9);
+    let queued = queue_and_commit(&store, &env);
+    Scene {
+        nats,
+        js,
+        store,
+        env,
+        queued,
+        _dir,
+    }
+}
+
 fn queue_and_commit(store: &Store, env: &Envelope) -> Queued {
     let mut w = Writes::default();
     let q = outbox::queue(&mut w, env);
@@ -78,11 +104,15 @@ fn quick(withdraw_after: Duration) -> OutboxConfig {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_decision_survives_a_nats_outage_and_is_published_once() {
-    let mut nats = NatsServer::start();
-    let js = connect(&nats.url()).await;
-    let (_dir, store) = scratch_store();
-    let env = request(0.9);
-    assert_eq!(queue_and_commit(&store, &env), Queued::AsDecided);
+    let Scene {
+        mut nats,
+        js,
+        store,
+        env,
+        queued,
+        _dir,
+    } = a_queued_decision().await;
+    assert_eq!(queued, Queued::AsDecided);
 
     nats.kill();
     let cfg = quick(Duration::from_secs(600));
@@ -100,11 +130,14 @@ async fn a_decision_survives_a_nats_outage_and_is_published_once() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_decision_not_published_in_time_is_withdrawn_and_frees_its_nodes() {
-    let mut nats = NatsServer::start();
-    let js = connect(&nats.url()).await;
-    let (_dir, store) = scratch_store();
-    let env = request(0.9);
-    queue_and_commit(&store, &env);
+    let Scene {
+        mut nats,
+        js,
+        store,
+        env,
+        _dir,
+        ..
+    } = a_queued_decision().await;
 
     nats.kill();
     // Already late: the first refused attempt withdraws it.

@@ -35,6 +35,20 @@ pub enum InputError {
          `loadshift workload ls` lists the workloads that run, or pass --from NODE to ask anyway"
     )]
     UnknownWorkload(WorkloadName),
+    /// the workload does not run anywhere the log knows
+    #[error(
+        "workload {0} does not run: the log places it on no node (it never started, or it exited); \
+         `loadshift workload ls` lists the workloads that run"
+    )]
+    NotRunning(WorkloadName),
+    /// a grace period could not be read
+    #[error("--grace {value:?} is not a duration such as 10s or 1m: {reason}")]
+    BadGrace {
+        /// What was given.
+        value: String,
+        /// Why it is not a duration.
+        reason: String,
+    },
     /// the workload is being moved already
     #[error(
         "workload {workload} is already migrating from {source_node} to {target} (migration {migration}); \
@@ -108,6 +122,18 @@ pub fn parse_timeout(s: &str) -> Result<std::time::Duration, InputError> {
     Ok(d)
 }
 
+/// Parses a `--grace` such as `10s` or `0s` (zero: SIGKILL right after
+/// SIGTERM).
+///
+/// # Errors
+/// [`InputError::BadGrace`] when it is not a duration.
+pub fn parse_grace(s: &str) -> Result<std::time::Duration, InputError> {
+    humantime::parse_duration(s).map_err(|e| InputError::BadGrace {
+        value: s.to_string(),
+        reason: e.to_string(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -126,5 +152,10 @@ mod tests {
         assert_eq!(parse_timeout("2m").unwrap().as_secs(), 120);
         assert!(parse_timeout("0s").is_err());
         assert!(parse_timeout("soon").is_err());
+        assert_eq!(parse_grace("0s").unwrap().as_secs(), 0);
+        assert!(parse_grace("later")
+            .unwrap_err()
+            .to_string()
+            .contains("--grace"));
     }
 }

@@ -64,8 +64,23 @@ fn node_or_workload(env: &Envelope) -> Option<String> {
                 (None, Some(s)) => format!(" by signal {s}"),
                 (None, None) => String::new(),
             };
-            format!("{} exited on {}{how}", x.workload, env.node)
+            match x.reason {
+                loadshift_events::workload::ExitReason::Ended => {
+                    format!("{} exited on {}{how}", x.workload, env.node)
+                }
+                reason => format!("{} {reason} on {}{how}", x.workload, env.node),
+            }
         }
+        Event::WorkloadStopRequested(r) => format!(
+            "stop {} on {} (SIGKILL after {} ms) by {}{}",
+            r.workload,
+            r.node,
+            r.grace_ms,
+            r.requested_by,
+            r.forwarded_by
+                .as_ref()
+                .map_or(String::new(), |n| format!(", handed on by {n}"))
+        ),
         Event::WorkloadUsage(u) => usage(u),
         _ => return None,
     })
@@ -240,21 +255,7 @@ fn timings_inline(t: &Timings) -> String {
         .collect()
 }
 
-/// `1.5 MiB`, `512 B`: sizes for people.
-pub fn bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut unit = 0;
-    while v >= 1024.0 && unit + 1 < UNITS.len() {
-        v /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[unit])
-    }
-}
+pub use loadshift_events::units::bytes;
 
 #[cfg(test)]
 mod tests {
@@ -295,6 +296,11 @@ mod tests {
             "workload.exited",
             "node2",
             r#"{"workload":"counter","code":0}"#,
+        ),
+        (
+            "workload.stop_requested",
+            "cli",
+            r#"{"workload":"counter","node":"node2","grace_ms":10000,"requested_by":"alice"}"#,
         ),
         (
             "telemetry.workloads",
@@ -396,6 +402,27 @@ mod tests {
             });
             assert!(!said.trim().is_empty(), "{}: empty summary", kind.as_str());
         }
+    }
+
+    #[test]
+    fn a_stop_and_how_it_ended_are_said() {
+        let stop = EXAMPLES
+            .iter()
+            .find(|(k, _, _)| *k == "workload.stop_requested")
+            .unwrap();
+        assert_eq!(
+            line(&example(stop.0, stop.1, stop.2)),
+            "stop counter on node2 (SIGKILL after 10000 ms) by alice"
+        );
+        let killed = example(
+            "workload.exited",
+            "node3",
+            r#"{"workload":"counter","signal":9,"reason":"killed_after_grace"}"#,
+        );
+        assert_eq!(
+            line(&killed),
+            "counter killed after grace on node3 by signal 9"
+        );
     }
 
     #[test]

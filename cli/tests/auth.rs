@@ -110,6 +110,19 @@ async fn raw_publish(js: &jetstream::Context, subject: &str) -> bool {
     }
 }
 
+/// `client` answers every request on `subject` with `body`, from now on.
+async fn answer_on(client: async_nats::Client, subject: &'static str, body: &'static str) {
+    let mut asks = client.subscribe(subject).await.unwrap();
+    client.flush().await.unwrap();
+    tokio::spawn(async move {
+        while let Some(m) = asks.next().await {
+            if let Some(reply) = m.reply {
+                let _ = client.publish(reply, body.into()).await;
+            }
+        }
+    });
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_anonymous_connection_is_refused() {
     let s = Secured::start().await;
@@ -181,18 +194,12 @@ async fn an_executor_reads_only_its_own_node_and_says_no_model_events() {
     assert!(events.create_consumer(other_name).await.is_err());
     assert!(raw_publish(&js, "workload.node2.started").await);
     // A source asks its target whether it is alive; the target answers.
-    let target = s.client("executor-node3").await;
-    let mut pings = target
-        .subscribe("loadshift.executor.node3.ping")
-        .await
-        .unwrap();
-    tokio::spawn(async move {
-        while let Some(m) = pings.next().await {
-            if let Some(reply) = m.reply {
-                let _ = target.publish(reply, "pong".into()).await;
-            }
-        }
-    });
+    answer_on(
+        s.client("executor-node3").await,
+        "loadshift.executor.node3.ping",
+        "pong",
+    )
+    .await;
     let source = s.client("executor-node2").await;
     let pong = source
         .request("loadshift.executor.node3.ping", "".into())
@@ -451,5 +458,44 @@ async fn the_dashboards_token_and_csrf_actions_work_with_auth_on() {
     match env.event {
         Event::MigrationRequested(r) => assert_eq!(r.requested_by, "alice"),
         other => panic!("unexpected {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_operator_reads_a_workloads_output_and_people_and_executors_ask_for_stops() {
+    let s = Secured::start().await;
+    // node2's executor serves its workloads' output.
+    answer_on(
+        s.client("executor-node2").await,
+        "loadshift.executor.node2.logs",
+        "lines",
+    )
+    .await;
+    let operator = s.client("operator").await;
+    let answer = operator
+        .request("loadshift.executor.node2.logs", "{}".into())
+        .await
+        .expect("the operator reads output");
+    assert_eq!(&answer.payload[..], b"lines");
+    for role in ["brain", "webui", "agent-node2", "executor-node3"] {
+        let c = s.client(role).await;
+        let ask = c.request("loadshift.executor.node2.logs", "{}".into());
+        let got = tokio::time::timeout(Duration::from_secs(2), ask).await;
+        assert!(!matches!(got, Ok(Ok(_))), "{role} read a workload's output");
+    }
+    // A person asks for a stop; a source executor hands one on; no one else.
+    for (role, may) in [
+        ("operator", true),
+        ("executor-node2", true),
+        ("brain", false),
+        ("webui", false),
+        ("agent-node2", false),
+    ] {
+        let js = s.js(role).await;
+        assert_eq!(
+            raw_publish(&js, "workload.node3.stop_requested").await,
+            may,
+            "{role}"
+        );
     }
 }

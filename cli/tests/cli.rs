@@ -95,62 +95,31 @@ async fn workload_run_publishes_the_start_request_on_the_nodes_subject() {
 #[tokio::test]
 async fn workload_run_refuses_bad_input_with_exit_2() {
     let h = Harness::new().await;
-    let cases: [(&[&str], &str); 6] = [
+    // The arguments after `workload run --node`, and what stderr must say.
+    let cases = [
         (
-            &[
-                "workload", "run", "--node", "a.b", "--name", "x", "--", "true",
-            ],
+            "a.b --name x -- true",
             "node name \"a.b\" may only hold letters, digits",
         ),
         (
-            &[
-                "workload", "run", "--node", "node2", "--name", "a/b", "--", "true",
-            ],
+            "node2 --name a/b -- true",
             "workload name \"a/b\" may only hold letters, digits",
         ),
         (
-            &[
-                "workload",
-                "run",
-                "--node",
-                "node2",
-                "--name",
-                "x",
-                "--runtime",
-                "docker",
-            ],
+            "node2 --name x --runtime docker",
             "a docker workload needs an image",
         ),
+        ("node2 --name x", "a process workload needs a command"),
+        ("node2 --name x --env NOEQUAL -- true", "is not KEY=VALUE"),
         (
-            &["workload", "run", "--node", "node2", "--name", "x"],
-            "a process workload needs a command",
-        ),
-        (
-            &[
-                "workload", "run", "--node", "node2", "--name", "x", "--env", "NOEQUAL", "--",
-                "true",
-            ],
-            "is not KEY=VALUE",
-        ),
-        (
-            &[
-                "workload",
-                "run",
-                "--node",
-                "node2",
-                "--name",
-                "x",
-                "--wait",
-                "--timeout",
-                "soon",
-                "--",
-                "true",
-            ],
+            "node2 --name x --wait --timeout soon -- true",
             "is not a duration",
         ),
     ];
-    for (args, message) in cases {
-        let out = h.run(args).await;
+    for (rest, message) in cases {
+        let mut args = vec!["workload", "run", "--node"];
+        args.extend(rest.split_whitespace());
+        let out = h.run(&args).await;
         assert_eq!(out.status.code(), Some(2), "{args:?}");
         assert!(
             stderr(&out).contains(message),
@@ -163,30 +132,7 @@ async fn workload_run_refuses_bad_input_with_exit_2() {
 #[tokio::test]
 async fn workload_run_wait_reports_the_nodes_answer() {
     let h = Harness::new().await;
-    let mut sub = h
-        .client
-        .subscribe("workload.node2.start_requested")
-        .await
-        .unwrap();
-    let child = h.spawn(&[
-        "workload",
-        "run",
-        "--node",
-        "node2",
-        "--name",
-        "counter",
-        "--wait",
-        "--timeout",
-        "30s",
-        "--",
-        "sleep",
-        "1000",
-    ]);
-    use futures::StreamExt;
-    tokio::time::timeout(Duration::from_secs(30), sub.next())
-        .await
-        .expect("no request")
-        .expect("subscription");
+    let child = h.run_waiting_on_node2("counter", &["sleep", "1000"]).await;
     h.publish(
         "node2",
         started("counter", Runtime::Process, Some(4242), None),
@@ -360,13 +306,6 @@ async fn migrate_counter_waiting(
 }
 
 /// The CLI's output once it returns (at most 30 s).
-async fn finished(child: tokio::process::Child) -> std::process::Output {
-    tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
-        .await
-        .expect("the CLI did not return")
-        .unwrap()
-}
-
 /// The names of the migration `r` asks for, to answer it as executors would.
 fn moving(r: &Requested) -> Move {
     Move::with_id(

@@ -3,10 +3,7 @@
 
 mod common;
 
-use std::time::Duration;
-
-use common::{started, Harness};
-use futures::StreamExt;
+use common::{finished, started, Harness};
 use loadshift_events::workload::{Runtime, StartFailed};
 use loadshift_events::{Event, WorkloadName};
 
@@ -29,28 +26,7 @@ async fn a_name_that_runs_already_is_refused_before_anything_is_published() {
 #[tokio::test]
 async fn a_refused_start_exits_non_zero_with_the_reason() {
     let h = Harness::new().await;
-    let mut sub = h
-        .client
-        .subscribe("workload.node2.start_requested")
-        .await
-        .unwrap();
-    let child = h.spawn(&[
-        "workload",
-        "run",
-        "--node",
-        "node2",
-        "--name",
-        "ghost",
-        "--wait",
-        "--timeout",
-        "30s",
-        "--",
-        "/no/such/program",
-    ]);
-    tokio::time::timeout(Duration::from_secs(30), sub.next())
-        .await
-        .expect("no request")
-        .expect("subscription");
+    let child = h.run_waiting_on_node2("ghost", &["/no/such/program"]).await;
     h.publish(
         "node2",
         Event::WorkloadStartFailed(StartFailed {
@@ -59,10 +35,7 @@ async fn a_refused_start_exits_non_zero_with_the_reason() {
         }),
     )
     .await;
-    let out = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
-        .await
-        .expect("the CLI did not return")
-        .unwrap();
+    let out = finished(child).await;
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("ghost did not start on node2"), "{err}");

@@ -173,6 +173,7 @@ no_numbers_to_check!(
     crate::workload::Started,
     crate::workload::StartFailed,
     crate::workload::Exited,
+    crate::workload::StopRequested,
     crate::model::TrainRequested,
     crate::model::Activated,
 );

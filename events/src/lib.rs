@@ -5,7 +5,9 @@
 //! carries ([`payload`], [`telemetry`]) and within which ranges ([`bounds`]),
 //! where it is published ([`subject`]), which streams keep it ([`stream`]),
 //! how a service talks to NATS ([`connection`]), reads a stream ([`reader`]),
-//! asks whether an executor is alive ([`liveness`]) and stops ([`shutdown`]).
+//! asks whether an executor is alive ([`liveness`]), reads a workload's
+//! output from the node that runs it ([`output`]) and stops ([`shutdown`]),
+//! how a file operation fails ([`file`]) and how sizes read ([`units`]).
 //! Services depend on this crate and on nothing of each other,
 //! so a change to the contract is visible in one diff.
 
@@ -13,9 +15,11 @@ pub mod bounds;
 pub mod cli;
 pub mod connection;
 pub mod envelope;
+pub mod file;
 pub mod liveness;
 pub mod migration;
 pub mod model;
+pub mod output;
 pub mod payload;
 pub mod placement;
 pub mod reader;
@@ -23,6 +27,7 @@ pub mod shutdown;
 pub mod stream;
 pub mod subject;
 pub mod telemetry;
+pub mod units;
 pub mod workload;
 
 pub use envelope::{DecodeError, EncodeError, Envelope, MAX_EVENT_BYTES, SCHEMA_VERSION};

@@ -114,6 +114,8 @@ kinds! {
     WorkloadStartFailed(workload::StartFailed) = "workload.start_failed",
     /// A workload ended on its own.
     WorkloadExited(workload::Exited) = "workload.exited",
+    /// Someone asks the node that holds a workload to stop it.
+    WorkloadStopRequested(workload::StopRequested) = "workload.stop_requested",
     /// Someone asks to move a workload.
     MigrationRequested(migration::Requested) = "migration.requested",
     /// The source dumped and stored the workload.
@@ -179,6 +181,7 @@ impl Event {
             Event::MigrationDeferred(p) => &p.source,
             Event::NodePredicted(p) => &p.node,
             Event::WorkloadStartRequested(p) => &p.node,
+            Event::WorkloadStopRequested(p) => &p.node,
             Event::MigrationRequested(p) => &p.source,
             Event::MigrationCheckpointed(p) => &p.target,
             Event::MigrationRestored(p) => &p.source,

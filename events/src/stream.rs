@@ -59,6 +59,17 @@ pub const CHECKPOINTS: &str = "CHECKPOINTS";
 /// for its ack).
 pub const CHECKPOINT_CHUNK_BYTES: usize = 1024 * 1024;
 
+/// The executors' key-value bucket saying which node runs each workload
+/// name, so that two simultaneous starts of one name end with one workload
+/// (`executor::admission`). Named here because `loadshift up` grants it to
+/// executors only.
+pub const WORKLOAD_NAMES: &str = "WORKLOAD_NAMES";
+
+/// The executors' key-value bucket with one key per migration that reached
+/// a claim: whoever creates it first (the source fencing, the target
+/// restoring) decides where the workload runs (`executor::fence`).
+pub const MIGRATION_FENCES: &str = "MIGRATION_FENCES";
+
 /// Subjects kept by [`TELEMETRY`].
 pub const TELEMETRY_SUBJECTS: &[&str] = &["telemetry.>"];
 /// Subjects kept by [`EVENTS`].

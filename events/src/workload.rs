@@ -149,6 +149,88 @@ pub struct Exited {
     /// The signal that ended it, when one did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signal: Option<i32>,
+    /// Why it ended: on its own, or stopped by a person. Left out when it
+    /// ended on its own, so events of earlier builds read the same.
+    #[serde(default, skip_serializing_if = "ExitReason::is_ended")]
+    pub reason: ExitReason,
+}
+
+/// Why a workload ended: an operator reading `workload.exited` must tell a
+/// crash from the stop they asked for, and a clean stop from a kill.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExitReason {
+    /// It ended by itself (or crashed); nobody asked.
+    #[default]
+    Ended,
+    /// A stop was asked for and it ended within the grace period after SIGTERM.
+    Stopped,
+    /// A stop was asked for and it was still running when the grace period
+    /// ran out: SIGKILL ended it.
+    KilledAfterGrace,
+}
+
+impl ExitReason {
+    /// Whether it ended by itself (the default, not written in events).
+    pub fn is_ended(&self) -> bool {
+        *self == ExitReason::Ended
+    }
+}
+
+impl fmt::Display for ExitReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ExitReason::Ended => "ended",
+            ExitReason::Stopped => "stopped",
+            ExitReason::KilledAfterGrace => "killed after grace",
+        })
+    }
+}
+
+/// A person asks `node` to stop a workload: SIGTERM, then SIGKILL once
+/// `grace_ms` passed. An event, like a start, so the log says who stopped
+/// what and the executor that holds the workload acts on it in order with
+/// its migrations (docs/saga.md, "Stop and migration").
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StopRequested {
+    /// Which workload.
+    pub workload: WorkloadName,
+    /// The node that holds it as the requester read the log (named in the
+    /// subject); a source that hands it to a target forwards the request.
+    pub node: NodeName,
+    /// How long it has after SIGTERM before SIGKILL, in milliseconds.
+    pub grace_ms: u64,
+    /// Who asked (a user name).
+    pub requested_by: String,
+    /// The source that handed this request on after its migration
+    /// completed; `None` for a request a person made. A handed-on request
+    /// that finds no workload is not handed on again, so two nodes that
+    /// each moved the workload to the other never pass a stale stop back
+    /// and forth.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forwarded_by: Option<NodeName>,
+}
+
+/// The node to place a new workload on, the one rule the CLI states in
+/// `workload run --help`: among `candidates` (live nodes with their latest
+/// CPU use in percent of their capacity, `None` when they sent none, and
+/// how many workloads they run), the lowest CPU; a node without telemetry
+/// counts as busier than any with it; ties go to fewer workloads, then to
+/// the name. `None` when there is no candidate.
+pub fn emptiest_node<'a>(
+    candidates: impl IntoIterator<Item = (&'a NodeName, Option<f32>, usize)>,
+) -> Option<&'a NodeName> {
+    candidates
+        .into_iter()
+        .min_by(|a, b| {
+            let cpu = |c: Option<f32>| c.filter(|v| v.is_finite()).unwrap_or(f32::INFINITY);
+            cpu(a.1)
+                .total_cmp(&cpu(b.1))
+                .then(a.2.cmp(&b.2))
+                .then(a.0.cmp(b.0))
+        })
+        .map(|(n, _, _)| n)
 }
 
 #[cfg(test)]
@@ -163,6 +245,49 @@ mod tests {
             assert!(!e.contains("node"), "{bad:?}: {e}");
         }
         assert_eq!(WorkloadName::new("redis-1").unwrap().as_str(), "redis-1");
+    }
+
+    #[test]
+    fn the_emptiest_node_has_the_lowest_cpu_then_fewest_workloads() {
+        let (a, b, c) = (
+            NodeName::new("a").unwrap(),
+            NodeName::new("b").unwrap(),
+            NodeName::new("c").unwrap(),
+        );
+        let pick = |v: Vec<(&NodeName, Option<f32>, usize)>| emptiest_node(v).cloned();
+        assert_eq!(
+            pick(vec![(&a, Some(50.0), 0), (&b, Some(10.0), 3)]),
+            Some(b.clone())
+        );
+        assert_eq!(
+            pick(vec![(&a, None, 0), (&b, Some(90.0), 3)]),
+            Some(b.clone())
+        );
+        assert_eq!(
+            pick(vec![(&a, Some(5.0), 2), (&b, Some(5.0), 1)]),
+            Some(b.clone())
+        );
+        assert_eq!(pick(vec![(&c, None, 0), (&a, None, 0)]), Some(a.clone()));
+        assert_eq!(
+            pick(vec![(&a, Some(f32::NAN), 0), (&c, Some(99.0), 5)]),
+            Some(c)
+        );
+        assert_eq!(pick(vec![]), None);
+    }
+
+    #[test]
+    fn an_exit_of_an_earlier_build_ended_by_itself_and_reads_the_same() {
+        let old = r#"{"workload":"w","code":0}"#;
+        let x: Exited = serde_json::from_str(old).unwrap();
+        assert_eq!(x.reason, ExitReason::Ended);
+        assert_eq!(serde_json::to_string(&x).unwrap(), old);
+        let stopped = Exited {
+            reason: ExitReason::KilledAfterGrace,
+            ..x
+        };
+        let json = serde_json::to_string(&stopped).unwrap();
+        assert!(json.contains(r#""reason":"killed_after_grace""#), "{json}");
+        assert_eq!(stopped.reason.to_string(), "killed after grace");
     }
 
     #[test]

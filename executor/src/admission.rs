@@ -7,18 +7,20 @@
 //!   of the cluster at a time. The claim is a create in the
 //!   [`NAMES_BUCKET`] key-value bucket, which JetStream makes atomic, so two
 //!   simultaneous starts of one name on two nodes end with one running; a
-//!   migration hands the name to its target, an exit frees it.
+//!   migration hands the name to its target, an exit frees it. The saga
+//!   reaches the registry through the [`Names`] trait ([`KvNames`] in the
+//!   service, a recording double in its unit tests), like its other effects.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use async_nats::jetstream::{self, kv};
+use futures::future::BoxFuture;
 use loadshift_events::workload::{Runtime, WorkloadSpec};
 use loadshift_events::{NodeName, WorkloadName};
 
-/// The key-value bucket saying which node runs each workload name (the same
-/// name as `loadshift up`'s permissions give executors).
-pub const NAMES_BUCKET: &str = "WORKLOAD_NAMES";
+/// The key-value bucket saying which node runs each workload name.
+pub const NAMES_BUCKET: &str = loadshift_events::stream::WORKLOAD_NAMES;
 
 /// Whether `p` is a file someone may execute.
 fn executable(p: &Path) -> bool {
@@ -83,6 +85,46 @@ async fn bucket(js: &jetstream::Context) -> Result<kv::Store, String> {
             })
             .await
             .map_err(|e| format!("cannot open the {NAMES_BUCKET} bucket: {e}")),
+    }
+}
+
+/// The cluster's workload-name registry, as the saga uses it: claim a name
+/// before a start, release it when the workload ends here, hand it over when
+/// a migration restored it here. A trait object (not a type parameter) so
+/// the executor's other effects keep their shape.
+pub trait Names: Send + Sync {
+    /// [`claim`]: `Err` with the reason to refuse the start.
+    fn claim<'a>(
+        &'a self,
+        name: &'a WorkloadName,
+        node: &'a NodeName,
+    ) -> BoxFuture<'a, Result<(), String>>;
+    /// [`release`].
+    fn release<'a>(&'a self, name: &'a WorkloadName, node: &'a NodeName) -> BoxFuture<'a, ()>;
+    /// [`moved`], in the background: a restore must not wait on NATS once
+    /// the journal holds it.
+    fn moved(&self, name: &WorkloadName, node: &NodeName);
+}
+
+/// The registry in the [`NAMES_BUCKET`] key-value bucket.
+pub struct KvNames(pub jetstream::Context);
+
+impl Names for KvNames {
+    fn claim<'a>(
+        &'a self,
+        name: &'a WorkloadName,
+        node: &'a NodeName,
+    ) -> BoxFuture<'a, Result<(), String>> {
+        Box::pin(claim(&self.0, name, node))
+    }
+
+    fn release<'a>(&'a self, name: &'a WorkloadName, node: &'a NodeName) -> BoxFuture<'a, ()> {
+        Box::pin(release(&self.0, name, node))
+    }
+
+    fn moved(&self, name: &WorkloadName, node: &NodeName) {
+        let (js, name, node) = (self.0.clone(), name.clone(), node.clone());
+        tokio::spawn(async move { moved(&js, &name, &node).await });
     }
 }
 

@@ -12,10 +12,11 @@
 
 use std::collections::VecDeque;
 use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use async_nats::jetstream::{self, object_store::ObjectStore};
 use base64::Engine;
+use loadshift_events::file::FileError;
 use loadshift_events::stream::{CHECKPOINTS, CHECKPOINT_CHUNK_BYTES};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -30,16 +31,8 @@ const CHUNKS_IN_FLIGHT: usize = 32;
 #[derive(Debug, thiserror::Error)]
 pub enum CheckpointError {
     /// a local file operation failed
-    #[error("{action} {path}: {source}")]
-    Io {
-        /// What was attempted.
-        action: &'static str,
-        /// On which path.
-        path: PathBuf,
-        /// What the OS said.
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] FileError),
     /// the object store refused or failed
     #[error("object store {action} of {object}: {message}")]
     Store {
@@ -259,11 +252,7 @@ pub async fn pack_and_upload(
         Ok(sha) => sha,
         Err(source) => {
             purge().await;
-            return Err(CheckpointError::Io {
-                action: "pack",
-                path: images.to_path_buf(),
-                source,
-            });
+            return Err(FileError::at("pack", images)(source).into());
         }
     };
     if let Some(message) = failure {
@@ -465,6 +454,7 @@ pub async fn delete(store: &ObjectStore, object: &str) -> Result<(), CheckpointE
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::PathBuf;
 
     fn setup() -> (tempfile::TempDir, PathBuf, PathBuf, Vec<TravellingFile>) {
         let tmp = tempfile::tempdir().unwrap();

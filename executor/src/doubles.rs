@@ -24,12 +24,15 @@ use loadshift_events::workload::{Runtime as RuntimeKind, WorkloadSpec};
 use loadshift_events::{NodeName, WorkloadName};
 use uuid::Uuid;
 
+use futures::future::BoxFuture;
+
+use crate::admission::Names;
 use crate::checkpoint::{CheckpointError, Fetched, Manifest, Stored};
 use crate::clock::Clock;
 use crate::fence::{Fence, FenceError, Holder};
 use crate::image_store::ImageStore;
 use crate::liveness::{Peers, Pong};
-use crate::runtime::{Handle, Runtime, RuntimeError, TravellingFile, Usage};
+use crate::runtime::{Handle, Runtime, RuntimeError, StopSignal, TravellingFile, Usage};
 use loadshift_events::liveness::Capacity;
 
 /// One effect the saga caused, in the order it caused them.
@@ -53,6 +56,8 @@ pub enum Effect {
     Delete(String),
     /// A peer was asked whether it lives.
     Ping(String),
+    /// A stop signal went to a workload (`SIGTERM`, `SIGKILL`).
+    Signal(String, &'static str),
 }
 
 /// The operations a [`Script`] can make misbehave.
@@ -330,6 +335,22 @@ impl Runtime for RecordingRuntime {
         s.restored_from.remove(images);
     }
 
+    /// The double's workloads end at any stop signal.
+    async fn signal(&self, handle: &Handle, signal: StopSignal) -> Result<(), RuntimeError> {
+        let mut s = self.host.state();
+        let name = s
+            .running
+            .iter()
+            .find(|(_, h)| *h == handle)
+            .map(|(n, _)| n.clone());
+        if let Some(name) = name {
+            self.effects
+                .push(Effect::Signal(name.to_string(), signal.name()));
+            s.running.remove(&name);
+        }
+        Ok(())
+    }
+
     async fn remove(
         &self,
         name: &WorkloadName,
@@ -476,6 +497,52 @@ impl ImageStore for RecordingImages {
             },
         )
         .await
+    }
+}
+
+/// The cluster's name registry as one map every node of a test shares, with
+/// the real registry's rules: a claim succeeds when nobody holds the name or
+/// the claimant already does.
+#[derive(Clone, Default)]
+pub struct FakeNames(Arc<Mutex<HashMap<WorkloadName, NodeName>>>);
+
+impl FakeNames {
+    /// The node holding `name`, if any.
+    pub fn holder(&self, name: &str) -> Option<NodeName> {
+        let name = WorkloadName::new(name).ok()?;
+        lock(&self.0).get(&name).cloned()
+    }
+}
+
+impl Names for FakeNames {
+    fn claim<'a>(
+        &'a self,
+        name: &'a WorkloadName,
+        node: &'a NodeName,
+    ) -> BoxFuture<'a, Result<(), String>> {
+        let mut held = lock(&self.0);
+        let result = match held.get(name) {
+            Some(holder) if holder != node => Err(format!(
+                "a workload named {name} already runs on {holder}: names are unique in the cluster"
+            )),
+            _ => {
+                held.insert(name.clone(), node.clone());
+                Ok(())
+            }
+        };
+        Box::pin(std::future::ready(result))
+    }
+
+    fn release<'a>(&'a self, name: &'a WorkloadName, node: &'a NodeName) -> BoxFuture<'a, ()> {
+        let mut held = lock(&self.0);
+        if held.get(name) == Some(node) {
+            held.remove(name);
+        }
+        Box::pin(std::future::ready(()))
+    }
+
+    fn moved(&self, name: &WorkloadName, node: &NodeName) {
+        lock(&self.0).insert(name.clone(), node.clone());
     }
 }
 

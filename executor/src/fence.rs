@@ -21,7 +21,7 @@ use async_nats::jetstream::{self, kv};
 use uuid::Uuid;
 
 /// The bucket holding one key per migration that reached a claim.
-pub const BUCKET: &str = "MIGRATION_FENCES";
+pub const BUCKET: &str = loadshift_events::stream::MIGRATION_FENCES;
 
 /// How long a claim is kept: far longer than any migration or outage.
 const KEPT: Duration = Duration::from_secs(7 * 24 * 3600);

@@ -9,6 +9,8 @@
 //! - `w/<name>`     → [`WorkloadRecord`] (JSON)
 //! - `m/<uuid>`     → [`MigrationRecord`] (JSON)
 //! - `o/<u64 BE>`   → an outgoing event (envelope JSON), the outbox
+//! - `s/<name>`     → [`StopRecord`] (JSON): a stop asked for and not
+//!   finished yet ([`crate::stop`])
 //!
 //! The outbox makes "change state and announce it" one atomic write: an event
 //! is written with the state change and published afterwards; a crash before
@@ -24,6 +26,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::runtime::{Handle, TravellingFile};
+use crate::stop::StopRecord;
 
 /// Why the journal could not be read or written.
 #[derive(Debug, thiserror::Error)]
@@ -182,6 +185,18 @@ impl Change {
         self
     }
 
+    /// Records (or replaces) a stop in progress.
+    pub fn put_stop(mut self, s: &StopRecord) -> Self {
+        self.put(format!("s/{}", s.workload), s);
+        self
+    }
+
+    /// Forgets the stop of `name` (it ended, or left this node).
+    pub fn remove_stop(mut self, name: &WorkloadName) -> Self {
+        self.batch.remove(format!("s/{name}").as_bytes());
+        self
+    }
+
     /// Records (or replaces) a migration.
     pub fn put_migration(mut self, m: &MigrationRecord) -> Self {
         self.put(format!("m/{}", m.id), m);
@@ -191,6 +206,12 @@ impl Change {
     /// Queues an event for publication with this change.
     pub fn publish(mut self, env: Envelope) -> Self {
         self.outbox.push(env);
+        self
+    }
+
+    /// Queues every event of `envs` (none, one, several) with this change.
+    pub fn publish_all(mut self, envs: impl IntoIterator<Item = Envelope>) -> Self {
+        self.outbox.extend(envs);
         self
     }
 
@@ -343,6 +364,22 @@ impl Journal {
         self.scan("w/")
     }
 
+    /// The stop of `name` in progress here, if one is.
+    ///
+    /// # Errors
+    /// When sled fails or the record is unreadable.
+    pub fn stop(&self, name: &WorkloadName) -> Result<Option<StopRecord>, JournalError> {
+        self.get(format!("s/{name}"))
+    }
+
+    /// Every stop in progress here.
+    ///
+    /// # Errors
+    /// When sled fails or a record is unreadable.
+    pub fn stops(&self) -> Result<Vec<StopRecord>, JournalError> {
+        self.scan("s/")
+    }
+
     /// A migration this node took part in.
     ///
     /// # Errors
@@ -437,6 +474,7 @@ mod tests {
                 workload: WorkloadName::new(name).unwrap(),
                 code: Some(0),
                 signal: None,
+                reason: Default::default(),
             }),
         )
     }

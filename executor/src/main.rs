@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use loadshift_events::cli::{LogArgs, NatsArgs};
 use loadshift_events::shutdown::{Shutdown, Signal};
 use loadshift_events::{connection, stream, NodeName};
+use loadshift_executor::admission;
 use loadshift_executor::clock::SystemClock;
 use loadshift_executor::deadline::Deadlines;
 use loadshift_executor::fence::KvFence;
@@ -256,7 +257,9 @@ async fn serve_with<R: Runtime, S: ImageStore>(
         runtime,
         journal: journal.clone(),
         store,
-        names: Some(async_nats::jetstream::new(client.clone())),
+        names: Arc::new(admission::KvNames(async_nats::jetstream::new(
+            client.clone(),
+        ))),
         peers: NatsPeers::new(client.clone()),
         clock: SystemClock::default(),
         fence,
@@ -279,6 +282,15 @@ async fn serve_with<R: Runtime, S: ImageStore>(
     )
     .await
     .context("answering pings")?;
+    loadshift_executor::output::OutputServer {
+        node: node.clone(),
+        journal: journal.clone(),
+        workloads_dir: cli.state_dir.join("workloads"),
+        runtime: kind,
+    }
+    .serve(client.clone())
+    .await
+    .context("serving workload output")?;
 
     let shutdown: Shutdown = Shutdown::new();
     shutdown
@@ -366,57 +378,62 @@ async fn check(cli: &Cli) -> anyhow::Result<ExitCode> {
     })
 }
 
-/// criu 4.2 or newer: older ones fail on these kernels (ARCHITECTURE.md).
-async fn check_criu_version(cli: &Cli, list: &mut Checklist) {
+/// Runs `criu ARG`; when it cannot run at all, says so in `list` under
+/// `what` and gives `None`.
+async fn criu(
+    cli: &Cli,
+    arg: &str,
+    what: &str,
+    list: &mut Checklist,
+) -> Option<std::process::Output> {
     match tokio::process::Command::new(&cli.criu)
-        .arg("--version")
+        .arg(arg)
         .output()
         .await
     {
-        Ok(out) => {
-            let v = String::from_utf8_lossy(&out.stdout)
-                .trim()
-                .replace('\n', " ");
-            let good = v.contains("Version: 4.2")
-                || v.contains("Version: 4.3")
-                || v.contains("Version: 5");
-            let hint = if good {
-                ""
-            } else {
-                " (need 4.2 or newer: run scripts/setup-criu)"
-            };
-            list.needed(good, format!("criu at {}: {v}{hint}", cli.criu.display()));
+        Ok(out) => Some(out),
+        Err(e) => {
+            let path = cli.criu.display();
+            list.needed(
+                false,
+                format!("{what} ({path}): cannot run it ({e}); run scripts/setup-criu"),
+            );
+            None
         }
-        Err(e) => list.needed(
-            false,
-            format!(
-                "criu at {}: cannot run it ({e}); run scripts/setup-criu",
-                cli.criu.display()
-            ),
-        ),
     }
+}
+
+/// criu 4.2 or newer: older ones fail on these kernels (ARCHITECTURE.md).
+async fn check_criu_version(cli: &Cli, list: &mut Checklist) {
+    let Some(out) = criu(cli, "--version", "criu", list).await else {
+        return;
+    };
+    let v = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .replace('\n', " ");
+    let good = v.contains("Version: 4.2") || v.contains("Version: 4.3") || v.contains("Version: 5");
+    let hint = if good {
+        ""
+    } else {
+        " (need 4.2 or newer: run scripts/setup-criu)"
+    };
+    list.needed(good, format!("criu at {}: {v}{hint}", cli.criu.display()));
 }
 
 /// `criu check`: whether this kernel supports checkpoint/restore.
 async fn check_criu_kernel(cli: &Cli, list: &mut Checklist) {
-    match tokio::process::Command::new(&cli.criu)
-        .arg("check")
-        .output()
-        .await
-    {
-        Ok(out) => {
-            let text = String::from_utf8_lossy(&out.stdout).to_string()
-                + &String::from_utf8_lossy(&out.stderr);
-            let good = out.status.success() || text.contains("Looks good");
-            let what = if good {
-                "the kernel supports checkpoint/restore".to_string()
-            } else {
-                text.trim().to_string()
-            };
-            list.needed(good, format!("criu check: {what}"));
-        }
-        Err(e) => list.needed(false, format!("criu check: cannot run it ({e})")),
-    }
+    let Some(out) = criu(cli, "check", "criu check", list).await else {
+        return;
+    };
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    let good = out.status.success() || text.contains("Looks good");
+    let what = if good {
+        "the kernel supports checkpoint/restore".to_string()
+    } else {
+        text.trim().to_string()
+    };
+    list.needed(good, format!("criu check: {what}"));
 }
 
 /// The node's cgroup exists (v1 cpu and memory, or v2), and what it offers.

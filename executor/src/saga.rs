@@ -23,6 +23,7 @@ use loadshift_events::migration::{self, Step};
 use loadshift_events::workload;
 use loadshift_events::{Envelope, Event, NodeName};
 
+use crate::admission::Names;
 use crate::clock::{within, Clock, SystemClock};
 use crate::deadline::Deadlines;
 use crate::fence::{Fence, FenceError, KvFence};
@@ -64,10 +65,8 @@ pub struct Executor<R, S = JetStreamImages, P = NatsPeers, C = SystemClock, F = 
     /// Woken after a commit that queued events.
     pub outbox: std::sync::Arc<tokio::sync::Notify>,
     /// The cluster's workload-name registry ([`crate::admission`]: a
-    /// JetStream key-value bucket only executors reach). `None` leaves names
-    /// unclaimed: only the saga's unit tests, which drive its rules without
-    /// NATS, run without one.
-    pub names: Option<async_nats::jetstream::Context>,
+    /// JetStream key-value bucket only executors reach).
+    pub names: std::sync::Arc<dyn Names>,
 }
 
 /// A failure the executor cannot turn into an event: its journal is broken.
@@ -80,31 +79,23 @@ impl<R: Runtime, S: ImageStore, P: Peers, C: Clock, F: Fence> Executor<R, S, P, 
         Envelope::new(self.node.clone(), event)
     }
 
-    /// Claims `name` for this node in the registry (granted without one).
+    /// Claims `name` for this node in the registry.
     async fn claim_name(&self, name: &loadshift_events::WorkloadName) -> Result<(), String> {
-        match &self.names {
-            Some(js) => crate::admission::claim(js, name, &self.node).await,
-            None => Ok(()),
-        }
+        self.names.claim(name, &self.node).await
     }
 
     /// Gives `name` up: it no longer runs here.
     async fn release_name(&self, name: &loadshift_events::WorkloadName) {
-        if let Some(js) = &self.names {
-            crate::admission::release(js, name, &self.node).await;
-        }
+        self.names.release(name, &self.node).await;
     }
 
-    /// Records in the background that `name` now runs here (a restore must
-    /// not wait on NATS once the journal holds it).
+    /// Records in the background that `name` now runs here.
     fn names_moved(&self, name: &loadshift_events::WorkloadName) {
-        if let Some(js) = self.names.clone() {
-            let (name, node) = (name.clone(), self.node.clone());
-            tokio::spawn(async move { crate::admission::moved(&js, &name, &node).await });
-        }
+        self.names.moved(name, &self.node);
     }
 
-    fn commit(&self, change: Change) -> Result<(), FatalError> {
+    /// Writes `change` and wakes the outbox.
+    pub(crate) fn commit(&self, change: Change) -> Result<(), FatalError> {
         self.journal.commit(change)?;
         self.outbox.notify_one();
         Ok(())
@@ -121,6 +112,9 @@ impl<R: Runtime, S: ImageStore, P: Peers, C: Clock, F: Fence> Executor<R, S, P, 
         }
         match &env.event {
             Event::WorkloadStartRequested(p) if p.node == self.node => self.start(seq, p).await,
+            Event::WorkloadStopRequested(p) if p.node == self.node => {
+                self.stop_requested(seq, p).await
+            }
             Event::MigrationRequested(p) if p.source == self.node => self.requested(seq, p).await,
             // Only the source's own executor announces its dump.
             Event::MigrationCheckpointed(p) if p.target == self.node && env.node == p.source => {
@@ -224,14 +218,21 @@ impl<R: Runtime, S: ImageStore, P: Peers, C: Clock, F: Fence> Executor<R, S, P, 
             if w.migrating.is_some() || self.runtime.is_running(&w.handle).await {
                 continue;
             }
-            tracing::info!(workload = %w.name, "workload exited");
+            let reason = self.exit_reason(&w.name)?;
+            tracing::info!(workload = %w.name, %reason, "workload exited");
             self.release_name(&w.name).await;
             let event = self.envelope(Event::WorkloadExited(workload::Exited {
                 workload: w.name.clone(),
                 code: None,
-                signal: None,
+                signal: (reason == workload::ExitReason::KilledAfterGrace).then_some(libc::SIGKILL),
+                reason,
             }));
-            self.commit(Change::new().remove_workload(&w.name).publish(event))?;
+            self.commit(
+                Change::new()
+                    .remove_workload(&w.name)
+                    .remove_stop(&w.name)
+                    .publish(event),
+            )?;
         }
         Ok(())
     }

@@ -138,6 +138,7 @@ pub async fn run<R: Runtime, S: ImageStore, P: Peers, C: Clock, F: Fence>(
             _ = stop.recv() => return Ok(()),
             _ = tick.tick() => {
                 exec.watch_exits().await?;
+                exec.carry_on_stops().await?;
                 exec.expire_deadlines().await?;
                 exec.sweep_images().await?;
                 ticks += 1;

@@ -13,6 +13,8 @@ use std::io::{Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Component, Path, PathBuf};
 
+use loadshift_events::file::FileError;
+
 use crate::checkpoint::Manifest;
 
 /// Largest manifest accepted: it lists a few files.
@@ -42,25 +44,8 @@ pub enum UnpackError {
     #[error("manifest: {0}")]
     Manifest(String),
     /// writing failed
-    #[error("{action} {path}: {source}")]
-    Io {
-        /// What was attempted.
-        action: &'static str,
-        /// Where.
-        path: PathBuf,
-        /// What the system said.
-        #[source]
-        source: std::io::Error,
-    },
-}
-
-fn io_err(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> UnpackError {
-    let path = path.to_path_buf();
-    move |source| UnpackError::Io {
-        action,
-        path,
-        source,
-    }
+    #[error(transparent)]
+    Io(#[from] FileError),
 }
 
 /// Whether `p` is relative and made of plain names only.
@@ -81,9 +66,9 @@ fn make_dirs(root: &Path, dir: &Path) -> Result<(), UnpackError> {
             Ok(m) if m.file_type().is_dir() => {}
             Ok(_) => return Err(UnpackError::Escapes(at.display().to_string())),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                std::fs::create_dir(&at).map_err(io_err("create", &at))?
+                std::fs::create_dir(&at).map_err(FileError::at("create", &at))?
             }
-            Err(e) => return Err(io_err("inspect", &at)(e)),
+            Err(e) => return Err(FileError::at("inspect", &at)(e).into()),
         }
     }
     Ok(())
@@ -101,7 +86,7 @@ pub fn unpack<R: Read>(
     workload_dir: &Path,
 ) -> Result<Manifest, UnpackError> {
     for dir in [images, workload_dir] {
-        std::fs::create_dir_all(dir).map_err(io_err("create", dir))?;
+        std::fs::create_dir_all(dir).map_err(FileError::at("create", dir))?;
     }
     let mut manifest = None;
     let mut archive = tar::Archive::new(input);
@@ -150,9 +135,9 @@ pub fn unpack<R: Read>(
             .custom_flags(libc::O_NOFOLLOW)
             .mode(mode)
             .open(&dest)
-            .map_err(io_err("create", &dest))?;
-        std::io::copy(&mut entry, &mut file).map_err(io_err("write", &dest))?;
-        file.flush().map_err(io_err("write", &dest))?;
+            .map_err(FileError::at("create", &dest))?;
+        std::io::copy(&mut entry, &mut file).map_err(FileError::at("write", &dest))?;
+        file.flush().map_err(FileError::at("write", &dest))?;
     }
     manifest.ok_or_else(|| UnpackError::Manifest("no manifest.json".into()))
 }

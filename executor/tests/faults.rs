@@ -38,9 +38,7 @@ async fn assert_runs_once_on(c: &mut Cluster, name: &str, node: &str) {
 async fn source_killed_after_the_dump_finishes_the_move_when_it_returns() {
     let mut c = Cluster::new(&["node2", "node3"]).await;
     c.run_workload("node2", "counter-a", COUNTER).await;
-    c.node("node2").restart_with_fault(fault::AFTER_DUMP);
-    c.wait_ping("node2").await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    c.arm_fault("node2", fault::AFTER_DUMP).await;
 
     let id = c.migrate("counter-a", "node2", "node3").await;
     assert!(
@@ -53,12 +51,7 @@ async fn source_killed_after_the_dump_finishes_the_move_when_it_returns() {
     assert!(c.copies_of("counter-a").is_empty());
 
     c.node("node2").restart();
-    let outcome = c.outcome(id).await;
-    assert!(
-        matches!(outcome.event, Event::MigrationCompleted(_)),
-        "{outcome:?}\n{}",
-        c.logs()
-    );
+    c.completed(id).await;
     assert_runs_once_on(&mut c, "counter-a", "node3").await;
 }
 
@@ -66,23 +59,11 @@ async fn source_killed_after_the_dump_finishes_the_move_when_it_returns() {
 async fn target_killed_during_restore_reports_the_restore_when_it_returns() {
     let mut c = Cluster::new(&["node2", "node3"]).await;
     c.run_workload("node2", "counter-b", COUNTER).await;
-    c.node("node3").restart_with_fault(fault::DURING_RESTORE);
-    c.wait_ping("node3").await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    c.arm_fault("node3", fault::DURING_RESTORE).await;
 
     let id = c.migrate("counter-b", "node2", "node3").await;
-    assert!(
-        c.node("node3").wait_exit(Duration::from_secs(60)),
-        "the target did not crash at the fault point\n{}",
-        c.logs()
-    );
-    c.node("node3").restart();
-    let outcome = c.outcome(id).await;
-    assert!(
-        matches!(outcome.event, Event::MigrationCompleted(_)),
-        "{outcome:?}\n{}",
-        c.logs()
-    );
+    c.crash_and_restart("node3");
+    c.completed(id).await;
     assert_runs_once_on(&mut c, "counter-b", "node3").await;
 }
 
@@ -90,26 +71,11 @@ async fn target_killed_during_restore_reports_the_restore_when_it_returns() {
 async fn a_corrupt_image_is_refused_and_the_workload_resumes_on_the_source() {
     let mut c = Cluster::new(&["node2", "node3"]).await;
     c.run_workload("node2", "counter-c", COUNTER).await;
-    c.node("node2").restart_with_fault(fault::CORRUPT_IMAGE);
-    c.wait_ping("node2").await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    c.arm_fault("node2", fault::CORRUPT_IMAGE).await;
 
     let id = c.migrate("counter-c", "node2", "node3").await;
-    let outcome = c.outcome(id).await;
-    assert!(
-        matches!(outcome.event, Event::MigrationRolledBack(_)),
-        "{outcome:?}\n{}",
-        c.logs()
-    );
-    let failed = c
-        .wait_for(
-            Duration::from_secs(5),
-            |e| matches!(&e.event, Event::MigrationFailed(f) if f.migration == id),
-        )
-        .await;
-    let Event::MigrationFailed(f) = failed.event else {
-        unreachable!()
-    };
+    c.rolled_back(id).await;
+    let f = c.failed(id).await;
     assert_eq!(f.step, Step::Verify);
     assert!(f.reason.contains("SHA-256"), "{}", f.reason);
     assert_runs_once_on(&mut c, "counter-c", "node2").await;
@@ -139,12 +105,7 @@ async fn a_target_killed_and_kept_down_loses_the_migration_and_the_workload_resu
     );
     // The target stays down: the source's deadline passes and it takes the
     // workload back.
-    let outcome = c.outcome(id).await;
-    assert!(
-        matches!(outcome.event, Event::MigrationRolledBack(_)),
-        "{outcome:?}\n{}",
-        c.logs()
-    );
+    c.rolled_back(id).await;
     let fenced = c
         .wait_for(
             Duration::from_secs(5),

@@ -213,10 +213,7 @@ async fn a_container_continues_counting_on_the_target() {
     tokio::time::sleep(Duration::from_millis(1500)).await;
 
     let id = dc.c.migrate(W, "node2", "node3").await;
-    let outcome = dc.c.outcome(id).await;
-    let Event::MigrationCompleted(done) = &outcome.event else {
-        panic!("migration did not complete: {outcome:?}\n{}", dc.c.logs());
-    };
+    let done = &dc.c.completed(id).await;
     eprintln!(
         "docker migration: dump {:?} ms, upload {:?} ms, download {:?} ms, restore {:?} ms, downtime {:?} ms, total {:?} ms, {} bytes",
         done.timings.dump_ms,
@@ -411,12 +408,7 @@ async fn a_corrupt_image_rolls_the_container_back_on_the_source() {
     let (old_id, old_values, follower) = counting_on_node2(&dc, &docker, W).await;
 
     let id = dc.c.migrate(W, "node2", "node3").await;
-    let e = dc.c.outcome(id).await;
-    assert!(
-        matches!(&e.event, Event::MigrationRolledBack(_)),
-        "{e:?}\n{}",
-        dc.c.logs()
-    );
+    dc.c.rolled_back(id).await;
     let failed =
         dc.c.events()
             .await
@@ -462,15 +454,8 @@ async fn a_source_killed_right_after_the_checkpoint_finishes_the_move() {
     let (_old_id, old_values, follower) = counting_on_node2(&dc, &docker, W).await;
 
     let id = dc.c.migrate(W, "node2", "node3").await;
-    assert!(
-        dc.c.node("node2").wait_exit(Duration::from_secs(60)),
-        "the source did not crash at after_dump"
-    );
-    dc.c.node("node2").restart();
-    let e = dc.c.outcome(id).await;
-    let Event::MigrationCompleted(_) = &e.event else {
-        panic!("{e:?}\n{}", dc.c.logs());
-    };
+    dc.c.crash_and_restart("node2");
+    dc.c.completed(id).await;
     tokio::time::timeout(Duration::from_secs(10), follower)
         .await
         .expect("the old container's log did not end")
@@ -488,4 +473,33 @@ async fn a_source_killed_right_after_the_checkpoint_finishes_the_move() {
     .await;
     assert_eq!(on_node3, now);
     assert_follows_on(&docker, &old, &now[0]).await;
+}
+
+/// The container id a `workload.started` names.
+fn container_of(started: &loadshift_events::Envelope) -> String {
+    match &started.event {
+        Event::WorkloadStarted(s) => s.container_id.clone().expect("a container id"),
+        other => panic!("not a start: {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_container_that_ignores_sigterm_is_stopped_by_sigkill_after_the_grace() {
+    const W: &str = "dstop";
+    let dc = DockerCluster {
+        c: Cluster::with_runtime(&["node2"], false, Some("docker")).await,
+        workloads: vec![W],
+    };
+    let docker = docker().await.expect("docker daemon");
+    let id = container_of(&dc.c.run_container("node2", W, IMAGE, &[]).await);
+    // The counter is its container's PID 1 with no SIGTERM handler: like
+    // `docker stop`, only the SIGKILL ends it.
+    let out =
+        dc.c.loadshift(&["workload", "stop", W, "--grace", "1s", "--wait"])
+            .await;
+    assert!(out.status.success(), "{}", dc.c.logs());
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("dstop killed after grace on node2"), "{said}");
+    let info = docker.inspect_container(&id, None).await.expect("inspect");
+    assert_eq!(info.state.and_then(|s| s.running), Some(false));
 }

@@ -21,10 +21,7 @@ async fn a_counter_continues_on_the_target_with_its_output() {
     c.run_workload("node2", "counter", COUNTER).await;
     tokio::time::sleep(Duration::from_millis(800)).await;
     let id = c.migrate("counter", "node2", "node3").await;
-    let outcome = c.outcome(id).await;
-    let Event::MigrationCompleted(done) = &outcome.event else {
-        panic!("migration did not complete: {outcome:?}\n{}", c.logs());
-    };
+    let done = &c.completed(id).await;
     assert!(done.timings.dump_ms.is_some() && done.timings.restore_ms.is_some());
     assert!(done.timings.downtime_ms.is_some() && done.timings.total_ms.is_some());
     assert!(done.image_bytes > 0);
@@ -41,15 +38,7 @@ async fn a_counter_continues_on_the_target_with_its_output() {
     assert!(!c.node("node2").workload_dir("counter").exists());
 
     // It runs in node3's cgroup (memory charged there), and only there.
-    let restored = c
-        .wait_for(
-            Duration::from_secs(5),
-            |e| matches!(&e.event, Event::MigrationRestored(p) if p.migration == id),
-        )
-        .await;
-    let Event::MigrationRestored(r) = restored.event else {
-        unreachable!()
-    };
+    let r = c.restored(id).await;
     let pid = r.pid.expect("restored pid");
     let cg = common::memory_cgroup_of(pid);
     let node3_cg = c.node("node3").cgroup.clone().unwrap();
@@ -89,12 +78,7 @@ async fn bad_requests_get_a_failed_event_not_a_crash() {
 
     // The same request twice: one migration.
     let id = c.migrate("counter-bad", "node2", "node3").await;
-    let first = c.outcome(id).await;
-    assert!(
-        matches!(first.event, Event::MigrationCompleted(_)),
-        "{first:?}\n{}",
-        c.logs()
-    );
+    c.completed(id).await;
     let dup = c
         .events()
         .await

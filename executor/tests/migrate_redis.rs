@@ -92,10 +92,7 @@ async fn redis_with_100k_keys_moves_and_keeps_every_key() {
     assert!(sample.starts_with("value:4242"), "{sample}");
 
     let id = c.migrate("redis", "node2", "node3").await;
-    let outcome = c.outcome(id).await;
-    let Event::MigrationCompleted(done) = &outcome.event else {
-        panic!("migration did not complete: {outcome:?}\n{}", c.logs());
-    };
+    let done = &c.completed(id).await;
     assert!(
         done.image_bytes > 10 << 20,
         "an image of {} bytes cannot hold 100k keys",
@@ -124,15 +121,7 @@ async fn redis_with_100k_keys_moves_and_keeps_every_key() {
         loadshift_executor::runtime::process::start_ticks(old_pid).is_none(),
         "the source copy still runs"
     );
-    let restored = c
-        .wait_for(
-            Duration::from_secs(5),
-            |e| matches!(&e.event, Event::MigrationRestored(r) if r.migration == id),
-        )
-        .await;
-    let Event::MigrationRestored(r) = restored.event else {
-        unreachable!()
-    };
+    let r = c.restored(id).await;
     let pid = r.pid.expect("restored pid");
     assert!(
         loadshift_executor::runtime::process::start_ticks(pid).is_some(),

@@ -8,8 +8,8 @@ mod common;
 use std::time::Duration;
 
 use common::Cluster;
-use loadshift_events::workload::{Runtime, StartRequested, WorkloadSpec};
-use loadshift_events::{Envelope, Event, NodeName, WorkloadName};
+use loadshift_events::workload::{Runtime, WorkloadSpec};
+use loadshift_events::{Envelope, Event};
 
 fn sleeper(c: &Cluster) -> WorkloadSpec {
     WorkloadSpec {
@@ -25,16 +25,7 @@ fn sleeper(c: &Cluster) -> WorkloadSpec {
 /// Asks `node` to start `name` and returns that node's answer (the common
 /// helper takes the first answer of any node).
 async fn start(c: &Cluster, node: &str, name: &str, spec: WorkloadSpec) -> Envelope {
-    c.publish(
-        "test",
-        Event::WorkloadStartRequested(StartRequested {
-            workload: WorkloadName::new(name).unwrap(),
-            node: NodeName::new(node).unwrap(),
-            spec,
-            requested_by: "test".into(),
-        }),
-    )
-    .await;
+    c.request_start(node, name, spec).await;
     answer(c, node, name).await
 }
 
@@ -112,12 +103,7 @@ async fn the_name_follows_a_migration_and_is_freed_by_an_exit() {
     let c = Cluster::new(&["node2", "node3"]).await;
     start(&c, "node2", "mover", sleeper(&c)).await;
     let id = c.migrate("mover", "node2", "node3").await;
-    let outcome = c.outcome(id).await;
-    assert!(
-        matches!(outcome.event, Event::MigrationCompleted(_)),
-        "{outcome:?}\n{}",
-        c.logs()
-    );
+    c.completed(id).await;
     // Once the target has it, the source may not start it again.
     let back = start(&c, "node2", "mover", sleeper(&c)).await;
     let reason = failure(&back).expect("a start of a name that moved away");

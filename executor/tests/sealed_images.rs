@@ -47,15 +47,25 @@ async fn stored_bytes(
     out
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_sealed_image_hides_the_memory_and_refuses_tampering() {
-    seal::install(ImagesKey::from_bytes(&[42; 32]));
+/// A real nats-server with the checkpoint store, as executors create it.
+async fn checkpoints() -> (
+    NatsServer,
+    async_nats::jetstream::Context,
+    async_nats::jetstream::object_store::ObjectStore,
+) {
     let server = NatsServer::start();
     let client = async_nats::connect(server.url()).await.unwrap();
     let js = async_nats::jetstream::new(client);
     let store = stream::checkpoint_store(&js, &Default::default())
         .await
         .unwrap();
+    (server, js, store)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sealed_image_hides_the_memory_and_refuses_tampering() {
+    seal::install(ImagesKey::from_bytes(&[42; 32]));
+    let (_server, js, store) = checkpoints().await;
     let tmp = tempfile::tempdir().unwrap();
     let (images, wdir, files) = dumped(tmp.path());
 
@@ -113,12 +123,7 @@ async fn a_sealed_image_hides_the_memory_and_refuses_tampering() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn orphaned_images_are_swept_after_their_ttl_and_fresh_ones_stay() {
-    let server = NatsServer::start();
-    let client = async_nats::connect(server.url()).await.unwrap();
-    let js = async_nats::jetstream::new(client);
-    let store = stream::checkpoint_store(&js, &Default::default())
-        .await
-        .unwrap();
+    let (_server, _js, store) = checkpoints().await;
     let tmp = tempfile::tempdir().unwrap();
     let journal = loadshift_executor::journal::Journal::open(&tmp.path().join("j")).unwrap();
     let root = tmp.path().join("images");

@@ -132,6 +132,7 @@ pub fn exited(n: &str, w: &str, t: DateTime<Utc>) -> Envelope {
                 workload: workload(w),
                 code: Some(0),
                 signal: None,
+                reason: Default::default(),
             }),
         ),
         t,
@@ -492,5 +493,54 @@ pub fn cluster(now: DateTime<Utc>) -> Vec<Envelope> {
         187.0,
         "node3 heads for overload (p=0.91); node2 has room",
     ));
+    out
+}
+
+/// `node.joined` of `n` at `t` announcing `source` (`cgroup:...`,
+/// `trace:...`): what the node page reads to say why a series is missing.
+pub fn joined_as(n: &str, t: DateTime<Utc>, source: &str) -> Envelope {
+    let mut env = joined(n, t);
+    if let Event::NodeJoined(j) = &mut env.event {
+        j.source = source.into();
+    }
+    env
+}
+
+/// A node as `loadshift up` runs it on a cgroup v1 machine: 15 minutes of
+/// samples up to `now`, none with a load average or pressure (a cgroup has
+/// no load average, and cgroup v1 no pressure files).
+pub fn cgroup_v1_node(n: &str, now: DateTime<Utc>) -> Vec<Envelope> {
+    let t0 = now - Duration::minutes(15);
+    let mut out = vec![joined_as(n, t0, &format!("cgroup:loadshift-up/{n}"))];
+    out.extend((0..90u64).map(|i| {
+        let mut env = sample(n, t0 + Duration::seconds(i as i64 * 10), i, 30.0);
+        if let Event::TelemetrySample(s) = &mut env.event {
+            s.load = None;
+            s.psi = None;
+        }
+        env
+    }));
+    out
+}
+
+/// Where [`replayed_trace_node`]'s trace starts: 2013-08-01 00:00 UTC, the
+/// Bitbrains August month.
+pub fn trace_start() -> DateTime<Utc> {
+    DateTime::from_timestamp(1_375_315_200, 0).expect("a valid time")
+}
+
+/// A node replaying a Bitbrains trace at 60x: `count` samples stamped
+/// from [`trace_start`] in 5-minute steps, published 5 s apart, the last
+/// one at `now` (wall clock).
+pub fn replayed_trace_node(n: &str, now: DateTime<Utc>, count: u32) -> Vec<Envelope> {
+    let wall = |i: u32| now - Duration::seconds(5 * i64::from(count - 1 - i));
+    let mut out = vec![joined_as(n, wall(0), &format!("trace:{n}.csv"))];
+    out.extend((0..count).map(|i| {
+        let at = trace_start() + Duration::minutes(5 * i64::from(i));
+        let cpu = 20.0 + 60.0 * (i as f32 / count as f32);
+        let mut env = sample(n, at, u64::from(i), cpu);
+        env.occurred_at = wall(i);
+        env
+    }));
     out
 }

@@ -93,6 +93,10 @@ fn payloads() -> Vec<(Kind, serde_json::Value)> {
             json!({"workload": "counter", "code": 0}),
         ),
         (
+            Kind::WorkloadStopRequested,
+            json!({"workload": "counter", "node": "node2", "grace_ms": 10000, "requested_by": "alice"}),
+        ),
+        (
             Kind::MigrationRequested,
             json!({"migration": id, "workload": "counter", "source": "node2", "target": "node3", "requested_by": "brain", "reason": {"summary": "node2 heads for overload", "probability": 0.91, "model_version": 2, "top_features": [["cpu_slope_5m", 1.5]], "source_load_after_pct": 40.0, "target_load_after_pct": 60.0}}),
         ),

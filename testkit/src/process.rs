@@ -1,6 +1,8 @@
-//! A child process a test or an example started, stopped with it.
+//! A child process a test or an example started, stopped with it, and a
+//! command run to its end with what it printed shown.
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
 
 /// Kills and reaps its child when dropped, however the test ends (a failed
 /// assertion included), so that no webui or Prometheus outlives its test
@@ -27,4 +29,24 @@ impl Killed {
             .unwrap_or_else(|e| panic!("start {what}: {e}"));
         Self(child)
     }
+}
+
+/// Runs `cmd` with `args` to its end (at most `patience`) and shows what it
+/// printed on stderr, for the log of a failing test: how the CLI's and the
+/// executor's end-to-end tests run the real `loadshift` binary.
+///
+/// # Panics
+/// When it cannot start or does not end in time.
+pub async fn finish(mut cmd: tokio::process::Command, args: &[&str], patience: Duration) -> Output {
+    let out = tokio::time::timeout(patience, cmd.args(args).output())
+        .await
+        .unwrap_or_else(|_| panic!("{args:?} did not finish within {patience:?}"))
+        .unwrap_or_else(|e| panic!("run {args:?}: {e}"));
+    eprintln!(
+        "{args:?} -> {:?}\n--- stdout\n{}--- stderr\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
 }

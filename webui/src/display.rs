@@ -3,21 +3,7 @@
 
 use chrono::{DateTime, Utc};
 
-/// `512 B`, `3.4 MiB`, `1.2 GiB`.
-pub fn bytes(b: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = b as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u < UNITS.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{b} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
-}
+pub use loadshift_events::units::bytes;
 
 /// `85 ms`, `1.42 s`, `2 min 5 s`.
 pub fn ms(ms: f64) -> String {

@@ -6,7 +6,7 @@
 //! from hand-built projections without a server.
 //!
 //! - [`projection`]: the fold of both streams (bounded), [`series`] its
-//!   per-node metrics;
+//!   per-node metrics, [`clock`] each node's clock against the wall's;
 //! - [`consume`]: the contract's readers replaying both streams into it;
 //! - [`pages`]: one handler, one view and one template per page, and the
 //!   JSON API built from the same views;
@@ -17,6 +17,7 @@
 //!   is served beyond this machine.
 
 pub mod actions;
+pub mod clock;
 pub mod consume;
 pub mod display;
 pub mod listener;

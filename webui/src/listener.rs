@@ -116,6 +116,25 @@ struct Slots {
 }
 
 impl Slots {
+    /// A slot for a new connection, evicting the oldest silent one when all
+    /// `max` are taken; `None` when every slot serves a real request. Gives
+    /// the slot's id and the flags the connection's task shares with it.
+    fn admit(&mut self, max: usize) -> Option<(u64, Arc<AtomicBool>, Arc<Notify>)> {
+        if self.open.len() >= max && !self.evict_oldest_silent() {
+            return None;
+        }
+        let id = self.next;
+        self.next += 1;
+        let slot = Slot {
+            accepted: Instant::now(),
+            requested: Arc::new(AtomicBool::new(false)),
+            evict: Arc::new(Notify::new()),
+        };
+        let handles = (id, slot.requested.clone(), slot.evict.clone());
+        self.open.insert(id, slot);
+        Some(handles)
+    }
+
     /// The oldest connection that has not sent a request, told to go.
     fn evict_oldest_silent(&mut self) -> bool {
         let victim = self
@@ -166,23 +185,10 @@ pub async fn serve(
         };
         stats.accepted.fetch_add(1, Ordering::Relaxed);
         let _ = stream.set_nodelay(true);
-        let admitted = {
-            let mut s = slots.lock().unwrap_or_else(|e| e.into_inner());
-            if s.open.len() < limits.max_connections || s.evict_oldest_silent() {
-                let id = s.next;
-                s.next += 1;
-                let slot = Slot {
-                    accepted: Instant::now(),
-                    requested: Arc::new(AtomicBool::new(false)),
-                    evict: Arc::new(Notify::new()),
-                };
-                let handles = (id, slot.requested.clone(), slot.evict.clone());
-                s.open.insert(id, slot);
-                Some(handles)
-            } else {
-                None
-            }
-        };
+        let admitted = slots
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .admit(limits.max_connections);
         match admitted {
             Some((id, requested, evict)) => {
                 let conn = Connection {
@@ -212,16 +218,7 @@ pub async fn serve(
                     stats.overflow.fetch_add(1, Ordering::Relaxed);
                     let tls = tls.clone();
                     tokio::spawn(async move {
-                        match tls {
-                            None => overflow_lane(stream).await,
-                            Some(acceptor) => {
-                                let hs =
-                                    tokio::time::timeout(OVERFLOW_READ, acceptor.accept(stream));
-                                if let Ok(Ok(tls)) = hs.await {
-                                    overflow_lane(tls).await;
-                                }
-                            }
-                        }
+                        answer_overflow(stream, tls).await;
                         drop(permit);
                     });
                 }
@@ -341,6 +338,20 @@ impl Connection {
             }
         }
         self.stats.open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// The overflow lane for a plain or TLS connection (the handshake bounded
+/// like the read).
+async fn answer_overflow(stream: TcpStream, tls: Option<TlsAcceptor>) {
+    match tls {
+        None => overflow_lane(stream).await,
+        Some(acceptor) => {
+            let hs = tokio::time::timeout(OVERFLOW_READ, acceptor.accept(stream));
+            if let Ok(Ok(tls)) = hs.await {
+                overflow_lane(tls).await;
+            }
+        }
     }
 }
 

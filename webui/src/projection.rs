@@ -23,6 +23,7 @@ use loadshift_events::telemetry::Sample;
 use loadshift_events::{Envelope, Event, NodeName, WorkloadName};
 use serde::Serialize;
 
+use crate::clock::NodeClock;
 use crate::series::{Point, Series, SeriesLimits};
 
 pub use loadshift_events::placement::{Migration, Status, Workload, WorkloadState};
@@ -92,6 +93,9 @@ pub struct Node {
     pub memory_bytes: Option<u64>,
     /// Its metrics.
     pub series: Series,
+    /// Its clock against the wall's (a replayed trace lives in its own
+    /// time): where the node page draws a migration on its charts.
+    pub clock: NodeClock,
     /// When its latest message was emitted (the envelope's wall-clock
     /// `occurred_at`, not a trace sample's own time), to tell a silent node
     /// from a live one.
@@ -381,6 +385,7 @@ impl Projection {
             capacity_cores: None,
             memory_bytes: None,
             series: Series::new(limits),
+            clock: NodeClock::default(),
             last_seen: None,
             prediction: None,
             predictions: VecDeque::new(),
@@ -450,6 +455,8 @@ impl Projection {
             f32::NAN
         };
         let psi = s.psi.unwrap_or_default();
+        n.clock
+            .observe(at.timestamp_millis(), s.at.timestamp_millis());
         n.series.push(Point {
             at_ms: s.at.timestamp_millis(),
             cpu: s.cpu.usage_pct,

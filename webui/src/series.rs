@@ -135,6 +135,11 @@ pub struct Series {
     full: VecDeque<Point>,
     coarse: VecDeque<Point>,
     bucket: Option<Acc>,
+    /// Which metrics any sample ever had (in [`METRICS`] order): a node
+    /// that never reported one cannot have it (a cgroup has no load
+    /// average; cgroup v1, no pressure), and its page says so instead of
+    /// drawing an empty chart.
+    seen: [bool; 6],
 }
 
 impl Series {
@@ -154,6 +159,9 @@ impl Series {
             self.full.clear();
             self.coarse.clear();
             self.bucket = None;
+        }
+        for (seen, m) in self.seen.iter_mut().zip(METRICS) {
+            *seen |= p.get(m).is_finite();
         }
         self.full.push_back(p);
         let full_from = p.at_ms - self.limits.full_ms;
@@ -194,6 +202,14 @@ impl Series {
     /// Points held (both tiers), for memory accounting.
     pub fn len(&self) -> usize {
         self.full.len() + self.coarse.len() + usize::from(self.bucket.is_some())
+    }
+
+    /// Whether any sample so far had a value of `m`.
+    pub fn reports(&self, m: Metric) -> bool {
+        METRICS
+            .iter()
+            .position(|k| *k == m)
+            .is_some_and(|i| self.seen[i])
     }
 
     /// Whether nothing was pushed yet.
@@ -265,5 +281,23 @@ mod tests {
         s.push(pt(1_000, 2.0));
         assert_eq!(s.len(), 1);
         assert_eq!(s.last().unwrap().cpu, 2.0);
+    }
+
+    #[test]
+    fn remembers_which_metrics_the_node_ever_reported() {
+        let mut s = Series::new(SeriesLimits::default());
+        assert!(!s.reports(Metric::Cpu));
+        s.push(pt(1_000, 1.0));
+        assert!(s.reports(Metric::Cpu) && s.reports(Metric::Mem));
+        assert!(!s.reports(Metric::Load) && !s.reports(Metric::PsiIo));
+        s.push(Point {
+            load: 0.5,
+            ..pt(2_000, 1.0)
+        });
+        s.push(pt(3_000, 1.0));
+        assert!(
+            s.reports(Metric::Load),
+            "once seen, a load average stays possible"
+        );
     }
 }

@@ -36,11 +36,21 @@ fn screenshot(name: &str, url: &str) {
     );
 }
 
+// One long test on purpose: a person's visit, page after page, in the
+// order they would click; split, each part would repeat the browser set-up.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_person_reads_the_cluster_and_follows_a_migration() {
     let nats = NatsServer::start();
     let js = loadshift_testkit::client::declared(&nats.url(), "browser-test").await;
-    for env in fixture::cluster(Utc::now()) {
+    let now = Utc::now();
+    let mut cluster = fixture::cluster(now);
+    for env in &mut cluster {
+        // The active model (v2) gets a cut-off for node3's prediction to cross.
+        if let loadshift_events::Event::ModelTrained(t) = &mut env.event {
+            t.onset.cutoff = 0.62;
+        }
+    }
+    for env in cluster.into_iter().chain(chart_story(now)) {
         connection::publish(&js, &env).await.unwrap();
     }
 
@@ -82,10 +92,45 @@ async fn a_person_reads_the_cluster_and_follows_a_migration() {
     let hot = dom(&format!("{base}/nodes/node3"));
     assert!(
         hot.contains("Predicted overload onset probability")
-            && hot.contains(r#"class="migration""#),
+            && hot.contains(r#"class="migration out""#),
         "node3's page lacks its prediction chart or the migration mark"
     );
+    // The CPU chart's time axis, its move out and the cut-off crossings,
+    // as the browser built them.
+    assert_shows(
+        "node3",
+        &hot,
+        &[
+            r#"<g class="axis">"#,
+            r#"<text class="tick""#,
+            r#"<line class="crossing up""#,
+            ">p↑</text>",
+            ">out</text>",
+            "Times are UTC on the node's clock",
+        ],
+    );
     screenshot("node", &format!("{base}/nodes/node3"));
+    let v1 = dom(&format!("{base}/nodes/node4"));
+    assert_shows(
+        "node4",
+        &v1,
+        &[
+            "Load average not drawn",
+            "a cgroup v1 node has no pressure files",
+        ],
+    );
+    assert!(
+        !v1.contains("Pressure (PSI avg10"),
+        "node4 has an empty PSI chart"
+    );
+    screenshot("node-cgroup-v1", &format!("{base}/nodes/node4"));
+    let trace = dom(&format!("{base}/nodes/vm7?range=6h"));
+    assert_shows(
+        "vm7",
+        &trace,
+        &["own clock", "2013-08-01 07:25", r#"<path class="cpu""#],
+    );
+    screenshot("node-trace", &format!("{base}/nodes/vm7?range=6h"));
 
     let migrations = dom(&format!("{base}/migrations"));
     let moved = [
@@ -117,7 +162,7 @@ async fn a_person_reads_the_cluster_and_follows_a_migration() {
 
     let metrics = http_get(port, "/metrics").unwrap();
     assert!(metrics.contains("loadshift_webui_migrations_total{outcome=\"completed\"} 1"));
-    assert!(metrics.contains("loadshift_webui_nodes{state=\"joined\"} 3"));
+    assert!(metrics.contains("loadshift_webui_nodes{state=\"joined\"} 5"));
 
     // A second migration happens: the page shows it after a reload.
     let id = uuid::Uuid::now_v7();
@@ -139,6 +184,25 @@ async fn a_person_reads_the_cluster_and_follows_a_migration() {
     let after = dom(&format!("{base}/nodes/node3"));
     assert!(after.contains("batch-job"), "batch-job now runs on node3");
     screenshot("migrations-after", &format!("{base}/migrations"));
+}
+
+/// What the node pages' charts must explain, beside the fixture cluster:
+/// node3's prediction crossing the cut-off (0.62) down then up, a cgroup
+/// v1 node (node4) without load or pressure, and a node replaying a 2013
+/// trace (vm7).
+fn chart_story(now: chrono::DateTime<Utc>) -> Vec<loadshift_events::Envelope> {
+    let mut out = Vec::new();
+    for (secs, p) in [(90, 0.4), (60, 0.91)] {
+        out.push(fixture::predicted(
+            "node3",
+            now - chrono::Duration::seconds(secs),
+            p,
+            2,
+        ));
+    }
+    out.extend(fixture::cgroup_v1_node("node4", now));
+    out.extend(fixture::replayed_trace_node("vm7", now, 90));
+    out
 }
 
 /// Fails naming the first of `wanted` that `page` (its DOM) lacks.

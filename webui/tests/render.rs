@@ -105,8 +105,8 @@ fn node_page_draws_the_prediction_under_the_cpu_with_its_cut_off_and_the_migrati
     let chart = &html[prob..mem];
     assert!(chart.contains(r#"<path class="prob""#), "{chart}");
     assert!(chart.contains(r#"<line class="cutoff""#), "{chart}");
-    assert!(chart.contains(r#"<line class="migration""#), "{chart}");
-    assert!(html[cpu..prob].contains(r#"<line class="migration""#));
+    assert!(chart.contains(r#"<line class="migration out""#), "{chart}");
+    assert!(html[cpu..prob].contains(r#"<line class="migration out""#));
     // Every node's prediction chart shows the active cut-off.
     let v = NodeView::build(&p, "node1", Some("1h"), now, SILENT).unwrap();
     let quiet = NodePage {
@@ -116,6 +116,191 @@ fn node_page_draws_the_prediction_under_the_cpu_with_its_cut_off_and_the_migrati
     .render()
     .unwrap();
     assert!(quiet.contains(r#"<line class="cutoff""#));
+}
+
+/// Node `name`'s page over `range` as of `now`.
+fn node_html(p: &Projection, name: &str, range: &str, now: chrono::DateTime<Utc>) -> String {
+    let v = NodeView::build(p, name, Some(range), now, SILENT).unwrap();
+    NodePage {
+        chrome: Chrome::plain("Node", "cluster"),
+        v,
+    }
+    .render()
+    .unwrap()
+}
+
+/// `events` folded after an active model whose onset cut-off is `cutoff`.
+fn projection_of(
+    events: &[loadshift_events::Envelope],
+    cutoff: f64,
+    now: chrono::DateTime<Utc>,
+) -> Projection {
+    let mut p = Projection::new(Limits::default());
+    let mut m = fixture::model(3, now - Duration::hours(1));
+    if let loadshift_events::Event::ModelTrained(t) = &mut m[0].event {
+        t.onset.cutoff = cutoff;
+    }
+    for e in m.iter().chain(events) {
+        p.apply_envelope(e);
+    }
+    p
+}
+
+/// The part of `html` from `from` to the next `</svg>`: one chart.
+fn chart_after<'a>(html: &'a str, from: &str) -> &'a str {
+    let at = html
+        .find(from)
+        .unwrap_or_else(|| panic!("{from:?} in {html}"));
+    let end = at + html[at..].find("</svg>").expect("the chart ends");
+    &html[at..end]
+}
+
+#[test]
+fn node_charts_have_time_axes_and_mark_moves_and_cut_off_crossings() {
+    let now = Utc::now();
+    let t0 = now - Duration::minutes(15);
+    let mut events = vec![fixture::joined("node2", t0), fixture::joined("node3", t0)];
+    events.push(fixture::started("node3", "redis-cache", t0));
+    for i in 0..90u64 {
+        let t = t0 + Duration::seconds(i as i64 * 10);
+        events.push(fixture::sample("node2", t, i, 20.0));
+        events.push(fixture::sample("node3", t, i, 40.0 + i as f32 * 0.6));
+    }
+    // The prediction rises past 0.62 at 8 min and falls back at 12 min.
+    for (min, p) in [(5, 0.3), (8, 0.7), (12, 0.4)] {
+        events.push(fixture::predicted(
+            "node3",
+            t0 + Duration::minutes(min),
+            p,
+            3,
+        ));
+    }
+    events.extend(fixture::migration_ok(
+        Uuid::now_v7(),
+        "redis-cache",
+        "node3",
+        "node2",
+        t0 + Duration::minutes(10),
+        150.0,
+        "node3 heads for overload",
+    ));
+    let p = projection_of(&events, 0.62, now);
+    let html = node_html(&p, "node3", "15m", now);
+    let cpu = chart_after(&html, "CPU (% of capacity), last 15m");
+    // The range ends at the newest sample (t0 + 890 s) and lasts 900 s: the
+    // move at t0 + 600 s is 610/900 of the way across 720 px.
+    assert!(
+        cpu.contains(r#"<line class="migration out" x1="488""#),
+        "{cpu}"
+    );
+    assert!(cpu.contains(">out</text>"), "{cpu}");
+    assert!(cpu.contains(r#"<line class="crossing up""#), "{cpu}");
+    assert!(
+        cpu.contains(">p↑</text>") && cpu.contains(">p↓</text>"),
+        "{cpu}"
+    );
+    assert!(cpu.contains(r#"<g class="axis">"#), "{cpu}");
+    let line = &cpu[cpu.find(r#"<path class="cpu" d=""#).expect("a CPU line")..];
+    assert_eq!(
+        line[..line.find("/>").unwrap()].matches('M').count(),
+        1,
+        "samples every 10 s make one line across 3.75 s columns: {line}"
+    );
+    let ticks = cpu.matches(r#"<text class="tick""#).count();
+    assert!((7..=8).contains(&ticks), "{ticks} ticks in {cpu}");
+    // A label every 2 minutes, the first at the first even minute of the range.
+    let from = (t0 + Duration::seconds(890 - 900)).timestamp_millis();
+    let first = from + (120_000 - from.rem_euclid(120_000)) % 120_000;
+    let x = ((first - from) as f64 / 900_000.0 * 720.0).round();
+    let label = chrono::DateTime::from_timestamp_millis(first)
+        .unwrap()
+        .format("%H:%M");
+    assert!(
+        cpu.contains(&format!(r#"<text class="tick" x="{x}" "#))
+            && cpu.contains(&format!(">{label}</text>")),
+        "{label} at {x}: {cpu}"
+    );
+    // Every large chart has its axis; the page says which clock it reads.
+    assert_eq!(html.matches(r#"<g class="axis">"#).count(), 5);
+    assert!(html.contains("Times are UTC on the node&#39;s clock (the dashboard&#39;s)"));
+    let into = node_html(&p, "node2", "15m", now);
+    let cpu = chart_after(&into, "CPU (% of capacity), last 15m");
+    assert!(cpu.contains(r#"<line class="migration in" x1="488""#) && cpu.contains(">in</text>"));
+    assert!(
+        !cpu.contains("crossing"),
+        "node2's prediction never crossed"
+    );
+}
+
+#[test]
+fn a_replayed_traces_charts_follow_its_own_clock_and_place_moves_on_it() {
+    let now = Utc::now();
+    // 90 five-minute steps from 2013-08-01, the newest published now.
+    let mut events = fixture::replayed_trace_node("vm7", now, 90);
+    let wall_of = |i: i64| now - Duration::seconds(5 * (89 - i));
+    events.push(fixture::started("vm7", "batch-job", wall_of(0)));
+    // Requested 2.5 s after sample 60 was sent: half a step after it.
+    events.extend(fixture::migration_ok(
+        Uuid::now_v7(),
+        "batch-job",
+        "vm7",
+        "node2",
+        wall_of(60) + Duration::milliseconds(2_500),
+        150.0,
+        "vm7 heads for overload",
+    ));
+    let p = projection_of(&events, 0.62, now);
+    let html = node_html(&p, "vm7", "6h", now);
+    assert!(
+        html.contains("Times are the node&#39;s own clock, 13 y")
+            || html.contains("d behind the dashboard&#39;s"),
+        "{html}"
+    );
+    assert!(
+        html.contains("2013-08-01 07:25"),
+        "the newest sample's time is said"
+    );
+    let cpu = chart_after(&html, "CPU (% of capacity), last 6h");
+    assert!(
+        cpu.contains(r#"<path class="cpu""#),
+        "the trace's samples are drawn: {cpu}"
+    );
+    // The range ends at step 89 (07:25) and starts 6 h before (01:25); the
+    // move is at step 60.5 (05:02:30): 217.5 of 360 minutes across 720 px.
+    assert!(
+        cpu.contains(r#"<line class="migration out" x1="435""#),
+        "{cpu}"
+    );
+    assert!(
+        cpu.contains(">02:00</text>") && cpu.contains(">07:00</text>"),
+        "{cpu}"
+    );
+}
+
+#[test]
+fn series_a_cgroup_v1_node_cannot_have_are_left_out_with_the_reason() {
+    let now = Utc::now();
+    let p = projection_of(&fixture::cgroup_v1_node("node2", now), 0.62, now);
+    let html = node_html(&p, "node2", "15m", now);
+    assert!(html.contains("CPU (% of capacity), last 15m") && html.contains("Memory (% of total)"));
+    assert!(!html.contains("Load average (1 min"), "no empty load chart");
+    assert!(
+        !html.contains("Pressure (PSI avg10"),
+        "no empty pressure chart"
+    );
+    // Only the prediction chart is empty: the brain has not spoken yet.
+    assert_eq!(html.matches(">no data<").count(), 1, "{html}");
+    assert!(
+        html.contains("Load average not drawn: node2 (source cgroup:loadshift-up/node2) never reported one: a cgroup has no load average of its own"),
+        "{html}"
+    );
+    assert!(
+        html.contains("a cgroup v1 node has no pressure files"),
+        "{html}"
+    );
+    // A host that reports both keeps both charts and no such line.
+    let host = node_html(&projection(), "node1", "15m", now);
+    assert!(host.contains("Load average (1 min") && !host.contains("not drawn"));
 }
 
 #[test]

@@ -1,6 +1,6 @@
 //! Shared helpers of the brain's integration tests: events to publish, the
 //! real `loadshift-brain` binary as a child process, and reading its status.
-#![allow(dead_code)]
+#![allow(dead_code, unused_macros)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -294,6 +294,36 @@ pub fn wait_applied(store: &Path, last: [u64; 2], limit: Duration) -> serde_json
         }
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// Every payload of one kind in the EVENTS stream so far:
+/// `logged!(&js, Event::ModelTrained)` gives the `model::Trained` payloads.
+macro_rules! logged {
+    ($js:expr, $kind:path) => {
+        logged($js, |e| match e {
+            $kind(p) => Some(p),
+            _ => None,
+        })
+        .await
+    };
+}
+
+/// Every event of the EVENTS stream so far that `pick` keeps, in order.
+pub async fn logged<T>(js: &jetstream::Context, pick: fn(Event) -> Option<T>) -> Vec<T> {
+    let stream = js.get_stream("EVENTS").await.unwrap();
+    let mut out = Vec::new();
+    for seq in 1..=last_seqs(js).await[1] {
+        let Ok(m) = stream.get_raw_message(seq).await else {
+            continue;
+        };
+        if let Some(t) = Envelope::from_message(&m.subject, &m.payload)
+            .ok()
+            .and_then(|e| pick(e.event))
+        {
+            out.push(t);
+        }
+    }
+    out
 }
 
 /// Each stream's last sequence, `[TELEMETRY, EVENTS]`: what a brain has

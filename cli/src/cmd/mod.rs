@@ -1,6 +1,7 @@
 //! The verbs of `loadshift`, one struct and one file per command (as
-//! youki's `liboci-cli` does): `workload run`, `workload ls`, `migrate`,
-//! `events tail`, `status`, `up`. This file holds the top-level parser and what
+//! youki's `liboci-cli` does): `workload run/ls` (workload.rs, placement
+//! in place.rs), `workload stop/logs/inspect` (stop.rs, logs.rs,
+//! inspect.rs), `migrate`, `events tail`, `status`, `up`. This file holds the top-level parser and what
 //! every command shares: how to reach NATS and how to log.
 
 use std::process::ExitCode;
@@ -13,8 +14,12 @@ use loadshift_events::NodeName;
 
 pub mod auth;
 pub mod events;
+pub mod inspect;
+pub mod logs;
 pub mod migrate;
+pub mod place;
 pub mod status;
+pub mod stop;
 pub mod up;
 pub mod workload;
 
@@ -35,6 +40,8 @@ pub mod workload;
     after_help = "Examples:
   loadshift workload run --node node2 --name counter -- /usr/bin/counter --every 1s
   loadshift workload ls
+  loadshift workload logs counter -f
+  loadshift workload stop counter --wait
   loadshift migrate counter --to node3 --wait
   loadshift events tail --subject 'migration.>'
   loadshift status
@@ -51,7 +58,7 @@ pub struct Cli {
 /// The commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Start workloads and list where they run.
+    /// Start, stop, list, read and inspect workloads.
     #[command(subcommand)]
     Workload(workload::WorkloadCommand),
     // The help text of a command is its argument struct's doc comment.
@@ -82,6 +89,9 @@ impl Command {
         Some(match self {
             Command::Workload(workload::WorkloadCommand::Run(a)) => &a.common,
             Command::Workload(workload::WorkloadCommand::Ls(a)) => &a.common,
+            Command::Workload(workload::WorkloadCommand::Stop(a)) => &a.common,
+            Command::Workload(workload::WorkloadCommand::Logs(a)) => &a.common,
+            Command::Workload(workload::WorkloadCommand::Inspect(a)) => &a.common,
             Command::Migrate(a) => &a.common,
             Command::Events(events::EventsCommand::Tail(a)) => &a.common,
             Command::Events(events::EventsCommand::Streams(a)) => &a.common,
@@ -99,6 +109,9 @@ impl Command {
         match self {
             Command::Workload(workload::WorkloadCommand::Run(a)) => workload::run(a).await,
             Command::Workload(workload::WorkloadCommand::Ls(a)) => workload::ls(a).await,
+            Command::Workload(workload::WorkloadCommand::Stop(a)) => stop::run(a).await,
+            Command::Workload(workload::WorkloadCommand::Logs(a)) => logs::run(a).await,
+            Command::Workload(workload::WorkloadCommand::Inspect(a)) => inspect::run(a).await,
             Command::Migrate(a) => migrate::run(a).await,
             Command::Events(events::EventsCommand::Tail(a)) => events::tail(a).await,
             Command::Events(events::EventsCommand::Streams(a)) => events::streams(a).await,

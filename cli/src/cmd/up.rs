@@ -17,14 +17,16 @@ use loadshift_events::cli::LogArgs;
 use loadshift_events::reader::{self, ReaderConfig, Start as ReaderStart};
 use loadshift_events::shutdown::{Listener, Shutdown};
 use loadshift_events::stream::StreamId;
+use loadshift_events::workload::Runtime;
 use loadshift_events::{connection, liveness, stream, Envelope, Event, NodeName};
 
 use super::workload::RuntimeArg;
 use crate::up::cgroup::{self, NodeCgroup};
 use crate::up::docker;
+use crate::up::image;
 use crate::up::outcome;
 use crate::up::report::StopReport;
-use crate::up::scenario::{self, Scenario};
+use crate::up::scenario::{self, Generator, Scenario};
 use crate::up::supervise::{Spec, Supervised};
 use crate::up::trace_plan::{self, TracePlan};
 use crate::up::usage::Meter;
@@ -66,6 +68,7 @@ const BINARIES: [&str; 5] = [
   loadshift up
   loadshift up --scenario idle --nodes 4
   loadshift up --scenario trace:../shared/traces/bitbrains-rnd/2013-8 --trace-vms 6 --trace-from 17d --trace-speed 300
+  loadshift up --runtime docker
   loadshift up --runtime docker --scenario idle --listen 0.0.0.0:8080
 
 Then: the dashboard at --listen, `loadshift status`, `loadshift events tail`.")]
@@ -76,8 +79,11 @@ pub struct UpArgs {
     /// What load to put on the nodes: idle, ramp or trace:DIR.
     #[arg(long, env = "LOADSHIFT_SCENARIO", default_value = "ramp")]
     pub scenario: Scenario,
-    /// How the workers' executors run workloads (docker needs a running
-    /// Docker daemon with experimental features; see scripts/setup-docker).
+    /// How the workers' executors run workloads, the scenario's load
+    /// generators included: docker runs them as containers of the image
+    /// loadshift/loadgen, built on first use from loadgen/Dockerfile and the
+    /// loadshift-loadgen binary (no registry needed); it needs a running
+    /// Docker daemon with experimental features (see scripts/setup-docker).
     #[arg(long, env = "LOADSHIFT_RUNTIME", value_enum, default_value_t = RuntimeArg::Process)]
     pub runtime: RuntimeArg,
     /// Folder for NATS's store, the brain's store, the executors' state and the logs.
@@ -163,6 +169,18 @@ struct Cluster {
     cgroups: Vec<NodeCgroup>,
     prefix: String,
     grace: Duration,
+    /// With `--runtime docker`: what to remove on stop.
+    docker: Option<DockerRun>,
+}
+
+/// What a `--runtime docker` run leaves to remove on stop: the scenario's
+/// containers (wherever they moved) and its own images (the trace
+/// scenario's profiles); the generator's image stays for the next run.
+#[derive(Debug, Default)]
+struct DockerRun {
+    host: String,
+    workloads: Vec<String>,
+    images: Vec<String>,
 }
 
 impl Cluster {
@@ -182,6 +200,21 @@ impl Cluster {
             s.stop().await;
             tracing::debug!(service = %name, "stopped");
         }
+        let docker_used = self.docker.is_some();
+        if let Some(run) = self.docker.take() {
+            let removed = tokio::task::spawn_blocking(move || {
+                let n = image::remove_containers(&run.host, &run.workloads)?;
+                image::remove_images(&run.host, &run.images)?;
+                Ok::<_, image::ImageError>(n)
+            })
+            .await;
+            match removed {
+                Ok(Ok(n)) if n > 0 => println!("removed {n} container(s) of the scenario"),
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => eprintln!("warning: removing the scenario's containers: {e}"),
+                Err(e) => eprintln!("warning: removing the scenario's containers: {e}"),
+            }
+        }
         for cg in &self.cgroups {
             let rel = cg.rel.clone();
             let cg = cg.clone();
@@ -200,6 +233,9 @@ impl Cluster {
             }
         }
         cgroup::remove_parent(&self.prefix);
+        if docker_used {
+            cgroup::remove_everywhere(&self.prefix);
+        }
     }
 }
 
@@ -251,6 +287,10 @@ pub async fn run(a: UpArgs) -> anyhow::Result<ExitCode> {
         cgroups: Vec::new(),
         prefix: a.cgroup_prefix.trim_matches('/').to_string(),
         grace: a.grace,
+        docker: (a.runtime == RuntimeArg::Docker).then(|| DockerRun {
+            host: a.docker_host.clone(),
+            ..DockerRun::default()
+        }),
     };
     let launch = Launch {
         a: &a,
@@ -314,13 +354,6 @@ async fn choose_runtime(a: &UpArgs) -> Option<ExitCode> {
                 "error: --runtime docker needs a running Docker daemon, and none answers at {} ({why}); \
                  start one (scripts/setup-docker) or use --runtime process",
                 a.docker_host
-            );
-            return Some(ExitCode::from(2));
-        }
-        (RuntimeArg::Docker, Ok(())) if a.scenario == Scenario::Ramp => {
-            eprintln!(
-                "error: the ramp scenario runs loadshift-loadgen as processes, which a docker \
-                 executor does not run; use --runtime process, or --scenario idle with docker"
             );
             return Some(ExitCode::from(2));
         }
@@ -542,13 +575,51 @@ impl Launch<'_> {
         for n in workers {
             wait_for_executor(&client, n, &self.state.join("logs")).await?;
         }
-        if self.a.scenario == Scenario::Ramp {
-            self.start_ramp(&js, workers).await?;
-        }
-        if let Some(p) = plan {
-            self.start_trace(&js, workers, p).await?;
+        let mut images = Vec::new();
+        let started = match (&self.a.scenario, plan) {
+            (Scenario::Ramp, _) => self.start_ramp(&js, workers).await?,
+            (_, Some(p)) => self.start_trace(&js, workers, p, &mut images).await?,
+            _ => Vec::new(),
+        };
+        if let Some(run) = &mut cluster.docker {
+            run.workloads.extend(started);
+            run.images.extend(images);
         }
         Ok(())
+    }
+
+    /// The repository (the folder holding `nats/server.conf`).
+    fn repo(&self) -> &Path {
+        self.conf
+            .parent()
+            .and_then(Path::parent)
+            .unwrap_or(Path::new("."))
+    }
+
+    /// How this run's load generators run: processes of the binary beside
+    /// `loadshift`, or with `--runtime docker` containers of the image built
+    /// from it (on first use) by `loadgen/Dockerfile`.
+    async fn generator(&self) -> anyhow::Result<Generator> {
+        let loadgen = self.bin.join("loadshift-loadgen");
+        if self.a.runtime == RuntimeArg::Process {
+            return Ok(Generator::process(&loadgen));
+        }
+        let dockerfile = self.repo().join("loadgen/Dockerfile");
+        let host = self.a.docker_host.clone();
+        let clock = Instant::now();
+        let built =
+            tokio::task::spawn_blocking(move || image::loadgen_image(&loadgen, &dockerfile, &host))
+                .await
+                .context("building the load generator's image")?
+                .context("building the load generator's image")?;
+        match &built {
+            image::Built::Found(t) => println!("image        {t} (loadshift-loadgen, built earlier)"),
+            image::Built::New(t) => println!(
+                "image        {t} (loadshift-loadgen, built now from loadgen/Dockerfile in {:.1} s)",
+                clock.elapsed().as_secs_f64()
+            ),
+        }
+        Ok(Generator::container(built.tag().to_string()))
     }
 
     /// One cgroup per node: node1 (the control plane) with its own CPUs.
@@ -628,12 +699,7 @@ impl Launch<'_> {
         // first model from the reference traces committed with the project (a
         // few Bitbrains VMs), then retrains from this cluster's own log.
         brain.push("--bootstrap-trace".into());
-        let repo = self
-            .conf
-            .parent()
-            .and_then(Path::parent)
-            .unwrap_or(Path::new("."));
-        brain.push(repo.join("brain/tests/fixtures/traces").into());
+        brain.push(self.repo().join("brain/tests/fixtures/traces").into());
         // The demo compresses time: one 5-minute trace step is one second of
         // this cluster (a minute-long ramp would not fill one 5-minute step),
         // and the horizon is counted in those steps: three, i.e. 15 minutes of
@@ -690,47 +756,53 @@ impl Launch<'_> {
         Ok(())
     }
 
-    /// The ramp scenario: load generators on the first worker.
+    /// The ramp scenario: load generators on the first worker; returns
+    /// their names.
     async fn start_ramp(
         &self,
         js: &async_nats::jetstream::Context,
         workers: &[NodeName],
-    ) -> anyhow::Result<()> {
+    ) -> anyhow::Result<Vec<String>> {
         let Some(target) = workers.first() else {
             bail!("the ramp scenario needs a worker node");
         };
+        let generator = self.generator().await?;
         let run = format!("{:x}", chrono::Utc::now().timestamp() % 0x100_0000);
-        let emitter = NodeName::new("cli")?;
-        for req in scenario::ramp_requests(target, &self.bin.join("loadshift-loadgen"), &run) {
-            let name = req.workload.clone();
-            let env = Envelope::new(emitter.clone(), Event::WorkloadStartRequested(req));
-            connection::publish(js, &env)
-                .await
-                .with_context(|| format!("asking {target} to start {name}"))?;
+        let mut started = Vec::new();
+        for req in scenario::ramp_requests(target, &generator, &run) {
+            let name = req.workload.to_string();
+            let how = match req.spec.runtime {
+                Runtime::Process => "process",
+                Runtime::Docker => "container",
+            };
+            ask_to_start(js, req).await?;
             println!(
-                "scenario     started {name} on {target} (loadshift-loadgen ramping over {})",
+                "scenario     started {name} on {target} (loadshift-loadgen as a {how}, ramping over {})",
                 scenario::RAMP_OVER
             );
+            started.push(name);
         }
-        Ok(())
+        Ok(started)
     }
 }
 
 impl Launch<'_> {
     /// The trace scenario: one load generator per planned VM on its
-    /// worker, playing the VM's profile (written under the state's `trace`).
+    /// worker, playing the VM's profile (written under the state's `trace`;
+    /// for containers, copied into this run's image, added to `images`);
+    /// returns their names.
     async fn start_trace(
         &self,
         js: &async_nats::jetstream::Context,
         workers: &[NodeName],
         plan: &TracePlan,
-    ) -> anyhow::Result<()> {
+        images: &mut Vec<String>,
+    ) -> anyhow::Result<Vec<String>> {
         let dir = self.state.join("trace");
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         let run = format!("{:x}", chrono::Utc::now().timestamp() % 0x100_0000);
-        let emitter = NodeName::new("cli")?;
-        let loadgen = self.bin.join("loadshift-loadgen");
         let step = plan.live_step();
+        let mut placed = Vec::new();
         for w in plan.planned(trace_plan::PROFILE_STEPS) {
             let name = trace_plan::workload_name(&w.vm, &run)
                 .map_err(crate::error::InputError::BadScenario)?;
@@ -744,15 +816,51 @@ impl Launch<'_> {
                     workers.len()
                 );
             };
-            let req = trace_plan::start_request(name.clone(), node.clone(), &loadgen, &file, step);
-            let env = Envelope::new(emitter.clone(), Event::WorkloadStartRequested(req));
-            connection::publish(js, &env)
-                .await
-                .with_context(|| format!("asking {node} to start {name}"))?;
-            println!("scenario     started {name} on {node} (VM {} of the trace, a 5-minute step every {step:?})", w.vm);
+            placed.push((name, node.clone(), file, w.vm));
         }
-        Ok(())
+        let generator = match self.generator().await? {
+            g if g.runtime == Runtime::Process => g,
+            base => {
+                let tag = format!("{}-trace:{run}", image::REPOSITORY);
+                let (host, from) = (self.a.docker_host.clone(), base.image.unwrap_or_default());
+                let (d, t) = (dir.clone(), tag.clone());
+                tokio::task::spawn_blocking(move || image::with_profiles(&from, &d, &t, &host))
+                    .await
+                    .context("adding the profiles to the image")?
+                    .context("adding the profiles to the image")?;
+                println!("image        {tag} (the generator with this run's profiles)");
+                images.push(tag.clone());
+                Generator::container(tag)
+            }
+        };
+        let mut started = Vec::new();
+        for (name, node, file, vm) in placed {
+            let profile = match generator.runtime {
+                Runtime::Process => file.display().to_string(),
+                Runtime::Docker => format!("{}/{name}.csv", image::PROFILES_IN_IMAGE),
+            };
+            let req =
+                trace_plan::start_request(name.clone(), node.clone(), &generator, &profile, step);
+            ask_to_start(js, req).await?;
+            println!("scenario     started {name} on {node} (VM {vm} of the trace, a 5-minute step every {step:?})");
+            started.push(name.to_string());
+        }
+        Ok(started)
     }
+}
+
+/// Publishes `req`, the scenario's (the `cli` identity's) request to start
+/// a generator.
+async fn ask_to_start(
+    js: &async_nats::jetstream::Context,
+    req: loadshift_events::workload::StartRequested,
+) -> anyhow::Result<()> {
+    let (name, node) = (req.workload.clone(), req.node.clone());
+    let env = Envelope::new(NodeName::new("cli")?, Event::WorkloadStartRequested(req));
+    connection::publish(js, &env)
+        .await
+        .with_context(|| format!("asking {node} to start {name}"))?;
+    Ok(())
 }
 
 fn runtime_name(r: RuntimeArg) -> &'static str {

@@ -1,6 +1,7 @@
 //! `loadshift workload run` and `loadshift workload ls`: start a workload by
-//! publishing the request its node's executor acts on, and list where every
-//! workload runs now according to the log.
+//! publishing the request its node's executor acts on (on the emptiest live
+//! node when none is named), and list where every workload runs now
+//! according to the log. `stop`, `logs` and `inspect` have files of their own.
 
 use std::collections::BTreeMap;
 use std::process::ExitCode;
@@ -24,6 +25,9 @@ pub enum WorkloadCommand {
     // The help text is the argument struct's doc comment.
     Run(RunArgs),
     Ls(LsArgs),
+    Stop(super::stop::StopArgs),
+    Logs(super::logs::LogsArgs),
+    Inspect(super::inspect::InspectArgs),
 }
 
 /// How the workload runs (the contract's `Runtime`, as a flag).
@@ -46,6 +50,13 @@ impl From<RuntimeArg> for Runtime {
 
 /// Ask a node to start a workload.
 ///
+/// Without `--node` it picks the node itself, by one rule (the contract's
+/// `emptiest_node`): among the nodes whose executor answers the liveness
+/// ping within 2 s and runs the workload's runtime, the one with the lowest
+/// CPU in its latest sample of the last two minutes (a node without one
+/// counts as busier than any with one); ties go to the node running fewer
+/// workloads, then to the name. It says which node it chose and why.
+///
 /// Publishes `workload.<N>.start_requested`, which node N's executor acts on, then waits for the node's answer
 /// (`workload.<N>.started` or `workload.<N>.start_failed`) and exits 0 only
 /// if it started: a program missing on the node is an error, not "started".
@@ -56,13 +67,15 @@ impl From<RuntimeArg> for Runtime {
   loadshift workload run --node node2 --name web --runtime docker --image web:1 --env PORT=8080
   LOADSHIFT_NODE=node3 loadshift workload run --name sleeper --timeout 30s -- sleep 1000
   loadshift workload run --node node2 --name batch --no-wait -- /usr/bin/batch
+  loadshift workload run --name counter -- /usr/bin/counter   (on the emptiest live node)
 
 The command after `--` is run as is (no shell); a docker workload without one
 runs its image's own command.")]
 pub struct RunArgs {
-    /// The node that must start it.
+    /// The node that must start it (default: the emptiest live node, by
+    /// the rule above).
     #[arg(long, env = "LOADSHIFT_NODE")]
-    pub node: NodeName,
+    pub node: Option<NodeName>,
     /// The workload's name, unique in the cluster (letters, digits, '-', '_').
     #[arg(long, env = "LOADSHIFT_WORKLOAD")]
     pub name: WorkloadName,
@@ -145,48 +158,123 @@ pub struct LsArgs {
 /// Bad input, or NATS failing.
 pub async fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
     let spec = a.spec()?;
-    let (_client, js) = connect(&a.common).await?;
+    let (client, js) = connect(&a.common).await?;
     // Names are unique in the cluster: the log says whether it runs already
     // (the executors also refuse it, and settle two starts that race).
-    if let Some(w) = fold(&js, &a.common).await?.workloads.get(&a.name) {
+    let placement = fold(&js, &a.common).await?;
+    if let Some(w) = placement.workloads.get(&a.name) {
         return Err(InputError::NameTaken {
             workload: a.name.clone(),
             node: w.node.clone(),
         }
         .into());
     }
+    let node = match &a.node {
+        Some(n) => n.clone(),
+        None => {
+            let (node, weighed) =
+                super::place::choose(&client, &js, &placement, spec.runtime).await?;
+            println!(
+                "placing {} on {node}: {}",
+                a.name,
+                super::place::why(&weighed)
+            );
+            node
+        }
+    };
     let events = eventlog::open(&js, &a.common.nats).await?;
-    let env = Envelope::new(
-        a.requester.as_node.clone(),
+    let (env, seq) = request(
+        &js,
+        &a.requester,
         Event::WorkloadStartRequested(StartRequested {
             workload: a.name.clone(),
-            node: a.node.clone(),
+            node: node.clone(),
             spec,
             requested_by: a.requester.who(),
         }),
-    );
-    let ack = connection::publish(&js, &env)
-        .await
-        .context("publishing the start request")?;
+    )
+    .await?;
     println!(
         "requested workload {} on {} (event {}, seq {})",
-        a.name, a.node, env.id, ack.sequence
+        a.name, node, env.id, seq
     );
     if a.no_wait {
         return Ok(ExitCode::SUCCESS);
     }
-    let filter = format!("workload.{}.>", a.node);
-    let mut answers =
-        Box::pin(eventlog::follow(&events, &filter, Start::Sequence(ack.sequence + 1)).await?);
-    let deadline = tokio::time::Instant::now() + a.timeout;
+    let filter = format!("workload.{node}.>");
+    let answer = first_answer(&events, &filter, seq, a.timeout, &node, |env| {
+        match &env.event {
+            Event::WorkloadStarted(s) if s.workload == a.name => {
+                let how = match (&s.pid, &s.container_id) {
+                    (_, Some(c)) => format!("container {c}"),
+                    (Some(p), None) => format!("pid {p}"),
+                    (None, None) => "no pid reported".into(),
+                };
+                Some(Ok(format!("started {} on {} ({how})", a.name, env.node)))
+            }
+            Event::WorkloadStartFailed(f) if f.workload == a.name => Some(Err(format!(
+                "error: {} did not start on {}: {}",
+                a.name, env.node, f.reason
+            ))),
+            _ => None,
+        }
+    })
+    .await?;
+    match answer {
+        Ok(line) => {
+            println!("{line}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(line) => {
+            eprintln!("{line}");
+            Ok(ExitCode::from(1))
+        }
+    }
+}
+
+/// Publishes `event` as `requester`'s request; returns its envelope and
+/// the stream sequence it was stored at (where waiting for the answer
+/// starts).
+///
+/// # Errors
+/// When NATS does not store it.
+pub async fn request(
+    js: &async_nats::jetstream::Context,
+    requester: &Requester,
+    event: Event,
+) -> anyhow::Result<(Envelope, u64)> {
+    let what = event.kind().as_str();
+    let env = Envelope::new(requester.as_node.clone(), event);
+    let ack = connection::publish(js, &env)
+        .await
+        .with_context(|| format!("publishing the {what} request"))?;
+    Ok((env, ack.sequence))
+}
+
+/// Follows the log on `filter` after sequence `after` until `answer` says
+/// something about an event, or `timeout` passes (an error naming `node`,
+/// whose executor should have answered): how `run` and `stop` wait for the
+/// node that acts on their request.
+///
+/// # Errors
+/// The timeout, the stream ending, or NATS failing.
+pub async fn first_answer<T>(
+    events: &eventlog::Log,
+    filter: &str,
+    after: u64,
+    timeout: Duration,
+    node: &NodeName,
+    mut answer: impl FnMut(&Envelope) -> Option<T>,
+) -> anyhow::Result<T> {
+    let mut items = Box::pin(eventlog::follow(events, filter, Start::Sequence(after + 1)).await?);
+    let deadline = tokio::time::Instant::now() + timeout;
     loop {
-        let item = match tokio::time::timeout_at(deadline, answers.next()).await {
+        let item = match tokio::time::timeout_at(deadline, items.next()).await {
             Err(_) => bail!(
-                "{} did not answer within {} (is its executor running? `loadshift status` asks)",
-                a.node,
-                humantime::format_duration(a.timeout)
+                "{node} did not answer within {} (is its executor running? `loadshift status` asks)",
+                humantime::format_duration(timeout)
             ),
-            Ok(None) => bail!("the EVENTS stream ended while waiting for {}", a.node),
+            Ok(None) => bail!("the EVENTS stream ended while waiting for {node}"),
             Ok(Some(item)) => item,
         };
         let Ok(env) = &item.decoded else {
@@ -195,24 +283,8 @@ pub async fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
             }
             continue;
         };
-        match &env.event {
-            Event::WorkloadStarted(s) if s.workload == a.name => {
-                let how = match (&s.pid, &s.container_id) {
-                    (_, Some(c)) => format!("container {c}"),
-                    (Some(p), None) => format!("pid {p}"),
-                    (None, None) => "no pid reported".into(),
-                };
-                println!("started {} on {} ({how})", a.name, env.node);
-                return Ok(ExitCode::SUCCESS);
-            }
-            Event::WorkloadStartFailed(f) if f.workload == a.name => {
-                eprintln!(
-                    "error: {} did not start on {}: {}",
-                    a.name, env.node, f.reason
-                );
-                return Ok(ExitCode::from(1));
-            }
-            _ => {}
+        if let Some(t) = answer(env) {
+            return Ok(t);
         }
     }
 }

@@ -19,16 +19,15 @@ use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use loadshift_events::connection::inbox_prefix;
+use loadshift_events::file::FileError;
 use loadshift_events::stream::{CHECKPOINTS, EVENTS, TELEMETRY};
 use loadshift_events::NodeName;
 
-/// The key-value bucket that says which node runs each workload name, so
-/// that two simultaneous starts of one name end with one workload.
-pub const NAMES_BUCKET: &str = "WORKLOAD_NAMES";
+/// The key-value bucket that says which node runs each workload name.
+pub const NAMES_BUCKET: &str = loadshift_events::stream::WORKLOAD_NAMES;
 
-/// The executors' migration fences (`executor::fence::BUCKET`; the CLI does
-/// not depend on the executor, so the name is repeated: keep them equal).
-pub const FENCES_BUCKET: &str = "MIGRATION_FENCES";
+/// The executors' migration fences.
+pub const FENCES_BUCKET: &str = loadshift_events::stream::MIGRATION_FENCES;
 
 /// The file holding the server's `authorization` block.
 pub const SERVER_CONF: &str = "nats-auth.conf";
@@ -40,16 +39,8 @@ pub const IMAGES_KEY: &str = "images.key";
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
     /// a file could not be written or read
-    #[error("{action} {path}: {source}")]
-    Io {
-        /// What was attempted.
-        action: &'static str,
-        /// The file.
-        path: PathBuf,
-        /// What the system said.
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] FileError),
     /// a seed file holds no valid seed
     #[error("{path} holds no valid user nkey seed ({message}); remove it to have a new one made")]
     BadSeed {
@@ -122,9 +113,13 @@ impl Role {
                 p.publish.extend(strings(match self {
                     Role::Operator => &[
                         "workload.*.start_requested",
+                        "workload.*.stop_requested",
                         "migration.*.requested",
                         "model.*.train_requested",
                         "loadshift.executor.*.ping",
+                        // A workload's output (`workload logs`): a request
+                        // to the executor that runs it, never a stream.
+                        "loadshift.executor.*.logs",
                     ],
                     Role::Webui => &["migration.*.requested", "model.*.train_requested"],
                     _ => &[
@@ -146,6 +141,7 @@ impl Role {
             Role::Executor(n) => {
                 p.publish.extend(executor_publish(n));
                 p.subscribe.push(format!("loadshift.executor.{n}.ping"));
+                p.subscribe.push(format!("loadshift.executor.{n}.logs"));
                 p.allow_responses = true;
             }
         }
@@ -162,6 +158,8 @@ fn executor_publish(n: &NodeName) -> Vec<String> {
         format!("workload.{n}.started"),
         format!("workload.{n}.start_failed"),
         format!("workload.{n}.exited"),
+        // A source hands a stop to the target its workload moved to.
+        "workload.*.stop_requested".into(),
         format!("telemetry.{n}.workloads"),
         "migration.*.checkpointed".into(),
         "migration.*.restored".into(),
@@ -300,17 +298,9 @@ impl AuthDir {
     /// [`AuthError`] when a file cannot be written or an existing seed file
     /// is not a seed.
     pub fn generate(dir: &Path, roles: &[Role]) -> Result<Self, AuthError> {
-        let io = |action, path: &Path| {
-            let path = path.to_path_buf();
-            move |source| AuthError::Io {
-                action,
-                path,
-                source,
-            }
-        };
-        std::fs::create_dir_all(dir).map_err(io("creating", dir))?;
+        std::fs::create_dir_all(dir).map_err(FileError::at("creating", dir))?;
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-            .map_err(io("restricting", dir))?;
+            .map_err(FileError::at("restricting", dir))?;
         let mut users = Vec::new();
         for role in roles {
             let path = dir.join(format!("{}.nk", role.name()));
@@ -328,22 +318,24 @@ impl AuthDir {
                         message: e.to_string(),
                     })?;
                     write_secret(&path, format!("{seed}\n").as_bytes())
-                        .map_err(io("writing", &path))?;
+                        .map_err(FileError::at("writing", &path))?;
                     kp.public_key()
                 }
-                Err(e) => return Err(io("reading", &path)(e)),
+                Err(e) => return Err(FileError::at("reading", &path)(e).into()),
             };
             users.push((role.clone(), public));
         }
         let key = dir.join(IMAGES_KEY);
         if !key.exists() {
             let mut bytes = [0u8; 32];
-            getrandom(&mut bytes).map_err(io("drawing random bytes for", &key))?;
+            getrandom(&mut bytes).map_err(FileError::at("drawing random bytes for", &key))?;
             let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-            write_secret(&key, format!("{hex}\n").as_bytes()).map_err(io("writing", &key))?;
+            write_secret(&key, format!("{hex}\n").as_bytes())
+                .map_err(FileError::at("writing", &key))?;
         }
         let conf = dir.join(SERVER_CONF);
-        write_secret(&conf, server_config(&users).as_bytes()).map_err(io("writing", &conf))?;
+        write_secret(&conf, server_config(&users).as_bytes())
+            .map_err(FileError::at("writing", &conf))?;
         Ok(Self {
             dir: dir.to_path_buf(),
             users,
@@ -371,11 +363,7 @@ impl AuthDir {
     /// # Errors
     /// [`AuthError::Io`] when `base` cannot be read or the file written.
     pub fn server_conf_with(&self, base: &Path) -> Result<PathBuf, AuthError> {
-        let text = std::fs::read_to_string(base).map_err(|source| AuthError::Io {
-            action: "reading",
-            path: base.to_path_buf(),
-            source,
-        })?;
+        let text = std::fs::read_to_string(base).map_err(FileError::at("reading", base))?;
         let out = self.dir.join("nats-server.conf");
         let all = format!(
             "# {} followed by the authorization of {}\n{text}\n{}",
@@ -383,11 +371,7 @@ impl AuthDir {
             self.dir.display(),
             server_config(&self.users)
         );
-        write_secret(&out, all.as_bytes()).map_err(|source| AuthError::Io {
-            action: "writing",
-            path: out.clone(),
-            source,
-        })?;
+        write_secret(&out, all.as_bytes()).map_err(FileError::at("writing", &out))?;
         Ok(out)
     }
 
@@ -503,6 +487,23 @@ mod tests {
     }
 
     #[test]
+    fn only_people_and_executors_ask_for_a_stop_and_only_the_operator_reads_output() {
+        for role in roles(&[n("node2")], &[n("node2")]) {
+            let p = role.permissions();
+            let stops = p.publish.iter().any(|s| s.ends_with("stop_requested"));
+            let reads = p.publish.iter().any(|s| s.ends_with(".logs"));
+            let executor = matches!(role, Role::Executor(_));
+            assert_eq!(stops, role == Role::Operator || executor, "{role:?}");
+            assert_eq!(reads, role == Role::Operator, "{role:?}");
+            assert_eq!(
+                p.subscribe.iter().any(|s| s.ends_with(".logs")),
+                executor,
+                "{role:?}"
+            );
+        }
+    }
+
+    #[test]
     fn an_executor_reads_only_its_own_node() {
         let p = Role::Executor(n("node2")).permissions();
         let creates: Vec<_> = p
@@ -524,7 +525,7 @@ mod tests {
         ];
         let c = server_config(&users);
         assert!(c.contains("nkey: \"UOP\""));
-        assert!(c.contains("\"_INBOX_UEX.>\", \"loadshift.executor.node3.ping\""));
+        assert!(c.contains("\"_INBOX_UEX.>\", \"loadshift.executor.node3.ping\", \"loadshift.executor.node3.logs\""));
         assert_eq!(c.matches("allow_responses").count(), 1);
         assert!(!c.contains("no_auth_user"));
     }

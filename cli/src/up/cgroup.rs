@@ -157,6 +157,34 @@ pub fn remove_parent(prefix: &str) {
     }
 }
 
+/// Removes `prefix` from every cgroup hierarchy, deepest folder first:
+/// Docker makes a container's parent folders in every v1 controller
+/// (pids, blkio, devices, ...), not only in those `up` made. An empty
+/// cgroup folder can be removed; one still holding processes stays.
+pub fn remove_everywhere(prefix: &str) {
+    let prefix = prefix.trim_matches('/');
+    if prefix.is_empty() {
+        return;
+    }
+    let Ok(hierarchies) = std::fs::read_dir(ROOT) else {
+        return;
+    };
+    for h in hierarchies.flatten() {
+        remove_tree(&h.path().join(prefix));
+    }
+}
+
+fn remove_tree(d: &Path) {
+    if let Ok(entries) = std::fs::read_dir(d) {
+        for e in entries.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                remove_tree(&e.path());
+            }
+        }
+    }
+    let _ = std::fs::remove_dir(d);
+}
+
 fn remove_dir_retrying(d: &Path) -> Result<(), CgroupError> {
     let mut last = None;
     for _ in 0..50 {

@@ -6,7 +6,8 @@
 //!   quota and a memory limit, empty it, remove it;
 //! - [`supervise`]: a service as a child process, restarted with backoff
 //!   when it dies, stopped with SIGTERM then SIGKILL;
-//! - [`docker`]: whether a Docker daemon answers;
+//! - [`docker`]: whether a Docker daemon answers; [`image`]: the load
+//!   generator's container image, built here on first use;
 //! - [`usage`]: CPU time and memory of the control plane, read from /proc;
 //! - [`scenario`]: what load is put on the nodes once they are up;
 //! - [`outcome`]: the live trace run in the simulator's value table;
@@ -16,6 +17,7 @@
 pub mod auth;
 pub mod cgroup;
 pub mod docker;
+pub mod image;
 pub mod outcome;
 pub mod report;
 pub mod scenario;

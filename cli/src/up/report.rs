@@ -393,25 +393,19 @@ mod tests {
         env(
             n,
             when,
-            Event::TelemetrySample(Sample {
-                at: at(when),
-                seq: when as u64,
-                cpu: Cpu {
+            Event::TelemetrySample(Sample::new(
+                at(when),
+                when as u64,
+                Cpu {
                     usage_pct: pct,
                     capacity_cores: 1.0,
                     per_core_pct: vec![],
                 },
-                memory: Memory {
+                Memory {
                     used_bytes: 0,
                     total_bytes: 1 << 30,
                 },
-                swap: None,
-                load: None,
-                net: None,
-                disk: None,
-                processes: None,
-                psi: None,
-            }),
+            )),
         )
     }
 
@@ -478,6 +472,18 @@ mod tests {
         v
     }
 
+    /// The ramp with one migration: predicted at `p`, requested at `r`,
+    /// completed at `c` (seconds), folded into a report.
+    fn one_move(p: i64, r: i64, c: i64) -> StopReport {
+        let id = Uuid::now_v7();
+        let log = ramp(vec![
+            predicted("node2", p),
+            requested(id, r),
+            completed(id, c),
+        ]);
+        StopReport::fold(&log, t0())
+    }
+
     #[test]
     fn seconds_at_the_line_follow_the_samples() {
         let log = ramp(vec![]);
@@ -511,13 +517,7 @@ mod tests {
 
     #[test]
     fn a_move_ending_before_the_line_is_before_any_overload() {
-        let id = Uuid::now_v7();
-        let log = ramp(vec![
-            predicted("node2", 0),
-            requested(id, 1),
-            completed(id, 1),
-        ]);
-        let r = StopReport::fold(&log, t0());
+        let r = one_move(0, 1, 1);
         let m = &r.migrations[0];
         assert_eq!(m.predicted_at, at(0));
         assert!(m.completed);
@@ -527,13 +527,7 @@ mod tests {
 
     #[test]
     fn the_run_as_a_row_of_the_value_table() {
-        let id = Uuid::now_v7();
-        let log = ramp(vec![
-            predicted("node2", 0),
-            requested(id, 1),
-            completed(id, 4),
-        ]);
-        let r = StopReport::fold(&log, t0());
+        let r = one_move(0, 1, 4);
         // 2 s at the line on node2, at 300x: 600 trace seconds, 10 minutes.
         let o = r.outcome("ai (live)", &[node("node2"), node("node3")], 300.0);
         assert_eq!(o.policy, "ai (live)");
@@ -548,26 +542,14 @@ mod tests {
 
     #[test]
     fn an_overload_before_the_move_ends_gives_the_lead_time() {
-        let id = Uuid::now_v7();
-        let log = ramp(vec![
-            predicted("node2", 0),
-            requested(id, 1),
-            completed(id, 4),
-        ]);
-        let r = StopReport::fold(&log, t0());
+        let r = one_move(0, 1, 4);
         assert_eq!(r.migrations[0].lead, Lead::Ahead(2.0));
         assert!(r.render().contains("lead time 2.0 s"), "{}", r.render());
     }
 
     #[test]
     fn a_prediction_made_in_overload_is_late() {
-        let id = Uuid::now_v7();
-        let log = ramp(vec![
-            predicted("node2", 3),
-            requested(id, 3),
-            completed(id, 4),
-        ]);
-        let r = StopReport::fold(&log, t0());
+        let r = one_move(3, 3, 4);
         assert_eq!(r.migrations[0].lead, Lead::Late(1.0));
     }
 

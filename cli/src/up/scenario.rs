@@ -90,33 +90,78 @@ const RAMPS: [Ramp; 3] = [
 /// How long the ramp of every generator takes.
 pub const RAMP_OVER: &str = "60s";
 
+/// How a scenario's load generators run: every scenario runs the same
+/// `loadshift-loadgen`, as a process of the binary beside `loadshift` or as
+/// a container of the image built from it ([`super::image`]), so the
+/// scenarios say what load to make and this says how.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Generator {
+    /// The executors' runtime.
+    pub runtime: Runtime,
+    /// The generator's path where it runs (on the host, or in the image).
+    pub program: String,
+    /// The image, for containers.
+    pub image: Option<String>,
+}
+
+impl Generator {
+    /// Processes of the binary at `loadgen`.
+    pub fn process(loadgen: &Path) -> Self {
+        Self {
+            runtime: Runtime::Process,
+            program: loadgen.display().to_string(),
+            image: None,
+        }
+    }
+
+    /// Containers of `image`, whose generator is at
+    /// [`super::image::LOADGEN_IN_IMAGE`].
+    pub fn container(image: String) -> Self {
+        Self {
+            runtime: Runtime::Docker,
+            program: super::image::LOADGEN_IN_IMAGE.to_string(),
+            image: Some(image),
+        }
+    }
+
+    /// Asks `node` to run the generator with `args` as `workload`.
+    pub fn request(
+        &self,
+        workload: WorkloadName,
+        node: &NodeName,
+        args: Vec<String>,
+    ) -> StartRequested {
+        StartRequested {
+            workload,
+            node: node.clone(),
+            spec: WorkloadSpec {
+                runtime: self.runtime,
+                command: std::iter::once(self.program.clone()).chain(args).collect(),
+                image: self.image.clone(),
+                env: Default::default(),
+            },
+            requested_by: "loadshift-up".into(),
+        }
+    }
+}
+
 /// The start requests of the `ramp` scenario on `node`, the generators run
-/// from `loadgen`; `run` tells this run's workload names from earlier ones
-/// kept in the same log.
-pub fn ramp_requests(node: &NodeName, loadgen: &Path, run: &str) -> Vec<StartRequested> {
+/// as `generator` says; `run` tells this run's workload names from earlier
+/// ones kept in the same log.
+pub fn ramp_requests(node: &NodeName, generator: &Generator, run: &str) -> Vec<StartRequested> {
     RAMPS
         .iter()
         .enumerate()
         .filter_map(|(i, r)| {
             let workload = WorkloadName::new(format!("ramp{}-{run}", i + 1)).ok()?;
-            Some(StartRequested {
-                workload,
-                node: node.clone(),
-                spec: WorkloadSpec {
-                    runtime: Runtime::Process,
-                    command: vec![
-                        loadgen.display().to_string(),
-                        format!("--cpu={}", r.from),
-                        format!("--ramp-to={}", r.to),
-                        format!("--ramp-over={RAMP_OVER}"),
-                        format!("--memory={}", r.memory),
-                        format!("--dirty-rate={}", r.dirty),
-                    ],
-                    image: None,
-                    env: Default::default(),
-                },
-                requested_by: "loadshift-up".into(),
-            })
+            let args = vec![
+                format!("--cpu={}", r.from),
+                format!("--ramp-to={}", r.to),
+                format!("--ramp-over={RAMP_OVER}"),
+                format!("--memory={}", r.memory),
+                format!("--dirty-rate={}", r.dirty),
+            ];
+            Some(generator.request(workload, node, args))
         })
         .collect()
 }
@@ -146,9 +191,21 @@ mod tests {
         let total: u32 = RAMPS.iter().map(|r| r.to).sum();
         assert!(total > 100);
         let node = NodeName::new("node2").unwrap();
-        let reqs = ramp_requests(&node, Path::new("/bin/loadgen"), "abc");
+        let reqs = ramp_requests(&node, &Generator::process(Path::new("/bin/loadgen")), "abc");
         assert_eq!(reqs.len(), 3);
         assert_eq!(reqs[0].workload.as_str(), "ramp1-abc");
         assert!(reqs[1].spec.command.contains(&"--ramp-to=45".to_string()));
+        assert_eq!(reqs[0].spec.command[0], "/bin/loadgen");
+        assert_eq!(reqs[0].spec.runtime, Runtime::Process);
+        // The same ramp as containers of the image.
+        let boxed = ramp_requests(
+            &node,
+            &Generator::container("loadshift/loadgen:x".into()),
+            "abc",
+        );
+        assert_eq!(boxed[1].spec.command[1..], reqs[1].spec.command[1..]);
+        assert_eq!(boxed[1].spec.runtime, Runtime::Docker);
+        assert_eq!(boxed[1].spec.image.as_deref(), Some("loadshift/loadgen:x"));
+        assert_eq!(boxed[1].spec.command[0], crate::up::image::LOADGEN_IN_IMAGE);
     }
 }

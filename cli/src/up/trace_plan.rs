@@ -21,8 +21,10 @@ use std::path::Path;
 use std::time::Duration;
 
 use loadshift_brain::simulate::{Grid, Layout};
-use loadshift_events::workload::{Runtime, StartRequested, WorkloadSpec};
+use loadshift_events::workload::StartRequested;
 use loadshift_events::{NodeName, WorkloadName};
+
+use super::scenario::Generator;
 
 /// The simulator's step: the Bitbrains sampling interval.
 pub const TRACE_STEP_MS: i64 = 300_000;
@@ -184,30 +186,21 @@ pub fn workload_name(vm: &str, run: &str) -> Result<WorkloadName, String> {
     WorkloadName::new(format!("vm{clean}-{run}")).map_err(|e| e.to_string())
 }
 
-/// The start request of one generator: `loadgen` playing `profile_file`.
+/// The start request of one generator, run as `generator` says, playing
+/// the profile at `profile` (its path where the generator runs).
 pub fn start_request(
     workload: WorkloadName,
     node: NodeName,
-    loadgen: &Path,
-    profile_file: &Path,
+    generator: &Generator,
+    profile: &str,
     step: Duration,
 ) -> StartRequested {
-    StartRequested {
-        workload,
-        node,
-        spec: WorkloadSpec {
-            runtime: Runtime::Process,
-            command: vec![
-                loadgen.display().to_string(),
-                format!("--profile={}", profile_file.display()),
-                format!("--step={}ms", step.as_millis().max(1)),
-                format!("--dirty-rate={DIRTY_RATE_MIB_S}"),
-            ],
-            image: None,
-            env: Default::default(),
-        },
-        requested_by: "loadshift-up".into(),
-    }
+    let args = vec![
+        format!("--profile={profile}"),
+        format!("--step={}ms", step.as_millis().max(1)),
+        format!("--dirty-rate={DIRTY_RATE_MIB_S}"),
+    ];
+    generator.request(workload, &node, args)
 }
 
 #[cfg(test)]
@@ -298,8 +291,8 @@ mod tests {
         let r = start_request(
             name,
             NodeName::new("node2").unwrap(),
-            Path::new("/bin/loadgen"),
-            Path::new("/s/vm1.csv"),
+            &Generator::process(Path::new("/bin/loadgen")),
+            "/s/vm1.csv",
             p.live_step(),
         );
         assert!(r.spec.command.contains(&"--profile=/s/vm1.csv".to_string()));

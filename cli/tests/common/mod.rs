@@ -17,18 +17,8 @@ use tokio::process::{Child, Command};
 
 /// Runs `cmd` with `args` to its end (at most 60 s) and shows what it
 /// printed, for the log of a failing test.
-pub async fn finish(mut cmd: Command, args: &[&str]) -> Output {
-    let out = tokio::time::timeout(Duration::from_secs(60), cmd.args(args).output())
-        .await
-        .expect("loadshift did not finish within 60 s")
-        .expect("run loadshift");
-    eprintln!(
-        "loadshift {args:?} -> {:?}\n--- stdout\n{}--- stderr\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
+pub async fn finish(cmd: Command, args: &[&str]) -> Output {
+    loadshift_testkit::process::finish(cmd, args, Duration::from_secs(60)).await
 }
 
 /// A server, a client and the streams.
@@ -83,6 +73,27 @@ impl Harness {
             .subscribe("migration.node2.requested")
             .await
             .unwrap()
+    }
+
+    /// Starts `workload run --node node2 --name NAME --wait -- PROGRAM...`
+    /// and returns once its start request reached node2's subject: the test
+    /// then answers as node2's executor would and reads the CLI's output.
+    pub async fn run_waiting_on_node2(&self, name: &str, program: &[&str]) -> Child {
+        use futures::StreamExt;
+        let mut sub = self
+            .client
+            .subscribe("workload.node2.start_requested")
+            .await
+            .unwrap();
+        let mut args = vec!["workload", "run", "--node", "node2", "--name", name];
+        args.extend(["--wait", "--timeout", "30s", "--"]);
+        args.extend(program);
+        let child = self.spawn(&args);
+        tokio::time::timeout(Duration::from_secs(30), sub.next())
+            .await
+            .expect("no request")
+            .expect("subscription");
+        child
     }
 
     /// Starts the binary with stdout and stderr piped.
@@ -212,4 +223,12 @@ pub async fn lines_until(
     }
     let _ = child.kill().await;
     lines
+}
+
+/// The output of a CLI started with [`Harness::spawn`], once it returned.
+pub async fn finished(child: Child) -> Output {
+    tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
+        .await
+        .expect("the CLI did not return")
+        .unwrap()
 }

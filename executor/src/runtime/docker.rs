@@ -29,7 +29,7 @@ use bollard::Docker;
 use loadshift_events::workload::{Runtime as RuntimeKind, WorkloadSpec};
 use loadshift_events::{NodeName, WorkloadName};
 
-use super::{Handle, Runtime, RuntimeError, TravellingFile, Usage};
+use super::{Handle, Runtime, RuntimeError, StopSignal, TravellingFile, Usage};
 
 /// The checkpoint's name inside the image folder: a dump leaves it in
 /// `images/loadshift/`.
@@ -354,14 +354,6 @@ impl Runtime for DockerRuntime {
         running.then_some(Handle::Container { id: c.id? })
     }
 
-    fn settle(&self, images: &Path) -> impl std::future::Future<Output = ()> + Send {
-        super::image_dir::wait_for_stray_criu(images)
-    }
-
-    fn discard_image(&self, images: &Path) {
-        super::image_dir::discard(images);
-    }
-
     async fn restore(
         &self,
         name: &WorkloadName,
@@ -439,6 +431,24 @@ impl Runtime for DockerRuntime {
         })
     }
 
+    async fn signal(&self, handle: &Handle, signal: StopSignal) -> Result<(), RuntimeError> {
+        let Handle::Container { id } = handle else {
+            return Err(RuntimeError::Unsupported("not a container workload".into()));
+        };
+        let options = bollard::query_parameters::KillContainerOptionsBuilder::default()
+            .signal(signal.name())
+            .build();
+        match self.docker.kill_container(id, Some(options)).await {
+            Ok(()) => Ok(()),
+            // Not running (409) or gone (404): it ended meanwhile.
+            Err(e) if matches!(status_of(&e), Some(404 | 409)) => Ok(()),
+            Err(e) => Err(RuntimeError::Docker(format!(
+                "send {} to {id}: {e}",
+                signal.name()
+            ))),
+        }
+    }
+
     async fn remove(
         &self,
         name: &WorkloadName,
@@ -473,11 +483,7 @@ impl Runtime for DockerRuntime {
         match std::fs::remove_dir_all(&dir) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(RuntimeError::Io {
-                action: "remove workload folder",
-                path: dir,
-                source: e,
-            }),
+            Err(e) => Err(RuntimeError::io("remove workload folder", &dir)(e)),
         }
     }
 }

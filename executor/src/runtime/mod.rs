@@ -8,6 +8,7 @@
 use std::future::Future;
 use std::path::{Path, PathBuf};
 
+use loadshift_events::file::FileError;
 use loadshift_events::workload::{Runtime as RuntimeKind, WorkloadSpec};
 use loadshift_events::WorkloadName;
 use serde::{Deserialize, Serialize};
@@ -102,16 +103,8 @@ pub enum RuntimeError {
     #[error("workload {0} did not start: {1}")]
     NotStarted(String, String),
     /// a file operation failed
-    #[error("{action} {path}: {source}")]
-    Io {
-        /// What was attempted.
-        action: &'static str,
-        /// On which path.
-        path: PathBuf,
-        /// What the OS said.
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] FileError),
     /// the Docker daemon refused or failed
     #[error("docker: {0}")]
     Docker(String),
@@ -123,11 +116,34 @@ pub enum RuntimeError {
 impl RuntimeError {
     /// Wraps an I/O error with what was attempted on which path.
     pub fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> RuntimeError {
-        let path = path.to_path_buf();
-        move |source| RuntimeError::Io {
-            action,
-            path,
-            source,
+        let at = FileError::at(action, path);
+        move |source| at(source).into()
+    }
+}
+
+/// The two signals of a stop: a request to end, then the end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopSignal {
+    /// SIGTERM: the workload may clean up and exit.
+    Terminate,
+    /// SIGKILL: its grace period is over.
+    Kill,
+}
+
+impl StopSignal {
+    /// The signal's number.
+    pub fn number(self) -> i32 {
+        match self {
+            StopSignal::Terminate => libc::SIGTERM,
+            StopSignal::Kill => libc::SIGKILL,
+        }
+    }
+
+    /// Its name, as the Docker Engine API takes it.
+    pub fn name(self) -> &'static str {
+        match self {
+            StopSignal::Terminate => "SIGTERM",
+            StopSignal::Kill => "SIGKILL",
         }
     }
 }
@@ -203,12 +219,35 @@ pub trait Runtime: Send + Sync + 'static {
     fn usage(&self, handle: &Handle) -> impl Future<Output = Option<Usage>> + Send;
 
     /// Waits until no criu from before a crash works on `images` any more,
-    /// so that what the folder holds is final.
-    fn settle(&self, images: &Path) -> impl Future<Output = ()> + Send;
+    /// so that what the folder holds is final. Both real runtimes dump with
+    /// criu, so this is written once here; the saga's double overrides it.
+    fn settle(&self, images: &Path) -> impl Future<Output = ()> + Send {
+        image_dir::wait_for_stray_criu(images)
+    }
 
     /// Removes the image folder `images` (its migration ended, or it holds a
     /// partial image that must not be used).
-    fn discard_image(&self, images: &Path);
+    fn discard_image(&self, images: &Path) {
+        image_dir::discard(images);
+    }
+
+    /// Sends `signal` to the workload's root (a stop asked by a person): the
+    /// process that is the init of its PID namespace, or the container's
+    /// PID 1. Like `docker stop`, an init that set no handler for SIGTERM
+    /// ignores it and ends only at the SIGKILL after the grace period. The
+    /// default refuses: a runtime that cannot signal says so, and the stop
+    /// is reported as not possible rather than pretended.
+    ///
+    /// # Errors
+    /// [`RuntimeError`] when the signal cannot be delivered.
+    fn signal(
+        &self,
+        handle: &Handle,
+        signal: StopSignal,
+    ) -> impl Future<Output = Result<(), RuntimeError>> + Send {
+        let what = format!("this runtime cannot send {} to {handle:?}", signal.name());
+        async move { Err(RuntimeError::Unsupported(what)) }
+    }
 
     /// Stops the workload if it runs and removes what is left of it here.
     fn remove(

@@ -20,7 +20,7 @@ use std::time::Duration;
 use loadshift_events::workload::{Runtime as RuntimeKind, WorkloadSpec};
 use loadshift_events::WorkloadName;
 
-use super::{Handle, Runtime, RuntimeError, TravellingFile, Usage};
+use super::{Handle, Runtime, RuntimeError, StopSignal, TravellingFile, Usage};
 
 /// Names of the files every process workload writes, in its folder.
 pub const OUTPUT_FILES: [&str; 2] = ["stdout", "stderr"];
@@ -260,14 +260,6 @@ impl Runtime for ProcessRuntime {
         self.is_running(&handle).await.then_some(handle)
     }
 
-    fn settle(&self, images: &Path) -> impl std::future::Future<Output = ()> + Send {
-        super::image_dir::wait_for_stray_criu(images)
-    }
-
-    fn discard_image(&self, images: &Path) {
-        super::image_dir::discard(images);
-    }
-
     async fn restore(
         &self,
         name: &WorkloadName,
@@ -331,6 +323,24 @@ impl Runtime for ProcessRuntime {
         Some(tree_usage(*pid))
     }
 
+    async fn signal(&self, handle: &Handle, signal: StopSignal) -> Result<(), RuntimeError> {
+        let Handle::Process { pid, .. } = handle else {
+            return Err(RuntimeError::Unsupported("not a process workload".into()));
+        };
+        if !self.is_running(handle).await {
+            // Ended meanwhile: nothing to signal, and its pid may be reused.
+            return Ok(());
+        }
+        // SAFETY: plain kill(2) of a pid we verified by start time.
+        if unsafe { libc::kill(*pid as i32, signal.number()) } != 0 {
+            let proc = PathBuf::from(format!("/proc/{pid}"));
+            return Err(RuntimeError::io("send a stop signal to", &proc)(
+                std::io::Error::last_os_error(),
+            ));
+        }
+        Ok(())
+    }
+
     async fn remove(
         &self,
         name: &WorkloadName,
@@ -354,11 +364,7 @@ impl Runtime for ProcessRuntime {
         match std::fs::remove_dir_all(&dir) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(RuntimeError::Io {
-                action: "remove workload folder",
-                path: dir,
-                source: e,
-            }),
+            Err(e) => Err(RuntimeError::io("remove workload folder", &dir)(e)),
         }
     }
 }

@@ -39,6 +39,14 @@ impl<R: Runtime, S: ImageStore, P: Peers, C: Clock, F: Fence> Executor<R, S, P, 
                 p.workload
             ));
         }
+        if self
+            .journal
+            .stop(&p.workload)
+            .map_err(|e| e.to_string())?
+            .is_some()
+        {
+            return Err(format!("workload {} is being stopped", p.workload));
+        }
         if p.target == self.node {
             return Err(format!(
                 "workload {} already runs on the target {}",

@@ -17,7 +17,7 @@ use super::Executor;
 use crate::clock::Clock as _;
 use crate::deadline::Deadlines;
 use crate::doubles::{
-    Bucket, Effect, Effects, FakeFence, FakePeers, Host, ManualClock, Misbehaviour, Op,
+    Bucket, Effect, Effects, FakeFence, FakeNames, FakePeers, Host, ManualClock, Misbehaviour, Op,
     RecordingImages, RecordingRuntime, Script,
 };
 use crate::fence::Fence as _;
@@ -26,11 +26,13 @@ use crate::journal::{Journal, MigrationRecord, Phase, Role};
 
 type TestExecutor = Executor<RecordingRuntime, RecordingImages, FakePeers, ManualClock, FakeFence>;
 
-/// What every node of a test shares: the store, the fence and the time.
+/// What every node of a test shares: the store, the fence, the name
+/// registry and the time.
 #[derive(Clone)]
 struct Shared {
     bucket: Bucket,
     fence: FakeFence,
+    names: FakeNames,
     clock: ManualClock,
 }
 
@@ -39,6 +41,7 @@ impl Default for Shared {
         Self {
             bucket: Bucket::default(),
             fence: FakeFence::default(),
+            names: FakeNames::default(),
             clock: ManualClock::at(1_000_000),
         }
     }
@@ -123,7 +126,7 @@ fn executor(name: &NodeName, parts: Parts<'_>, alive: &[&str]) -> TestExecutor {
         fence: shared.fence.clone(),
         deadlines: Deadlines { floor: FLOOR },
         images_root: std::path::Path::new("/fake/images").join(name.as_str()),
-        names: None,
+        names: Arc::new(shared.names.clone()),
         outbox: Arc::new(tokio::sync::Notify::new()),
     }
 }
@@ -163,6 +166,13 @@ impl Node {
 
     /// Given: workload `name` was started here (through the saga itself).
     async fn running(&mut self, name: &str) {
+        self.running_or_refused(name).await;
+        self.published();
+        self.effects.clear();
+    }
+
+    /// When: a request to start workload `name` here arrives.
+    async fn running_or_refused(&mut self, name: &str) {
         let env = Envelope::new(
             node_name("cli"),
             Event::WorkloadStartRequested(workload::StartRequested {
@@ -173,8 +183,6 @@ impl Node {
             }),
         );
         self.deliver(&env).await;
-        self.published();
-        self.effects.clear();
     }
 
     /// When: `env` arrives as the next event of the stream.
@@ -730,6 +738,36 @@ async fn checkpointed_pair(id: Uuid) -> (Node, Node, Envelope) {
         .await;
     let c = the_checkpointed(&src.published(), "node2");
     (src, dst, c)
+}
+
+#[tokio::test]
+async fn a_start_of_a_name_another_node_runs_is_refused() {
+    let shared = Shared::default();
+    let mut node3 = Node::new("node3", &shared, &[]);
+    node3.running("counter").await;
+    let mut node2 = Node::new("node2", &shared, &[]);
+
+    node2.running_or_refused("counter").await;
+
+    let events = node2.published();
+    assert_eq!(kinds(&events), vec!["workload.start_failed"]);
+    let Event::WorkloadStartFailed(f) = &events[0] else {
+        unreachable!()
+    };
+    assert!(f.reason.contains("already runs on node3"), "{}", f.reason);
+    assert!(node2.effects.all().is_empty(), "nothing was started");
+    assert_eq!(shared.names.holder("counter"), Some(node_name("node3")));
+}
+
+#[tokio::test]
+async fn a_restore_hands_the_name_to_the_target() {
+    let id = Uuid::now_v7();
+    let (src, mut dst, checkpointed) = checkpointed_pair(id).await;
+    assert_eq!(src.shared.names.holder("counter"), Some(node_name("node2")));
+
+    dst.deliver(&checkpointed).await;
+
+    assert_eq!(src.shared.names.holder("counter"), Some(node_name("node3")));
 }
 
 #[tokio::test]
@@ -1308,4 +1346,177 @@ async fn the_image_of_a_workload_that_runs_nowhere_is_kept_for_a_person() {
     assert!(!src.host.runs(&workload_name("counter")));
     assert!(src.host.has_image(&src.images(id)), "kept");
     assert!(src.effects.all().is_empty());
+}
+
+/// A person asks `node` to stop `workload`, with a 10 s grace.
+fn stop(workload: &str, node: &str) -> Envelope {
+    Envelope::new(
+        node_name("cli"),
+        Event::WorkloadStopRequested(workload::StopRequested {
+            workload: workload_name(workload),
+            node: node_name(node),
+            grace_ms: 10_000,
+            requested_by: "alice".into(),
+            forwarded_by: None,
+        }),
+    )
+}
+
+impl Node {
+    /// When: the service's tick notices exits and carries stops on.
+    async fn tick_stops(&self) {
+        self.exec.watch_exits().await.expect("journal works");
+        self.exec.carry_on_stops().await.expect("journal works");
+        self.exec.watch_exits().await.expect("journal works");
+    }
+}
+
+/// The reason of the one `workload.exited` among `events`.
+fn exit_reason(events: &[Event]) -> Option<workload::ExitReason> {
+    let mut exits = events.iter().filter_map(|e| match e {
+        Event::WorkloadExited(x) => Some(x.reason),
+        _ => None,
+    });
+    let first = exits.next();
+    assert!(exits.next().is_none(), "more than one exit: {events:?}");
+    first
+}
+
+/// Then: `counter` got SIGTERM, and its one exit says it was stopped.
+fn then_stopped_by_sigterm(node: &Node) {
+    assert_eq!(
+        node.effects.all(),
+        vec![Effect::Signal("counter".into(), "SIGTERM")]
+    );
+    assert_eq!(
+        exit_reason(&node.published()),
+        Some(workload::ExitReason::Stopped)
+    );
+}
+
+#[tokio::test]
+async fn a_stop_sends_sigterm_and_the_exit_says_it_was_stopped() {
+    let mut src = Node::source();
+    src.running("counter").await;
+
+    src.deliver(&stop("counter", "node2")).await;
+    src.tick_stops().await;
+
+    then_stopped_by_sigterm(&src);
+    assert!(src.journal.stops().unwrap().is_empty());
+    assert!(src.journal.workloads().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_stop_meeting_a_migration_is_held_then_handed_to_the_target_it_completed_on() {
+    let (mut src, mut dst, checkpointed) = checkpointed_pair(Uuid::now_v7()).await;
+    src.effects.clear();
+
+    src.deliver(&stop("counter", "node2")).await;
+    src.tick_stops().await;
+    // Held: the workload is frozen for the migration, no signal, no event.
+    assert!(src.effects.all().is_empty());
+    assert!(src.published().is_empty());
+
+    dst.deliver(&checkpointed).await;
+    src.deliver(&the_restored(&dst.published())).await;
+    src.published();
+    src.tick_stops().await;
+
+    let forwarded: Vec<Event> = src.published();
+    assert!(
+        matches!(forwarded.as_slice(), [Event::WorkloadStopRequested(r)] if r.node == node_name("node3") && r.requested_by == "alice"),
+        "{forwarded:?}"
+    );
+    assert!(src.journal.stops().unwrap().is_empty());
+    let Some(Event::WorkloadStopRequested(r)) = forwarded.first() else {
+        unreachable!()
+    };
+    dst.deliver(&Envelope::new(
+        node_name("node2"),
+        Event::WorkloadStopRequested(r.clone()),
+    ))
+    .await;
+    dst.tick_stops().await;
+    assert_eq!(
+        exit_reason(&dst.published()),
+        Some(workload::ExitReason::Stopped)
+    );
+    assert!(!dst.host.runs(&workload_name("counter")));
+}
+
+#[tokio::test]
+async fn a_stop_handed_on_that_finds_no_workload_is_not_handed_on_again() {
+    // node2 moved counter to node3 earlier; node3 moved it back and it ended.
+    let (mut src, mut dst, checkpointed) = checkpointed_pair(Uuid::now_v7()).await;
+    dst.deliver(&checkpointed).await;
+    src.deliver(&the_restored(&dst.published())).await;
+    src.published();
+    // A person's late stop reaches node2: handed to node3 once...
+    src.deliver(&stop("counter", "node2")).await;
+    let handed = src.published();
+    let [Event::WorkloadStopRequested(r)] = handed.as_slice() else {
+        panic!("{handed:?}")
+    };
+    assert_eq!(r.forwarded_by, Some(node_name("node2")));
+    // ...and node2, given it back handed on, passes it nowhere.
+    let mut back = r.clone();
+    back.node = node_name("node2");
+    back.forwarded_by = Some(node_name("node3"));
+    src.deliver(&Envelope::new(
+        node_name("node3"),
+        Event::WorkloadStopRequested(back),
+    ))
+    .await;
+    assert!(src.published().is_empty());
+}
+
+#[tokio::test]
+async fn a_stop_held_by_a_migration_that_rolls_back_is_carried_out_here() {
+    let mut src = Node::source();
+    src.running("counter").await;
+    let id = Uuid::now_v7();
+    src.deliver(&requested(id, "counter", "node2", "node3"))
+        .await;
+    src.deliver(&stop("counter", "node2")).await;
+    src.deliver(&failed_from("node3", id, Step::Restore)).await;
+    assert!(src.host.runs(&workload_name("counter")), "not resumed");
+    src.published();
+    src.effects.clear();
+
+    src.tick_stops().await;
+
+    then_stopped_by_sigterm(&src);
+}
+
+#[tokio::test]
+async fn a_migration_of_a_workload_being_stopped_is_refused() {
+    let mut src = Node::source();
+    src.running("counter").await;
+    // Still running after SIGTERM (the double ends at once; put it back).
+    src.deliver(&stop("counter", "node2")).await;
+    let handle = src.host.run(&workload_name("counter"));
+    let mut w = src
+        .journal
+        .workload(&workload_name("counter"))
+        .unwrap()
+        .unwrap();
+    w.handle = handle;
+    src.journal
+        .commit(crate::journal::Change::new().put_workload(&w))
+        .unwrap();
+    src.published();
+    src.effects.clear();
+
+    src.deliver(&requested(Uuid::now_v7(), "counter", "node2", "node3"))
+        .await;
+
+    let (step, reason) = failed_step(&src.published()).expect("refused");
+    assert_eq!(step, Step::Validate);
+    assert!(reason.contains("being stopped"), "{reason}");
+    assert!(src
+        .effects
+        .all()
+        .iter()
+        .all(|e| !matches!(e, Effect::Dump(_))));
 }

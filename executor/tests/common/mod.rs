@@ -11,7 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use loadshift_events::migration::Requested;
+use loadshift_events::migration::{self, Requested};
 use loadshift_events::workload::{Runtime, StartRequested, WorkloadSpec};
 use loadshift_events::{connection, stream, Envelope, Event, NodeName, WorkloadName};
 use loadshift_testkit::NatsServer;
@@ -259,6 +259,26 @@ impl Cluster {
             .join("\n")
     }
 
+    /// The operator's `loadshift` binary (built with the workspace),
+    /// pointed at this cluster's server, with no `LOADSHIFT_*` leaking in.
+    pub fn cli(&self) -> tokio::process::Command {
+        let mut cmd = tokio::process::Command::new(loadshift_testkit::binary("loadshift"));
+        for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("LOADSHIFT_")) {
+            cmd.env_remove(k);
+        }
+        cmd.env("LOADSHIFT_NATS", self.server.url())
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .kill_on_drop(true);
+        cmd
+    }
+
+    /// Runs `loadshift args` to its end (at most 120 s) and shows what it
+    /// printed, for the log of a failing test.
+    pub async fn loadshift(&self, args: &[&str]) -> std::process::Output {
+        loadshift_testkit::process::finish(self.cli(), args, Duration::from_secs(120)).await
+    }
+
     pub async fn publish(&self, emitter: &str, event: Event) -> Envelope {
         let env = Envelope::new(NodeName::new(emitter).unwrap(), event);
         connection::publish(&self.js, &env).await.expect("publish");
@@ -293,9 +313,8 @@ impl Cluster {
         .await
     }
 
-    /// Asks `node` to start workload `name` with `spec`; returns its
-    /// `workload.started` or `workload.start_failed` event.
-    pub async fn start_workload(&self, node: &str, name: &str, spec: WorkloadSpec) -> Envelope {
+    /// Publishes the request that `node` start workload `name` with `spec`.
+    pub async fn request_start(&self, node: &str, name: &str, spec: WorkloadSpec) -> Envelope {
         self.publish(
             "test",
             Event::WorkloadStartRequested(StartRequested {
@@ -305,7 +324,13 @@ impl Cluster {
                 requested_by: "test".into(),
             }),
         )
-        .await;
+        .await
+    }
+
+    /// Asks `node` to start workload `name` with `spec`; returns its
+    /// `workload.started` or `workload.start_failed` event.
+    pub async fn start_workload(&self, node: &str, name: &str, spec: WorkloadSpec) -> Envelope {
+        self.request_start(node, name, spec).await;
         self.wait_for(Duration::from_secs(60), |e| match &e.event {
             Event::WorkloadStarted(p) => p.workload.as_str() == name,
             Event::WorkloadStartFailed(p) => p.workload.as_str() == name,
@@ -427,6 +452,26 @@ impl Cluster {
         None
     }
 
+    /// Restarts `node`'s executor with `fault` armed and waits until it
+    /// answers pings and has had time to subscribe.
+    pub async fn arm_fault(&mut self, node: &str, fault: &str) {
+        self.node(node).restart_with_fault(fault);
+        self.wait_ping(node).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+
+    /// Waits for `node`'s executor to die at its armed fault point, then
+    /// starts it again (without the fault).
+    pub fn crash_and_restart(&mut self, node: &str) {
+        let crashed = self.node(node).wait_exit(Duration::from_secs(60));
+        assert!(
+            crashed,
+            "{node} did not crash at its fault point\n{}",
+            self.logs()
+        );
+        self.node(node).restart();
+    }
+
     /// Whether `node`'s executor answers a ping within `timeout`.
     pub async fn try_ping(&self, node: &str, timeout: Duration) -> bool {
         let Ok(client) = async_nats::connect(self.server.url()).await else {
@@ -452,6 +497,60 @@ impl Cluster {
                 self.logs()
             ),
         }
+    }
+
+    /// The outcome of migration `id`, which must be `pick`'s kind (`what`
+    /// names it in the failure message, with every executor's log).
+    async fn outcome_as<T>(&self, id: uuid::Uuid, what: &str, pick: fn(Event) -> Option<T>) -> T {
+        let env = self.outcome(id).await;
+        let seen = format!("{env:?}");
+        pick(env.event)
+            .unwrap_or_else(|| panic!("migration {id} not {what}: {seen}\n{}", self.logs()))
+    }
+
+    /// Waits for migration `id` to complete; any other outcome fails the test.
+    pub async fn completed(&self, id: uuid::Uuid) -> migration::Completed {
+        self.outcome_as(id, "completed", |e| match e {
+            Event::MigrationCompleted(p) => Some(p),
+            _ => None,
+        })
+        .await
+    }
+
+    /// Waits for migration `id` to roll back; any other outcome fails the test.
+    pub async fn rolled_back(&self, id: uuid::Uuid) -> migration::RolledBack {
+        self.outcome_as(id, "rolled back", |e| match e {
+            Event::MigrationRolledBack(p) => Some(p),
+            _ => None,
+        })
+        .await
+    }
+
+    /// The first event of the log `pick` accepts, within 5 s (the step
+    /// events a test looks for come before the outcome it already waited for).
+    pub async fn step<T>(&self, mut pick: impl FnMut(&Event) -> Option<T>) -> T {
+        let env = self
+            .wait_for(Duration::from_secs(5), |e| pick(&e.event).is_some())
+            .await;
+        pick(&env.event).expect("the event just matched")
+    }
+
+    /// Migration `id`'s `restored` event.
+    pub async fn restored(&self, id: uuid::Uuid) -> migration::Restored {
+        self.step(|e| match e {
+            Event::MigrationRestored(p) if p.migration == id => Some(p.clone()),
+            _ => None,
+        })
+        .await
+    }
+
+    /// Migration `id`'s `failed` event.
+    pub async fn failed(&self, id: uuid::Uuid) -> migration::Failed {
+        self.step(|e| match e {
+            Event::MigrationFailed(p) if p.migration == id => Some(p.clone()),
+            _ => None,
+        })
+        .await
     }
 
     /// Like [`Cluster::outcome`], `None` when none came in time.

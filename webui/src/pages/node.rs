@@ -10,6 +10,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use std::collections::VecDeque;
 use std::time::Duration;
 
 use super::cluster::{node_state, overload};
@@ -18,8 +19,9 @@ use crate::display;
 use crate::projection::{Life, Node, Projection, Usage, Workload, WorkloadState};
 use crate::series::{Metric, Point};
 use crate::sse;
-use crate::svg::{self, Chart, LineSpec};
+use crate::svg::{self, Axis, Chart, LineSpec};
 use crate::AppState;
+use loadshift_events::model::LabelScores;
 use loadshift_events::NodeName;
 
 /// The ranges the picker offers: label and milliseconds.
@@ -91,6 +93,13 @@ pub struct NodeView {
     pub ranges: Vec<&'static str>,
     /// Charts.
     pub charts: Vec<NamedChart>,
+    /// One line per chart left out because the node cannot have its series
+    /// (a cgroup has no load average, cgroup v1 no pressure).
+    pub omitted: Vec<String>,
+    /// Which clock the charts' times are on, and where the range ends.
+    pub clock: String,
+    /// Whether the pressure chart is drawn (its legend goes with it).
+    pub pressure_drawn: bool,
     /// Latest values.
     pub latest: String,
     /// Its workloads.
@@ -123,7 +132,7 @@ impl NodeView {
             .copied()
             .unwrap_or(RANGES[0]);
         let points: Vec<Point> = n.series.window(range_ms).collect();
-        let charts = charts(p, n, &points, range_ms);
+        let (charts, omitted) = charts(p, n, &points, range_ms);
         let rows = |out: bool| -> Vec<MigrationRow> {
             p.placement
                 .migrations
@@ -175,7 +184,10 @@ impl NodeView {
             prob_high: overload(n).is_some_and(|p| p >= 0.5),
             range: range.to_string(),
             ranges: RANGES.iter().map(|(l, _)| *l).collect(),
+            pressure_drawn: charts.iter().any(|c| c.chart.title == "PSI"),
+            omitted,
             charts,
+            clock: clock_line(n, now),
             latest: latest(n, now),
             workloads: workload_rows(p, &n.name),
             migrations_out: rows(true),
@@ -195,11 +207,56 @@ impl NodeView {
 const COLUMNS: usize = 240;
 const WIDTH: u32 = 720;
 
-/// The node's large charts over `points`: CPU, then the brain's predicted
+/// What the node page draws over one range: where it ends (the node's
+/// newest sample, on its own clock), how long it is, and the moments
+/// marked on the CPU chart.
+struct Frame {
+    end: i64,
+    range_ms: i64,
+    /// Migrations in and out, on the node's clock, with their mark.
+    moves: Vec<(i64, (&'static str, &'static str))>,
+}
+
+impl Frame {
+    /// A chart of `specs` over the frame, framed and with its time axis.
+    fn chart(&self, points: &[Point], specs: &[LineSpec], height: u32) -> Chart {
+        let mut chart = svg::chart(
+            points,
+            specs,
+            self.end,
+            self.range_ms,
+            COLUMNS,
+            WIDTH,
+            height,
+        );
+        chart.axis = Some(Axis::time(self.end, self.range_ms, WIDTH));
+        chart
+    }
+
+    /// Draws every mark of `marks` that falls in the frame.
+    fn mark(&self, chart: &mut Chart, marks: &[(i64, (&'static str, &'static str))]) {
+        for (at, what) in marks {
+            chart.mark_time(*what, *at, self.end, self.range_ms);
+        }
+    }
+}
+
+/// The node's large charts over `points`, and a one-line reason for each
+/// series the node cannot have: CPU (with migrations in and out and the
+/// moments the prediction crossed its cut-off), then the brain's predicted
 /// onset probability with the model's cut-off, then memory, load and
-/// pressure; CPU and prediction mark each migration in or out of the node.
-fn charts(p: &Projection, n: &Node, points: &[Point], range_ms: i64) -> Vec<NamedChart> {
-    let end = n.series.last().map(|l| l.at_ms).unwrap_or(0);
+/// pressure.
+fn charts(
+    p: &Projection,
+    n: &Node,
+    points: &[Point],
+    range_ms: i64,
+) -> (Vec<NamedChart>, Vec<String>) {
+    let frame = Frame {
+        end: n.series.last().map(|l| l.at_ms).unwrap_or(0),
+        range_ms,
+        moves: migration_marks(p, n),
+    };
     let max_of = |m: Metric| {
         points
             .iter()
@@ -209,7 +266,7 @@ fn charts(p: &Projection, n: &Node, points: &[Point], range_ms: i64) -> Vec<Name
     };
     let line = |metric: Metric, class: &'static str, max: f32| LineSpec { metric, class, max };
     let big = |name: &'static str, title: &'static str, specs: &[LineSpec], top: &'static str| {
-        let mut chart = svg::chart(points, specs, end, range_ms, COLUMNS, WIDTH, 120);
+        let mut chart = frame.chart(points, specs, 120);
         chart.framed = Some(top);
         chart.title = title;
         NamedChart {
@@ -217,40 +274,47 @@ fn charts(p: &Projection, n: &Node, points: &[Point], range_ms: i64) -> Vec<Name
             chart,
         }
     };
-    let load_max = max_of(Metric::Load)
-        .max(n.capacity_cores.unwrap_or(1.0))
-        .ceil();
-    let psi_max = [Metric::PsiCpu, Metric::PsiMem, Metric::PsiIo]
-        .into_iter()
-        .map(max_of)
-        .fold(10.0f32, f32::max)
-        .ceil();
-    let moves = migration_times(p, n);
+    let cutoff = onset_score(p).map(|s| s.cutoff as f32).filter(|c| *c > 0.0);
     let mut cpu = big(
         "CPU (% of capacity)",
         "CPU",
         &[line(Metric::Cpu, "cpu", 100.0)],
         "100%",
     );
-    for at in &moves {
-        cpu.chart.mark_time("migration", *at, end, range_ms);
+    frame.mark(&mut cpu.chart, &frame.moves);
+    if let Some(c) = cutoff {
+        frame.mark(&mut cpu.chart, &crossings(&n.predictions, c));
     }
-    vec![
+    let mut out = vec![
         cpu,
-        prediction_chart(p, n, &moves, end, range_ms),
+        prediction_chart(p, n, &frame),
         big(
             "Memory (% of total)",
             "Memory",
             &[line(Metric::Mem, "mem", 100.0)],
             "100%",
         ),
-        big(
+    ];
+    let mut omitted = Vec::new();
+    if reports(n, &[Metric::Load], "Load average", &mut omitted) {
+        let load_max = max_of(Metric::Load)
+            .max(n.capacity_cores.unwrap_or(1.0))
+            .ceil();
+        out.push(big(
             "Load average (1 min; top: capacity or peak)",
             "Load",
             &[line(Metric::Load, "load", load_max)],
             "",
-        ),
-        big(
+        ));
+    }
+    let pressure = [Metric::PsiCpu, Metric::PsiMem, Metric::PsiIo];
+    if reports(n, &pressure, "Pressure (PSI)", &mut omitted) {
+        let psi_max = pressure
+            .into_iter()
+            .map(max_of)
+            .fold(10.0f32, f32::max)
+            .ceil();
+        out.push(big(
             "Pressure (PSI avg10: cpu, memory, io)",
             "PSI",
             &[
@@ -259,18 +323,82 @@ fn charts(p: &Projection, n: &Node, points: &[Point], range_ms: i64) -> Vec<Name
                 line(Metric::PsiIo, "io", psi_max),
             ],
             "",
-        ),
-    ]
+        ));
+    }
+    (out, omitted)
 }
 
-/// When each migration in or out of `n` was requested (unix ms).
-fn migration_times(p: &Projection, n: &Node) -> Vec<i64> {
+/// Whether `n` ever reported any of `metrics`; if it has samples but never
+/// did, its chart is left out and `omitted` gets the one-line reason, told
+/// from the node's source (an empty box would read as a fault).
+fn reports(n: &Node, metrics: &[Metric], chart: &str, omitted: &mut Vec<String>) -> bool {
+    if n.series.is_empty() || metrics.iter().any(|m| n.series.reports(*m)) {
+        return true;
+    }
+    let source = n.source.as_deref().unwrap_or("?");
+    let why = match source.split(':').next() {
+        Some("cgroup") if chart.starts_with("Pressure") => {
+            "a cgroup v1 node has no pressure files (only cgroup v2 keeps PSI per cgroup)"
+        }
+        Some("cgroup") => "a cgroup has no load average of its own (only a whole host has one)",
+        Some("trace") => "the recorded trace has no such column",
+        Some("host") => "this host's kernel does not expose it (/proc/pressure is missing)",
+        _ => "none of its samples carried one",
+    };
+    omitted.push(format!(
+        "{chart} not drawn: {} (source {source}) never reported one: {why}.",
+        n.name
+    ));
+    false
+}
+
+/// When each migration in or out of `n` was requested, on the node's
+/// clock (the wall-clock request mapped through its samples), marked `in`
+/// or `out`.
+fn migration_marks(p: &Projection, n: &Node) -> Vec<(i64, (&'static str, &'static str))> {
     p.placement
         .migrations
         .values()
-        .filter(|m| m.source == n.name || m.target == n.name)
-        .map(|m| m.requested_at.unwrap_or(m.first_seen).timestamp_millis())
+        .filter_map(|m| {
+            let wall = m.requested_at.unwrap_or(m.first_seen).timestamp_millis();
+            let mark = if m.source == n.name {
+                ("migration out", "out")
+            } else if m.target == n.name {
+                ("migration in", "in")
+            } else {
+                return None;
+            };
+            Some((n.clock.node_time(wall), mark))
+        })
         .collect()
+}
+
+/// The moments the onset probability crossed `cutoff`, up (`p↑`: from below
+/// to at or above it) or down (`p↓`), oldest first.
+fn crossings(
+    preds: &VecDeque<(i64, f32)>,
+    cutoff: f32,
+) -> Vec<(i64, (&'static str, &'static str))> {
+    preds
+        .iter()
+        .zip(preds.iter().skip(1))
+        .filter_map(
+            |((_, before), (at, now))| match (*before >= cutoff, *now >= cutoff) {
+                (false, true) => Some((*at, ("crossing up", "p↑"))),
+                (true, false) => Some((*at, ("crossing down", "p↓"))),
+                _ => None,
+            },
+        )
+        .collect()
+}
+
+/// The active model's onset scores (its cut-off and whether the planner
+/// uses the rule instead), if a model is active.
+fn onset_score(p: &Projection) -> Option<&LabelScores> {
+    p.model
+        .active
+        .and_then(|v| p.model.versions.get(&v))
+        .map(|v| &v.trained.onset)
 }
 
 /// The latest probability at or before the end of each column (a
@@ -286,17 +414,11 @@ fn held_columns(preds: &[(i64, f32)], end_ms: i64, range_ms: i64, n: usize) -> V
         .collect()
 }
 
-/// The brain's onset probability for `n` over the range, its cut-off as a
+/// The brain's onset probability for `n` over the frame, its cut-off as a
 /// horizontal rule and the migrations as vertical ones.
-fn prediction_chart(
-    p: &Projection,
-    n: &Node,
-    moves: &[i64],
-    end: i64,
-    range_ms: i64,
-) -> NamedChart {
+fn prediction_chart(p: &Projection, n: &Node, frame: &Frame) -> NamedChart {
     let preds: Vec<(i64, f32)> = n.predictions.iter().copied().collect();
-    let cols = held_columns(&preds, end, range_ms, COLUMNS);
+    let cols = held_columns(&preds, frame.end, frame.range_ms, COLUMNS);
     let d = svg::path(&cols, 1.0, WIDTH, 80);
     let mut chart = Chart {
         width: WIDTH,
@@ -309,13 +431,9 @@ fn prediction_chart(
         framed: Some("p = 1"),
         title: "Predicted overload probability",
         rules: Vec::new(),
+        axis: Some(Axis::time(frame.end, frame.range_ms, WIDTH)),
     };
-    let onset = p
-        .model
-        .active
-        .and_then(|v| p.model.versions.get(&v))
-        .map(|v| &v.trained.onset);
-    let name = match onset {
+    let name = match onset_score(p) {
         Some(s) if s.cutoff > 0.0 => {
             chart.mark_level("cutoff", s.cutoff as f32, 1.0);
             if s.rule_used {
@@ -332,10 +450,32 @@ fn prediction_chart(
         }
         _ => "Predicted overload onset probability (no cut-off known yet)".to_string(),
     };
-    for at in moves {
-        chart.mark_time("migration", *at, end, range_ms);
-    }
+    frame.mark(&mut chart, &frame.moves);
     NamedChart { name, chart }
+}
+
+/// Which clock the charts use, in one line: the node's own, ending at its
+/// newest sample; said outright when that is not the dashboard's clock.
+fn clock_line(n: &Node, now: DateTime<Utc>) -> String {
+    let Some(last) = n.series.last() else {
+        return "No sample yet: the charts are empty until the node reports.".into();
+    };
+    let newest = DateTime::from_timestamp_millis(last.at_ms)
+        .map(display::time)
+        .unwrap_or_else(|| "?".into());
+    if n.clock.is_wall_clock() {
+        return format!(
+            "Times are UTC on the node's clock (the dashboard's); the range ends at its newest sample, {newest}."
+        );
+    }
+    let offset = n.clock.offset_ms().unwrap_or(0);
+    let span = display::ago(now, now - chrono::Duration::milliseconds(offset.abs()));
+    let side = if offset < 0 { "behind" } else { "ahead of" };
+    format!(
+        "Times are the node's own clock, {} {side} the dashboard's (a replayed trace keeps its recorded time): \
+         the range ends at its newest sample, {newest}; migrations are drawn at the sample the node sent when they were requested.",
+        span.trim_end_matches(" ago")
+    )
 }
 
 /// The latest values line.
