@@ -13,6 +13,7 @@
 //! ([`loadshift_events::shutdown`]).
 
 pub mod consume;
+pub mod cost;
 pub mod evaluate;
 pub mod features;
 pub mod fold;

@@ -108,6 +108,24 @@ struct SimulateArgs {
     /// One JSON object per policy instead of the table.
     #[arg(long)]
     json: bool,
+    /// A model file: read the `ai` policy's model from it when it exists
+    /// (instead of training on `--train`), else train and write it there,
+    /// so that planner settings can be compared on one model.
+    #[arg(long, env = "LOADSHIFT_SIMULATE_MODEL")]
+    model_file: Option<PathBuf>,
+    /// The `ai` planner's `relief_pct` (default: the planner's, chosen on
+    /// July). Choose it on an earlier month than the one reported.
+    #[arg(long, value_parser = parse_pct)]
+    relief_pct: Option<f32>,
+    /// The `ai` planner's `min_relief_pct` (default: the planner's).
+    #[arg(long, value_parser = parse_pct)]
+    min_relief_pct: Option<f32>,
+    /// The `ai` planner's cooldown per node (default: the simulation's).
+    #[arg(long, value_parser = parse_every)]
+    node_cooldown: Option<Duration>,
+    /// The `ai` planner's peak window (default: the simulation's).
+    #[arg(long, value_parser = parse_every)]
+    peak_window: Option<Duration>,
     #[command(flatten)]
     model: ModelArgs,
     #[command(flatten)]
@@ -128,6 +146,14 @@ struct TrainArgs {
     /// The name the brain publishes its events under.
     #[arg(long, env = "LOADSHIFT_BRAIN_NAME", default_value = "brain")]
     name: NodeName,
+}
+
+fn parse_pct(s: &str) -> Result<f32, String> {
+    match s.trim().parse::<f32>() {
+        Ok(v) if (0.0..=1000.0).contains(&v) => Ok(v),
+        Ok(v) => Err(format!("{v} is not a percentage between 0 and 1000")),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 fn parse_every(s: &str) -> Result<Duration, String> {
@@ -525,6 +551,28 @@ async fn train(a: TrainArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The `ai` policy's model: read from `--model-file` when it exists, else
+/// trained on `--train` (and written to `--model-file` when given).
+fn simulated_model(a: &SimulateArgs) -> anyhow::Result<loadshift_brain::model::Model> {
+    if let Some(path) = a.model_file.as_deref().filter(|p| p.exists()) {
+        let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        return serde_json::from_slice(&bytes)
+            .map_err(|e| BadInput(format!("{} is not a model: {e}", path.display())).into());
+    }
+    let dir = a.train.as_deref().unwrap_or(std::path::Path::new("."));
+    let cfg = a.model.config()?;
+    let ds = loadshift_brain::evaluate::load_dataset(dir, &cfg.labels)
+        .map_err(|e| BadInput(format!("reading {}: {e}", dir.display())))?;
+    let rows: Vec<_> = ds.rows.iter().collect();
+    let m = loadshift_brain::model::train(&rows, &cfg, 1)
+        .with_context(|| format!("training on {}", dir.display()))?;
+    if let Some(path) = a.model_file.as_deref() {
+        let json = serde_json::to_vec(&m).context("encoding the model")?;
+        std::fs::write(path, json).with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(m)
+}
+
 fn simulate(a: SimulateArgs) -> anyhow::Result<()> {
     use loadshift_brain::simulate::{self, ai::Ai, policy, report, CostModel, Grid, Layout};
     let wanted: Vec<PolicyName> = match a.policy {
@@ -536,7 +584,8 @@ fn simulate(a: SimulateArgs) -> anyhow::Result<()> {
             PolicyName::Ai,
         ],
     };
-    if wanted.contains(&PolicyName::Ai) && a.train.is_none() {
+    let have_model = a.model_file.as_deref().is_some_and(|p| p.exists());
+    if wanted.contains(&PolicyName::Ai) && a.train.is_none() && !have_model {
         return Err(BadInput(
             "the ai policy needs a model: pass --train DIR (traces of an earlier period)".into(),
         )
@@ -557,20 +606,13 @@ fn simulate(a: SimulateArgs) -> anyhow::Result<()> {
                 simulate::run(&grid, &layout, &mut policy::Spread::default(), &cost)
             }
             PolicyName::Ai => {
-                let dir = a.train.as_deref().unwrap_or(std::path::Path::new("."));
-                let cfg = a.model.config()?;
-                let ds = loadshift_brain::evaluate::load_dataset(dir, &cfg.labels)
-                    .map_err(|e| BadInput(format!("reading {}: {e}", dir.display())))?;
-                let rows: Vec<_> = ds.rows.iter().collect();
-                let m = loadshift_brain::model::train(&rows, &cfg, 1)
-                    .with_context(|| format!("training on {}", dir.display()))?;
-                let predictor = loadshift_brain::model::Predictor::new(m);
-                let mut ai = Ai::new(
-                    predictor,
-                    Ai::planner_config(),
-                    layout.nodes,
-                    grid.names.len(),
-                )?;
+                let predictor = loadshift_brain::model::Predictor::new(simulated_model(&a)?);
+                let mut planner = Ai::planner_config();
+                planner.relief_pct = a.relief_pct.unwrap_or(planner.relief_pct);
+                planner.min_relief_pct = a.min_relief_pct.unwrap_or(planner.min_relief_pct);
+                planner.node_cooldown = a.node_cooldown.unwrap_or(planner.node_cooldown);
+                planner.peak_window = a.peak_window.unwrap_or(planner.peak_window);
+                let mut ai = Ai::new(predictor, planner, layout.nodes, grid.names.len())?;
                 simulate::run(&grid, &layout, &mut ai, &cost)
             }
         };

@@ -14,25 +14,35 @@
 //! The rules, in order:
 //! 1. Hysteresis: a node is in trouble when its predicted onset or sustained
 //!    overload probability stayed at or above `level` for `k` predictions in a
-//!    row.
+//!    row, or when its latest sample is already at or above the threshold.
 //! 2. At most one migration in flight per node (as source or target), and a
 //!    cooldown per node and per workload, so nothing ping-pongs.
-//! 3. The workload that relieves the node most per byte to copy: CPU share
-//!    over resident memory.
-//! 4. The target whose expected load after taking it is lowest and below the
-//!    threshold; never a node that left, went silent, or is itself predicted
-//!    to overload; and it must have room for the workload's memory.
+//! 3. Relief, then cost: a node in trouble is expected at its threshold
+//!    (or above, if it is already there); a move *relieves* it when it takes
+//!    away enough CPU to bring that expected load down to `relief_pct`.
+//!    Among the moves that relieve it, the cheapest by estimated freeze
+//!    ([`crate::cost`]: resident memory, dirty rate and the throughput of
+//!    earlier migrations) wins. When no single move relieves it, the move
+//!    that takes away the most CPU, if it takes away at least
+//!    `min_relief_pct` points: no move is better than one that relieves
+//!    nothing.
+//! 4. Each workload goes to the target whose load after taking it is lowest
+//!    and below the threshold; never a node that left, went silent, or is
+//!    itself predicted to overload; and it must have room for the
+//!    workload's memory.
 //! 5. No good move: a deferral with the reason, once per node cooldown.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use loadshift_events::migration::{Reason, Requested};
+use loadshift_events::migration::{CostEstimate, Reason, Requested};
 use loadshift_events::model::Deferred;
 use loadshift_events::placement::{self, Change, Placement, WorkloadChange};
 use loadshift_events::{Envelope, Event, NodeName, WorkloadName};
 use uuid::Uuid;
+
+use crate::cost::Throughput;
 
 /// The planner's knobs.
 #[derive(Debug, Clone, PartialEq)]
@@ -42,14 +52,27 @@ pub struct PlannerConfig {
     pub level: f32,
     /// How many predictions in a row must be in trouble (hysteresis).
     pub k: u32,
-    /// CPU percent of capacity a target must stay below after the move.
+    /// CPU percent of capacity a target must stay below after the move,
+    /// and the load a node in trouble is expected to reach.
     pub threshold_pct: f32,
+    /// CPU percent of capacity a node in trouble should be brought down to
+    /// (from its expected load): the headroom a move must make for the
+    /// rise the model predicts. Chosen on July's simulation (BENCHMARKS.md,
+    /// "Issue 9/13 (round 3)").
+    pub relief_pct: f32,
+    /// Points of a node's capacity below which a move relieves nothing:
+    /// such a move costs a freeze and changes nothing, so none is made.
+    pub min_relief_pct: f32,
     /// No new migration of a workload this long after its last one.
     pub workload_cooldown: Duration,
     /// No new migration from or to a node this long after its last one.
     pub node_cooldown: Duration,
     /// A node with no sample for this long is silent: never a target.
     pub silent_after: Duration,
+    /// How far back a target's and a workload's highest CPU is remembered:
+    /// a target is judged by the load it may come back to (a bursty
+    /// neighbour idle right now), not only by its latest sample.
+    pub peak_window: Duration,
     /// Who the requests say asked.
     pub requested_by: String,
 }
@@ -62,13 +85,24 @@ impl Default for PlannerConfig {
             level: 0.99,
             k: 3,
             threshold_pct: 90.0,
+            relief_pct: RELIEF_PCT,
+            min_relief_pct: MIN_RELIEF_PCT,
             workload_cooldown: Duration::from_secs(600),
             node_cooldown: Duration::from_secs(120),
             silent_after: Duration::from_secs(30),
+            peak_window: Duration::from_secs(600),
             requested_by: "brain".into(),
         }
     }
 }
+
+/// The default of [`PlannerConfig::relief_pct`], chosen on July's
+/// simulation (60, 75 and 85 gave 21,660, 21,445 and 21,440 overloaded
+/// node-minutes there: the middle one).
+pub const RELIEF_PCT: f32 = 75.0;
+
+/// The default of [`PlannerConfig::min_relief_pct`], chosen on July.
+pub const MIN_RELIEF_PCT: f32 = 2.0;
 
 /// A fact the planner learns from the log.
 #[derive(Debug, Clone, PartialEq)]
@@ -171,13 +205,67 @@ struct NodeState {
     last_deferred: Option<DateTime<Utc>>,
     /// When its executor last reported: a node without one cannot take work.
     executor_seen: Option<DateTime<Utc>>,
+    /// Its highest CPU over the peak window.
+    peak: Peak,
+}
+
+impl NodeState {
+    /// The load a target may come back to: its latest or its recent peak.
+    fn expected_pct(&self) -> f32 {
+        self.cpu_pct.max(self.peak.max())
+    }
+}
+
+/// The highest value seen over a sliding window of time (a monotonic
+/// queue: amortised O(1) per value), where the latest sample says only
+/// where a load is now.
+#[derive(Debug, Clone, Default)]
+struct Peak {
+    /// Values in decreasing order, each with when it was seen.
+    kept: VecDeque<(DateTime<Utc>, f32)>,
+}
+
+impl Peak {
+    fn push(&mut self, at: DateTime<Utc>, value: f32, window: Duration) {
+        while self.kept.back().is_some_and(|(_, v)| *v <= value) {
+            self.kept.pop_back();
+        }
+        self.kept.push_back((at, value));
+        while self
+            .kept
+            .front()
+            .is_some_and(|(t, _)| !within(Some(*t), at, window) && *t < at)
+        {
+            self.kept.pop_front();
+        }
+    }
+
+    fn max(&self) -> f32 {
+        self.kept.front().map_or(0.0, |(_, v)| *v)
+    }
 }
 
 /// What a workload uses, as its executor last reported.
 #[derive(Debug, Clone, Copy, Default)]
 struct Use {
     cpu_pct: f32,
+    /// Its highest CPU over the peak window.
+    peak_cpu_pct: f32,
     rss_bytes: u64,
+    dirty_bytes_per_sec: f64,
+}
+
+/// One possible move off a node in trouble: a workload, its best target,
+/// what it takes off the source and what it is expected to cost.
+#[derive(Debug, Clone)]
+struct Candidate<'a> {
+    workload: &'a WorkloadName,
+    used: Use,
+    /// Points of the source's capacity the move takes away.
+    relief: f32,
+    target: &'a NodeName,
+    target_after: f32,
+    estimate: CostEstimate,
 }
 
 /// The planner's state, folded from the log.
@@ -189,8 +277,12 @@ pub struct Planner {
     placement: Placement,
     /// Usage of the workloads with a report, by name.
     usage: BTreeMap<WorkloadName, Use>,
+    /// Their CPU peaks.
+    usage_peaks: BTreeMap<WorkloadName, Peak>,
     /// When each workload was last asked to move.
     last_migration: BTreeMap<WorkloadName, DateTime<Utc>>,
+    /// What earlier migrations measured, for cost estimates.
+    throughput: Throughput,
 }
 
 fn within(since: Option<DateTime<Utc>>, now: DateTime<Utc>, d: Duration) -> bool {
@@ -246,6 +338,7 @@ impl Planner {
                 let n = self.nodes.entry(node.clone()).or_default();
                 n.seen_at = Some(*seen_at);
                 n.cpu_pct = *cpu_pct;
+                n.peak.push(*seen_at, *cpu_pct, self.config.peak_window);
                 n.capacity_cores = *capacity_cores;
                 n.memory_used = *memory_used;
                 if *memory_total > 0 {
@@ -288,6 +381,7 @@ impl Planner {
                     target: target.clone(),
                     requested_by: self.config.requested_by.clone(),
                     reason: Reason::default(),
+                    mode: loadshift_events::migration::Mode::Auto,
                 };
                 let event = Event::MigrationRequested(request);
                 self.placement.apply_event(source, *at, &event);
@@ -305,6 +399,7 @@ impl Planner {
         let change: Change = self.placement.apply(env);
         if let Some(WorkloadChange::Gone(w)) = &change.workload {
             self.usage.remove(w);
+            self.usage_peaks.remove(w);
             self.last_migration.remove(w);
         }
         match &env.event {
@@ -312,13 +407,18 @@ impl Planner {
                 let n = self.nodes.entry(env.node.clone()).or_default();
                 n.executor_seen = Some(env.occurred_at);
                 for w in &u.workloads {
+                    let peak = self.usage_peaks.entry(w.workload.clone()).or_default();
+                    peak.push(u.at, w.cpu_pct, self.config.peak_window);
                     let used = Use {
                         cpu_pct: w.cpu_pct,
+                        peak_cpu_pct: peak.max(),
                         rss_bytes: w.rss_bytes,
+                        dirty_bytes_per_sec: w.dirty_bytes_per_sec.unwrap_or(0.0),
                     };
                     self.usage.insert(w.workload.clone(), used);
                 }
             }
+            Event::MigrationCompleted(c) => self.throughput.observe(c.image_bytes, &c.timings),
             Event::MigrationRequested(r) => {
                 self.cool_down(&r.workload, [&r.source, &r.target], env.occurred_at);
             }
@@ -351,7 +451,11 @@ impl Planner {
     pub fn handle(&self, node: &NodeName, now: DateTime<Utc>) -> Option<Decision> {
         let cfg = &self.config;
         let src = self.nodes.get(node)?;
-        if src.streak < cfg.k || self.busy(node) || src.left {
+        // In trouble: predicted to overload k times in a row, or overloaded
+        // already (a prediction that came too late, or none at all, must not
+        // leave the node worse off than a reactive balancer would).
+        let overloaded = src.cpu_pct >= cfg.threshold_pct;
+        if (src.streak < cfg.k && !overloaded) || self.busy(node) || src.left {
             return None;
         }
         if within(src.last_migration, now, cfg.node_cooldown) {
@@ -369,24 +473,12 @@ impl Planner {
                 reason,
             }))
         };
-        let Some((wname, w)) = self.candidate(node, now) else {
-            return defer(
-                None,
-                format!(
-                    "no workload on {node} can move (none with known usage outside its cooldown)"
-                ),
-            );
+        let c = match self.choose(node, src, now) {
+            Ok(c) => c,
+            Err((workload, reason)) => return defer(workload, reason),
         };
-        let (target, target_after) = match self.target(node, w, now) {
-            Ok(best) => best,
-            Err(detail) => {
-                return defer(
-                    Some(wname.clone()),
-                    format!("no target for {wname}: {detail}"),
-                )
-            }
-        };
-        let source_after = src.cpu_pct - w.cpu_pct / src.capacity_cores.max(0.01);
+        let source_after = src.cpu_pct - c.relief;
+        let (wname, target) = (c.workload, c.target);
         Some(Decision::Migrate(Requested {
             migration: Uuid::now_v7(),
             workload: wname.clone(),
@@ -395,32 +487,110 @@ impl Planner {
             requested_by: cfg.requested_by.clone(),
             reason: Reason {
                 summary: format!(
-                    "{node} predicted to overload (p={probability:.2}, model v{}); moving {wname} ({:.0}% of a core, {} MiB) to {target}",
+                    "{node} predicted to overload (p={probability:.2}, model v{}); moving {wname} ({:.0}% of a core, {} MiB, about {:.1} s frozen) to {target}",
                     src.model_version,
-                    w.cpu_pct,
-                    w.rss_bytes >> 20
+                    c.used.cpu_pct,
+                    c.used.rss_bytes >> 20,
+                    c.estimate.freeze_ms / 1000.0,
                 ),
                 probability: Some(probability),
                 model_version: Some(src.model_version),
                 top_features: src.top_features.clone(),
                 source_load_after_pct: Some(source_after.max(0.0)),
-                target_load_after_pct: Some(target_after),
+                target_load_after_pct: Some(c.target_after),
+                estimate: Some(c.estimate),
             },
+            mode: loadshift_events::migration::Mode::Auto,
         }))
     }
 
-    /// The workload on `node` relieving it most per byte to copy, among
-    /// those with known usage outside their cooldown.
-    fn candidate(&self, node: &NodeName, now: DateTime<Utc>) -> Option<(&WorkloadName, Use)> {
-        let cooldown = self.config.workload_cooldown;
-        let per_byte = |w: &Use| w.cpu_pct as f64 / (w.rss_bytes.max(1 << 20) as f64);
-        self.placement
+    /// The move off `node` (whose state is `src`): the cheapest that brings
+    /// its expected load down to `relief_pct`, else the one that takes away
+    /// most, if that is at least `min_relief_pct`; or the workload it
+    /// would have moved (if any) and why nothing can move.
+    fn choose(
+        &self,
+        node: &NodeName,
+        src: &NodeState,
+        now: DateTime<Utc>,
+    ) -> Result<Candidate<'_>, (Option<WorkloadName>, String)> {
+        let cfg = &self.config;
+        let cooldown = cfg.workload_cooldown;
+        let movable: Vec<(&WorkloadName, Use)> = self
+            .placement
             .workloads
             .values()
             .filter(|w| &w.node == node)
             .filter(|w| !within(self.last_migration.get(&w.name).copied(), now, cooldown))
             .filter_map(|w| self.usage.get(&w.name).map(|u| (&w.name, *u)))
-            .min_by(|a, b| per_byte(&b.1).total_cmp(&per_byte(&a.1)).then(a.0.cmp(b.0)))
+            .collect();
+        if movable.is_empty() {
+            return Err((
+                None,
+                format!(
+                    "no workload on {node} can move (none with known usage outside its cooldown)"
+                ),
+            ));
+        }
+        let share = |u: &Use| u.cpu_pct / src.capacity_cores.max(0.01);
+        let mut candidates = Vec::new();
+        let mut refused = None;
+        for (name, used) in &movable {
+            match self.target(node, *used, now) {
+                Ok((target, target_after)) => candidates.push(Candidate {
+                    workload: name,
+                    used: *used,
+                    relief: share(used),
+                    target,
+                    target_after,
+                    estimate: self
+                        .throughput
+                        .estimate(used.rss_bytes, used.dirty_bytes_per_sec),
+                }),
+                Err(detail) => {
+                    // Said about the workload that would relieve most.
+                    if refused.as_ref().is_none_or(|(_, s, _)| share(used) > *s) {
+                        refused = Some(((*name).clone(), share(used), detail));
+                    }
+                }
+            }
+        }
+        let expected = src.cpu_pct.max(cfg.threshold_pct);
+        let needed = expected - cfg.relief_pct;
+        let cheapest = candidates
+            .iter()
+            .filter(|c| c.relief >= needed)
+            .min_by(|a, b| {
+                (a.estimate.freeze_ms.total_cmp(&b.estimate.freeze_ms))
+                    .then(a.target_after.total_cmp(&b.target_after))
+                    .then(a.workload.cmp(b.workload))
+            });
+        let largest = || {
+            candidates
+                .iter()
+                .filter(|c| c.relief >= cfg.min_relief_pct)
+                .max_by(|a, b| {
+                    (a.relief.total_cmp(&b.relief))
+                        .then(b.estimate.freeze_ms.total_cmp(&a.estimate.freeze_ms))
+                        .then(b.workload.cmp(a.workload))
+                })
+        };
+        if let Some(c) = cheapest.or_else(largest) {
+            return Ok(c.clone());
+        }
+        Err(match refused {
+            Some((w, _, detail)) if candidates.is_empty() => {
+                let reason = format!("no target for {w}: {detail}");
+                (Some(w), reason)
+            }
+            _ => (
+                None,
+                format!(
+                    "no move relieves {node}: no workload that can move takes away {:.0} points of its CPU",
+                    cfg.min_relief_pct
+                ),
+            ),
+        })
     }
 
     /// The target whose load after taking `w` stays lowest, under the
@@ -434,7 +604,8 @@ impl Planner {
         let mut best: Option<(&NodeName, f32)> = None;
         let mut why_not = Vec::new();
         for (name, t) in self.nodes.iter().filter(|(name, _)| *name != node) {
-            let after = t.cpu_pct + w.cpu_pct / t.capacity_cores.max(0.01);
+            let after =
+                t.expected_pct() + w.cpu_pct.max(w.peak_cpu_pct) / t.capacity_cores.max(0.01);
             match self.refusal(name, t, w, after, now) {
                 Some(r) => why_not.push(format!("{name} {r}")),
                 None => {
@@ -537,11 +708,7 @@ mod tests {
             at,
             workloads: workloads
                 .iter()
-                .map(|(name, cpu_pct, rss_bytes)| WorkloadUse {
-                    workload: w(name),
-                    cpu_pct: *cpu_pct,
-                    rss_bytes: *rss_bytes,
-                })
+                .map(|(name, cpu_pct, rss_bytes)| WorkloadUse::new(w(name), *cpu_pct, *rss_bytes))
                 .collect(),
         };
         logged(fixtures::at(
@@ -615,7 +782,7 @@ mod tests {
     }
 
     #[test]
-    fn moves_the_best_value_per_byte_to_the_emptiest_node_after_k_predictions() {
+    fn moves_the_cheapest_relieving_workload_to_the_emptiest_node_after_k_predictions() {
         let mut facts = cluster();
         facts.extend(trouble("node2", 2));
         assert_eq!(
@@ -627,7 +794,11 @@ mod tests {
         let Some(Decision::Migrate(r)) = given(&facts).handle(&n("node2"), now()) else {
             panic!("expected a migration");
         };
-        assert_eq!(r.workload, w("small"), "60% for 64 MiB beats 80% for 2 GiB");
+        assert_eq!(
+            r.workload,
+            w("small"),
+            "both relieve node2 (30 and 40 points, 15 needed): 64 MiB is cheaper than 2 GiB"
+        );
         assert_eq!(r.target, n("node3"));
         assert_eq!(r.reason.probability, Some(0.9));
         assert_eq!(r.reason.model_version, Some(3));
@@ -829,5 +1000,127 @@ mod tests {
             panic!()
         };
         assert!(d.reason.contains("node5 has no executor"), "{}", d.reason);
+    }
+
+    /// node2 (2 cores) at `cpu` % with `workloads` (name, % of a core, RSS),
+    /// node3 idle, node4 half busy, node2 in trouble.
+    fn in_trouble(cpu: f32, workloads: &[(&str, f32, u64)]) -> Vec<Fact> {
+        let mut f = vec![];
+        for (node, load) in [("node2", cpu), ("node3", 10.0), ("node4", 50.0)] {
+            f.push(Fact::NodeJoined {
+                node: n(node),
+                memory_bytes: 8 << 30,
+            });
+            f.push(sample(node, load));
+            f.push(executor_at(node, now()));
+        }
+        for (name, _, _) in workloads {
+            f.push(logged(fixtures::started("node2", name, now())));
+        }
+        f.push(usage_at("node2", now(), workloads));
+        f.extend(trouble("node2", 3));
+        f
+    }
+
+    #[test]
+    fn a_cheap_relieving_move_wins_over_a_costly_one_and_over_a_cheaper_one_that_does_not_relieve()
+    {
+        // Expected at 90 %, to be brought to 75 %: 15 points needed. `crumb`
+        // is cheapest but takes 6; `big` and `mid` both relieve, `mid` copies
+        // a quarter of the memory.
+        let facts = in_trouble(
+            80.0,
+            &[
+                ("crumb", 12.0, 8 << 20),
+                ("mid", 40.0, 512 << 20),
+                ("big", 70.0, 2 << 30),
+            ],
+        );
+        let Some(Decision::Migrate(r)) = given(&facts).handle(&n("node2"), now()) else {
+            panic!("expected a migration");
+        };
+        assert_eq!(r.workload, w("mid"));
+        assert_eq!(r.target, n("node3"), "the target lowest after the move");
+        let expected = Throughput::default().estimate(512 << 20, 0.0);
+        assert_eq!(r.reason.estimate, Some(expected));
+        assert!(
+            r.reason.summary.contains("s frozen"),
+            "{}",
+            r.reason.summary
+        );
+    }
+
+    #[test]
+    fn when_no_single_move_relieves_the_one_that_takes_away_most() {
+        // At 130 %: 55 points needed, none takes that much; `big` takes 35.
+        let facts = in_trouble(130.0, &[("mid", 40.0, 512 << 20), ("big", 70.0, 2 << 30)]);
+        let Some(Decision::Migrate(r)) = given(&facts).handle(&n("node2"), now()) else {
+            panic!("expected a migration");
+        };
+        assert_eq!(r.workload, w("big"));
+        assert_eq!(r.reason.source_load_after_pct, Some(95.0));
+    }
+
+    #[test]
+    fn no_move_rather_than_one_that_relieves_nothing() {
+        // Both idle workloads take away under `min_relief_pct` (2) points
+        // of node2 (1.5 and 0.5 of its 2 cores).
+        assert_eq!(MIN_RELIEF_PCT, 2.0);
+        let facts = in_trouble(92.0, &[("idle", 3.0, 8 << 20), ("idler", 1.0, 1 << 20)]);
+        let Some(Decision::Defer(d)) = given(&facts).handle(&n("node2"), now()) else {
+            panic!("expected a deferral");
+        };
+        assert!(d.reason.contains("no move relieves node2"), "{}", d.reason);
+    }
+
+    #[test]
+    fn the_estimate_follows_the_throughput_of_earlier_migrations() {
+        let mut facts = in_trouble(80.0, &[("mid", 40.0, 96 << 20)]);
+        let earlier = Move::new("gone", "node4", "node3");
+        let timings = Timings {
+            downtime_ms: Some(600.0),
+            total_ms: Some(1600.0),
+            ..Timings::default()
+        };
+        facts.push(logged(earlier.completed(now(), timings)));
+        let Some(Decision::Migrate(r)) = given(&facts).handle(&n("node2"), now()) else {
+            panic!("expected a migration");
+        };
+        // 48 MiB (the fixture's image) in 0.5 s beyond the fixed 0.1 s:
+        // 96 MiB freezes 1.1 s, and the migration lasts 1 s more.
+        assert_eq!(fixtures::IMAGE_BYTES, 48 << 20);
+        let e = r.reason.estimate.expect("an estimate");
+        assert!((e.freeze_ms - 1100.0).abs() < 1e-6, "{e:?}");
+        assert!((e.total_ms - 2100.0).abs() < 1e-6, "{e:?}");
+    }
+
+    #[test]
+    fn a_target_is_judged_by_the_load_it_may_come_back_to() {
+        // node3 is idle now but was at 85 % five minutes ago (a bursty
+        // neighbour, within the peak window): node4, steady at 50 %, is the
+        // target whose load after the move stays lowest.
+        let mut facts = vec![sample_at(
+            "node3",
+            85.0,
+            now() - chrono::Duration::seconds(300),
+        )];
+        facts.extend(in_trouble(80.0, &[("mid", 40.0, 512 << 20)]));
+        let Some(Decision::Migrate(r)) = given(&facts).handle(&n("node2"), now()) else {
+            panic!("expected a migration");
+        };
+        assert_eq!(r.target, n("node4"));
+        assert_eq!(r.reason.target_load_after_pct, Some(70.0));
+    }
+
+    #[test]
+    fn a_node_already_overloaded_is_relieved_without_waiting_for_k_predictions() {
+        let mut facts = in_trouble(95.0, &[("mid", 40.0, 512 << 20)]);
+        facts.push(predict("node2", 0.1));
+        let Some(Decision::Migrate(r)) = given(&facts).handle(&n("node2"), now()) else {
+            panic!("expected a migration");
+        };
+        assert_eq!(r.workload, w("mid"));
+        facts.push(sample("node2", 80.0));
+        assert_eq!(given(&facts).handle(&n("node2"), now()), None);
     }
 }

@@ -96,7 +96,11 @@ async fn one_node_ramps_up_and_the_brain_moves_one_workload_once() {
         "idle",
         "the emptiest node that can take work"
     );
-    assert_eq!(first.workload.as_str(), "heavy", "most CPU per byte");
+    assert_eq!(
+        first.workload.as_str(),
+        "heavy",
+        "the most relief, and the cheaper image"
+    );
     assert_eq!(first.requested_by, "brain");
     assert!(first.reason.probability.is_some() && first.reason.model_version.is_some());
 

@@ -477,6 +477,16 @@ async fn ramp_ends_in_a_live_move(runtime: &str) {
 
     let js = async_nats::jetstream::new(up.operator().await);
     let first_overload = first_overloaded_sample(&js, "node2").await;
+    // Issue 9 item 4: before, not after. The prediction moved load off
+    // node2 before its CPU reached 90 % of its capacity: no sample of node2
+    // at 90 % or more earlier than the migration's completion.
+    if let Some(over) = first_overload {
+        assert!(
+            over >= completed_at,
+            "node2 reported CPU >= 90 % at {over}, {:.1} s before the brain's migration completed at {completed_at}",
+            (completed_at - over).num_milliseconds() as f64 / 1000.0
+        );
+    }
 
     // The dashboard of the live stack, in a real browser, shows what happened.
     let web = format!("http://{}", up.web);

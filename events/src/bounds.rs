@@ -124,6 +124,15 @@ pub fn pressure_pct(field: &'static str, value: f32) -> Result<(), OutOfRange> {
     up_to(field, value, 100.0, "0 to 100 %")
 }
 
+/// Checks an expected duration in milliseconds: finite and not negative
+/// (an estimate, unlike a measurement across two clocks, cannot be below 0).
+///
+/// # Errors
+/// [`OutOfRange`] naming `field`.
+pub fn duration_ms(field: &'static str, value: f64) -> Result<(), OutOfRange> {
+    within(field, value, 0.0, f64::MAX, "0 ms or more")
+}
+
 /// Checks a throughput in bytes per second.
 ///
 /// # Errors
@@ -236,6 +245,9 @@ impl Bounded for crate::model::WorkloadUsage {
                 100.0 * f64::from(MAX_CORES),
                 "0 to 100 % per core",
             )?;
+            optional(w.dirty_bytes_per_sec, |r| {
+                throughput("workloads.dirty_bytes_per_sec", r)
+            })?;
         }
         Ok(())
     }
@@ -258,6 +270,9 @@ mod tests {
         assert!(cores("c", 0.0).is_ok());
         assert!(probability("p", 1.01).is_err());
         assert!(throughput("t", -1.0).is_err());
+        assert!(duration_ms("d", -1.0).is_err());
+        assert!(duration_ms("d", f64::INFINITY).is_err());
+        assert!(duration_ms("d", 120.0).is_ok());
         assert!(finite("f", -3.0).is_ok());
         assert!(finite("f", f64::NAN).is_err());
         assert!(optional(None::<f32>, |v| load("l", v)).is_ok());

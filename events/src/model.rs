@@ -167,4 +167,26 @@ pub struct WorkloadUse {
     pub cpu_pct: f32,
     /// Resident memory in bytes (what a migration must copy).
     pub rss_bytes: u64,
+    /// How fast it dirties private memory, bytes per second: the growth of
+    /// `Private_Dirty` in `/proc/PID/smaps_rollup` between two readings
+    /// (these kernels have no soft-dirty bits, so pages written again while
+    /// already dirty are not seen). The planner adds what the workload will
+    /// have written by the time it is frozen to the image it must copy.
+    /// Absent from executors that predate it and on a first reading.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dirty_bytes_per_sec: Option<f64>,
+}
+
+impl WorkloadUse {
+    /// A reading without a dirty rate (a first reading, a simulated or a
+    /// test workload): one constructor, so that a field added later does
+    /// not touch every place that builds one.
+    pub fn new(workload: WorkloadName, cpu_pct: f32, rss_bytes: u64) -> Self {
+        Self {
+            workload,
+            cpu_pct,
+            rss_bytes,
+            dirty_bytes_per_sec: None,
+        }
+    }
 }

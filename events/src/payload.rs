@@ -264,6 +264,7 @@ mod tests {
                 summary: "node2 heads for overload".into(),
                 ..Default::default()
             },
+            mode: crate::migration::Mode::Auto,
         });
         // The brain emits on node1, but the source must act.
         assert_eq!(requested.subject(&n("node1")), "migration.node2.requested");
@@ -285,6 +286,7 @@ mod tests {
                 command: vec!["sleep".into(), "1".into()],
                 image: None,
                 env: Default::default(),
+                no_postcopy: false,
             },
             requested_by: "alice".into(),
         });

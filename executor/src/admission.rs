@@ -194,6 +194,7 @@ mod tests {
             command: cmd.iter().map(|s| s.to_string()).collect(),
             image: None,
             env: Default::default(),
+            no_postcopy: false,
         }
     }
 

@@ -319,6 +319,7 @@ impl Runtime for RecordingRuntime {
         self.is_running(handle).await.then_some(Usage {
             cpu_seconds: 1.0,
             rss_bytes: 1 << 20,
+            private_dirty_bytes: Some(1 << 19),
         })
     }
 

@@ -21,12 +21,14 @@ fn forged(source: &str, target: &str, workload: &str) -> Event {
             command: vec!["sh".into(), "-c".into(), "id > owned".into()],
             image: None,
             env: Default::default(),
+            no_postcopy: false,
         },
         object: "no-such-image".into(),
         sha256: "00".repeat(32),
         image_bytes: 1,
         timings: Timings::default(),
         frozen_at_ms: 0,
+        stream: None,
     })
 }
 

@@ -8,7 +8,8 @@
 
 use chrono::{DateTime, Duration, Utc};
 use loadshift_events::migration::{
-    Checkpointed, Completed, Failed, Reason, Requested, Restored, RolledBack, Step, Timings,
+    Checkpointed, Completed, CostEstimate, Failed, Reason, Requested, Restored, RolledBack, Step,
+    Timings,
 };
 use loadshift_events::model::{
     Activated, LabelScores, Predicted, Score, Trained, WorkloadUsage, WorkloadUse,
@@ -99,6 +100,7 @@ pub fn spec() -> WorkloadSpec {
         command: vec!["redis-server".into()],
         image: None,
         env: Default::default(),
+        no_postcopy: false,
     }
 }
 
@@ -146,11 +148,7 @@ pub fn usage(n: &str, w: &str, t: DateTime<Utc>, cpu: f32) -> Envelope {
             node(n),
             Event::WorkloadUsage(WorkloadUsage {
                 at: t,
-                workloads: vec![WorkloadUse {
-                    workload: workload(w),
-                    cpu_pct: cpu,
-                    rss_bytes: 96 << 20,
-                }],
+                workloads: vec![WorkloadUse::new(workload(w), cpu, 96 << 20)],
             }),
         ),
         t,
@@ -216,6 +214,7 @@ impl Move {
                 target: self.target.clone(),
                 requested_by: by.into(),
                 reason,
+                mode: loadshift_events::migration::Mode::Auto,
             }),
         )
     }
@@ -236,6 +235,7 @@ impl Move {
                 image_bytes: IMAGE_BYTES,
                 timings,
                 frozen_at_ms: t.timestamp_millis(),
+                stream: None,
             }),
         )
     }
@@ -258,7 +258,7 @@ impl Move {
         )
     }
 
-    /// `migration.completed` by the source.
+    /// `migration.completed` by the source, pages streamed.
     pub fn completed(&self, t: DateTime<Utc>, timings: Timings) -> Envelope {
         self.event(
             self.source.as_str(),
@@ -270,6 +270,8 @@ impl Move {
                 target: self.target.clone(),
                 image_bytes: IMAGE_BYTES,
                 timings,
+                mode: Some(loadshift_events::migration::Mode::Stream),
+                fallback: None,
             }),
         )
     }
@@ -366,6 +368,11 @@ pub fn migration_ok(
         top_features: vec![("cpu_slope_5m".into(), 3.2), ("psi_cpu".into(), 41.0)],
         source_load_after_pct: Some(55.0),
         target_load_after_pct: Some(48.0),
+        estimate: Some(CostEstimate {
+            image_bytes: 5151,
+            freeze_ms: 150.0,
+            total_ms: 300.0,
+        }),
     };
     let mut out = vec![m.requested(t, "brain", why)];
     out.extend(m.went_through(t, 5151, timings(downtime_ms)));

@@ -71,15 +71,19 @@ impl Ai {
     /// The planner configuration the simulation uses: the service's
     /// defaults, with the hysteresis of one model step (one prediction per
     /// 5-minute sample here: three in a row would wait 15 minutes, the whole
-    /// horizon) and cooldowns of the threshold policy's order (a node 30
-    /// minutes, a workload an hour: at a 5-minute step the service's 2 and
-    /// 10 minutes let a node shed a workload at every step).
+    /// horizon), a cooldown of one step per node and an hour per workload,
+    /// and a peak window of a day. The cooldown per node and the peak window
+    /// were chosen on July's simulation (BENCHMARKS.md, "Issue 9/13 (round
+    /// 3)"): among 0, 1 h, 6 h and 24 h windows and 5, 15 and 30 minutes of
+    /// cooldown, 24 h and 5 minutes gave the fewest overloaded node-minutes
+    /// whatever `relief_pct`, where the others swung by half.
     pub fn planner_config() -> PlannerConfig {
         PlannerConfig {
             k: 1,
-            node_cooldown: std::time::Duration::from_secs(30 * 60),
+            node_cooldown: std::time::Duration::from_secs(5 * 60),
             workload_cooldown: std::time::Duration::from_secs(60 * 60),
             silent_after: std::time::Duration::from_secs(600),
+            peak_window: std::time::Duration::from_secs(24 * 3600),
             requested_by: "simulate".into(),
             ..PlannerConfig::default()
         }
@@ -122,6 +126,7 @@ impl Ai {
                             command: vec![format!("vm{w}")],
                             image: None,
                             env: Default::default(),
+                            no_postcopy: false,
                         },
                         pid: None,
                         container_id: None,
@@ -136,11 +141,7 @@ impl Ai {
                     .iter()
                     .map(|&w| {
                         let x = v.workloads[w];
-                        WorkloadUse {
-                            workload: self.workloads[w].clone(),
-                            cpu_pct: x.cores * 100.0,
-                            rss_bytes: x.memory_bytes,
-                        }
+                        WorkloadUse::new(self.workloads[w].clone(), x.cores * 100.0, x.memory_bytes)
                     })
                     .collect(),
             };
@@ -203,6 +204,8 @@ impl Policy for Ai {
                         target: r.target.clone(),
                         image_bytes: 0,
                         timings: Timings::default(),
+                        mode: None,
+                        fallback: None,
                     };
                     let fact = logged(&r.source, Event::MigrationCompleted(completed), now);
                     self.planner.apply(&fact);

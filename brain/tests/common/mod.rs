@@ -376,6 +376,7 @@ pub fn workload_started(on: &str, workload: &str) -> Envelope {
                 command: vec!["x".into()],
                 image: None,
                 env: Default::default(),
+                no_postcopy: false,
             },
             pid: Some(1),
             container_id: None,
@@ -393,10 +394,9 @@ pub fn workload_usage(on: &str, workloads: &[(&str, f32, u64)]) -> Envelope {
             at: chrono::Utc::now(),
             workloads: workloads
                 .iter()
-                .map(|(w, cpu_pct, rss_bytes)| WorkloadUse {
-                    workload: loadshift_events::WorkloadName::new(*w).unwrap(),
-                    cpu_pct: *cpu_pct,
-                    rss_bytes: *rss_bytes,
+                .map(|(w, cpu_pct, rss_bytes)| {
+                    let name = loadshift_events::WorkloadName::new(*w).unwrap();
+                    WorkloadUse::new(name, *cpu_pct, *rss_bytes)
                 })
                 .collect(),
         }),

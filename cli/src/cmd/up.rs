@@ -709,6 +709,11 @@ impl Launch<'_> {
         brain.push("1s".into());
         brain.push("--horizon".into());
         brain.push("3".into());
+        // One prediction in trouble is enough, as in `simulate` (one step of
+        // hysteresis): three in a row would eat the whole 3-step horizon and
+        // the move would complete after node2 crossed 90 % (issue 9 item 4).
+        brain.push("--plan-k".into());
+        brain.push("1".into());
         self.start_binary(cluster, "brain", brain, Some(control))?;
         println!("brain        store {}", self.state.join("brain").display());
         let listen = self.a.listen.to_string();

@@ -438,9 +438,9 @@ mod tests {
                     probability: Some(0.9),
                     model_version: Some(1),
                     top_features: vec![],
-                    source_load_after_pct: None,
-                    target_load_after_pct: None,
+                    ..Reason::default()
                 },
+                mode: loadshift_events::migration::Mode::Auto,
             }),
         )
     }
@@ -456,6 +456,8 @@ mod tests {
                 target: node("node3"),
                 image_bytes: 1 << 20,
                 timings: Timings::default(),
+                mode: None,
+                fallback: None,
             }),
         )
     }

@@ -428,6 +428,9 @@ impl Runtime for DockerRuntime {
         Some(Usage {
             cpu_seconds: cpu_ns as f64 / 1e9,
             rss_bytes: rss,
+            // The container's processes live in another PID namespace the
+            // stats do not name; no dirty rate for containers yet.
+            private_dirty_bytes: None,
         })
     }
 

@@ -47,12 +47,19 @@ fn criu_works_on(needle: &str) -> bool {
         })
 }
 
-/// Removes an image folder and everything in it; a folder already gone is
-/// fine, any other failure is logged (a leftover costs tmpfs, not safety).
+/// Removes an image folder and everything in it, and the pages a streamed
+/// migration put next to it ([`crate::stream::pages_dir`]); a folder already
+/// gone is fine, any other failure is logged (a leftover costs tmpfs, not
+/// safety).
 pub fn discard(images: &Path) {
     if images.as_os_str().is_empty() {
         return;
     }
+    remove_folder(&crate::stream::pages_dir(images));
+    remove_folder(images);
+}
+
+fn remove_folder(images: &Path) {
     match std::fs::remove_dir_all(images) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}

@@ -9,6 +9,7 @@ use std::future::Future;
 use std::path::{Path, PathBuf};
 
 use loadshift_events::file::FileError;
+use loadshift_events::migration::StreamedPages;
 use loadshift_events::workload::{Runtime as RuntimeKind, WorkloadSpec};
 use loadshift_events::WorkloadName;
 use serde::{Deserialize, Serialize};
@@ -73,6 +74,11 @@ pub struct Usage {
     pub cpu_seconds: f64,
     /// Resident memory now, in bytes: what a migration must copy.
     pub rss_bytes: u64,
+    /// Private memory written so far and still held, bytes (`Private_Dirty`
+    /// of `/proc/PID/smaps_rollup`, summed over the workload's processes);
+    /// two readings give the rate at which the image grows. `None` where
+    /// the runtime cannot read it (a container's processes).
+    pub private_dirty_bytes: Option<u64>,
 }
 
 /// Why a runtime operation failed. Each message says what was attempted.
@@ -111,6 +117,9 @@ pub enum RuntimeError {
     /// the spec cannot run under this runtime
     #[error("{0}")]
     Unsupported(String),
+    /// the pages could not be streamed to the target
+    #[error(transparent)]
+    Stream(#[from] crate::stream::StreamError),
 }
 
 impl RuntimeError {
@@ -191,6 +200,32 @@ pub trait Runtime: Send + Sync + 'static {
         handle: &Handle,
         images: &Path,
     ) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+
+    /// Whether this runtime can send a dump's pages straight to another
+    /// node ([`Runtime::dump_streamed`]); the saga falls back to a copy
+    /// before freezing anything when it cannot.
+    fn streams_pages(&self) -> bool {
+        false
+    }
+
+    /// Freezes the workload and dumps it into `images`, its memory pages
+    /// going over `link` to the target while the dump runs (and into a
+    /// safety copy next to `images`, so a failed migration still resumes
+    /// here). The same promise as [`Runtime::dump`] about where it runs.
+    fn dump_streamed(
+        &self,
+        name: &WorkloadName,
+        handle: &Handle,
+        images: &Path,
+        link: crate::stream::Link,
+    ) -> impl Future<Output = Result<StreamedPages, RuntimeError>> + Send {
+        let _ = (name, handle, images, link);
+        async {
+            Err(RuntimeError::Unsupported(
+                "this runtime cannot stream pages".into(),
+            ))
+        }
+    }
 
     /// Whether `images` holds a complete dump. After a crash in the middle of
     /// a dump this decides between dumping again and going on with the image.

@@ -5,16 +5,25 @@
 #![allow(dead_code)]
 
 pub mod matrix;
+pub mod postcopy;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use loadshift_events::migration::{self, Requested};
+use loadshift_events::migration::{self, Mode, Requested};
 use loadshift_events::workload::{Runtime, StartRequested, WorkloadSpec};
 use loadshift_events::{connection, stream, Envelope, Event, NodeName, WorkloadName};
 use loadshift_testkit::NatsServer;
+
+/// A process workload that prints 0, 1, 2, ... every 50 ms: a gap or a
+/// repeat in its output after a move is a lost or doubled run.
+pub const COUNTER: &[&str] = &[
+    "sh",
+    "-c",
+    "i=0; while :; do echo $i; i=$((i+1)); sleep 0.05; done",
+];
 
 /// One executor process acting as one node.
 pub struct Node {
@@ -32,6 +41,11 @@ pub struct Node {
 }
 
 impl Node {
+    /// The executor's pid while it runs (for CPU accounting in benches).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     pub fn workload_dir(&self, w: &str) -> PathBuf {
         self.state.join("workloads").join(w)
     }
@@ -298,6 +312,7 @@ impl Cluster {
                     env: [("LOADSHIFT_TEST_TAG".to_string(), self.tag())]
                         .into_iter()
                         .collect(),
+                    no_postcopy: false,
                 },
                 requested_by: "test".into(),
             }),
@@ -353,6 +368,7 @@ impl Cluster {
             command: command.iter().map(|s| s.to_string()).collect(),
             image: Some(image.to_string()),
             env: Default::default(),
+            no_postcopy: false,
         };
         let e = self.start_workload(node, name, spec).await;
         if let Event::WorkloadStartFailed(p) = &e.event {
@@ -366,6 +382,17 @@ impl Cluster {
     }
 
     pub async fn migrate(&self, workload: &str, source: &str, target: &str) -> uuid::Uuid {
+        self.migrate_in(Mode::Auto, workload, source, target).await
+    }
+
+    /// Asks for a migration in `mode`.
+    pub async fn migrate_in(
+        &self,
+        mode: Mode,
+        workload: &str,
+        source: &str,
+        target: &str,
+    ) -> uuid::Uuid {
         let id = uuid::Uuid::now_v7();
         self.publish(
             "test",
@@ -376,6 +403,7 @@ impl Cluster {
                 target: NodeName::new(target).unwrap(),
                 requested_by: "test".into(),
                 reason: Default::default(),
+                mode,
             }),
         )
         .await;
@@ -743,4 +771,53 @@ pub fn assert_continuous(values: &[u64]) {
             &values[i.saturating_sub(3)..(i + 3).min(values.len())]
         );
     }
+}
+
+/// What `redis-cli -p PORT ARGS` printed, trimmed.
+pub fn redis_cli(port: u16, args: &[&str]) -> String {
+    let out = std::process::Command::new("redis-cli")
+        .arg("-p")
+        .arg(port.to_string())
+        .args(args)
+        .output()
+        .expect("redis-cli (scripts/setup installs redis-server and redis-tools)");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Waits until redis on `port` answers PING (20 s at most).
+pub fn wait_pong(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if redis_cli(port, &["ping"]) == "PONG" {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("redis on port {port} does not answer");
+}
+
+/// redis-server on `port` (127.0.0.1), in the foreground, without
+/// persistence (its memory is all there is to move), `DEBUG POPULATE` on.
+pub fn redis_args(port: u16, dir: &str) -> Vec<String> {
+    let port = port.to_string();
+    [
+        "redis-server",
+        "--port",
+        &port,
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--daemonize",
+        "no",
+        "--dir",
+        dir,
+        "--enable-debug-command",
+        "yes",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
 }

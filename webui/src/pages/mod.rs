@@ -111,12 +111,21 @@ pub struct MigrationRow {
     pub reason_detail: String,
     /// Every reported step with its duration.
     pub steps: Vec<StepRow>,
+    /// The mode that ran (or was asked for, while in flight), and why it
+    /// fell back: `stream`, `copy (asked stream: no direct connection ...)`.
+    pub mode: String,
     /// Frozen time, or `–`.
     pub downtime: String,
     /// Total, or `–`.
     pub total: String,
     /// Image size, or `–`.
     pub image: String,
+    /// The planner's estimate of the freeze and the total (`–` for a
+    /// person's request, which carries none).
+    pub estimate: String,
+    /// How far the estimate was from the actual, once it completed (`+50 %`:
+    /// it expected half as much again), or empty.
+    pub estimate_error: String,
     /// `completed`, `rolled_back`, ...
     pub outcome: &'static str,
     /// Whether it failed or was rolled back / refused.
@@ -127,6 +136,41 @@ pub struct MigrationRow {
     pub when: String,
     /// When it started, unix ms.
     pub when_ms: i64,
+}
+
+/// The planner's estimate of `m`'s freeze and total, and its error against
+/// the timings measured: what lets people judge how much to trust the
+/// planner's idea of a cheap move.
+fn estimate_of(m: &Migration) -> (String, String) {
+    let Some(e) = m.reason.as_ref().and_then(|r| r.estimate) else {
+        return ("–".into(), String::new());
+    };
+    let shown = format!(
+        "freeze {} · total {}",
+        display::ms(e.freeze_ms),
+        display::ms(e.total_ms)
+    );
+    let signed = |x: f64| format!("{:+.0} %", x * 100.0);
+    let errors: Vec<String> = [
+        ("freeze", e.freeze_error(&m.timings)),
+        ("total", e.total_error(&m.timings)),
+    ]
+    .into_iter()
+    .filter_map(|(name, err)| err.map(|x| format!("{name} {}", signed(x))))
+    .collect();
+    (shown, errors.join(" · "))
+}
+
+/// The mode column: what ran, else what was asked; and any fallback.
+fn mode_cell(m: &Migration) -> String {
+    let asked = m.requested_mode.map(|a| a.as_str());
+    match (m.mode, asked, &m.fallback) {
+        (Some(ran), Some(a), Some(why)) => format!("{ran} (asked {a}: {why})"),
+        (Some(ran), _, Some(why)) => format!("{ran} ({why})"),
+        (Some(ran), _, None) => ran.to_string(),
+        (None, Some(a), _) => format!("asked {a}"),
+        (None, None, _) => "–".into(),
+    }
 }
 
 impl MigrationRow {
@@ -177,6 +221,7 @@ impl MigrationRow {
             }
             None => ("(request not in the kept log)".into(), String::new()),
         };
+        let (estimate, estimate_error) = estimate_of(m);
         let when: DateTime<Utc> = m.requested_at.unwrap_or(m.first_seen);
         let id = m.id.to_string();
         Self {
@@ -196,12 +241,15 @@ impl MigrationRow {
             reason,
             reason_detail,
             steps,
+            mode: mode_cell(m),
             downtime: t.downtime_ms.map(display::ms).unwrap_or_else(|| "–".into()),
             total: t.total_ms.map(display::ms).unwrap_or_else(|| "–".into()),
             image: m
                 .image_bytes
                 .map(display::bytes)
                 .unwrap_or_else(|| "–".into()),
+            estimate,
+            estimate_error,
             outcome: m.status.as_str(),
             bad: m.status.is_bad(),
             failure: m
