@@ -12,8 +12,12 @@
 //! including the current one. A gap (an interval more than [`GAP_FACTOR`]
 //! times the node's usual step, the median of its last intervals) ends a
 //! *segment*: the short and long windows restart, so no window straddles a
-//! period the node was not observed. The day-earlier features read a thinned
-//! history of the last 25 hours, which survives gaps.
+//! period the node was not observed. The day-earlier features and the
+//! day's *regime* (mean CPU, shares of steps at or above [`HIGH_PCT`] and
+//! [`OVERLOAD_PCT`], overload onsets) read a thinned history of the last 25
+//! hours, which survives gaps: a node's regime (flapping around the overload
+//! line, or idling) carries over from one month to the next where a base
+//! rate of onsets does not.
 //!
 //! Values a sample does not carry (memory of a powered-off VM, load, PSI, a
 //! day-earlier sample that does not exist yet) are [`MISSING`]: -1000, far
@@ -56,11 +60,16 @@ const DAY_AHEAD_MS: i64 = 30 * 60_000;
 /// CPU % counted as "high" by `cpu_share_high_long` and `samples_since_high`.
 pub const HIGH_PCT: f32 = 80.0;
 
+/// CPU % counted as "overloaded" by the day's regime features
+/// (`cpu_share_overload_day`, `overload_onsets_day`, `samples_since_overload`):
+/// the default onset threshold of [`crate::labels::LabelConfig`].
+pub const OVERLOAD_PCT: f32 = 90.0;
+
 /// Cap of `samples_since_high` (also its value when never high).
 const SINCE_CAP: u32 = 1000;
 
 /// Number of features.
-pub const N_FEATURES: usize = 23;
+pub const N_FEATURES: usize = 28;
 
 /// A feature vector, in [`FEATURE_NAMES`] order.
 pub type Features = [f32; N_FEATURES];
@@ -90,11 +99,102 @@ pub const FEATURE_NAMES: [&str; N_FEATURES] = [
     "samples_since_high",
     "capacity_cores",
     "workloads",
+    "cpu_mean_day",
+    "cpu_share_high_day",
+    "cpu_share_overload_day",
+    "overload_onsets_day",
+    "samples_since_overload",
 ];
 
 /// Index of a feature by name (for tests and explanations).
 pub fn index_of(name: &str) -> Option<usize> {
     FEATURE_NAMES.iter().position(|n| *n == name)
+}
+
+/// One step kept in the day history.
+#[derive(Debug, Clone, Copy)]
+struct DayObs {
+    at_ms: i64,
+    cpu: f32,
+    /// At or above [`HIGH_PCT`].
+    high: bool,
+    /// At or above [`OVERLOAD_PCT`].
+    over: bool,
+    /// Overloaded after a step that was not: an onset.
+    onset: bool,
+}
+
+/// The last ~25 hours of one node, thinned to one step per
+/// [`DAY_RESOLUTION_MS`], with running sums over it.
+///
+/// Why: whether a node is about to cross the overload line depends less on
+/// its last hour than on its regime, how often it lived near or above the
+/// line lately (a batch VM that flaps around 90 % against one that idles),
+/// and that regime carries over from one month to the next where a base
+/// rate does not. The sums are kept as steps enter and leave, so the
+/// features cost O(1) per step, live as in training.
+#[derive(Debug, Clone, Default)]
+struct DayHistory {
+    steps: VecDeque<DayObs>,
+    cpu_sum: f64,
+    high: u32,
+    over: u32,
+    onsets: u32,
+}
+
+impl DayHistory {
+    fn push(&mut self, at_ms: i64, cpu: f32) {
+        if self
+            .steps
+            .back()
+            .is_some_and(|o| at_ms - o.at_ms < DAY_RESOLUTION_MS)
+        {
+            return;
+        }
+        let over = cpu >= OVERLOAD_PCT;
+        let o = DayObs {
+            at_ms,
+            cpu,
+            high: cpu >= HIGH_PCT,
+            over,
+            onset: over && self.steps.back().is_some_and(|p| !p.over),
+        };
+        self.add(&o, 1);
+        self.steps.push_back(o);
+        while self
+            .steps
+            .front()
+            .is_some_and(|o| o.at_ms < at_ms - DAY_MS - 2 * DAY_AHEAD_MS)
+        {
+            if let Some(old) = self.steps.pop_front() {
+                self.add(&old, -1);
+            }
+        }
+    }
+
+    fn add(&mut self, o: &DayObs, sign: i32) {
+        let step = |v: &mut u32, on: bool| {
+            if on {
+                *v = v.saturating_add_signed(sign);
+            }
+        };
+        self.cpu_sum += f64::from(sign) * f64::from(o.cpu);
+        step(&mut self.high, o.high);
+        step(&mut self.over, o.over);
+        step(&mut self.onsets, o.onset);
+    }
+
+    /// Mean CPU, shares at or above [`HIGH_PCT`] and [`OVERLOAD_PCT`], and
+    /// onsets, over the kept steps.
+    fn regime(&self) -> [f32; 4] {
+        let n = self.steps.len().max(1) as f32;
+        [
+            (self.cpu_sum.max(0.0) / f64::from(n)) as f32,
+            self.high as f32 / n,
+            self.over as f32 / n,
+            self.onsets as f32,
+        ]
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -156,11 +256,12 @@ pub struct NodeWindow {
     step_ms: Option<i64>,
     bucket: Option<Bucket>,
     recent: VecDeque<Obs>,
-    day: VecDeque<(i64, f32)>,
+    day: DayHistory,
     intervals: VecDeque<i64>,
     last_at_ms: Option<i64>,
     segment: u64,
     since_high: u32,
+    since_overload: u32,
     workloads: Option<u32>,
 }
 
@@ -177,11 +278,12 @@ impl NodeWindow {
             step_ms: None,
             bucket: None,
             recent: VecDeque::with_capacity(LONG),
-            day: VecDeque::new(),
+            day: DayHistory::default(),
             intervals: VecDeque::with_capacity(STEP_HISTORY),
             last_at_ms: None,
             segment: 0,
             since_high: SINCE_CAP,
+            since_overload: SINCE_CAP,
             workloads: None,
         }
     }
@@ -231,9 +333,13 @@ impl NodeWindow {
         if self.intervals.len() < 3 {
             return None;
         }
-        let mut v: Vec<i64> = self.intervals.iter().copied().collect();
-        let mid = v.len() / 2;
-        Some(*v.select_nth_unstable(mid).1)
+        // A stack copy: this runs for every step of every node, live.
+        let mut v = [0i64; STEP_HISTORY];
+        let n = self.intervals.len().min(STEP_HISTORY);
+        for (d, i) in v.iter_mut().zip(&self.intervals) {
+            *d = *i;
+        }
+        Some(*v[..n].select_nth_unstable(n / 2).1)
     }
 
     /// Takes the next sample and returns its features, or `None` when the
@@ -294,26 +400,12 @@ impl NodeWindow {
         self.recent.push_back(Obs { cpu, mem });
 
         let (day_ago, day_next) = self.day_features(at);
-        if self
-            .day
-            .back()
-            .is_none_or(|(t, _)| at - t >= DAY_RESOLUTION_MS)
-        {
-            self.day.push_back((at, cpu));
-        }
-        while self
-            .day
-            .front()
-            .is_some_and(|(t, _)| *t < at - DAY_MS - 2 * DAY_AHEAD_MS)
-        {
-            self.day.pop_front();
-        }
+        self.day.push(at, cpu);
+        let [mean_day, high_day, over_day, onsets_day] = self.day.regime();
 
-        if cpu >= HIGH_PCT {
-            self.since_high = 0;
-        } else {
-            self.since_high = (self.since_high + 1).min(SINCE_CAP);
-        }
+        let since = |v: &mut u32, hit: bool| *v = if hit { 0 } else { (*v + 1).min(SINCE_CAP) };
+        since(&mut self.since_high, cpu >= HIGH_PCT);
+        since(&mut self.since_overload, cpu >= OVERLOAD_PCT);
 
         let n = self.recent.len();
         let cpu_at = |back: usize| self.recent[n - 1 - back].cpu;
@@ -333,16 +425,15 @@ impl NodeWindow {
         let (mean_s, max_s, _, std_s) = stats(short);
         let (mean_l, max_l, min_l, std_l) = stats(n);
         let high = self.recent.iter().filter(|o| o.cpu >= HIGH_PCT).count() as f32 / n as f32;
-        let mems: Vec<f32> = self
+        let (mem_sum, mem_n) = self
             .recent
             .iter()
-            .map(|o| o.mem)
-            .filter(|m| *m != MISSING)
-            .collect();
-        let mem_mean = if mems.is_empty() {
+            .filter(|o| o.mem != MISSING)
+            .fold((0f32, 0u32), |(s, k), o| (s + o.mem, k + 1));
+        let mem_mean = if mem_n == 0 {
             MISSING
         } else {
-            mems.iter().sum::<f32>() / mems.len() as f32
+            mem_sum / mem_n as f32
         };
         let mem_diff = match (mem, self.recent[n - short].mem) {
             (a, b) if a != MISSING && b != MISSING && short > 1 => a - b,
@@ -386,6 +477,11 @@ impl NodeWindow {
             self.since_high as f32,
             cores,
             self.workloads.unwrap_or(0) as f32,
+            mean_day,
+            high_day,
+            over_day,
+            onsets_day,
+            self.since_overload as f32,
         ])
     }
 
@@ -393,21 +489,21 @@ impl NodeWindow {
     /// half hour after that moment (what followed yesterday).
     fn day_features(&self, at: i64) -> (f32, f32) {
         let target = at - DAY_MS;
-        let i = self.day.partition_point(|(t, _)| *t < target);
+        let day = &self.day.steps;
+        let i = day.partition_point(|o| o.at_ms < target);
         let near = [i.checked_sub(1), Some(i)]
             .into_iter()
             .flatten()
-            .filter_map(|j| self.day.get(j))
-            .min_by_key(|(t, _)| (t - target).abs())
-            .filter(|(t, _)| (t - target).abs() <= DAY_TOLERANCE_MS);
-        let Some(&(_, cpu)) = near else {
+            .filter_map(|j| day.get(j))
+            .min_by_key(|o| (o.at_ms - target).abs())
+            .filter(|o| (o.at_ms - target).abs() <= DAY_TOLERANCE_MS);
+        let Some(&DayObs { cpu, .. }) = near else {
             return (MISSING, MISSING);
         };
-        let next = self
-            .day
+        let next = day
             .range(i..)
-            .take_while(|(t, _)| *t <= target + DAY_AHEAD_MS)
-            .map(|(_, c)| *c)
+            .take_while(|o| o.at_ms <= target + DAY_AHEAD_MS)
+            .map(|o| o.cpu)
             .fold(MISSING, f32::max);
         (cpu, next)
     }
@@ -570,6 +666,36 @@ mod tests {
             .filter_map(|t| raw.push(&sample(t, level(t))))
             .count();
         assert_eq!(n, 201);
+    }
+
+    #[test]
+    fn the_day_regime_counts_overload_and_onsets_and_forgets_after_a_day() {
+        let mut w = NodeWindow::new();
+        // 10 %, then two bursts to 95 % (two onsets), then quiet: 12 steps.
+        let cpus = [
+            10.0, 95.0, 95.0, 50.0, 92.0, 85.0, 10.0, 10.0, 10.0, 10.0, 10.0, 10.0,
+        ];
+        let mut v = None;
+        for (i, c) in cpus.iter().enumerate() {
+            v = w.push(&sample(i as i64 * 300, *c));
+        }
+        let v = v.unwrap();
+        assert_eq!(f(&v, "overload_onsets_day"), 2.0);
+        assert_eq!(f(&v, "cpu_share_overload_day"), 3.0 / 12.0);
+        // 95, 95, 92 and 85 are at or above 80 %.
+        assert_eq!(f(&v, "cpu_share_high_day"), 4.0 / 12.0);
+        let mean = cpus.iter().sum::<f32>() / 12.0;
+        assert!((f(&v, "cpu_mean_day") - mean).abs() < 1e-3);
+        assert_eq!(f(&v, "samples_since_overload"), 7.0);
+        // A day and a half of quiet later, the bursts are forgotten.
+        let mut last = None;
+        for i in 12..(12 + 432) {
+            last = w.push(&sample(i * 300, 10.0));
+        }
+        let v = last.unwrap();
+        assert_eq!(f(&v, "overload_onsets_day"), 0.0);
+        assert_eq!(f(&v, "cpu_share_overload_day"), 0.0);
+        assert!((f(&v, "cpu_mean_day") - 10.0).abs() < 1e-3);
     }
 
     #[test]

@@ -401,6 +401,7 @@ impl Planner {
                     target: target.clone(),
                     requested_by: self.config.requested_by.clone(),
                     reason: Reason::default(),
+                    mode: loadshift_events::migration::Mode::Auto,
                 };
                 let event = Event::MigrationRequested(request);
                 self.placement.apply_event(source, *at, &event);
@@ -524,6 +525,7 @@ impl Planner {
                 target_load_after_pct: Some(c.target_after),
                 estimate: Some(c.estimate),
             },
+            mode: loadshift_events::migration::Mode::Auto,
         }))
     }
 

@@ -30,6 +30,7 @@ fn request(probability: f32) -> Envelope {
                 probability: Some(probability),
                 ..Default::default()
             },
+            mode: loadshift_events::migration::Mode::Auto,
         }),
     )
 }

@@ -39,7 +39,7 @@ fn node_or_workload(env: &Envelope) -> Option<String> {
         ),
         Event::NodeLeft(l) => format!("{} left: {}", env.node, l.reason),
         Event::WorkloadStartRequested(r) => format!(
-            "{} on {} ({}: {}) by {}",
+            "{} on {} ({}: {}) by {}{}",
             r.workload,
             r.node,
             r.spec.runtime,
@@ -47,7 +47,12 @@ fn node_or_workload(env: &Envelope) -> Option<String> {
                 .image
                 .clone()
                 .unwrap_or_else(|| r.spec.command.join(" ")),
-            r.requested_by
+            r.requested_by,
+            if r.spec.no_postcopy {
+                ", no post-copy"
+            } else {
+                ""
+            }
         ),
         Event::WorkloadStarted(s) => format!(
             "{} runs on {}{}",
@@ -104,19 +109,33 @@ fn node_or_workload(env: &Envelope) -> Option<String> {
     })
 }
 
+/// Which mode a completed migration ran in, and why not the one asked for
+/// (`stream`, `copy (fallback: ...)`); events from before modes were copies.
+pub fn mode_ran(c: &loadshift_events::migration::Completed) -> String {
+    let mode = c.mode.map_or("copy", |m| m.as_str());
+    match &c.fallback {
+        Some(why) => format!("{mode} (fallback: {why})"),
+        None => mode.to_string(),
+    }
+}
+
 /// The steps of a migration, and the brain's deferrals.
 fn migration(env: &Envelope) -> Option<String> {
     Some(match &env.event {
         Event::MigrationRequested(r) => format!(
-            "{} {}→{} by {}: {} (migration {})",
-            r.workload, r.source, r.target, r.requested_by, r.reason.summary, r.migration
+            "{} {}→{} by {}, mode {}: {} (migration {})",
+            r.workload, r.source, r.target, r.requested_by, r.mode, r.reason.summary, r.migration
         ),
         Event::MigrationCheckpointed(c) => format!(
-            "{} {}→{} image {}{}",
+            "{} {}→{} image {}{}{}",
             c.workload,
             c.source,
             c.target,
             bytes(c.image_bytes),
+            c.stream
+                .as_ref()
+                .map(|s| format!(" + {} of pages streamed", bytes(s.bytes)))
+                .unwrap_or_default(),
             timings_inline(&c.timings)
         ),
         Event::MigrationRestored(r) => format!(
@@ -129,13 +148,20 @@ fn migration(env: &Envelope) -> Option<String> {
             timings_inline(&r.timings)
         ),
         Event::MigrationCompleted(c) => format!(
-            "{} {}→{} downtime {} total {} image {}",
+            "{} {}→{} {}: downtime {} total {} image {}{}",
             c.workload,
             c.source,
             c.target,
+            mode_ran(c),
             ms(c.timings.downtime_ms),
             ms(c.timings.total_ms),
-            bytes(c.image_bytes)
+            bytes(c.image_bytes),
+            // Each phase; the downtime and total are said above.
+            timings_inline(&Timings {
+                downtime_ms: None,
+                total_ms: None,
+                ..c.timings
+            })
         ),
         Event::MigrationFailed(f) => format!(
             "{} {}→{} failed at step {}: {}",
@@ -511,11 +537,42 @@ mod tests {
                     total_ms: Some(456.0),
                     ..Default::default()
                 },
+                mode: None,
+                fallback: None,
             }),
         );
         assert_eq!(
             line(&env),
-            "counter node2→node3 downtime 123 ms total 456 ms image 2.0 KiB"
+            "counter node2→node3 copy: downtime 123 ms total 456 ms image 2.0 KiB"
+        );
+    }
+
+    #[test]
+    fn a_completed_migration_says_which_mode_ran_why_and_each_phase() {
+        let node = NodeName::new("node2").unwrap();
+        let env = Envelope::new(
+            node.clone(),
+            Event::MigrationCompleted(Completed {
+                migration: uuid::Uuid::now_v7(),
+                workload: WorkloadName::new("counter").unwrap(),
+                source: node,
+                target: NodeName::new("node3").unwrap(),
+                image_bytes: 2048,
+                timings: Timings {
+                    dump_ms: Some(80.0),
+                    restore_ms: Some(60.0),
+                    downtime_ms: Some(150.0),
+                    total_ms: Some(400.0),
+                    ..Default::default()
+                },
+                mode: Some(loadshift_events::migration::Mode::Stream),
+                fallback: Some("post-copy (lazy) is not available".into()),
+            }),
+        );
+        assert_eq!(
+            line(&env),
+            "counter node2→node3 stream (fallback: post-copy (lazy) is not available): \
+             downtime 150 ms total 400 ms image 2.0 KiB, dump 80 ms, restore 60 ms"
         );
     }
 }

@@ -9,7 +9,7 @@ use async_nats::jetstream::{self, consumer::pull};
 use futures::StreamExt;
 use loadshift_cli::up::auth::{self, AuthDir};
 use loadshift_events::connection::{self, NatsOptions};
-use loadshift_events::workload::{Runtime, StartRequested, WorkloadSpec};
+use loadshift_events::workload::{StartRequested, WorkloadSpec};
 use loadshift_events::{stream, Envelope, Event, NodeName, WorkloadName};
 use loadshift_testkit::NatsServer;
 
@@ -92,12 +92,7 @@ fn forged_start(node: &str) -> Envelope {
         Event::WorkloadStartRequested(StartRequested {
             workload: WorkloadName::new("owned").unwrap(),
             node: n(node),
-            spec: WorkloadSpec {
-                runtime: Runtime::Process,
-                command: vec!["sh".into(), "-c".into(), "id > owned".into()],
-                image: None,
-                env: Default::default(),
-            },
+            spec: WorkloadSpec::process(vec!["sh".into(), "-c".into(), "id > owned".into()]),
             requested_by: "alice".into(),
         }),
     )
@@ -502,5 +497,32 @@ async fn only_the_operator_reads_a_workloads_output_and_people_and_executors_ask
             may,
             "{role}"
         );
+    }
+}
+
+/// A streamed migration's offer (address and one-time token) is asked by
+/// the source's executor and answered by the target's, privately: no other
+/// identity may ask (nor read the token).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_executors_ask_each_other_for_a_page_stream() {
+    let s = Secured::start().await;
+    const OFFERS: &str = "loadshift.executor.node3.stream";
+    assert_eq!(
+        OFFERS,
+        loadshift_events::migration::stream_offer_subject(&n("node3"))
+    );
+    answer_on(s.client("executor-node3").await, OFFERS, "offer").await;
+    for (role, may) in [
+        ("executor-node2", true),
+        ("agent-node2", false),
+        ("brain", false),
+        ("webui", false),
+        ("operator", false),
+    ] {
+        let c = s.client(role).await;
+        let ask = c.request(OFFERS, "{}".into());
+        let got = tokio::time::timeout(Duration::from_secs(2), ask).await;
+        let offered = matches!(got, Ok(Ok(m)) if &m.payload[..] == b"offer");
+        assert_eq!(offered, may, "{role}");
     }
 }

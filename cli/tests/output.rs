@@ -107,6 +107,7 @@ async fn status_json_has_the_facts_of_the_tables() {
             target: n("node3"),
             requested_by: "tester".into(),
             reason: Default::default(),
+            mode: loadshift_events::migration::Mode::Auto,
         }),
     )
     .await;
@@ -119,6 +120,8 @@ async fn status_json_has_the_facts_of_the_tables() {
             target: n("node3"),
             image_bytes: 4096,
             timings: timings(),
+            mode: None,
+            fallback: None,
         }),
     )
     .await;
@@ -276,6 +279,8 @@ async fn migrate_wait_json_prints_the_request_then_each_event_as_stored() {
             target: r.target.clone(),
             image_bytes: 4096,
             timings: timings(),
+            mode: None,
+            fallback: None,
         }),
     )
     .await;

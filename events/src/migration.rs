@@ -100,6 +100,87 @@ pub struct Requested {
     pub requested_by: String,
     /// Why.
     pub reason: Reason,
+    /// How the memory should travel: `auto` (the planner's choice) lets the
+    /// source pick; an explicit mode it cannot run falls back (lazy → stream
+    /// → copy) with the reason in `completed`. Absent in older requests:
+    /// `auto`.
+    #[serde(default, skip_serializing_if = "Mode::is_auto")]
+    pub mode: Mode,
+}
+
+/// How a migration moves the workload's memory. It exists because the
+/// freeze of a copy grows with memory (dump, upload, download, restore
+/// follow one another) and the other roads trade that against other risks:
+/// an operator or the planner must be able to ask for one and see which ran.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// Let the source choose (copy for small images, stream otherwise).
+    #[default]
+    Auto,
+    /// Dump to the node, store the image in the object store, fetch, restore.
+    Copy,
+    /// Pages go from the source's dump straight to the target over a direct,
+    /// authenticated connection; the rest travels through the object store.
+    Stream,
+    /// Post-copy: the workload resumes on the target before its memory has
+    /// arrived; pages follow on fault.
+    Lazy,
+}
+
+impl Mode {
+    /// Every mode, in the order a person reads them (`--mode` choices).
+    pub const ALL: [Mode; 4] = [Mode::Auto, Mode::Copy, Mode::Stream, Mode::Lazy];
+
+    /// Whether the source chooses (`serde` leaves it out then).
+    pub fn is_auto(&self) -> bool {
+        *self == Mode::Auto
+    }
+
+    /// Its name on the wire and the command line.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Mode::Auto => "auto",
+            Mode::Copy => "copy",
+            Mode::Stream => "stream",
+            Mode::Lazy => "lazy",
+        }
+    }
+}
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A mode name that is none of `auto`, `copy`, `stream`, `lazy`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown migration mode {0:?}: expected auto, copy, stream or lazy")]
+pub struct UnknownMode(pub String);
+
+impl std::str::FromStr for Mode {
+    type Err = UnknownMode;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Mode::ALL
+            .into_iter()
+            .find(|m| m.as_str() == s)
+            .ok_or_else(|| UnknownMode(s.to_string()))
+    }
+}
+
+/// The pages a streamed migration sent straight to the target, as the
+/// source's end of the connection counted them: the target restores only
+/// if what it received is the same (integrity of the direct connection,
+/// on top of CRIU's own image checks).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamedPages {
+    /// Bytes the source's dump sent over the connection.
+    pub bytes: u64,
+    /// SHA-256 of those bytes, hex.
+    pub sha256: String,
 }
 
 /// The steps of a migration, for timings and failures.
@@ -201,6 +282,11 @@ pub struct Checkpointed {
     pub timings: Timings,
     /// When the workload was frozen (unix ms), so the target can tell the downtime.
     pub frozen_at_ms: i64,
+    /// Streamed mode: the memory pages already went straight to the target
+    /// (the object holds the rest of the image); what the source sent, so
+    /// the target checks what it received. Absent for a copy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream: Option<StreamedPages>,
 }
 
 /// The target runs the workload: the source may clean up.
@@ -243,6 +329,13 @@ pub struct Completed {
     pub image_bytes: u64,
     /// Every step's duration, the downtime and the total.
     pub timings: Timings,
+    /// The mode that ran (`copy`, `stream`, `lazy`); absent in events from
+    /// before modes existed, which were all copies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<Mode>,
+    /// Why the mode that ran is not the one requested, when it is not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback: Option<String>,
 }
 
 /// A step failed; the source must make sure the workload runs (named in the
@@ -398,6 +491,15 @@ impl Bounded for Fenced {
     }
 }
 
+/// `loadshift.executor.<node>.stream`: where a source executor asks `node`'s
+/// executor to take one migration's pages over a direct connection (a plain
+/// NATS request, like the ping: the answer, an address and a one-time
+/// token, is for the asker only and never enters the log). In the contract
+/// because the permissions name it too.
+pub fn stream_offer_subject(node: &NodeName) -> String {
+    format!("loadshift.executor.{node}.stream")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -438,5 +540,41 @@ mod tests {
             ..Reason::default()
         };
         assert!(bad.check().is_err());
+    }
+
+    #[test]
+    fn every_mode_reads_back_from_its_name_and_a_wrong_one_says_which_exist() {
+        for m in Mode::ALL {
+            assert_eq!(m.as_str().parse::<Mode>(), Ok(m));
+            assert_eq!(
+                serde_json::to_value(m).unwrap(),
+                serde_json::json!(m.as_str())
+            );
+        }
+        let err = "fast".parse::<Mode>().unwrap_err().to_string();
+        assert!(err.contains("auto, copy, stream or lazy"), "{err}");
+    }
+
+    #[test]
+    fn events_from_before_modes_read_as_auto_requests_and_copies() {
+        let r: Requested = serde_json::from_str(
+            r#"{"migration":"0193a1b2-0000-7000-8000-000000000001","workload":"counter","source":"node2","target":"node3","requested_by":"brain","reason":{"summary":"s"}}"#,
+        )
+        .unwrap();
+        assert_eq!(r.mode, Mode::Auto);
+        // `auto` is left out on the wire, so older readers still read it.
+        assert!(!serde_json::to_string(&r).unwrap().contains("mode"));
+        let c: Completed = serde_json::from_str(
+            r#"{"migration":"0193a1b2-0000-7000-8000-000000000001","workload":"counter","source":"node2","target":"node3","image_bytes":1,"timings":{}}"#,
+        )
+        .unwrap();
+        assert_eq!((c.mode, c.fallback), (None, None));
+        let streamed = Requested {
+            mode: Mode::Stream,
+            ..r
+        };
+        let back: Requested =
+            serde_json::from_str(&serde_json::to_string(&streamed).unwrap()).unwrap();
+        assert_eq!(back.mode, Mode::Stream);
     }
 }

@@ -246,7 +246,7 @@ mod tests {
     use super::*;
     use crate::envelope::Envelope;
     use crate::migration::{Reason, Requested, Step};
-    use crate::workload::{Runtime, WorkloadName, WorkloadSpec};
+    use crate::workload::{WorkloadName, WorkloadSpec};
 
     fn n(s: &str) -> NodeName {
         NodeName::new(s).unwrap()
@@ -274,6 +274,7 @@ mod tests {
                 summary: "node2 heads for overload".into(),
                 ..Default::default()
             },
+            mode: crate::migration::Mode::Auto,
         });
         // The brain emits on node1, but the source must act.
         assert_eq!(requested.subject(&n("node1")), "migration.node2.requested");
@@ -290,12 +291,7 @@ mod tests {
         let start = Event::WorkloadStartRequested(workload::StartRequested {
             workload: w,
             node: n("node2"),
-            spec: WorkloadSpec {
-                runtime: Runtime::Process,
-                command: vec!["sleep".into(), "1".into()],
-                image: None,
-                env: Default::default(),
-            },
+            spec: WorkloadSpec::process(vec!["sleep".into(), "1".into()]),
             requested_by: "alice".into(),
         });
         assert_eq!(start.subject(&n("cli")), "workload.node2.start_requested");

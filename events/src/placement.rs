@@ -43,7 +43,7 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use crate::cordon::{Drain, DrainProgress};
-use crate::migration::{Reason, Requested, Step, Timings};
+use crate::migration::{Mode, Reason, Requested, Step, Timings};
 use crate::model::WorkloadUsage;
 use crate::payload::NodeJoined;
 use crate::workload::{Exited, Runtime, Started};
@@ -275,6 +275,12 @@ pub struct Migration {
     pub target_pid: Option<u32>,
     /// Its container on the target, from `restored`.
     pub target_container: Option<String>,
+    /// The mode asked for, from `requested`.
+    pub requested_mode: Option<Mode>,
+    /// The mode that ran, from `completed`.
+    pub mode: Option<Mode>,
+    /// Why the mode that ran is not the one asked for, from `completed`.
+    pub fallback: Option<String>,
 }
 
 /// The names every migration event carries.
@@ -319,6 +325,9 @@ impl Migration {
             runtime: None,
             target_pid: None,
             target_container: None,
+            requested_mode: None,
+            mode: None,
+            fallback: None,
         }
     }
 
@@ -479,7 +488,15 @@ impl Placement {
                 m.target_pid = r.pid;
                 m.target_container = r.container_id.clone();
             }),
-            Event::MigrationCompleted(c) => self.completed(ids!(c), at, c.image_bytes, c.timings),
+            Event::MigrationCompleted(c) => {
+                let change = self.completed(ids!(c), at, c.image_bytes, c.timings);
+                if let Some(m) = self.migrations.get_mut(&c.migration) {
+                    // Completed before modes existed: a copy.
+                    m.mode = Some(c.mode.unwrap_or(Mode::Copy));
+                    m.fallback = c.fallback.clone();
+                }
+                change
+            }
             Event::MigrationFailed(f) => self.failed(ids!(f), at, f.step, &f.reason),
             Event::MigrationRolledBack(r) => self.rolled_back(ids!(r), at, r.pid),
             Event::MigrationWithdrawn(w) => self.withdrawn(ids!(w), at, &w.reason),
@@ -661,6 +678,7 @@ impl Placement {
             m.requested_by = Some(r.requested_by.clone());
             m.reason = Some(r.reason.clone());
             m.requested_at = Some(at);
+            m.requested_mode = Some(r.mode);
         });
         if change
             .migration

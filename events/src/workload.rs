@@ -95,6 +95,27 @@ pub struct WorkloadSpec {
     /// Extra environment variables.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub env: BTreeMap<String, String>,
+    /// The operator declined post-copy for this workload: during a lazy
+    /// migration it lives half on each node, and dies if the source dies
+    /// before the last page arrived. Part of the spec so it travels with
+    /// the workload through every migration; such a workload is never moved
+    /// in `lazy` mode.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub no_postcopy: bool,
+}
+
+impl WorkloadSpec {
+    /// A process running `command`, with nothing else set: what most
+    /// workloads and most tests are.
+    pub fn process(command: Vec<String>) -> Self {
+        Self {
+            runtime: Runtime::Process,
+            command,
+            image: None,
+            env: BTreeMap::new(),
+            no_postcopy: false,
+        }
+    }
 }
 
 /// A person or the brain asks `node` to start a workload.
@@ -288,6 +309,25 @@ mod tests {
         let json = serde_json::to_string(&stopped).unwrap();
         assert!(json.contains(r#""reason":"killed_after_grace""#), "{json}");
         assert_eq!(stopped.reason.to_string(), "killed after grace");
+    }
+
+    #[test]
+    fn the_no_postcopy_mark_reads_back_and_specs_from_before_it_allow_post_copy() {
+        let old = r#"{"runtime":"process","command":["sleep","9"]}"#;
+        let spec: WorkloadSpec = serde_json::from_str(old).unwrap();
+        assert!(!spec.no_postcopy);
+        assert_eq!(
+            serde_json::to_string(&spec).unwrap(),
+            old,
+            "unmarked specs read as before"
+        );
+        let marked = WorkloadSpec {
+            no_postcopy: true,
+            ..spec
+        };
+        let json = serde_json::to_string(&marked).unwrap();
+        assert!(json.contains(r#""no_postcopy":true"#), "{json}");
+        assert_eq!(serde_json::from_str::<WorkloadSpec>(&json).unwrap(), marked);
     }
 
     #[test]

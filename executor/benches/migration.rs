@@ -5,6 +5,11 @@
 //! (`docker checkpoint create` then `docker start --checkpoint`), in the same
 //! run.
 //!
+//! Each size is moved in every mode of `LOADSHIFT_BENCH_MODES` (default
+//! `copy,stream`: the object store, and pages streamed straight from the
+//! dump to the target), with the CPU-seconds the source's and the target's
+//! executor (and the criu they ran) spent per GiB moved.
+//!
 //! Run: `cargo bench -p loadshift-executor --bench migration` (root, after
 //! scripts/setup; the Docker column needs scripts/setup-docker).
 //! Sizes and runs: `LOADSHIFT_BENCH_SIZES=64,256` `LOADSHIFT_BENCH_RUNS=5`.
@@ -16,7 +21,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::Cluster;
-use loadshift_events::migration::Timings;
+use loadshift_events::migration::{Mode, Timings};
 use loadshift_events::Event;
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -55,6 +60,10 @@ fn wait_resident(file: &std::path::Path) {
 
 struct Row {
     mib: u64,
+    mode: Mode,
+    /// CPU-seconds per GiB moved, on the source and on the target.
+    cpu_source: f64,
+    cpu_target: f64,
     freeze: f64,
     total: f64,
     dump: f64,
@@ -66,26 +75,68 @@ struct Row {
     docker_start: Option<f64>,
 }
 
+/// CPU time (user + system, its reaped children's too) of `pid`, seconds.
+fn cpu_seconds(pid: Option<u32>) -> f64 {
+    let Some(stat) = pid.and_then(|p| std::fs::read_to_string(format!("/proc/{p}/stat")).ok())
+    else {
+        return f64::NAN;
+    };
+    let after = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<u64> = after
+        .split_whitespace()
+        .map(|x| x.parse().unwrap_or(0))
+        .collect();
+    // SAFETY: sysconf has no preconditions.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    // utime, stime, cutime, cstime: fields 14-17.
+    f.get(11..15)
+        .map_or(f64::NAN, |v| v.iter().sum::<u64>() as f64)
+        / ticks
+}
+
+/// One migration's outcome: its timings, bytes, and CPU-seconds spent by
+/// the source's and the target's executor.
+struct Run {
+    timings: Timings,
+    bytes: u64,
+    cpu_source: f64,
+    cpu_target: f64,
+}
+
 async fn loadshift_runs(
     c: &Cluster,
     memtouch: &std::path::Path,
     mib: u64,
     runs: usize,
-) -> Vec<(Timings, u64)> {
-    let name = format!("mem{mib}");
+    mode: Mode,
+) -> Vec<Run> {
+    let name = format!("mem{mib}{mode}");
     let bin = memtouch.display().to_string();
     let size = mib.to_string();
     c.run_workload("node2", &name, &[&bin, &size]).await;
     wait_resident(&c.nodes[0].workload_dir(&name).join("stdout"));
     let mut out = Vec::new();
     let (mut from, mut to) = ("node2", "node3");
+    let pid = |n: &str| {
+        c.nodes
+            .iter()
+            .find(|x| x.name.as_str() == n)
+            .and_then(|x| x.pid())
+    };
     for _ in 0..runs {
-        let id = c.migrate(&name, from, to).await;
+        let (src0, dst0) = (cpu_seconds(pid(from)), cpu_seconds(pid(to)));
+        let id = c.migrate_in(mode, &name, from, to).await;
         let e = c.outcome(id).await;
         let Event::MigrationCompleted(done) = e.event else {
             panic!("migration failed: {e:?}\n{}", c.logs());
         };
-        out.push((done.timings, done.image_bytes));
+        assert_eq!(done.mode, Some(mode), "fell back: {:?}", done.fallback);
+        out.push(Run {
+            timings: done.timings,
+            bytes: done.image_bytes,
+            cpu_source: cpu_seconds(pid(from)) - src0,
+            cpu_target: cpu_seconds(pid(to)) - dst0,
+        });
         std::mem::swap(&mut from, &mut to);
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
@@ -162,52 +213,81 @@ async fn main() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(5);
+    let modes: Vec<Mode> = std::env::var("LOADSHIFT_BENCH_MODES")
+        .unwrap_or_else(|_| "copy,stream".into())
+        .split(',')
+        .filter_map(|s| s.trim().parse().ok())
+        .collect();
     let c = Cluster::with_cgroups(&["node2", "node3"], true).await;
     let memtouch = build_memtouch(c.dir.path());
     let mut rows = Vec::new();
     for &mib in &sizes {
-        eprintln!("loadshift: {mib} MiB x {runs}");
-        let ls = loadshift_runs(&c, &memtouch, mib, runs).await;
         eprintln!("docker CLI: {mib} MiB x {runs}");
         let dk = docker_runs(mib, runs);
         if let Err(e) = &dk {
             eprintln!("docker CLI path not measured: {e}");
         }
-        let get =
-            |f: fn(&Timings) -> Option<f64>| median(ls.iter().filter_map(|(t, _)| f(t)).collect());
         let dk = dk.ok();
-        rows.push(Row {
-            mib,
-            freeze: get(|t| t.downtime_ms) / 1000.0,
-            total: get(|t| t.total_ms) / 1000.0,
-            dump: get(|t| t.dump_ms) / 1000.0,
-            transfer: get(|t| Some(t.upload_ms? + t.download_ms?)) / 1000.0,
-            restore: get(|t| t.restore_ms) / 1000.0,
-            image_mib: median(ls.iter().map(|(_, b)| *b as f64 / 1048576.0).collect()),
-            docker_freeze: dk
-                .as_ref()
-                .map(|v| median(v.iter().map(|(a, b)| a + b).collect())),
-            docker_create: dk
-                .as_ref()
-                .map(|v| median(v.iter().map(|(a, _)| *a).collect())),
-            docker_start: dk
-                .as_ref()
-                .map(|v| median(v.iter().map(|(_, b)| *b).collect())),
-        });
+        for &mode in &modes {
+            eprintln!("loadshift {mode}: {mib} MiB x {runs}");
+            let ls = loadshift_runs(&c, &memtouch, mib, runs, mode).await;
+            rows.push(row(mib, mode, &ls, dk.as_deref()));
+        }
     }
+    print_rows(rows, runs);
+}
+
+/// The medians of `ls` (and of Docker's runs `dk`) for `mib` in `mode`.
+fn row(mib: u64, mode: Mode, ls: &[Run], dk: Option<&[(f64, f64)]>) -> Row {
+    let get =
+        |f: fn(&Timings) -> Option<f64>| median(ls.iter().filter_map(|r| f(&r.timings)).collect());
+    let per_gib = |f: fn(&Run) -> f64| {
+        median(
+            ls.iter()
+                .map(|r| f(r) / (r.bytes as f64 / 1073741824.0))
+                .collect(),
+        )
+    };
+    Row {
+        mib,
+        mode,
+        cpu_source: per_gib(|r| r.cpu_source),
+        cpu_target: per_gib(|r| r.cpu_target),
+        freeze: get(|t| t.downtime_ms) / 1000.0,
+        total: get(|t| t.total_ms) / 1000.0,
+        dump: get(|t| t.dump_ms) / 1000.0,
+        transfer: get(|t| Some(t.upload_ms? + t.download_ms?)) / 1000.0,
+        restore: get(|t| t.restore_ms) / 1000.0,
+        image_mib: median(ls.iter().map(|r| r.bytes as f64 / 1048576.0).collect()),
+        docker_freeze: dk
+            .as_ref()
+            .map(|v| median(v.iter().map(|(a, b)| a + b).collect())),
+        docker_create: dk
+            .as_ref()
+            .map(|v| median(v.iter().map(|(a, _)| *a).collect())),
+        docker_start: dk
+            .as_ref()
+            .map(|v| median(v.iter().map(|(_, b)| *b).collect())),
+    }
+}
+
+fn print_rows(rows: Vec<Row>, runs: usize) {
     let f = |v: Option<f64>| v.map(|x| format!("{x:.2}")).unwrap_or_else(|| "n/a".into());
-    println!("| touched memory | image | loadshift freeze | dump | transfer (upload+download) | restore | loadshift total | docker CLI freeze (create + start) | docker create | docker start | docker / loadshift |");
-    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("| touched memory | mode | image | loadshift freeze | dump | transfer (upload+download) | restore | loadshift total | CPU-s/GiB source | CPU-s/GiB target | docker CLI freeze (create + start) | docker create | docker start | docker / loadshift |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for r in rows {
         println!(
-            "| {} MiB | {:.0} MiB | {:.2} s | {:.2} s | {:.2} s | {:.2} s | {:.2} s | {} s | {} s | {} s | {} |",
+            "| {} MiB | {} | {:.0} MiB | {:.3} s | {:.3} s | {:.3} s | {:.3} s | {:.2} s | {:.2} | {:.2} | {} s | {} s | {} s | {} |",
             r.mib,
+            r.mode,
             r.image_mib,
             r.freeze,
             r.dump,
             r.transfer,
             r.restore,
             r.total,
+            r.cpu_source,
+            r.cpu_target,
             f(r.docker_freeze),
             f(r.docker_create),
             f(r.docker_start),

@@ -189,12 +189,7 @@ mod tests {
     use super::*;
 
     fn process(cmd: &[&str]) -> WorkloadSpec {
-        WorkloadSpec {
-            runtime: Runtime::Process,
-            command: cmd.iter().map(|s| s.to_string()).collect(),
-            image: None,
-            env: Default::default(),
-        }
+        WorkloadSpec::process(cmd.iter().map(|s| s.to_string()).collect())
     }
 
     #[test]

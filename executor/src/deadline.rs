@@ -7,8 +7,20 @@
 //! this node measured on its earlier migrations, with slack for a slower
 //! moment, and never falls under a floor (small images still pay fixed
 //! costs: connections, criu start-up, a busy machine).
+//!
+//! criu itself is bounded too: a dump or restore that hangs (a workload
+//! frozen in its cgroup never lets criu seize it) is killed at its deadline
+//! and the saga goes on as after any failed step.
 
 use std::time::Duration;
+
+use crate::clock::{within, Clock};
+use crate::fence::Fence;
+use crate::image_store::ImageStore;
+use crate::journal::MigrationRecord;
+use crate::liveness::Peers;
+use crate::runtime::{Handle, Runtime};
+use crate::saga::Executor;
 
 /// The floor when none is configured.
 pub const DEFAULT_FLOOR: Duration = Duration::from_secs(10);
@@ -17,6 +29,12 @@ pub const DEFAULT_FLOOR: Duration = Duration::from_secs(10);
 /// loopback and a LAN do (hundreds of MB/s), so a first migration is not cut
 /// short.
 pub const UNMEASURED_BYTES_PER_S: f64 = 20.0 * 1024.0 * 1024.0;
+
+/// The shortest a criu dump or restore may take before it is killed,
+/// whatever the deadline floor: criu's own fixed costs do not shrink with a
+/// floor shortened to fence a silent target sooner, and a dump killed while
+/// its code runs inside the workload may take the workload with it.
+pub const CRIU_FLOOR: Duration = Duration::from_secs(10);
 
 /// How many times the expected duration a wait may take.
 pub const SLACK: f64 = 4.0;
@@ -52,6 +70,14 @@ impl Deadlines {
         scaled.max(self.floor)
     }
 
+    /// How long a criu dump or restore of an image of `bytes` may take: it
+    /// writes or reads the image on this node's own folder, at least as fast
+    /// as the store moves it, so the store's unmeasured speed bounds it;
+    /// never less than [`CRIU_FLOOR`].
+    pub fn criu(&self, bytes: u64) -> Duration {
+        self.transfer(bytes, None).max(CRIU_FLOOR)
+    }
+
     /// How long the source waits for the target after announcing the image:
     /// the target's download, then its restore (which reads the same bytes
     /// again, from tmpfs).
@@ -73,6 +99,63 @@ pub fn blend(old: Option<f64>, sample: f64) -> f64 {
     match old.filter(|o| o.is_finite() && *o > 0.0) {
         Some(o) => o * (1.0 - WEIGHT_OF_NEW) + sample * WEIGHT_OF_NEW,
         None => sample,
+    }
+}
+
+impl<R: Runtime, S: ImageStore, P: Peers, C: Clock, F: Fence> Executor<R, S, P, C, F> {
+    /// Dumps migration `m`'s workload (`handle`) into `m.images`, bounded by
+    /// [`Deadlines::criu`]; past it the dump is killed and `Err` says so
+    /// (the workload runs on if criu had not stopped it).
+    ///
+    /// # Errors
+    /// The reason, in words, for the `failed` event.
+    pub async fn dump_within(&self, m: &MigrationRecord, handle: &Handle) -> Result<(), String> {
+        let limit = self.deadlines.criu(m.image_bytes);
+        let dump = self.runtime.dump(&m.workload, handle, &m.images);
+        match within(&self.clock, limit, dump).await {
+            Ok(done) => done.map_err(|e| e.to_string()),
+            Err(_) => {
+                self.abandon(m).await;
+                Err(format!(
+                    "the dump did not finish within {:.1} s and was killed",
+                    limit.as_secs_f64()
+                ))
+            }
+        }
+    }
+
+    /// Restores migration `m`'s workload from `m.images`, bounded by
+    /// [`Deadlines::criu`]; past it the restore and the tasks it was
+    /// building are killed, unless it finished as time ran out (then its
+    /// copy is the answer).
+    ///
+    /// # Errors
+    /// The reason, in words.
+    pub async fn restore_within(&self, m: &MigrationRecord) -> Result<Handle, String> {
+        let limit = self.deadlines.criu(m.image_bytes);
+        let restore = self
+            .runtime
+            .restore(&m.workload, &m.spec, &m.images, &m.files);
+        match within(&self.clock, limit, restore).await {
+            Ok(done) => done.map_err(|e| e.to_string()),
+            Err(_) => {
+                self.abandon(m).await;
+                match self.runtime.find_restored(&m.workload, &m.images).await {
+                    Some(handle) => Ok(handle),
+                    None => Err(format!(
+                        "the restore did not finish within {:.1} s and was killed",
+                        limit.as_secs_f64()
+                    )),
+                }
+            }
+        }
+    }
+
+    /// Kills what works on `m`'s image and waits until it is gone.
+    async fn abandon(&self, m: &MigrationRecord) {
+        tracing::warn!(migration = %m.id, images = %m.images.display(), "criu past its deadline: killing it");
+        self.runtime.abandon(&m.images);
+        self.runtime.settle(&m.images).await;
     }
 }
 
@@ -120,6 +203,16 @@ mod tests {
         let d = Deadlines::default();
         assert_eq!(d.transfer(u64::MAX, Some(1e-300)), Duration::MAX);
         assert_eq!(d.target(u64::MAX, Some(1e-300)), Duration::MAX);
+    }
+
+    #[test]
+    fn criu_gets_its_own_floor_and_time_in_proportion_to_the_image() {
+        let short = Deadlines {
+            floor: Duration::from_secs(1),
+        };
+        assert_eq!(short.criu(MIB), CRIU_FLOOR);
+        assert_eq!(short.criu(1024 * MIB), short.transfer(1024 * MIB, None));
+        assert!(short.criu(1024 * MIB) > CRIU_FLOOR);
     }
 
     #[test]

@@ -23,6 +23,9 @@ pub const AFTER_DUMP: &str = "after_dump";
 pub const BEFORE_DOWNLOAD: &str = "before_download";
 /// criu restore has been started (it outlives us and finishes on its own).
 pub const DURING_RESTORE: &str = "during_restore";
+/// The target is receiving a streamed dump's pages (killed as the first
+/// ones arrive).
+pub const DURING_STREAM: &str = "during_stream";
 /// Flip one byte of the stored image after its digest was taken, as a
 /// corrupted store would (see [`CorruptingStore`]).
 pub const CORRUPT_IMAGE: &str = "corrupt_image";

@@ -19,7 +19,7 @@
 
 use std::path::{Path, PathBuf};
 
-use loadshift_events::migration::{Step, Timings};
+use loadshift_events::migration::{Mode, Step, StreamedPages, Timings};
 use loadshift_events::workload::WorkloadSpec;
 use loadshift_events::{Envelope, NodeName, WorkloadName};
 use serde::{Deserialize, Serialize};
@@ -147,6 +147,23 @@ pub struct MigrationRecord {
     /// service's tick finishes the job.
     #[serde(default)]
     pub images_settled: bool,
+    /// How the memory travels: on the source, the mode chosen when the
+    /// request arrived (never `auto`); on the target, what `checkpointed`
+    /// said. Records from before modes existed were copies.
+    #[serde(default = "copy_mode")]
+    pub mode: Mode,
+    /// Why `mode` is not the one requested, for `completed`.
+    #[serde(default)]
+    pub fallback: Option<String>,
+    /// Streamed mode: what the source's dump sent straight to the target
+    /// (source: measured; target: what must have arrived).
+    #[serde(default)]
+    pub streamed: Option<StreamedPages>,
+}
+
+/// The mode of a record written before modes existed.
+fn copy_mode() -> Mode {
+    Mode::Copy
 }
 
 /// The journal. Cloning shares it (sled handles are shared).
@@ -422,7 +439,6 @@ impl Journal {
 
 #[cfg(test)]
 mod tests {
-    use loadshift_events::workload::Runtime as RuntimeKind;
     use loadshift_events::Event;
 
     use super::*;
@@ -430,12 +446,7 @@ mod tests {
     fn workload(name: &str) -> WorkloadRecord {
         WorkloadRecord {
             name: WorkloadName::new(name).unwrap(),
-            spec: WorkloadSpec {
-                runtime: RuntimeKind::Process,
-                command: vec!["sleep".into(), "1000".into()],
-                image: None,
-                env: Default::default(),
-            },
+            spec: WorkloadSpec::process(vec!["sleep".into(), "1000".into()]),
             handle: Handle::Process {
                 pid: 42,
                 start_ticks: 7,
@@ -464,6 +475,9 @@ mod tests {
             failed_step: None,
             deadline_at_ms: None,
             images_settled: false,
+            mode: Mode::Copy,
+            fallback: None,
+            streamed: None,
         }
     }
 

@@ -13,6 +13,7 @@ pub mod fault;
 pub mod fence;
 pub mod image_store;
 pub mod journal;
+pub mod lazy;
 pub mod liveness;
 pub mod output;
 pub mod runtime;
@@ -20,6 +21,8 @@ pub mod saga;
 pub mod seal;
 pub mod service;
 pub mod stop;
+
+pub mod stream;
 pub mod sweep;
 pub mod unpack;
 pub mod usage;

@@ -12,6 +12,8 @@ use futures::StreamExt;
 pub use loadshift_events::liveness::{ping_subject, Capacity, Pong};
 use loadshift_events::NodeName;
 
+use crate::stream::{Offer, OfferRequest};
+
 /// How long the target has to answer before a migration is refused.
 pub const PING_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -50,6 +52,18 @@ pub async fn ping(client: &async_nats::Client, node: &NodeName) -> Result<Pong, 
 pub trait Peers: Send + Sync + 'static {
     /// Asks `node`'s executor; `Err` says in words why it is not usable.
     fn ping(&self, node: &NodeName) -> impl Future<Output = Result<Pong, String>> + Send;
+
+    /// Asks `node`'s executor to take one migration's pages over a direct
+    /// connection; `Err` says in words why not (the saga then copies).
+    fn offer_stream(
+        &self,
+        node: &NodeName,
+        req: &OfferRequest,
+    ) -> impl Future<Output = Result<Offer, String>> + Send {
+        let _ = req;
+        let node = node.clone();
+        async move { Err(format!("node {node} was not asked for a direct connection")) }
+    }
 }
 
 /// Peers reached over NATS requests.
@@ -68,5 +82,14 @@ impl NatsPeers {
 impl Peers for NatsPeers {
     fn ping(&self, node: &NodeName) -> impl Future<Output = Result<Pong, String>> + Send {
         ping(&self.client, node)
+    }
+
+    fn offer_stream(
+        &self,
+        node: &NodeName,
+        req: &OfferRequest,
+    ) -> impl Future<Output = Result<Offer, String>> + Send {
+        let (client, node, req) = (self.client.clone(), node.clone(), req.clone());
+        async move { crate::stream::ask(&client, &node, &req).await }
     }
 }

@@ -21,12 +21,14 @@ use loadshift_executor::runtime::docker::{Daemon, DockerRuntime};
 use loadshift_executor::runtime::process::ProcessRuntime;
 use loadshift_executor::runtime::Runtime;
 use loadshift_executor::saga::Executor;
+use loadshift_executor::stream::{self as page_stream, StreamSettings, Streams};
 use loadshift_executor::{cgroup, fault, service};
 use tokio::sync::Notify;
 
 /// How long a stopping executor lets its outbox announce what the last
-/// step decided (anything left is published at the next start).
-const OUTBOX_PATIENCE: std::time::Duration = std::time::Duration::from_secs(5);
+/// step decided (anything left is published at the next start): SIGTERM is
+/// honoured within a second or two, even with NATS away.
+const OUTBOX_PATIENCE: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Runs workloads on one worker node and moves them to other nodes with CRIU
 /// checkpoint/restore, driven by events.
@@ -64,6 +66,12 @@ struct Cli {
     /// The criu binary (default: `criu` on PATH).
     #[arg(long, env = "LOADSHIFT_CRIU", default_value = "criu")]
     criu: PathBuf,
+    /// The address other executors reach this node on, for streamed
+    /// migrations (pages sent straight from the source's dump to this node):
+    /// each stream listens on it, on a port of its own, for one
+    /// token-authenticated connection.
+    #[arg(long, env = "LOADSHIFT_ADVERTISE", default_value = "127.0.0.1")]
+    advertise: std::net::IpAddr,
     /// Where checkpoint images are written before upload (tmpfs is ~30x faster than disk).
     #[arg(
         long,
@@ -252,6 +260,16 @@ async fn serve_with<R: Runtime, S: ImageStore>(
     let capacity = cgroup::capacity(cli.cgroup.as_deref());
     let kind = runtime.kind();
     let notify = Arc::new(Notify::new());
+    let streams = if runtime.streams_pages() {
+        Streams::new(StreamSettings {
+            criu: cli.criu.clone(),
+            advertise: cli.advertise,
+            images_root: images_root.clone(),
+            floor: cli.deadline_floor,
+        })
+    } else {
+        Streams::default()
+    };
     let exec = Executor {
         node: node.clone(),
         runtime,
@@ -268,7 +286,11 @@ async fn serve_with<R: Runtime, S: ImageStore>(
         },
         images_root: images_root.clone(),
         outbox: notify.clone(),
+        streams: streams.clone(),
     };
+    page_stream::serve(client.clone(), &node, streams)
+        .await
+        .context("answering stream offers")?;
     liveness::serve(
         client.clone(),
         Pong {

@@ -14,6 +14,11 @@
 //! target before the deadline → fence → restore from its own image →
 //! `rolled_back`. Target: `checkpointed` → download → verify → claim → restore
 //! → `restored`, or `failed`, or stand down when the source fenced first.
+//!
+//! The mode (docs/saga.md, "Modes") is chosen by the source when the request
+//! arrives ([`source`]'s `choose_mode`): a copy dumps locally and stores the
+//! whole image; a stream sends the pages straight to the target during the
+//! dump and stores only the rest; everything after the dump is the same.
 
 use std::path::PathBuf;
 
@@ -67,6 +72,9 @@ pub struct Executor<R, S = JetStreamImages, P = NatsPeers, C = SystemClock, F = 
     /// The cluster's workload-name registry ([`crate::admission`]: a
     /// JetStream key-value bucket only executors reach).
     pub names: std::sync::Arc<dyn Names>,
+    /// The streams this node offered as a target, and what arrived on each
+    /// ([`crate::stream`]); empty on a node that takes none.
+    pub streams: crate::stream::Streams,
 }
 
 /// A failure the executor cannot turn into an event: its journal is broken.

@@ -128,7 +128,13 @@ pub async fn run<R: Runtime, S: ImageStore, P: Peers, C: Clock, F: Fence>(
     mut stop: Listener,
 ) -> Result<(), ServiceError> {
     let node = exec.node.to_string();
-    let mut messages = reader(js, &node, exec.journal.applied().map_err(FatalError::from)?).await?;
+    let applied = exec.journal.applied().map_err(FatalError::from)?;
+    let mut messages = tokio::select! {
+        r = reader(js, &node, applied) => r?,
+        // NATS may be away at start: waiting for it is no reason to ignore
+        // SIGTERM.
+        _ = stop.recv() => return Ok(()),
+    };
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut usage = crate::usage::UsageSampler::default();
     let mut ticks = 0u64;
@@ -137,10 +143,17 @@ pub async fn run<R: Runtime, S: ImageStore, P: Peers, C: Clock, F: Fence>(
         tokio::select! {
             _ = stop.recv() => return Ok(()),
             _ = tick.tick() => {
-                exec.watch_exits().await?;
-                exec.carry_on_stops().await?;
-                exec.expire_deadlines().await?;
-                exec.sweep_images().await?;
+                // A deadline may resume a workload here (a criu restore):
+                // a step like any other, abandoned on SIGTERM.
+                let chores = async {
+                    exec.watch_exits().await?;
+                    exec.carry_on_stops().await?;
+                    exec.expire_deadlines().await?;
+                    exec.sweep_images().await
+                };
+                if abandoned(chores, &mut stop).await? {
+                    return Ok(());
+                }
                 ticks += 1;
                 if ticks.is_multiple_of(2) {
                     // Telemetry, not state: published directly, best effort.
@@ -157,7 +170,13 @@ pub async fn run<R: Runtime, S: ImageStore, P: Peers, C: Clock, F: Fence>(
                 };
                 let (seq, msg) = (d.seq, d.message);
                 match Envelope::from_message(msg.subject.as_str(), &msg.payload) {
-                    Ok(env) => exec.apply(seq, &env).await?,
+                    Ok(env) => {
+                        if abandoned(exec.apply(seq, &env), &mut stop).await? {
+                            // Not acknowledged, not journaled as applied: it
+                            // is delivered again at the next start.
+                            return Ok(());
+                        }
+                    }
                     Err(e) => {
                         tracing::warn!(subject = %msg.subject, seq, error = %e, "bad event skipped");
                         exec.journal.commit(crate::journal::Change::new().applied(seq)).map_err(FatalError::from)?;
@@ -167,6 +186,30 @@ pub async fn run<R: Runtime, S: ImageStore, P: Peers, C: Clock, F: Fence>(
                     tracing::warn!(seq, error = %e, "ack failed; the journal already has it applied");
                 }
             }
+        }
+    }
+}
+
+/// Runs one saga step (or the tick's chores) unless shutdown comes first;
+/// `true` when it was abandoned for shutdown.
+///
+/// SIGTERM must be honoured within a second or two in every state, and a
+/// dump, an upload, a download or a restore can take far longer. Dropping
+/// the step is safe because the saga journals each phase before its side
+/// effect (write-ahead): the next start finds where the step stood and
+/// finishes or undoes it, exactly as after a kill -9. A criu already
+/// running is left to finish on its own (the next start waits for it),
+/// never killed half-way: a dump killed while its code runs inside the
+/// workload may take the workload with it.
+async fn abandoned<F>(step: F, stop: &mut Listener) -> Result<bool, FatalError>
+where
+    F: std::future::Future<Output = Result<(), FatalError>>,
+{
+    tokio::select! {
+        done = step => done.map(|()| false),
+        _ = stop.recv() => {
+            tracing::warn!("stopping in the middle of a step; the journal says where it stood and the next start goes on from there");
+            Ok(true)
         }
     }
 }

@@ -27,6 +27,8 @@ pub fn age(name: &str, now: SystemTime) -> Option<Duration> {
 /// Whether the image of migration `name` is an orphan: older than `ttl` and
 /// not part of a migration the journal still drives.
 fn orphan(name: &str, now: SystemTime, ttl: Duration, journal: &Journal) -> bool {
+    // A streamed migration's pages sit next to its image folder.
+    let name = name.strip_suffix(".pages").unwrap_or(name);
     let Some(a) = age(name, now) else {
         return false;
     };

@@ -6,33 +6,10 @@ mod common;
 
 use std::time::Duration;
 
-use common::{assert_continuous, counter_values, Cluster};
+use common::{assert_runs_once_on, Cluster, COUNTER};
 use loadshift_events::migration::Step;
 use loadshift_events::Event;
 use loadshift_executor::fault;
-
-const COUNTER: &[&str] = &[
-    "sh",
-    "-c",
-    "i=0; while :; do echo $i; i=$((i+1)); sleep 0.05; done",
-];
-
-/// The single live copy of workload `name` (a counter), its node's output file keeps
-/// growing from where it was.
-async fn assert_runs_once_on(c: &mut Cluster, name: &str, node: &str) {
-    let copies = c.copies_of(name);
-    assert_eq!(copies.len(), 1, "copies running: {copies:?}\n{}", c.logs());
-    let out = c.node(node).workload_dir(name).join("stdout");
-    let before = counter_values(&out).len();
-    tokio::time::sleep(Duration::from_millis(600)).await;
-    let values = counter_values(&out);
-    assert!(
-        values.len() > before,
-        "the counter does not run on {node}\n{}",
-        c.logs()
-    );
-    assert_continuous(&values);
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn source_killed_after_the_dump_finishes_the_move_when_it_returns() {

@@ -7,7 +7,7 @@ mod common;
 
 use common::Cluster;
 use loadshift_events::migration::{Checkpointed, Timings};
-use loadshift_events::workload::{Runtime, WorkloadSpec};
+use loadshift_events::workload::WorkloadSpec;
 use loadshift_events::{Event, NodeName, WorkloadName};
 
 fn forged(source: &str, target: &str, workload: &str) -> Event {
@@ -16,17 +16,13 @@ fn forged(source: &str, target: &str, workload: &str) -> Event {
         workload: WorkloadName::new(workload).unwrap(),
         source: NodeName::new(source).unwrap(),
         target: NodeName::new(target).unwrap(),
-        spec: WorkloadSpec {
-            runtime: Runtime::Process,
-            command: vec!["sh".into(), "-c".into(), "id > owned".into()],
-            image: None,
-            env: Default::default(),
-        },
+        spec: WorkloadSpec::process(vec!["sh".into(), "-c".into(), "id > owned".into()]),
         object: "no-such-image".into(),
         sha256: "00".repeat(32),
         image_bytes: 1,
         timings: Timings::default(),
         frozen_at_ms: 0,
+        stream: None,
     })
 }
 

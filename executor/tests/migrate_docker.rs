@@ -16,7 +16,7 @@ use bollard::query_parameters::{
 use bollard::Docker;
 use common::Cluster;
 use futures::StreamExt;
-use loadshift_events::migration::Step;
+use loadshift_events::migration::{Mode, Step};
 use loadshift_events::workload::{Runtime, WorkloadSpec};
 use loadshift_events::Event;
 use loadshift_executor::runtime::docker::{LABEL_NODE, LABEL_WORKLOAD};
@@ -189,6 +189,18 @@ async fn assert_runs_in_cgroup_of_node3(docker: &Docker, id: &str, node3_cg: &st
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_container_continues_counting_on_the_target() {
+    container_moves_in(Mode::Copy).await;
+}
+
+/// Docker's checkpoint API has no page-server option: a container asked to
+/// stream moves as a copy, and `completed` says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_container_asked_to_stream_moves_as_a_copy_and_says_why() {
+    container_moves_in(Mode::Stream).await;
+}
+
+/// Moves a counting container in `mode` and checks it follows on.
+async fn container_moves_in(mode: Mode) {
     const W: &str = "dcounter";
     let mut dc = DockerCluster {
         c: Cluster::with_runtime(&["node2", "node3"], true, Some("docker")).await,
@@ -212,8 +224,13 @@ async fn a_container_continues_counting_on_the_target() {
     ));
     tokio::time::sleep(Duration::from_millis(1500)).await;
 
-    let id = dc.c.migrate(W, "node2", "node3").await;
+    let id = dc.c.migrate_in(mode, W, "node2", "node3").await;
     let done = &dc.c.completed(id).await;
+    assert_eq!(done.mode, Some(Mode::Copy));
+    if mode == Mode::Stream {
+        let why = done.fallback.clone().unwrap_or_default();
+        assert!(why.contains("cannot stream their pages"), "{why}");
+    }
     eprintln!(
         "docker migration: dump {:?} ms, upload {:?} ms, download {:?} ms, restore {:?} ms, downtime {:?} ms, total {:?} ms, {} bytes",
         done.timings.dump_ms,
@@ -311,6 +328,7 @@ async fn containers_do_not_go_where_docker_is_not() {
         command: vec![],
         image: image.map(str::to_string),
         env: Default::default(),
+        no_postcopy: false,
     };
     let e =
         dc.c.start_workload("node3", W_PROC, docker_spec(Some(IMAGE)))

@@ -4,32 +4,11 @@
 
 mod common;
 
-use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::Cluster;
+use common::{redis_cli, wait_pong, Cluster};
+use loadshift_events::migration::Mode;
 use loadshift_events::Event;
-
-fn redis_cli(port: u16, args: &[&str]) -> String {
-    let out = Command::new("redis-cli")
-        .arg("-p")
-        .arg(port.to_string())
-        .args(args)
-        .output()
-        .expect("redis-cli (scripts/setup installs redis-server and redis-tools)");
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
-fn wait_pong(port: u16) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while Instant::now() < deadline {
-        if redis_cli(port, &["ping"]) == "PONG" {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!("redis on port {port} does not answer");
-}
 
 fn cgroup_memory_usage(rel: &str) -> u64 {
     let root = std::path::Path::new("/sys/fs/cgroup");
@@ -56,32 +35,22 @@ fn rss_bytes(pid: u32) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_with_100k_keys_moves_and_keeps_every_key() {
+    redis_moves_in(Mode::Copy).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_with_100k_keys_streamed_keeps_every_key() {
+    redis_moves_in(Mode::Stream).await;
+}
+
+/// Moves a redis holding 100k keys in `mode`, and checks that mode ran.
+async fn redis_moves_in(mode: Mode) {
     let mut c = Cluster::with_cgroups(&["node2", "node3"], true).await;
     let port = loadshift_testkit::nats::free_port();
-    let p = port.to_string();
     let dir = c.dir.path().display().to_string();
-    c.run_workload(
-        "node2",
-        "redis",
-        &[
-            "redis-server",
-            "--port",
-            &p,
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--daemonize",
-            "no",
-            "--dir",
-            &dir,
-            "--enable-debug-command",
-            "yes",
-        ],
-    )
-    .await;
+    let args = common::redis_args(port, &dir);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    c.run_workload("node2", "redis", &args).await;
     wait_pong(port);
     assert_eq!(
         redis_cli(port, &["debug", "populate", "100000", "key", "32"]),
@@ -91,8 +60,9 @@ async fn redis_with_100k_keys_moves_and_keeps_every_key() {
     let sample = redis_cli(port, &["get", "key:4242"]);
     assert!(sample.starts_with("value:4242"), "{sample}");
 
-    let id = c.migrate("redis", "node2", "node3").await;
+    let id = c.migrate_in(mode, "redis", "node2", "node3").await;
     let done = &c.completed(id).await;
+    assert_eq!(done.mode, Some(mode), "{:?}", done.fallback);
     assert!(
         done.image_bytes > 10 << 20,
         "an image of {} bytes cannot hold 100k keys",

@@ -19,6 +19,7 @@ fn sleeper(c: &Cluster) -> WorkloadSpec {
         env: [("LOADSHIFT_TEST_TAG".to_string(), c.tag())]
             .into_iter()
             .collect(),
+        no_postcopy: false,
     }
 }
 

@@ -17,7 +17,7 @@ use loadshift_events::model::{
 };
 use loadshift_events::payload::NodeJoined;
 use loadshift_events::telemetry::{Cpu, LoadAverage, Memory, Pressure, Sample};
-use loadshift_events::workload::{Exited, Runtime, Started, WorkloadSpec};
+use loadshift_events::workload::{Exited, Started, WorkloadSpec};
 use loadshift_events::{Envelope, Event, NodeName, WorkloadName};
 use uuid::Uuid;
 
@@ -96,12 +96,7 @@ pub fn sample(n: &str, t: DateTime<Utc>, seq: u64, cpu: f32) -> Envelope {
 
 /// What every fixture workload runs: a redis-server process.
 pub fn spec() -> WorkloadSpec {
-    WorkloadSpec {
-        runtime: Runtime::Process,
-        command: vec!["redis-server".into()],
-        image: None,
-        env: Default::default(),
-    }
+    WorkloadSpec::process(vec!["redis-server".into()])
 }
 
 /// `workload.started` of `w` on `n`, as pid 4242.
@@ -258,6 +253,7 @@ impl Move {
                 target: self.target.clone(),
                 requested_by: by.into(),
                 reason,
+                mode: loadshift_events::migration::Mode::Auto,
             }),
         )
     }
@@ -278,6 +274,7 @@ impl Move {
                 image_bytes: IMAGE_BYTES,
                 timings,
                 frozen_at_ms: t.timestamp_millis(),
+                stream: None,
             }),
         )
     }
@@ -300,7 +297,7 @@ impl Move {
         )
     }
 
-    /// `migration.completed` by the source.
+    /// `migration.completed` by the source, pages streamed.
     pub fn completed(&self, t: DateTime<Utc>, timings: Timings) -> Envelope {
         self.event(
             self.source.as_str(),
@@ -312,6 +309,8 @@ impl Move {
                 target: self.target.clone(),
                 image_bytes: IMAGE_BYTES,
                 timings,
+                mode: Some(loadshift_events::migration::Mode::Stream),
+                fallback: None,
             }),
         )
     }

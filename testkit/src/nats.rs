@@ -73,6 +73,12 @@ impl NatsServer {
         format!("nats://127.0.0.1:{}", self.port)
     }
 
+    /// The client port's socket address, for a [`crate::Relay`] to stand in
+    /// front of.
+    pub fn addr(&self) -> SocketAddr {
+        ([127, 0, 0, 1], self.port).into()
+    }
+
     /// The server's JetStream store directory.
     pub fn store_dir(&self) -> &Path {
         self.store.path()
@@ -177,4 +183,72 @@ pub fn free_port() -> u16 {
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("bind an ephemeral port on 127.0.0.1")
+}
+
+/// Three (or more) real nats-servers joined in one JetStream cluster by
+/// routes on loopback ports, each with its own store.
+///
+/// It exists so that replicated streams and buckets (R3) are tested where
+/// they live: losing one server of a cluster is a fault a single server
+/// cannot show (a stream's leader moves, a client reconnects to a peer).
+pub struct NatsCluster {
+    /// The servers, in the order of their names `s0`, `s1`, ...
+    pub servers: Vec<NatsServer>,
+}
+
+impl NatsCluster {
+    /// Starts `size` clustered servers and waits until each accepts
+    /// connections (JetStream may still be electing its meta leader: wait
+    /// for [`NatsCluster::wait_ready`] before creating streams).
+    ///
+    /// # Panics
+    /// As [`NatsServer::start`].
+    pub fn start(size: usize) -> Self {
+        let routes: Vec<u16> = (0..size).map(|_| free_port()).collect();
+        let all = routes
+            .iter()
+            .map(|p| format!("nats-route://127.0.0.1:{p}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let servers = routes
+            .iter()
+            .enumerate()
+            .map(|(i, port)| {
+                NatsServer::start_with(&format!(
+                    "server_name: s{i}\ncluster {{\n  name: loadshift-test\n  listen: 127.0.0.1:{port}\n  routes: [{all}]\n}}\n"
+                ))
+            })
+            .collect();
+        Self { servers }
+    }
+
+    /// Waits until the cluster behind `js` places a stream of `replicas`
+    /// replicas (it elected its meta leader and enough servers joined): a
+    /// probe stream is created and deleted.
+    ///
+    /// # Panics
+    /// When that does not succeed within a minute; the panic holds every
+    /// server's log.
+    pub async fn wait_ready(js: &async_nats::jetstream::Context, replicas: usize) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let probe = async_nats::jetstream::stream::Config {
+                name: "LOADSHIFT_TEST_PROBE".into(),
+                subjects: vec!["loadshift-test-probe".into()],
+                num_replicas: replicas,
+                ..Default::default()
+            };
+            let last = match js.create_stream(probe).await {
+                Ok(_) => {
+                    let _ = js.delete_stream("LOADSHIFT_TEST_PROBE").await;
+                    return;
+                }
+                Err(e) => e.to_string(),
+            };
+            if Instant::now() > deadline {
+                panic!("the JetStream cluster did not form in 60 s: {last}");
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
 }

@@ -475,6 +475,7 @@ pub async fn migrate(st: St, headers: HeaderMap, Form(f): Form<MigrateForm>) -> 
                 summary,
                 ..Default::default()
             },
+            mode: loadshift_events::migration::Mode::Auto,
         }),
     );
     tracing::info!(subject = %env.subject(), user = %session.user, "migration requested from the dashboard");

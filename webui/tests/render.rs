@@ -323,6 +323,10 @@ fn migrations_page_lists_steps_downtime_and_outcomes_and_filters() {
         "completed",
         "failed at restore: criu restore failed",
         "class=\"outcome-rolled_back bad\"",
+        // Which mode ran; a migration still without an outcome says what
+        // was asked.
+        "<span class=\"step mode\">stream</span>",
+        "<span class=\"step mode\">asked auto</span>",
         // The planner's estimate beside the actual (187 ms frozen, 260 ms
         // in all), and how far off it was.
         "freeze 150 ms · total 300 ms",

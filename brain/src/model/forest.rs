@@ -113,7 +113,13 @@ impl ForestParams {
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 struct Node {
     feature: u16,
-    threshold: f64,
+    /// Go left when the feature is at or below this. Features are `f32`, so
+    /// smartcore's `f64` split point is stored as the largest `f32` not
+    /// above it ([`f32_at_or_below`]): the same decision for every feature
+    /// value, half the bytes to walk, and a value that survives a JSON round
+    /// trip exactly (an `f64` parsed back may move by an ulp and send a
+    /// value equal to it the other way).
+    threshold: f32,
     left: u32,
     right: u32,
     /// Share of positive bag rows that reached this node.
@@ -133,12 +139,23 @@ impl Tree {
             if n.left == 0 {
                 return i;
             }
-            i = if f64::from(x[n.feature as usize]) <= n.threshold {
+            i = if x[n.feature as usize] <= n.threshold {
                 n.left as usize
             } else {
                 n.right as usize
             };
         }
+    }
+}
+
+/// The largest `f32` at or below `v`: for every `f32` x, `x <= result`
+/// exactly when `f64::from(x) <= v`.
+fn f32_at_or_below(v: f64) -> f32 {
+    let t = v as f32;
+    if f64::from(t) > v {
+        t.next_down()
+    } else {
+        t
     }
 }
 
@@ -186,7 +203,7 @@ impl Forest {
                 if n.left == 0 {
                     break;
                 }
-                let next = if f64::from(x[n.feature as usize]) <= n.threshold {
+                let next = if x[n.feature as usize] <= n.threshold {
                     n.left as usize
                 } else {
                     n.right as usize
@@ -319,7 +336,9 @@ fn grow(
     let mut nodes = Vec::with_capacity(smart.nodes.len());
     for n in &smart.nodes {
         let (left, right, threshold) = match (n.true_child, n.false_child, n.split_value) {
-            (Some(l), Some(r), Some(v)) if l > 0 && r > 0 => (l as u32, r as u32, v),
+            (Some(l), Some(r), Some(v)) if l > 0 && r > 0 => {
+                (l as u32, r as u32, f32_at_or_below(v))
+            }
             _ => (0, 0, 0.0),
         };
         let class = smart.classes.get(n.output).copied().unwrap_or(0);
@@ -347,7 +366,7 @@ fn grow(
             if n.left == 0 {
                 break;
             }
-            i = if f64::from(row[n.feature as usize]) <= n.threshold {
+            i = if row[n.feature as usize] <= n.threshold {
                 n.left as usize
             } else {
                 n.right as usize
@@ -559,6 +578,15 @@ mod tests {
         let back: Forest = serde_json::from_str(&json).unwrap();
         for row in &x {
             assert_eq!(back.probability(row), fitted.forest.probability(row));
+        }
+    }
+
+    #[test]
+    fn split_points_as_f32_decide_every_value_as_the_f64_did() {
+        for v in [0.15f64, 95.05000305175781, -1000.0, 1e-9, -0.3, 0.0, 7.0] {
+            let t = f32_at_or_below(v);
+            assert!(f64::from(t) <= v);
+            assert!(f64::from(t.next_up()) > v);
         }
     }
 

@@ -26,7 +26,7 @@
 
 use chrono::{DateTime, Utc};
 use loadshift_events::cordon::{Drain, DrainBlocked, DRAIN_ATTEMPTS};
-use loadshift_events::migration::{Reason, Requested};
+use loadshift_events::migration::{Mode, Reason, Requested};
 use loadshift_events::placement::{Status, WorkloadState};
 use loadshift_events::{NodeName, WorkloadName};
 use uuid::Uuid;
@@ -183,6 +183,8 @@ impl Planner {
                 target_load_after_pct: Some(after),
                 ..Default::default()
             },
+            // The source picks how the memory travels, as for any move.
+            mode: Mode::Auto,
         }
     }
 }

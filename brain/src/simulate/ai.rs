@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use loadshift_events::migration::{Completed, Timings};
 use loadshift_events::model::{WorkloadUsage, WorkloadUse};
 use loadshift_events::telemetry::{Cpu, Memory};
-use loadshift_events::workload::{Runtime, Started, WorkloadSpec};
+use loadshift_events::workload::{Started, WorkloadSpec};
 use loadshift_events::{Envelope, Event, NodeName, Sample, WorkloadName};
 use uuid::Uuid;
 
@@ -121,12 +121,7 @@ impl Ai {
                     self.announced[w] = true;
                     let started = Started {
                         workload: self.workloads[w].clone(),
-                        spec: WorkloadSpec {
-                            runtime: Runtime::Process,
-                            command: vec![format!("vm{w}")],
-                            image: None,
-                            env: Default::default(),
-                        },
+                        spec: WorkloadSpec::process(vec![format!("vm{w}")]),
                         pid: None,
                         container_id: None,
                     };
@@ -203,6 +198,8 @@ impl Policy for Ai {
                         target: r.target.clone(),
                         image_bytes: 0,
                         timings: Timings::default(),
+                        mode: None,
+                        fallback: None,
                     };
                     let fact = logged(&r.source, Event::MigrationCompleted(completed), now);
                     self.planner.apply(&fact);

@@ -366,17 +366,12 @@ pub fn write_trace(dir: &Path, name: &str, rows: usize, cpu: impl Fn(usize) -> f
 
 /// `workload.<node>.started` for a process workload, as an executor says it.
 pub fn workload_started(on: &str, workload: &str) -> Envelope {
-    use loadshift_events::workload::{Runtime, Started, WorkloadSpec};
+    use loadshift_events::workload::{Started, WorkloadSpec};
     Envelope::new(
         node(on),
         Event::WorkloadStarted(Started {
             workload: loadshift_events::WorkloadName::new(workload).unwrap(),
-            spec: WorkloadSpec {
-                runtime: Runtime::Process,
-                command: vec!["x".into()],
-                image: None,
-                env: Default::default(),
-            },
+            spec: WorkloadSpec::process(vec!["x".into()]),
             pid: Some(1),
             container_id: None,
         }),

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use clap::Args;
 use futures::StreamExt;
-use loadshift_events::migration::{Reason, Requested, Step, Timings};
+use loadshift_events::migration::{Mode, Reason, Requested, Step, Timings};
 use loadshift_events::shutdown::{Shutdown, Signal};
 use loadshift_events::{connection, Envelope, Event, NodeName, WorkloadName};
 use uuid::Uuid;
@@ -35,6 +35,7 @@ use loadshift_events::placement::WorkloadState;
 #[command(after_help = "Examples:
   loadshift migrate counter --to node3
   loadshift migrate counter --to node3 --wait --reason 'node2 maintenance'
+  loadshift migrate redis --to node3 --mode stream --wait
   id=$(loadshift migrate counter --to node3) && loadshift events tail --subject 'migration.>'
   loadshift migrate counter --to node3 --wait --json | jq -c 'select(.kind == \"migration.completed\") | .payload.timings'")]
 pub struct MigrateArgs {
@@ -47,6 +48,13 @@ pub struct MigrateArgs {
     /// Where it runs now (default: where the log says it runs).
     #[arg(long, env = "LOADSHIFT_MIGRATE_FROM")]
     pub from: Option<NodeName>,
+    /// How the memory travels: `copy` (through the object store), `stream`
+    /// (pages straight from the source's dump to the target), `lazy`
+    /// (post-copy), or `auto` (the source chooses, as for the planner's
+    /// moves). A mode that cannot run falls back (lazy → stream → copy);
+    /// `completed` says which ran and why.
+    #[arg(long, env = "LOADSHIFT_MIGRATE_MODE", default_value = "auto", value_parser = parse_mode)]
+    pub mode: Mode,
     /// Why, in one sentence (default: "requested by <who>").
     #[arg(long, env = "LOADSHIFT_MIGRATE_REASON")]
     pub reason: Option<String>,
@@ -124,6 +132,7 @@ pub async fn run(a: MigrateArgs) -> anyhow::Result<ExitCode> {
                     .unwrap_or_else(|| format!("requested by {who}")),
                 ..Default::default()
             },
+            mode: a.mode,
         }),
     );
     let asked = Instant::now();
@@ -218,8 +227,10 @@ async fn wait_for_outcome(
             Event::MigrationRestored(r) => image_bytes = Some(r.image_bytes),
             Event::MigrationCompleted(c) => {
                 say(format!(
-                    "migration {id} completed: {} runs on {}",
-                    c.workload, c.target
+                    "migration {id} completed: {} runs on {} ({})",
+                    c.workload,
+                    c.target,
+                    summary::mode_ran(c)
                 ));
                 if !json {
                     print_timings(&c.timings, Some(c.image_bytes));
@@ -268,6 +279,12 @@ fn signal_exit(signal: Signal) -> u8 {
         Signal::Interrupt => 130,
         Signal::Terminate => 143,
     }
+}
+
+/// `--mode`: one of the contract's names (clap's error says which exist).
+fn parse_mode(s: &str) -> Result<Mode, String> {
+    s.parse()
+        .map_err(|e: loadshift_events::migration::UnknownMode| e.to_string())
 }
 
 /// Whether `event` belongs to migration `id`.

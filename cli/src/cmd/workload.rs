@@ -88,6 +88,12 @@ pub struct RunArgs {
     /// An environment variable for the workload, KEY=VALUE (repeatable).
     #[arg(long = "env", env = "LOADSHIFT_ENV", value_name = "KEY=VALUE", value_parser = parse_env)]
     pub env: Vec<(String, String)>,
+    /// Never move it with post-copy (`--mode lazy`): a lazy migration
+    /// resumes it on the target before its memory arrived, so it dies if the
+    /// source dies meanwhile. It travels with the workload; `auto` never
+    /// picks lazy for it and `--mode lazy` falls back to a stream.
+    #[arg(long, env = "LOADSHIFT_NO_POSTCOPY")]
+    pub no_postcopy: bool,
     #[command(flatten)]
     /// Who asks.
     pub requester: Requester,
@@ -130,6 +136,7 @@ impl RunArgs {
             command: self.command.clone(),
             image: self.image.clone(),
             env: self.env.iter().cloned().collect::<BTreeMap<_, _>>(),
+            no_postcopy: self.no_postcopy,
         })
     }
 }
@@ -353,4 +360,31 @@ pub fn workloads_table(p: &Placement) -> Table {
         ]);
     }
     t
+}
+
+#[cfg(test)]
+mod no_postcopy_tests {
+    use clap::Parser;
+
+    use super::RunArgs;
+
+    #[derive(Parser)]
+    struct Run {
+        #[command(flatten)]
+        args: RunArgs,
+    }
+
+    fn spec_of(flags: &[&str]) -> loadshift_events::workload::WorkloadSpec {
+        let argv = ["run", "--node", "node2", "--name", "w"]
+            .iter()
+            .chain(flags)
+            .chain(&["--", "sleep", "9"]);
+        Run::try_parse_from(argv).unwrap().args.spec().unwrap()
+    }
+
+    #[test]
+    fn no_postcopy_marks_the_spec_and_its_absence_does_not() {
+        assert!(spec_of(&["--no-postcopy"]).no_postcopy);
+        assert!(!spec_of(&[]).no_postcopy);
+    }
 }

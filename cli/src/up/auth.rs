@@ -150,6 +150,9 @@ impl Role {
                 p.publish.extend(executor_publish(n));
                 p.subscribe.push(format!("loadshift.executor.{n}.ping"));
                 p.subscribe.push(format!("loadshift.executor.{n}.logs"));
+
+                // A source asks its target for a direct page stream.
+                p.subscribe.push(format!("loadshift.executor.{n}.stream"));
                 p.allow_responses = true;
             }
         }
@@ -177,6 +180,8 @@ fn executor_publish(n: &NodeName) -> Vec<String> {
         "migration.*.fenced".into(),
         // A source asks its target whether it is alive before freezing.
         "loadshift.executor.*.ping".into(),
+        // ... and its target for a direct connection for a streamed dump.
+        "loadshift.executor.*.stream".into(),
         format!("$JS.API.CONSUMER.CREATE.{EVENTS}.{consumer}.*.{n}.>"),
         format!("$JS.API.CONSUMER.DELETE.{EVENTS}.{consumer}"),
         format!("$JS.API.CONSUMER.INFO.{EVENTS}.{consumer}"),

@@ -440,6 +440,7 @@ mod tests {
                     top_features: vec![],
                     ..Reason::default()
                 },
+                mode: loadshift_events::migration::Mode::Auto,
             }),
         )
     }
@@ -455,6 +456,8 @@ mod tests {
                 target: node("node3"),
                 image_bytes: 1 << 20,
                 timings: Timings::default(),
+                mode: None,
+                fallback: None,
             }),
         )
     }

@@ -139,6 +139,7 @@ impl Generator {
                 command: std::iter::once(self.program.clone()).chain(args).collect(),
                 image: self.image.clone(),
                 env: Default::default(),
+                no_postcopy: false,
             },
             requested_by: "loadshift-up".into(),
         }

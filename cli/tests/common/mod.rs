@@ -157,6 +157,7 @@ pub fn spec(runtime: Runtime) -> WorkloadSpec {
         command: vec!["sleep".into(), "1000".into()],
         image: (runtime == Runtime::Docker).then(|| "counter:1".to_string()),
         env: Default::default(),
+        no_postcopy: false,
     }
 }
 

@@ -52,6 +52,15 @@ const RESTORE_RETRY_DELAY: Duration = Duration::from_millis(500);
 /// criu's own log elsewhere, and crash recovery must know the dump is whole.
 const DUMP_MARKER: &str = "dump.done";
 
+/// Written into the image folder before the checkpoint is asked for: the
+/// container's id. An executor killed while the daemon checkpoints finds,
+/// at its next start, whose checkpoint to wait for (the daemon goes on
+/// without us, and no criu of its names the folder in its command line).
+const DUMP_STARTED: &str = "dump.started";
+
+/// How long a checkpoint the daemon took on after our crash is waited for.
+const DAEMON_CHECKPOINT_WAIT: Duration = Duration::from_secs(60);
+
 /// A Docker daemon we talked to, and what it told about itself.
 pub struct Daemon {
     /// The client, its API version negotiated with the daemon.
@@ -316,6 +325,8 @@ impl Runtime for DockerRuntime {
             return Err(RuntimeError::Unsupported("not a container workload".into()));
         };
         std::fs::create_dir_all(images).map_err(RuntimeError::io("create image folder", images))?;
+        let started = images.join(DUMP_STARTED);
+        std::fs::write(&started, id).map_err(RuntimeError::io("write", &started))?;
         let options = CreateCheckpointOptions {
             checkpoint_id: CHECKPOINT_ID.into(),
             checkpoint_dir: Some(images.to_string_lossy().into_owned()),
@@ -341,7 +352,33 @@ impl Runtime for DockerRuntime {
     }
 
     fn dump_complete(&self, images: &Path) -> bool {
+        // Killed while the daemon checkpointed: [`Runtime::settle`] waited
+        // for it to end, and the daemon keeps the folder of a checkpoint
+        // that succeeded and removes that of one that failed.
         images.join(DUMP_MARKER).exists()
+            || (images.join(DUMP_STARTED).exists()
+                && images.join(CHECKPOINT_ID).join("inventory.img").exists())
+    }
+
+    async fn settle(&self, images: &Path) {
+        super::image_dir::wait_for_stray_criu(images).await;
+        let Ok(id) = std::fs::read_to_string(images.join(DUMP_STARTED)) else {
+            return;
+        };
+        let handle = Handle::Container { id };
+        let deadline = tokio::time::Instant::now() + DAEMON_CHECKPOINT_WAIT;
+        // Until the daemon's checkpoint is over: whole (the container
+        // exited, `exit: true`) or failed (its folder removed).
+        while !images.join(DUMP_MARKER).exists()
+            && images.join(CHECKPOINT_ID).exists()
+            && self.is_running(&handle).await
+        {
+            if tokio::time::Instant::now() > deadline {
+                tracing::warn!(images = %images.display(), "the daemon's checkpoint still runs after {DAEMON_CHECKPOINT_WAIT:?}; going on");
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     async fn find_restored(&self, name: &WorkloadName, _images: &Path) -> Option<Handle> {

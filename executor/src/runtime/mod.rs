@@ -9,6 +9,7 @@ use std::future::Future;
 use std::path::{Path, PathBuf};
 
 use loadshift_events::file::FileError;
+use loadshift_events::migration::StreamedPages;
 use loadshift_events::workload::{Runtime as RuntimeKind, WorkloadSpec};
 use loadshift_events::WorkloadName;
 use serde::{Deserialize, Serialize};
@@ -116,6 +117,9 @@ pub enum RuntimeError {
     /// the spec cannot run under this runtime
     #[error("{0}")]
     Unsupported(String),
+    /// the pages could not be streamed to the target
+    #[error(transparent)]
+    Stream(#[from] crate::stream::StreamError),
 }
 
 impl RuntimeError {
@@ -197,6 +201,32 @@ pub trait Runtime: Send + Sync + 'static {
         images: &Path,
     ) -> impl Future<Output = Result<(), RuntimeError>> + Send;
 
+    /// Whether this runtime can send a dump's pages straight to another
+    /// node ([`Runtime::dump_streamed`]); the saga falls back to a copy
+    /// before freezing anything when it cannot.
+    fn streams_pages(&self) -> bool {
+        false
+    }
+
+    /// Freezes the workload and dumps it into `images`, its memory pages
+    /// going over `link` to the target while the dump runs (and into a
+    /// safety copy next to `images`, so a failed migration still resumes
+    /// here). The same promise as [`Runtime::dump`] about where it runs.
+    fn dump_streamed(
+        &self,
+        name: &WorkloadName,
+        handle: &Handle,
+        images: &Path,
+        link: crate::stream::Link,
+    ) -> impl Future<Output = Result<StreamedPages, RuntimeError>> + Send {
+        let _ = (name, handle, images, link);
+        async {
+            Err(RuntimeError::Unsupported(
+                "this runtime cannot stream pages".into(),
+            ))
+        }
+    }
+
     /// Whether `images` holds a complete dump. After a crash in the middle of
     /// a dump this decides between dumping again and going on with the image.
     fn dump_complete(&self, images: &Path) -> bool;
@@ -228,6 +258,16 @@ pub trait Runtime: Send + Sync + 'static {
     /// criu, so this is written once here; the saga's double overrides it.
     fn settle(&self, images: &Path) -> impl Future<Output = ()> + Send {
         image_dir::wait_for_stray_criu(images)
+    }
+
+    /// Kills what still works on `images` (a criu dump or restore past its
+    /// deadline, and the tasks a killed restore was building); then
+    /// [`Runtime::settle`] returns once it is gone. The process runtime
+    /// runs criu with the image folder in its command line; Docker's runc
+    /// talks to criu over a socket (`criu swrk`), so for containers this
+    /// finds nothing and the daemon's checkpoint runs to its own end.
+    fn abandon(&self, images: &Path) {
+        image_dir::kill_criu(images);
     }
 
     /// Removes the image folder `images` (its migration ended, or it holds a

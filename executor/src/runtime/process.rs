@@ -17,6 +17,7 @@ use std::process::Stdio;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use loadshift_events::migration::StreamedPages;
 use loadshift_events::workload::{Runtime as RuntimeKind, WorkloadSpec};
 use loadshift_events::WorkloadName;
 
@@ -103,6 +104,24 @@ impl ProcessRuntime {
             log: log.to_path_buf(),
             tail: log_tail(log, 12),
         })
+    }
+
+    /// The criu program this runtime runs: post-copy (`crate::lazy`) runs
+    /// the same one, with the same options, for its long-lived halves.
+    pub fn criu(&self) -> &Path {
+        &self.criu
+    }
+
+    /// The arguments of `criu dump` for the tree whose root is `pid`, writing
+    /// into `images` (log `dump.log`): post-copy adds its own to these, so a
+    /// lazy dump treats TCP and the network lock exactly as a plain one.
+    pub fn dump_args(&self, pid: u32, images: &Path) -> Vec<std::ffi::OsString> {
+        let mut args = vec!["dump".into(), "-t".into(), pid.to_string().into()];
+        args.extend(self.criu_common(images, "dump.log"));
+        if self.tcp {
+            args.extend(["--network-lock".into(), "nftables".into()]);
+        }
+        args
     }
 
     fn criu_common(&self, images: &Path, log: &str) -> Vec<std::ffi::OsString> {
@@ -230,15 +249,46 @@ impl Runtime for ProcessRuntime {
             return Err(RuntimeError::Unsupported("not a process workload".into()));
         };
         std::fs::create_dir_all(images).map_err(RuntimeError::io("create image folder", images))?;
-        let mut args = vec!["dump".into(), "-t".into(), pid.to_string().into()];
-        args.extend(self.criu_common(images, "dump.log"));
-        if self.tcp {
-            args.extend(["--network-lock".into(), "nftables".into()]);
-        }
+        let args = self.dump_args(*pid, images);
         self.run_criu("dump", args, &images.join("dump.log"), Vec::new())
             .await?;
         reap_parents(&self.parents);
         Ok(())
+    }
+
+    fn streams_pages(&self) -> bool {
+        true
+    }
+
+    async fn dump_streamed(
+        &self,
+        _name: &WorkloadName,
+        handle: &Handle,
+        images: &Path,
+        link: crate::stream::Link,
+    ) -> Result<StreamedPages, RuntimeError> {
+        let Handle::Process { pid, .. } = handle else {
+            return Err(RuntimeError::Unsupported("not a process workload".into()));
+        };
+        std::fs::create_dir_all(images).map_err(RuntimeError::io("create image folder", images))?;
+        let relay = crate::stream::SourceRelay::start(link, &self.criu, images).await?;
+        let mut args = self.dump_args(*pid, images);
+        args.extend([
+            "--page-server".into(),
+            "--address".into(),
+            relay.address.ip().to_string().into(),
+            "--port".into(),
+            relay.address.port().to_string().into(),
+        ]);
+        if let Err(e) = self
+            .run_criu("dump", args, &images.join("dump.log"), Vec::new())
+            .await
+        {
+            relay.abort();
+            return Err(e);
+        }
+        reap_parents(&self.parents);
+        Ok(relay.finish().await?)
     }
 
     fn dump_complete(&self, images: &Path) -> bool {
@@ -267,50 +317,9 @@ impl Runtime for ProcessRuntime {
         images: &Path,
         files: &[TravellingFile],
     ) -> Result<Handle, RuntimeError> {
-        let dir = self.workload_dir(name);
-        // CRIU restores the working directory by path.
-        let cwd = working_dir(name);
-        std::fs::create_dir_all(&cwd).map_err(RuntimeError::io("create working folder", &cwd))?;
-        let pidfile = images.join("restore.pid");
-        let _ = std::fs::remove_file(&pidfile);
-        let mut args = vec!["restore".into(), "-d".into()];
-        args.extend(self.criu_common(images, "restore.log"));
-        args.extend([
-            "--manage-cgroups=ignore".into(),
-            "--pidfile".into(),
-            pidfile.clone().into(),
-        ]);
-        let mut inherit = Vec::new();
-        for (i, f) in files.iter().enumerate() {
-            let path = dir.join(&f.name);
-            let file = std::fs::OpenOptions::new()
-                .append(true)
-                .open(&path)
-                .map_err(RuntimeError::io("open for restore", &path))?;
-            // Move it above the numbers criu will see, then hand it over.
-            let high = dup_above(file, 100).map_err(RuntimeError::io("duplicate fd of", &path))?;
-            let target_fd = 3 + i as i32;
-            // CRIU names files by their path without the leading slash.
-            let key = f
-                .original_path
-                .to_string_lossy()
-                .trim_start_matches('/')
-                .to_string();
-            args.push("--inherit-fd".into());
-            args.push(format!("fd[{target_fd}]:{key}").into());
-            inherit.push((high, target_fd));
-        }
-        self.run_criu("restore", args, &images.join("restore.log"), inherit)
-            .await?;
-        let pid: u32 = std::fs::read_to_string(&pidfile)
-            .map_err(RuntimeError::io("read", &pidfile))?
-            .trim()
-            .parse()
-            .map_err(|e| RuntimeError::NotStarted(name.to_string(), format!("bad pidfile: {e}")))?;
-        let start_ticks = start_ticks(pid).ok_or_else(|| {
-            RuntimeError::NotStarted(name.to_string(), format!("restored pid {pid} is gone"))
-        })?;
-        Ok(Handle::Process { pid, start_ticks })
+        // A streamed dump's pages wait next to the image: CRIU reads one folder.
+        crate::stream::merge_pages(images).map_err(RuntimeError::io("merge pages into", images))?;
+        self.restore_with(name, images, files, &[]).await
     }
 
     async fn usage(&self, handle: &Handle) -> Option<Usage> {
@@ -366,6 +375,67 @@ impl Runtime for ProcessRuntime {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(RuntimeError::io("remove workload folder", &dir)(e)),
         }
+    }
+}
+
+impl ProcessRuntime {
+    /// [`Runtime::restore`] with `extra` criu arguments: post-copy restores
+    /// with `--lazy-pages`, everything else (files, pid, cgroups) the same.
+    ///
+    /// # Errors
+    /// As [`Runtime::restore`].
+    pub async fn restore_with(
+        &self,
+        name: &WorkloadName,
+        images: &Path,
+        files: &[TravellingFile],
+        extra: &[&str],
+    ) -> Result<Handle, RuntimeError> {
+        let dir = self.workload_dir(name);
+        // CRIU restores the working directory by path.
+        let cwd = working_dir(name);
+        std::fs::create_dir_all(&cwd).map_err(RuntimeError::io("create working folder", &cwd))?;
+        let pidfile = images.join("restore.pid");
+        let _ = std::fs::remove_file(&pidfile);
+        let mut args = vec!["restore".into(), "-d".into()];
+        args.extend(self.criu_common(images, "restore.log"));
+        args.extend([
+            "--manage-cgroups=ignore".into(),
+            "--pidfile".into(),
+            pidfile.clone().into(),
+        ]);
+        args.extend(extra.iter().map(|a| (*a).into()));
+        let mut inherit = Vec::new();
+        for (i, f) in files.iter().enumerate() {
+            let path = dir.join(&f.name);
+            let file = std::fs::OpenOptions::new()
+                .append(true)
+                .open(&path)
+                .map_err(RuntimeError::io("open for restore", &path))?;
+            // Move it above the numbers criu will see, then hand it over.
+            let high = dup_above(file, 100).map_err(RuntimeError::io("duplicate fd of", &path))?;
+            let target_fd = 3 + i as i32;
+            // CRIU names files by their path without the leading slash.
+            let key = f
+                .original_path
+                .to_string_lossy()
+                .trim_start_matches('/')
+                .to_string();
+            args.push("--inherit-fd".into());
+            args.push(format!("fd[{target_fd}]:{key}").into());
+            inherit.push((high, target_fd));
+        }
+        self.run_criu("restore", args, &images.join("restore.log"), inherit)
+            .await?;
+        let pid: u32 = std::fs::read_to_string(&pidfile)
+            .map_err(RuntimeError::io("read", &pidfile))?
+            .trim()
+            .parse()
+            .map_err(|e| RuntimeError::NotStarted(name.to_string(), format!("bad pidfile: {e}")))?;
+        let start_ticks = start_ticks(pid).ok_or_else(|| {
+            RuntimeError::NotStarted(name.to_string(), format!("restored pid {pid} is gone"))
+        })?;
+        Ok(Handle::Process { pid, start_ticks })
     }
 }
 
@@ -497,7 +567,7 @@ fn stat_fields(pid: u32) -> Option<Vec<String>> {
 }
 
 /// The last `n` lines of a log file, for an error message.
-fn log_tail(path: &Path, n: usize) -> String {
+pub(crate) fn log_tail(path: &Path, n: usize) -> String {
     match std::fs::read_to_string(path) {
         Ok(s) => {
             let lines: Vec<&str> = s

@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use loadshift_events::migration::{self, Step, Timings};
+use loadshift_events::migration::{self, Mode, Step, Timings};
 use loadshift_events::workload::WorkloadSpec;
 use loadshift_events::Event;
 
@@ -19,6 +19,12 @@ use crate::image_store::ImageStore;
 use crate::journal::{Change, MigrationRecord, Phase, Role, WorkloadRecord};
 use crate::liveness::Peers;
 use crate::runtime::{Handle, Runtime};
+use crate::stream::{Link, OfferRequest};
+
+/// Below this much resident memory `auto` copies: the object store is the
+/// road for small images (a direct connection costs two page-servers and a
+/// handshake, more than such an image's transfer).
+pub const SMALL_IMAGE_BYTES: u64 = 8 << 20;
 
 impl<R: Runtime, S: ImageStore, P: Peers, C: Clock, F: Fence> Executor<R, S, P, C, F> {
     /// Checks a request; `Err` is the reason to refuse it.
@@ -85,7 +91,7 @@ impl<R: Runtime, S: ImageStore, P: Peers, C: Clock, F: Fence> Executor<R, S, P, 
     ) -> Result<(), FatalError> {
         if let Some(m) = self.journal.migration(&p.migration)? {
             // Delivered again: after a crash mid-step, or a duplicate request.
-            return self.drive_source(seq, m).await;
+            return self.drive_source(seq, m, None).await;
         }
         let w = match self.validate(p).await {
             Ok(w) => w,
@@ -101,6 +107,16 @@ impl<R: Runtime, S: ImageStore, P: Peers, C: Clock, F: Fence> Executor<R, S, P, 
                 );
             }
         };
+        let rss = within(
+            &self.clock,
+            self.deadlines.floor,
+            self.runtime.usage(&w.handle),
+        )
+        .await
+        .ok()
+        .flatten()
+        .map_or(0, |u| u.rss_bytes);
+        let (mode, fallback, link) = self.choose_mode(p, rss, w.spec.no_postcopy).await;
         let record = MigrationRecord {
             id: p.migration,
             role: Role::Source,
@@ -114,15 +130,7 @@ impl<R: Runtime, S: ImageStore, P: Peers, C: Clock, F: Fence> Executor<R, S, P, 
             sha256: None,
             // Until the image is stored, its size is guessed from what the
             // workload holds in memory (it bounds the upload).
-            image_bytes: within(
-                &self.clock,
-                self.deadlines.floor,
-                self.runtime.usage(&w.handle),
-            )
-            .await
-            .ok()
-            .flatten()
-            .map_or(0, |u| u.rss_bytes),
+            image_bytes: rss,
             files: self.runtime.travelling_files(&p.workload),
             timings: Timings::default(),
             requested_at_ms: self.clock.now_ms(),
@@ -130,6 +138,9 @@ impl<R: Runtime, S: ImageStore, P: Peers, C: Clock, F: Fence> Executor<R, S, P, 
             failed_step: None,
             deadline_at_ms: None,
             images_settled: false,
+            mode,
+            fallback,
+            streamed: None,
         };
         // Write-ahead: from here on the workload is being moved.
         self.commit(
@@ -140,7 +151,75 @@ impl<R: Runtime, S: ImageStore, P: Peers, C: Clock, F: Fence> Executor<R, S, P, 
                     ..w
                 }),
         )?;
-        self.drive_source(seq, record).await
+        self.drive_source(seq, record, link).await
+    }
+
+    /// The mode this migration runs in, why it is not the requested one
+    /// (when it is not), and for a stream the connection the target
+    /// admitted: all settled before anything is frozen, so a stream that
+    /// cannot be set up costs only the fall back to a copy.
+    ///
+    /// Post-copy (`lazy`, `crate::lazy`) plugs in here: until the saga
+    /// drives it, it falls back to a stream, which falls back to a copy
+    /// (lazy → stream → copy). `auto` never picks it, and a workload marked
+    /// `no_postcopy` is never moved lazily whatever was asked.
+    async fn choose_mode(
+        &self,
+        p: &migration::Requested,
+        rss: u64,
+        no_postcopy: bool,
+    ) -> (Mode, Option<String>, Option<Link>) {
+        let (wanted, mut fallback) = match p.mode {
+            Mode::Auto if rss < SMALL_IMAGE_BYTES => return (Mode::Copy, None, None),
+            Mode::Auto | Mode::Stream => (Mode::Stream, None),
+            Mode::Lazy if no_postcopy => (
+                Mode::Stream,
+                Some(format!(
+                    "post-copy refused: {} is marked --no-postcopy (it must not die with its source)",
+                    p.workload
+                )),
+            ),
+            Mode::Lazy => (
+                Mode::Stream,
+                Some("post-copy (lazy) is not available on this executor".to_string()),
+            ),
+            Mode::Copy => return (Mode::Copy, None, None),
+        };
+        debug_assert_eq!(wanted, Mode::Stream);
+        match self.open_stream(p, rss).await {
+            Ok(link) => (Mode::Stream, fallback, Some(link)),
+            Err(why) => {
+                let why = format!("no direct connection ({why}): copied through the object store");
+                fallback = Some(match fallback {
+                    Some(first) => format!("{first}; {why}"),
+                    None => why,
+                });
+                tracing::warn!(migration = %p.migration, reason = ?fallback, "falling back to a copy");
+                (Mode::Copy, fallback, None)
+            }
+        }
+    }
+
+    /// Asks the target for a stream and connects to it; `Err` says why not.
+    async fn open_stream(&self, p: &migration::Requested, rss: u64) -> Result<Link, String> {
+        if !self.runtime.streams_pages() {
+            return Err(format!(
+                "{} workloads cannot stream their pages",
+                self.runtime.kind()
+            ));
+        }
+        let req = OfferRequest {
+            migration: p.migration,
+            source: self.node.clone(),
+            bytes: rss,
+        };
+        let offer = self.peers.offer_stream(&p.target, &req).await?;
+        // The page stream gets what a store's upload of the same bytes would.
+        let speed = self.journal.speed().ok().flatten();
+        let limit = self.deadlines.transfer(rss, speed);
+        crate::stream::connect(&offer, p.migration, limit)
+            .await
+            .map_err(|e| e.to_string())
     }
 
     /// What the journal keeps of a request refused before anything happened.
@@ -155,6 +234,7 @@ impl<R: Runtime, S: ImageStore, P: Peers, C: Clock, F: Fence> Executor<R, S, P, 
                 command: vec![],
                 image: None,
                 env: Default::default(),
+                no_postcopy: false,
             },
             source: p.source.clone(),
             target: p.target.clone(),
@@ -169,17 +249,27 @@ impl<R: Runtime, S: ImageStore, P: Peers, C: Clock, F: Fence> Executor<R, S, P, 
             failed_step: Some(Step::Validate),
             deadline_at_ms: None,
             images_settled: true,
+            mode: p.mode,
+            fallback: None,
+            streamed: None,
         }
     }
 
     /// Carries a source-side migration forward from wherever it stands.
-    async fn drive_source(&self, seq: u64, mut m: MigrationRecord) -> Result<(), FatalError> {
+    /// `link` is the target's admitted connection for a stream that has not
+    /// dumped yet (none when the request is delivered again).
+    async fn drive_source(
+        &self,
+        seq: u64,
+        mut m: MigrationRecord,
+        link: Option<Link>,
+    ) -> Result<(), FatalError> {
         let Some(w) = self.journal.workload(&m.workload)? else {
             // Already cleaned up (completed), or refused: nothing left to do.
             return self.commit(Change::new().applied(seq));
         };
         if m.phase == Phase::Dumping {
-            if let Err((reason, handle)) = self.dump_step(&mut m, &w).await {
+            if let Err((reason, handle)) = self.dump_step(&mut m, &w, link).await {
                 let failed = self.failed_event(&m, Step::Dump, reason);
                 return self
                     .give_up_source(seq, m, Step::Dump, Some(failed), handle)
@@ -202,9 +292,20 @@ impl<R: Runtime, S: ImageStore, P: Peers, C: Clock, F: Fence> Executor<R, S, P, 
         &self,
         m: &mut MigrationRecord,
         w: &WorkloadRecord,
+        link: Option<Link>,
     ) -> Result<(), (String, Option<Handle>)> {
         self.runtime.settle(&m.images).await;
+        let restarted = "the source restarted during its streamed dump: copied instead";
         if self.runtime.dump_complete(&m.images) {
+            if m.mode == Mode::Stream && m.streamed.is_none() {
+                // What the stream sent is not known: the safety copy of the
+                // pages joins the image, and the whole of it travels.
+                m.mode = Mode::Copy;
+                m.fallback = Some(restarted.into());
+                if let Err(e) = crate::stream::merge_pages(&m.images) {
+                    return Err((format!("cannot merge the streamed pages: {e}"), None));
+                }
+            }
             return Ok(());
         }
         if !self.runtime.is_running(&w.handle).await {
@@ -218,7 +319,22 @@ impl<R: Runtime, S: ImageStore, P: Peers, C: Clock, F: Fence> Executor<R, S, P, 
         self.runtime.discard_image(&m.images);
         m.frozen_at_ms = Some(self.clock.now_ms());
         let t = self.clock.monotonic();
-        if let Err(e) = self.runtime.dump(&m.workload, &w.handle, &m.images).await {
+        let dumped = match (m.mode, link) {
+            (Mode::Stream, Some(link)) => self
+                .runtime
+                .dump_streamed(&m.workload, &w.handle, &m.images, link)
+                .await
+                .map(Some)
+                .map_err(|e| e.to_string()),
+            (mode, _) => {
+                if mode == Mode::Stream {
+                    m.mode = Mode::Copy;
+                    m.fallback = Some(restarted.into());
+                }
+                self.dump_within(m, &w.handle).await.map(|()| None)
+            }
+        };
+        if let Err(e) = dumped.map(|pages| m.streamed = pages) {
             tracing::warn!(migration = %m.id, error = %e, "dump failed; the workload keeps running here");
             self.runtime.discard_image(&m.images);
             let handle = self
@@ -226,7 +342,7 @@ impl<R: Runtime, S: ImageStore, P: Peers, C: Clock, F: Fence> Executor<R, S, P, 
                 .is_running(&w.handle)
                 .await
                 .then(|| w.handle.clone());
-            return Err((e.to_string(), handle));
+            return Err((e, handle));
         }
         m.timings.dump_ms = Some(ms(self.clock.monotonic() - t));
         fault::crash_point(fault::AFTER_DUMP);
@@ -262,7 +378,8 @@ impl<R: Runtime, S: ImageStore, P: Peers, C: Clock, F: Fence> Executor<R, S, P, 
         };
         let took = self.clock.monotonic() - t;
         m.timings.upload_ms = Some(ms(took));
-        m.image_bytes = stored.bytes;
+        let pages = m.streamed.as_ref().map_or(0, |s| s.bytes);
+        m.image_bytes = stored.bytes + pages;
         m.sha256 = Some(stored.sha256.clone());
         m.object = Some(object.clone());
         m.phase = Phase::AwaitingTarget;
@@ -275,7 +392,7 @@ impl<R: Runtime, S: ImageStore, P: Peers, C: Clock, F: Fence> Executor<R, S, P, 
             }
             None => speed,
         };
-        let wait = self.deadlines.target(stored.bytes, speed);
+        let wait = self.deadlines.target(m.image_bytes, speed);
         m.deadline_at_ms = Some(self.clock.now_ms().saturating_add(millis(wait)));
         let event = self.envelope(Event::MigrationCheckpointed(migration::Checkpointed {
             migration: m.id,
@@ -288,6 +405,7 @@ impl<R: Runtime, S: ImageStore, P: Peers, C: Clock, F: Fence> Executor<R, S, P, 
             image_bytes: stored.bytes,
             timings: m.timings,
             frozen_at_ms: m.frozen_at_ms.unwrap_or_else(|| self.clock.now_ms()),
+            stream: m.streamed.clone(),
         }));
         tracing::info!(migration = %m.id, bytes = stored.bytes, wait = %secs(wait), "checkpointed; waiting for the target");
         self.commit(change.put_migration(&m).publish(event).applied(seq))
@@ -322,11 +440,7 @@ impl<R: Runtime, S: ImageStore, P: Peers, C: Clock, F: Fence> Executor<R, S, P, 
                 }
             }
         }
-        match self
-            .runtime
-            .restore(&m.workload, &m.spec, &m.images, &m.files)
-            .await
-        {
+        match self.restore_within(m).await {
             Ok(h) => Some(h),
             Err(e) => {
                 tracing::error!(migration = %m.id, error = %e, "cannot resume the workload from its own image");
@@ -453,8 +567,10 @@ impl<R: Runtime, S: ImageStore, P: Peers, C: Clock, F: Fence> Executor<R, S, P, 
             target: m.target.clone(),
             image_bytes: m.image_bytes,
             timings: m.timings,
+            mode: Some(m.mode),
+            fallback: m.fallback.clone(),
         }));
-        tracing::info!(migration = %m.id, timings = ?m.timings, "migration completed");
+        tracing::info!(migration = %m.id, mode = %m.mode, timings = ?m.timings, "migration completed");
         self.commit(
             Change::new()
                 .put_migration(&m)

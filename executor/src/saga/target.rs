@@ -3,7 +3,7 @@
 //! say why not; or stand down quietly when the source took the migration
 //! back first.
 
-use loadshift_events::migration::{self, Step};
+use loadshift_events::migration::{self, Mode, Step};
 use loadshift_events::Event;
 
 use super::{Executor, FatalError};
@@ -76,6 +76,15 @@ impl<R: Runtime, S: ImageStore, P: Peers, C: Clock, F: Fence> Executor<R, S, P, 
             failed_step: None,
             deadline_at_ms: None,
             images_settled: false,
+            mode: if p.stream.is_some() {
+                Mode::Stream
+            } else {
+                Mode::Copy
+            },
+            fallback: None,
+            // Cleared once what arrived matched: a restart then knows the
+            // pages next to the image were checked.
+            streamed: p.stream.clone(),
         }
     }
 
@@ -89,16 +98,33 @@ impl<R: Runtime, S: ImageStore, P: Peers, C: Clock, F: Fence> Executor<R, S, P, 
             return self.adopt_restored(seq, m, handle).await;
         }
         // Down for a while: the source may have taken the migration back.
-        if let Ok(Some(Holder::Source)) = self.ask_fence(self.fence.holder(m.id)).await {
-            return self
-                .stand_down(seq, m, "the source took the migration back")
-                .await;
+        let held = match self.ask_fence(self.fence.holder(m.id)).await {
+            Ok(Some(Holder::Source)) => {
+                return self
+                    .stand_down(seq, m, "the source took the migration back")
+                    .await
+            }
+            Ok(Some(Holder::Target)) => true,
+            _ => false,
+        };
+        if held {
+            // Claimed before a crash, and no copy runs: that life unpacked
+            // the workload's files and stopped short of the restore. Start
+            // afresh, and if this attempt fails give the claim back, or the
+            // source waits for our word for ever.
+            if let Err(e) = self.runtime.remove(&m.workload, None).await {
+                tracing::warn!(migration = %m.id, error = %e, "files of an earlier attempt left here");
+            }
         }
-        let m = match self.fetch_step(m).await {
+        let m = match self.check_pages(m).await {
             Ok(m) => m,
             Err((m, step, reason)) => {
                 return self.give_up_target(seq, m, step, reason, false).await
             }
+        };
+        let m = match self.fetch_step(m).await {
+            Ok(m) => m,
+            Err((m, step, reason)) => return self.give_up_target(seq, m, step, reason, held).await,
         };
         // The last moment the source can still take it back: from the claim
         // on, only this node says where the workload runs.
@@ -119,6 +145,39 @@ impl<R: Runtime, S: ImageStore, P: Peers, C: Clock, F: Fence> Executor<R, S, P, 
         self.restore_claimed(seq, m).await
     }
 
+    /// A streamed migration: the pages that arrived over the direct
+    /// connection must be what the source's dump sent (byte count and
+    /// SHA-256), else nothing is restored. Pages checked before a restart
+    /// (the record's `streamed` cleared) are not checked again; pages whose
+    /// receipt a restart lost cannot be trusted, and the source resumes.
+    async fn check_pages(
+        &self,
+        mut m: MigrationRecord,
+    ) -> Result<MigrationRecord, (MigrationRecord, Step, String)> {
+        let Some(sent) = m.streamed.clone() else {
+            return Ok(m);
+        };
+        let limit = self.deadlines.transfer(sent.bytes, None);
+        let t = self.clock.monotonic();
+        let arrived = match self.streams.receipt(m.id, limit).await {
+            Ok(a) => a,
+            Err(e) => return Err((m, Step::Download, format!("streamed pages: {e}"))),
+        };
+        if arrived != sent {
+            let reason = format!(
+                "streamed pages differ from what the source sent: {} bytes with SHA-256 {}, the source sent {} bytes with {}",
+                arrived.bytes, arrived.sha256, sent.bytes, sent.sha256
+            );
+            return Err((m, Step::Verify, reason));
+        }
+        tracing::info!(migration = %m.id, bytes = sent.bytes, waited = ?(self.clock.monotonic() - t), "streamed pages arrived whole");
+        m.streamed = None;
+        if let Err(e) = self.journal.commit(Change::new().put_migration(&m)) {
+            tracing::warn!(migration = %m.id, error = %e, "pages check not kept");
+        }
+        Ok(m)
+    }
+
     /// Fetches and verifies the image, bounded by its size at the speed
     /// measured here before; a partial image is discarded. `Err` carries the
     /// failed step and why.
@@ -135,7 +194,11 @@ impl<R: Runtime, S: ImageStore, P: Peers, C: Clock, F: Fence> Executor<R, S, P, 
         let limit = self.deadlines.transfer(m.image_bytes, speed);
         let t = self.clock.monotonic();
         // What a fetch before a crash left is partial: never restore from it.
-        self.runtime.discard_image(&m.images);
+        // (A stream's pages wait next to it; they would go too, so the
+        // unpacker writes over what a partial fetch left instead.)
+        if m.mode != Mode::Stream {
+            self.runtime.discard_image(&m.images);
+        }
         crate::fault::crash_point(crate::fault::BEFORE_DOWNLOAD);
         let fetch = self.store.fetch(&object, &sha, &m.images, &wdir);
         let fetched = within(&self.clock, limit, fetch).await;
@@ -165,20 +228,13 @@ impl<R: Runtime, S: ImageStore, P: Peers, C: Clock, F: Fence> Executor<R, S, P, 
     /// Restores a migration this node holds the fence of.
     async fn restore_claimed(&self, seq: u64, mut m: MigrationRecord) -> Result<(), FatalError> {
         let t = self.clock.monotonic();
-        match self
-            .runtime
-            .restore(&m.workload, &m.spec, &m.images, &m.files)
-            .await
-        {
+        match self.restore_within(&m).await {
             Ok(handle) => {
                 m.timings.restore_ms = Some(ms(self.clock.monotonic() - t));
                 m.timings.downtime_ms = m.frozen_at_ms.map(|f| (self.clock.now_ms() - f) as f64);
                 self.finish_target(seq, m, handle)
             }
-            Err(e) => {
-                self.give_up_target(seq, m, Step::Restore, e.to_string(), true)
-                    .await
-            }
+            Err(e) => self.give_up_target(seq, m, Step::Restore, e, true).await,
         }
     }
 

@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 use futures::FutureExt;
-use loadshift_events::migration::{self, Reason, Step};
+use loadshift_events::migration::{self, Mode, Reason, Step};
 use loadshift_events::workload::{self, Runtime as RuntimeKind, WorkloadSpec};
 use loadshift_events::{Envelope, Event, NodeName, WorkloadName};
 use uuid::Uuid;
@@ -72,12 +72,7 @@ fn workload_name(s: &str) -> WorkloadName {
 }
 
 fn spec() -> WorkloadSpec {
-    WorkloadSpec {
-        runtime: RuntimeKind::Process,
-        command: vec!["counter".into()],
-        image: None,
-        env: Default::default(),
-    }
+    WorkloadSpec::process(vec!["counter".into()])
 }
 
 /// What an executor is built from; all of it outlives the executor.
@@ -128,6 +123,7 @@ fn executor(name: &NodeName, parts: Parts<'_>, alive: &[&str]) -> TestExecutor {
         images_root: std::path::Path::new("/fake/images").join(name.as_str()),
         names: Arc::new(shared.names.clone()),
         outbox: Arc::new(tokio::sync::Notify::new()),
+        streams: Default::default(),
     }
 }
 
@@ -166,19 +162,29 @@ impl Node {
 
     /// Given: workload `name` was started here (through the saga itself).
     async fn running(&mut self, name: &str) {
-        self.running_or_refused(name).await;
+        self.running_as(name, spec()).await;
+    }
+
+    /// Given: workload `name` of `spec` runs here.
+    async fn running_as(&mut self, name: &str, spec: WorkloadSpec) {
+        self.start_requested(name, spec).await;
         self.published();
         self.effects.clear();
     }
 
     /// When: a request to start workload `name` here arrives.
     async fn running_or_refused(&mut self, name: &str) {
+        self.start_requested(name, spec()).await;
+    }
+
+    /// When: a request to start workload `name` of `spec` here arrives.
+    async fn start_requested(&mut self, name: &str, spec: WorkloadSpec) {
         let env = Envelope::new(
             node_name("cli"),
             Event::WorkloadStartRequested(workload::StartRequested {
                 workload: workload_name(name),
                 node: self.name.clone(),
-                spec: spec(),
+                spec,
                 requested_by: "test".into(),
             }),
         );
@@ -268,6 +274,10 @@ impl Node {
 }
 
 fn requested(id: Uuid, workload: &str, source: &str, target: &str) -> Envelope {
+    requested_in(Mode::Auto, id, workload, source, target)
+}
+
+fn requested_in(mode: Mode, id: Uuid, workload: &str, source: &str, target: &str) -> Envelope {
     Envelope::new(
         node_name("brain"),
         Event::MigrationRequested(migration::Requested {
@@ -277,6 +287,7 @@ fn requested(id: Uuid, workload: &str, source: &str, target: &str) -> Envelope {
             target: node_name(target),
             requested_by: "test".into(),
             reason: Reason::default(),
+            mode,
         }),
     )
 }
@@ -1348,6 +1359,104 @@ async fn the_image_of_a_workload_that_runs_nowhere_is_kept_for_a_person() {
     assert!(src.effects.all().is_empty());
 }
 
+// ---- criu itself bounded ----
+
+/// When: `env` is delivered to `node` while time keeps passing, a second at
+/// each moment the saga waits, until it is done (a wait that starts late
+/// in the step still sees its deadline pass).
+async fn deliver_while_time_keeps_passing(node: &mut Node, env: &Envelope) {
+    node.seq += 1;
+    let clock = node.shared.clock.clone();
+    let apply = node.exec.apply(node.seq, env);
+    tokio::pin!(apply);
+    loop {
+        tokio::select! {
+            biased;
+            done = &mut apply => {
+                done.expect("journal works");
+                return;
+            }
+            () = tokio::task::yield_now() => clock.advance(std::time::Duration::from_secs(1)),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_dump_that_never_ends_is_killed_at_its_deadline_and_the_workload_runs_on() {
+    let mut src = Node::source();
+    src.running("counter").await;
+    src.script.set(Op::Dump, Misbehaviour::Hang);
+    let id = Uuid::now_v7();
+
+    deliver_while_time_keeps_passing(&mut src, &requested(id, "counter", "node2", "node3")).await;
+
+    let events = src.published();
+    assert_eq!(
+        kinds(&events),
+        vec!["migration.failed", "migration.rolled_back"]
+    );
+    let (step, reason) = failed_step(&events).unwrap();
+    assert_eq!(step, Step::Dump);
+    assert!(reason.contains("was killed"), "{reason}");
+    assert!(src.host.runs(&workload_name("counter")));
+    assert!(!src.host.has_image(&src.images(id)));
+    assert_eq!(src.migration(id).phase, Phase::RolledBack);
+}
+
+#[tokio::test]
+async fn a_restore_that_never_ends_is_killed_and_the_source_resumes_the_workload() {
+    let id = Uuid::now_v7();
+    let (mut src, mut dst, checkpointed) = awaiting_target(id).await;
+    src.published();
+    dst.script.set(Op::Restore, Misbehaviour::Hang);
+
+    deliver_while_time_keeps_passing(&mut dst, &checkpointed).await;
+
+    let failed = dst.published();
+    let (step, reason) = failed_step(&failed).expect("a failed event");
+    assert_eq!(step, Step::Restore);
+    assert!(reason.contains("was killed"), "{reason}");
+    assert!(!dst.host.runs(&workload_name("counter")));
+    assert!(!dst.host.has_image(&dst.images(id)));
+    assert_eq!(
+        src.shared.fence.holder_of(id),
+        Some(Holder::Released),
+        "the claim is given back"
+    );
+
+    src.deliver(&Envelope::new(node_name("node3"), failed[0].clone()))
+        .await;
+    assert_eq!(kinds(&src.published()), vec!["migration.rolled_back"]);
+    assert!(src.host.runs(&workload_name("counter")));
+}
+
+#[tokio::test]
+async fn a_target_killed_between_its_claim_and_its_restore_gives_the_claim_back_if_it_then_fails() {
+    let id = Uuid::now_v7();
+    let (mut src, mut dst, checkpointed) = awaiting_target(id).await;
+    src.published();
+    dst.script.set(Op::Restore, Misbehaviour::Hang);
+    let seq = dst.deliver_and_crash(&checkpointed);
+    assert_eq!(dst.shared.fence.holder_of(id), Some(Holder::Target));
+
+    dst.restart(&["node2"]);
+    dst.script
+        .set(Op::Fetch, Misbehaviour::Fail("the store is away".into()));
+    dst.redeliver(seq, &checkpointed).await;
+
+    let failed = dst.published();
+    assert_eq!(failed_step(&failed).map(|f| f.0), Some(Step::Download));
+    assert_eq!(
+        dst.shared.fence.holder_of(id),
+        Some(Holder::Released),
+        "the claim of the life before the crash is given back"
+    );
+    src.deliver(&Envelope::new(node_name("node3"), failed[0].clone()))
+        .await;
+    assert_eq!(kinds(&src.published()), vec!["migration.rolled_back"]);
+    assert!(src.host.runs(&workload_name("counter")));
+}
+
 /// A person asks `node` to stop `workload`, with a 10 s grace.
 fn stop(workload: &str, node: &str) -> Envelope {
     Envelope::new(
@@ -1519,4 +1628,102 @@ async fn a_migration_of_a_workload_being_stopped_is_refused() {
         .all()
         .iter()
         .all(|e| !matches!(e, Effect::Dump(_))));
+}
+
+#[tokio::test]
+async fn a_lazy_request_without_a_direct_connection_falls_back_to_a_copy_and_says_why() {
+    let shared = Shared::default();
+    let mut src = Node::new("node2", &shared, &["node3"]);
+    let mut dst = Node::new("node3", &shared, &["node2"]);
+    src.running("counter").await;
+    let id = Uuid::now_v7();
+    // The doubles' peers offer no stream: lazy → stream → copy.
+    src.deliver(&requested_in(Mode::Lazy, id, "counter", "node2", "node3"))
+        .await;
+    let checkpointed = the_checkpointed(&src.published(), "node2");
+    let Event::MigrationCheckpointed(c) = &checkpointed.event else {
+        unreachable!()
+    };
+    assert!(c.stream.is_none(), "a copy streams nothing");
+    dst.deliver(&checkpointed).await;
+    src.deliver(&the_restored(&dst.published())).await;
+
+    let events = src.published();
+    let Some(Event::MigrationCompleted(done)) = events.last() else {
+        panic!("no completed in {events:?}")
+    };
+    assert_eq!(done.mode, Some(Mode::Copy));
+    let why = done.fallback.clone().unwrap_or_default();
+    assert!(
+        why.contains("post-copy") && why.contains("no direct connection"),
+        "{why}"
+    );
+    assert!(dst.host.runs(&workload_name("counter")));
+    assert!(!src.host.runs(&workload_name("counter")));
+}
+
+#[tokio::test]
+async fn a_workload_marked_no_postcopy_is_never_moved_lazily_and_the_fallback_says_so() {
+    let shared = Shared::default();
+    let mut src = Node::new("node2", &shared, &["node3"]);
+    src.running_as(
+        "counter",
+        WorkloadSpec {
+            no_postcopy: true,
+            ..spec()
+        },
+    )
+    .await;
+    let id = Uuid::now_v7();
+    src.deliver(&requested_in(Mode::Lazy, id, "counter", "node2", "node3"))
+        .await;
+    let m = src.migration(id);
+    assert_ne!(m.mode, Mode::Lazy);
+    let why = m.fallback.unwrap_or_default();
+    assert!(why.contains("--no-postcopy"), "{why}");
+    // The mark travels with the workload: the image's spec carries it.
+    let checkpointed = the_checkpointed(&src.published(), "node2");
+    let Event::MigrationCheckpointed(c) = &checkpointed.event else {
+        unreachable!()
+    };
+    assert!(c.spec.no_postcopy);
+}
+
+#[tokio::test]
+async fn a_copy_asked_for_runs_as_a_copy_with_no_fallback() {
+    let shared = Shared::default();
+    let mut src = Node::new("node2", &shared, &["node3"]);
+    src.running("counter").await;
+    let id = Uuid::now_v7();
+    src.deliver(&requested_in(Mode::Copy, id, "counter", "node2", "node3"))
+        .await;
+    let m = src.migration(id);
+    assert_eq!((m.mode, m.fallback), (Mode::Copy, None));
+}
+
+#[tokio::test]
+async fn streamed_pages_the_target_never_received_fail_the_migration_and_leave_nothing() {
+    let id = Uuid::now_v7();
+    let (_src, mut dst, checkpointed) = checkpointed_pair(id).await;
+    let Event::MigrationCheckpointed(mut c) = checkpointed.event.clone() else {
+        unreachable!()
+    };
+    // As if the source streamed pages here, to a target that restarted
+    // since (its receipt is gone): nothing may be restored from them.
+    c.stream = Some(loadshift_events::migration::StreamedPages {
+        bytes: 4096,
+        sha256: "00".repeat(32),
+    });
+    dst.deliver(&Envelope::new(
+        node_name("node2"),
+        Event::MigrationCheckpointed(c),
+    ))
+    .await;
+
+    let (step, reason) = failed_step(&dst.published()).expect("a failure");
+    assert_eq!(step, Step::Download);
+    assert!(reason.contains("streamed pages"), "{reason}");
+    assert!(!dst.host.runs(&workload_name("counter")));
+    assert!(!dst.host.has_image(&dst.images(id)));
+    assert_eq!(dst.migration(id).phase, Phase::RolledBack);
 }

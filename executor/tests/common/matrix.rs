@@ -1,11 +1,14 @@
-//! The fault matrix: migrations of a live counter between two real
-//! executors (real CRIU, a real nats-server), each with one fault injected
-//! at a seeded random point, and after each the invariants checked: the
-//! workload runs on exactly one node, its counter never went back or
-//! restarted, no image is left anywhere, and both executors still answer.
+//! The fault matrix: migrations of a live counter (a process, or a Docker
+//! container) between two real executors (real CRIU, a real nats-server,
+//! each executor behind its own TCP relay so that one node alone can lose
+//! NATS), each with one fault injected at a seeded random point, and after
+//! each the invariants checked: the workload runs on exactly one node, its
+//! counter never went back or restarted, no image is left anywhere, and
+//! both executors still answer.
 //!
-//! `scripts/faults [--count N] [--seed S]` runs it at length (through the
-//! `faults` bench target); `tests/fault_matrix.rs` runs a short seeded slice.
+//! `scripts/faults [--count N] [--seed S] [--only KIND]... [--containers]`
+//! runs it at length (through the `faults` bench target);
+//! `tests/fault_matrix.rs` runs a short seeded slice of each workload kind.
 
 use std::fmt;
 use std::time::{Duration, Instant};
@@ -13,15 +16,14 @@ use std::time::{Duration, Instant};
 use loadshift_events::stream::CHECKPOINTS;
 use loadshift_events::{Envelope, Event, NodeName};
 
-use super::{counter_values, Cluster};
+use loadshift_testkit::Relay;
+
+mod containers;
+
+use super::{counter_values, Cluster, COUNTER};
 
 /// The counter every run moves.
 const WORKLOAD: &str = "matrix-counter";
-const COUNTER: &[&str] = &[
-    "sh",
-    "-c",
-    "i=0; while :; do echo $i; i=$((i+1)); sleep 0.05; done",
-];
 /// The deadline floor the executors run with, short so a silent target is
 /// fenced in seconds.
 const FLOOR: &str = "2s";
@@ -50,10 +52,23 @@ pub enum Fault {
     ForgedFailed,
     /// The same `checkpointed` published again under a new envelope.
     DuplicateCheckpointed,
+    /// The source's or the target's NATS connection cut a random moment
+    /// after the request, for a few seconds (nats-server and the other node
+    /// keep running).
+    NatsCut,
+    /// SIGTERM to the source or the target a random moment after the
+    /// request (whatever step it is in), then started again; it must stop
+    /// within [`SIGTERM_LIMIT`].
+    Terminated,
 }
 
+/// How long an executor may take to honour SIGTERM before the row counts
+/// as stuck.
+const SIGTERM_LIMIT: Duration = Duration::from_secs(3);
+
 impl Fault {
-    const ALL: [Fault; 8] = [
+    /// Every kind, in the order the table's seeded choice indexes them.
+    pub const ALL: [Fault; 10] = [
         Fault::SourceAfterDump,
         Fault::TargetBeforeDownload,
         Fault::TargetDuringRestore,
@@ -62,6 +77,8 @@ impl Fault {
         Fault::NatsKilled,
         Fault::ForgedFailed,
         Fault::DuplicateCheckpointed,
+        Fault::NatsCut,
+        Fault::Terminated,
     ];
 }
 
@@ -76,9 +93,20 @@ impl fmt::Display for Fault {
             Fault::NatsKilled => "nats-server kill -9 at random",
             Fault::ForgedFailed => "forged failed after checkpointed",
             Fault::DuplicateCheckpointed => "duplicate checkpointed",
+            Fault::NatsCut => "a node's NATS connection cut",
+            Fault::Terminated => "SIGTERM at random, restarted",
         };
         f.write_str(s)
     }
+}
+
+/// What the counter runs as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Workloads {
+    /// A process under criu, on executors in process mode.
+    Processes,
+    /// A container of the real Docker daemon, on executors in docker mode.
+    Containers,
 }
 
 /// A small seeded generator (xorshift64*): the same seed, the same faults.
@@ -155,25 +183,105 @@ fn other(node: &str) -> &'static str {
     }
 }
 
+/// The cluster under test, each executor reaching nats-server through a
+/// relay of its own that a fault can cut.
+struct Rig {
+    c: Cluster,
+    relays: Vec<(&'static str, Relay)>,
+    /// The container workload's probe (`None`: a process workload).
+    probe: Option<containers::Probe>,
+}
+
+impl Rig {
+    async fn new(workloads: Workloads) -> Self {
+        let mut c = match workloads {
+            Workloads::Processes => Cluster::new(&["node2", "node3"]).await,
+            Workloads::Containers => {
+                Cluster::with_runtime(&["node2", "node3"], true, Some("docker")).await
+            }
+        };
+        let mut relays = Vec::new();
+        for n in ["node2", "node3"] {
+            let relay = Relay::start(c.server.addr());
+            c.node(n).url = relay.url();
+            c.node(n)
+                .restart_with_env(&[("LOADSHIFT_DEADLINE_FLOOR", FLOOR)]);
+            c.wait_ping(n).await;
+            relays.push((n, relay));
+        }
+        let probe = match workloads {
+            Workloads::Processes => {
+                c.run_workload("node2", WORKLOAD, COUNTER).await;
+                None
+            }
+            Workloads::Containers => {
+                let probe = containers::Probe::new(WORKLOAD).await;
+                c.run_container("node2", WORKLOAD, containers::IMAGE, &[])
+                    .await;
+                Some(probe)
+            }
+        };
+        Self { c, relays, probe }
+    }
+}
+
+/// The relay in front of `node`'s executor.
+fn relay_of<'a>(relays: &'a [(&'static str, Relay)], node: &str) -> &'a Relay {
+    &relays
+        .iter()
+        .find(|(n, _)| *n == node)
+        .expect("every node has a relay")
+        .1
+}
+
+impl Fault {
+    /// The kind's name on the command line (`--only nats-cut`).
+    pub fn slug(self) -> &'static str {
+        match self {
+            Fault::SourceAfterDump => "source-after-dump",
+            Fault::TargetBeforeDownload => "target-before-download",
+            Fault::TargetDuringRestore => "target-during-restore",
+            Fault::SourceKilled => "source-killed",
+            Fault::TargetKilled => "target-killed",
+            Fault::NatsKilled => "nats-killed",
+            Fault::ForgedFailed => "forged-failed",
+            Fault::DuplicateCheckpointed => "duplicate-checkpointed",
+            Fault::NatsCut => "nats-cut",
+            Fault::Terminated => "sigterm",
+        }
+    }
+
+    /// The kind named `slug`.
+    pub fn from_slug(slug: &str) -> Option<Fault> {
+        Fault::ALL.into_iter().find(|f| f.slug() == slug)
+    }
+}
+
 /// Runs `count` faults from `seed`, printing one table row per fault, and
 /// returns the tally.
 pub async fn run(count: usize, seed: u64) -> Tally {
-    let mut c = Cluster::new(&["node2", "node3"]).await;
-    for n in ["node2", "node3"] {
-        c.node(n)
-            .restart_with_env(&[("LOADSHIFT_DEADLINE_FLOOR", FLOOR)]);
-        c.wait_ping(n).await;
-    }
-    c.run_workload("node2", WORKLOAD, COUNTER).await;
+    run_kinds(count, seed, &Fault::ALL, Workloads::Processes).await
+}
+
+/// Like [`run`], each fault drawn from `kinds` only (one kind at a time
+/// to study it), the counter run as `workloads`. Containers skip the crash
+/// point inside criu restore, which only the process runtime has.
+pub async fn run_kinds(count: usize, seed: u64, kinds: &[Fault], workloads: Workloads) -> Tally {
+    let kinds: Vec<Fault> = kinds
+        .iter()
+        .copied()
+        .filter(|k| workloads == Workloads::Processes || *k != Fault::TargetDuringRestore)
+        .collect();
+    let mut rig = Rig::new(workloads).await;
     let mut rng = Seeded::new(seed);
     let mut on = "node2";
     let mut tally = Tally::default();
     println!("| # | fault | outcome | heal | lost | duplicated | stuck | notes |");
     println!("|---|---|---|---|---|---|---|---|");
     for i in 0..count {
-        let fault = Fault::ALL[rng.below(Fault::ALL.len() as u64) as usize];
+        let fault = kinds[rng.below(kinds.len() as u64) as usize];
         let delay = Duration::from_millis(rng.below(400));
-        let outcome = inject(&mut c, on, fault, delay, &mut rng).await;
+        let outcome = inject(&mut rig, on, fault, delay, &mut rng).await;
         if outcome.ended == "completed" {
             on = other(on);
         }
@@ -193,11 +301,17 @@ pub async fn run(count: usize, seed: u64) -> Tally {
         if broken {
             // The workload's state is unknown: later rows would measure
             // the wreck, not the saga.
-            println!("stopping: the workload is lost or doubled\n{}", c.logs());
+            println!(
+                "stopping: the workload is lost or doubled\n{}",
+                rig.c.logs()
+            );
             break;
         }
     }
     println!("{}", tally.summary());
+    if let Some(probe) = &rig.probe {
+        probe.remove_all().await;
+    }
     tally
 }
 
@@ -213,13 +327,14 @@ fn restart(c: &mut Cluster, node: &str, fault: Option<&str>) {
 
 /// One migration from `source` with `fault` injected; then the checks.
 async fn inject(
-    c: &mut Cluster,
+    rig: &mut Rig,
     source: &str,
     fault: Fault,
     delay: Duration,
     rng: &mut Seeded,
 ) -> Outcome {
     let target = other(source);
+    let Rig { c, relays, probe } = rig;
     use loadshift_executor::fault as points;
     let armed = match fault {
         Fault::SourceAfterDump => Some((source, points::AFTER_DUMP)),
@@ -234,6 +349,7 @@ async fn inject(
     let t = Instant::now();
     let id = c.migrate(WORKLOAD, source, target).await;
     let mut notes = Vec::new();
+    let mut sigterm_ignored = false;
     match fault {
         Fault::SourceAfterDump | Fault::TargetBeforeDownload | Fault::TargetDuringRestore => {
             let (node, _) = armed.unwrap_or((source, ""));
@@ -266,8 +382,35 @@ async fn inject(
         Fault::ForgedFailed | Fault::DuplicateCheckpointed => {
             forge(c, id, fault).await;
         }
+        Fault::NatsCut => {
+            let node = if rng.below(2) == 0 { source } else { target };
+            let relay = relay_of(relays, node);
+            tokio::time::sleep(delay).await;
+            relay.cut();
+            tokio::time::sleep(Duration::from_millis(1000 + rng.below(5000))).await;
+            relay.restore();
+            notes.push(format!("{node} cut"));
+        }
+        Fault::Terminated => {
+            let node = if rng.below(2) == 0 { source } else { target };
+            tokio::time::sleep(delay).await;
+            let asked = Instant::now();
+            c.node(node).terminate();
+            let honoured = c.node(node).wait_exit(SIGTERM_LIMIT);
+            notes.push(format!(
+                "{node} stopped in {:.1} s",
+                asked.elapsed().as_secs_f64()
+            ));
+            if !honoured {
+                notes.push("SIGTERM not honoured in time".into());
+                sigterm_ignored = true;
+            }
+            restart(c, node, None);
+        }
     }
-    check(c, id, fault, t, notes).await
+    let mut outcome = check(c, probe.as_mut(), id, fault, t, notes).await;
+    outcome.stuck |= sigterm_ignored;
+    outcome
 }
 
 /// Publishes the forged event `fault` names, right after `checkpointed`.
@@ -308,6 +451,7 @@ async fn forge(c: &Cluster, id: uuid::Uuid, fault: Fault) {
 /// Waits for the migration's outcome and checks the invariants.
 async fn check(
     c: &mut Cluster,
+    probe: Option<&mut containers::Probe>,
     id: uuid::Uuid,
     fault: Fault,
     t: Instant,
@@ -326,25 +470,13 @@ async fn check(
             stuck = true;
         }
     }
-    // Copies: wait until the outcome's side effects settle (a killed node's
-    // leftovers are reaped by its restart).
-    let copies = c.copies_of(WORKLOAD);
-    let lost = copies.is_empty();
-    let mut duplicated = copies.len() > 1;
-    if let Some(node) = runs_on(c) {
-        let values = counter_values(&c.node(node).workload_dir(WORKLOAD).join("stdout"));
-        if !values.iter().enumerate().all(|(i, v)| *v == i as u64) {
-            notes.push(format!("the counter on {node} went back or restarted"));
-            duplicated = true;
-        }
-    }
+    let (lost, duplicated) = match probe {
+        Some(probe) => check_container(probe, &mut notes).await,
+        None => check_process(c, &mut notes),
+    };
     if !images_gone(c, id).await {
         notes.push("an image was left behind".into());
         stuck = true;
-    }
-    if lost || duplicated {
-        let described: Vec<String> = copies.iter().map(|p| describe(*p)).collect();
-        notes.push(format!("copies: {}", described.join(", ")));
     }
     Outcome {
         fault,
@@ -355,6 +487,46 @@ async fn check(
         stuck,
         notes: notes.join("; "),
     }
+}
+
+/// Whether the process counter is lost or doubled (two copies, or a count
+/// that went back or restarted), with what was wrong in `notes`.
+fn check_process(c: &mut Cluster, notes: &mut Vec<String>) -> (bool, bool) {
+    let copies = c.copies_of(WORKLOAD);
+    let lost = copies.is_empty();
+    let mut duplicated = copies.len() > 1;
+    if let Some(node) = runs_on(c) {
+        let values = counter_values(&c.node(node).workload_dir(WORKLOAD).join("stdout"));
+        if !values.iter().enumerate().all(|(i, v)| *v == i as u64) {
+            notes.push(format!("the counter on {node} went back or restarted"));
+            duplicated = true;
+        }
+    }
+    if lost || duplicated {
+        let described: Vec<String> = copies.iter().map(|p| describe(*p)).collect();
+        notes.push(format!("copies: {}", described.join(", ")));
+    }
+    (lost, duplicated)
+}
+
+/// Like [`check_process`], for the container counter.
+async fn check_container(probe: &mut containers::Probe, notes: &mut Vec<String>) -> (bool, bool) {
+    let running = probe.running().await;
+    let lost = running.is_empty();
+    let mut duplicated = running.len() > 1;
+    if let [one] = running.as_slice() {
+        match probe.check_count(one).await {
+            Ok(range) => notes.push(range),
+            Err(e) => {
+                notes.push(e);
+                duplicated = true;
+            }
+        }
+    }
+    if lost || duplicated {
+        notes.push(format!("running containers: {}", running.join(", ")));
+    }
+    (lost, duplicated)
 }
 
 /// The node whose folder holds the running copy's output, if one runs.

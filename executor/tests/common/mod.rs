@@ -5,16 +5,25 @@
 #![allow(dead_code)]
 
 pub mod matrix;
+pub mod postcopy;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use loadshift_events::migration::{self, Requested};
+use loadshift_events::migration::{self, Mode, Requested};
 use loadshift_events::workload::{Runtime, StartRequested, WorkloadSpec};
 use loadshift_events::{connection, stream, Envelope, Event, NodeName, WorkloadName};
 use loadshift_testkit::NatsServer;
+
+/// A process workload that prints 0, 1, 2, ... every 50 ms: a gap or a
+/// repeat in its output after a move is a lost or doubled run.
+pub const COUNTER: &[&str] = &[
+    "sh",
+    "-c",
+    "i=0; while :; do echo $i; i=$((i+1)); sleep 0.05; done",
+];
 
 /// One executor process acting as one node.
 pub struct Node {
@@ -29,9 +38,16 @@ pub struct Node {
     child: Option<Child>,
     url: String,
     log: PathBuf,
+    /// Replicas of the streams and buckets its executor declares.
+    replicas: usize,
 }
 
 impl Node {
+    /// The executor's pid while it runs (for CPU accounting in benches).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     pub fn workload_dir(&self, w: &str) -> PathBuf {
         self.state.join("workloads").join(w)
     }
@@ -61,6 +77,9 @@ impl Node {
         }
         if let Some(rt) = &self.runtime {
             cmd.arg("--runtime").arg(rt);
+        }
+        if self.replicas > 1 {
+            cmd.arg("--stream-replicas").arg(self.replicas.to_string());
         }
         self.child = Some(cmd.spawn().expect("start loadshift-executor"));
     }
@@ -125,6 +144,17 @@ impl Node {
         }
     }
 
+    /// SIGTERM, not waiting: [`Node::wait_exit`] says whether it was
+    /// honoured.
+    pub fn terminate(&mut self) {
+        if let Some(c) = &self.child {
+            // SAFETY: plain kill(2) of our own child.
+            unsafe {
+                libc::kill(c.id() as i32, libc::SIGTERM);
+            }
+        }
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
@@ -136,9 +166,14 @@ impl Drop for Node {
     }
 }
 
-/// A nats-server, some executors, and a client.
+/// A nats-server (or a cluster of them), some executors, and a client.
 pub struct Cluster {
     pub server: NatsServer,
+    /// The other servers of a JetStream cluster (none for one server).
+    pub others: Vec<NatsServer>,
+    /// What executors and the test's helpers connect to: every server's
+    /// URL, so a client fails over when one goes.
+    pub urls: String,
     pub nodes: Vec<Node>,
     pub js: async_nats::jetstream::Context,
     pub dir: tempfile::TempDir,
@@ -158,17 +193,48 @@ impl Cluster {
     /// Like [`Cluster::with_cgroups`], every executor started with
     /// `--runtime runtime` when given (e.g. `docker`).
     pub async fn with_runtime(names: &[&str], cgroups: bool, runtime: Option<&str>) -> Self {
-        let server = NatsServer::start();
+        Self::assemble(names, cgroups, runtime, vec![NatsServer::start()]).await
+    }
+
+    /// Executors on a real three-server JetStream cluster (routes on
+    /// loopback ports), every stream and bucket replicated three times.
+    pub async fn on_three_servers(names: &[&str]) -> Self {
+        let cluster = loadshift_testkit::NatsCluster::start(3);
+        Self::assemble(names, false, None, cluster.servers).await
+    }
+
+    /// The cluster on `servers` (the first one is [`Cluster::server`]);
+    /// with more than one, streams and buckets get one replica per server,
+    /// at most three.
+    async fn assemble(
+        names: &[&str],
+        cgroups: bool,
+        runtime: Option<&str>,
+        mut servers: Vec<NatsServer>,
+    ) -> Self {
+        let replicas = servers.len().min(3);
+        let urls = servers
+            .iter()
+            .map(NatsServer::url)
+            .collect::<Vec<_>>()
+            .join(",");
+        let server = servers.remove(0);
+        let others = servers;
         let dir = tempfile::tempdir().expect("tempdir");
         let images = tempfile::Builder::new()
             .prefix("loadshift-test-")
             .tempdir_in("/dev/shm")
             .expect("tmpfs dir");
-        let client = async_nats::connect(server.url()).await.expect("connect");
+        let client = connect_any(&urls).await.expect("connect");
         let js = async_nats::jetstream::new(client);
-        stream::declare(&js, &Default::default())
-            .await
-            .expect("declare");
+        if replicas > 1 {
+            loadshift_testkit::NatsCluster::wait_ready(&js, replicas).await;
+        }
+        let settings = stream::StreamSettings {
+            replicas,
+            ..Default::default()
+        };
+        stream::declare(&js, &settings).await.expect("declare");
         let tag = dir
             .path()
             .file_name()
@@ -178,7 +244,8 @@ impl Cluster {
         if cgroups {
             *live_cgroup_clusters() += 1;
         }
-        for n in names {
+        let server_urls: Vec<String> = urls.split(',').map(str::to_string).collect();
+        for (i, n) in names.iter().enumerate() {
             let cgroup = cgroups.then(|| {
                 let rel = format!("{CGROUP_PARENT}/{tag}-{n}");
                 make_cgroup(&rel);
@@ -192,14 +259,19 @@ impl Cluster {
                 env: Vec::new(),
                 runtime: runtime.map(str::to_string),
                 child: None,
-                url: server.url(),
+                // One server each (the client learns the others from it,
+                // and fails over to them).
+                url: server_urls[i % server_urls.len()].clone(),
                 log: dir.path().join(format!("{n}.log")),
+                replicas,
             };
             node.start();
             nodes.push(node);
         }
         let cluster = Self {
             server,
+            others,
+            urls,
             nodes,
             js,
             dir,
@@ -232,9 +304,7 @@ impl Cluster {
     }
 
     pub async fn wait_ping(&self, node: &str) {
-        let client = async_nats::connect(self.server.url())
-            .await
-            .expect("connect");
+        let client = connect_any(&self.urls).await.expect("connect");
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
             let ask = client.request(
@@ -298,6 +368,7 @@ impl Cluster {
                     env: [("LOADSHIFT_TEST_TAG".to_string(), self.tag())]
                         .into_iter()
                         .collect(),
+                    no_postcopy: false,
                 },
                 requested_by: "test".into(),
             }),
@@ -353,6 +424,7 @@ impl Cluster {
             command: command.iter().map(|s| s.to_string()).collect(),
             image: Some(image.to_string()),
             env: Default::default(),
+            no_postcopy: false,
         };
         let e = self.start_workload(node, name, spec).await;
         if let Event::WorkloadStartFailed(p) = &e.event {
@@ -366,6 +438,17 @@ impl Cluster {
     }
 
     pub async fn migrate(&self, workload: &str, source: &str, target: &str) -> uuid::Uuid {
+        self.migrate_in(Mode::Auto, workload, source, target).await
+    }
+
+    /// Asks for a migration in `mode`.
+    pub async fn migrate_in(
+        &self,
+        mode: Mode,
+        workload: &str,
+        source: &str,
+        target: &str,
+    ) -> uuid::Uuid {
         let id = uuid::Uuid::now_v7();
         self.publish(
             "test",
@@ -376,6 +459,7 @@ impl Cluster {
                 target: NodeName::new(target).unwrap(),
                 requested_by: "test".into(),
                 reason: Default::default(),
+                mode,
             }),
         )
         .await;
@@ -474,7 +558,7 @@ impl Cluster {
 
     /// Whether `node`'s executor answers a ping within `timeout`.
     pub async fn try_ping(&self, node: &str, timeout: Duration) -> bool {
-        let Ok(client) = async_nats::connect(self.server.url()).await else {
+        let Ok(client) = connect_any(&self.urls).await else {
             return false;
         };
         let deadline = Instant::now() + timeout;
@@ -609,6 +693,14 @@ impl Drop for Cluster {
     }
 }
 
+/// A client of whichever server of `urls` (comma-separated) answers, that
+/// fails over to the others.
+pub async fn connect_any(urls: &str) -> Result<async_nats::Client, async_nats::ConnectError> {
+    let addrs: Vec<async_nats::ServerAddr> =
+        urls.split(',').filter_map(|u| u.parse().ok()).collect();
+    async_nats::connect(addrs).await
+}
+
 /// The cgroup every test node's cgroup is made in.
 const CGROUP_PARENT: &str = "loadshift-test";
 
@@ -732,6 +824,23 @@ pub fn counter_values(path: &Path) -> Vec<u64> {
         .collect()
 }
 
+/// The single live copy of workload `name` (a [`COUNTER`]) runs, and its
+/// output on `node` keeps growing from where it was.
+pub async fn assert_runs_once_on(c: &mut Cluster, name: &str, node: &str) {
+    let copies = c.copies_of(name);
+    assert_eq!(copies.len(), 1, "copies running: {copies:?}\n{}", c.logs());
+    let out = c.node(node).workload_dir(name).join("stdout");
+    let before = counter_values(&out).len();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let values = counter_values(&out);
+    assert!(
+        values.len() > before,
+        "the counter does not run on {node}\n{}",
+        c.logs()
+    );
+    assert_continuous(&values);
+}
+
 /// Asserts the counter went 0, 1, 2, ... with no gap, repeat or restart.
 pub fn assert_continuous(values: &[u64]) {
     assert!(!values.is_empty(), "no output at all");
@@ -743,4 +852,53 @@ pub fn assert_continuous(values: &[u64]) {
             &values[i.saturating_sub(3)..(i + 3).min(values.len())]
         );
     }
+}
+
+/// What `redis-cli -p PORT ARGS` printed, trimmed.
+pub fn redis_cli(port: u16, args: &[&str]) -> String {
+    let out = std::process::Command::new("redis-cli")
+        .arg("-p")
+        .arg(port.to_string())
+        .args(args)
+        .output()
+        .expect("redis-cli (scripts/setup installs redis-server and redis-tools)");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Waits until redis on `port` answers PING (20 s at most).
+pub fn wait_pong(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if redis_cli(port, &["ping"]) == "PONG" {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("redis on port {port} does not answer");
+}
+
+/// redis-server on `port` (127.0.0.1), in the foreground, without
+/// persistence (its memory is all there is to move), `DEBUG POPULATE` on.
+pub fn redis_args(port: u16, dir: &str) -> Vec<String> {
+    let port = port.to_string();
+    [
+        "redis-server",
+        "--port",
+        &port,
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--daemonize",
+        "no",
+        "--dir",
+        dir,
+        "--enable-debug-command",
+        "yes",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
 }

@@ -113,6 +113,9 @@ pub struct MigrationRow {
     pub reason_detail: String,
     /// Every reported step with its duration.
     pub steps: Vec<StepRow>,
+    /// The mode that ran (or was asked for, while in flight), and why it
+    /// fell back: `stream`, `copy (asked stream: no direct connection ...)`.
+    pub mode: String,
     /// Frozen time, or `–`.
     pub downtime: String,
     /// Total, or `–`.
@@ -158,6 +161,18 @@ fn estimate_of(m: &Migration) -> (String, String) {
     .filter_map(|(name, err)| err.map(|x| format!("{name} {}", signed(x))))
     .collect();
     (shown, errors.join(" · "))
+}
+
+/// The mode column: what ran, else what was asked; and any fallback.
+fn mode_cell(m: &Migration) -> String {
+    let asked = m.requested_mode.map(|a| a.as_str());
+    match (m.mode, asked, &m.fallback) {
+        (Some(ran), Some(a), Some(why)) => format!("{ran} (asked {a}: {why})"),
+        (Some(ran), _, Some(why)) => format!("{ran} ({why})"),
+        (Some(ran), _, None) => ran.to_string(),
+        (None, Some(a), _) => format!("asked {a}"),
+        (None, None, _) => "–".into(),
+    }
 }
 
 impl MigrationRow {
@@ -228,6 +243,7 @@ impl MigrationRow {
             reason,
             reason_detail,
             steps,
+            mode: mode_cell(m),
             downtime: t.downtime_ms.map(display::ms).unwrap_or_else(|| "–".into()),
             total: t.total_ms.map(display::ms).unwrap_or_else(|| "–".into()),
             image: m
