@@ -18,6 +18,11 @@ use tokio::process::{Child, Command};
 
 const TAG_VAR: &str = "LOADSHIFT_UP_TEST_TAG";
 
+/// The live scenarios load the machine on purpose (a ramp must reach 90 % of
+/// node2's capacity before the brain's move is judged); two at once starve
+/// each other's load generators on a 2-core machine, so they take turns.
+static LIVE_LOAD: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -396,6 +401,7 @@ async fn up_ramp_with_docker_moves_a_container_live_and_leaves_nothing_behind() 
 // One long test on purpose: one run of `loadshift up` costs a minute, so
 // everything the ramp must show is checked on the same run, in order.
 async fn ramp_ends_in_a_live_move(runtime: &str) {
+    let _turn = LIVE_LOAD.lock().await;
     build_siblings();
     let args = ["--scenario", "ramp", "--grace", "10s", "--runtime", runtime];
     let mut up = Up::start(&args, &[]);
@@ -696,6 +702,7 @@ async fn up_without_docker_runs_the_process_runtime_and_says_so() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn up_trace_runs_the_vms_as_load_generators_where_simulate_puts_them() {
+    let _turn = LIVE_LOAD.lock().await;
     build_siblings();
     let traces = concat!(
         env!("CARGO_MANIFEST_DIR"),
@@ -781,6 +788,7 @@ async fn operator_cli(up: &Up, args: &[&str]) -> std::process::Output {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn up_drain_moves_three_workloads_off_node2_live_and_places_nothing_there_until_uncordoned() {
+    let _turn = LIVE_LOAD.lock().await;
     build_siblings();
     let mut up = Up::start(&["--scenario", "idle", "--grace", "10s"], &[]);
     up.wait_line("loadshift is up", Duration::from_secs(180))
