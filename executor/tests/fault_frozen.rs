@@ -13,7 +13,6 @@ use std::time::Duration;
 
 use common::{assert_runs_once_on, counter_values, Cluster, COUNTER};
 use loadshift_events::migration::Step;
-use loadshift_events::Event;
 
 /// A freezer cgroup holding one workload's processes (cgroup v1's freezer,
 /// or v2's `cgroup.freeze`); dropping it thaws them and removes it.
@@ -145,21 +144,8 @@ async fn a_dump_that_hangs_is_killed_at_its_deadline_and_the_workload_runs_on() 
     let frozen = counting_then_frozen(&mut c, "frozen-a", "a").await;
 
     let id = c.migrate("frozen-a", "node2", "node3").await;
-    let outcome = c.outcome(id).await;
-    assert!(
-        matches!(outcome.event, Event::MigrationRolledBack(_)),
-        "{outcome:?}\n{}",
-        c.logs()
-    );
-    let failed = c
-        .wait_for(
-            Duration::from_secs(5),
-            |e| matches!(&e.event, Event::MigrationFailed(p) if p.migration == id),
-        )
-        .await;
-    let Event::MigrationFailed(f) = failed.event else {
-        unreachable!("matched above")
-    };
+    c.rolled_back(id).await;
+    let f = c.failed(id).await;
     assert_eq!(f.step, Step::Dump);
     assert!(f.reason.contains("was killed"), "{}", f.reason);
     assert!(!criu_works_on(id), "the hanging criu still runs");
@@ -201,11 +187,6 @@ async fn sigterm_during_a_hanging_dump_stops_the_executor_and_the_next_start_fin
     // complete in the journal's image folder and finishes the move.
     frozen.thaw();
     c.node("node2").restart();
-    let outcome = c.outcome(id).await;
-    assert!(
-        matches!(outcome.event, Event::MigrationCompleted(_)),
-        "{outcome:?}\n{}",
-        c.logs()
-    );
+    c.completed(id).await;
     assert_runs_once_on(&mut c, "frozen-b", "node3").await;
 }

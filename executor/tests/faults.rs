@@ -83,15 +83,7 @@ async fn a_target_killed_and_kept_down_loses_the_migration_and_the_workload_resu
     // The target stays down: the source's deadline passes and it takes the
     // workload back.
     c.rolled_back(id).await;
-    let fenced = c
-        .wait_for(
-            Duration::from_secs(5),
-            |e| matches!(&e.event, Event::MigrationFenced(f) if f.migration == id),
-        )
-        .await;
-    let Event::MigrationFenced(f) = fenced.event else {
-        unreachable!()
-    };
+    let f = c.fenced(id).await;
     assert!(f.waited_ms >= 2000.0, "fenced before the floor: {f:?}");
     assert_runs_once_on(&mut c, "counter-d", "node2").await;
     // No image is left, on the source's tmpfs or in the store.

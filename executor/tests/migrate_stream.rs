@@ -10,9 +10,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::{assert_continuous, counter_values, Cluster, COUNTER};
+use common::{assert_continuous, assert_runs_once_on, counter_values, Cluster, COUNTER};
 use loadshift_events::migration::Mode;
-use loadshift_events::{Event, NodeName};
+use loadshift_events::NodeName;
 use loadshift_executor::{fault, stream};
 
 /// Whether anything of migration `id` is left in the shared image folder
@@ -36,22 +36,11 @@ async fn a_streamed_counter_continues_on_the_target_without_a_gap() {
     let id = c
         .migrate_in(Mode::Stream, "counter-s", "node2", "node3")
         .await;
-    let outcome = c.outcome(id).await;
-    let Event::MigrationCompleted(done) = &outcome.event else {
-        panic!("migration did not complete: {outcome:?}\n{}", c.logs());
-    };
+    let done = &c.completed(id).await;
     assert_eq!(done.mode, Some(Mode::Stream), "{done:?}\n{}", c.logs());
     assert_eq!(done.fallback, None);
     assert!(done.timings.dump_ms.is_some() && done.timings.restore_ms.is_some());
-    let checkpointed = c
-        .wait_for(
-            Duration::from_secs(5),
-            |e| matches!(&e.event, Event::MigrationCheckpointed(p) if p.migration == id),
-        )
-        .await;
-    let Event::MigrationCheckpointed(cp) = checkpointed.event else {
-        unreachable!()
-    };
+    let cp = c.checkpointed(id).await;
     let pages = cp.stream.expect("the pages were streamed");
     assert!(pages.bytes > 0);
     assert!(
@@ -59,13 +48,7 @@ async fn a_streamed_counter_continues_on_the_target_without_a_gap() {
         "the image counts the streamed pages"
     );
 
-    let out = c.node("node3").workload_dir("counter-s").join("stdout");
-    let before = counter_values(&out).len();
-    tokio::time::sleep(Duration::from_millis(800)).await;
-    let values = counter_values(&out);
-    assert!(values.len() > before, "the counter stopped after the move");
-    assert_continuous(&values);
-    assert_eq!(c.copies_of("counter-s").len(), 1, "exactly one copy runs");
+    assert_runs_once_on(&mut c, "counter-s", "node3").await;
     assert!(!c.node("node2").workload_dir("counter-s").exists());
     assert_eq!(
         leftovers(&c, id),
@@ -78,32 +61,19 @@ async fn a_streamed_counter_continues_on_the_target_without_a_gap() {
 async fn a_target_killed_while_pages_arrive_leaves_the_workload_on_the_source() {
     let mut c = Cluster::new(&["node2", "node3"]).await;
     c.run_workload("node2", "counter-k", COUNTER).await;
-    c.node("node3").restart_with_fault(fault::DURING_STREAM);
-    c.wait_ping("node3").await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    c.arm_fault("node3", fault::DURING_STREAM).await;
 
     let id = c
         .migrate_in(Mode::Stream, "counter-k", "node2", "node3")
         .await;
-    let outcome = c.outcome(id).await;
-    assert!(
-        matches!(&outcome.event, Event::MigrationRolledBack(_)),
-        "{outcome:?}\n{}",
-        c.logs()
-    );
+    c.rolled_back(id).await;
     assert!(
         c.node("node3").wait_exit(Duration::from_secs(10)),
         "the fault did not kill the target"
     );
 
     // It goes on on the source, from where it was, once.
-    let out = c.node("node2").workload_dir("counter-k").join("stdout");
-    let before = counter_values(&out).len();
-    tokio::time::sleep(Duration::from_millis(800)).await;
-    let values = counter_values(&out);
-    assert!(values.len() > before, "the counter stopped on the source");
-    assert_continuous(&values);
-    assert_eq!(c.copies_of("counter-k").len(), 1, "exactly one copy runs");
+    assert_runs_once_on(&mut c, "counter-k", "node2").await;
 
     // The target, back, restores nothing and its pages are gone with the
     // source's image once the sweep's TTL passes; the source kept nothing.
@@ -132,10 +102,7 @@ async fn a_target_that_cannot_take_a_direct_connection_gets_a_copy_and_the_reaso
     let id = c
         .migrate_in(Mode::Stream, "counter-f", "node2", "node3")
         .await;
-    let outcome = c.outcome(id).await;
-    let Event::MigrationCompleted(done) = &outcome.event else {
-        panic!("migration did not complete: {outcome:?}\n{}", c.logs());
-    };
+    let done = &c.completed(id).await;
     assert_eq!(done.mode, Some(Mode::Copy));
     let why = done.fallback.clone().unwrap_or_default();
     assert!(

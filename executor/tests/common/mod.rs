@@ -628,6 +628,24 @@ impl Cluster {
         .await
     }
 
+    /// Migration `id`'s `checkpointed` event.
+    pub async fn checkpointed(&self, id: uuid::Uuid) -> migration::Checkpointed {
+        self.step(|e| match e {
+            Event::MigrationCheckpointed(p) if p.migration == id => Some(p.clone()),
+            _ => None,
+        })
+        .await
+    }
+
+    /// Migration `id`'s `fenced` event.
+    pub async fn fenced(&self, id: uuid::Uuid) -> migration::Fenced {
+        self.step(|e| match e {
+            Event::MigrationFenced(p) if p.migration == id => Some(p.clone()),
+            _ => None,
+        })
+        .await
+    }
+
     /// Migration `id`'s `failed` event.
     pub async fn failed(&self, id: uuid::Uuid) -> migration::Failed {
         self.step(|e| match e {
