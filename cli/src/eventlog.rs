@@ -59,6 +59,16 @@ impl Item {
             )
         })
     }
+
+    /// The event, or `None` after saying on stderr that this one is
+    /// unreadable: what a command waiting for an answer does with a bad
+    /// event (it goes on reading).
+    pub fn readable(&self) -> Option<&Envelope> {
+        if let Some(line) = self.unreadable_line() {
+            eprintln!("warning: {line}");
+        }
+        self.decoded.as_ref().ok()
+    }
 }
 
 /// The EVENTS stream, ready to be read.

@@ -209,10 +209,7 @@ async fn wait_for_outcome(
             Ok(None) => bail!("the EVENTS stream ended while waiting for migration {id}"),
             Ok(Some(item)) => item,
         };
-        let Ok(env) = &item.decoded else {
-            if let Some(line) = item.unreadable_line() {
-                eprintln!("warning: {line}");
-            }
+        let Some(env) = item.readable() else {
             continue;
         };
         if !is_about(&env.event, id) {

@@ -289,10 +289,7 @@ pub async fn first_answer<T>(
             Ok(None) => bail!("the EVENTS stream ended while waiting for {node}"),
             Ok(Some(item)) => item,
         };
-        let Ok(env) = &item.decoded else {
-            if let Some(line) = item.unreadable_line() {
-                eprintln!("warning: {line}");
-            }
+        let Some(env) = item.readable() else {
             continue;
         };
         if let Some(t) = answer(env) {
