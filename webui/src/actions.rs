@@ -419,6 +419,16 @@ pub struct MigrateForm {
     pub reason: String,
 }
 
+/// Publishes what `user` asked for (`what`, for the log) and sends the
+/// browser to `then`, or answers why it could not be published.
+async fn publish_for(st: &St, env: Envelope, user: &str, what: &str, then: &str) -> Response {
+    tracing::info!(subject = %env.subject(), user = %user, "{what} from the dashboard");
+    match publish(st, env).await {
+        Ok(()) => Redirect::to(then).into_response(),
+        Err(r) => r,
+    }
+}
+
 async fn publish(st: &St, env: Envelope) -> Result<(), Response> {
     let Some(js) = st.publisher.as_ref() else {
         return Err(refuse(
@@ -478,11 +488,14 @@ pub async fn migrate(st: St, headers: HeaderMap, Form(f): Form<MigrateForm>) -> 
             mode: loadshift_events::migration::Mode::Auto,
         }),
     );
-    tracing::info!(subject = %env.subject(), user = %session.user, "migration requested from the dashboard");
-    match publish(&st, env).await {
-        Ok(()) => Redirect::to("/migrations").into_response(),
-        Err(r) => r,
-    }
+    publish_for(
+        &st,
+        env,
+        &session.user,
+        "migration requested",
+        "/migrations",
+    )
+    .await
 }
 
 /// "Retrain now".
@@ -509,11 +522,7 @@ pub async fn retrain(st: St, headers: HeaderMap, Form(f): Form<RetrainForm>) -> 
             reason: (!reason.is_empty()).then(|| reason.chars().take(500).collect()),
         }),
     );
-    tracing::info!(subject = %env.subject(), user = %session.user, "retrain requested from the dashboard");
-    match publish(&st, env).await {
-        Ok(()) => Redirect::to("/model").into_response(),
-        Err(r) => r,
-    }
+    publish_for(&st, env, &session.user, "retrain requested", "/model").await
 }
 
 /// "Drain this node" and "Uncordon this node".
@@ -546,11 +555,7 @@ async fn node_action(
     };
     let back = format!("/nodes/{node}");
     let env = Envelope::new(st.settings.node.clone(), event(node, session.user.clone()));
-    tracing::info!(subject = %env.subject(), user = %session.user, "node action from the dashboard");
-    match publish(&st, env).await {
-        Ok(()) => Redirect::to(&back).into_response(),
-        Err(r) => r,
-    }
+    publish_for(&st, env, &session.user, "node action", &back).await
 }
 
 /// `POST /actions/drain`: publishes `node.<node>.drain_requested`.
