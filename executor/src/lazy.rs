@@ -200,21 +200,16 @@ impl LazyDump {
     /// it received (criu would resume it here: two half copies).
     pub async fn finish(mut self, limit: Duration) -> Result<(), LazyError> {
         let log = self.log();
-        let ended = tokio::time::timeout(limit, self.child.wait()).await;
-        if let Ok(Ok(status)) = &ended {
-            if status.success() && log_says(&log, ALL_SERVED) {
-                return Ok(());
-            }
-        }
-        if ended.is_err() {
-            stop(&mut self.child).await;
-        }
-        kill_tree(&self.workload).await;
-        Err(LazyError::Broken {
-            side: "target",
-            tail: log_tail(&log, 4),
+        let served = |log: &Path| log_says(log, ALL_SERVED);
+        end_or_kill(
+            &mut self.child,
+            &self.workload,
             log,
-        })
+            "target",
+            limit,
+            served,
+        )
+        .await
     }
 }
 
@@ -311,21 +306,15 @@ impl LazyRestore {
     /// it cannot run without the rest of its memory.
     pub async fn finish(mut self, limit: Duration) -> Result<(), LazyError> {
         let log = self.images.join("lazy-pages.log");
-        let ended = tokio::time::timeout(limit, self.daemon.wait()).await;
-        if let Ok(Ok(status)) = &ended {
-            if status.success() {
-                return Ok(());
-            }
-        }
-        if ended.is_err() {
-            stop(&mut self.daemon).await;
-        }
-        kill_tree(&self.workload).await;
-        Err(LazyError::Broken {
-            side: "source",
-            tail: log_tail(&log, 4),
+        end_or_kill(
+            &mut self.daemon,
+            &self.workload,
             log,
-        })
+            "source",
+            limit,
+            |_| true,
+        )
+        .await
     }
 }
 
@@ -360,6 +349,34 @@ fn criu_failed(action: &'static str, status: ExitStatus, log: &Path) -> RuntimeE
         log: log.to_path_buf(),
         tail: log_tail(log, 12),
     }
+}
+
+/// Waits up to `limit` for `child` (one half of a post-copy) to end well
+/// (exit 0 and `log_ok` of its log); otherwise stops it, kills the
+/// workload's tree here and says the transfer broke on the `side` named.
+async fn end_or_kill(
+    child: &mut Child,
+    workload: &Handle,
+    log: PathBuf,
+    side: &'static str,
+    limit: Duration,
+    log_ok: impl Fn(&Path) -> bool,
+) -> Result<(), LazyError> {
+    let ended = tokio::time::timeout(limit, child.wait()).await;
+    if let Ok(Ok(status)) = &ended {
+        if status.success() && log_ok(&log) {
+            return Ok(());
+        }
+    }
+    if ended.is_err() {
+        stop(child).await;
+    }
+    kill_tree(workload).await;
+    Err(LazyError::Broken {
+        side,
+        tail: log_tail(&log, 4),
+        log,
+    })
 }
 
 fn log_says(log: &Path, needle: &str) -> bool {
