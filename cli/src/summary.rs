@@ -304,7 +304,7 @@ pub use loadshift_events::units::bytes;
 #[cfg(test)]
 mod tests {
     use super::*;
-    use loadshift_events::migration::Completed;
+    use loadshift_events::migration::{Completed, Mode};
     use loadshift_events::{NodeName, WorkloadName};
 
     /// One example payload per kind, as it travels (JSON, so that a field
@@ -521,10 +521,11 @@ mod tests {
         assert_eq!(bytes(3 << 20), "3.0 MiB");
     }
 
-    #[test]
-    fn a_completed_migration_says_where_and_how_long() {
+    /// counter's move node2 → node3 of a 2 KiB image, completed with
+    /// `timings` in `mode` (and why it fell back).
+    fn completed(timings: Timings, mode: Option<Mode>, fallback: Option<&str>) -> Envelope {
         let node = NodeName::new("node2").unwrap();
-        let env = Envelope::new(
+        Envelope::new(
             node.clone(),
             Event::MigrationCompleted(Completed {
                 migration: uuid::Uuid::now_v7(),
@@ -532,45 +533,38 @@ mod tests {
                 source: node,
                 target: NodeName::new("node3").unwrap(),
                 image_bytes: 2048,
-                timings: Timings {
-                    downtime_ms: Some(123.4),
-                    total_ms: Some(456.0),
-                    ..Default::default()
-                },
-                mode: None,
-                fallback: None,
+                timings,
+                mode,
+                fallback: fallback.map(String::from),
             }),
-        );
+        )
+    }
+
+    #[test]
+    fn a_completed_migration_says_where_and_how_long() {
+        let timings = Timings {
+            downtime_ms: Some(123.4),
+            total_ms: Some(456.0),
+            ..Default::default()
+        };
         assert_eq!(
-            line(&env),
+            line(&completed(timings, None, None)),
             "counter node2→node3 copy: downtime 123 ms total 456 ms image 2.0 KiB"
         );
     }
 
     #[test]
     fn a_completed_migration_says_which_mode_ran_why_and_each_phase() {
-        let node = NodeName::new("node2").unwrap();
-        let env = Envelope::new(
-            node.clone(),
-            Event::MigrationCompleted(Completed {
-                migration: uuid::Uuid::now_v7(),
-                workload: WorkloadName::new("counter").unwrap(),
-                source: node,
-                target: NodeName::new("node3").unwrap(),
-                image_bytes: 2048,
-                timings: Timings {
-                    dump_ms: Some(80.0),
-                    restore_ms: Some(60.0),
-                    downtime_ms: Some(150.0),
-                    total_ms: Some(400.0),
-                    ..Default::default()
-                },
-                mode: Some(loadshift_events::migration::Mode::Stream),
-                fallback: Some("post-copy (lazy) is not available".into()),
-            }),
-        );
+        let timings = Timings {
+            dump_ms: Some(80.0),
+            restore_ms: Some(60.0),
+            downtime_ms: Some(150.0),
+            total_ms: Some(400.0),
+            ..Default::default()
+        };
+        let why = Some("post-copy (lazy) is not available");
         assert_eq!(
-            line(&env),
+            line(&completed(timings, Some(Mode::Stream), why)),
             "counter node2→node3 stream (fallback: post-copy (lazy) is not available): \
              downtime 150 ms total 400 ms image 2.0 KiB, dump 80 ms, restore 60 ms"
         );
