@@ -15,6 +15,7 @@ use std::sync::{Arc, RwLock};
 use loadshift_events::Sample;
 
 use crate::features::{Features, NodeWindow, DAY_MS};
+use crate::labels::LabelConfig;
 use crate::model::{Prediction, Predictor, SharedPredictor};
 use crate::store::{Store, StoreError};
 
@@ -59,15 +60,20 @@ impl Live {
         &self.predictor
     }
 
-    /// Feeds one folded sample of `node`; returns its view when the sample
-    /// was new (not a repeat or out of order).
-    pub fn observe(&mut self, node: &str, s: &Sample) -> Option<&NodeView> {
-        let labels = self
-            .predictor
+    /// The active model's labels (its step and windows), or the defaults
+    /// before any model.
+    fn labels(&self) -> LabelConfig {
+        self.predictor
             .read()
             .ok()
             .and_then(|g| g.as_ref().map(|p| p.model().config.labels))
-            .unwrap_or_default();
+            .unwrap_or_default()
+    }
+
+    /// Feeds one folded sample of `node`; returns its view when the sample
+    /// was new (not a repeat or out of order).
+    pub fn observe(&mut self, node: &str, s: &Sample) -> Option<&NodeView> {
+        let labels = self.labels();
         let step = (labels.step_ms > 0).then_some(labels.step_ms);
         let w = match self.windows.get_mut(node) {
             Some(w) if w.step_ms() == step => w,
@@ -99,12 +105,7 @@ impl Live {
 
     /// Records how many workloads `node` runs (from `telemetry.workloads`).
     pub fn workloads(&mut self, node: &str, n: u32) {
-        let labels = self
-            .predictor
-            .read()
-            .ok()
-            .and_then(|g| g.as_ref().map(|p| p.model().config.labels))
-            .unwrap_or_default();
+        let labels = self.labels();
         self.windows
             .entry(node.to_string())
             .or_insert_with(|| labels.window())

@@ -413,6 +413,24 @@ pub struct TrainerConfig {
     pub bootstrap_trace: Option<std::path::PathBuf>,
 }
 
+/// Runs `train` on a plain thread and waits for it, unless a shutdown
+/// comes first (`None`). Not spawn_blocking: a shutdown must not wait for a
+/// training in progress (the request stays unanswered and is trained again
+/// after the restart). `Err` when the thread died.
+async fn off_thread<T: Send + 'static>(
+    stop: &mut loadshift_events::shutdown::Listener,
+    train: impl FnOnce() -> T + Send + 'static,
+) -> Option<Result<T, tokio::sync::oneshot::error::RecvError>> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(train());
+    });
+    tokio::select! {
+        _ = stop.recv() => None,
+        r = rx => Some(r),
+    }
+}
+
 /// The service's trainer: polls the committed model state, trains in a
 /// thread of its own when a request is unanswered, publishes, and swaps the
 /// active model into `predictor`. Returns when `stop` fires.
@@ -458,14 +476,10 @@ pub async fn run_trainer(
             if let Some(dir) = cfg.bootstrap_trace.clone() {
                 bootstrapped = true;
                 tracing::info!(traces = %dir.display(), "no model yet: training the first one from reference traces");
-                let (tx, rx) = tokio::sync::oneshot::channel();
                 let (st, c) = (store.clone(), cfg.clone());
-                std::thread::spawn(move || {
-                    let _ = tx.send(train_from_trace(&st, &dir, &c.train, &state));
-                });
-                let outcome = tokio::select! {
-                    _ = stop.recv() => return,
-                    r = rx => r,
+                let train = move || train_from_trace(&st, &dir, &c.train, &state);
+                let Some(outcome) = off_thread(&mut stop, train).await else {
+                    return;
                 };
                 match outcome {
                     Ok(Ok(o)) => {
@@ -489,19 +503,10 @@ pub async fn run_trainer(
         }
         let request = state.requested;
         tracing::info!(request, "training a model");
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        {
-            let (store, cfg) = (store.clone(), cfg.clone());
-            // A plain thread, not spawn_blocking: a shutdown must not wait
-            // for a training in progress (the request stays unanswered and
-            // is trained again after the restart).
-            std::thread::spawn(move || {
-                let _ = tx.send(train_from_store(&store, &cfg.train, &state));
-            });
-        }
-        let outcome = tokio::select! {
-            _ = stop.recv() => return,
-            r = rx => r,
+        let (st, c) = (store.clone(), cfg.clone());
+        let train = move || train_from_store(&st, &c.train, &state);
+        let Some(outcome) = off_thread(&mut stop, train).await else {
+            return;
         };
         match outcome {
             Ok(Ok(o)) => {
