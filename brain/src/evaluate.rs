@@ -133,6 +133,8 @@ fn uses(c: &Classifier) -> String {
 }
 
 impl Report {
+    // Long on purpose: one table, printed row by row in the order it reads;
+    // split, each part would take the same dozen columns as arguments.
     /// The validation table (where every choice was made) and the test
     /// table (rows no choice saw), one line per label and predictor.
     pub fn table(&self) -> String {

@@ -365,6 +365,8 @@ impl NodeWindow {
         out
     }
 
+    // Long on purpose: every feature is computed here, in the order of
+    // FEATURE_NAMES, so the one definition of each sits beside its index.
     /// Takes one step's sample (see [`NodeWindow::push`]).
     fn push_step(&mut self, s: &Sample) -> Option<Features> {
         let at = s.at.timestamp_millis();

@@ -431,6 +431,8 @@ async fn off_thread<T: Send + 'static>(
     }
 }
 
+// Long on purpose: the trainer's one loop, with its three triggers (the
+// bootstrap, a request, the schedule) side by side.
 /// The service's trainer: polls the committed model state, trains in a
 /// thread of its own when a request is unanswered, publishes, and swaps the
 /// active model into `predictor`. Returns when `stop` fires.

@@ -786,6 +786,8 @@ async fn operator_cli(up: &Up, args: &[&str]) -> std::process::Output {
     loadshift_testkit::process::finish(c, args, Duration::from_secs(360)).await
 }
 
+// One long test on purpose: one run of `loadshift up` costs a minute, so
+// the drain, the refusals and the uncordon are checked on the same run.
 #[tokio::test(flavor = "multi_thread")]
 async fn up_drain_moves_three_workloads_off_node2_live_and_places_nothing_there_until_uncordoned() {
     let _turn = LIVE_LOAD.lock().await;

@@ -199,6 +199,8 @@ async fn a_container_asked_to_stream_moves_as_a_copy_and_says_why() {
     container_moves_in(Mode::Stream).await;
 }
 
+// One long function on purpose: the whole move of one container, each
+// check in the order the saga goes.
 /// Moves a counting container in `mode` and checks it follows on.
 async fn container_moves_in(mode: Mode) {
     const W: &str = "dcounter";

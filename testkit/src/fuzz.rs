@@ -60,6 +60,8 @@ pub struct Input {
     pub valid: Option<usize>,
 }
 
+// Long on purpose: one valid payload per event kind, a table that must
+// cover every kind (a test checks it).
 /// The payload of each kind, as JSON, from which the valid events are built.
 fn payloads() -> Vec<(Kind, serde_json::Value)> {
     use serde_json::json;

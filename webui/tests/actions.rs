@@ -80,6 +80,8 @@ fn csrf(page: &str) -> String {
     page[at..].split('"').next().unwrap().to_string()
 }
 
+// One long test on purpose: a person's visit (log in, drain, uncordon)
+// in the order they would click, on one server.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_node_page_drains_and_uncordons_in_the_operators_name_with_the_csrf_token() {
     let nats = NatsServer::start();

@@ -273,6 +273,8 @@ struct Grown {
     importances: [f64; N_FEATURES],
 }
 
+// Long on purpose: one tree's growth loop (choose a split, partition,
+// push the children) reads best as one piece, as in the CART papers.
 fn grow(
     x: &[Features],
     y: &[bool],
