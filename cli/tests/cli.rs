@@ -444,7 +444,7 @@ async fn events_tail_prints_one_line_per_event() {
         .find(|l| l.contains("migration.node2.completed"))
         .expect("completed line");
     assert!(completed.contains("migration.completed"));
-    assert!(completed.contains("alpha node2→node3 downtime 149 ms"));
+    assert!(completed.contains("alpha node2→node3 stream: downtime 149 ms"));
     assert!(lines[0].contains("node.node2.joined") && lines[0].contains("node.joined"));
     assert!(lines
         .iter()
