@@ -482,7 +482,8 @@ async fn ramp_ends_in_a_live_move(runtime: &str) {
     }
 
     let js = async_nats::jetstream::new(up.operator().await);
-    let first_overload = first_overloaded_sample(&js, "node2").await;
+    let until = completed_at + chrono::Duration::seconds(30);
+    let first_overload = first_overloaded_sample(&js, "node2", until).await;
     // Issue 9 item 4: before, not after. The prediction moved load off
     // node2 before its CPU reached 90 % of its capacity: no sample of node2
     // at 90 % or more earlier than the migration's completion.
@@ -556,9 +557,12 @@ async fn ramp_ends_in_a_live_move(runtime: &str) {
 
 /// When node2 first reported 90 % or more of its CPU (the brain's default
 /// overload threshold), by the time the agent received it.
+/// Samples are read up to `until` (the telemetry is live: a node that never
+/// reaches the line would otherwise be read for ever).
 async fn first_overloaded_sample(
     js: &async_nats::jetstream::Context,
     node: &str,
+    until: chrono::DateTime<chrono::Utc>,
 ) -> Option<chrono::DateTime<chrono::Utc>> {
     let s = js.get_stream(stream::TELEMETRY).await.ok()?;
     let consumer = s
@@ -571,6 +575,9 @@ async fn first_overloaded_sample(
     let mut msgs = consumer.messages().await.ok()?;
     while let Ok(Some(Ok(m))) = tokio::time::timeout(Duration::from_secs(2), msgs.next()).await {
         if let Ok(env) = Envelope::from_message(m.subject.as_str(), &m.payload) {
+            if env.occurred_at > until {
+                break;
+            }
             if let Event::TelemetrySample(t) = &env.event {
                 if t.cpu.usage_pct >= 90.0 {
                     return Some(env.occurred_at);
