@@ -163,15 +163,16 @@ fn assert_consecutive(values: &[u64], what: &str) {
     }
 }
 
-/// Container `id` runs, named and labelled as node3's, in node3's cgroup
-/// `node3_cg`.
-async fn assert_runs_in_cgroup_of_node3(docker: &Docker, id: &str, node3_cg: &str) {
+/// Container `id` (workload `w`) runs, named and labelled as node3's, in
+/// node3's cgroup `node3_cg`.
+async fn assert_runs_in_cgroup_of_node3(docker: &Docker, id: &str, w: &str, node3_cg: &str) {
     let info = docker
         .inspect_container(id, None)
         .await
         .expect("inspect the restored container");
     assert_eq!(info.state.as_ref().and_then(|s| s.running), Some(true));
-    assert_eq!(info.name.as_deref(), Some("/loadshift-node3-dcounter"));
+    let name = format!("/loadshift-node3-{w}");
+    assert_eq!(info.name.as_deref(), Some(name.as_str()));
     let labels = info.config.and_then(|c| c.labels).unwrap_or_default();
     assert_eq!(labels.get(LABEL_NODE).map(String::as_str), Some("node3"));
     let parent = info
@@ -203,13 +204,18 @@ async fn a_container_asked_to_stream_moves_as_a_copy_and_says_why() {
 // check in the order the saga goes.
 /// Moves a counting container in `mode` and checks it follows on.
 async fn container_moves_in(mode: Mode) {
-    const W: &str = "dcounter";
+    // One name per mode: the two tests run at once, and container names are
+    // the daemon's, shared by both clusters.
+    let w: &str = match mode {
+        Mode::Copy => "dcounter",
+        _ => "dcounter-streamed",
+    };
     let mut dc = DockerCluster {
         c: Cluster::with_runtime(&["node2", "node3"], true, Some("docker")).await,
-        workloads: vec![W],
+        workloads: vec![w],
     };
     let docker = docker().await.expect("docker daemon");
-    let started = dc.c.run_container("node2", W, IMAGE, &[]).await;
+    let started = dc.c.run_container("node2", w, IMAGE, &[]).await;
     let Event::WorkloadStarted(s) = &started.event else {
         unreachable!()
     };
@@ -226,7 +232,7 @@ async fn container_moves_in(mode: Mode) {
     ));
     tokio::time::sleep(Duration::from_millis(1500)).await;
 
-    let id = dc.c.migrate_in(mode, W, "node2", "node3").await;
+    let id = dc.c.migrate_in(mode, w, "node2", "node3").await;
     let done = &dc.c.completed(id).await;
     assert_eq!(done.mode, Some(Mode::Copy));
     if mode == Mode::Stream {
@@ -271,7 +277,7 @@ async fn container_moves_in(mode: Mode) {
 
     // The new container runs, as node3's, in node3's cgroup...
     let node3_cg = dc.c.node("node3").cgroup.clone().unwrap();
-    assert_runs_in_cgroup_of_node3(&docker, &new_id, &node3_cg).await;
+    assert_runs_in_cgroup_of_node3(&docker, &new_id, w, &node3_cg).await;
 
     // ...and its log goes on from the old one's last value: no restart.
     tokio::time::sleep(Duration::from_millis(800)).await;
@@ -293,11 +299,11 @@ async fn container_moves_in(mode: Mode) {
     // The old container is gone; the workload has one container, on node3.
     let gone = docker.inspect_container(&old_id, None).await;
     assert!(gone.is_err(), "the old container is still there");
-    assert_eq!(containers_of(&docker, W).await, vec![new_id.clone()]);
+    assert_eq!(containers_of(&docker, w).await, vec![new_id.clone()]);
     let on_node2 = containers_where(
         &docker,
         &[
-            format!("{LABEL_WORKLOAD}={W}"),
+            format!("{LABEL_WORKLOAD}={w}"),
             format!("{LABEL_NODE}=node2"),
         ],
     )
