@@ -180,6 +180,22 @@ pub struct Cluster {
     pub images: tempfile::TempDir,
 }
 
+/// `Cluster::NAME(id)`: migration `id`'s event of kind `VARIANT`, whose
+/// payload is `migration::PAYLOAD` (the step events a test looks for come
+/// before the outcome it already waited for).
+macro_rules! step_of {
+    ($name:ident, $variant:ident, $payload:ident) => {
+        #[doc = concat!("Migration `id`'s `", stringify!($variant), "` event.")]
+        pub async fn $name(&self, id: uuid::Uuid) -> migration::$payload {
+            self.step(|e| match e {
+                Event::$variant(p) if p.migration == id => Some(p.clone()),
+                _ => None,
+            })
+            .await
+        }
+    };
+}
+
 impl Cluster {
     pub async fn new(names: &[&str]) -> Self {
         Self::with_cgroups(names, false).await
@@ -619,41 +635,10 @@ impl Cluster {
         pick(&env.event).expect("the event just matched")
     }
 
-    /// Migration `id`'s `restored` event.
-    pub async fn restored(&self, id: uuid::Uuid) -> migration::Restored {
-        self.step(|e| match e {
-            Event::MigrationRestored(p) if p.migration == id => Some(p.clone()),
-            _ => None,
-        })
-        .await
-    }
-
-    /// Migration `id`'s `checkpointed` event.
-    pub async fn checkpointed(&self, id: uuid::Uuid) -> migration::Checkpointed {
-        self.step(|e| match e {
-            Event::MigrationCheckpointed(p) if p.migration == id => Some(p.clone()),
-            _ => None,
-        })
-        .await
-    }
-
-    /// Migration `id`'s `fenced` event.
-    pub async fn fenced(&self, id: uuid::Uuid) -> migration::Fenced {
-        self.step(|e| match e {
-            Event::MigrationFenced(p) if p.migration == id => Some(p.clone()),
-            _ => None,
-        })
-        .await
-    }
-
-    /// Migration `id`'s `failed` event.
-    pub async fn failed(&self, id: uuid::Uuid) -> migration::Failed {
-        self.step(|e| match e {
-            Event::MigrationFailed(p) if p.migration == id => Some(p.clone()),
-            _ => None,
-        })
-        .await
-    }
+    step_of!(restored, MigrationRestored, Restored);
+    step_of!(checkpointed, MigrationCheckpointed, Checkpointed);
+    step_of!(fenced, MigrationFenced, Fenced);
+    step_of!(failed, MigrationFailed, Failed);
 
     /// Like [`Cluster::outcome`], `None` when none came in time.
     pub async fn try_outcome(&self, id: uuid::Uuid, timeout: Duration) -> Option<Envelope> {
