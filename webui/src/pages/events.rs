@@ -195,7 +195,7 @@ impl EventsView {
                 .take(PER_PAGE)
                 .map(|e| EventRow::of(e))
                 .collect(),
-            pager: Pager::new("/events", (f.page, PER_PAGE, matching.len()), |page| {
+            pager: Pager::new("/events", f.page, PER_PAGE, matching.len(), |page| {
                 f.query(page)
             }),
         }

@@ -147,7 +147,7 @@ impl MigrationsView {
                 .collect(),
             matching: matching.len(),
             rows,
-            pager: Pager::new("/migrations", (f.page, PER_PAGE, matching.len()), |page| {
+            pager: Pager::new("/migrations", f.page, PER_PAGE, matching.len(), |page| {
                 f.query(page)
             }),
             deferrals: display::newest(&p.deferrals, 10, |when, d| DeferralRow {

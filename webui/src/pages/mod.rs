@@ -295,7 +295,9 @@ impl Pager {
     /// pages are at `path` with the query `query` writes for a page.
     pub fn new(
         path: &str,
-        (page, per_page, total): (usize, usize, usize),
+        page: usize,
+        per_page: usize,
+        total: usize,
         query: impl Fn(usize) -> String,
     ) -> Self {
         Self {
