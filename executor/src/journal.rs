@@ -192,17 +192,17 @@ impl Change {
 
     /// Records (or replaces) a workload.
     pub fn put_workload(self, w: &WorkloadRecord) -> Self {
-        self.put(key::of(key::WORKLOADS, &w.name), w)
+        self.record(key::of(key::WORKLOADS, &w.name), w)
     }
 
     /// Records (or replaces) a stop in progress.
     pub fn put_stop(self, s: &StopRecord) -> Self {
-        self.put(key::of(key::STOPS, &s.workload), s)
+        self.record(key::of(key::STOPS, &s.workload), s)
     }
 
     /// Records (or replaces) a migration.
     pub fn put_migration(self, m: &MigrationRecord) -> Self {
-        self.put(key::of(key::MIGRATIONS, m.id), m)
+        self.record(key::of(key::MIGRATIONS, m.id), m)
     }
 
     /// Forgets a workload (it left this node).
@@ -241,11 +241,16 @@ impl Change {
         self
     }
 
-    fn put<T: Serialize>(mut self, key: String, value: &T) -> Self {
+    fn put<T: Serialize>(&mut self, key: String, value: &T) {
         match serde_json::to_vec(value) {
             Ok(bytes) => self.batch.insert(key.as_bytes(), bytes),
             Err(source) => self.error = Some(JournalError::Record { key, source }),
         }
+    }
+
+    /// [`Self::put`] for the builder methods: records `value` under `key`.
+    fn record<T: Serialize>(mut self, key: String, value: &T) -> Self {
+        self.put(key, value);
         self
     }
 }

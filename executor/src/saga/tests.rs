@@ -1638,15 +1638,20 @@ async fn a_copy_asked_for_runs_as_a_copy_with_no_fallback() {
 async fn streamed_pages_the_target_never_received_fail_the_migration_and_leave_nothing() {
     let id = Uuid::now_v7();
     let (_src, mut dst, checkpointed) = checkpointed_pair(id).await;
+    let Event::MigrationCheckpointed(mut c) = checkpointed.event.clone() else {
+        unreachable!()
+    };
     // As if the source streamed pages here, to a target that restarted
     // since (its receipt is gone): nothing may be restored from them.
-    let streamed = checkpointed_but(&checkpointed, |c| {
-        c.stream = Some(migration::StreamedPages {
-            bytes: 4096,
-            sha256: "00".repeat(32),
-        })
+    c.stream = Some(loadshift_events::migration::StreamedPages {
+        bytes: 4096,
+        sha256: "00".repeat(32),
     });
-    dst.deliver(&streamed).await;
+    dst.deliver(&Envelope::new(
+        node_name("node2"),
+        Event::MigrationCheckpointed(c),
+    ))
+    .await;
 
     let reason = failure_at(&dst.published(), Step::Download);
     assert!(reason.contains("streamed pages"), "{reason}");
