@@ -212,6 +212,10 @@ async fn serve<R: Runtime>(cli: &Cli, node: NodeName, runtime: R) -> anyhow::Res
     let fence = KvFence::open(&js, settings.replicas)
         .await
         .context("opening the migration fences")?;
+    admission::open_bucket(&js, settings.replicas)
+        .await
+        .map_err(anyhow::Error::msg)
+        .context("opening the workload-name registry")?;
     let images = JetStreamImages::new(js.clone(), store.clone());
     let wired = Wired {
         objects: store,
