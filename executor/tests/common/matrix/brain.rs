@@ -90,6 +90,11 @@ impl Brain {
             .env("LOADSHIFT_NATS", &self.url)
             .env("LOADSHIFT_STORE", &self.store)
             .env("LOADSHIFT_RETRAIN_EVERY", "0")
+            // The matrix moves the workload every few seconds on purpose:
+            // the cooldowns (a policy, not a safety rule) would keep every
+            // node from being a target for minutes.
+            .env("LOADSHIFT_NODE_COOLDOWN", "0")
+            .env("LOADSHIFT_WORKLOAD_COOLDOWN", "0")
             .env("RUST_LOG", "info,loadshift_brain=debug")
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("brain log"))
