@@ -14,6 +14,7 @@ use loadshift_brain::model::dataset::Row;
 use loadshift_brain::model::score::best_cutoff;
 use loadshift_brain::model::selection::best_rule;
 use loadshift_brain::model::{onset_of, sustained_of, train, Predictor, TrainConfig};
+use loadshift_testkit::process::succeed;
 
 fn fixture() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/traces")
@@ -100,15 +101,11 @@ fn predictor_predicts_and_explains() {
 
 #[test]
 fn evaluate_command_prints_one_table() {
-    let out = Command::new(env!("CARGO_BIN_EXE_loadshift-brain"))
-        .args(["evaluate", "--trees", "20", "--trace"])
-        .arg(fixture())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = succeed(
+        Command::new(env!("CARGO_BIN_EXE_loadshift-brain"))
+            .args(["evaluate", "--trees", "20", "--trace"])
+            .arg(fixture()),
+        "brain evaluate",
     );
     let text = String::from_utf8_lossy(&out.stdout);
     for needle in [

@@ -11,13 +11,20 @@ use loadshift_events::migration::Step;
 use loadshift_events::Event;
 use loadshift_executor::fault;
 
+/// A two-node cluster with `workload` counting on node2 and `fault` armed
+/// on `faulty`, and the id of the migration to node3 just requested: how
+/// each crash test begins.
+async fn migrating_with_fault(workload: &str, faulty: &str, fault: &str) -> (Cluster, uuid::Uuid) {
+    let mut c = Cluster::new(&["node2", "node3"]).await;
+    c.run_workload("node2", workload, COUNTER).await;
+    c.arm_fault(faulty, fault).await;
+    let id = c.migrate(workload, "node2", "node3").await;
+    (c, id)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn source_killed_after_the_dump_finishes_the_move_when_it_returns() {
-    let mut c = Cluster::new(&["node2", "node3"]).await;
-    c.run_workload("node2", "counter-a", COUNTER).await;
-    c.arm_fault("node2", fault::AFTER_DUMP).await;
-
-    let id = c.migrate("counter-a", "node2", "node3").await;
+    let (mut c, id) = migrating_with_fault("counter-a", "node2", fault::AFTER_DUMP).await;
     assert!(
         c.node("node2").wait_exit(Duration::from_secs(60)),
         "the source did not crash at the fault point\n{}",
@@ -34,11 +41,7 @@ async fn source_killed_after_the_dump_finishes_the_move_when_it_returns() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn target_killed_during_restore_reports_the_restore_when_it_returns() {
-    let mut c = Cluster::new(&["node2", "node3"]).await;
-    c.run_workload("node2", "counter-b", COUNTER).await;
-    c.arm_fault("node3", fault::DURING_RESTORE).await;
-
-    let id = c.migrate("counter-b", "node2", "node3").await;
+    let (mut c, id) = migrating_with_fault("counter-b", "node3", fault::DURING_RESTORE).await;
     c.crash_and_restart("node3");
     c.completed(id).await;
     assert_runs_once_on(&mut c, "counter-b", "node3").await;
@@ -46,11 +49,7 @@ async fn target_killed_during_restore_reports_the_restore_when_it_returns() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_corrupt_image_is_refused_and_the_workload_resumes_on_the_source() {
-    let mut c = Cluster::new(&["node2", "node3"]).await;
-    c.run_workload("node2", "counter-c", COUNTER).await;
-    c.arm_fault("node2", fault::CORRUPT_IMAGE).await;
-
-    let id = c.migrate("counter-c", "node2", "node3").await;
+    let (mut c, id) = migrating_with_fault("counter-c", "node2", fault::CORRUPT_IMAGE).await;
     c.rolled_back(id).await;
     let f = c.failed(id).await;
     assert_eq!(f.step, Step::Verify);

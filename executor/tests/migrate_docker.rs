@@ -223,13 +223,7 @@ async fn container_moves_in(mode: Mode) {
     assert!(s.pid.is_none());
 
     // Follow the old container's log until the checkpoint stops it.
-    let old_values = Arc::new(Mutex::new(Vec::new()));
-    let follower = tokio::spawn(read_log(
-        docker.clone(),
-        old_id.clone(),
-        true,
-        old_values.clone(),
-    ));
+    let counting = Counting::follow(&docker, &old_id);
     tokio::time::sleep(Duration::from_millis(1500)).await;
 
     let id = dc.c.migrate_in(mode, w, "node2", "node3").await;
@@ -266,11 +260,7 @@ async fn container_moves_in(mode: Mode) {
     assert_ne!(new_id, old_id);
 
     // The old container's log ended at the freeze.
-    tokio::time::timeout(Duration::from_secs(10), follower)
-        .await
-        .expect("the old container's log did not end")
-        .expect("log follower");
-    let old = old_values.lock().unwrap().clone();
+    let old = counting.ended().await;
     assert!(old.len() >= 5, "the old container barely counted: {old:?}");
     assert_eq!(old[0], 0, "the old container started from 0");
     assert_consecutive(&old, "old container");
@@ -381,22 +371,62 @@ async fn containers_do_not_go_where_docker_is_not() {
     );
 }
 
-/// Starts container workload `w` on node2 and follows its log; returns its
-/// id, the log values (growing until it stops) and the follower.
-async fn counting_on_node2(
-    dc: &DockerCluster,
-    docker: &Docker,
-    w: &str,
-) -> (String, Arc<Mutex<Vec<u64>>>, tokio::task::JoinHandle<()>) {
-    let started = dc.c.run_container("node2", w, IMAGE, &[]).await;
-    let Event::WorkloadStarted(s) = &started.event else {
-        unreachable!()
+/// A counting container whose log a task follows: what a test compares the
+/// restored container's log with once the old one stopped.
+struct Counting {
+    /// The container's id.
+    id: String,
+    /// The values its log printed so far (growing until it stops).
+    values: Arc<Mutex<Vec<u64>>>,
+    /// The task following the log.
+    follower: tokio::task::JoinHandle<()>,
+}
+
+impl Counting {
+    /// Starts following container `id`'s log.
+    fn follow(docker: &Docker, id: &str) -> Self {
+        let values = Arc::new(Mutex::new(Vec::new()));
+        let follower = tokio::spawn(read_log(
+            docker.clone(),
+            id.to_string(),
+            true,
+            values.clone(),
+        ));
+        Self {
+            id: id.to_string(),
+            values,
+            follower,
+        }
+    }
+
+    /// Waits for the log to end (the container stopped) and returns every
+    /// value it printed.
+    async fn ended(self) -> Vec<u64> {
+        tokio::time::timeout(Duration::from_secs(10), self.follower)
+            .await
+            .expect("the old container's log did not end")
+            .expect("log follower");
+        let values = self.values.lock().unwrap().clone();
+        values
+    }
+}
+
+/// A two-node docker cluster whose node2 executor has `fault` armed, with
+/// container workload `w` counting on node2: how each fault test begins.
+async fn counting_on_node2_with_fault(
+    w: &'static str,
+    fault: &str,
+) -> (DockerCluster, Docker, Counting) {
+    let mut dc = DockerCluster {
+        c: Cluster::with_runtime(&["node2", "node3"], false, Some("docker")).await,
+        workloads: vec![w],
     };
-    let id = s.container_id.clone().expect("a container id");
-    let values = Arc::new(Mutex::new(Vec::new()));
-    let follower = tokio::spawn(read_log(docker.clone(), id.clone(), true, values.clone()));
+    dc.c.arm_fault("node2", fault).await;
+    let docker = docker().await.expect("docker daemon");
+    let started = dc.c.run_container("node2", w, IMAGE, &[]).await;
+    let counting = Counting::follow(&docker, &container_of(&started));
     tokio::time::sleep(Duration::from_millis(1000)).await;
-    (id, values, follower)
+    (dc, docker, counting)
 }
 
 /// Checks that `new_id` runs and its log follows on from `old`'s last value.
@@ -424,14 +454,8 @@ async fn assert_follows_on(docker: &Docker, old: &[u64], new_id: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_corrupt_image_rolls_the_container_back_on_the_source() {
     const W: &str = "drollback";
-    let mut dc = DockerCluster {
-        c: Cluster::with_runtime(&["node2", "node3"], false, Some("docker")).await,
-        workloads: vec![W],
-    };
-    dc.c.node("node2").restart_with_fault("corrupt_image");
-    dc.c.wait_ping("node2").await;
-    let docker = docker().await.expect("docker daemon");
-    let (old_id, old_values, follower) = counting_on_node2(&dc, &docker, W).await;
+    let (dc, docker, counting) = counting_on_node2_with_fault(W, "corrupt_image").await;
+    let old_id = counting.id.clone();
 
     let id = dc.c.migrate(W, "node2", "node3").await;
     dc.c.rolled_back(id).await;
@@ -445,11 +469,7 @@ async fn a_corrupt_image_rolls_the_container_back_on_the_source() {
             })
             .expect("a failed event");
     assert_eq!(failed.step, Step::Verify, "{failed:?}");
-    tokio::time::timeout(Duration::from_secs(10), follower)
-        .await
-        .expect("the old container's log did not end")
-        .expect("log follower");
-    let old = old_values.lock().unwrap().clone();
+    let old = counting.ended().await;
 
     // It runs again on node2, in a new container, from where it froze; node3
     // kept nothing.
@@ -470,23 +490,12 @@ async fn a_corrupt_image_rolls_the_container_back_on_the_source() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_source_killed_right_after_the_checkpoint_finishes_the_move() {
     const W: &str = "dafterdump";
-    let mut dc = DockerCluster {
-        c: Cluster::with_runtime(&["node2", "node3"], false, Some("docker")).await,
-        workloads: vec![W],
-    };
-    dc.c.node("node2").restart_with_fault("after_dump");
-    dc.c.wait_ping("node2").await;
-    let docker = docker().await.expect("docker daemon");
-    let (_old_id, old_values, follower) = counting_on_node2(&dc, &docker, W).await;
+    let (mut dc, docker, counting) = counting_on_node2_with_fault(W, "after_dump").await;
 
     let id = dc.c.migrate(W, "node2", "node3").await;
     dc.c.crash_and_restart("node2");
     dc.c.completed(id).await;
-    tokio::time::timeout(Duration::from_secs(10), follower)
-        .await
-        .expect("the old container's log did not end")
-        .expect("log follower");
-    let old = old_values.lock().unwrap().clone();
+    let old = counting.ended().await;
     let now = containers_of(&docker, W).await;
     assert_eq!(now.len(), 1, "{now:?}");
     let on_node3 = containers_where(
