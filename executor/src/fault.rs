@@ -7,7 +7,6 @@
 //! else changes: with the variable unset (always, outside tests) each point is
 //! one environment lookup, made only at the rare steps of a migration.
 
-use std::future::Future;
 use std::path::Path;
 
 use tokio::io::AsyncReadExt;
@@ -107,17 +106,17 @@ impl ImageStore for CorruptingStore {
         Ok(stored)
     }
 
-    fn fetch(
+    async fn fetch(
         &self,
         object: &str,
         sha256: &str,
         images: &Path,
         workload_dir: &Path,
-    ) -> impl Future<Output = Result<Fetched, CheckpointError>> + Send {
-        self.inner.fetch(object, sha256, images, workload_dir)
+    ) -> Result<Fetched, CheckpointError> {
+        self.inner.fetch(object, sha256, images, workload_dir).await
     }
 
-    fn delete(&self, object: &str) -> impl Future<Output = Result<(), CheckpointError>> + Send {
-        self.inner.delete(object)
+    async fn delete(&self, object: &str) -> Result<(), CheckpointError> {
+        self.inner.delete(object).await
     }
 }

@@ -482,10 +482,7 @@ fn getrandom(buf: &mut [u8]) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn n(s: &str) -> NodeName {
-        NodeName::new(s).unwrap()
-    }
+    use loadshift_testkit::fixtures::node as n;
 
     #[test]
     fn only_the_operator_may_ask_for_a_start() {
