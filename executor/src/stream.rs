@@ -101,6 +101,11 @@ pub struct OfferRequest {
     pub source: NodeName,
     /// About how many bytes (bounds how long the target waits for them).
     pub bytes: u64,
+    /// Post-copy: the target will pull the pages (its lazy-pages daemon
+    /// asks the source's serving dump) instead of receiving a stream
+    /// ([`crate::lazy::offer`]). The door and its token are the same.
+    #[serde(default)]
+    pub lazy: bool,
 }
 
 /// Where to send one migration's pages, and the one-time token that opens
@@ -147,7 +152,7 @@ pub fn merge_pages(images: &Path) -> std::io::Result<()> {
 }
 
 /// A fresh one-time token.
-fn new_token() -> std::io::Result<String> {
+pub(crate) fn new_token() -> std::io::Result<String> {
     let mut bytes = [0u8; TOKEN_BYTES];
     std::fs::File::open("/dev/urandom")?.read_exact_std(&mut bytes)?;
     Ok(crate::checkpoint::hex(bytes))
@@ -184,6 +189,14 @@ fn same(a: &[u8], b: &[u8]) -> bool {
 pub struct Link {
     stream: TcpStream,
     limit: Duration,
+}
+
+impl Link {
+    /// The admitted connection and its bound, for a post-copy's relay
+    /// ([`crate::lazy`]), which carries the pages the other way round.
+    pub fn into_parts(self) -> (TcpStream, Duration) {
+        (self.stream, self.limit)
+    }
 }
 
 /// Connects to the target's offer and presents the token: done before the
@@ -441,21 +454,8 @@ pub async fn receive(
     backend: SocketAddr,
     limit: Duration,
 ) -> Result<StreamedPages, StreamError> {
-    let expected = handshake(migration, &token);
     let work = async {
-        let link = loop {
-            let (mut conn, peer) = listener.accept().await.map_err(io("accept"))?;
-            let mut got = vec![0u8; expected.len()];
-            let read = tokio::time::timeout(HANDSHAKE_TIMEOUT, conn.read_exact(&mut got)).await;
-            if matches!(read, Ok(Ok(_))) && same(&got, &expected) {
-                conn.write_all(&[ADMITTED]).await.map_err(io("admit"))?;
-                break conn;
-            }
-            tracing::warn!(%migration, %peer, "page stream: wrong token or handshake refused");
-            let _ = conn.write_all(&[REFUSED]).await;
-        };
-        drop(listener);
-        let _ = link.set_nodelay(true);
+        let link = admit(listener, migration, &token).await?;
         let server = TcpStream::connect(backend)
             .await
             .map_err(io("connect to the page-server"))?;
@@ -479,6 +479,34 @@ pub async fn receive(
         .map_err(|_| StreamError::Timeout(limit))?
 }
 
+/// Waits on `listener` for the one connection presenting `migration` and
+/// `token`, refusing every other; closes the listener at admission, so the
+/// token cannot be used twice. Unbounded: the caller bounds it.
+///
+/// # Errors
+/// When the listener fails.
+pub(crate) async fn admit(
+    listener: TcpListener,
+    migration: Uuid,
+    token: &str,
+) -> Result<TcpStream, StreamError> {
+    let expected = handshake(migration, token);
+    let link = loop {
+        let (mut conn, peer) = listener.accept().await.map_err(io("accept"))?;
+        let mut got = vec![0u8; expected.len()];
+        let read = tokio::time::timeout(HANDSHAKE_TIMEOUT, conn.read_exact(&mut got)).await;
+        if matches!(read, Ok(Ok(_))) && same(&got, &expected) {
+            conn.write_all(&[ADMITTED]).await.map_err(io("admit"))?;
+            break conn;
+        }
+        tracing::warn!(%migration, %peer, "page stream: wrong token or handshake refused");
+        let _ = conn.write_all(&[REFUSED]).await;
+    };
+    drop(listener);
+    let _ = link.set_nodelay(true);
+    Ok(link)
+}
+
 type Receipt = tokio::sync::oneshot::Receiver<Result<StreamedPages, String>>;
 
 /// The target's side: the streams it offered, each a receiver running in
@@ -490,6 +518,9 @@ type Receipt = tokio::sync::oneshot::Receiver<Result<StreamedPages, String>>;
 pub struct Streams {
     inner: Arc<Mutex<std::collections::HashMap<Uuid, Receipt>>>,
     settings: Option<Arc<StreamSettings>>,
+    /// The post-copies under way on this node, either side
+    /// ([`crate::lazy::PostCopies`]): the same door, other halves.
+    pub postcopy: crate::lazy::PostCopies,
 }
 
 /// What the target needs to offer streams.
@@ -511,6 +542,7 @@ impl Default for Streams {
         Self {
             inner: Arc::default(),
             settings: None,
+            postcopy: Default::default(),
         }
     }
 }
@@ -521,6 +553,7 @@ impl Streams {
         Self {
             inner: Arc::default(),
             settings: Some(Arc::new(settings)),
+            postcopy: Default::default(),
         }
     }
 
@@ -533,6 +566,9 @@ impl Streams {
         let Some(s) = self.settings.clone() else {
             return Err("this node does not take streamed pages".into());
         };
+        if req.lazy {
+            return self.postcopy.offer(&s, req).await;
+        }
         let images = s.images_root.join(req.migration.to_string());
         let pages = pages_dir(&images);
         let server = PageServer::start(&s.criu, &pages)

@@ -127,6 +127,7 @@ async fn a_targets_offer_admits_its_token_once_and_nothing_else() {
         migration: uuid::Uuid::now_v7(),
         source: NodeName::new("node2").unwrap(),
         bytes: 1 << 20,
+        lazy: false,
     };
     let offer = stream::ask(&c.js.client(), &NodeName::new("node3").unwrap(), &req)
         .await

@@ -208,6 +208,14 @@ pub trait Runtime: Send + Sync + 'static {
         false
     }
 
+    /// The CRIU process runtime, where this runtime can move a workload
+    /// with post-copy ([`crate::lazy`]: lazy dump, lazy-pages daemon,
+    /// `restore --lazy-pages`); `None` (the default) makes the saga fall
+    /// back to a stream before anything is frozen.
+    fn postcopy(&self) -> Option<&process::ProcessRuntime> {
+        None
+    }
+
     /// Freezes the workload and dumps it into `images`, its memory pages
     /// going over `link` to the target while the dump runs (and into a
     /// safety copy next to `images`, so a failed migration still resumes

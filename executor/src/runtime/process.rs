@@ -256,6 +256,10 @@ impl Runtime for ProcessRuntime {
         Ok(())
     }
 
+    fn postcopy(&self) -> Option<&ProcessRuntime> {
+        Some(self)
+    }
+
     fn streams_pages(&self) -> bool {
         true
     }
