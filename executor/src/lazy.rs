@@ -566,7 +566,10 @@ impl Serving {
         }
         let _ = (&mut self.done).await;
         let alive = match &self.workload {
-            Handle::Process { pid, start_ticks: t } => start_ticks(*pid) == Some(*t),
+            Handle::Process {
+                pid,
+                start_ticks: t,
+            } => start_ticks(*pid) == Some(*t),
             Handle::Container { .. } => false,
         };
         if keep && !self.pulled() && alive {

@@ -15,17 +15,25 @@ use loadshift_events::migration::Mode;
 use loadshift_events::{Envelope, Event};
 use loadshift_executor::runtime::process::start_ticks;
 
-/// What of migration `id` is left in the shared images folder (the
-/// source's folder, the target's `lazy-` one, pages next to them).
+/// What of migration `id` is left in either node's images folder.
 fn leftovers(c: &Cluster, id: uuid::Uuid) -> Vec<String> {
     let id = id.to_string();
-    std::fs::read_dir(c.images.path())
-        .into_iter()
+    ["node2", "node3"]
+        .iter()
+        .flat_map(|n| {
+            std::fs::read_dir(c.images.path().join(n))
+                .into_iter()
+                .flatten()
+        })
         .flatten()
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .map(|e| e.path().display().to_string())
         .filter(|n| n.contains(&id))
         .collect()
+}
+
+/// Migration `id`'s image folder on `node`.
+fn images_of(c: &Cluster, node: &str, id: uuid::Uuid) -> std::path::PathBuf {
+    c.images.path().join(node).join(id.to_string())
 }
 
 /// The pid `workload.started` reported for `started`.
@@ -135,16 +143,17 @@ async fn a_source_killed_during_post_copy_fails_the_migration_and_leaves_no_copy
     );
 
     let id = c.migrate_in(Mode::Lazy, "big-l", "node2", "node3").await;
-    // The target restored (its pidfile is written) and pulls the pages.
-    let target = c.images.path().join(format!("lazy-{id}"));
+    // The target restored (criu says its tasks resumed) and pulls the pages.
+    let log = images_of(&c, "node3", id).join("restore.log");
     assert!(
-        eventually(|| target.join("restore.pid").exists()).await,
+        eventually(|| std::fs::read_to_string(&log).is_ok_and(|l| l.contains("Tasks resumed")))
+            .await,
         "the target never restored\n{}",
         c.logs()
     );
     // The source node dies: its executor, its serving criu, the frozen tree.
     c.node("node2").kill();
-    let source_images = c.images.path().join(id.to_string());
+    let source_images = images_of(&c, "node2", id);
     for pid in criu_working_on(&source_images)
         .into_iter()
         .chain([source_pid])
@@ -156,9 +165,10 @@ async fn a_source_killed_during_post_copy_fails_the_migration_and_leaves_no_copy
     }
 
     let failed = c
-        .wait_for(Duration::from_secs(120), |e| {
-            matches!(&e.event, Event::MigrationFailed(p) if p.migration == id)
-        })
+        .wait_for(
+            Duration::from_secs(120),
+            |e| matches!(&e.event, Event::MigrationFailed(p) if p.migration == id),
+        )
         .await;
     let Event::MigrationFailed(f) = failed.event else {
         unreachable!()
@@ -186,9 +196,10 @@ async fn a_source_killed_during_post_copy_fails_the_migration_and_leaves_no_copy
     );
     assert!(c.copies_of("big-l").is_empty(), "a copy runs again");
     let no_rollback = c
-        .try_wait_for(Duration::from_secs(2), |e| {
-            matches!(&e.event, Event::MigrationRolledBack(p) if p.migration == id)
-        })
+        .try_wait_for(
+            Duration::from_secs(2),
+            |e| matches!(&e.event, Event::MigrationRolledBack(p) if p.migration == id),
+        )
         .await;
     assert!(no_rollback.is_none(), "the source resumed a lost workload");
 }

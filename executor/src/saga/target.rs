@@ -65,15 +65,7 @@ impl<R: Runtime, S: ImageStore, P: Peers, C: Clock, F: Fence> Executor<R, S, P, 
             spec: p.spec.clone(),
             source: p.source.clone(),
             target: p.target.clone(),
-            // A post-copy's source still works in its own folder (criu serves
-            // from it) while this node restores: apart, even when both nodes
-            // share one images root (tests), and never a prefix of the other,
-            // as stray criu are found by the folder in their command line.
-            images: self.images_root.join(if p.lazy {
-                format!("lazy-{}", p.migration)
-            } else {
-                p.migration.to_string()
-            }),
+            images: self.images_root.join(p.migration.to_string()),
             object: Some(p.object.clone()),
             sha256: Some(p.sha256.clone()),
             image_bytes: p.image_bytes,
