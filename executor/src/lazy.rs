@@ -737,3 +737,55 @@ pub fn stream_freeze_secs(rss: u64, bytes_per_sec: Option<f64>) -> f64 {
 pub fn wins(rss: u64, bytes_per_sec: Option<f64>) -> bool {
     lazy_freeze_secs(rss) < stream_freeze_secs(rss, bytes_per_sec)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIB: u64 = 1 << 20;
+
+    #[test]
+    fn the_estimates_follow_the_measured_freezes_and_post_copy_wins_at_each() {
+        // BENCHMARKS.md, round 3: lazy 348 / 463 / 917 ms, stream 0.84 /
+        // 2.10 / 6.5 s at 64 / 256 / 1024 MiB.
+        let close = |est: f64, measured: f64| (est - measured).abs() / measured < 0.25;
+        for (mib, lazy, stream) in [(64, 0.348, 0.84), (256, 0.463, 2.10), (1024, 0.917, 6.5)] {
+            assert!(
+                close(lazy_freeze_secs(mib * MIB), lazy),
+                "lazy at {mib} MiB"
+            );
+            let s = stream_freeze_secs(mib * MIB, None);
+            assert!(close(s, stream), "stream at {mib} MiB: {s}");
+            assert!(wins(mib * MIB, None), "{mib} MiB");
+        }
+        // A node that measured a faster network estimates a shorter stream;
+        // a nonsense speed is the figure measured here.
+        let fast = Some(1024.0 * MIB as f64);
+        assert!(stream_freeze_secs(1024 * MIB, fast) < stream_freeze_secs(1024 * MIB, None));
+        assert_eq!(
+            stream_freeze_secs(MIB, Some(f64::NAN)),
+            stream_freeze_secs(MIB, None)
+        );
+    }
+
+    #[test]
+    fn every_page_arrived_only_when_the_daemon_counted_them_all() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(!all_arrived(dir.path()), "no log");
+        let log = dir.path().join("lazy-pages.log");
+        std::fs::write(
+            &log,
+            "(01.2) uffd: 4242: UFFD transferred pages: (100/16384)\n",
+        )
+        .unwrap();
+        assert!(!all_arrived(dir.path()));
+        std::fs::write(
+            &log,
+            "(09.8) uffd: 4242: UFFD transferred pages: (16384/16384)\n",
+        )
+        .unwrap();
+        assert!(all_arrived(dir.path()));
+        std::fs::write(&log, "UFFD transferred pages: (0/0)\n").unwrap();
+        assert!(!all_arrived(dir.path()), "nothing is not everything");
+    }
+}
