@@ -8,6 +8,10 @@
 //! workload's progress per second before, while pages arrive and after,
 //! and the CPU-seconds of the source's and the target's criu per GiB.
 //!
+//! Each size runs without and with CRIU's kernel cache (`/run/criu.kdat`,
+//! [`loadshift_executor::kdat`], which the executor writes at start):
+//! `LOADSHIFT_BENCH_KDAT=off,on` (the default) or either alone.
+//!
 //! Run: `cargo bench -p loadshift-executor --bench postcopy` (root, after
 //! scripts/setup). Sizes and runs: `LOADSHIFT_BENCH_SIZES=64,256`
 //! `LOADSHIFT_BENCH_RUNS=5`.
@@ -159,9 +163,24 @@ async fn main() {
         .unwrap_or(5) as usize;
     let bin = tempfile::tempdir().expect("tempdir");
     let walker = build_c(bin.path(), "pagewalk");
-    println!("| touched memory | freeze (median of {runs}) | freeze min–max | until last page | progress/s before | while pages arrive | after | source criu CPU-s/GiB | target criu CPU-s/GiB |");
-    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- |");
-    for mib in sizes {
+    let caches: Vec<String> = std::env::var("LOADSHIFT_BENCH_KDAT")
+        .unwrap_or_else(|_| "off,on".into())
+        .split(',')
+        .map(|s| s.trim().to_string())
+        .collect();
+    println!("| touched memory | kdat cache | freeze (median of {runs}) | freeze min–max | until last page | progress/s before | while pages arrive | after | source criu CPU-s/GiB | target criu CPU-s/GiB |");
+    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+    for (mib, cache) in sizes
+        .iter()
+        .flat_map(|m| caches.iter().map(move |c| (*m, c.as_str())))
+    {
+        if cache == "on" {
+            loadshift_executor::kdat::refresh(Path::new("criu"))
+                .await
+                .expect("write the kdat cache");
+        } else {
+            let _ = std::fs::remove_file(loadshift_executor::kdat::CACHE);
+        }
         let mut all = Vec::new();
         for run in 0..runs {
             all.push(one_run(&walker, mib, run).await);
@@ -170,7 +189,7 @@ async fn main() {
         let col = |f: fn(&Run) -> f64| median(all.iter().map(f).collect());
         let freezes: Vec<f64> = all.iter().map(|r| r.freeze_ms).collect();
         println!(
-            "| {mib} MiB | {:.0} ms | {:.0}–{:.0} ms | {:.0} ms | {:.0} pages | {:.0} pages | {:.0} pages | {:.2} | {:.2} |",
+            "| {mib} MiB | {cache} | {:.0} ms | {:.0}–{:.0} ms | {:.0} ms | {:.0} pages | {:.0} pages | {:.0} pages | {:.2} | {:.2} |",
             col(|r| r.freeze_ms),
             freezes.iter().copied().fold(f64::INFINITY, f64::min),
             freezes.iter().copied().fold(0.0, f64::max),

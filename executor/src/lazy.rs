@@ -149,6 +149,9 @@ impl LazyDump {
         let mut args = runtime.dump_args(*pid, images);
         args.extend(serve_args(listen));
         args.push("--lazy-pages".into());
+        // Info, not debug (-v4 logs every mapping and page pipe): the lines
+        // this module waits for are info.
+        args.push("-v3".into());
         let mut dump = Self {
             child: spawn(runtime.criu(), args)?,
             images: images.to_path_buf(),
@@ -271,7 +274,7 @@ impl LazyRestore {
                 tokio::time::sleep(POLL).await;
             }
             Ok(runtime
-                .restore_with(name, images, files, &["--lazy-pages"])
+                .restore_with(name, images, files, &["--lazy-pages", "-v3"])
                 .await?)
         })
         .await;

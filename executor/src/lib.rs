@@ -13,6 +13,7 @@ pub mod fault;
 pub mod fence;
 pub mod image_store;
 pub mod journal;
+pub mod kdat;
 pub mod lazy;
 pub mod liveness;
 pub mod output;
