@@ -242,8 +242,16 @@ impl<R: Runtime, S: ImageStore, P: Peers, C: Clock, F: Fence> Executor<R, S, P, 
         };
         let offer = self.peers.offer_stream(&p.target, &req).await?;
         // The page stream gets what a store's upload of the same bytes would.
+        // A post-copy's link lives from the dump to the last page, which
+        // trickle at the pace the workload faults them (about 110 MiB/s
+        // here, BENCHMARKS.md): the target's whole wait, at the unmeasured
+        // speed, since its end kills the workload.
         let speed = self.journal.speed().ok().flatten();
-        let limit = self.deadlines.transfer(rss, speed);
+        let limit = if lazy {
+            self.deadlines.target(rss, None)
+        } else {
+            self.deadlines.transfer(rss, speed)
+        };
         crate::stream::connect(&offer, p.migration, limit)
             .await
             .map_err(|e| e.to_string())
