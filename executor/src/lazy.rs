@@ -596,8 +596,10 @@ fn joined(e: tokio::task::JoinError) -> LazyError {
 /// One side of a post-copy this node takes part in.
 enum Half {
     /// Target: the 127.0.0.1 address the lazy-pages daemon connects to,
-    /// relayed to the source over the admitted connection.
-    Target(SocketAddr),
+    /// relayed to the source over the admitted connection, and about how
+    /// many bytes of pages will come (the source's guess: they travel
+    /// apart from the image, whose size `checkpointed` gives).
+    Target(SocketAddr, u64),
     /// Source: the serving dump.
     Source(Serving),
 }
@@ -654,15 +656,16 @@ impl PostCopies {
                 Err(_) => tracing::warn!(%migration, ?limit, "post-copy relay past its bound"),
             }
         });
-        self.with(|m| m.insert(req.migration, Half::Target(daemon)));
+        self.with(|m| m.insert(req.migration, Half::Target(daemon, req.bytes)));
         Ok(Offer { address, token })
     }
 
     /// Target: where the lazy-pages daemon of `migration` finds its source
-    /// (once: the relay takes one daemon).
-    pub fn take_daemon_address(&self, migration: Uuid) -> Option<SocketAddr> {
+    /// (once: the relay takes one daemon), and about how many bytes of
+    /// pages will come that way.
+    pub fn take_daemon_address(&self, migration: Uuid) -> Option<(SocketAddr, u64)> {
         self.with(|m| match m.remove(&migration) {
-            Some(Half::Target(a)) => Some(a),
+            Some(Half::Target(a, bytes)) => Some((a, bytes)),
             Some(other) => {
                 m.insert(migration, other);
                 None
