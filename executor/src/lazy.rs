@@ -638,7 +638,7 @@ impl PostCopies {
             .map_err(|e| format!("cannot listen for the lazy-pages daemon: {e}"))?;
         let daemon = local.local_addr().map_err(|e| e.to_string())?;
         let token = crate::stream::new_token().map_err(|e| format!("cannot make a token: {e}"))?;
-        let limit = crate::deadline::Deadlines { floor: s.floor }.target(req.bytes, None);
+        let limit = s.deadlines.target(req.bytes, None);
         let (migration, tok) = (req.migration, token.clone());
         tokio::spawn(async move {
             let relay = async {
