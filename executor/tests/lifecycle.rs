@@ -10,6 +10,7 @@ mod common;
 use std::time::Duration;
 
 use common::Cluster;
+use loadshift_events::cordon::{DrainRequested, Uncordoned};
 use loadshift_events::workload::{ExitReason, StopRequested};
 use loadshift_events::{connection, Envelope, Event, NodeName, WorkloadName};
 use loadshift_testkit::fixtures;
@@ -300,4 +301,63 @@ async fn a_stop_racing_a_migration_that_rolls_back_is_carried_out_by_the_source(
     c.arm_fault("node2", loadshift_executor::fault::CORRUPT_IMAGE)
         .await;
     race_a_stop_with_a_migration(&c, "node2").await;
+}
+
+/// Publishes `event` about node `node`'s drain as an operator's tool would,
+/// straight onto the stream (no CLI check on the way).
+fn drain_event(node: &str, drain: bool) -> Event {
+    let node = NodeName::new(node).unwrap();
+    if drain {
+        Event::NodeDrainRequested(DrainRequested {
+            node,
+            requested_by: "test".into(),
+            reason: "maintenance".into(),
+        })
+    } else {
+        Event::NodeUncordoned(Uncordoned {
+            node,
+            requested_by: "test".into(),
+        })
+    }
+}
+
+/// The executor of a draining node refuses, itself, what the CLI and the
+/// brain would not have sent: a start and a migration published straight
+/// onto the stream. The migration's source resumes the workload; once the
+/// node is uncordoned both go through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_draining_node_refuses_starts_and_migrations_that_bypass_the_cli() {
+    let mut c = Cluster::new(&["node2", "node3"]).await;
+    c.run_workload("node2", "mover", COUNTER).await;
+    c.publish("test", drain_event("node3", true)).await;
+
+    let e = c
+        .start_workload("node3", "newcomer", c.process_spec(COUNTER))
+        .await;
+    assert!(
+        matches!(&e.event, Event::WorkloadStartFailed(f) if f.reason.contains("node node3 is draining")),
+        "{e:?}"
+    );
+    assert!(c.copies_of("newcomer").is_empty(), "it started anyway");
+
+    let id = c.migrate("mover", "node2", "node3").await;
+    c.rolled_back(id).await;
+    let failed = c
+        .events()
+        .await
+        .into_iter()
+        .find_map(|e| match e.event {
+            Event::MigrationFailed(f) if f.migration == id => Some((e.node, f)),
+            _ => None,
+        })
+        .expect("a failed event");
+    assert_eq!(failed.0.as_str(), "node3", "{failed:?}");
+    assert!(failed.1.reason.contains("maintenance"), "{failed:?}");
+    common::assert_runs_once_on(&mut c, "mover", "node2").await;
+
+    c.publish("test", drain_event("node3", false)).await;
+    c.completed(c.migrate("mover", "node2", "node3").await)
+        .await;
+    // (Another name: waiting for `newcomer` would find its refusal.)
+    c.run_workload("node3", "latecomer", COUNTER).await;
 }
