@@ -128,10 +128,21 @@ impl ContainerLogs {
     /// in the executor's log), not the workload, and the saved files exist
     /// afterwards either way (they travel with the image).
     pub async fn save(&self, dir: &Path, id: &str) {
-        if let Err(e) = self.try_save(dir, id).await {
-            tracing::warn!(container = %id, folder = %dir.display(), error = %e, "the container's output was not saved; its lines are missing from `workload logs`");
+        let Err(e) = self.try_save(dir, id).await else {
+            return;
+        };
+        tracing::warn!(container = %id, folder = %dir.display(), error = %e, "the container's output was not saved; its lines are missing from `workload logs`");
+        if saved_up_to(dir).ok().flatten().as_deref() == Some(id) {
+            // Committed; only a rename failed: readers here use the
+            // pending files, and the next save finishes the renames.
+            return;
         }
+        // Not committed: drop the half-made files and mark the container
+        // as saved without its lines, so that this node serves what
+        // travels (an offset must mean the same on every node) and the
+        // files the image carries exist.
         for stream in STREAMS {
+            let _ = std::fs::remove_file(pending(dir, stream));
             let path = dir.join(stream.file_name());
             if !path.exists() {
                 if let Err(e) = std::fs::write(&path, b"") {
@@ -140,10 +151,8 @@ impl ContainerLogs {
             }
         }
         let marker = dir.join(SAVED_UP_TO);
-        if !marker.exists() {
-            if let Err(e) = std::fs::write(&marker, id) {
-                tracing::warn!(file = %marker.display(), error = %e, "cannot write the saved output's marker");
-            }
+        if let Err(e) = std::fs::write(&marker, id) {
+            tracing::warn!(file = %marker.display(), error = %e, "cannot write the saved output's marker");
         }
     }
 
