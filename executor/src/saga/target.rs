@@ -36,13 +36,18 @@ impl<R: Runtime, S: ImageStore, P: Peers, C: Clock, F: Fence> Executor<R, S, P, 
             }
             None => {
                 let m = self.target_record(p);
-                if p.spec.runtime != self.runtime.kind() {
-                    let reason = format!(
-                        "node {} runs {} workloads, not {}",
-                        self.node,
-                        self.runtime.kind(),
-                        p.spec.runtime
-                    );
+                let refused = match self.journal.drain()? {
+                    Some(drain) => Some(drain.refusal(&self.node)),
+                    None => (p.spec.runtime != self.runtime.kind()).then(|| {
+                        format!(
+                            "node {} runs {} workloads, not {}",
+                            self.node,
+                            self.runtime.kind(),
+                            p.spec.runtime
+                        )
+                    }),
+                };
+                if let Some(reason) = refused {
                     return self
                         .give_up_target(seq, m, Step::Restore, reason, false)
                         .await;
