@@ -1,7 +1,7 @@
 //! The planner's migration estimate held against real migrations: reads
 //! the CSV that `LOADSHIFT_BENCH_LOG` makes the executor's migration bench
 //! write (mode, image bytes, freeze ms, total ms, in the order they ran),
-//! and replays it through [`Throughput`] as the planner folds
+//! and replays it through [`MoveCosts`] as the planner folds
 //! `migration.completed`: before each migration, the estimate from those
 //! before it; then the migration is learned. Prints the estimate's error
 //! per mode and size (the first migration has nothing to learn from and
@@ -12,12 +12,12 @@
 use std::collections::BTreeMap;
 use std::process::ExitCode;
 
-use loadshift_brain::cost::Throughput;
-use loadshift_events::migration::Timings;
+use loadshift_brain::cost::MoveCosts;
+use loadshift_events::migration::{Mode, Timings};
 
 /// One migration as the bench logged it.
 struct Logged {
-    mode: String,
+    mode: Mode,
     image_bytes: u64,
     freeze_ms: f64,
     total_ms: f64,
@@ -31,7 +31,9 @@ fn parse(line: &str) -> Result<Logged, String> {
     };
     let num = |s: &str| s.parse::<f64>().map_err(|e| format!("{s:?}: {e}"));
     Ok(Logged {
-        mode: mode.to_string(),
+        mode: mode
+            .parse()
+            .map_err(|_| format!("{mode:?} is not a mode"))?,
         image_bytes: bytes.parse().map_err(|e| format!("{bytes:?}: {e}"))?,
         freeze_ms: num(freeze)?,
         total_ms: num(total)?,
@@ -71,12 +73,14 @@ fn main() -> ExitCode {
     }
     // (mode, MiB) -> (estimated freeze, actual freeze) pairs, seconds.
     let mut pairs: BTreeMap<(String, u64), Vec<(f64, f64)>> = BTreeMap::new();
-    let mut learned = Throughput::default();
+    let mut learned = MoveCosts::default();
     for (i, m) in logged.iter().enumerate() {
         if i > 0 {
-            let e = learned.estimate(m.image_bytes, 0.0);
+            // The estimate for the mode that ran (the planner asks for
+            // `auto`, which streams a process of this size).
+            let e = learned.estimate_in(m.mode, m.image_bytes, 0.0);
             pairs
-                .entry((m.mode.clone(), m.image_bytes >> 20))
+                .entry((m.mode.to_string(), m.image_bytes >> 20))
                 .or_default()
                 .push((e.freeze_ms / 1000.0, m.freeze_ms / 1000.0));
         }
@@ -85,7 +89,7 @@ fn main() -> ExitCode {
             total_ms: Some(m.total_ms),
             ..Timings::default()
         };
-        learned.observe(m.image_bytes, &timings);
+        learned.observe(Some(m.mode), m.image_bytes, &timings);
     }
     println!("| mode | image | migrations | estimated freeze (median) | actual freeze (median) | error (median of (estimate - actual) / actual) | error (median of abs) |");
     println!("|---|---|---|---|---|---|---|");
