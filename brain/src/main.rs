@@ -472,6 +472,8 @@ fn status(a: StatusArgs) -> anyhow::Result<()> {
             if a.digest {
                 r.digest = Some(store.digest().context("computing the digest")?);
             }
+            let waiting = loadshift_brain::outbox::pending(&store).context("reading the outbox")?;
+            r.outbox = Some(waiting.iter().map(Into::into).collect());
             r
         }
         Err(StoreError::Locked(_)) => {

@@ -1171,6 +1171,29 @@ async fn a_target_holding_the_migration_past_the_deadline_is_waited_for() {
 }
 
 #[tokio::test]
+async fn a_claim_the_fence_does_not_answer_is_asked_again_not_given_up() {
+    let id = Uuid::now_v7();
+    let (src, mut dst, checkpointed) = awaiting_target(id).await;
+    src.published();
+    let (fence, clock) = (dst.shared.fence.clone(), dst.shared.clock.clone());
+    fence.set_down(true);
+    let back = async {
+        // The target waits to ask again; meanwhile the fence comes back.
+        for _ in 0..100 {
+            tokio::task::yield_now().await;
+        }
+        fence.set_down(false);
+        clock.advance(FLOOR);
+    };
+
+    tokio::join!(dst.deliver(&checkpointed), back);
+
+    assert_eq!(fence.holder_of(id), Some(Holder::Target));
+    assert_eq!(kinds(&dst.published()), vec!["migration.restored"]);
+    assert!(dst.host.runs(&workload_name("counter")));
+}
+
+#[tokio::test]
 async fn a_fence_out_of_reach_delays_the_take_back_to_a_later_tick() {
     let id = Uuid::now_v7();
     let (src, _dst, _c) = awaiting_target(id).await;
