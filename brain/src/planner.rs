@@ -47,7 +47,7 @@ use loadshift_events::{Envelope, Event, NodeName, WorkloadName};
 use uuid::Uuid;
 
 mod drain;
-use crate::cost::Throughput;
+use crate::cost::MoveCosts;
 pub use drain::{DrainDecision, DRAIN_IN_FLIGHT};
 
 /// The planner's knobs.
@@ -302,7 +302,7 @@ pub struct Planner {
     /// When each workload was last asked to move.
     last_migration: BTreeMap<WorkloadName, DateTime<Utc>>,
     /// What earlier migrations measured, for cost estimates.
-    throughput: Throughput,
+    throughput: MoveCosts,
 }
 
 fn within(since: Option<DateTime<Utc>>, now: DateTime<Utc>, d: Duration) -> bool {
@@ -438,7 +438,9 @@ impl Planner {
                     self.usage.insert(w.workload.clone(), used);
                 }
             }
-            Event::MigrationCompleted(c) => self.throughput.observe(c.image_bytes, &c.timings),
+            Event::MigrationCompleted(c) => {
+                self.throughput.observe(c.mode, c.image_bytes, &c.timings)
+            }
             Event::MigrationRequested(r) => {
                 self.cool_down(&r.workload, [&r.source, &r.target], env.occurred_at);
             }
@@ -1068,7 +1070,7 @@ mod tests {
         };
         assert_eq!(r.workload, w("mid"));
         assert_eq!(r.target, n("node3"), "the target lowest after the move");
-        let expected = Throughput::default().estimate(512 << 20, 0.0);
+        let expected = MoveCosts::default().estimate(512 << 20, 0.0);
         assert_eq!(r.reason.estimate, Some(expected));
         assert!(
             r.reason.summary.contains("s frozen"),

@@ -162,7 +162,7 @@ impl<R: Runtime, S: ImageStore, P: Peers, C: Clock, F: Fence> Executor<R, S, P, 
 
     /// A streamed migration: the pages that arrived over the direct
     /// connection must be what the source's dump sent (byte count and
-    /// SHA-256), else nothing is restored. Pages checked before a restart
+    /// BLAKE3), else nothing is restored. Pages checked before a restart
     /// (the record's `streamed` cleared) are not checked again; pages whose
     /// receipt a restart lost cannot be trusted, and the source resumes.
     async fn check_pages(
@@ -180,8 +180,8 @@ impl<R: Runtime, S: ImageStore, P: Peers, C: Clock, F: Fence> Executor<R, S, P, 
         };
         if arrived != sent {
             let reason = format!(
-                "streamed pages differ from what the source sent: {} bytes with SHA-256 {}, the source sent {} bytes with {}",
-                arrived.bytes, arrived.sha256, sent.bytes, sent.sha256
+                "streamed pages differ from what the source sent: {} bytes with BLAKE3 {}, the source sent {} bytes with {}",
+                arrived.bytes, arrived.blake3, sent.bytes, sent.blake3
             );
             return Err((m, Step::Verify, reason));
         }
