@@ -77,7 +77,11 @@ pub struct PlannerConfig {
     pub silent_after: Duration,
     /// How far back a target's and a workload's highest CPU is remembered:
     /// a target is judged by the load it may come back to (a bursty
-    /// neighbour idle right now), not only by its latest sample.
+    /// neighbour idle right now), not only by its latest sample. As long as
+    /// `workload_cooldown` by default: a workload moved onto a target stays
+    /// there that long, so the target's past over that duration is what it
+    /// is judged by (a fixed day rejected almost every target of a month
+    /// whose nodes all burst daily: BENCHMARKS.md, "Issue 9 (round 4)").
     pub peak_window: Duration,
     /// Who the requests say asked.
     pub requested_by: String,
@@ -1139,6 +1143,28 @@ mod tests {
         };
         assert_eq!(r.target, n("node4"));
         assert_eq!(r.reason.target_load_after_pct, Some(70.0));
+    }
+
+    #[test]
+    fn a_peak_older_than_the_peak_window_no_longer_counts_against_a_target() {
+        // Given node3 at 85 % once, 11 minutes ago (the default window is
+        // 10 minutes: as long as a moved workload must stay), and idle since.
+        let mut facts = vec![sample_at(
+            "node3",
+            85.0,
+            now() - chrono::Duration::seconds(660),
+        )];
+        facts.extend(in_trouble(80.0, &[("mid", 40.0, 512 << 20)]));
+        assert_eq!(
+            PlannerConfig::default().peak_window,
+            PlannerConfig::default().workload_cooldown
+        );
+        // When node2 is relieved, then the idle node3 is the target again.
+        let Some(Decision::Migrate(r)) = given(&facts).handle(&n("node2"), now()) else {
+            panic!("expected a migration");
+        };
+        assert_eq!(r.target, n("node3"));
+        assert_eq!(r.reason.target_load_after_pct, Some(30.0));
     }
 
     #[test]
