@@ -6,6 +6,7 @@ pub mod admission;
 pub mod cgroup;
 pub mod checkpoint;
 pub mod clock;
+pub mod cordon;
 pub mod deadline;
 #[cfg(test)]
 mod doubles;

@@ -15,6 +15,7 @@ use loadshift_events::WorkloadName;
 use serde::{Deserialize, Serialize};
 
 pub mod docker;
+pub mod docker_log;
 pub mod image_dir;
 pub mod process;
 

@@ -36,13 +36,18 @@ impl<R: Runtime, S: ImageStore, P: Peers, C: Clock, F: Fence> Executor<R, S, P, 
             }
             None => {
                 let m = self.target_record(p);
-                if p.spec.runtime != self.runtime.kind() {
-                    let reason = format!(
-                        "node {} runs {} workloads, not {}",
-                        self.node,
-                        self.runtime.kind(),
-                        p.spec.runtime
-                    );
+                let refused = match self.journal.drain()? {
+                    Some(drain) => Some(drain.refusal(&self.node)),
+                    None => (p.spec.runtime != self.runtime.kind()).then(|| {
+                        format!(
+                            "node {} runs {} workloads, not {}",
+                            self.node,
+                            self.runtime.kind(),
+                            p.spec.runtime
+                        )
+                    }),
+                };
+                if let Some(reason) = refused {
                     return self
                         .give_up_target(seq, m, Step::Restore, reason, false)
                         .await;
@@ -256,7 +261,7 @@ impl<R: Runtime, S: ImageStore, P: Peers, C: Clock, F: Fence> Executor<R, S, P, 
 
     /// A streamed migration: the pages that arrived over the direct
     /// connection must be what the source's dump sent (byte count and
-    /// SHA-256), else nothing is restored. Pages checked before a restart
+    /// BLAKE3), else nothing is restored. Pages checked before a restart
     /// (the record's `streamed` cleared) are not checked again; pages whose
     /// receipt a restart lost cannot be trusted, and the source resumes.
     async fn check_pages(
@@ -274,8 +279,8 @@ impl<R: Runtime, S: ImageStore, P: Peers, C: Clock, F: Fence> Executor<R, S, P, 
         };
         if arrived != sent {
             let reason = format!(
-                "streamed pages differ from what the source sent: {} bytes with SHA-256 {}, the source sent {} bytes with {}",
-                arrived.bytes, arrived.sha256, sent.bytes, sent.sha256
+                "streamed pages differ from what the source sent: {} bytes with BLAKE3 {}, the source sent {} bytes with {}",
+                arrived.bytes, arrived.blake3, sent.bytes, sent.blake3
             );
             return Err((m, Step::Verify, reason));
         }

@@ -1668,7 +1668,8 @@ async fn streamed_pages_the_target_never_received_fail_the_migration_and_leave_n
     // since (its receipt is gone): nothing may be restored from them.
     c.stream = Some(loadshift_events::migration::StreamedPages {
         bytes: 4096,
-        sha256: "00".repeat(32),
+        sha256: String::new(),
+        blake3: "00".repeat(32),
     });
     dst.deliver(&Envelope::new(
         node_name("node2"),
