@@ -13,6 +13,7 @@ use common::postcopy::{build_c, in_network_of, own_network_criu};
 use common::{assert_runs_once_on, redis_cli, wait_pong, Cluster, COUNTER};
 use loadshift_events::migration::Mode;
 use loadshift_events::{Envelope, Event};
+use loadshift_executor::runtime::image_dir::criu_working_on;
 use loadshift_executor::runtime::process::start_ticks;
 
 /// What of migration `id` is left in either node's images folder.
@@ -156,11 +157,11 @@ async fn a_source_killed_during_post_copy_fails_the_migration_and_leaves_no_copy
     let source_images = images_of(&c, "node2", id);
     for pid in criu_working_on(&source_images)
         .into_iter()
-        .chain([source_pid])
+        .chain([source_pid as i32])
     {
         // SAFETY: kill(2) of processes this test started.
         unsafe {
-            libc::kill(pid as i32, libc::SIGKILL);
+            libc::kill(pid, libc::SIGKILL);
         }
     }
 
@@ -202,21 +203,6 @@ async fn a_source_killed_during_post_copy_fails_the_migration_and_leaves_no_copy
         )
         .await;
     assert!(no_rollback.is_none(), "the source resumed a lost workload");
-}
-
-/// The criu processes whose command line names `images`.
-fn criu_working_on(images: &std::path::Path) -> Vec<u32> {
-    let needle = images.display().to_string();
-    std::fs::read_dir("/proc")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| {
-            let pid: u32 = e.file_name().to_str()?.parse().ok()?;
-            let cmd = std::fs::read_to_string(format!("/proc/{pid}/cmdline")).ok()?;
-            (cmd.contains("criu") && cmd.contains(&needle)).then_some(pid)
-        })
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -37,6 +37,13 @@ fn criu_works_on(needle: &str) -> bool {
     !criu_pids(needle).is_empty()
 }
 
+/// The criu processes working on `images` (their command line names it):
+/// public so that a test kills exactly the criu the executor would wait
+/// for or kill, found the same way.
+pub fn criu_working_on(images: &Path) -> Vec<i32> {
+    criu_pids(&images.to_string_lossy())
+}
+
 /// The pids of the processes whose command line names criu and `needle`.
 fn criu_pids(needle: &str) -> Vec<i32> {
     std::fs::read_dir("/proc")
