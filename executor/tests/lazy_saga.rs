@@ -10,7 +10,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::postcopy::{build_c, in_network_of, own_network_criu};
-use common::{assert_runs_once_on, redis_cli, wait_pong, Cluster, COUNTER};
+use common::{assert_runs_once_on, Cluster, COUNTER};
 use loadshift_events::migration::Mode;
 use loadshift_events::{Envelope, Event};
 use loadshift_executor::runtime::image_dir::criu_working_on;
@@ -103,13 +103,7 @@ async fn redis_with_100k_keys_moved_lazily_through_the_saga_keeps_every_key_on_i
     let args = common::redis_args(port, &c.dir.path().display().to_string());
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     c.run_workload("node2", "redis-l", &args).await;
-    wait_pong(port);
-    assert_eq!(
-        redis_cli(port, &["debug", "populate", "100000", "key", "32"]),
-        "OK"
-    );
-    let sample = redis_cli(port, &["get", "key:4242"]);
-    assert!(sample.starts_with("value:4242"), "{sample}");
+    let sample = common::populate_100k_keys(port);
 
     let id = c.migrate_in(Mode::Lazy, "redis-l", "node2", "node3").await;
     let done = c.completed(id).await;

@@ -889,6 +889,20 @@ pub fn wait_pong(port: u16) {
     panic!("redis on port {port} does not answer");
 }
 
+/// Waits for the redis on `port` to answer, fills it with 100,000 keys
+/// (`DEBUG POPULATE`) and returns the value of `key:4242`: the state every
+/// redis migration test moves, and the value it checks on the target.
+pub fn populate_100k_keys(port: u16) -> String {
+    wait_pong(port);
+    assert_eq!(
+        redis_cli(port, &["debug", "populate", "100000", "key", "32"]),
+        "OK"
+    );
+    let sample = redis_cli(port, &["get", "key:4242"]);
+    assert!(sample.starts_with("value:4242"), "{sample}");
+    sample
+}
+
 /// redis-server on `port` (127.0.0.1), in the foreground, without
 /// persistence (its memory is all there is to move), `DEBUG POPULATE` on.
 pub fn redis_args(port: u16, dir: &str) -> Vec<String> {
