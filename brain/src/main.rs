@@ -472,6 +472,8 @@ fn status(a: StatusArgs) -> anyhow::Result<()> {
             if a.digest {
                 r.digest = Some(store.digest().context("computing the digest")?);
             }
+            let waiting = loadshift_brain::outbox::pending(&store).context("reading the outbox")?;
+            r.outbox = Some(waiting.iter().map(Into::into).collect());
             r
         }
         Err(StoreError::Locked(_)) => {
@@ -533,16 +535,11 @@ async fn train(a: TrainArgs) -> anyhow::Result<()> {
         .context("publishing the model events")?;
     let t = &outcome.trained;
     println!(
-        "model {} trained on {} bag rows in {:.1} s: onset F1 {:.3} (best static {:.3} at {} %), sustained F1 {:.3} (best static {:.3} at {} %); {}",
+        "model {} trained on {} bag rows in {:.1} s: {}; {}",
         t.version,
         t.train_rows,
         t.train_seconds,
-        t.onset.model.f1,
-        t.onset.baseline.f1,
-        t.onset.baseline_threshold_pct,
-        t.sustained.model.f1,
-        t.sustained.baseline.f1,
-        t.sustained.baseline_threshold_pct,
+        t.scores_beside_the_rule(3),
         match &outcome.activated {
             Some(act) => format!("activated ({})", act.reason),
             None => "not activated".to_string(),

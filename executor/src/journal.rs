@@ -191,32 +191,29 @@ impl Change {
     }
 
     /// Records (or replaces) a workload.
-    pub fn put_workload(mut self, w: &WorkloadRecord) -> Self {
-        self.put(format!("w/{}", w.name), w);
-        self
+    pub fn put_workload(self, w: &WorkloadRecord) -> Self {
+        self.record(key::of(key::WORKLOADS, &w.name), w)
+    }
+
+    /// Records (or replaces) a stop in progress.
+    pub fn put_stop(self, s: &StopRecord) -> Self {
+        self.record(key::of(key::STOPS, &s.workload), s)
+    }
+
+    /// Records (or replaces) a migration.
+    pub fn put_migration(self, m: &MigrationRecord) -> Self {
+        self.record(key::of(key::MIGRATIONS, m.id), m)
     }
 
     /// Forgets a workload (it left this node).
     pub fn remove_workload(mut self, name: &WorkloadName) -> Self {
-        self.batch.remove(format!("w/{name}").as_bytes());
-        self
-    }
-
-    /// Records (or replaces) a stop in progress.
-    pub fn put_stop(mut self, s: &StopRecord) -> Self {
-        self.put(format!("s/{}", s.workload), s);
+        self.batch.remove(key::of(key::WORKLOADS, name).as_bytes());
         self
     }
 
     /// Forgets the stop of `name` (it ended, or left this node).
     pub fn remove_stop(mut self, name: &WorkloadName) -> Self {
-        self.batch.remove(format!("s/{name}").as_bytes());
-        self
-    }
-
-    /// Records (or replaces) a migration.
-    pub fn put_migration(mut self, m: &MigrationRecord) -> Self {
-        self.put(format!("m/{}", m.id), m);
+        self.batch.remove(key::of(key::STOPS, name).as_bytes());
         self
     }
 
@@ -249,6 +246,28 @@ impl Change {
             Ok(bytes) => self.batch.insert(key.as_bytes(), bytes),
             Err(source) => self.error = Some(JournalError::Record { key, source }),
         }
+    }
+
+    /// [`Self::put`] for the builder methods: records `value` under `key`.
+    fn record<T: Serialize>(mut self, key: String, value: &T) -> Self {
+        self.put(key, value);
+        self
+    }
+}
+
+/// Where each kind of record lives in the tree: a prefix per kind, then the
+/// record's name; written once for the writes and the reads.
+mod key {
+    /// Workloads, by name.
+    pub const WORKLOADS: &str = "w/";
+    /// Stops in progress, by workload name.
+    pub const STOPS: &str = "s/";
+    /// Migrations, by id.
+    pub const MIGRATIONS: &str = "m/";
+
+    /// The key of the record `name` of the kind under `prefix`.
+    pub fn of(prefix: &str, name: impl std::fmt::Display) -> String {
+        format!("{prefix}{name}")
     }
 }
 
@@ -370,7 +389,7 @@ impl Journal {
     /// # Errors
     /// When sled fails or the record is unreadable.
     pub fn workload(&self, name: &WorkloadName) -> Result<Option<WorkloadRecord>, JournalError> {
-        self.get(format!("w/{name}"))
+        self.get(key::of(key::WORKLOADS, name))
     }
 
     /// Every workload this node runs.
@@ -378,7 +397,7 @@ impl Journal {
     /// # Errors
     /// When sled fails or a record is unreadable.
     pub fn workloads(&self) -> Result<Vec<WorkloadRecord>, JournalError> {
-        self.scan("w/")
+        self.scan(key::WORKLOADS)
     }
 
     /// The stop of `name` in progress here, if one is.
@@ -386,7 +405,7 @@ impl Journal {
     /// # Errors
     /// When sled fails or the record is unreadable.
     pub fn stop(&self, name: &WorkloadName) -> Result<Option<StopRecord>, JournalError> {
-        self.get(format!("s/{name}"))
+        self.get(key::of(key::STOPS, name))
     }
 
     /// Every stop in progress here.
@@ -394,7 +413,7 @@ impl Journal {
     /// # Errors
     /// When sled fails or a record is unreadable.
     pub fn stops(&self) -> Result<Vec<StopRecord>, JournalError> {
-        self.scan("s/")
+        self.scan(key::STOPS)
     }
 
     /// A migration this node took part in.
@@ -402,7 +421,7 @@ impl Journal {
     /// # Errors
     /// When sled fails or the record is unreadable.
     pub fn migration(&self, id: &Uuid) -> Result<Option<MigrationRecord>, JournalError> {
-        self.get(format!("m/{id}"))
+        self.get(key::of(key::MIGRATIONS, id))
     }
 
     /// Every migration this node took part in.
@@ -410,7 +429,7 @@ impl Journal {
     /// # Errors
     /// When sled fails or a record is unreadable.
     pub fn migrations(&self) -> Result<Vec<MigrationRecord>, JournalError> {
-        self.scan("m/")
+        self.scan(key::MIGRATIONS)
     }
 
     /// The events waiting to be published, oldest first, with their keys.

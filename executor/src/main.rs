@@ -212,6 +212,10 @@ async fn serve<R: Runtime>(cli: &Cli, node: NodeName, runtime: R) -> anyhow::Res
     let fence = KvFence::open(&js, settings.replicas)
         .await
         .context("opening the migration fences")?;
+    admission::open_bucket(&js, settings.replicas)
+        .await
+        .map_err(anyhow::Error::msg)
+        .context("opening the workload-name registry")?;
     let images = JetStreamImages::new(js.clone(), store.clone());
     let wired = Wired {
         objects: store,
@@ -260,12 +264,15 @@ async fn serve_with<R: Runtime, S: ImageStore>(
     let capacity = cgroup::capacity(cli.cgroup.as_deref());
     let kind = runtime.kind();
     let notify = Arc::new(Notify::new());
+    let deadlines = Deadlines {
+        floor: cli.deadline_floor,
+    };
     let streams = if runtime.streams_pages() {
         Streams::new(StreamSettings {
             criu: cli.criu.clone(),
             advertise: cli.advertise,
             images_root: images_root.clone(),
-            floor: cli.deadline_floor,
+            deadlines,
         })
     } else {
         Streams::default()
@@ -281,9 +288,7 @@ async fn serve_with<R: Runtime, S: ImageStore>(
         peers: NatsPeers::new(client.clone()),
         clock: SystemClock::default(),
         fence,
-        deadlines: Deadlines {
-            floor: cli.deadline_floor,
-        },
+        deadlines,
         images_root: images_root.clone(),
         outbox: notify.clone(),
         streams: streams.clone(),

@@ -501,8 +501,9 @@ pub struct StreamSettings {
     pub advertise: IpAddr,
     /// Where image folders are (pages go next to them).
     pub images_root: PathBuf,
-    /// How long a receiver waits for its pages at least.
-    pub floor: Duration,
+    /// The node's deadlines (the saga's): a receiver waits for its pages
+    /// as long as a download and restore of as many bytes may take.
+    pub deadlines: crate::deadline::Deadlines,
 }
 
 impl Default for Streams {
@@ -543,7 +544,7 @@ impl Streams {
             .map_err(|e| format!("cannot listen on {}: {e}", s.advertise))?;
         let address = listener.local_addr().map_err(|e| e.to_string())?;
         let token = new_token().map_err(|e| format!("cannot make a token: {e}"))?;
-        let limit = crate::deadline::Deadlines { floor: s.floor }.target(req.bytes, None);
+        let limit = s.deadlines.target(req.bytes, None);
         let (tx, rx) = tokio::sync::oneshot::channel();
         let (migration, backend) = (req.migration, server.address());
         let tok = token.clone();

@@ -321,11 +321,9 @@ impl<R: Runtime, S: ImageStore, P: Peers, C: Clock, F: Fence> Executor<R, S, P, 
         let t = self.clock.monotonic();
         let dumped = match (m.mode, link) {
             (Mode::Stream, Some(link)) => self
-                .runtime
-                .dump_streamed(&m.workload, &w.handle, &m.images, link)
+                .dump_streamed_within(m, &w.handle, link)
                 .await
-                .map(Some)
-                .map_err(|e| e.to_string()),
+                .map(Some),
             (mode, _) => {
                 if mode == Mode::Stream {
                     m.mode = Mode::Copy;

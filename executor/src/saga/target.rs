@@ -128,21 +128,31 @@ impl<R: Runtime, S: ImageStore, P: Peers, C: Clock, F: Fence> Executor<R, S, P, 
         };
         // The last moment the source can still take it back: from the claim
         // on, only this node says where the workload runs.
-        match self.ask_fence(self.fence.claim(m.id, Holder::Target)).await {
-            Ok(Holder::Target) => {}
-            Ok(_) => {
-                return self
-                    .stand_down(seq, m, "the source fenced the migration before the restore")
-                    .await
-            }
-            Err(e) => {
-                let reason = format!("cannot claim the migration for the restore: {e}");
-                return self
-                    .give_up_target(seq, m, Step::Restore, reason, false)
-                    .await;
-            }
+        if self.claim_for_restore(m.id).await != Holder::Target {
+            return self
+                .stand_down(seq, m, "the source fenced the migration before the restore")
+                .await;
         }
         self.restore_claimed(seq, m).await
+    }
+
+    /// Claims migration `id` for the restore, asking again until the fence
+    /// answers. A claim whose answer was lost (this node's NATS connection
+    /// cut) may still have been made, then or when the client sends it on
+    /// reconnecting: a target that gave up on it would hold the fence
+    /// without knowing, and the source would wait for its word for ever
+    /// with the workload frozen (found by the fault matrix). Asking again
+    /// is safe: a claim this side made answers `Target` again.
+    async fn claim_for_restore(&self, id: uuid::Uuid) -> Holder {
+        loop {
+            match self.ask_fence(self.fence.claim(id, Holder::Target)).await {
+                Ok(holder) => return holder,
+                Err(e) => {
+                    tracing::warn!(migration = %id, error = %e, "the fence did not answer the claim; asking again");
+                    self.clock.sleep(self.deadlines.floor).await;
+                }
+            }
+        }
     }
 
     /// A streamed migration: the pages that arrived over the direct

@@ -484,10 +484,21 @@ impl Cluster {
 
     /// Every event in EVENTS so far.
     pub async fn events(&self) -> Vec<Envelope> {
+        self.events_after(0).await
+    }
+
+    /// The sequence of the last event in EVENTS now.
+    pub async fn last_sequence(&self) -> u64 {
+        let s = self.js.get_stream(stream::EVENTS).await.expect("stream");
+        s.cached_info().state.last_sequence
+    }
+
+    /// The events in EVENTS after sequence `after`, in order.
+    pub async fn events_after(&self, after: u64) -> Vec<Envelope> {
         let s = self.js.get_stream(stream::EVENTS).await.expect("stream");
         let last = s.cached_info().state.last_sequence;
         let mut out = Vec::new();
-        for seq in 1..=last {
+        for seq in after + 1..=last {
             if let Ok(m) = s.get_raw_message(seq).await {
                 if let Ok(env) = Envelope::from_message(m.subject.as_str(), &m.payload) {
                     out.push(env);
