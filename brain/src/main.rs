@@ -123,9 +123,13 @@ struct SimulateArgs {
     /// The `ai` planner's cooldown per node (default: the simulation's).
     #[arg(long, value_parser = parse_every)]
     node_cooldown: Option<Duration>,
-    /// The `ai` planner's peak window (default: the simulation's).
+    /// The `ai` planner's peak window (default: its workload cooldown).
     #[arg(long, value_parser = parse_every)]
     peak_window: Option<Duration>,
+    /// The `ai` planner's cooldown per workload (default: the simulation's,
+    /// chosen on July).
+    #[arg(long, value_parser = parse_every)]
+    workload_cooldown: Option<Duration>,
     #[command(flatten)]
     model: ModelArgs,
     #[command(flatten)]
@@ -608,7 +612,10 @@ fn simulate(a: SimulateArgs) -> anyhow::Result<()> {
                 planner.relief_pct = a.relief_pct.unwrap_or(planner.relief_pct);
                 planner.min_relief_pct = a.min_relief_pct.unwrap_or(planner.min_relief_pct);
                 planner.node_cooldown = a.node_cooldown.unwrap_or(planner.node_cooldown);
-                planner.peak_window = a.peak_window.unwrap_or(planner.peak_window);
+                planner.workload_cooldown =
+                    a.workload_cooldown.unwrap_or(planner.workload_cooldown);
+                // The peak window follows the workload cooldown unless given.
+                planner.peak_window = a.peak_window.unwrap_or(planner.workload_cooldown);
                 let mut ai = Ai::new(predictor, planner, layout.nodes, grid.names.len())?;
                 simulate::run(&grid, &layout, &mut ai, &cost)
             }

@@ -492,12 +492,13 @@ async fn only_the_operator_reads_a_workloads_output_and_people_and_executors_ask
         let got = tokio::time::timeout(Duration::from_secs(2), ask).await;
         assert!(!matches!(got, Ok(Ok(_))), "{role} read a workload's output");
     }
-    // A person asks for a stop; a source executor hands one on; no one else.
+    // A person asks for a stop (at the CLI or the dashboard); a source
+    // executor hands one on; no one else.
     for (role, may) in [
         ("operator", true),
         ("executor-node2", true),
         ("brain", false),
-        ("webui", false),
+        ("webui", true),
         ("agent-node2", false),
     ] {
         let js = s.js(role).await;

@@ -11,6 +11,8 @@
 //! - `o/<u64 BE>`   → an outgoing event (envelope JSON), the outbox
 //! - `s/<name>`     → [`StopRecord`] (JSON): a stop asked for and not
 //!   finished yet ([`crate::stop`])
+//! - `drain`        → [`DrainRecord`] (JSON): the drain this node is under,
+//!   absent when it takes work ([`crate::cordon`])
 //!
 //! The outbox makes "change state and announce it" one atomic write: an event
 //! is written with the state change and published afterwards; a crash before
@@ -25,8 +27,12 @@ use loadshift_events::{Envelope, NodeName, WorkloadName};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::cordon::DrainRecord;
 use crate::runtime::{Handle, TravellingFile};
 use crate::stop::StopRecord;
+
+/// The key of the drain this node is under.
+const DRAIN_KEY: &str = "drain";
 
 /// Why the journal could not be read or written.
 #[derive(Debug, thiserror::Error)]
@@ -217,6 +223,17 @@ impl Change {
         self
     }
 
+    /// Records that this node drains (replacing an earlier drain).
+    pub fn put_drain(self, d: &DrainRecord) -> Self {
+        self.record(DRAIN_KEY.to_string(), d)
+    }
+
+    /// Forgets the drain: this node takes work again.
+    pub fn remove_drain(mut self) -> Self {
+        self.batch.remove(DRAIN_KEY.as_bytes());
+        self
+    }
+
     /// Queues an event for publication with this change.
     pub fn publish(mut self, env: Envelope) -> Self {
         self.outbox.push(env);
@@ -398,6 +415,14 @@ impl Journal {
     /// When sled fails or a record is unreadable.
     pub fn workloads(&self) -> Result<Vec<WorkloadRecord>, JournalError> {
         self.scan(key::WORKLOADS)
+    }
+
+    /// The drain this node is under, if it drains.
+    ///
+    /// # Errors
+    /// When sled fails or the record is unreadable.
+    pub fn drain(&self) -> Result<Option<DrainRecord>, JournalError> {
+        self.get(DRAIN_KEY.to_string())
     }
 
     /// The stop of `name` in progress here, if one is.
@@ -630,6 +655,22 @@ mod tests {
         j.commit(Change::new().remove_workload(&workload("a").name))
             .unwrap();
         assert_eq!(j.workload(&workload("a").name).unwrap(), None);
+    }
+
+    #[test]
+    fn a_drain_is_kept_with_its_sequence_until_the_node_is_uncordoned() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = Journal::open(dir.path()).unwrap();
+        assert_eq!(j.drain().unwrap(), None);
+        let d = DrainRecord {
+            since: chrono::Utc::now(),
+            requested_by: "alice".into(),
+            reason: String::new(),
+        };
+        j.commit(Change::new().put_drain(&d).applied(7)).unwrap();
+        assert_eq!((j.drain().unwrap(), j.applied().unwrap()), (Some(d), 7));
+        j.commit(Change::new().remove_drain().applied(8)).unwrap();
+        assert_eq!((j.drain().unwrap(), j.applied().unwrap()), (None, 8));
     }
 
     #[test]

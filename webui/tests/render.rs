@@ -62,6 +62,76 @@ fn cluster_page_shows_every_node_its_state_prediction_and_workloads() {
     assert!(html.contains("187 ms"), "latest migration's downtime shown");
 }
 
+/// The `<article>` of node `name`'s card on the cluster page.
+fn card<'a>(html: &'a str, name: &str) -> &'a str {
+    let link = format!("<a href=\"/nodes/{name}\"");
+    let at = html
+        .find(&link)
+        .unwrap_or_else(|| panic!("{name} in {html}"));
+    let start = html[..at].rfind("<article").expect("a card");
+    let end = at + html[at..].find("</article>").expect("the card ends");
+    &html[start..end]
+}
+
+/// The tick labels of every axis in `html`, in order.
+fn tick_labels(html: &str) -> Vec<&str> {
+    html.split(r#"<text class="tick""#)
+        .skip(1)
+        .filter_map(|t| Some(&t[t.find('>')? + 1..t.find("</text>")?]))
+        .collect()
+}
+
+#[test]
+fn cluster_sparklines_have_time_axes_on_each_nodes_own_clock() {
+    let now = Utc::now();
+    let mut events = fixture::cluster(now);
+    events.extend(fixture::replayed_trace_node("vm7", now, 90));
+    let p = projection_of(&events, 0.62, now);
+    let html = ClusterPage {
+        chrome: Chrome::plain("Cluster", "cluster"),
+        v: ClusterView::build(&p, now, SILENT),
+    }
+    .render()
+    .unwrap();
+    for n in ["node1", "node2", "node3", "vm7"] {
+        let c = card(&html, n);
+        // Both sparklines: a baseline and 1 or 2 labels (a 10-minute step
+        // over 15 minutes), so they never meet on 120 px.
+        assert_eq!(c.matches(r#"<g class="axis">"#).count(), 2, "{c}");
+        let ticks = tick_labels(c);
+        assert!((2..=4).contains(&ticks.len()), "{n}: {ticks:?}");
+        assert!(
+            ticks
+                .iter()
+                .all(|t| t.len() == 5 && t.as_bytes()[2] == b':'),
+            "{ticks:?}"
+        );
+    }
+    // The replayed trace's sparklines end at its newest sample, 07:25 on
+    // 2013-08-01, and go back 15 minutes on that clock.
+    assert_eq!(
+        tick_labels(card(&html, "vm7")),
+        ["07:10", "07:20", "07:10", "07:20"]
+    );
+    // A live node's end at its newest sample, seconds ago: its last label
+    // is within the last 15 minutes of the dashboard's clock.
+    let minute = |hhmm: &str| -> i64 {
+        let (h, m) = hhmm.split_once(':').expect("HH:MM");
+        h.parse::<i64>().unwrap() * 60 + m.parse::<i64>().unwrap()
+    };
+    let live = tick_labels(card(&html, "node2"));
+    let last = minute(live[live.len() / 2 - 1]);
+    let ago = (minute(&now.format("%H:%M").to_string()) - last).rem_euclid(24 * 60);
+    assert!(ago <= 15, "{live:?} at {now}");
+    // A workload's sparkline on its node's page has its axis too.
+    let node1 = node_html(&p, "node1", "15m", now);
+    let row = chart_after(&node1, "<b>batch-job</b>");
+    assert!(
+        row.contains(r#"<path class="wl""#) && row.contains(r#"<g class="axis">"#),
+        "{row}"
+    );
+}
+
 #[test]
 fn node_page_shows_series_workloads_and_migrations_both_ways() {
     let p = projection();

@@ -204,6 +204,7 @@ pub fn timings() -> Timings {
         cleanup_ms: Some(3.0),
         downtime_ms: Some(149.0),
         total_ms: Some(160.0),
+        postcopy_ms: None,
     }
 }
 

@@ -1668,7 +1668,8 @@ async fn streamed_pages_the_target_never_received_fail_the_migration_and_leave_n
     // since (its receipt is gone): nothing may be restored from them.
     c.stream = Some(loadshift_events::migration::StreamedPages {
         bytes: 4096,
-        sha256: "00".repeat(32),
+        sha256: String::new(),
+        blake3: "00".repeat(32),
     });
     dst.deliver(&Envelope::new(
         node_name("node2"),
@@ -1680,4 +1681,111 @@ async fn streamed_pages_the_target_never_received_fail_the_migration_and_leave_n
     assert!(reason.contains("streamed pages"), "{reason}");
     assert!(!dst.runs_counter());
     dst.then_rolled_back_with_no_image(id);
+}
+
+// ---- post-copy (lazy) ----
+
+#[tokio::test]
+async fn a_post_copy_announced_to_a_target_that_offered_no_door_fails_before_the_claim() {
+    let id = Uuid::now_v7();
+    let (_src, mut dst, checkpointed) = checkpointed_pair(id).await;
+    let Event::MigrationCheckpointed(mut c) = checkpointed.event.clone() else {
+        unreachable!()
+    };
+    // Given: the source says post-copy, and this target holds no door for
+    // it (it restarted since its offer, or never made one).
+    c.lazy = true;
+    // When: the announcement arrives.
+    dst.deliver(&Envelope::new(
+        node_name("node2"),
+        Event::MigrationCheckpointed(c),
+    ))
+    .await;
+    // Then: nothing runs here, the fence stays free (the source may take
+    // the workload back), and the failure says why.
+    let (step, reason) = failed_step(&dst.published()).expect("a failure");
+    assert_eq!(step, Step::Download);
+    assert!(reason.contains("post-copy"), "{reason}");
+    assert!(!dst.host.runs(&workload_name("counter")));
+    assert_eq!(dst.shared.fence.holder_of(id), None);
+    let m = dst.migration(id);
+    assert_eq!((m.mode, m.phase), (Mode::Lazy, Phase::RolledBack));
+}
+
+#[tokio::test]
+async fn a_source_whose_post_copy_broke_on_the_target_never_resumes_the_workload() {
+    use crate::fence::Fence;
+    let id = Uuid::now_v7();
+    let (mut src, _dst, _c) = awaiting_target(id).await;
+    // Given: a post-copy (as the journal of a source that restarted during
+    // it: no serving dump in memory), and a target that claimed it, ran the
+    // workload and lost its pages.
+    let m = MigrationRecord {
+        mode: Mode::Lazy,
+        ..src.migration(id)
+    };
+    src.journal
+        .commit(crate::journal::Change::new().put_migration(&m))
+        .unwrap();
+    assert_eq!(
+        src.shared.fence.claim(id, Holder::Target).await.unwrap(),
+        Holder::Target
+    );
+    src.effects.clear();
+    // When: the target says so.
+    src.deliver(&failed_from("node3", id, Step::Restore)).await;
+    // Then: the source does not resume from its image (the target's copy
+    // ran), says nothing more, and keeps no workload nor image.
+    let events = src.published();
+    assert!(kinds(&events).is_empty(), "{:?}", kinds(&events));
+    assert_eq!(
+        src.effects.count(|e| matches!(e, Effect::Restore(_))),
+        0,
+        "resumed a workload that ran on the target"
+    );
+    assert_eq!(src.migration(id).phase, Phase::RolledBack);
+    assert!(src
+        .journal
+        .workload(&workload_name("counter"))
+        .unwrap()
+        .is_none());
+    assert!(!src.host.has_image(&src.images(id)));
+}
+
+#[tokio::test]
+async fn the_same_failure_in_a_copy_leaves_the_source_waiting_for_its_target() {
+    use crate::fence::Fence;
+    let id = Uuid::now_v7();
+    let (mut src, _dst, _c) = awaiting_target(id).await;
+    // Given: a copy the target claimed.
+    src.shared.fence.claim(id, Holder::Target).await.unwrap();
+    // When: a failure arrives while the target holds it.
+    src.deliver(&failed_from("node3", id, Step::Restore)).await;
+    // Then: only the target knows whether its copy runs: nothing changes.
+    assert_eq!(src.migration(id).phase, Phase::AwaitingTarget);
+    assert!(src
+        .journal
+        .workload(&workload_name("counter"))
+        .unwrap()
+        .is_some());
+}
+
+#[tokio::test]
+async fn auto_on_a_runtime_without_post_copy_streams_or_copies_without_a_fallback() {
+    let mut src = Node::source();
+    src.running("counter").await;
+    let id = Uuid::now_v7();
+    // The doubles' runtime has no post-copy: auto does not try it, so the
+    // move is no fall back from what auto chose.
+    src.deliver(&requested(id, "counter", "node2", "node3"))
+        .await;
+    let m = src.migration(id);
+    assert_ne!(m.mode, Mode::Lazy);
+    assert!(
+        m.fallback
+            .as_deref()
+            .is_none_or(|f| !f.contains("post-copy")),
+        "{:?}",
+        m.fallback
+    );
 }

@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+pub mod logs;
 pub mod matrix;
 pub mod postcopy;
 
@@ -371,25 +372,22 @@ impl Cluster {
         env
     }
 
+    /// A process workload running `command`, tagged as this cluster's.
+    pub fn process_spec(&self, command: &[&str]) -> WorkloadSpec {
+        WorkloadSpec {
+            runtime: Runtime::Process,
+            command: command.iter().map(|s| s.to_string()).collect(),
+            image: None,
+            env: [("LOADSHIFT_TEST_TAG".to_string(), self.tag())]
+                .into_iter()
+                .collect(),
+            no_postcopy: false,
+        }
+    }
+
     pub async fn run_workload(&self, node: &str, name: &str, command: &[&str]) -> Envelope {
-        self.publish(
-            "test",
-            Event::WorkloadStartRequested(StartRequested {
-                workload: WorkloadName::new(name).unwrap(),
-                node: NodeName::new(node).unwrap(),
-                spec: WorkloadSpec {
-                    runtime: Runtime::Process,
-                    command: command.iter().map(|s| s.to_string()).collect(),
-                    image: None,
-                    env: [("LOADSHIFT_TEST_TAG".to_string(), self.tag())]
-                        .into_iter()
-                        .collect(),
-                    no_postcopy: false,
-                },
-                requested_by: "test".into(),
-            }),
-        )
-        .await;
+        self.request_start(node, name, self.process_spec(command))
+            .await;
         self.wait_for(Duration::from_secs(30), |e| match &e.event {
             Event::WorkloadStarted(p) => p.workload.as_str() == name,
             Event::WorkloadStartFailed(p) if p.workload.as_str() == name => {
