@@ -12,12 +12,17 @@
 //! including the current one. A gap (an interval more than [`GAP_FACTOR`]
 //! times the node's usual step, the median of its last intervals) ends a
 //! *segment*: the short and long windows restart, so no window straddles a
-//! period the node was not observed. The day-earlier features and the
-//! day's *regime* (mean CPU, shares of steps at or above [`HIGH_PCT`] and
-//! [`OVERLOAD_PCT`], overload onsets) read a thinned history of the last 25
-//! hours, which survives gaps: a node's regime (flapping around the overload
-//! line, or idling) carries over from one month to the next where a base
-//! rate of onsets does not.
+//! period the node was not observed. The day-earlier features read a
+//! thinned history of the last 25 hours, which survives gaps.
+//!
+//! The forests read the features that describe the *level and shape* of
+//! the load (where CPU is, how far it moved, how spread and how high it was
+//! lately); none describes the node's day regime (its recent base rate of
+//! overloads, its usual level), and those that name a machine (its size,
+//! memory, workload count) are computed but kept out of the forests
+//! ([`crate::model::selection::IDENTITY_FEATURES`]): a model is judged on
+//! months and VMs it never saw, where what a VM was on its training days
+//! does not carry over and how load moves near the overload line does.
 //!
 //! Values a sample does not carry (memory of a powered-off VM, load, PSI, a
 //! day-earlier sample that does not exist yet) are [`MISSING`]: -1000, far
@@ -60,16 +65,11 @@ const DAY_AHEAD_MS: i64 = 30 * 60_000;
 /// CPU % counted as "high" by `cpu_share_high_long` and `samples_since_high`.
 pub const HIGH_PCT: f32 = 80.0;
 
-/// CPU % counted as "overloaded" by the day's regime features
-/// (`cpu_share_overload_day`, `overload_onsets_day`, `samples_since_overload`):
-/// the default onset threshold of [`crate::labels::LabelConfig`].
-pub const OVERLOAD_PCT: f32 = 90.0;
-
 /// Cap of `samples_since_high` (also its value when never high).
 const SINCE_CAP: u32 = 1000;
 
 /// Number of features.
-pub const N_FEATURES: usize = 28;
+pub const N_FEATURES: usize = 23;
 
 /// A feature vector, in [`FEATURE_NAMES`] order.
 pub type Features = [f32; N_FEATURES];
@@ -99,11 +99,6 @@ pub const FEATURE_NAMES: [&str; N_FEATURES] = [
     "samples_since_high",
     "capacity_cores",
     "workloads",
-    "cpu_mean_day",
-    "cpu_share_high_day",
-    "cpu_share_overload_day",
-    "overload_onsets_day",
-    "samples_since_overload",
 ];
 
 /// Index of a feature by name (for tests and explanations).
@@ -116,30 +111,13 @@ pub fn index_of(name: &str) -> Option<usize> {
 struct DayObs {
     at_ms: i64,
     cpu: f32,
-    /// At or above [`HIGH_PCT`].
-    high: bool,
-    /// At or above [`OVERLOAD_PCT`].
-    over: bool,
-    /// Overloaded after a step that was not: an onset.
-    onset: bool,
 }
 
 /// The last ~25 hours of one node, thinned to one step per
-/// [`DAY_RESOLUTION_MS`], with running sums over it.
-///
-/// Why: whether a node is about to cross the overload line depends less on
-/// its last hour than on its regime, how often it lived near or above the
-/// line lately (a batch VM that flaps around 90 % against one that idles),
-/// and that regime carries over from one month to the next where a base
-/// rate does not. The sums are kept as steps enter and leave, so the
-/// features cost O(1) per step, live as in training.
+/// [`DAY_RESOLUTION_MS`]: what the same-moment-yesterday features read.
 #[derive(Debug, Clone, Default)]
 struct DayHistory {
     steps: VecDeque<DayObs>,
-    cpu_sum: f64,
-    high: u32,
-    over: u32,
-    onsets: u32,
 }
 
 impl DayHistory {
@@ -151,49 +129,14 @@ impl DayHistory {
         {
             return;
         }
-        let over = cpu >= OVERLOAD_PCT;
-        let o = DayObs {
-            at_ms,
-            cpu,
-            high: cpu >= HIGH_PCT,
-            over,
-            onset: over && self.steps.back().is_some_and(|p| !p.over),
-        };
-        self.add(&o, 1);
-        self.steps.push_back(o);
+        self.steps.push_back(DayObs { at_ms, cpu });
         while self
             .steps
             .front()
             .is_some_and(|o| o.at_ms < at_ms - DAY_MS - 2 * DAY_AHEAD_MS)
         {
-            if let Some(old) = self.steps.pop_front() {
-                self.add(&old, -1);
-            }
+            self.steps.pop_front();
         }
-    }
-
-    fn add(&mut self, o: &DayObs, sign: i32) {
-        let step = |v: &mut u32, on: bool| {
-            if on {
-                *v = v.saturating_add_signed(sign);
-            }
-        };
-        self.cpu_sum += f64::from(sign) * f64::from(o.cpu);
-        step(&mut self.high, o.high);
-        step(&mut self.over, o.over);
-        step(&mut self.onsets, o.onset);
-    }
-
-    /// Mean CPU, shares at or above [`HIGH_PCT`] and [`OVERLOAD_PCT`], and
-    /// onsets, over the kept steps.
-    fn regime(&self) -> [f32; 4] {
-        let n = self.steps.len().max(1) as f32;
-        [
-            (self.cpu_sum.max(0.0) / f64::from(n)) as f32,
-            self.high as f32 / n,
-            self.over as f32 / n,
-            self.onsets as f32,
-        ]
     }
 }
 
@@ -261,7 +204,6 @@ pub struct NodeWindow {
     last_at_ms: Option<i64>,
     segment: u64,
     since_high: u32,
-    since_overload: u32,
     workloads: Option<u32>,
 }
 
@@ -283,7 +225,6 @@ impl NodeWindow {
             last_at_ms: None,
             segment: 0,
             since_high: SINCE_CAP,
-            since_overload: SINCE_CAP,
             workloads: None,
         }
     }
@@ -403,11 +344,11 @@ impl NodeWindow {
 
         let (day_ago, day_next) = self.day_features(at);
         self.day.push(at, cpu);
-        let [mean_day, high_day, over_day, onsets_day] = self.day.regime();
-
-        let since = |v: &mut u32, hit: bool| *v = if hit { 0 } else { (*v + 1).min(SINCE_CAP) };
-        since(&mut self.since_high, cpu >= HIGH_PCT);
-        since(&mut self.since_overload, cpu >= OVERLOAD_PCT);
+        self.since_high = if cpu >= HIGH_PCT {
+            0
+        } else {
+            (self.since_high + 1).min(SINCE_CAP)
+        };
 
         let n = self.recent.len();
         let cpu_at = |back: usize| self.recent[n - 1 - back].cpu;
@@ -479,11 +420,6 @@ impl NodeWindow {
             self.since_high as f32,
             cores,
             self.workloads.unwrap_or(0) as f32,
-            mean_day,
-            high_day,
-            over_day,
-            onsets_day,
-            self.since_overload as f32,
         ])
     }
 
@@ -668,36 +604,6 @@ mod tests {
             .filter_map(|t| raw.push(&sample(t, level(t))))
             .count();
         assert_eq!(n, 201);
-    }
-
-    #[test]
-    fn the_day_regime_counts_overload_and_onsets_and_forgets_after_a_day() {
-        let mut w = NodeWindow::new();
-        // 10 %, then two bursts to 95 % (two onsets), then quiet: 12 steps.
-        let cpus = [
-            10.0, 95.0, 95.0, 50.0, 92.0, 85.0, 10.0, 10.0, 10.0, 10.0, 10.0, 10.0,
-        ];
-        let mut v = None;
-        for (i, c) in cpus.iter().enumerate() {
-            v = w.push(&sample(i as i64 * 300, *c));
-        }
-        let v = v.unwrap();
-        assert_eq!(f(&v, "overload_onsets_day"), 2.0);
-        assert_eq!(f(&v, "cpu_share_overload_day"), 3.0 / 12.0);
-        // 95, 95, 92 and 85 are at or above 80 %.
-        assert_eq!(f(&v, "cpu_share_high_day"), 4.0 / 12.0);
-        let mean = cpus.iter().sum::<f32>() / 12.0;
-        assert!((f(&v, "cpu_mean_day") - mean).abs() < 1e-3);
-        assert_eq!(f(&v, "samples_since_overload"), 7.0);
-        // A day and a half of quiet later, the bursts are forgotten.
-        let mut last = None;
-        for i in 12..(12 + 432) {
-            last = w.push(&sample(i * 300, 10.0));
-        }
-        let v = last.unwrap();
-        assert_eq!(f(&v, "overload_onsets_day"), 0.0);
-        assert_eq!(f(&v, "cpu_share_overload_day"), 0.0);
-        assert!((f(&v, "cpu_mean_day") - 10.0).abs() < 1e-3);
     }
 
     #[test]

@@ -13,11 +13,17 @@
 //! of all folds, pooled, are never trained on by the forest that predicts
 //! them; on them, and only on them:
 //! - each candidate's raw probabilities are calibrated (isotonic, see
-//!   [`super::calibration`]) and its best-F1 cut-off is read;
-//! - the candidate hyper-parameters with the best validation F1 win;
-//! - the best static rule (`cpu now >= pct`) is chosen on the same rows;
-//! - the model is used for the label only if it beats that rule there;
-//!   otherwise the planner uses the rule (never worse than its baseline).
+//!   [`super::calibration`]) and its cut-off is read for the best F1
+//!   *across base rates* ([`super::score::robust_cutoff`]): the rate of
+//!   overloads differs from one month to the next, and a cut-off that only
+//!   fits the validation rows' own rate does not carry over;
+//! - the candidate hyper-parameters with the best such score win;
+//! - the static rule (`cpu now >= pct`) is chosen on the same rows by the
+//!   same score;
+//! - the model is used for the label only if it beats that rule there, on
+//!   the pooled rows *and* on most of the origins' own rows (a win that
+//!   holds over time, not one stretch of it); otherwise the planner uses
+//!   the rule (never worse than its baseline).
 //!
 //! Test rows (another month, the store's held-back share) never reach this
 //! module: callers pass training rows only.
@@ -30,7 +36,7 @@ use serde::{Deserialize, Serialize};
 use super::calibration::Isotonic;
 use super::dataset::Row;
 use super::forest::{self, ForestParams};
-use super::score::{best_cutoff, Confusion};
+use super::score::{robust_cutoff, Confusion};
 use super::TrainError;
 use crate::features::Features;
 
@@ -45,6 +51,8 @@ pub const ORIGINS: [f64; 5] = [0.25, 0.4, 0.55, 0.7, 0.85];
 /// One fold: indices of the rows it trains on and of those it validates on.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Fold {
+    /// Which origin (index into the origins) it starts at.
+    pub origin: usize,
     /// Rows before the origin (minus each node's last `horizon`).
     pub train: Vec<usize>,
     /// Rows from the origin to the next one.
@@ -81,7 +89,10 @@ pub fn folds(rows: &[&Row], horizon: usize, origins: &[f64]) -> Vec<Fold> {
     for (k, &cut) in cuts.iter().enumerate() {
         let end = cuts.get(k + 1).copied().unwrap_or(i64::MAX);
         for g in 0..groups {
-            let mut f = Fold::default();
+            let mut f = Fold {
+                origin: k,
+                ..Fold::default()
+            };
             for (node, idx) in &by_node {
                 let before = idx.partition_point(|&i| rows[i].at_ms < cut);
                 let validates = groups == 1 || node % groups == g;
@@ -122,6 +133,20 @@ pub struct LabelChoice {
     pub rule: Score,
     /// The model did not beat the rule: the planner uses the rule.
     pub use_rule: bool,
+    /// The model's F1 on each origin's validation rows (at its cut-off),
+    /// in origin order; origins without a positive row are left out.
+    #[serde(default)]
+    pub origin_model: Vec<f64>,
+    /// The rule's F1 on the same rows.
+    #[serde(default)]
+    pub origin_rule: Vec<f64>,
+    /// The model's mean F1 across base rates
+    /// ([`super::score::Confusion::robust_f1`]), what it was chosen by.
+    #[serde(default)]
+    pub robust_model: f64,
+    /// The rule's.
+    #[serde(default)]
+    pub robust_rule: f64,
     /// Validation F1 of every candidate, in the order tried.
     pub candidates: Vec<f64>,
     /// Positive validation rows.
@@ -161,31 +186,18 @@ pub fn identity_mask() -> u64 {
         .fold(0u64, |m, i| m | (1 << i))
 }
 
-/// The hyper-parameters tried for a label: the configured ones first, then
-/// a smoother forest (bigger leaves, shallower: steadier probabilities),
-/// one with more negatives per positive (a bag closer to the true base
-/// rate), and both first two without the [`IDENTITY_FEATURES`].
+/// The hyper-parameters tried for onset: the configured (plain) forest,
+/// and one whose bags hold three times fewer negatives per positive (the
+/// balanced end, which sees each positive more often). Two shapes only:
+/// every choice made on one month's validation rows is a chance to fit
+/// that month, and the rest of the forest's shape is set by construction
+/// (identity features out, see [`IDENTITY_FEATURES`]).
 pub fn candidates(base: &ForestParams) -> Vec<ForestParams> {
-    let smooth = ForestParams {
-        min_samples_leaf: base.min_samples_leaf.max(20),
-        max_depth: base.max_depth.min(8),
-        ..*base
-    };
-    let shape = identity_mask();
     vec![
         *base,
-        smooth,
         ForestParams {
-            neg_per_pos: base.neg_per_pos * 4.0,
+            neg_per_pos: base.neg_per_pos / 3.0,
             ..*base
-        },
-        ForestParams {
-            exclude: base.exclude | shape,
-            ..*base
-        },
-        ForestParams {
-            exclude: base.exclude | shape,
-            ..smooth
         },
     ]
 }
@@ -209,6 +221,35 @@ fn labelled(
     (x, y, cpu)
 }
 
+/// The pooled validation rows of one label: truth, CPU now and the origin
+/// of each.
+struct Pooled {
+    truth: Vec<bool>,
+    cpu: Vec<f32>,
+    origin: Vec<usize>,
+}
+
+impl Pooled {
+    /// The confusion of `flag` on all rows, and its F1 on each origin that
+    /// holds a positive row.
+    fn judge(&self, flag: impl Fn(usize) -> bool) -> (Confusion, Vec<f64>) {
+        let n = self.origin.iter().max().map_or(0, |m| m + 1);
+        let mut all = Confusion::default();
+        let mut per = vec![Confusion::default(); n];
+        for (i, (t, o)) in self.truth.iter().zip(&self.origin).enumerate() {
+            let f = flag(i);
+            all.add(f, *t);
+            per[*o].add(f, *t);
+        }
+        let f1 = per
+            .iter()
+            .filter(|c| c.tp + c.fn_ > 0)
+            .map(|c| c.score().f1)
+            .collect();
+        (all, f1)
+    }
+}
+
 /// Chooses hyper-parameters, calibration, cut-off and model-or-rule for one
 /// label on the pooled validation rows of `folds`.
 ///
@@ -230,77 +271,94 @@ pub fn choose_label(
             (
                 labelled(rows, &f.train, pick),
                 labelled(rows, &f.valid, pick),
+                f.origin,
             )
         })
-        .filter(|((_, ty, _), (_, vy, _))| {
+        .filter(|((_, ty, _), (_, vy, _), _)| {
             ty.iter().any(|l| *l) && ty.iter().any(|l| !*l) && !vy.is_empty()
         })
         .collect();
-    let truth: Vec<bool> = usable
-        .iter()
-        .flat_map(|(_, (_, vy, _))| vy.iter().copied())
-        .collect();
+    let mut pooled = Pooled {
+        truth: Vec::new(),
+        cpu: Vec::new(),
+        origin: Vec::new(),
+    };
+    for (_, (_, vy, vc), o) in &usable {
+        pooled.truth.extend_from_slice(vy);
+        pooled.cpu.extend_from_slice(vc);
+        pooled.origin.extend(std::iter::repeat_n(*o, vy.len()));
+    }
+    let truth = &pooled.truth;
     if usable.is_empty() || !truth.iter().any(|t| *t) {
         return Err(TrainError::NoRows(label));
     }
-    let cpu: Vec<f32> = usable
-        .iter()
-        .flat_map(|(_, (_, _, c))| c.iter().copied())
-        .collect();
-    let mut best: Option<(f64, ForestParams, Isotonic, f32, Score)> = None;
+    let mut best: Option<(f64, ForestParams, Isotonic, f32, Vec<f32>)> = None;
     let mut tried = Vec::new();
     for params in candidates {
         let mut raw = Vec::with_capacity(truth.len());
-        for ((tx, ty, _), (vx, _, _)) in &usable {
+        for ((tx, ty, _), (vx, _, _), _) in &usable {
             let fitted = forest::fit_forest(tx, ty, params, threads)
                 .map_err(|source| TrainError::Forest { label, source })?;
             raw.extend(vx.iter().map(|x| fitted.probability(x)));
         }
-        let iso = Isotonic::fit(&raw, &truth);
+        let iso = Isotonic::fit(&raw, truth);
         let calibrated: Vec<f32> = raw.iter().map(|p| iso.apply(*p)).collect();
-        let (cut, f1) = best_cutoff(&calibrated, &truth);
-        tried.push(f1);
-        if best.as_ref().is_none_or(|b| f1 > b.0) {
-            let mut c = Confusion::default();
-            for (p, t) in calibrated.iter().zip(&truth) {
-                c.add(*p >= cut, *t);
-            }
-            best = Some((f1, *params, iso, cut, c.score()));
+        let (cut, score) = robust_cutoff(&calibrated, truth);
+        tried.push(score);
+        if best.as_ref().is_none_or(|b| score > b.0) {
+            best = Some((score, *params, iso, cut, calibrated));
         }
     }
-    let Some((_, params, calibration, cutoff, model)) = best else {
+    let Some((_, params, calibration, cutoff, calibrated)) = best else {
         return Err(TrainError::NoRows(label));
     };
-    let (rule_pct, rule) = best_rule(&cpu, &truth, grid);
+    let (model, origin_model) = pooled.judge(|i| calibrated[i] >= cutoff);
+    let (rule_pct, _) = best_rule(&pooled.cpu, truth, grid);
+    let (rule, origin_rule) = pooled.judge(|i| pooled.cpu[i] >= rule_pct);
+    let wins = origin_model
+        .iter()
+        .zip(&origin_rule)
+        .filter(|(m, r)| m > r)
+        .count();
+    let use_rule = model.robust_f1() <= rule.robust_f1() || 2 * wins <= origin_model.len();
     Ok(LabelChoice {
         params,
         calibration,
         cutoff,
-        model,
+        model: model.score(),
         rule_pct,
-        rule,
-        use_rule: model.f1 <= rule.f1,
+        rule: rule.score(),
+        use_rule,
         candidates: tried,
         positives: truth.iter().filter(|t| **t).count() as u64,
         samples: truth.len() as u64,
+        robust_model: model.robust_f1(),
+        robust_rule: rule.robust_f1(),
+        origin_model,
+        origin_rule,
     })
 }
 
-/// The static rule `cpu >= pct` of `grid` with the best F1 on these rows
-/// (ties: the higher threshold, fewer alarms).
+/// The static rule `cpu >= pct` of `grid` with the best F1 across base
+/// rates ([`Confusion::robust_f1`]) on these rows (ties: the higher
+/// threshold, fewer alarms), and its plain scores there.
 pub fn best_rule(cpu: &[f32], truth: &[bool], grid: &[f32]) -> (f32, Score) {
-    let mut best = (grid.last().copied().unwrap_or(100.0), Score::default());
+    let mut best = (
+        grid.last().copied().unwrap_or(100.0),
+        -1.0,
+        Score::default(),
+    );
     for &t in grid {
         let mut c = Confusion::default();
         for (v, l) in cpu.iter().zip(truth) {
             c.add(*v >= t, *l);
         }
-        let s = c.score();
-        if s.f1 > best.1.f1 || (s.f1 == best.1.f1 && t > best.0) {
-            best = (t, s);
+        let r = c.robust_f1();
+        if r > best.1 || (r == best.1 && t > best.0) {
+            best = (t, r, c.score());
         }
     }
-    best
+    (best.0, best.2)
 }
 
 #[cfg(test)]
