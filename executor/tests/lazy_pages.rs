@@ -5,7 +5,7 @@
 mod common;
 
 use common::postcopy::{build_c, in_network_of, wait_lines, TwoNodes, STEP_LIMIT};
-use common::{assert_continuous, counter_values, redis_cli, wait_pong};
+use common::{assert_continuous, counter_values};
 use loadshift_executor::lazy::LazyError;
 use loadshift_executor::runtime::process::start_ticks;
 use loadshift_executor::runtime::Handle;
@@ -149,13 +149,7 @@ async fn redis_with_100k_keys_moved_lazily_keeps_every_key_on_its_port() {
     let args = common::redis_args(port, &nodes.dir.path().display().to_string());
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let source = nodes.start(&args).await;
-    wait_pong(port);
-    assert_eq!(
-        redis_cli(port, &["debug", "populate", "100000", "key", "32"]),
-        "OK"
-    );
-    let sample = redis_cli(port, &["get", "key:4242"]);
-    assert!(sample.starts_with("value:4242"), "{sample}");
+    let sample = common::populate_100k_keys(port);
 
     let (dump, restore) = nodes.lazy_move(&source).await;
     let moved = root_pid(restore.handle());

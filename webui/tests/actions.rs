@@ -157,15 +157,7 @@ async fn the_node_page_drains_and_uncordons_in_the_operators_name_with_the_csrf_
         Some(format!("csrf={token}&node=node2&reason=new+disk")),
     )
     .await;
-    assert!(
-        ok.starts_with("HTTP/1.1 303") && ok.contains("location: /nodes/node2"),
-        "{ok}"
-    );
-    let published = events(&js).await;
-    let [env] = published.as_slice() else {
-        panic!("expected one event, got {published:?}")
-    };
-    assert_eq!(env.subject(), "node.node2.drain_requested");
+    let env = redirected_to_node2_with_one_event(&ok, &js, "node.node2.drain_requested").await;
     let Event::NodeDrainRequested(d) = &env.event else {
         panic!("{env:?}")
     };
@@ -176,7 +168,7 @@ async fn the_node_page_drains_and_uncordons_in_the_operators_name_with_the_csrf_
 
     // Once the log says so, both pages show the drain and the page offers
     // the way back; node2 is no longer offered as a target elsewhere.
-    state.update(|p| p.apply_envelope(env));
+    state.update(|p| p.apply_envelope(&env));
     let page = http(port, "GET", "/nodes/node2", Some(cookie.clone()), None).await;
     assert!(
         page.contains("cordoned</span>") && page.contains("asked by alice (new disk)"),
@@ -248,15 +240,7 @@ async fn the_node_page_stops_a_workload_in_the_operators_name_with_the_csrf_toke
 
     let form = format!("csrf={token}&workload=redis-cache&node=node2&grace=3");
     let ok = post(form, Some(cookie)).await;
-    assert!(
-        ok.starts_with("HTTP/1.1 303") && ok.contains("location: /nodes/node2"),
-        "{ok}"
-    );
-    let published = events(&js).await;
-    let [env] = published.as_slice() else {
-        panic!("expected one event, got {published:?}")
-    };
-    assert_eq!(env.subject(), "workload.node2.stop_requested");
+    let env = redirected_to_node2_with_one_event(&ok, &js, "workload.node2.stop_requested").await;
     let Event::WorkloadStopRequested(s) = &env.event else {
         panic!("{env:?}")
     };
@@ -269,4 +253,22 @@ async fn the_node_page_stops_a_workload_in_the_operators_name_with_the_csrf_toke
         ),
         ("redis-cache", 3000, "alice", None)
     );
+}
+
+/// Checks that an accepted action redirected to node2's page and published
+/// exactly one event, on `subject`, and returns it.
+async fn redirected_to_node2_with_one_event(
+    ok: &str,
+    js: &async_nats::jetstream::Context,
+    subject: &str,
+) -> Envelope {
+    assert!(
+        ok.starts_with("HTTP/1.1 303") && ok.contains("location: /nodes/node2"),
+        "{ok}"
+    );
+    let mut published = events(js).await;
+    assert_eq!(published.len(), 1, "expected one event, got {published:?}");
+    let env = published.remove(0);
+    assert_eq!(env.subject(), subject);
+    env
 }
