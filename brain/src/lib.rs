@@ -15,6 +15,7 @@
 pub mod consume;
 pub mod cost;
 pub mod evaluate;
+pub mod fault;
 pub mod features;
 pub mod fold;
 pub mod labels;

@@ -123,9 +123,13 @@ struct SimulateArgs {
     /// The `ai` planner's cooldown per node (default: the simulation's).
     #[arg(long, value_parser = parse_every)]
     node_cooldown: Option<Duration>,
-    /// The `ai` planner's peak window (default: the simulation's).
+    /// The `ai` planner's peak window (default: its workload cooldown).
     #[arg(long, value_parser = parse_every)]
     peak_window: Option<Duration>,
+    /// The `ai` planner's cooldown per workload (default: the simulation's,
+    /// chosen on July).
+    #[arg(long, value_parser = parse_every)]
+    workload_cooldown: Option<Duration>,
     #[command(flatten)]
     model: ModelArgs,
     #[command(flatten)]
@@ -472,6 +476,8 @@ fn status(a: StatusArgs) -> anyhow::Result<()> {
             if a.digest {
                 r.digest = Some(store.digest().context("computing the digest")?);
             }
+            let waiting = loadshift_brain::outbox::pending(&store).context("reading the outbox")?;
+            r.outbox = Some(waiting.iter().map(Into::into).collect());
             r
         }
         Err(StoreError::Locked(_)) => {
@@ -533,16 +539,11 @@ async fn train(a: TrainArgs) -> anyhow::Result<()> {
         .context("publishing the model events")?;
     let t = &outcome.trained;
     println!(
-        "model {} trained on {} bag rows in {:.1} s: onset F1 {:.3} (best static {:.3} at {} %), sustained F1 {:.3} (best static {:.3} at {} %); {}",
+        "model {} trained on {} bag rows in {:.1} s: {}; {}",
         t.version,
         t.train_rows,
         t.train_seconds,
-        t.onset.model.f1,
-        t.onset.baseline.f1,
-        t.onset.baseline_threshold_pct,
-        t.sustained.model.f1,
-        t.sustained.baseline.f1,
-        t.sustained.baseline_threshold_pct,
+        t.scores_beside_the_rule(3),
         match &outcome.activated {
             Some(act) => format!("activated ({})", act.reason),
             None => "not activated".to_string(),
@@ -611,7 +612,10 @@ fn simulate(a: SimulateArgs) -> anyhow::Result<()> {
                 planner.relief_pct = a.relief_pct.unwrap_or(planner.relief_pct);
                 planner.min_relief_pct = a.min_relief_pct.unwrap_or(planner.min_relief_pct);
                 planner.node_cooldown = a.node_cooldown.unwrap_or(planner.node_cooldown);
-                planner.peak_window = a.peak_window.unwrap_or(planner.peak_window);
+                planner.workload_cooldown =
+                    a.workload_cooldown.unwrap_or(planner.workload_cooldown);
+                // The peak window follows the workload cooldown unless given.
+                planner.peak_window = a.peak_window.unwrap_or(planner.workload_cooldown);
                 let mut ai = Ai::new(predictor, planner, layout.nodes, grid.names.len())?;
                 simulate::run(&grid, &layout, &mut ai, &cost)
             }

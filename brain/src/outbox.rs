@@ -198,10 +198,17 @@ pub async fn drain(
     cfg: &OutboxConfig,
 ) -> Result<bool, StoreError> {
     for env in pending(store)? {
+        let request = matches!(env.event, Event::MigrationRequested(_));
+        if request {
+            crate::fault::crash_point(crate::fault::BEFORE_PUBLISH);
+        }
         match loadshift_events::connection::publish(js, &env).await {
             Ok(ack) => {
                 if ack.duplicate {
                     tracing::debug!(id = %env.id, "already in the log (a retried publish)");
+                }
+                if request {
+                    crate::fault::crash_point(crate::fault::AFTER_PUBLISH);
                 }
                 store
                     .db()
@@ -210,7 +217,7 @@ pub async fn drain(
             }
             Err(e) => {
                 let late = age(&env) >= cfg.withdraw_after;
-                if late && matches!(env.event, Event::MigrationRequested(_)) {
+                if late && request {
                     let reason = format!(
                         "not published within {} s of the decision: {e}",
                         cfg.withdraw_after.as_secs()

@@ -47,7 +47,7 @@ use loadshift_events::{Envelope, Event, NodeName, WorkloadName};
 use uuid::Uuid;
 
 mod drain;
-use crate::cost::Throughput;
+use crate::cost::MoveCosts;
 pub use drain::{DrainDecision, DRAIN_IN_FLIGHT};
 
 /// The planner's knobs.
@@ -77,7 +77,11 @@ pub struct PlannerConfig {
     pub silent_after: Duration,
     /// How far back a target's and a workload's highest CPU is remembered:
     /// a target is judged by the load it may come back to (a bursty
-    /// neighbour idle right now), not only by its latest sample.
+    /// neighbour idle right now), not only by its latest sample. As long as
+    /// `workload_cooldown` by default: a workload moved onto a target stays
+    /// there that long, so the target's past over that duration is what it
+    /// is judged by (a fixed day rejected almost every target of a month
+    /// whose nodes all burst daily: BENCHMARKS.md, "Issue 9 (round 4)").
     pub peak_window: Duration,
     /// Who the requests say asked.
     pub requested_by: String,
@@ -302,7 +306,7 @@ pub struct Planner {
     /// When each workload was last asked to move.
     last_migration: BTreeMap<WorkloadName, DateTime<Utc>>,
     /// What earlier migrations measured, for cost estimates.
-    throughput: Throughput,
+    throughput: MoveCosts,
 }
 
 fn within(since: Option<DateTime<Utc>>, now: DateTime<Utc>, d: Duration) -> bool {
@@ -438,7 +442,9 @@ impl Planner {
                     self.usage.insert(w.workload.clone(), used);
                 }
             }
-            Event::MigrationCompleted(c) => self.throughput.observe(c.image_bytes, &c.timings),
+            Event::MigrationCompleted(c) => {
+                self.throughput.observe(c.mode, c.image_bytes, &c.timings)
+            }
             Event::MigrationRequested(r) => {
                 self.cool_down(&r.workload, [&r.source, &r.target], env.occurred_at);
             }
@@ -1068,7 +1074,7 @@ mod tests {
         };
         assert_eq!(r.workload, w("mid"));
         assert_eq!(r.target, n("node3"), "the target lowest after the move");
-        let expected = Throughput::default().estimate(512 << 20, 0.0);
+        let expected = MoveCosts::default().estimate(512 << 20, 0.0);
         assert_eq!(r.reason.estimate, Some(expected));
         assert!(
             r.reason.summary.contains("s frozen"),
@@ -1137,6 +1143,28 @@ mod tests {
         };
         assert_eq!(r.target, n("node4"));
         assert_eq!(r.reason.target_load_after_pct, Some(70.0));
+    }
+
+    #[test]
+    fn a_peak_older_than_the_peak_window_no_longer_counts_against_a_target() {
+        // Given node3 at 85 % once, 11 minutes ago (the default window is
+        // 10 minutes: as long as a moved workload must stay), and idle since.
+        let mut facts = vec![sample_at(
+            "node3",
+            85.0,
+            now() - chrono::Duration::seconds(660),
+        )];
+        facts.extend(in_trouble(80.0, &[("mid", 40.0, 512 << 20)]));
+        assert_eq!(
+            PlannerConfig::default().peak_window,
+            PlannerConfig::default().workload_cooldown
+        );
+        // When node2 is relieved, then the idle node3 is the target again.
+        let Some(Decision::Migrate(r)) = given(&facts).handle(&n("node2"), now()) else {
+            panic!("expected a migration");
+        };
+        assert_eq!(r.target, n("node3"));
+        assert_eq!(r.reason.target_load_after_pct, Some(30.0));
     }
 
     #[test]

@@ -148,6 +148,34 @@ pub struct Report {
     /// Store digest, when asked for.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub digest: Option<String>,
+    /// The decisions NATS has not acknowledged yet (the outbox), when the
+    /// store was read directly: what a stopped or crashed brain publishes
+    /// at its next start. A running brain empties it as it goes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub outbox: Option<Vec<Waiting>>,
+}
+
+/// A decision waiting in the outbox: the fault matrix checks that each
+/// one a crashed brain recorded reaches the log after its restart, and an
+/// operator sees why a migration has not been asked for yet.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Waiting {
+    /// The event's id, also its `Nats-Msg-Id` (the log stores it once).
+    pub id: uuid::Uuid,
+    /// The subject it goes to.
+    pub subject: String,
+    /// When it was decided.
+    pub decided_at: DateTime<Utc>,
+}
+
+impl From<&loadshift_events::Envelope> for Waiting {
+    fn from(env: &loadshift_events::Envelope) -> Self {
+        Self {
+            id: env.id,
+            subject: env.subject(),
+            decided_at: env.occurred_at,
+        }
+    }
 }
 
 impl Report {
@@ -179,6 +207,7 @@ impl Report {
             parked: snap.parked,
             applied: snap.applied,
             digest: None,
+            outbox: None,
         }
     }
 
@@ -237,6 +266,18 @@ impl Report {
         let _ = writeln!(out, "applied: {}", applied.join(", "));
         if let Some(d) = &self.digest {
             let _ = writeln!(out, "digest: {d}");
+        }
+        if let Some(waiting) = &self.outbox {
+            let _ = writeln!(out, "outbox: {} not yet published", waiting.len());
+            for w in waiting {
+                let _ = writeln!(
+                    out,
+                    "  {} {} (decided {})",
+                    w.id,
+                    w.subject,
+                    t(Some(w.decided_at))
+                );
+            }
         }
         out
     }

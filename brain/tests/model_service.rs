@@ -66,16 +66,7 @@ async fn trained_scores(js: &async_nats::jetstream::Context) -> Vec<String> {
             continue;
         };
         if let Event::ModelTrained(t) = &env.event {
-            out.push(format!(
-                "v{} onset {:.3} vs {:.3}@{} sustained {:.3} vs {:.3}@{}",
-                t.version,
-                t.onset.model.f1,
-                t.onset.baseline.f1,
-                t.onset.baseline_threshold_pct,
-                t.sustained.model.f1,
-                t.sustained.baseline.f1,
-                t.sustained.baseline_threshold_pct
-            ));
+            out.push(format!("v{}: {}", t.version, t.scores_beside_the_rule(3)));
         }
     }
     out

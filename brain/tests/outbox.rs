@@ -243,3 +243,29 @@ async fn the_publisher_wakes_when_the_fold_queues_a_decision() {
         .fire(loadshift_events::shutdown::Signal::Terminate);
     task.await.unwrap();
 }
+
+#[test]
+fn status_lists_the_decisions_a_stopped_brain_has_not_published() {
+    let (dir, store) = scratch_store();
+    let env = request(0.8);
+    queue_and_commit(&store, &env);
+    store.flush().unwrap();
+    drop(store);
+
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_loadshift-brain"))
+        .args(["status", "--json", "--store"])
+        .arg(dir.path().join("s"))
+        .output()
+        .unwrap();
+
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let outbox = status["outbox"].as_array().expect("the outbox is listed");
+    assert_eq!(outbox.len(), 1, "{status}");
+    assert_eq!(outbox[0]["id"], env.id.to_string());
+    assert_eq!(outbox[0]["subject"], "migration.node2.requested");
+}

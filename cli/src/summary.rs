@@ -244,19 +244,12 @@ fn predicted(p: &loadshift_events::model::Predicted) -> String {
 
 /// The scores of a trained model beside the static rule's.
 fn trained(t: &loadshift_events::model::Trained) -> String {
-    let label = |name: &str, s: &loadshift_events::model::LabelScores| {
-        format!(
-            "{name} F1 {:.2} (rule CPU ≥ {:.0}%: {:.2})",
-            s.model.f1, s.baseline_threshold_pct, s.baseline.f1
-        )
-    };
     format!(
-        "model v{} trained on {} rows in {:.1} s: {}, {}",
+        "model v{} trained on {} rows in {:.1} s: {}",
         t.version,
         t.train_rows,
         t.train_seconds,
-        label("onset", &t.onset),
-        label("sustained", &t.sustained)
+        t.scores_beside_the_rule(2)
     )
 }
 

@@ -118,6 +118,27 @@ async fn answer_on(client: async_nats::Client, subject: &'static str, body: &'st
     });
 }
 
+/// Then: `asker` may ask `subject` and `answerer` may answer it: the
+/// answer `body` comes back.
+async fn answered(
+    s: &Secured,
+    (answerer, body): (&str, &'static str),
+    (asker, subject): (&str, &'static str),
+) {
+    answer_on(s.client(answerer).await, subject, body).await;
+    let answer = s
+        .client(asker)
+        .await
+        .request(subject, "{}".into())
+        .await
+        .unwrap_or_else(|e| panic!("{asker} asked {subject}: {e}"));
+    assert_eq!(
+        &answer.payload[..],
+        body.as_bytes(),
+        "{asker} asked {subject}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_anonymous_connection_is_refused() {
     let s = Secured::start().await;
@@ -191,18 +212,12 @@ async fn an_executor_reads_only_its_own_node_and_says_no_model_events() {
     assert!(events.create_consumer(other_name).await.is_err());
     assert!(raw_publish(&js, "workload.node2.started").await);
     // A source asks its target whether it is alive; the target answers.
-    answer_on(
-        s.client("executor-node3").await,
-        "loadshift.executor.node3.ping",
-        "pong",
+    answered(
+        &s,
+        ("executor-node3", "pong"),
+        ("executor-node2", "loadshift.executor.node3.ping"),
     )
     .await;
-    let source = s.client("executor-node2").await;
-    let pong = source
-        .request("loadshift.executor.node3.ping", "".into())
-        .await
-        .expect("an executor pings another");
-    assert_eq!(&pong.payload[..], b"pong");
     for forged in [
         "model.node2.trained",
         "model.node2.activated",
@@ -465,30 +480,25 @@ async fn the_dashboards_token_and_csrf_actions_work_with_auth_on() {
 async fn only_the_operator_reads_a_workloads_output_and_people_and_executors_ask_for_stops() {
     let s = Secured::start().await;
     // node2's executor serves its workloads' output.
-    answer_on(
-        s.client("executor-node2").await,
-        "loadshift.executor.node2.logs",
-        "lines",
+    answered(
+        &s,
+        ("executor-node2", "lines"),
+        ("operator", "loadshift.executor.node2.logs"),
     )
     .await;
-    let operator = s.client("operator").await;
-    let answer = operator
-        .request("loadshift.executor.node2.logs", "{}".into())
-        .await
-        .expect("the operator reads output");
-    assert_eq!(&answer.payload[..], b"lines");
     for role in ["brain", "webui", "agent-node2", "executor-node3"] {
         let c = s.client(role).await;
         let ask = c.request("loadshift.executor.node2.logs", "{}".into());
         let got = tokio::time::timeout(Duration::from_secs(2), ask).await;
         assert!(!matches!(got, Ok(Ok(_))), "{role} read a workload's output");
     }
-    // A person asks for a stop; a source executor hands one on; no one else.
+    // A person asks for a stop (at the CLI or the dashboard); a source
+    // executor hands one on; no one else.
     for (role, may) in [
         ("operator", true),
         ("executor-node2", true),
         ("brain", false),
-        ("webui", false),
+        ("webui", true),
         ("agent-node2", false),
     ] {
         let js = s.js(role).await;

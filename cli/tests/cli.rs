@@ -14,9 +14,6 @@ use loadshift_events::workload::Runtime;
 use loadshift_events::Event;
 use loadshift_testkit::fixtures::{self, Move, IMAGE_BYTES};
 
-fn stdout(o: &std::process::Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
 fn stderr(o: &std::process::Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
@@ -44,8 +41,7 @@ async fn workload_run_publishes_the_start_request_on_the_nodes_subject() {
             "1000",
         ])
         .await;
-    assert_eq!(out.status.code(), Some(0));
-    assert!(stdout(&out).contains("requested workload counter on node2"));
+    assert!(succeeded(&out).contains("requested workload counter on node2"));
 
     let events = h.events().await;
     assert_eq!(events.len(), 1);
@@ -331,8 +327,7 @@ async fn workload_ls_prints_where_each_workload_runs() {
     // A message no build can read is skipped, with a warning.
     h.put_raw("workload.node2.started", "not json").await;
     let out = h.run(&["workload", "ls"]).await;
-    assert_eq!(out.status.code(), Some(0));
-    let text = stdout(&out);
+    let text = succeeded(&out);
     let header: Vec<_> = text.lines().next().unwrap().split_whitespace().collect();
     assert_eq!(
         header,
@@ -397,8 +392,7 @@ async fn status_shows_nodes_workloads_and_migrations() {
     });
     h.client.flush().await.unwrap();
     let out = h.run(&["status"]).await;
-    assert_eq!(out.status.code(), Some(0));
-    let text = stdout(&out);
+    let text = succeeded(&out);
     for section in [
         "NODES",
         "WORKLOADS",

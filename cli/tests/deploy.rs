@@ -4,6 +4,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use loadshift_testkit::process::succeed;
+
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
@@ -92,16 +94,12 @@ struct Deployment {
 impl Deployment {
     fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let out = Command::new("bash")
-            .arg(repo().join("deploy/secrets"))
-            .arg(dir.path().join("secrets"))
-            .env("LOADSHIFT_BIN", env!("CARGO_BIN_EXE_loadshift"))
-            .output()
-            .expect("bash");
-        assert!(
-            out.status.success(),
-            "deploy/secrets failed: {}",
-            String::from_utf8_lossy(&out.stderr)
+        succeed(
+            Command::new("bash")
+                .arg(repo().join("deploy/secrets"))
+                .arg(dir.path().join("secrets"))
+                .env("LOADSHIFT_BIN", env!("CARGO_BIN_EXE_loadshift")),
+            "deploy/secrets",
         );
         Self { dir }
     }

@@ -11,9 +11,6 @@ use loadshift_events::model::Predicted;
 use loadshift_events::workload::Runtime;
 use loadshift_events::Event;
 
-fn stdout(o: &std::process::Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
 fn stderr(o: &std::process::Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }

@@ -76,6 +76,26 @@ pub struct LabelScores {
     pub validation_samples: u64,
 }
 
+impl Trained {
+    /// `onset F1 0.58 (rule CPU ≥ 80%: 0.36), sustained F1 0.95 (rule CPU
+    /// ≥ 85%: 0.98)` with `decimals` digits: the model beside the best static
+    /// rule for each label, written once for the log's one-line summary,
+    /// the brain's `train` and its tests' failure messages.
+    pub fn scores_beside_the_rule(&self, decimals: usize) -> String {
+        let label = |name: &str, s: &LabelScores| {
+            format!(
+                "{name} F1 {:.decimals$} (rule CPU ≥ {:.0}%: {:.decimals$})",
+                s.model.f1, s.baseline_threshold_pct, s.baseline.f1
+            )
+        };
+        format!(
+            "{}, {}",
+            label("onset", &self.onset),
+            label("sustained", &self.sustained)
+        )
+    }
+}
+
 /// A model was trained (it is not active until `model.activated`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

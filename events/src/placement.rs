@@ -868,5 +868,6 @@ fn merge(old: Timings, new: Timings) -> Timings {
         cleanup_ms: new.cleanup_ms.or(old.cleanup_ms),
         downtime_ms: new.downtime_ms.or(old.downtime_ms),
         total_ms: new.total_ms.or(old.total_ms),
+        postcopy_ms: new.postcopy_ms.or(old.postcopy_ms),
     }
 }

@@ -15,6 +15,7 @@ use std::process::Command;
 
 use loadshift_events::stream::{self, StreamSettings};
 use loadshift_events::{connection, NodeName};
+use loadshift_testkit::process::succeed;
 use loadshift_testkit::NatsServer;
 
 mod common;
@@ -37,16 +38,12 @@ fn read_with_javascript(url: &str) -> serde_json::Value {
     );
     let node = std::env::var("LOADSHIFT_NODE").unwrap_or_else(|_| "node".to_string());
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/js/read_streams.js");
-    let out = Command::new(&node)
-        .arg(script)
-        .arg(url)
-        .env("NODE_PATH", &modules)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {node} ({e}); scripts/setup installs nodejs"));
-    assert!(
-        out.status.success(),
-        "read_streams.js failed: {}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = succeed(
+        Command::new(&node)
+            .arg(script)
+            .arg(url)
+            .env("NODE_PATH", &modules),
+        &format!("{node} read_streams.js (scripts/setup installs nodejs)"),
     );
     serde_json::from_slice(&out.stdout).expect("summary JSON")
 }

@@ -13,6 +13,10 @@
 //! Run: `cargo bench -p loadshift-executor --bench migration` (root, after
 //! scripts/setup; the Docker column needs scripts/setup-docker).
 //! Sizes and runs: `LOADSHIFT_BENCH_SIZES=64,256` `LOADSHIFT_BENCH_RUNS=5`.
+//! `LOADSHIFT_BENCH_LOG=FILE` appends every migration (mode, image bytes,
+//! freeze ms, total ms, in the order they ran) to FILE as CSV, so that the
+//! planner's estimate can be held against real migrations
+//! (`cargo run -p loadshift-brain --example estimate_error -- FILE`).
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -131,6 +135,7 @@ async fn loadshift_runs(
             panic!("migration failed: {e:?}\n{}", c.logs());
         };
         assert_eq!(done.mode, Some(mode), "fell back: {:?}", done.fallback);
+        log_migration(mode, done.image_bytes, &done.timings);
         out.push(Run {
             timings: done.timings,
             bytes: done.image_bytes,
@@ -141,6 +146,26 @@ async fn loadshift_runs(
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     out
+}
+
+/// Appends one completed migration to `LOADSHIFT_BENCH_LOG` (when set).
+fn log_migration(mode: Mode, image_bytes: u64, t: &Timings) {
+    let Ok(path) = std::env::var("LOADSHIFT_BENCH_LOG") else {
+        return;
+    };
+    let line = format!(
+        "{mode},{image_bytes},{},{}\n",
+        t.downtime_ms.unwrap_or(f64::NAN),
+        t.total_ms.unwrap_or(f64::NAN)
+    );
+    let written = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .and_then(|mut f| std::io::Write::write_all(&mut f, line.as_bytes()));
+    if let Err(e) = written {
+        eprintln!("cannot append to {path}: {e}");
+    }
 }
 
 fn docker(args: &[&str]) -> Result<String, String> {

@@ -2,11 +2,17 @@
 //! of touched memory moved lazily between two nodes on this machine with
 //! real CRIU (`loadshift_executor::lazy`), median of 5 per size.
 //!
-//! Reported per size: the freeze (the workload's own view: the largest gap
-//! between two of its progress lines, which it prints every 5 ms), the
+//! Reported per size: the freeze (the workload's own view: from the last
+//! progress line its source copy wrote to the first its target copy wrote;
+//! it prints one every 5 ms), the longest stall between two lines from the
+//! freeze to the last page (the freeze, or a wait for faulted pages), the
 //! time until the last page arrived (from the start of the dump), the
 //! workload's progress per second before, while pages arrive and after,
 //! and the CPU-seconds of the source's and the target's criu per GiB.
+//!
+//! Each size runs without and with CRIU's kernel cache (`/run/criu.kdat`,
+//! [`loadshift_executor::kdat`], which the executor writes at start):
+//! `LOADSHIFT_BENCH_KDAT=off,on` (the default) or either alone.
 //!
 //! Run: `cargo bench -p loadshift-executor --bench postcopy` (root, after
 //! scripts/setup). Sizes and runs: `LOADSHIFT_BENCH_SIZES=64,256`
@@ -23,6 +29,7 @@ use common::postcopy::{build_c, wait_lines, TwoNodes, STEP_LIMIT};
 /// One lazy move, as measured.
 struct Run {
     freeze_ms: f64,
+    stall_ms: f64,
     total_ms: f64,
     before: f64,
     during: f64,
@@ -125,14 +132,22 @@ async fn one_run(walker: &Path, mib: u64, run: usize) -> Run {
     let done = now_ms();
     tokio::time::sleep(Duration::from_millis(1200)).await;
     let points = progress(&[nodes.stdout(false), nodes.stdout(true)]);
-    let freeze = points
+    // The freeze: from the last line the source's copy wrote to the first
+    // the target's wrote.
+    let last_source = progress(&[nodes.stdout(false)]).last().map_or(0, |p| p.0);
+    let first_target = progress(&[nodes.stdout(true)])
+        .into_iter()
+        .find(|p| p.0 > last_source)
+        .map_or(i64::MAX, |p| p.0);
+    let stall = points
         .windows(2)
         .filter(|w| w[1].0 >= frozen && w[0].0 <= done)
         .map(|w| (w[1].0 - w[0].0) as f64)
         .fold(0.0, f64::max);
     let (source_cpu, target_cpu) = criu_cpu(&log);
     Run {
-        freeze_ms: freeze,
+        freeze_ms: (first_target - last_source) as f64,
+        stall_ms: stall,
         total_ms: (done - frozen) as f64,
         before: rate(&points, frozen - 1000, frozen),
         during: rate(&points, resumed, done),
@@ -159,9 +174,24 @@ async fn main() {
         .unwrap_or(5) as usize;
     let bin = tempfile::tempdir().expect("tempdir");
     let walker = build_c(bin.path(), "pagewalk");
-    println!("| touched memory | freeze (median of {runs}) | freeze min–max | until last page | progress/s before | while pages arrive | after | source criu CPU-s/GiB | target criu CPU-s/GiB |");
-    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- |");
-    for mib in sizes {
+    let caches: Vec<String> = std::env::var("LOADSHIFT_BENCH_KDAT")
+        .unwrap_or_else(|_| "off,on".into())
+        .split(',')
+        .map(|s| s.trim().to_string())
+        .collect();
+    println!("| touched memory | kdat cache | freeze (median of {runs}) | freeze min–max | longest stall | until last page | progress/s before | while pages arrive | after | source criu CPU-s/GiB | target criu CPU-s/GiB |");
+    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+    for (mib, cache) in sizes
+        .iter()
+        .flat_map(|m| caches.iter().map(move |c| (*m, c.as_str())))
+    {
+        if cache == "on" {
+            loadshift_executor::kdat::refresh(Path::new("criu"))
+                .await
+                .expect("write the kdat cache");
+        } else {
+            let _ = std::fs::remove_file(loadshift_executor::kdat::CACHE);
+        }
         let mut all = Vec::new();
         for run in 0..runs {
             all.push(one_run(&walker, mib, run).await);
@@ -170,10 +200,11 @@ async fn main() {
         let col = |f: fn(&Run) -> f64| median(all.iter().map(f).collect());
         let freezes: Vec<f64> = all.iter().map(|r| r.freeze_ms).collect();
         println!(
-            "| {mib} MiB | {:.0} ms | {:.0}–{:.0} ms | {:.0} ms | {:.0} pages | {:.0} pages | {:.0} pages | {:.2} | {:.2} |",
+            "| {mib} MiB | {cache} | {:.0} ms | {:.0}–{:.0} ms | {:.0} ms | {:.0} ms | {:.0} pages | {:.0} pages | {:.0} pages | {:.2} | {:.2} |",
             col(|r| r.freeze_ms),
             freezes.iter().copied().fold(f64::INFINITY, f64::min),
             freezes.iter().copied().fold(0.0, f64::max),
+            col(|r| r.stall_ms),
             col(|r| r.total_ms),
             col(|r| r.before),
             col(|r| r.during),

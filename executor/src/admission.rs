@@ -74,18 +74,32 @@ pub fn check_spec(spec: &WorkloadSpec) -> Result<(), String> {
 }
 
 async fn bucket(js: &jetstream::Context) -> Result<kv::Store, String> {
-    match js.get_key_value(NAMES_BUCKET).await {
-        Ok(s) => Ok(s),
-        Err(_) => js
-            .create_key_value(kv::Config {
-                bucket: NAMES_BUCKET.to_string(),
-                description: "loadshift: which node runs each workload name".into(),
-                history: 1,
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| format!("cannot open the {NAMES_BUCKET} bucket: {e}")),
+    js.get_key_value(NAMES_BUCKET)
+        .await
+        .map_err(|e| format!("cannot open the {NAMES_BUCKET} bucket: {e}"))
+}
+
+/// Opens the [`NAMES_BUCKET`], creating it with `replicas` copies (those
+/// of the streams: on a three-server cluster a name claimed before one
+/// server dies must still be known, or a second start of it would be let
+/// through) when it is missing.
+///
+/// # Errors
+/// Why the bucket can be neither opened nor created.
+pub async fn open_bucket(js: &jetstream::Context, replicas: usize) -> Result<kv::Store, String> {
+    if let Ok(kv) = js.get_key_value(NAMES_BUCKET).await {
+        return Ok(kv);
     }
+    js.create_key_value(kv::Config {
+        bucket: NAMES_BUCKET.to_string(),
+        description: "loadshift: which node runs each workload name".into(),
+        history: 1,
+        num_replicas: replicas,
+        storage: jetstream::stream::StorageType::File,
+        ..Default::default()
+    })
+    .await
+    .map_err(|e| format!("cannot create the {NAMES_BUCKET} bucket: {e}"))
 }
 
 /// The cluster's workload-name registry, as the saga uses it: claim a name

@@ -21,6 +21,8 @@ use crate::journal::MigrationRecord;
 use crate::liveness::Peers;
 use crate::runtime::{Handle, Runtime};
 use crate::saga::Executor;
+use crate::stream::Link;
+use loadshift_events::migration::StreamedPages;
 
 /// The floor when none is configured.
 pub const DEFAULT_FLOOR: Duration = Duration::from_secs(10);
@@ -78,6 +80,14 @@ impl Deadlines {
         self.transfer(bytes, None).max(CRIU_FLOOR)
     }
 
+    /// How long a streamed dump may take: a criu dump whose pages go to
+    /// the target while it runs, so criu's own bound or the transfer of
+    /// `bytes` at `bytes_per_s` (the page stream moves as the store would),
+    /// whichever is longer.
+    pub fn streamed_dump(&self, bytes: u64, bytes_per_s: Option<f64>) -> Duration {
+        self.criu(bytes).max(self.transfer(bytes, bytes_per_s))
+    }
+
     /// How long the source waits for the target after announcing the image:
     /// the target's download, then its restore (which reads the same bytes
     /// again, from tmpfs).
@@ -112,6 +122,36 @@ impl<R: Runtime, S: ImageStore, P: Peers, C: Clock, F: Fence> Executor<R, S, P, 
     pub async fn dump_within(&self, m: &MigrationRecord, handle: &Handle) -> Result<(), String> {
         let limit = self.deadlines.criu(m.image_bytes);
         let dump = self.runtime.dump(&m.workload, handle, &m.images);
+        self.dump_bounded(m, limit, dump).await
+    }
+
+    /// Dumps migration `m`'s workload with its pages streamed over `link`,
+    /// bounded by [`Deadlines::streamed_dump`] at the speed this node
+    /// measured; past it the dump is killed as in [`Self::dump_within`].
+    ///
+    /// # Errors
+    /// The reason, in words, for the `failed` event.
+    pub async fn dump_streamed_within(
+        &self,
+        m: &MigrationRecord,
+        handle: &Handle,
+        link: Link,
+    ) -> Result<StreamedPages, String> {
+        let speed = self.journal.speed().ok().flatten();
+        let limit = self.deadlines.streamed_dump(m.image_bytes, speed);
+        let dump = self
+            .runtime
+            .dump_streamed(&m.workload, handle, &m.images, link);
+        self.dump_bounded(m, limit, dump).await
+    }
+
+    /// Runs `dump` for at most `limit`; past it, kills criu on `m`'s image.
+    async fn dump_bounded<T, E: std::fmt::Display>(
+        &self,
+        m: &MigrationRecord,
+        limit: Duration,
+        dump: impl std::future::Future<Output = Result<T, E>>,
+    ) -> Result<T, String> {
         match within(&self.clock, limit, dump).await {
             Ok(done) => done.map_err(|e| e.to_string()),
             Err(_) => {
@@ -213,6 +253,21 @@ mod tests {
         assert_eq!(short.criu(MIB), CRIU_FLOOR);
         assert_eq!(short.criu(1024 * MIB), short.transfer(1024 * MIB, None));
         assert!(short.criu(1024 * MIB) > CRIU_FLOOR);
+    }
+
+    #[test]
+    fn a_streamed_dump_gets_criu_s_bound_or_the_transfer_s_whichever_is_longer() {
+        let d = Deadlines {
+            floor: Duration::from_secs(1),
+        };
+        assert_eq!(d.streamed_dump(MIB, Some(100.0 * MIB as f64)), CRIU_FLOOR);
+        // Slower than the store's unmeasured speed: the transfer bounds it.
+        let slow = Some(MIB as f64);
+        assert_eq!(
+            d.streamed_dump(512 * MIB, slow),
+            d.transfer(512 * MIB, slow)
+        );
+        assert!(d.streamed_dump(512 * MIB, slow) > d.criu(512 * MIB));
     }
 
     #[test]

@@ -11,6 +11,8 @@
 //! - `o/<u64 BE>`   → an outgoing event (envelope JSON), the outbox
 //! - `s/<name>`     → [`StopRecord`] (JSON): a stop asked for and not
 //!   finished yet ([`crate::stop`])
+//! - `drain`        → [`DrainRecord`] (JSON): the drain this node is under,
+//!   absent when it takes work ([`crate::cordon`])
 //!
 //! The outbox makes "change state and announce it" one atomic write: an event
 //! is written with the state change and published afterwards; a crash before
@@ -25,8 +27,12 @@ use loadshift_events::{Envelope, NodeName, WorkloadName};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::cordon::DrainRecord;
 use crate::runtime::{Handle, TravellingFile};
 use crate::stop::StopRecord;
+
+/// The key of the drain this node is under.
+const DRAIN_KEY: &str = "drain";
 
 /// Why the journal could not be read or written.
 #[derive(Debug, thiserror::Error)]
@@ -191,32 +197,40 @@ impl Change {
     }
 
     /// Records (or replaces) a workload.
-    pub fn put_workload(mut self, w: &WorkloadRecord) -> Self {
-        self.put(format!("w/{}", w.name), w);
-        self
+    pub fn put_workload(self, w: &WorkloadRecord) -> Self {
+        self.record(key::of(key::WORKLOADS, &w.name), w)
+    }
+
+    /// Records (or replaces) a stop in progress.
+    pub fn put_stop(self, s: &StopRecord) -> Self {
+        self.record(key::of(key::STOPS, &s.workload), s)
+    }
+
+    /// Records (or replaces) a migration.
+    pub fn put_migration(self, m: &MigrationRecord) -> Self {
+        self.record(key::of(key::MIGRATIONS, m.id), m)
     }
 
     /// Forgets a workload (it left this node).
     pub fn remove_workload(mut self, name: &WorkloadName) -> Self {
-        self.batch.remove(format!("w/{name}").as_bytes());
-        self
-    }
-
-    /// Records (or replaces) a stop in progress.
-    pub fn put_stop(mut self, s: &StopRecord) -> Self {
-        self.put(format!("s/{}", s.workload), s);
+        self.batch.remove(key::of(key::WORKLOADS, name).as_bytes());
         self
     }
 
     /// Forgets the stop of `name` (it ended, or left this node).
     pub fn remove_stop(mut self, name: &WorkloadName) -> Self {
-        self.batch.remove(format!("s/{name}").as_bytes());
+        self.batch.remove(key::of(key::STOPS, name).as_bytes());
         self
     }
 
-    /// Records (or replaces) a migration.
-    pub fn put_migration(mut self, m: &MigrationRecord) -> Self {
-        self.put(format!("m/{}", m.id), m);
+    /// Records that this node drains (replacing an earlier drain).
+    pub fn put_drain(self, d: &DrainRecord) -> Self {
+        self.record(DRAIN_KEY.to_string(), d)
+    }
+
+    /// Forgets the drain: this node takes work again.
+    pub fn remove_drain(mut self) -> Self {
+        self.batch.remove(DRAIN_KEY.as_bytes());
         self
     }
 
@@ -249,6 +263,28 @@ impl Change {
             Ok(bytes) => self.batch.insert(key.as_bytes(), bytes),
             Err(source) => self.error = Some(JournalError::Record { key, source }),
         }
+    }
+
+    /// [`Self::put`] for the builder methods: records `value` under `key`.
+    fn record<T: Serialize>(mut self, key: String, value: &T) -> Self {
+        self.put(key, value);
+        self
+    }
+}
+
+/// Where each kind of record lives in the tree: a prefix per kind, then the
+/// record's name; written once for the writes and the reads.
+mod key {
+    /// Workloads, by name.
+    pub const WORKLOADS: &str = "w/";
+    /// Stops in progress, by workload name.
+    pub const STOPS: &str = "s/";
+    /// Migrations, by id.
+    pub const MIGRATIONS: &str = "m/";
+
+    /// The key of the record `name` of the kind under `prefix`.
+    pub fn of(prefix: &str, name: impl std::fmt::Display) -> String {
+        format!("{prefix}{name}")
     }
 }
 
@@ -370,7 +406,7 @@ impl Journal {
     /// # Errors
     /// When sled fails or the record is unreadable.
     pub fn workload(&self, name: &WorkloadName) -> Result<Option<WorkloadRecord>, JournalError> {
-        self.get(format!("w/{name}"))
+        self.get(key::of(key::WORKLOADS, name))
     }
 
     /// Every workload this node runs.
@@ -378,7 +414,15 @@ impl Journal {
     /// # Errors
     /// When sled fails or a record is unreadable.
     pub fn workloads(&self) -> Result<Vec<WorkloadRecord>, JournalError> {
-        self.scan("w/")
+        self.scan(key::WORKLOADS)
+    }
+
+    /// The drain this node is under, if it drains.
+    ///
+    /// # Errors
+    /// When sled fails or the record is unreadable.
+    pub fn drain(&self) -> Result<Option<DrainRecord>, JournalError> {
+        self.get(DRAIN_KEY.to_string())
     }
 
     /// The stop of `name` in progress here, if one is.
@@ -386,7 +430,7 @@ impl Journal {
     /// # Errors
     /// When sled fails or the record is unreadable.
     pub fn stop(&self, name: &WorkloadName) -> Result<Option<StopRecord>, JournalError> {
-        self.get(format!("s/{name}"))
+        self.get(key::of(key::STOPS, name))
     }
 
     /// Every stop in progress here.
@@ -394,7 +438,7 @@ impl Journal {
     /// # Errors
     /// When sled fails or a record is unreadable.
     pub fn stops(&self) -> Result<Vec<StopRecord>, JournalError> {
-        self.scan("s/")
+        self.scan(key::STOPS)
     }
 
     /// A migration this node took part in.
@@ -402,7 +446,7 @@ impl Journal {
     /// # Errors
     /// When sled fails or the record is unreadable.
     pub fn migration(&self, id: &Uuid) -> Result<Option<MigrationRecord>, JournalError> {
-        self.get(format!("m/{id}"))
+        self.get(key::of(key::MIGRATIONS, id))
     }
 
     /// Every migration this node took part in.
@@ -410,7 +454,7 @@ impl Journal {
     /// # Errors
     /// When sled fails or a record is unreadable.
     pub fn migrations(&self) -> Result<Vec<MigrationRecord>, JournalError> {
-        self.scan("m/")
+        self.scan(key::MIGRATIONS)
     }
 
     /// The events waiting to be published, oldest first, with their keys.
@@ -611,6 +655,22 @@ mod tests {
         j.commit(Change::new().remove_workload(&workload("a").name))
             .unwrap();
         assert_eq!(j.workload(&workload("a").name).unwrap(), None);
+    }
+
+    #[test]
+    fn a_drain_is_kept_with_its_sequence_until_the_node_is_uncordoned() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = Journal::open(dir.path()).unwrap();
+        assert_eq!(j.drain().unwrap(), None);
+        let d = DrainRecord {
+            since: chrono::Utc::now(),
+            requested_by: "alice".into(),
+            reason: String::new(),
+        };
+        j.commit(Change::new().put_drain(&d).applied(7)).unwrap();
+        assert_eq!((j.drain().unwrap(), j.applied().unwrap()), (Some(d), 7));
+        j.commit(Change::new().remove_drain().applied(8)).unwrap();
+        assert_eq!((j.drain().unwrap(), j.applied().unwrap()), (None, 8));
     }
 
     #[test]

@@ -6,6 +6,7 @@ pub mod admission;
 pub mod cgroup;
 pub mod checkpoint;
 pub mod clock;
+pub mod cordon;
 pub mod deadline;
 #[cfg(test)]
 mod doubles;
@@ -13,6 +14,7 @@ pub mod fault;
 pub mod fence;
 pub mod image_store;
 pub mod journal;
+pub mod kdat;
 pub mod lazy;
 pub mod liveness;
 pub mod output;

@@ -18,6 +18,7 @@ use loadshift_executor::image_store::{ImageStore, JetStreamImages};
 use loadshift_executor::journal::Journal;
 use loadshift_executor::liveness::{self, NatsPeers, Pong};
 use loadshift_executor::runtime::docker::{Daemon, DockerRuntime};
+use loadshift_executor::runtime::docker_log::ContainerLogs;
 use loadshift_executor::runtime::process::ProcessRuntime;
 use loadshift_executor::runtime::Runtime;
 use loadshift_executor::saga::Executor;
@@ -160,10 +161,16 @@ async fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
     let workloads = cli.state_dir.join("workloads");
     match cli.runtime {
         RuntimeArg::Process => {
+            // criu probes the kernel at every start unless it finds this
+            // cache (docs/saga.md, "Post-copy"): ~0.1 s off each freeze step.
+            if let Err(e) = loadshift_executor::kdat::refresh(&cli.criu).await {
+                tracing::warn!(error = %e, "no CRIU kernel cache: every criu run probes the kernel again");
+            }
             serve(
                 cli,
                 node,
                 ProcessRuntime::new(cli.criu.clone(), workloads, true),
+                None,
             )
             .await
         }
@@ -177,7 +184,10 @@ async fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
             };
             let cgroup = cli.cgroup.clone();
             match DockerRuntime::new(daemon, node.clone(), cgroup, workloads) {
-                Ok(runtime) => serve(cli, node, runtime).await,
+                Ok(runtime) => {
+                    let logs = runtime.container_logs();
+                    serve(cli, node, runtime, Some(logs)).await
+                }
                 Err(e) => {
                     eprintln!("error: {e}");
                     Ok(ExitCode::from(1))
@@ -187,8 +197,14 @@ async fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// Runs the service with runtime `runtime` until SIGINT/SIGTERM.
-async fn serve<R: Runtime>(cli: &Cli, node: NodeName, runtime: R) -> anyhow::Result<ExitCode> {
+/// Runs the service with runtime `runtime` until SIGINT/SIGTERM; a docker
+/// node's output server reads its containers' logs through `containers`.
+async fn serve<R: Runtime>(
+    cli: &Cli,
+    node: NodeName,
+    runtime: R,
+    containers: Option<ContainerLogs>,
+) -> anyhow::Result<ExitCode> {
     let journal = Journal::open(&cli.state_dir.join("journal")).context("opening the journal")?;
     let images_root = cli.images_dir.join(node.as_str());
     std::fs::create_dir_all(&images_root)
@@ -212,6 +228,10 @@ async fn serve<R: Runtime>(cli: &Cli, node: NodeName, runtime: R) -> anyhow::Res
     let fence = KvFence::open(&js, settings.replicas)
         .await
         .context("opening the migration fences")?;
+    admission::open_bucket(&js, settings.replicas)
+        .await
+        .map_err(anyhow::Error::msg)
+        .context("opening the workload-name registry")?;
     let images = JetStreamImages::new(js.clone(), store.clone());
     let wired = Wired {
         objects: store,
@@ -220,6 +240,7 @@ async fn serve<R: Runtime>(cli: &Cli, node: NodeName, runtime: R) -> anyhow::Res
         journal,
         images_root,
         fence,
+        containers,
     };
     // The fault tests' damaged store is chosen here, at wiring time, so no
     // production code path carries a switch for it.
@@ -239,6 +260,7 @@ struct Wired {
     journal: Journal,
     images_root: PathBuf,
     fence: KvFence,
+    containers: Option<ContainerLogs>,
 }
 
 /// Runs the service with its effects chosen, until SIGINT/SIGTERM.
@@ -256,16 +278,20 @@ async fn serve_with<R: Runtime, S: ImageStore>(
         journal,
         images_root,
         fence,
+        containers,
     } = wired;
     let capacity = cgroup::capacity(cli.cgroup.as_deref());
     let kind = runtime.kind();
     let notify = Arc::new(Notify::new());
+    let deadlines = Deadlines {
+        floor: cli.deadline_floor,
+    };
     let streams = if runtime.streams_pages() {
         Streams::new(StreamSettings {
             criu: cli.criu.clone(),
             advertise: cli.advertise,
             images_root: images_root.clone(),
-            floor: cli.deadline_floor,
+            deadlines,
         })
     } else {
         Streams::default()
@@ -281,9 +307,7 @@ async fn serve_with<R: Runtime, S: ImageStore>(
         peers: NatsPeers::new(client.clone()),
         clock: SystemClock::default(),
         fence,
-        deadlines: Deadlines {
-            floor: cli.deadline_floor,
-        },
+        deadlines,
         images_root: images_root.clone(),
         outbox: notify.clone(),
         streams: streams.clone(),
@@ -308,7 +332,7 @@ async fn serve_with<R: Runtime, S: ImageStore>(
         node: node.clone(),
         journal: journal.clone(),
         workloads_dir: cli.state_dir.join("workloads"),
-        runtime: kind,
+        containers,
     }
     .serve(client.clone())
     .await

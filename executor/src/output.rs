@@ -8,20 +8,27 @@
 //! (their folder stays); a reader whose workload moved away (its folder
 //! went with it) is told [`OutputReply::NotHere`] and asks the node it
 //! moved to, from the same offset. Answers come in whole lines.
+//!
+//! A container's output is its saved output (what earlier containers of the
+//! workload wrote, travelling with its images) followed by its running
+//! container's docker log ([`crate::runtime::docker_log`]): the same byte
+//! offsets on every node, as for a process.
 
-use std::io::{Read, Seek, SeekFrom};
+use std::io::{Cursor, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 use futures::StreamExt;
 use loadshift_events::output::{
     output_subject, OutputReply, OutputRequest, ReadFrom, MAX_CHUNK_BYTES,
 };
-use loadshift_events::workload::Runtime as RuntimeKind;
 use loadshift_events::NodeName;
 
 use crate::journal::Journal;
+use crate::runtime::docker::container_name;
+use crate::runtime::docker_log::ContainerLogs;
 
-/// What the server needs to answer: whose files, where, which runtime.
+/// What the server needs to answer: whose files, where, and for a docker
+/// node its daemon's logs.
 #[derive(Clone)]
 pub struct OutputServer {
     /// This node.
@@ -30,8 +37,9 @@ pub struct OutputServer {
     pub journal: Journal,
     /// The folder holding each workload's folder (`<state>/workloads`).
     pub workloads_dir: PathBuf,
-    /// The runtime: containers keep their output in their docker log.
-    pub runtime: RuntimeKind,
+    /// Reads containers' docker logs (the docker runtime's client); `None`
+    /// for process nodes.
+    pub containers: Option<ContainerLogs>,
 }
 
 impl OutputServer {
@@ -45,7 +53,7 @@ impl OutputServer {
             while let Some(msg) = sub.next().await {
                 let Some(reply) = msg.reply else { continue };
                 let answer = match serde_json::from_slice::<OutputRequest>(&msg.payload) {
-                    Ok(req) => self.answer(&req),
+                    Ok(req) => self.answer(&req).await,
                     Err(e) => OutputReply::Unavailable {
                         reason: format!("unreadable request: {e}"),
                     },
@@ -60,35 +68,46 @@ impl OutputServer {
     }
 
     /// The answer to one request.
-    pub fn answer(&self, req: &OutputRequest) -> OutputReply {
+    pub async fn answer(&self, req: &OutputRequest) -> OutputReply {
         let folder = self.workloads_dir.join(req.workload.as_str());
-        match self.journal.workload(&req.workload) {
-            Ok(Some(_)) => {}
-            // It ended here: its folder (and output) stays until a new
-            // workload of that name starts. One that moved away took its
-            // folder with it.
-            Ok(None) if folder.is_dir() && self.runtime == RuntimeKind::Process => {}
-            Ok(None) => {
-                return OutputReply::NotHere {
-                    node: self.node.clone(),
-                }
-            }
+        let not_here = || OutputReply::NotHere {
+            node: self.node.clone(),
+        };
+        let handle = match self.journal.workload(&req.workload) {
+            Ok(Some(w)) => Some(w.handle),
+            // It ended here: its folder (and output), or its stopped
+            // container, stays until a new workload of that name starts.
+            // One that moved away took its folder with it, and its
+            // containers here were removed.
+            Ok(None) if folder.is_dir() || self.containers.is_some() => None,
+            Ok(None) => return not_here(),
             Err(e) => {
                 return OutputReply::Unavailable {
                     reason: e.to_string(),
                 }
             }
-        }
-        if self.runtime == RuntimeKind::Docker {
-            return OutputReply::Unavailable {
-                reason: format!(
-                    "{} is a container: its output is in its docker log on {} (`docker logs`)",
-                    req.workload, self.node
-                ),
-            };
-        }
-        let path = folder.join(req.stream.file_name());
-        match read_lines(&path, req.from, req.max_bytes.min(MAX_CHUNK_BYTES)) {
+        };
+        let max = req.max_bytes.min(MAX_CHUNK_BYTES);
+        let read = match &self.containers {
+            None => read_file_lines(&folder.join(req.stream.file_name()), req.from, max),
+            Some(logs) => {
+                // An ended container stays (stopped, under its name) until
+                // a new workload of that name starts.
+                let id = handle
+                    .and_then(|h| h.container_id())
+                    .unwrap_or_else(|| container_name(&self.node, &req.workload));
+                match logs.whole(&folder, &id, req.stream).await {
+                    Ok(Some(all)) => read_lines(&mut Cursor::new(all), req.from, max),
+                    Ok(None) => return not_here(),
+                    Err(e) => {
+                        return OutputReply::Unavailable {
+                            reason: format!("cannot read the output of {id}: {e}"),
+                        }
+                    }
+                }
+            }
+        };
+        match read {
             Ok((offset, text, next_offset, size)) => OutputReply::Lines {
                 node: self.node.clone(),
                 offset,
@@ -99,24 +118,34 @@ impl OutputServer {
             // Gone between the journal and the file: the source of a
             // completed migration removes the folder just before it forgets
             // the workload. The reader asks the log where it went.
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => OutputReply::NotHere {
-                node: self.node.clone(),
-            },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => not_here(),
             Err(e) => OutputReply::Unavailable {
-                reason: format!("cannot read {}: {e}", path.display()),
+                reason: format!("cannot read the output of {}: {e}", req.workload),
             },
         }
     }
 }
 
-/// Reads whole lines of `path` from `from`, at most `max` bytes (a single
+/// [`read_lines`] of the file at `path`.
+fn read_file_lines(
+    path: &Path,
+    from: ReadFrom,
+    max: u32,
+) -> std::io::Result<(u64, String, u64, u64)> {
+    read_lines(&mut std::fs::File::open(path)?, from, max)
+}
+
+/// Reads whole lines of `f` from `from`, at most `max` bytes (a single
 /// line longer than that comes in pieces): (offset, text, next offset, size).
-fn read_lines(path: &Path, from: ReadFrom, max: u32) -> std::io::Result<(u64, String, u64, u64)> {
-    let mut f = std::fs::File::open(path)?;
-    let size = f.metadata()?.len();
+fn read_lines<F: Read + Seek>(
+    f: &mut F,
+    from: ReadFrom,
+    max: u32,
+) -> std::io::Result<(u64, String, u64, u64)> {
+    let size = f.seek(SeekFrom::End(0))?;
     let start = match from {
         ReadFrom::Offset(o) => o.min(size),
-        ReadFrom::LastLines(n) => start_of_last_lines(&mut f, size, n)?,
+        ReadFrom::LastLines(n) => start_of_last_lines(f, size, n)?,
     };
     f.seek(SeekFrom::Start(start))?;
     let mut buf = Vec::new();
@@ -141,7 +170,7 @@ fn read_lines(path: &Path, from: ReadFrom, max: u32) -> std::io::Result<(u64, St
 /// Where the last `n` whole lines of a file of `size` bytes start (an
 /// unfinished last line is not counted: it is not served yet). Reads the
 /// file backwards a block at a time, so a long log costs only its tail.
-fn start_of_last_lines(f: &mut std::fs::File, size: u64, n: u32) -> std::io::Result<u64> {
+fn start_of_last_lines<F: Read + Seek>(f: &mut F, size: u64, n: u32) -> std::io::Result<u64> {
     const BLOCK: u64 = 64 * 1024;
     // Newlines seen from the end; the first one ends the last whole line,
     // the (n+1)-th ends the line before the last n.
@@ -179,11 +208,11 @@ mod tests {
     #[test]
     fn only_whole_lines_are_served_and_the_offset_moves_past_them() {
         let (_d, p) = file("a\nbb\nccc");
-        let (start, text, next, size) = read_lines(&p, ReadFrom::Offset(0), 1024).unwrap();
+        let (start, text, next, size) = read_file_lines(&p, ReadFrom::Offset(0), 1024).unwrap();
         assert_eq!((start, text.as_str(), next, size), (0, "a\nbb\n", 5, 8));
-        let (_, text, next, _) = read_lines(&p, ReadFrom::Offset(next), 1024).unwrap();
+        let (_, text, next, _) = read_file_lines(&p, ReadFrom::Offset(next), 1024).unwrap();
         assert_eq!((text.as_str(), next), ("", 5));
-        let (_, text, next, _) = read_lines(&p, ReadFrom::Offset(0), 3).unwrap();
+        let (_, text, next, _) = read_file_lines(&p, ReadFrom::Offset(0), 3).unwrap();
         assert_eq!((text.as_str(), next), ("a\n", 2));
     }
 
@@ -191,11 +220,11 @@ mod tests {
     fn the_tail_starts_at_the_last_whole_lines() {
         let (_d, p) = file("1\n2\n3\n4\n");
         for (n, want) in [(0, ""), (1, "4\n"), (2, "3\n4\n"), (9, "1\n2\n3\n4\n")] {
-            let (_, text, _, _) = read_lines(&p, ReadFrom::LastLines(n), 1024).unwrap();
+            let (_, text, _, _) = read_file_lines(&p, ReadFrom::LastLines(n), 1024).unwrap();
             assert_eq!(text, want, "last {n}");
         }
         let (_d, p) = file("1\n2\n3\nunfinished");
-        let (_, text, _, _) = read_lines(&p, ReadFrom::LastLines(2), 1024).unwrap();
+        let (_, text, _, _) = read_file_lines(&p, ReadFrom::LastLines(2), 1024).unwrap();
         assert_eq!(text, "2\n3\n");
     }
 }

@@ -131,6 +131,13 @@ impl<R: Runtime, S: ImageStore, P: Peers, C: Clock, F: Fence> Executor<R, S, P, 
             Event::MigrationRestored(p) if p.source == self.node => self.restored(seq, p).await,
             Event::MigrationFailed(p) if p.source == self.node => self.failed(seq, p).await,
             Event::MigrationFenced(p) if p.target == self.node => self.fenced(seq, p).await,
+            Event::NodeDrainRequested(p) if p.node == self.node => {
+                let drain = crate::cordon::DrainRecord::new(env.occurred_at, p);
+                self.commit(Change::new().put_drain(&drain).applied(seq))
+            }
+            Event::NodeUncordoned(p) if p.node == self.node => {
+                self.commit(Change::new().remove_drain().applied(seq))
+            }
             // Our own announcements (started, completed, rolled_back, ...)
             // come back to us too; nothing to do but note them.
             _ => self.commit(Change::new().applied(seq)),
@@ -142,7 +149,9 @@ impl<R: Runtime, S: ImageStore, P: Peers, C: Clock, F: Fence> Executor<R, S, P, 
             tracing::info!(workload = %p.workload, "start requested again; it already runs here");
             return self.commit(Change::new().applied(seq));
         }
-        let outcome = if p.spec.runtime != self.runtime.kind() {
+        let outcome = if let Some(drain) = self.journal.drain()? {
+            Err(drain.refusal(&self.node))
+        } else if p.spec.runtime != self.runtime.kind() {
             Err(format!(
                 "node {} runs {} workloads, not {}",
                 self.node,

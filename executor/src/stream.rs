@@ -13,15 +13,22 @@
 //! never in the event log); a wrong token is refused and the listener keeps
 //! waiting until its deadline, and the token is spent on the first good
 //! connection (the listener closes), so a replay finds nobody. Both relays
-//! hash the bytes the dump sent; the target restores only if its digest is
-//! the one the source announces in `checkpointed` (and CRIU checks its own
-//! images on restore).
+//! hash the bytes the dump sent (BLAKE3: every byte is hashed on both nodes
+//! while the workload is frozen, and it is several times faster than
+//! SHA-256 here); the target restores only if its digest is the one the
+//! source announces in `checkpointed` (and CRIU checks its own images on
+//! restore).
 //!
-//! The source's relay also feeds a local page-server (a "tee") that writes
-//! the same pages next to the source's own image: if the target fails after
-//! the dump, the source still resumes the workload from a whole image, as a
-//! copy would. Its cost is tmpfs the size of the pages, for the migration's
-//! length, and a memory copy during the freeze.
+//! The source's relay also keeps the raw page stream in a file next to the
+//! source's own image (the "record"), written before each piece is
+//! forwarded: the dump is done only once the target acknowledged every
+//! page, so a finished dump has a whole record. If the target fails after
+//! the dump, the source replays the record into a local page-server
+//! ([`settle_pages`]) and resumes the workload from a whole image, as a copy
+//! would. Recording is one memory copy into tmpfs during the freeze; the
+//! page-server's work (which round 3 did during the freeze, as a "tee") is
+//! paid only on that rare rollback. Its cost is tmpfs the size of the pages
+//! for the migration's length.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -35,7 +42,6 @@ use futures::StreamExt;
 use loadshift_events::migration::{stream_offer_subject, StreamedPages};
 use loadshift_events::NodeName;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use uuid::Uuid;
@@ -54,6 +60,9 @@ const ADMITTED: u8 = 1;
 const REFUSED: u8 = 0;
 /// Relay buffer size.
 const RELAY_BUF: usize = 1 << 20;
+/// The raw page stream the source's relay keeps in [`pages_dir`] (not an
+/// `.img`: [`merge_pages`] leaves it where it is).
+const RECORD: &str = "pages.stream";
 
 /// Why pages could not be streamed.
 #[derive(Debug, thiserror::Error)]
@@ -101,6 +110,11 @@ pub struct OfferRequest {
     pub source: NodeName,
     /// About how many bytes (bounds how long the target waits for them).
     pub bytes: u64,
+    /// Post-copy: the target will pull the pages (its lazy-pages daemon
+    /// asks the source's serving dump) instead of receiving a stream
+    /// ([`crate::lazy::offer`]). The door and its token are the same.
+    #[serde(default)]
+    pub lazy: bool,
 }
 
 /// Where to send one migration's pages, and the one-time token that opens
@@ -147,7 +161,7 @@ pub fn merge_pages(images: &Path) -> std::io::Result<()> {
 }
 
 /// A fresh one-time token.
-fn new_token() -> std::io::Result<String> {
+pub(crate) fn new_token() -> std::io::Result<String> {
     let mut bytes = [0u8; TOKEN_BYTES];
     std::fs::File::open("/dev/urandom")?.read_exact_std(&mut bytes)?;
     Ok(crate::checkpoint::hex(bytes))
@@ -184,6 +198,14 @@ fn same(a: &[u8], b: &[u8]) -> bool {
 pub struct Link {
     stream: TcpStream,
     limit: Duration,
+}
+
+impl Link {
+    /// The admitted connection and its bound, for a post-copy's relay
+    /// ([`crate::lazy`]), which carries the pages the other way round.
+    pub fn into_parts(self) -> (TcpStream, Duration) {
+        (self.stream, self.limit)
+    }
 }
 
 /// Connects to the target's offer and presents the token: done before the
@@ -325,15 +347,17 @@ fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
     Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
 
-/// Copies what `from` sends into every writer of `to`, hashing it, until
-/// `from` ends; then half-closes each writer. The byte count and digest are
-/// those of the page stream.
+/// Copies what `from` sends to `to`, hashing it, until `from` ends; then
+/// half-closes `to`. With a `record`, each piece is appended to it before
+/// it is forwarded (so whatever the far end acknowledged is recorded). The
+/// byte count and digest are those of the page stream.
 async fn pump(
     mut from: tokio::net::tcp::OwnedReadHalf,
-    mut to: Vec<tokio::net::tcp::OwnedWriteHalf>,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    mut record: Option<std::fs::File>,
 ) -> Result<StreamedPages, StreamError> {
     let mut buf = vec![0u8; RELAY_BUF];
-    let mut hasher = Sha256::new();
+    let mut hasher = blake3::Hasher::new();
     let mut bytes = 0u64;
     loop {
         let n = from.read(&mut buf).await.map_err(io("read pages"))?;
@@ -342,22 +366,76 @@ async fn pump(
         }
         hasher.update(&buf[..n]);
         bytes += n as u64;
-        for w in &mut to {
-            w.write_all(&buf[..n]).await.map_err(io("forward pages"))?;
+        if let Some(f) = record.as_mut() {
+            // A write into tmpfs: a memory copy, short enough to make here
+            // rather than hand to a blocking thread per megabyte.
+            std::io::Write::write_all(f, &buf[..n]).map_err(io("record pages"))?;
         }
+        to.write_all(&buf[..n]).await.map_err(io("forward pages"))?;
     }
-    for w in &mut to {
-        let _ = w.shutdown().await;
-    }
+    let _ = to.shutdown().await;
     Ok(StreamedPages {
         bytes,
-        sha256: crate::checkpoint::hex(hasher.finalize()),
+        sha256: String::new(),
+        blake3: hasher.finalize().to_hex().to_string(),
     })
 }
 
+/// Turns a source's record (if any) back into page images with a local
+/// page-server, then moves them into the image folder (the source's
+/// rollback after a streamed dump: a whole image, as a copy would have).
+/// Without a record this is [`merge_pages`].
+///
+/// # Errors
+/// When the page-server cannot take the record whole, or a file cannot be
+/// moved.
+pub async fn settle_pages(criu: &Path, images: &Path) -> Result<(), StreamError> {
+    replay_record(criu, images).await?;
+    merge_pages(images).map_err(io("merge pages into the image"))
+}
+
+/// Replays the source's record of `images`' page stream (if there is one)
+/// into a local page-server writing into [`pages_dir`], then removes it:
+/// the page images are then what the target's page-server wrote from the
+/// same bytes. `Ok(false)` when there was no record.
+///
+/// # Errors
+/// When the page-server cannot take the record whole.
+pub async fn replay_record(criu: &Path, images: &Path) -> Result<bool, StreamError> {
+    let dir = pages_dir(images);
+    let record = dir.join(RECORD);
+    if !record.exists() {
+        return Ok(false);
+    }
+    let server = PageServer::start(criu, &dir).await?;
+    let address = server.address();
+    let path = record.clone();
+    match tokio::task::spawn_blocking(move || feed(&path, address)).await {
+        Ok(Ok(())) => server.finish().await?,
+        Ok(Err(e)) => return Err(io("replay the page record")(e)),
+        Err(e) => return Err(StreamError::PageServer(format!("replay died: {e}"))),
+    }
+    std::fs::remove_file(&record).map_err(io("remove the page record"))?;
+    Ok(true)
+}
+
+/// Sends the file at `record` to the page-server at `address` (the kernel
+/// copies it: `std::io::copy` from a file to a socket is `sendfile`),
+/// draining its answers, then closes the connection.
+fn feed(record: &Path, address: SocketAddr) -> std::io::Result<()> {
+    let mut file = std::fs::File::open(record)?;
+    let mut conn = std::net::TcpStream::connect(address)?;
+    let mut answers = conn.try_clone()?;
+    let drain = std::thread::spawn(move || std::io::copy(&mut answers, &mut std::io::sink()));
+    std::io::copy(&mut file, &mut conn)?;
+    conn.shutdown(std::net::Shutdown::Write)?;
+    let _ = drain.join();
+    Ok(())
+}
+
 /// The source's end: a port on 127.0.0.1 for `criu dump --page-server`,
-/// relayed to the target over `link` and to a local page-server writing the
-/// safety copy into [`pages_dir`] of the image.
+/// relayed to the target over `link` and recorded into [`pages_dir`] of the
+/// image (the safety copy [`settle_pages`] turns into page images).
 pub struct SourceRelay {
     /// Where criu dump sends its pages.
     pub address: SocketAddr,
@@ -365,15 +443,15 @@ pub struct SourceRelay {
 }
 
 impl SourceRelay {
-    /// Starts the local page-server and the relay.
+    /// Creates the record and starts the relay.
     ///
     /// # Errors
-    /// When the page-server or the local port cannot be set up.
-    pub async fn start(link: Link, criu: &Path, images: &Path) -> Result<Self, StreamError> {
-        let tee = PageServer::start(criu, &pages_dir(images)).await?;
-        let tee_stream = TcpStream::connect(tee.address())
-            .await
-            .map_err(io("connect to the local page-server"))?;
+    /// When the record or the local port cannot be set up.
+    pub async fn start(link: Link, images: &Path) -> Result<Self, StreamError> {
+        let dir = pages_dir(images);
+        std::fs::create_dir_all(&dir).map_err(io("create the pages folder"))?;
+        let record =
+            std::fs::File::create(dir.join(RECORD)).map_err(io("create the page record"))?;
         let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
             .await
             .map_err(io("listen for criu dump"))?;
@@ -384,21 +462,13 @@ impl SourceRelay {
             let _ = dump.set_nodelay(true);
             let (dump_rx, mut dump_tx) = dump.into_split();
             let (mut link_rx, link_tx) = link.stream.into_split();
-            let (mut tee_rx, tee_tx) = tee_stream.into_split();
-            // criu dump waits for the target's answers (never the tee's:
-            // those are drained).
+            // criu dump waits for the target's answers.
             let answers = tokio::spawn(async move {
                 let _ = tokio::io::copy(&mut link_rx, &mut dump_tx).await;
                 let _ = dump_tx.shutdown().await;
             });
-            let drain =
-                tokio::spawn(
-                    async move { tokio::io::copy(&mut tee_rx, &mut tokio::io::sink()).await },
-                );
-            let sent = pump(dump_rx, vec![link_tx, tee_tx]).await;
+            let sent = pump(dump_rx, link_tx, Some(record)).await;
             let _ = answers.await;
-            let _ = drain.await;
-            tee.finish().await?;
             sent
         };
         let task = tokio::spawn(async move {
@@ -412,7 +482,7 @@ impl SourceRelay {
     /// What was sent, once criu dump is done.
     ///
     /// # Errors
-    /// When the relay or the safety copy failed.
+    /// When the relay or the record failed.
     pub async fn finish(self) -> Result<StreamedPages, StreamError> {
         match self.task.await {
             Ok(r) => r,
@@ -441,21 +511,8 @@ pub async fn receive(
     backend: SocketAddr,
     limit: Duration,
 ) -> Result<StreamedPages, StreamError> {
-    let expected = handshake(migration, &token);
     let work = async {
-        let link = loop {
-            let (mut conn, peer) = listener.accept().await.map_err(io("accept"))?;
-            let mut got = vec![0u8; expected.len()];
-            let read = tokio::time::timeout(HANDSHAKE_TIMEOUT, conn.read_exact(&mut got)).await;
-            if matches!(read, Ok(Ok(_))) && same(&got, &expected) {
-                conn.write_all(&[ADMITTED]).await.map_err(io("admit"))?;
-                break conn;
-            }
-            tracing::warn!(%migration, %peer, "page stream: wrong token or handshake refused");
-            let _ = conn.write_all(&[REFUSED]).await;
-        };
-        drop(listener);
-        let _ = link.set_nodelay(true);
+        let link = admit(listener, migration, &token).await?;
         let server = TcpStream::connect(backend)
             .await
             .map_err(io("connect to the page-server"))?;
@@ -470,13 +527,41 @@ pub async fn receive(
             let _ = tokio::io::copy(&mut r, &mut w).await;
             let _ = w.shutdown().await;
         });
-        let got = pump(link_rx, vec![server_tx]).await;
+        let got = pump(link_rx, server_tx, None).await;
         let _ = answers.await;
         got
     };
     tokio::time::timeout(limit, work)
         .await
         .map_err(|_| StreamError::Timeout(limit))?
+}
+
+/// Waits on `listener` for the one connection presenting `migration` and
+/// `token`, refusing every other; closes the listener at admission, so the
+/// token cannot be used twice. Unbounded: the caller bounds it.
+///
+/// # Errors
+/// When the listener fails.
+pub(crate) async fn admit(
+    listener: TcpListener,
+    migration: Uuid,
+    token: &str,
+) -> Result<TcpStream, StreamError> {
+    let expected = handshake(migration, token);
+    let link = loop {
+        let (mut conn, peer) = listener.accept().await.map_err(io("accept"))?;
+        let mut got = vec![0u8; expected.len()];
+        let read = tokio::time::timeout(HANDSHAKE_TIMEOUT, conn.read_exact(&mut got)).await;
+        if matches!(read, Ok(Ok(_))) && same(&got, &expected) {
+            conn.write_all(&[ADMITTED]).await.map_err(io("admit"))?;
+            break conn;
+        }
+        tracing::warn!(%migration, %peer, "page stream: wrong token or handshake refused");
+        let _ = conn.write_all(&[REFUSED]).await;
+    };
+    drop(listener);
+    let _ = link.set_nodelay(true);
+    Ok(link)
 }
 
 type Receipt = tokio::sync::oneshot::Receiver<Result<StreamedPages, String>>;
@@ -490,6 +575,9 @@ type Receipt = tokio::sync::oneshot::Receiver<Result<StreamedPages, String>>;
 pub struct Streams {
     inner: Arc<Mutex<std::collections::HashMap<Uuid, Receipt>>>,
     settings: Option<Arc<StreamSettings>>,
+    /// The post-copies under way on this node, either side
+    /// ([`crate::lazy::PostCopies`]): the same door, other halves.
+    pub postcopy: crate::lazy::PostCopies,
 }
 
 /// What the target needs to offer streams.
@@ -501,8 +589,9 @@ pub struct StreamSettings {
     pub advertise: IpAddr,
     /// Where image folders are (pages go next to them).
     pub images_root: PathBuf,
-    /// How long a receiver waits for its pages at least.
-    pub floor: Duration,
+    /// The node's deadlines (the saga's): a receiver waits for its pages
+    /// as long as a download and restore of as many bytes may take.
+    pub deadlines: crate::deadline::Deadlines,
 }
 
 impl Default for Streams {
@@ -511,6 +600,7 @@ impl Default for Streams {
         Self {
             inner: Arc::default(),
             settings: None,
+            postcopy: Default::default(),
         }
     }
 }
@@ -521,6 +611,7 @@ impl Streams {
         Self {
             inner: Arc::default(),
             settings: Some(Arc::new(settings)),
+            postcopy: Default::default(),
         }
     }
 
@@ -533,6 +624,9 @@ impl Streams {
         let Some(s) = self.settings.clone() else {
             return Err("this node does not take streamed pages".into());
         };
+        if req.lazy {
+            return self.postcopy.offer(&s, req).await;
+        }
         let images = s.images_root.join(req.migration.to_string());
         let pages = pages_dir(&images);
         let server = PageServer::start(&s.criu, &pages)
@@ -543,7 +637,7 @@ impl Streams {
             .map_err(|e| format!("cannot listen on {}: {e}", s.advertise))?;
         let address = listener.local_addr().map_err(|e| e.to_string())?;
         let token = new_token().map_err(|e| format!("cannot make a token: {e}"))?;
-        let limit = crate::deadline::Deadlines { floor: s.floor }.target(req.bytes, None);
+        let limit = s.deadlines.target(req.bytes, None);
         let (tx, rx) = tokio::sync::oneshot::channel();
         let (migration, backend) = (req.migration, server.address());
         let tok = token.clone();
@@ -705,9 +799,10 @@ mod tests {
         assert_eq!(kept.await.unwrap(), b"pages pages");
         assert_eq!(pages.bytes, 11);
         assert_eq!(
-            pages.sha256,
-            crate::checkpoint::hex(Sha256::digest(b"pages pages"))
+            pages.blake3,
+            blake3::hash(b"pages pages").to_hex().to_string()
         );
+        assert_eq!(pages.sha256, "", "the slower digest is no longer taken");
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! A migration on a real three-server JetStream cluster (routes on loopback
-//! ports; EVENTS, the checkpoint store and the fence bucket replicated three
-//! times) that loses one server in the middle: the server leading EVENTS,
+//! ports; EVENTS, the checkpoint store, the fence and the workload-name
+//! buckets replicated three times) that loses one server in the middle: the server leading EVENTS,
 //! killed -9 the moment the image is announced. Nothing may be lost: the
 //! migration completes or rolls back, the workload runs on exactly one
 //! node with its counter continuous, and the log holds each step once.
@@ -17,6 +17,13 @@ use loadshift_events::{stream, Event};
 async fn losing_one_of_three_servers_mid_migration_loses_nothing() {
     let mut c = Cluster::on_three_servers(&["node2", "node3"]).await;
     c.run_workload("node2", "ha-counter", COUNTER).await;
+    // What the executors created is replicated like the streams: a bucket
+    // on one server would lose its keys with it.
+    for bucket in [stream::WORKLOAD_NAMES, stream::MIGRATION_FENCES] {
+        let kv = c.js.get_key_value(bucket).await.expect(bucket);
+        let status = kv.status().await.expect(bucket);
+        assert_eq!(status.info.config.num_replicas, 3, "{bucket}");
+    }
 
     let id = c.migrate("ha-counter", "node2", "node3").await;
     c.wait_for(

@@ -2,7 +2,9 @@
 //! length): migrations of a live counter between real executors, each with
 //! a fault injected, and none may lose the workload, run it twice or leave
 //! anything stuck. Once with a process (criu), once with a container (the
-//! real Docker daemon, as scripts/setup-docker prepares it).
+//! real Docker daemon, as scripts/setup-docker prepares it). A real brain
+//! runs through both (its binary: `cargo build --workspace --bins`, as
+//! scripts/test does), and one slice makes it the victim.
 
 mod common;
 
@@ -32,4 +34,12 @@ async fn a_seeded_slice_of_faults_loses_nothing_doubles_nothing_and_leaves_nothi
 async fn a_container_under_a_seeded_slice_of_faults_loses_nothing_and_doubles_nothing() {
     let tally = matrix::run_kinds(COUNT, SEED, &Fault::ALL, Workloads::Containers).await;
     assert_clean(&tally, COUNT);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_brain_killed_on_its_way_to_a_decision_loses_none_and_asks_none_twice() {
+    // One row of each of the brain's kinds, the seed choosing the moment
+    // of the random kill.
+    let tally = matrix::run_each(&Fault::BRAIN, SEED, Workloads::Processes).await;
+    assert_clean(&tally, Fault::BRAIN.len());
 }

@@ -23,6 +23,7 @@ fn forged(source: &str, target: &str, workload: &str) -> Event {
         timings: Timings::default(),
         frozen_at_ms: 0,
         stream: None,
+        lazy: false,
     })
 }
 

@@ -465,6 +465,9 @@ async fn a_corrupt_image_rolls_the_container_back_on_the_source() {
     assert_ne!(now[0], old_id);
     assert_follows_on(&docker, &old, &now[0]).await;
     assert_eq!(containers_of(&docker, W).await, now, "a copy elsewhere");
+    // Its output reads whole: the old container's, then the new one's.
+    let whole = common::logs::reads_whole(&dc.c, W).await;
+    assert!(whole.len() > old.len(), "{} lines", whole.len());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -499,6 +502,8 @@ async fn a_source_killed_right_after_the_checkpoint_finishes_the_move() {
     .await;
     assert_eq!(on_node3, now);
     assert_follows_on(&docker, &old, &now[0]).await;
+    let whole = common::logs::reads_whole(&dc.c, W).await;
+    assert!(whole.len() > old.len(), "{} lines", whole.len());
 }
 
 /// The container id a `workload.started` names.
@@ -528,4 +533,29 @@ async fn a_container_that_ignores_sigterm_is_stopped_by_sigkill_after_the_grace(
     assert!(said.contains("dstop killed after grace on node2"), "{said}");
     let info = docker.inspect_container(&id, None).await.expect("inspect");
     assert_eq!(info.state.and_then(|s| s.running), Some(false));
+}
+
+/// A container's output reads as one across its move: the source saves its
+/// docker log into the image at the checkpoint, the target serves that
+/// before its new container's log, so `workload logs -f` goes on from the
+/// same offset on node3, every line once and in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_of_a_container_follow_it_across_a_migration_in_order_and_once() {
+    const W: &str = "dlogs";
+    let mut dc = DockerCluster {
+        c: Cluster::with_runtime(&["node2", "node3"], false, Some("docker")).await,
+        workloads: vec![W],
+    };
+    let docker = docker().await.expect("docker daemon");
+    dc.c.run_container("node2", W, IMAGE, &[]).await;
+    common::logs::follow_across_a_move(&mut dc.c, W).await;
+    // node3's container's own log begins after the saved part.
+    let now = containers_of(&docker, W).await;
+    assert_eq!(now.len(), 1, "{now:?}");
+    let saved = common::counter_values(&dc.c.node("node3").workload_dir(W).join("stdout"));
+    let own = log_values(&docker, &now[0]).await;
+    assert_eq!(own.first(), Some(&(saved.len() as u64)), "{own:?}");
+    // Its standard error is empty, and says so without failing.
+    let err = dc.c.loadshift(&["workload", "logs", W, "--stderr"]).await;
+    assert!(err.status.success() && err.stdout.is_empty(), "{err:?}");
 }

@@ -2,7 +2,9 @@
 //! with real CRIU and a real nats-server: the pages go from the source's
 //! dump straight to the target's page-server over the token-admitted relay,
 //! the workload goes on without a gap; a target killed while the pages
-//! arrive leaves the workload running on the source; a target that cannot
+//! arrive leaves the workload running on the source, and so does a target
+//! lost after they all arrived (the source replays its own record of the
+//! stream into a whole image and resumes from it); a target that cannot
 //! take a direct connection gets a copy, and `completed` says why; a
 //! target's offer admits its token once, and no other.
 
@@ -89,6 +91,41 @@ async fn a_target_killed_while_pages_arrive_leaves_the_workload_on_the_source() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_target_lost_after_the_pages_arrived_leaves_the_workload_on_the_source() {
+    let mut c = Cluster::new(&["node2", "node3"]).await;
+    c.run_workload("node2", "counter-l", COUNTER).await;
+    c.arm_fault("node3", fault::BEFORE_DOWNLOAD).await;
+
+    let id = c
+        .migrate_in(Mode::Stream, "counter-l", "node2", "node3")
+        .await;
+    // Every page reached the target (the dump ended, so the source's
+    // workload is gone) before the target died.
+    let pages = c
+        .checkpointed(id)
+        .await
+        .stream
+        .expect("the pages were streamed");
+    assert!(pages.bytes > 0 && !pages.blake3.is_empty(), "{pages:?}");
+    c.rolled_back(id).await;
+    assert!(
+        c.node("node3").wait_exit(Duration::from_secs(10)),
+        "the fault did not kill the target"
+    );
+
+    // Resumed on the source from the record of the stream, from where it
+    // was, once.
+    assert_runs_once_on(&mut c, "counter-l", "node2").await;
+    let record = c
+        .node("node2")
+        .images
+        .join("node2")
+        .join(format!("{id}.pages"))
+        .join("pages.stream");
+    assert!(!record.exists(), "the record outlived its replay");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_target_that_cannot_take_a_direct_connection_gets_a_copy_and_the_reason() {
     let mut c = Cluster::new(&["node2", "node3"]).await;
     c.run_workload("node2", "counter-f", COUNTER).await;
@@ -127,6 +164,7 @@ async fn a_targets_offer_admits_its_token_once_and_nothing_else() {
         migration: uuid::Uuid::now_v7(),
         source: NodeName::new("node2").unwrap(),
         bytes: 1 << 20,
+        lazy: false,
     };
     let offer = stream::ask(&c.js.client(), &NodeName::new("node3").unwrap(), &req)
         .await

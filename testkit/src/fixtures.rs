@@ -275,6 +275,7 @@ impl Move {
                 timings,
                 frozen_at_ms: t.timestamp_millis(),
                 stream: None,
+                lazy: false,
             }),
         )
     }
@@ -386,6 +387,7 @@ pub fn timings(downtime_ms: f64) -> Timings {
         cleanup_ms: Some(12.0),
         downtime_ms: Some(downtime_ms),
         total_ms: Some(260.0),
+        postcopy_ms: None,
     }
 }
 

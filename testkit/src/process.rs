@@ -31,6 +31,23 @@ impl Killed {
     }
 }
 
+/// Runs `cmd` to its end and returns what it printed, for a tool a test's
+/// set-up needs to succeed (openssl making certificates, a deploy script
+/// writing secrets); when it fails, the panic says `what` failed and shows
+/// its stderr.
+///
+/// # Panics
+/// When it cannot start or fails.
+pub fn succeed(cmd: &mut Command, what: &str) -> Output {
+    let out = cmd.output().unwrap_or_else(|e| panic!("start {what}: {e}"));
+    assert!(
+        out.status.success(),
+        "{what} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
 /// Runs `cmd` with `args` to its end (at most `patience`) and shows what it
 /// printed on stderr, for the log of a failing test: how the CLI's and the
 /// executor's end-to-end tests run the real `loadshift` binary.

@@ -408,13 +408,19 @@ mod tests {
         assert_eq!(s.net.unwrap().out_bps, 1.5 * 1024.0);
     }
 
+    /// A trace file: the header, then `lines`.
+    fn trace_file(lines: &[String]) -> String {
+        let mut text = format!("{HEADER}\n");
+        for line in lines {
+            text += line;
+            text.push('\n');
+        }
+        text
+    }
+
     #[test]
     fn keeps_cpu_above_100_and_powered_off_rows() {
-        let text = format!(
-            "{HEADER}\n{}\n{}\n",
-            row(100, 4, 108.7, 1000.0),
-            row(400, 0, 0.0, 0.0)
-        );
+        let text = trace_file(&[row(100, 4, 108.7, 1000.0), row(400, 0, 0.0, 0.0)]);
         let p = parse(&text, "t.csv");
         assert_eq!(p.rows.len(), 2);
         assert_eq!(p.rows[0].cpu_pct, 108.7);
@@ -425,13 +431,12 @@ mod tests {
 
     #[test]
     fn sorts_and_keeps_the_first_of_repeated_timestamps() {
-        let text = format!(
-            "{HEADER}\n{}\n{}\n{}\n{}\n",
+        let text = trace_file(&[
             row(700, 2, 3.0, 1.0),
             row(100, 2, 1.0, 1.0),
             row(100, 2, 2.0, 1.0),
             row(4000, 2, 4.0, 1.0),
-        );
+        ]);
         let p = parse(&text, "t.csv");
         let got: Vec<(i64, f32)> = p.rows.iter().map(|r| (r.at, r.cpu_pct)).collect();
         assert_eq!(got, [(100, 1.0), (700, 3.0), (4000, 4.0)]);
@@ -440,11 +445,15 @@ mod tests {
 
     #[test]
     fn skips_garbage_lines_without_panicking() {
-        let text = format!(
-            "{HEADER}\n{}\nnot;a;row\n\u{0}\u{fffd}\u{7f}junk\n1;2;3;4;5;6;7;8;9;10;x\n1;-2;3;4;5;6;7;8;9;10;11\n1e300;2;3;4;5;6;7;8;9;10;11\n{}\n",
+        let text = trace_file(&[
             row(100, 2, 1.0, 1.0),
+            "not;a;row".into(),
+            "\u{0}\u{fffd}\u{7f}junk".into(),
+            "1;2;3;4;5;6;7;8;9;10;x".into(),
+            "1;-2;3;4;5;6;7;8;9;10;11".into(),
+            "1e300;2;3;4;5;6;7;8;9;10;11".into(),
             row(400, 2, 1.0, 1.0),
-        );
+        ]);
         let p = parse(&text, "t.csv");
         assert_eq!(p.rows.len(), 2);
         assert_eq!(p.malformed, 5);

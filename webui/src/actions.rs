@@ -1,6 +1,7 @@
-//! What an operator may do from the dashboard: ask for a migration, ask the
-//! brain to retrain, drain a node and give it back. Both only publish a request event naming who asked; the
-//! brain and the executors decide and act, and the log records it.
+//! What an operator may do from the dashboard: ask for a migration, stop a
+//! workload, ask the brain to retrain, drain a node and give it back. Each
+//! only publishes a request event naming who asked; the brain and the
+//! executors decide and act, and the log records it.
 //!
 //! Off unless an operator token is configured. With one, a person logs in
 //! with the token and a name (the name becomes `requested_by`); the session
@@ -25,6 +26,7 @@ use axum::{Extension, Form};
 use loadshift_events::cordon::{DrainRequested, Uncordoned};
 use loadshift_events::migration::{Reason, Requested};
 use loadshift_events::model::TrainRequested;
+use loadshift_events::workload::StopRequested;
 use loadshift_events::{connection, Envelope, Event, NodeName, WorkloadName};
 use serde::Deserialize;
 
@@ -496,6 +498,66 @@ pub async fn migrate(st: St, headers: HeaderMap, Form(f): Form<MigrateForm>) -> 
         "/migrations",
     )
     .await
+}
+
+/// The longest grace period the dashboard's Stop takes, seconds: an hour
+/// is already more than any workload needs to shut down cleanly.
+pub const MAX_STOP_GRACE_S: u64 = 3600;
+
+/// "Stop this workload".
+#[derive(Debug, Deserialize)]
+pub struct StopForm {
+    /// The session's CSRF token.
+    pub csrf: String,
+    /// Which workload.
+    pub workload: String,
+    /// The node the page shows it on (the request's subject; a node that
+    /// handed it on forwards the request).
+    pub node: String,
+    /// Seconds between SIGTERM and SIGKILL, as typed.
+    pub grace: String,
+}
+
+/// `POST /actions/stop`: publishes `workload.<node>.stop_requested`, the
+/// same request as `loadshift workload stop NAME --grace Ns`.
+pub async fn stop(st: St, headers: HeaderMap, Form(f): Form<StopForm>) -> Response {
+    let session = match st.operator.authorize(&headers, &f.csrf) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let (Ok(workload), Ok(node)) = (
+        WorkloadName::new(f.workload.trim()),
+        NodeName::new(f.node.trim()),
+    ) else {
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            "Workload and node must be valid names.",
+        );
+    };
+    let Some(grace_s) = f
+        .grace
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .filter(|g| *g <= MAX_STOP_GRACE_S)
+    else {
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            &format!("The grace period must be whole seconds, 0 to {MAX_STOP_GRACE_S}."),
+        );
+    };
+    let back = format!("/nodes/{node}");
+    let env = Envelope::new(
+        st.settings.node.clone(),
+        Event::WorkloadStopRequested(StopRequested {
+            workload,
+            node,
+            grace_ms: grace_s * 1000,
+            requested_by: session.user.clone(),
+            forwarded_by: None,
+        }),
+    );
+    publish_for(&st, env, &session.user, "stop requested", &back).await
 }
 
 /// "Retrain now".

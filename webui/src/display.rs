@@ -48,6 +48,21 @@ pub fn time(t: DateTime<Utc>) -> String {
     t.format("%Y-%m-%d %H:%M:%S").to_string()
 }
 
+/// The newest `n` of a log kept oldest first, newest first, each as `row`
+/// makes it from its time (as [`time`] writes it) and its entry: how a page
+/// lists the latest decisions of a kind.
+pub fn newest<T, R>(
+    log: &std::collections::VecDeque<(DateTime<Utc>, T)>,
+    n: usize,
+    row: impl Fn(String, &T) -> R,
+) -> Vec<R> {
+    log.iter()
+        .rev()
+        .take(n)
+        .map(|(at, entry)| row(time(*at), entry))
+        .collect()
+}
+
 /// `12 s ago`, `5 min ago`, `3 h ago`, `2 d ago` (or `just now`).
 pub fn ago(now: DateTime<Utc>, t: DateTime<Utc>) -> String {
     let s = (now - t).num_seconds();

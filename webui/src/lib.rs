@@ -150,6 +150,7 @@ pub fn router(state: Shared) -> Router {
         .route("/login", get(actions::login_form).post(actions::login))
         .route("/logout", post(actions::logout))
         .route("/actions/migrate", post(actions::migrate))
+        .route("/actions/stop", post(actions::stop))
         .route("/actions/retrain", post(actions::retrain))
         .route("/actions/drain", post(actions::drain))
         .route("/actions/uncordon", post(actions::uncordon))

@@ -96,16 +96,24 @@ const TICK_STEPS_MS: [i64; 12] = [
 /// At most this many ticks on an axis.
 const MAX_TICKS: i64 = 8;
 
+/// Narrowest spacing of two ticks, px: an `HH:MM` label at 9 px is about
+/// 27 px wide and the labels at the edges are anchored inward, so at 40 px
+/// a sparkline's first two labels touched (seen in the Chromium
+/// screenshot). A 120 px sparkline takes two ticks, a 720 px chart
+/// [`MAX_TICKS`].
+const MIN_TICK_SPACING_PX: u32 = 60;
+
 impl Axis {
     /// Ticks at round times (UTC) within `[end_ms - range_ms, end_ms]` on a
-    /// chart `width` px wide.
+    /// chart `width` px wide, as many as fit without their labels meeting.
     pub fn time(end_ms: i64, range_ms: i64, width: u32) -> Self {
         let range = range_ms.max(1);
         let from = end_ms - range;
+        let fit = MAX_TICKS.min(i64::from(width / MIN_TICK_SPACING_PX)).max(1);
         let step = TICK_STEPS_MS
             .iter()
             .copied()
-            .find(|s| range / s <= MAX_TICKS)
+            .find(|s| range / s <= fit)
             .unwrap_or(TICK_STEPS_MS[TICK_STEPS_MS.len() - 1]);
         let format = if step >= 24 * 3_600_000 {
             "%m-%d"
@@ -133,6 +141,17 @@ fn x_of(at_ms: i64, from_ms: i64, range_ms: i64, width: u32) -> i32 {
 }
 
 impl Chart {
+    /// Adds the time axis of `[end_ms - range_ms, end_ms]` under the chart,
+    /// when it draws anything (an empty chart's "no data" has no time to
+    /// read). Sparklines take it too: a bump is read against the clock on
+    /// the cluster page as on the node page.
+    pub fn with_time_axis(mut self, end_ms: i64, range_ms: i64) -> Self {
+        if !self.lines.is_empty() {
+            self.axis = Some(Axis::time(end_ms, range_ms, self.width));
+        }
+        self
+    }
+
     /// Marks the time `at_ms` with a vertical rule of `class` labelled
     /// `label` at its top, when it lies within the chart's
     /// `[end_ms - range_ms, end_ms]`.
@@ -531,5 +550,31 @@ mod tests {
         assert!(svg.contains(r#"viewBox="0 0 720 134""#), "{svg}");
         assert!(svg.contains(r#"<text class="tick" x="72""#), "{svg}");
         assert!(svg.contains(">10:02</text>"), "{svg}");
+    }
+
+    #[test]
+    fn a_sparkline_gets_as_many_ticks_as_fit_and_none_without_data() {
+        // 2013-08-01 10:03:30 UTC, a quarter of an hour on 120 px.
+        let end = 1_375_351_410_000;
+        let axis = Axis::time(end, 15 * 60_000, 120);
+        let labels: Vec<&str> = axis.ticks.iter().map(|(_, l)| l.as_str()).collect();
+        assert_eq!(labels, ["09:50", "10:00"]);
+        assert!(axis
+            .ticks
+            .windows(2)
+            .all(|t| t[1].0 - t[0].0 >= MIN_TICK_SPACING_PX as i32));
+        let spec = LineSpec {
+            metric: Metric::Cpu,
+            class: "cpu",
+            max: 100.0,
+        };
+        let pts: Vec<_> = (0..90).map(|i| p(end - i * 10_000, 50.0)).rev().collect();
+        let drawn =
+            chart(&pts, &[spec], end, 15 * 60_000, 24, 120, 28).with_time_axis(end, 15 * 60_000);
+        assert_eq!(drawn.axis, Some(axis));
+        assert!(drawn.to_string().contains(r#"viewBox="0 0 120 42""#));
+        let empty =
+            chart(&[], &[spec], end, 15 * 60_000, 24, 120, 28).with_time_axis(end, 15 * 60_000);
+        assert_eq!(empty.axis, None);
     }
 }

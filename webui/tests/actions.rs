@@ -1,7 +1,8 @@
 //! The dashboard's node actions over HTTP, against a real nats-server: the
 //! node page offers "Drain" to a logged-in operator (and "Uncordon" once
-//! the node drains), a form without the session's CSRF token publishes
-//! nothing, and a good one publishes the request in the operator's name.
+//! the node drains) and "Stop" for each workload, a form without the
+//! session's CSRF token publishes nothing, and a good one publishes the
+//! request in the operator's name.
 
 use std::time::Duration;
 
@@ -80,6 +81,25 @@ fn csrf(page: &str) -> String {
     page[at..].split('"').next().unwrap().to_string()
 }
 
+/// Logs in as alice with the right token; returns the session cookie.
+async fn log_in(port: u16) -> String {
+    let login = http(
+        port,
+        "POST",
+        "/login",
+        None,
+        Some("token=right-token&user=alice".into()),
+    )
+    .await;
+    assert!(login.starts_with("HTTP/1.1 303"), "{login}");
+    login
+        .lines()
+        .find_map(|l| l.strip_prefix("set-cookie: "))
+        .and_then(|c| c.split(';').next())
+        .expect("a session cookie")
+        .to_string()
+}
+
 // One long test on purpose: a person's visit (log in, drain, uncordon)
 // in the order they would click, on one server.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -93,21 +113,7 @@ async fn the_node_page_drains_and_uncordons_in_the_operators_name_with_the_csrf_
     );
     assert!(!page.contains("/actions/drain"));
 
-    let login = http(
-        port,
-        "POST",
-        "/login",
-        None,
-        Some("token=right-token&user=alice".into()),
-    )
-    .await;
-    assert!(login.starts_with("HTTP/1.1 303"), "{login}");
-    let cookie = login
-        .lines()
-        .find_map(|l| l.strip_prefix("set-cookie: "))
-        .and_then(|c| c.split(';').next())
-        .expect("a session cookie")
-        .to_string();
+    let cookie = log_in(port).await;
     let page = http(port, "GET", "/nodes/node2", Some(cookie.clone()), None).await;
     assert!(
         page.contains("action=\"/actions/drain\"") && page.contains("<button>Drain node2</button>"),
@@ -201,5 +207,66 @@ async fn the_node_page_drains_and_uncordons_in_the_operators_name_with_the_csrf_
     assert!(
         matches!(&published[1].event, Event::NodeUncordoned(u) if u.node.as_str() == "node2" && u.requested_by == "alice"),
         "{published:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_node_page_stops_a_workload_in_the_operators_name_with_the_csrf_token() {
+    let nats = NatsServer::start();
+    let (_state, js, port) = dashboard(&nats).await;
+    let page = http(port, "GET", "/nodes/node2", None, None).await;
+    assert!(!page.contains("/actions/stop"), "{page}");
+    let cookie = log_in(port).await;
+    let page = http(port, "GET", "/nodes/node2", Some(cookie.clone()), None).await;
+    assert!(
+        page.contains("action=\"/actions/stop\"")
+            && page.contains("<button>Stop redis-cache</button>"),
+        "{page}"
+    );
+    let token = csrf(&page);
+    let post = |form: String, cookie: Option<String>| {
+        http(port, "POST", "/actions/stop", cookie, Some(form))
+    };
+    let forged = post(
+        "csrf=forged&workload=redis-cache&node=node2&grace=10".into(),
+        Some(cookie.clone()),
+    )
+    .await;
+    assert!(forged.starts_with("HTTP/1.1 403"), "{forged}");
+    for grace in ["soon", "-1", "3601"] {
+        let form = format!("csrf={token}&workload=redis-cache&node=node2&grace={grace}");
+        let bad = post(form, Some(cookie.clone())).await;
+        assert!(
+            bad.starts_with("HTTP/1.1 400") && bad.contains("whole seconds"),
+            "{bad}"
+        );
+    }
+    assert!(
+        events(&js).await.is_empty(),
+        "a refused form publishes nothing"
+    );
+
+    let form = format!("csrf={token}&workload=redis-cache&node=node2&grace=3");
+    let ok = post(form, Some(cookie)).await;
+    assert!(
+        ok.starts_with("HTTP/1.1 303") && ok.contains("location: /nodes/node2"),
+        "{ok}"
+    );
+    let published = events(&js).await;
+    let [env] = published.as_slice() else {
+        panic!("expected one event, got {published:?}")
+    };
+    assert_eq!(env.subject(), "workload.node2.stop_requested");
+    let Event::WorkloadStopRequested(s) = &env.event else {
+        panic!("{env:?}")
+    };
+    assert_eq!(
+        (
+            s.workload.as_str(),
+            s.grace_ms,
+            s.requested_by.as_str(),
+            s.forwarded_by.as_ref()
+        ),
+        ("redis-cache", 3000, "alice", None)
     );
 }

@@ -85,6 +85,16 @@ async fn a_person_reads_the_cluster_and_follows_a_migration() {
     let wanted = ["node1", "node2", "node3", "overload likely (91%)"];
     assert_shows("cluster", &cluster, &wanted);
     assert_shows("cluster", &cluster, &["redis-cache", "187 ms"]);
+    // The cards' sparklines carry their time axes too.
+    assert_shows(
+        "cluster",
+        &cluster,
+        &[
+            r#"<g class="axis">"#,
+            r#"<text class="tick""#,
+            "on each node's clock",
+        ],
+    );
     screenshot("cluster", &format!("{base}/"));
 
     let node = dom(&format!("{base}/nodes/node2?range=1h"));

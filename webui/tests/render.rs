@@ -15,6 +15,19 @@ use uuid::Uuid;
 
 const SILENT: std::time::Duration = std::time::Duration::from_secs(30);
 
+/// The HTML of page type `$page` showing the view `$v`, with plain
+/// chrome titled `$title` under the navigation entry `$nav`.
+macro_rules! html {
+    ($page:ident, $title:expr, $nav:expr, $v:expr) => {
+        $page {
+            chrome: Chrome::plain($title, $nav),
+            v: $v,
+        }
+        .render()
+        .expect("the page renders")
+    };
+}
+
 fn projection() -> Projection {
     let mut p = Projection::new(Limits::default());
     for e in fixture::cluster(Utc::now()) {
@@ -27,12 +40,7 @@ fn projection() -> Projection {
 fn cluster_page_shows_every_node_its_state_prediction_and_workloads() {
     let p = projection();
     let v = ClusterView::build(&p, Utc::now(), SILENT);
-    let html = ClusterPage {
-        chrome: Chrome::plain("Cluster", "cluster"),
-        v,
-    }
-    .render()
-    .unwrap();
+    let html = html!(ClusterPage, "Cluster", "cluster", v);
     for n in ["node1", "node2", "node3"] {
         assert!(
             html.contains(&format!("href=\"/nodes/{n}\"")),
@@ -54,16 +62,81 @@ fn cluster_page_shows_every_node_its_state_prediction_and_workloads() {
     assert!(html.contains("187 ms"), "latest migration's downtime shown");
 }
 
+/// The `<article>` of node `name`'s card on the cluster page.
+fn card<'a>(html: &'a str, name: &str) -> &'a str {
+    let link = format!("<a href=\"/nodes/{name}\"");
+    let at = html
+        .find(&link)
+        .unwrap_or_else(|| panic!("{name} in {html}"));
+    let start = html[..at].rfind("<article").expect("a card");
+    let end = at + html[at..].find("</article>").expect("the card ends");
+    &html[start..end]
+}
+
+/// The tick labels of every axis in `html`, in order.
+fn tick_labels(html: &str) -> Vec<&str> {
+    html.split(r#"<text class="tick""#)
+        .skip(1)
+        .filter_map(|t| Some(&t[t.find('>')? + 1..t.find("</text>")?]))
+        .collect()
+}
+
+#[test]
+fn cluster_sparklines_have_time_axes_on_each_nodes_own_clock() {
+    let now = Utc::now();
+    let mut events = fixture::cluster(now);
+    events.extend(fixture::replayed_trace_node("vm7", now, 90));
+    let p = projection_of(&events, 0.62, now);
+    let html = ClusterPage {
+        chrome: Chrome::plain("Cluster", "cluster"),
+        v: ClusterView::build(&p, now, SILENT),
+    }
+    .render()
+    .unwrap();
+    for n in ["node1", "node2", "node3", "vm7"] {
+        let c = card(&html, n);
+        // Both sparklines: a baseline and 1 or 2 labels (a 10-minute step
+        // over 15 minutes), so they never meet on 120 px.
+        assert_eq!(c.matches(r#"<g class="axis">"#).count(), 2, "{c}");
+        let ticks = tick_labels(c);
+        assert!((2..=4).contains(&ticks.len()), "{n}: {ticks:?}");
+        assert!(
+            ticks
+                .iter()
+                .all(|t| t.len() == 5 && t.as_bytes()[2] == b':'),
+            "{ticks:?}"
+        );
+    }
+    // The replayed trace's sparklines end at its newest sample, 07:25 on
+    // 2013-08-01, and go back 15 minutes on that clock.
+    assert_eq!(
+        tick_labels(card(&html, "vm7")),
+        ["07:10", "07:20", "07:10", "07:20"]
+    );
+    // A live node's end at its newest sample, seconds ago: its last label
+    // is within the last 15 minutes of the dashboard's clock.
+    let minute = |hhmm: &str| -> i64 {
+        let (h, m) = hhmm.split_once(':').expect("HH:MM");
+        h.parse::<i64>().unwrap() * 60 + m.parse::<i64>().unwrap()
+    };
+    let live = tick_labels(card(&html, "node2"));
+    let last = minute(live[live.len() / 2 - 1]);
+    let ago = (minute(&now.format("%H:%M").to_string()) - last).rem_euclid(24 * 60);
+    assert!(ago <= 15, "{live:?} at {now}");
+    // A workload's sparkline on its node's page has its axis too.
+    let node1 = node_html(&p, "node1", "15m", now);
+    let row = chart_after(&node1, "<b>batch-job</b>");
+    assert!(
+        row.contains(r#"<path class="wl""#) && row.contains(r#"<g class="axis">"#),
+        "{row}"
+    );
+}
+
 #[test]
 fn node_page_shows_series_workloads_and_migrations_both_ways() {
     let p = projection();
     let v = NodeView::build(&p, "node2", Some("1h"), Utc::now(), SILENT).unwrap();
-    let html = NodePage {
-        chrome: Chrome::plain("Node node2", "cluster"),
-        v,
-    }
-    .render()
-    .unwrap();
+    let html = html!(NodePage, "Node node2", "cluster", v);
     assert!(html.contains("CPU (% of capacity), last 1h"));
     assert!(html.contains("redis-cache"), "moved onto node2");
     assert!(html.contains("Migrations into node2"));
@@ -85,12 +158,7 @@ fn node_page_draws_the_prediction_under_the_cpu_with_its_cut_off_and_the_migrati
     }
     // node3 was predicted hot and redis-cache moved out of it.
     let v = NodeView::build(&p, "node3", Some("1h"), now, SILENT).unwrap();
-    let html = NodePage {
-        chrome: Chrome::plain("Node node3", "cluster"),
-        v,
-    }
-    .render()
-    .unwrap();
+    let html = html!(NodePage, "Node node3", "cluster", v);
     let cpu = html
         .find("CPU (% of capacity), last 1h")
         .expect("CPU chart");
@@ -109,24 +177,14 @@ fn node_page_draws_the_prediction_under_the_cpu_with_its_cut_off_and_the_migrati
     assert!(html[cpu..prob].contains(r#"<line class="migration out""#));
     // Every node's prediction chart shows the active cut-off.
     let v = NodeView::build(&p, "node1", Some("1h"), now, SILENT).unwrap();
-    let quiet = NodePage {
-        chrome: Chrome::plain("Node node1", "cluster"),
-        v,
-    }
-    .render()
-    .unwrap();
+    let quiet = html!(NodePage, "Node node1", "cluster", v);
     assert!(quiet.contains(r#"<line class="cutoff""#));
 }
 
 /// Node `name`'s page over `range` as of `now`.
 fn node_html(p: &Projection, name: &str, range: &str, now: chrono::DateTime<Utc>) -> String {
     let v = NodeView::build(p, name, Some(range), now, SILENT).unwrap();
-    NodePage {
-        chrome: Chrome::plain("Node", "cluster"),
-        v,
-    }
-    .render()
-    .unwrap()
+    html!(NodePage, "Node", "cluster", v)
 }
 
 /// `events` folded after an active model whose onset cut-off is `cutoff`.
@@ -308,12 +366,7 @@ fn migrations_page_lists_steps_downtime_and_outcomes_and_filters() {
     let p = projection();
     let v = MigrationsView::build(&p, &Filters::default(), Utc::now());
     assert_eq!(v.rows.len(), 2);
-    let html = MigrationsPage {
-        chrome: Chrome::plain("Migrations", "migrations"),
-        v,
-    }
-    .render()
-    .unwrap();
+    let html = html!(MigrationsPage, "Migrations", "migrations", v);
     for s in [
         "node3 heads for overload (p=0.91); node2 has room",
         "dump 71 ms",
@@ -357,12 +410,7 @@ fn migrations_page_lists_steps_downtime_and_outcomes_and_filters() {
 fn model_page_shows_the_active_version_scores_and_importances() {
     let p = projection();
     let v = ModelView::build(&p);
-    let html = ModelPage {
-        chrome: Chrome::plain("Model", "model"),
-        v,
-    }
-    .render()
-    .unwrap();
+    let html = html!(ModelPage, "Model", "model", v);
     assert!(html.contains("Active: model v2"));
     assert!(html.contains("F1 0.78"));
     assert!(html.contains("at CPU ≥ 85%"));
@@ -394,12 +442,7 @@ fn model_page_puts_validation_and_test_beside_the_rule_and_says_what_the_planner
     for e in &m {
         p.apply_envelope(e);
     }
-    let html = ModelPage {
-        chrome: Chrome::plain("Model", "model"),
-        v: ModelView::build(&p),
-    }
-    .render()
-    .unwrap();
+    let html = html!(ModelPage, "Model", "model", ModelView::build(&p));
     assert!(html.contains("Active: model v3"), "{html}");
     assert!(html.contains("validation (where the choices were made)"));
     assert!(html.contains("test (held back)"));
@@ -421,12 +464,7 @@ fn model_page_puts_validation_and_test_beside_the_rule_and_says_what_the_planner
         "{row}"
     );
     // An older version, without validation rows, shows no zeros as scores.
-    let old = ModelPage {
-        chrome: Chrome::plain("Model", "model"),
-        v: ModelView::build(&projection()),
-    }
-    .render()
-    .unwrap();
+    let old = html!(ModelPage, "Model", "model", ModelView::build(&projection()));
     assert!(old.contains("no validation rows"), "{old}");
     assert!(!old.contains("F1 0.00 (precision 0.00, recall 0.00) at CPU ≥ 0%"));
 }
@@ -444,12 +482,7 @@ fn events_page_pages_filters_and_shows_json_and_commands() {
         3,
         "requested, restored and completed are on node3's subjects"
     );
-    let html = EventsPage {
-        chrome: Chrome::plain("Events", "events"),
-        v,
-    }
-    .render()
-    .unwrap();
+    let html = html!(EventsPage, "Events", "events", v);
     assert!(html.contains("nats stream view EVENTS --subject &#39;migration.node3.&#62;&#39;"));
     assert!(html.contains("nats stream get EVENTS "));
     assert!(html.contains("&#34;kind&#34;: &#34;migration.completed&#34;"));
@@ -458,7 +491,7 @@ fn events_page_pages_filters_and_shows_json_and_commands() {
         ..Default::default()
     };
     let all = EventsView::build(&p, &telemetry);
-    assert!(all.rows.len() == 50 && all.next.is_some(), "paged");
+    assert!(all.rows.len() == 50 && all.pager.next.is_some(), "paged");
     let kind = EventFilters {
         kind: "model.activated".into(),
         ..Default::default()
@@ -492,12 +525,7 @@ fn big_events_are_kept_cut_and_the_events_page_stays_small() {
         assert!(e.error.as_deref().unwrap_or("").contains("larger than"));
     }
     let v = EventsView::build(&p, &EventFilters::default());
-    let html = EventsPage {
-        chrome: Chrome::plain("Events", "events"),
-        v,
-    }
-    .render()
-    .unwrap();
+    let html = html!(EventsPage, "Events", "events", v);
     assert!(
         html.len() < 20 * 2 * KEPT_BYTES_PER_EVENT + 64 * 1024,
         "{}",

@@ -430,30 +430,71 @@ mod tests {
         root
     }
 
-    #[test]
-    fn v1_quota_usage_memory_and_procs() {
-        let root = v1_root("50000\n", "536870912\n");
-        let f = CgroupFiles::locate(root.path(), Path::new("loadshift/node2")).unwrap();
-        assert!(matches!(f, CgroupFiles::V1 { .. }));
-        assert_eq!(f.cpu_capacity(2.0).unwrap(), 0.5);
-        assert_eq!(f.cpu_usage_ns().unwrap(), 5_000_000_000);
-        assert_eq!(
-            f.memory(8 * GIB).unwrap(),
-            Memory {
-                used_bytes: 1 << 20,
-                total_bytes: 512 << 20
-            }
-        );
-        assert_eq!(f.processes().unwrap(), 3);
-        assert_eq!(f.pressure(), None);
+    /// What a node's cgroup files say, read at once: its CPU capacity on a
+    /// host of `host_cpus` cores (8 GiB of memory), the CPU time used, its
+    /// memory and its processes.
+    #[derive(Debug, PartialEq)]
+    struct Reading {
+        capacity: f32,
+        usage_ns: u64,
+        memory: Memory,
+        processes: u32,
+    }
+
+    fn read(f: &CgroupFiles, host_cpus: f32) -> Reading {
+        Reading {
+            capacity: f.cpu_capacity(host_cpus).unwrap(),
+            usage_ns: f.cpu_usage_ns().unwrap(),
+            memory: f.memory(8 * GIB).unwrap(),
+            processes: f.processes().unwrap(),
+        }
+    }
+
+    /// The files of the node a root made by [`v1_root`] or [`v2_root`] holds.
+    fn located(root: &tempfile::TempDir) -> CgroupFiles {
+        let v1 = root.path().join("cpu").exists();
+        let node = if v1 {
+            "loadshift/node2"
+        } else {
+            "loadshift/node3"
+        };
+        CgroupFiles::locate(root.path(), Path::new(node)).unwrap()
     }
 
     #[test]
-    fn v1_unlimited_means_the_host() {
-        let root = v1_root("-1\n", "9223372036854771712\n");
-        let f = CgroupFiles::locate(root.path(), Path::new("loadshift/node2")).unwrap();
-        assert_eq!(f.cpu_capacity(2.0).unwrap(), 2.0);
-        assert_eq!(f.memory(8 * GIB).unwrap().total_bytes, 8 * GIB);
+    fn quota_usage_memory_and_procs_in_v1_and_v2() {
+        let v1_root = v1_root("50000\n", "536870912\n");
+        let v2_root = v2_root("50000 100000\n", "1073741824\n");
+        let (v1, v2) = (located(&v1_root), located(&v2_root));
+        assert!(matches!(v1, CgroupFiles::V1 { .. }));
+        assert!(matches!(v2, CgroupFiles::V2 { .. }));
+        // Half a core of quota: of 2 cores, then of 4.
+        let half = |usage_ns, used_bytes, total_bytes, processes| Reading {
+            capacity: 0.5,
+            usage_ns,
+            memory: Memory {
+                used_bytes,
+                total_bytes,
+            },
+            processes,
+        };
+        assert_eq!(read(&v1, 2.0), half(5_000_000_000, 1 << 20, 512 << 20, 3));
+        assert_eq!(read(&v2, 4.0), half(2_500_000_000, 2 << 20, GIB, 1));
+        assert_eq!(v1.pressure(), None, "v1 has no pressure files");
+        let p = v2.pressure().unwrap();
+        assert_eq!(p.cpu_some, Some(4.2));
+        assert_eq!(p.memory_full, Some(0.25));
+        assert_eq!(p.io_some, None);
+    }
+
+    #[test]
+    fn no_limit_means_the_host_in_v1_and_v2() {
+        let v1 = v1_root("-1\n", "9223372036854771712\n");
+        let v2 = v2_root("max 100000\n", "max\n");
+        for f in [located(&v1), located(&v2)] {
+            assert_eq!(f.cpu_capacity(2.0).unwrap(), 2.0, "{f:?}");
+            assert_eq!(f.memory(8 * GIB).unwrap().total_bytes, 8 * GIB, "{f:?}");
+        }
     }
 
     #[test]
@@ -464,35 +505,6 @@ mod tests {
         assert_eq!(f.cpu_usage_ns().unwrap(), 5_000_000_000);
         assert_eq!(f.cpu_capacity(2.0).unwrap(), 1.5);
         assert_eq!(f.memory(8 * GIB).unwrap().total_bytes, GIB);
-    }
-
-    #[test]
-    fn v2_quota_usage_memory_procs_and_psi() {
-        let root = v2_root("50000 100000\n", "1073741824\n");
-        let f = CgroupFiles::locate(root.path(), Path::new("loadshift/node3")).unwrap();
-        assert!(matches!(f, CgroupFiles::V2 { .. }));
-        assert_eq!(f.cpu_capacity(4.0).unwrap(), 0.5);
-        assert_eq!(f.cpu_usage_ns().unwrap(), 2_500_000_000);
-        assert_eq!(
-            f.memory(8 * GIB).unwrap(),
-            Memory {
-                used_bytes: 2 << 20,
-                total_bytes: GIB
-            }
-        );
-        assert_eq!(f.processes().unwrap(), 1);
-        let p = f.pressure().unwrap();
-        assert_eq!(p.cpu_some, Some(4.2));
-        assert_eq!(p.memory_full, Some(0.25));
-        assert_eq!(p.io_some, None);
-    }
-
-    #[test]
-    fn v2_max_means_the_host() {
-        let root = v2_root("max 100000\n", "max\n");
-        let f = CgroupFiles::locate(root.path(), Path::new("loadshift/node3")).unwrap();
-        assert_eq!(f.cpu_capacity(4.0).unwrap(), 4.0);
-        assert_eq!(f.memory(8 * GIB).unwrap().total_bytes, 8 * GIB);
     }
 
     #[test]

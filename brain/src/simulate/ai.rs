@@ -18,6 +18,17 @@ use crate::features::NodeWindow;
 use crate::model::Predictor;
 use crate::planner::{Decision, Fact, Planner, PlannerConfig};
 
+/// The `ai` planner's cooldown per node in the simulation. Chosen on July
+/// (BENCHMARKS.md, "Issue 9 (round 4): simulate"): among 5 and 15 minutes,
+/// with a workload cooldown and peak window of 30 min, 1 h, 2 h or 4 h,
+/// 15 minutes and 2 h gave the lowest mean ratio of overloaded node-minutes
+/// to `none` over eight July layouts.
+pub const SIM_NODE_COOLDOWN: std::time::Duration = std::time::Duration::from_secs(15 * 60);
+
+/// The `ai` planner's cooldown per workload in the simulation, and its peak
+/// window (chosen on July with [`SIM_NODE_COOLDOWN`]).
+pub const SIM_WORKLOAD_COOLDOWN: std::time::Duration = std::time::Duration::from_secs(2 * 3600);
+
 /// The planner and the predictor, as one policy.
 #[derive(Debug)]
 pub struct Ai {
@@ -71,19 +82,19 @@ impl Ai {
     /// The planner configuration the simulation uses: the service's
     /// defaults, with the hysteresis of one model step (one prediction per
     /// 5-minute sample here: three in a row would wait 15 minutes, the whole
-    /// horizon), a cooldown of one step per node and an hour per workload,
-    /// and a peak window of a day. The cooldown per node and the peak window
-    /// were chosen on July's simulation (BENCHMARKS.md, "Issue 9/13 (round
-    /// 3)"): among 0, 1 h, 6 h and 24 h windows and 5, 15 and 30 minutes of
-    /// cooldown, 24 h and 5 minutes gave the fewest overloaded node-minutes
-    /// whatever `relief_pct`, where the others swung by half.
+    /// horizon), a cooldown of [`SIM_NODE_COOLDOWN`] per node and of
+    /// [`SIM_WORKLOAD_COOLDOWN`] per workload, and a peak window as long as
+    /// the workload cooldown: a workload moved onto a target must stay
+    /// there that long, so the target is judged by its peak over that same
+    /// duration (the service's defaults are tied the same way, 10 minutes
+    /// each), not over a fixed day.
     pub fn planner_config() -> PlannerConfig {
         PlannerConfig {
             k: 1,
-            node_cooldown: std::time::Duration::from_secs(5 * 60),
-            workload_cooldown: std::time::Duration::from_secs(60 * 60),
+            node_cooldown: SIM_NODE_COOLDOWN,
+            workload_cooldown: SIM_WORKLOAD_COOLDOWN,
             silent_after: std::time::Duration::from_secs(600),
-            peak_window: std::time::Duration::from_secs(24 * 3600),
+            peak_window: SIM_WORKLOAD_COOLDOWN,
             requested_by: "simulate".into(),
             ..PlannerConfig::default()
         }

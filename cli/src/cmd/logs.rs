@@ -35,8 +35,9 @@ const EXIT_CHECK_EVERY: u32 = 6;
 /// workload when it migrates, so it is whole: lines written before a
 /// migration and after it come in order, none twice. With `-f` it keeps
 /// printing new lines, follows the workload to its new node when it moves,
-/// and ends when the workload exits. Process workloads only: a container's
-/// output is in its docker log.
+/// and ends when the workload exits. A container's output is its docker
+/// log, saved into its image at each checkpoint so that it too reads whole
+/// across moves.
 #[derive(Debug, Args)]
 #[command(after_help = "Examples:
   loadshift workload logs counter

@@ -16,7 +16,7 @@ use loadshift_events::shutdown::{Shutdown, Signal};
 use loadshift_events::{connection, Envelope, Event, NodeName, WorkloadName};
 use uuid::Uuid;
 
-use super::{connect, Common, Requester};
+use super::{connect_and_fold, Common, Requester};
 use crate::error::{parse_timeout, InputError};
 use crate::eventlog::{self, Start};
 use crate::summary;
@@ -83,8 +83,7 @@ pub struct MigrateArgs {
 /// [`InputError`] for an unknown or already migrating workload, a target
 /// that is its source or is draining; NATS failing.
 pub async fn run(a: MigrateArgs) -> anyhow::Result<ExitCode> {
-    let (_client, js) = connect(&a.common).await?;
-    let placement = super::workload::fold(&js, &a.common).await?;
+    let (_client, js, placement) = connect_and_fold(&a.common).await?;
     if placement.is_draining(&a.to) {
         return Err(InputError::Draining(a.to.clone()).into());
     }

@@ -11,6 +11,7 @@ use anyhow::Context;
 use async_nats::jetstream;
 use clap::{Args, Parser, Subcommand};
 use loadshift_events::cli::{LogArgs, NatsArgs};
+use loadshift_events::placement::Placement;
 use loadshift_events::NodeName;
 
 pub mod auth;
@@ -93,17 +94,10 @@ impl Command {
     /// running cluster (`up` starts one instead: `None`).
     pub fn common(&self) -> Option<&Common> {
         Some(match self {
-            Command::Workload(workload::WorkloadCommand::Run(a)) => &a.common,
-            Command::Workload(workload::WorkloadCommand::Ls(a)) => &a.common,
-            Command::Workload(workload::WorkloadCommand::Stop(a)) => &a.common,
-            Command::Workload(workload::WorkloadCommand::Logs(a)) => &a.common,
-            Command::Workload(workload::WorkloadCommand::Inspect(a)) => &a.common,
+            Command::Workload(c) => c.common(),
             Command::Migrate(a) => &a.common,
-            Command::Node(node::NodeCommand::Drain(a)) => &a.common,
-            Command::Node(node::NodeCommand::Uncordon(a)) => &a.common,
-            Command::Node(node::NodeCommand::Ls(a)) => &a.common,
-            Command::Events(events::EventsCommand::Tail(a)) => &a.common,
-            Command::Events(events::EventsCommand::Streams(a)) => &a.common,
+            Command::Node(c) => c.common(),
+            Command::Events(c) => c.common(),
             Command::Status(a) => &a.common,
             Command::Up(_) | Command::Auth(_) => return None,
         })
@@ -116,23 +110,54 @@ impl Command {
     /// the chain means bad input (exit 2), anything else a failure (exit 1).
     pub async fn run(self) -> anyhow::Result<ExitCode> {
         match self {
-            Command::Workload(workload::WorkloadCommand::Run(a)) => workload::run(a).await,
-            Command::Workload(workload::WorkloadCommand::Ls(a)) => workload::ls(a).await,
-            Command::Workload(workload::WorkloadCommand::Stop(a)) => stop::run(a).await,
-            Command::Workload(workload::WorkloadCommand::Logs(a)) => logs::run(a).await,
-            Command::Workload(workload::WorkloadCommand::Inspect(a)) => inspect::run(a).await,
+            Command::Workload(c) => c.run().await,
             Command::Migrate(a) => migrate::run(a).await,
-            Command::Node(node::NodeCommand::Drain(a)) => node::drain(a).await,
-            Command::Node(node::NodeCommand::Uncordon(a)) => node::uncordon(a).await,
-            Command::Node(node::NodeCommand::Ls(a)) => node::ls(a).await,
-            Command::Events(events::EventsCommand::Tail(a)) => events::tail(a).await,
-            Command::Events(events::EventsCommand::Streams(a)) => events::streams(a).await,
+            Command::Node(c) => c.run().await,
+            Command::Events(c) => c.run().await,
             Command::Status(a) => status::run(a).await,
             Command::Up(a) => up::run(a).await,
             Command::Auth(auth::AuthCommand::Init(a)) => auth::init(a),
         }
     }
 }
+
+/// Each group of subcommands, listed once: every subcommand's arguments
+/// carry [`Common`], and the function that runs it; so that [`Command`]
+/// lists groups, not every subcommand twice.
+macro_rules! subcommands {
+    ($group:ty { $($subcommand:ident => $run:path),+ $(,)? }) => {
+        impl $group {
+            fn common(&self) -> &Common {
+                match self {
+                    $(Self::$subcommand(a) => &a.common),+
+                }
+            }
+
+            async fn run(self) -> anyhow::Result<ExitCode> {
+                match self {
+                    $(Self::$subcommand(a) => $run(a).await),+
+                }
+            }
+        }
+    };
+}
+
+subcommands!(workload::WorkloadCommand {
+    Run => workload::run,
+    Ls => workload::ls,
+    Stop => stop::run,
+    Logs => logs::run,
+    Inspect => inspect::run,
+});
+subcommands!(node::NodeCommand {
+    Drain => node::drain,
+    Uncordon => node::uncordon,
+    Ls => node::ls,
+});
+subcommands!(events::EventsCommand {
+    Tail => events::tail,
+    Streams => events::streams,
+});
 
 /// The logging of commands that take no logging options (`auth`).
 static NO_LOG: LogArgs = LogArgs {
@@ -185,4 +210,17 @@ pub async fn connect(common: &Common) -> anyhow::Result<(async_nats::Client, jet
             .context("connecting to NATS")?;
     let js = jetstream::new(client.clone());
     Ok((client, js))
+}
+
+/// What most commands start from: the connection, and where everything
+/// runs as the EVENTS stream tells it now.
+///
+/// # Errors
+/// NATS failing.
+pub async fn connect_and_fold(
+    common: &Common,
+) -> anyhow::Result<(async_nats::Client, jetstream::Context, Placement)> {
+    let (client, js) = connect(common).await?;
+    let placement = workload::fold(&js, common).await?;
+    Ok((client, js, placement))
 }

@@ -19,7 +19,7 @@ use loadshift_events::cordon::{DrainProgress, DrainRequested, Uncordoned};
 use loadshift_events::placement::Placement;
 use loadshift_events::{connection, Envelope, Event, NodeName};
 
-use super::{connect, workload, Common, Requester};
+use super::{connect_and_fold, Common, Requester};
 use crate::error::{parse_timeout, InputError};
 use crate::eventlog::{self, Start};
 use crate::table::Table;
@@ -116,8 +116,7 @@ fn known(p: &Placement, node: &NodeName) -> bool {
 /// # Errors
 /// [`InputError::UnknownNode`] for a node the log does not know; NATS failing.
 pub async fn drain(a: DrainArgs) -> anyhow::Result<ExitCode> {
-    let (_client, js) = connect(&a.common).await?;
-    let before = workload::fold(&js, &a.common).await?;
+    let (_client, js, before) = connect_and_fold(&a.common).await?;
     if !known(&before, &a.node) {
         return Err(InputError::UnknownNode(a.node.clone()).into());
     }
@@ -302,8 +301,7 @@ fn names(v: &[loadshift_events::WorkloadName]) -> String {
 /// # Errors
 /// [`InputError::UnknownNode`] for a node the log does not know; NATS failing.
 pub async fn uncordon(a: UncordonArgs) -> anyhow::Result<ExitCode> {
-    let (_client, js) = connect(&a.common).await?;
-    let p = workload::fold(&js, &a.common).await?;
+    let (_client, js, p) = connect_and_fold(&a.common).await?;
     if !known(&p, &a.node) {
         return Err(InputError::UnknownNode(a.node.clone()).into());
     }
@@ -362,8 +360,7 @@ pub fn drain_json(p: &Placement, node: &NodeName) -> serde_json::Value {
 /// # Errors
 /// NATS failing.
 pub async fn ls(a: NodeLsArgs) -> anyhow::Result<ExitCode> {
-    let (_client, js) = connect(&a.common).await?;
-    let p = workload::fold(&js, &a.common).await?;
+    let (_client, _js, p) = connect_and_fold(&a.common).await?;
     let nodes = super::status::nodes_of(&p);
     let count = |n: &NodeName| p.workloads.values().filter(|w| &w.node == n).count();
     if a.json {

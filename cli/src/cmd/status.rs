@@ -11,7 +11,7 @@ use clap::Args;
 use loadshift_events::liveness::{self, PingError};
 use loadshift_events::NodeName;
 
-use super::{connect, workload, Common};
+use super::{connect_and_fold, workload, Common};
 use crate::summary;
 use crate::table::Table;
 use loadshift_events::placement::Placement;
@@ -47,8 +47,7 @@ pub struct StatusArgs {
 /// # Errors
 /// NATS failing.
 pub async fn run(a: StatusArgs) -> anyhow::Result<ExitCode> {
-    let (client, js) = connect(&a.common).await?;
-    let p = super::workload::fold(&js, &a.common).await?;
+    let (client, _js, p) = connect_and_fold(&a.common).await?;
     let nodes = nodes_of(&p);
     let answers = futures::future::join_all(nodes.iter().map(|n| ping(&client, n))).await;
     if a.json {

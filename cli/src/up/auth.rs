@@ -124,6 +124,7 @@ impl Role {
                         "loadshift.executor.*.logs",
                     ],
                     Role::Webui => &[
+                        "workload.*.stop_requested",
                         "migration.*.requested",
                         "model.*.train_requested",
                         "node.*.drain_requested",
@@ -523,7 +524,8 @@ mod tests {
             let stops = p.publish.iter().any(|s| s.ends_with("stop_requested"));
             let reads = p.publish.iter().any(|s| s.ends_with(".logs"));
             let executor = matches!(role, Role::Executor(_));
-            assert_eq!(stops, role == Role::Operator || executor, "{role:?}");
+            let person = matches!(role, Role::Operator | Role::Webui);
+            assert_eq!(stops, person || executor, "{role:?}");
             assert_eq!(reads, role == Role::Operator, "{role:?}");
             assert_eq!(
                 p.subscribe.iter().any(|s| s.ends_with(".logs")),

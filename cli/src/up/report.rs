@@ -12,7 +12,8 @@ use std::fmt::Write as _;
 
 use chrono::{DateTime, Utc};
 use loadshift_brain::simulate::Outcome;
-use loadshift_events::{Envelope, Event, NodeName, WorkloadName};
+use loadshift_events::migration::Requested;
+use loadshift_events::{Envelope, Event, NodeName};
 use uuid::Uuid;
 
 /// Overload: CPU at or above this share of a node's capacity (the same
@@ -58,22 +59,14 @@ pub enum Lead {
 /// One migration of the run.
 #[derive(Debug, Clone, PartialEq)]
 pub struct MigrationLead {
-    /// Its id.
-    pub migration: Uuid,
-    /// The workload moved.
-    pub workload: WorkloadName,
-    /// From.
-    pub source: NodeName,
-    /// To.
-    pub target: NodeName,
-    /// Who asked (`brain`, an operator).
-    pub requested_by: String,
+    /// The request as the log has it: the migration's id, the workload
+    /// moved, from, to, who asked (`brain`, an operator) and why (the
+    /// probability it quotes).
+    pub request: Requested,
     /// When the prediction behind it was made: the brain's last
     /// `node.predicted` about the source at or before the request, else the
     /// request itself.
     pub predicted_at: DateTime<Utc>,
-    /// The probability the request quotes.
-    pub probability: Option<f32>,
     /// When it completed, failed or rolled back, if it did.
     pub ended_at: Option<DateTime<Utc>>,
     /// Whether it completed.
@@ -102,7 +95,7 @@ type Series = Vec<(DateTime<Utc>, f32)>;
 
 struct Request<'a> {
     at: DateTime<Utc>,
-    req: &'a loadshift_events::migration::Requested,
+    req: &'a Requested,
 }
 
 impl StopReport {
@@ -176,13 +169,8 @@ impl StopReport {
                 let empty = Series::new();
                 let source = series.get(&r.req.source).unwrap_or(&empty);
                 MigrationLead {
-                    migration: r.req.migration,
-                    workload: r.req.workload.clone(),
-                    source: r.req.source.clone(),
-                    target: r.req.target.clone(),
-                    requested_by: r.req.requested_by.clone(),
+                    request: r.req.clone(),
                     predicted_at,
-                    probability: r.req.reason.probability,
                     ended_at: end.map(|(at, _)| at),
                     completed: end.is_some_and(|(_, ok)| ok),
                     image_bytes,
@@ -197,39 +185,47 @@ impl StopReport {
 
     /// The text printed on stop.
     pub fn render(&self) -> String {
-        let mut out = String::new();
-        let _ = writeln!(
-            out,
-            "time at CPU >= {OVERLOAD_PCT:.0} % of capacity, per node (from the TELEMETRY samples):"
-        );
-        if self.nodes.is_empty() {
-            let _ = writeln!(out, "  no telemetry sample in this run");
-        }
-        for n in &self.nodes {
+        let nodes = self.nodes.iter().map(|n| {
             let first = n.first_overload.map_or(String::new(), |t| {
                 format!(", first at {}", t.format("%H:%M:%S"))
             });
-            let _ = writeln!(
-                out,
-                "  {:<8} {:>6.0} s of {:.0} s sampled (peak {:.0} %){first}",
+            format!(
+                "{:<8} {:>6.0} s of {:.0} s sampled (peak {:.0} %){first}",
                 n.node.as_str(),
                 n.overloaded_secs,
                 n.sampled_secs,
                 n.peak_pct
-            );
-        }
-        let _ = writeln!(
-            out,
-            "migrations, lead time from the prediction to the source's overload:"
+            )
+        });
+        let mut out = section(
+            &format!(
+                "time at CPU >= {OVERLOAD_PCT:.0} % of capacity, per node (from the TELEMETRY samples):"
+            ),
+            "no telemetry sample in this run",
+            nodes,
         );
-        if self.migrations.is_empty() {
-            let _ = writeln!(out, "  none");
-        }
-        for m in &self.migrations {
-            let _ = writeln!(out, "  {}", migration_line(m));
-        }
+        out += &section(
+            "migrations, lead time from the prediction to the source's overload:",
+            "none",
+            self.migrations.iter().map(migration_line),
+        );
         out
     }
+}
+
+/// A section of the report: its heading, then one indented line per item,
+/// or `none` in their place.
+fn section(heading: &str, none: &str, lines: impl Iterator<Item = String>) -> String {
+    let mut out = format!("{heading}\n");
+    let mut empty = true;
+    for line in lines {
+        empty = false;
+        let _ = writeln!(out, "  {line}");
+    }
+    if empty {
+        let _ = writeln!(out, "  {none}");
+    }
+    out
 }
 
 impl StopReport {
@@ -264,7 +260,9 @@ impl StopReport {
 }
 
 fn migration_line(m: &MigrationLead) -> String {
-    let p = m
+    let r = &m.request;
+    let p = r
+        .reason
         .probability
         .map_or(String::new(), |p| format!(", p={p:.2}"));
     let end = match (m.ended_at, m.completed) {
@@ -285,10 +283,10 @@ fn migration_line(m: &MigrationLead) -> String {
     };
     format!(
         "{} {} -> {} (by {}{p}), predicted {}, {end}: {lead}",
-        m.workload.as_str(),
-        m.source.as_str(),
-        m.target.as_str(),
-        m.requested_by,
+        r.workload.as_str(),
+        r.source.as_str(),
+        r.target.as_str(),
+        r.requested_by,
         m.predicted_at.format("%H:%M:%S%.3f"),
     )
 }
@@ -370,6 +368,7 @@ mod tests {
     use loadshift_events::migration::{Completed, Reason, Requested, Timings};
     use loadshift_events::model::Predicted;
     use loadshift_events::telemetry::{Cpu, Memory, Sample};
+    use loadshift_events::WorkloadName;
 
     fn t0() -> DateTime<Utc> {
         "2026-01-01T00:00:00Z".parse().unwrap()

@@ -15,6 +15,22 @@ use loadshift_testkit::NatsServer;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
+/// What a command printed on its standard output.
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// Then: the command succeeded (exit 0); returns what it printed.
+pub fn succeeded(o: &Output) -> String {
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    stdout(o)
+}
+
 /// Runs `cmd` with `args` to its end (at most 60 s) and shows what it
 /// printed, for the log of a failing test.
 pub async fn finish(cmd: Command, args: &[&str]) -> Output {
@@ -188,6 +204,7 @@ pub fn timings() -> Timings {
         cleanup_ms: Some(3.0),
         downtime_ms: Some(149.0),
         total_ms: Some(160.0),
+        postcopy_ms: None,
     }
 }
 

@@ -12,8 +12,10 @@
 //! adds it to that one request.
 //!
 //! What travels is the process state CRIU saw (memory, files open, the
-//! container's tmpfs mounts). The container's writable layer and its log stay
-//! with the old container, which the source removes once the target runs.
+//! container's tmpfs mounts) and the container's output so far, saved from
+//! its docker log into the workload's folder once the checkpoint stopped it
+//! ([`super::docker_log`]). The container's writable layer stays with the
+//! old container, which the source removes once the target runs.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -26,9 +28,11 @@ use bollard::query_parameters::{
     CreateContainerOptionsBuilder, ListContainersOptionsBuilder, RemoveContainerOptionsBuilder,
 };
 use bollard::Docker;
+use loadshift_events::output::OutputStream;
 use loadshift_events::workload::{Runtime as RuntimeKind, WorkloadSpec};
 use loadshift_events::{NodeName, WorkloadName};
 
+use super::docker_log::{ContainerLogs, SAVED_UP_TO};
 use super::{Handle, Runtime, RuntimeError, StopSignal, TravellingFile, Usage};
 
 /// The checkpoint's name inside the image folder: a dump leaves it in
@@ -159,6 +163,11 @@ impl DockerRuntime {
         })
     }
 
+    /// A reader of this daemon's container logs, for the output server.
+    pub fn container_logs(&self) -> ContainerLogs {
+        ContainerLogs::new(self.docker.clone())
+    }
+
     /// The container name of workload `name` on this node.
     pub fn container_name(&self, name: &WorkloadName) -> String {
         container_name(&self.node, name)
@@ -255,6 +264,32 @@ impl DockerRuntime {
         });
         docker.start_container(id, None).await
     }
+
+    /// Saves the output of a container this node checkpointed (a dump the
+    /// daemon finished after our crash): a second save of the same
+    /// container changes nothing. A container of another node (an image
+    /// that arrived here names its source's container) is left alone.
+    async fn save_output_of(&self, handle: &Handle) {
+        let Handle::Container { id } = handle else {
+            return;
+        };
+        let Ok(c) = self.docker.inspect_container(id, None).await else {
+            return;
+        };
+        let labels = c.config.and_then(|c| c.labels).unwrap_or_default();
+        if labels.get(LABEL_NODE).map(String::as_str) != Some(self.node.as_str()) {
+            return;
+        }
+        let Some(name) = labels
+            .get(LABEL_WORKLOAD)
+            .and_then(|w| WorkloadName::new(w).ok())
+        else {
+            return;
+        };
+        self.container_logs()
+            .save(&self.workload_dir(&name), id)
+            .await;
+    }
 }
 
 /// The container name of workload `workload` on node `node`.
@@ -271,11 +306,22 @@ impl Runtime for DockerRuntime {
         self.workloads_dir.join(name.as_str())
     }
 
-    /// None: a container's output goes to its docker log, which stays with
-    /// the old container (and goes when the source removes it); the restored
-    /// container's log starts where the checkpoint froze it.
-    fn travelling_files(&self, _name: &WorkloadName) -> Vec<TravellingFile> {
-        Vec::new()
+    /// The output saved from the container's docker log at its checkpoint
+    /// and the marker naming that container: the restored container starts
+    /// a fresh log, and readers see the saved output before it.
+    fn travelling_files(&self, name: &WorkloadName) -> Vec<TravellingFile> {
+        let dir = self.workload_dir(name);
+        [
+            OutputStream::Stdout.file_name(),
+            OutputStream::Stderr.file_name(),
+            SAVED_UP_TO,
+        ]
+        .iter()
+        .map(|f| TravellingFile {
+            name: f.to_string(),
+            original_path: dir.join(f),
+        })
+        .collect()
     }
 
     async fn start(
@@ -317,7 +363,7 @@ impl Runtime for DockerRuntime {
     /// on (the error says whether it still does).
     async fn dump(
         &self,
-        _name: &WorkloadName,
+        name: &WorkloadName,
         handle: &Handle,
         images: &Path,
     ) -> Result<(), RuntimeError> {
@@ -348,6 +394,9 @@ impl Runtime for DockerRuntime {
             format!("docker checkpoint {CHECKPOINT_ID} of container {id}\nDumping finished successfully\n"),
         )
         .map_err(RuntimeError::io("write", &marker))?;
+        self.container_logs()
+            .save(&self.workload_dir(name), id)
+            .await;
         Ok(())
     }
 
@@ -378,6 +427,9 @@ impl Runtime for DockerRuntime {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        if self.dump_complete(images) {
+            self.save_output_of(&handle).await;
         }
     }
 
@@ -529,7 +581,7 @@ impl Runtime for DockerRuntime {
 }
 
 /// The HTTP status of a daemon's refusal.
-fn status_of(e: &BollardError) -> Option<u16> {
+pub(super) fn status_of(e: &BollardError) -> Option<u16> {
     match e {
         BollardError::DockerResponseServerError { status_code, .. } => Some(*status_code),
         _ => None,

@@ -15,6 +15,7 @@ use loadshift_events::WorkloadName;
 use serde::{Deserialize, Serialize};
 
 pub mod docker;
+pub mod docker_log;
 pub mod image_dir;
 pub mod process;
 
@@ -206,6 +207,14 @@ pub trait Runtime: Send + Sync + 'static {
     /// before freezing anything when it cannot.
     fn streams_pages(&self) -> bool {
         false
+    }
+
+    /// The CRIU process runtime, where this runtime can move a workload
+    /// with post-copy ([`crate::lazy`]: lazy dump, lazy-pages daemon,
+    /// `restore --lazy-pages`); `None` (the default) makes the saga fall
+    /// back to a stream before anything is frozen.
+    fn postcopy(&self) -> Option<&process::ProcessRuntime> {
+        None
     }
 
     /// Freezes the workload and dumps it into `images`, its memory pages

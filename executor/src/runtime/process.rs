@@ -256,6 +256,10 @@ impl Runtime for ProcessRuntime {
         Ok(())
     }
 
+    fn postcopy(&self) -> Option<&ProcessRuntime> {
+        Some(self)
+    }
+
     fn streams_pages(&self) -> bool {
         true
     }
@@ -271,7 +275,7 @@ impl Runtime for ProcessRuntime {
             return Err(RuntimeError::Unsupported("not a process workload".into()));
         };
         std::fs::create_dir_all(images).map_err(RuntimeError::io("create image folder", images))?;
-        let relay = crate::stream::SourceRelay::start(link, &self.criu, images).await?;
+        let relay = crate::stream::SourceRelay::start(link, images).await?;
         let mut args = self.dump_args(*pid, images);
         args.extend([
             "--page-server".into(),
@@ -289,6 +293,20 @@ impl Runtime for ProcessRuntime {
         }
         reap_parents(&self.parents);
         Ok(relay.finish().await?)
+    }
+
+    /// Besides waiting for a criu from before a crash: a streamed dump that
+    /// finished before the crash left its pages as the relay's record, and
+    /// the saga then sends the whole image as a copy, so the record becomes
+    /// page images here (a partial dump's record is worthless: the saga
+    /// discards it with the dump).
+    async fn settle(&self, images: &Path) {
+        crate::runtime::image_dir::wait_for_stray_criu(images).await;
+        if self.dump_complete(images) {
+            if let Err(e) = crate::stream::replay_record(&self.criu, images).await {
+                tracing::warn!(images = %images.display(), error = %e, "the streamed pages' record could not be replayed");
+            }
+        }
     }
 
     fn dump_complete(&self, images: &Path) -> bool {
@@ -317,8 +335,9 @@ impl Runtime for ProcessRuntime {
         images: &Path,
         files: &[TravellingFile],
     ) -> Result<Handle, RuntimeError> {
-        // A streamed dump's pages wait next to the image: CRIU reads one folder.
-        crate::stream::merge_pages(images).map_err(RuntimeError::io("merge pages into", images))?;
+        // A streamed dump's pages wait next to the image (on the source, as
+        // the relay's record): CRIU reads one folder.
+        crate::stream::settle_pages(&self.criu, images).await?;
         self.restore_with(name, images, files, &[]).await
     }
 

@@ -159,34 +159,37 @@ impl<R: Runtime, S: ImageStore, P: Peers, C: Clock, F: Fence> Executor<R, S, P, 
     /// admitted: all settled before anything is frozen, so a stream that
     /// cannot be set up costs only the fall back to a copy.
     ///
-    /// Post-copy (`lazy`, `crate::lazy`) plugs in here: until the saga
-    /// drives it, it falls back to a stream, which falls back to a copy
-    /// (lazy → stream → copy). `auto` never picks it, and a workload marked
-    /// `no_postcopy` is never moved lazily whatever was asked.
+    /// Post-copy (`lazy`, `crate::lazy`) falls back to a stream, which
+    /// falls back to a copy (lazy → stream → copy). `auto` picks it when the
+    /// workload allows it and its estimated freeze beats a stream's
+    /// ([`crate::lazy::wins`]); a workload marked `no_postcopy` is never
+    /// moved lazily whatever was asked.
     async fn choose_mode(
         &self,
         p: &migration::Requested,
         rss: u64,
         no_postcopy: bool,
     ) -> (Mode, Option<String>, Option<Link>) {
-        let (wanted, mut fallback) = match p.mode {
+        let refusal = self.postcopy_refusal(p, no_postcopy);
+        let (try_lazy, mut fallback) = match p.mode {
             Mode::Auto if rss < SMALL_IMAGE_BYTES => return (Mode::Copy, None, None),
-            Mode::Auto | Mode::Stream => (Mode::Stream, None),
-            Mode::Lazy if no_postcopy => (
-                Mode::Stream,
-                Some(format!(
-                    "post-copy refused: {} is marked --no-postcopy (it must not die with its source)",
-                    p.workload
-                )),
-            ),
-            Mode::Lazy => (
-                Mode::Stream,
-                Some("post-copy (lazy) is not available on this executor".to_string()),
-            ),
+            Mode::Auto => {
+                let speed = self.journal.speed().ok().flatten();
+                (refusal.is_none() && crate::lazy::wins(rss, speed), None)
+            }
+            Mode::Stream => (false, None),
+            Mode::Lazy => (refusal.is_none(), refusal),
             Mode::Copy => return (Mode::Copy, None, None),
         };
-        debug_assert_eq!(wanted, Mode::Stream);
-        match self.open_stream(p, rss).await {
+        if try_lazy {
+            match self.open_stream(p, rss, true).await {
+                Ok(link) => return (Mode::Lazy, None, Some(link)),
+                Err(why) => {
+                    fallback = Some(format!("post-copy: no direct connection ({why})"));
+                }
+            }
+        }
+        match self.open_stream(p, rss, false).await {
             Ok(link) => (Mode::Stream, fallback, Some(link)),
             Err(why) => {
                 let why = format!("no direct connection ({why}): copied through the object store");
@@ -200,8 +203,31 @@ impl<R: Runtime, S: ImageStore, P: Peers, C: Clock, F: Fence> Executor<R, S, P, 
         }
     }
 
-    /// Asks the target for a stream and connects to it; `Err` says why not.
-    async fn open_stream(&self, p: &migration::Requested, rss: u64) -> Result<Link, String> {
+    /// Why this workload may not be moved with post-copy, if it may not.
+    fn postcopy_refusal(&self, p: &migration::Requested, no_postcopy: bool) -> Option<String> {
+        if no_postcopy {
+            return Some(format!(
+                "post-copy refused: {} is marked --no-postcopy (it must not die with its source)",
+                p.workload
+            ));
+        }
+        if self.runtime.postcopy().is_none() {
+            return Some(format!(
+                "post-copy: {} workloads cannot be moved with lazy pages",
+                self.runtime.kind()
+            ));
+        }
+        None
+    }
+
+    /// Asks the target for a stream (or, `lazy`, for the door of a
+    /// post-copy) and connects to it; `Err` says why not.
+    async fn open_stream(
+        &self,
+        p: &migration::Requested,
+        rss: u64,
+        lazy: bool,
+    ) -> Result<Link, String> {
         if !self.runtime.streams_pages() {
             return Err(format!(
                 "{} workloads cannot stream their pages",
@@ -212,11 +238,20 @@ impl<R: Runtime, S: ImageStore, P: Peers, C: Clock, F: Fence> Executor<R, S, P, 
             migration: p.migration,
             source: self.node.clone(),
             bytes: rss,
+            lazy,
         };
         let offer = self.peers.offer_stream(&p.target, &req).await?;
         // The page stream gets what a store's upload of the same bytes would.
+        // A post-copy's link lives from the dump to the last page, which
+        // trickle at the pace the workload faults them (about 110 MiB/s
+        // here, BENCHMARKS.md): the target's whole wait, at the unmeasured
+        // speed, since its end kills the workload.
         let speed = self.journal.speed().ok().flatten();
-        let limit = self.deadlines.transfer(rss, speed);
+        let limit = if lazy {
+            self.deadlines.target(rss, None)
+        } else {
+            self.deadlines.transfer(rss, speed)
+        };
         crate::stream::connect(&offer, p.migration, limit)
             .await
             .map_err(|e| e.to_string())
@@ -294,6 +329,17 @@ impl<R: Runtime, S: ImageStore, P: Peers, C: Clock, F: Fence> Executor<R, S, P, 
         w: &WorkloadRecord,
         link: Option<Link>,
     ) -> Result<(), (String, Option<Handle>)> {
+        if m.mode == Mode::Lazy && link.is_none() {
+            // Restarted during a lazy dump: its relay died with the executor
+            // before `checkpointed`, so no target runs it. A criu that
+            // outlived us is stopped (it lets go of the tree), and the
+            // workload is copied instead.
+            self.runtime.abandon(&m.images);
+            self.runtime.settle(&m.images).await;
+            self.runtime.discard_image(&m.images);
+            m.mode = Mode::Copy;
+            m.fallback = Some("the source restarted during its lazy dump: copied instead".into());
+        }
         self.runtime.settle(&m.images).await;
         let restarted = "the source restarted during its streamed dump: copied instead";
         if self.runtime.dump_complete(&m.images) {
@@ -321,11 +367,10 @@ impl<R: Runtime, S: ImageStore, P: Peers, C: Clock, F: Fence> Executor<R, S, P, 
         let t = self.clock.monotonic();
         let dumped = match (m.mode, link) {
             (Mode::Stream, Some(link)) => self
-                .runtime
-                .dump_streamed(&m.workload, &w.handle, &m.images, link)
+                .dump_streamed_within(m, &w.handle, link)
                 .await
-                .map(Some)
-                .map_err(|e| e.to_string()),
+                .map(Some),
+            (Mode::Lazy, Some(link)) => self.dump_lazy(m, &w.handle, link).await.map(|()| None),
             (mode, _) => {
                 if mode == Mode::Stream {
                     m.mode = Mode::Copy;
@@ -347,6 +392,48 @@ impl<R: Runtime, S: ImageStore, P: Peers, C: Clock, F: Fence> Executor<R, S, P, 
         m.timings.dump_ms = Some(ms(self.clock.monotonic() - t));
         fault::crash_point(fault::AFTER_DUMP);
         Ok(())
+    }
+
+    /// Freezes the workload and dumps all but its pages into `m.images`,
+    /// then serves the pages to the target over `link` until the post-copy
+    /// ends (kept in [`crate::lazy::PostCopies`]).
+    async fn dump_lazy(
+        &self,
+        m: &MigrationRecord,
+        handle: &Handle,
+        link: Link,
+    ) -> Result<(), String> {
+        let Some(rt) = self.runtime.postcopy() else {
+            return Err("this runtime cannot move a workload with lazy pages".into());
+        };
+        let listen = crate::lazy::local_port()
+            .map_err(|e| format!("no local port for the page server: {e}"))?;
+        let limit = self.deadlines.criu(m.image_bytes);
+        let dump = crate::lazy::LazyDump::start(rt, handle, &m.images, listen, limit)
+            .await
+            .map_err(|e| e.to_string())?;
+        self.streams.postcopy.keep_serving(m.id, dump.serve(link));
+        Ok(())
+    }
+
+    /// Ends this node's half of a post-copy: with `keep`, the workload runs
+    /// here again if the target never asked for a page (its handle);
+    /// otherwise the tree here is killed. After a restart (the dump's relay
+    /// died with the executor), a criu that outlived it is stopped first.
+    async fn end_postcopy_here(&self, m: &MigrationRecord, keep: bool) -> Option<Handle> {
+        if let Some(serving) = self.streams.postcopy.take_serving(m.id) {
+            return serving.end(keep).await;
+        }
+        self.runtime.abandon(&m.images);
+        self.runtime.settle(&m.images).await;
+        let w = self.journal.workload(&m.workload).ok().flatten()?;
+        if keep && self.runtime.is_running(&w.handle).await {
+            return Some(w.handle);
+        }
+        if let Err(e) = self.runtime.remove(&m.workload, Some(&w.handle)).await {
+            tracing::warn!(migration = %m.id, error = %e, "the source's copy was not removed");
+        }
+        None
     }
 
     /// Stores the dumped image (bounded by its size at the speed measured
@@ -378,7 +465,13 @@ impl<R: Runtime, S: ImageStore, P: Peers, C: Clock, F: Fence> Executor<R, S, P, 
         };
         let took = self.clock.monotonic() - t;
         m.timings.upload_ms = Some(ms(took));
-        let pages = m.streamed.as_ref().map_or(0, |s| s.bytes);
+        // The pages travel apart in a stream (measured) and in a post-copy
+        // (what the workload held: the image size is still that guess).
+        let pages = match (&m.streamed, m.mode) {
+            (Some(s), _) => s.bytes,
+            (None, Mode::Lazy) => m.image_bytes,
+            (None, _) => 0,
+        };
         m.image_bytes = stored.bytes + pages;
         m.sha256 = Some(stored.sha256.clone());
         m.object = Some(object.clone());
@@ -406,6 +499,7 @@ impl<R: Runtime, S: ImageStore, P: Peers, C: Clock, F: Fence> Executor<R, S, P, 
             timings: m.timings,
             frozen_at_ms: m.frozen_at_ms.unwrap_or_else(|| self.clock.now_ms()),
             stream: m.streamed.clone(),
+            lazy: m.mode == Mode::Lazy,
         }));
         tracing::info!(migration = %m.id, bytes = stored.bytes, wait = %secs(wait), "checkpointed; waiting for the target");
         self.commit(change.put_migration(&m).publish(event).applied(seq))
@@ -414,6 +508,10 @@ impl<R: Runtime, S: ImageStore, P: Peers, C: Clock, F: Fence> Executor<R, S, P, 
     /// Restores the workload on this node from its own image, after a failed
     /// step. `None` when even that failed (the error is logged).
     async fn resume_here(&self, m: &MigrationRecord) -> Option<Handle> {
+        if m.mode == Mode::Lazy {
+            // Still frozen under its serving dump (no image holds its pages).
+            return self.end_postcopy_here(m, true).await;
+        }
         self.runtime.settle(&m.images).await;
         // Killed during an earlier attempt: that restore may have finished
         // without us, and a second one would collide with it.
@@ -548,13 +646,26 @@ impl<R: Runtime, S: ImageStore, P: Peers, C: Clock, F: Fence> Executor<R, S, P, 
             }
         }
         let t = self.clock.monotonic();
-        if let Err(e) = self.runtime.remove(&m.workload, None).await {
+        let mut leftover = None;
+        if m.mode == Mode::Lazy {
+            // The target has every page (its daemon's word): the dump here
+            // ends, and so does its tree.
+            leftover = self.journal.workload(&m.workload)?.map(|w| w.handle);
+            if let Some(serving) = self.streams.postcopy.take_serving(m.id) {
+                let limit = self.deadlines.floor;
+                if let Err(e) = serving.finish(limit).await {
+                    tracing::warn!(migration = %m.id, error = %e, "the serving dump did not end well; the target has every page");
+                }
+            }
+        }
+        if let Err(e) = self.runtime.remove(&m.workload, leftover.as_ref()).await {
             tracing::warn!(migration = %m.id, error = %e, "cleanup left something behind");
         }
         self.remove_images(&m).await;
         m.timings.download_ms = p.timings.download_ms;
         m.timings.restore_ms = p.timings.restore_ms;
         m.timings.downtime_ms = p.timings.downtime_ms;
+        m.timings.postcopy_ms = p.timings.postcopy_ms;
         m.timings.cleanup_ms = Some(ms(self.clock.monotonic() - t));
         m.timings.total_ms = Some((self.clock.now_ms() - m.requested_at_ms) as f64);
         m.phase = Phase::Completed;
@@ -603,6 +714,7 @@ impl<R: Runtime, S: ImageStore, P: Peers, C: Clock, F: Fence> Executor<R, S, P, 
             m,
             p.step,
             format!("the target failed at {}: {}", p.step, p.reason),
+            true,
         )
         .await
     }
@@ -615,7 +727,10 @@ impl<R: Runtime, S: ImageStore, P: Peers, C: Clock, F: Fence> Executor<R, S, P, 
     pub async fn expire_deadlines(&self) -> Result<(), FatalError> {
         let now = self.clock.now_ms();
         for m in self.journal.migrations()? {
-            let due = m.deadline_at_ms.is_some_and(|d| now >= d);
+            // A post-copy this executor no longer serves (it restarted: the
+            // relay died with it) cannot end well: take it back now.
+            let orphan = m.mode == Mode::Lazy && !self.streams.postcopy.is_serving(m.id);
+            let due = m.deadline_at_ms.is_some_and(|d| now >= d || orphan);
             if m.role != Role::Source || m.phase != Phase::AwaitingTarget || !due {
                 continue;
             }
@@ -628,7 +743,7 @@ impl<R: Runtime, S: ImageStore, P: Peers, C: Clock, F: Fence> Executor<R, S, P, 
                 secs(waited)
             );
             let seq = self.journal.applied()?;
-            self.take_back(seq, m, step, reason).await?;
+            self.take_back(seq, m, step, reason, false).await?;
         }
         Ok(())
     }
@@ -660,13 +775,17 @@ impl<R: Runtime, S: ImageStore, P: Peers, C: Clock, F: Fence> Executor<R, S, P, 
 
     /// Claims the migration for the source and, if that holds, resumes the
     /// workload here and announces the fence; if the target holds it, waits
-    /// for the target's word (only it knows whether its copy runs).
+    /// for the target's word (only it knows whether its copy runs). A
+    /// post-copy the target says failed (`target_failed`) while it holds the
+    /// migration broke after the workload ran there: it killed its copy, and
+    /// the tree here must not run again either (the workload is lost).
     async fn take_back(
         &self,
         seq: u64,
         mut m: MigrationRecord,
         step: Step,
         reason: String,
+        target_failed: bool,
     ) -> Result<(), FatalError> {
         let holder = match self.ask_fence(self.fence.claim(m.id, Holder::Source)).await {
             Ok(h) => h,
@@ -676,6 +795,12 @@ impl<R: Runtime, S: ImageStore, P: Peers, C: Clock, F: Fence> Executor<R, S, P, 
             }
         };
         let announce = match holder {
+            Holder::Target if target_failed && m.mode == Mode::Lazy => {
+                tracing::error!(migration = %m.id, workload = %m.workload, %reason, "post-copy broke after the workload ran on the target: it runs nowhere");
+                self.end_postcopy_here(&m, false).await;
+                self.remove_images(&m).await;
+                return self.give_up_source(seq, m, step, None, None).await;
+            }
             Holder::Target => {
                 tracing::warn!(migration = %m.id, %reason, "the target holds the migration: waiting for its word");
                 m.deadline_at_ms = None;

@@ -36,13 +36,18 @@ impl<R: Runtime, S: ImageStore, P: Peers, C: Clock, F: Fence> Executor<R, S, P, 
             }
             None => {
                 let m = self.target_record(p);
-                if p.spec.runtime != self.runtime.kind() {
-                    let reason = format!(
-                        "node {} runs {} workloads, not {}",
-                        self.node,
-                        self.runtime.kind(),
-                        p.spec.runtime
-                    );
+                let refused = match self.journal.drain()? {
+                    Some(drain) => Some(drain.refusal(&self.node)),
+                    None => (p.spec.runtime != self.runtime.kind()).then(|| {
+                        format!(
+                            "node {} runs {} workloads, not {}",
+                            self.node,
+                            self.runtime.kind(),
+                            p.spec.runtime
+                        )
+                    }),
+                };
+                if let Some(reason) = refused {
                     return self
                         .give_up_target(seq, m, Step::Restore, reason, false)
                         .await;
@@ -76,7 +81,9 @@ impl<R: Runtime, S: ImageStore, P: Peers, C: Clock, F: Fence> Executor<R, S, P, 
             failed_step: None,
             deadline_at_ms: None,
             images_settled: false,
-            mode: if p.stream.is_some() {
+            mode: if p.lazy {
+                Mode::Lazy
+            } else if p.stream.is_some() {
                 Mode::Stream
             } else {
                 Mode::Copy
@@ -95,6 +102,14 @@ impl<R: Runtime, S: ImageStore, P: Peers, C: Clock, F: Fence> Executor<R, S, P, 
         // be running, or may have finished.
         self.runtime.settle(&m.images).await;
         if let Some(handle) = self.runtime.find_restored(&m.workload, &m.images).await {
+            if m.mode == Mode::Lazy && !crate::lazy::all_arrived(&m.images) {
+                // Restarted during post-copy: the relay to the source died
+                // with the executor before every page arrived.
+                let reason = "post-copy lost its source: this node restarted before every page arrived; the half-restored workload was killed here";
+                return self
+                    .postcopy_lost(seq, m, Some(handle), reason.into())
+                    .await;
+            }
             return self.adopt_restored(seq, m, handle).await;
         }
         // Down for a while: the source may have taken the migration back.
@@ -116,6 +131,21 @@ impl<R: Runtime, S: ImageStore, P: Peers, C: Clock, F: Fence> Executor<R, S, P, 
                 tracing::warn!(migration = %m.id, error = %e, "files of an earlier attempt left here");
             }
         }
+        // A post-copy needs the door this node offered the source: held in
+        // memory, so a restart since the offer lost it (nothing ran here,
+        // the source takes the workload back).
+        let daemon = match m.mode {
+            Mode::Lazy => match self.streams.postcopy.take_daemon_address(m.id) {
+                Some(a) => Some(a),
+                None => {
+                    let reason = "post-copy: no connection to the source's pages (this node restarted since its offer)".to_string();
+                    return self
+                        .give_up_target(seq, m, Step::Download, reason, held)
+                        .await;
+                }
+            },
+            _ => None,
+        };
         let m = match self.check_pages(m).await {
             Ok(m) => m,
             Err((m, step, reason)) => {
@@ -128,26 +158,110 @@ impl<R: Runtime, S: ImageStore, P: Peers, C: Clock, F: Fence> Executor<R, S, P, 
         };
         // The last moment the source can still take it back: from the claim
         // on, only this node says where the workload runs.
-        match self.ask_fence(self.fence.claim(m.id, Holder::Target)).await {
-            Ok(Holder::Target) => {}
-            Ok(_) => {
+        if self.claim_for_restore(m.id).await != Holder::Target {
+            return self
+                .stand_down(seq, m, "the source fenced the migration before the restore")
+                .await;
+        }
+        match daemon {
+            Some(daemon) => self.restore_lazy(seq, m, daemon).await,
+            None => self.restore_claimed(seq, m).await,
+        }
+    }
+
+    /// Post-copy: restores the workload with its memory on demand from the
+    /// source (the lazy-pages daemon reaching it through `daemon`, this
+    /// node's end of the relay), then waits for the last page: only then
+    /// does it say `restored`, and only then may the source clean up.
+    async fn restore_lazy(
+        &self,
+        seq: u64,
+        mut m: MigrationRecord,
+        (daemon, pages): (std::net::SocketAddr, u64),
+    ) -> Result<(), FatalError> {
+        let Some(rt) = self.runtime.postcopy() else {
+            let reason = "this node cannot restore with lazy pages".to_string();
+            return self
+                .give_up_target(seq, m, Step::Restore, reason, true)
+                .await;
+        };
+        let limit = self.deadlines.criu(m.image_bytes);
+        let t = self.clock.monotonic();
+        let started =
+            crate::lazy::LazyRestore::start(rt, &m.workload, &m.images, &m.files, daemon, limit)
+                .await;
+        let restore = match started {
+            Ok(r) => r,
+            Err(e) => {
                 return self
-                    .stand_down(seq, m, "the source fenced the migration before the restore")
+                    .give_up_target(seq, m, Step::Restore, e.to_string(), true)
                     .await
             }
-            Err(e) => {
-                let reason = format!("cannot claim the migration for the restore: {e}");
-                return self
-                    .give_up_target(seq, m, Step::Restore, reason, false)
-                    .await;
+        };
+        let resumed = self.clock.monotonic();
+        m.timings.restore_ms = Some(ms(resumed - t));
+        m.timings.downtime_ms = m.frozen_at_ms.map(|f| (self.clock.now_ms() - f) as f64);
+        tracing::info!(migration = %m.id, downtime = ?m.timings.downtime_ms, "resumed here; its pages follow");
+        let handle = restore.handle().clone();
+        // The pages come at the pace the workload faults them and the
+        // daemon pushes them (about 110 MiB/s here): bounded as generously
+        // as the relay that carries them, since the bound kills the workload.
+        m.image_bytes = m.image_bytes.saturating_add(pages);
+        let bound = self.deadlines.target(pages, None);
+        match restore.finish(bound).await {
+            Ok(()) => {
+                m.timings.postcopy_ms = Some(ms(self.clock.monotonic() - resumed));
+                self.finish_target(seq, m, handle)
+            }
+            Err(e) => self.postcopy_lost(seq, m, None, e.to_string()).await,
+        }
+    }
+
+    /// Post-copy broke after the workload ran here: its copy (`copy`, when
+    /// not killed already) cannot run without the rest of its memory and is
+    /// killed. The claim is kept: the source must not resume a workload
+    /// that ran here, so the workload is lost, and `failed` says why.
+    async fn postcopy_lost(
+        &self,
+        seq: u64,
+        mut m: MigrationRecord,
+        copy: Option<Handle>,
+        reason: String,
+    ) -> Result<(), FatalError> {
+        tracing::error!(migration = %m.id, workload = %m.workload, %reason, "post-copy broke: the workload runs nowhere");
+        if let Err(e) = self.runtime.remove(&m.workload, copy.as_ref()).await {
+            tracing::warn!(migration = %m.id, error = %e, "a broken post-copy left something behind");
+        }
+        self.runtime.discard_image(&m.images);
+        m.phase = Phase::RolledBack;
+        m.failed_step = Some(Step::Restore);
+        m.images_settled = true;
+        let failed = self.failed_event(&m, Step::Restore, reason);
+        self.commit(Change::new().put_migration(&m).publish(failed).applied(seq))
+    }
+
+    /// Claims migration `id` for the restore, asking again until the fence
+    /// answers. A claim whose answer was lost (this node's NATS connection
+    /// cut) may still have been made, then or when the client sends it on
+    /// reconnecting: a target that gave up on it would hold the fence
+    /// without knowing, and the source would wait for its word for ever
+    /// with the workload frozen (found by the fault matrix). Asking again
+    /// is safe: a claim this side made answers `Target` again.
+    async fn claim_for_restore(&self, id: uuid::Uuid) -> Holder {
+        loop {
+            match self.ask_fence(self.fence.claim(id, Holder::Target)).await {
+                Ok(holder) => return holder,
+                Err(e) => {
+                    tracing::warn!(migration = %id, error = %e, "the fence did not answer the claim; asking again");
+                    self.clock.sleep(self.deadlines.floor).await;
+                }
             }
         }
-        self.restore_claimed(seq, m).await
     }
 
     /// A streamed migration: the pages that arrived over the direct
     /// connection must be what the source's dump sent (byte count and
-    /// SHA-256), else nothing is restored. Pages checked before a restart
+    /// BLAKE3), else nothing is restored. Pages checked before a restart
     /// (the record's `streamed` cleared) are not checked again; pages whose
     /// receipt a restart lost cannot be trusted, and the source resumes.
     async fn check_pages(
@@ -165,8 +279,8 @@ impl<R: Runtime, S: ImageStore, P: Peers, C: Clock, F: Fence> Executor<R, S, P, 
         };
         if arrived != sent {
             let reason = format!(
-                "streamed pages differ from what the source sent: {} bytes with SHA-256 {}, the source sent {} bytes with {}",
-                arrived.bytes, arrived.sha256, sent.bytes, sent.sha256
+                "streamed pages differ from what the source sent: {} bytes with BLAKE3 {}, the source sent {} bytes with {}",
+                arrived.bytes, arrived.blake3, sent.bytes, sent.blake3
             );
             return Err((m, Step::Verify, reason));
         }

@@ -22,7 +22,7 @@ use crate::doubles::{
 };
 use crate::fence::Fence as _;
 use crate::fence::Holder;
-use crate::journal::{Journal, MigrationRecord, Phase, Role};
+use crate::journal::{Journal, MigrationRecord, Phase, Role, WorkloadRecord};
 
 type TestExecutor = Executor<RecordingRuntime, RecordingImages, FakePeers, ManualClock, FakeFence>;
 
@@ -59,6 +59,8 @@ struct Node {
     effects: Effects,
     script: Script,
     shared: Shared,
+    /// The peers that answer it, again after a restart.
+    alive: Vec<String>,
     seq: u64,
     _dir: tempfile::TempDir,
 }
@@ -150,6 +152,7 @@ impl Node {
             effects,
             script,
             shared: shared.clone(),
+            alive: alive.iter().map(|n| n.to_string()).collect(),
             seq: 0,
             _dir: dir,
         }
@@ -158,6 +161,22 @@ impl Node {
     /// A source node2 whose target node3 answers.
     fn source() -> Self {
         Self::new("node2", &Shared::default(), &["node3"])
+    }
+
+    /// A source node2 whose target node3 answers, `counter` running on it.
+    async fn source_running() -> Self {
+        let mut node = Self::source();
+        node.running("counter").await;
+        node
+    }
+
+    /// A source node2 that was asked to move `counter` to node3 as
+    /// migration `id` and announced its checkpoint, all it did forgotten.
+    async fn source_awaiting_target(id: Uuid) -> Self {
+        let mut node = Self::source_running().await;
+        node.asked_to_move(id).await;
+        node.look_away();
+        node
     }
 
     /// Given: workload `name` was started here (through the saga itself).
@@ -198,6 +217,35 @@ impl Node {
         self.seq
     }
 
+    /// When: the request to move `counter` from node2 to node3 as
+    /// migration `id` arrives.
+    async fn asked_to_move(&mut self, id: Uuid) -> u64 {
+        self.deliver(&requested(id, "counter", "node2", "node3"))
+            .await
+    }
+
+    /// When: the request to move `counter` as migration `id` arrives and
+    /// `op` does `how` (hangs, or the executor dies right after it); returns
+    /// the request, still unacknowledged, and its sequence.
+    fn asked_to_move_and_killed(&mut self, id: Uuid, op: Op, how: Misbehaviour) -> (u64, Envelope) {
+        let req = requested(id, "counter", "node2", "node3");
+        (self.killed_in(op, how, &req), req)
+    }
+
+    /// When: `env` arrives, and `op` does `how` (hangs, or the executor
+    /// dies right after it); the event stays unacknowledged. Returns its
+    /// sequence.
+    fn killed_in(&mut self, op: Op, how: Misbehaviour, env: &Envelope) -> u64 {
+        self.script.set(op, how);
+        self.deliver_and_crash(env)
+    }
+
+    /// When: `event`, emitted by `emitter`, arrives.
+    async fn deliver_from(&mut self, emitter: &str, event: Event) -> u64 {
+        self.deliver(&Envelope::new(node_name(emitter), event))
+            .await
+    }
+
     /// When: `env`, at sequence `seq`, arrives again (redelivered after a
     /// crash, or duplicated).
     async fn redeliver(&self, seq: u64, env: &Envelope) {
@@ -236,6 +284,12 @@ impl Node {
         self.exec.expire_deadlines().await.expect("journal works");
     }
 
+    /// When: the service's tick runs long after every deadline.
+    async fn tick_long_after_the_deadline(&self) {
+        self.shared.clock.advance(FLOOR * 100);
+        self.tick().await;
+    }
+
     /// The executor starts again over the same journal, host and store, with
     /// nothing scripted to go wrong.
     fn restart(&mut self, alive: &[&str]) {
@@ -248,6 +302,67 @@ impl Node {
             shared: &self.shared,
         };
         self.exec = executor(&self.name, parts, alive);
+    }
+
+    /// When: the executor, killed at sequence `seq`, starts again with the
+    /// same peers and gets the unacknowledged `env` once more.
+    async fn back_after_crash(&mut self, seq: u64, env: &Envelope) {
+        let alive = self.alive.clone();
+        self.restart(&alive.iter().map(String::as_str).collect::<Vec<_>>());
+        self.redeliver(seq, env).await;
+    }
+
+    /// Whether `counter` runs on this node's host.
+    fn runs_counter(&self) -> bool {
+        self.host.runs(&workload_name("counter"))
+    }
+
+    /// `counter`'s record in this node's journal, if it has one.
+    fn counter_record(&self) -> Option<WorkloadRecord> {
+        self.journal
+            .workload(&workload_name("counter"))
+            .expect("journal")
+    }
+
+    /// How many times this node did `op` (a fetch, a dump, ...).
+    fn times(&self, op: Op) -> usize {
+        self.effects.count(|e| {
+            matches!(
+                (op, e),
+                (Op::Dump, Effect::Dump(_))
+                    | (Op::Restore, Effect::Restore(_))
+                    | (Op::Remove, Effect::Remove(_))
+                    | (Op::Put, Effect::Put(_))
+                    | (Op::Fetch, Effect::Fetch(_))
+                    | (Op::Delete, Effect::Delete(_))
+            )
+        })
+    }
+
+    /// Then-assertions from here on see only what happens next: the
+    /// events announced so far are taken, the effects so far forgotten.
+    fn look_away(&self) {
+        self.published();
+        self.effects.clear();
+    }
+
+    /// Whether this node still keeps an image of migration `id`.
+    fn keeps_images(&self, id: Uuid) -> bool {
+        self.host.has_image(&self.images(id))
+    }
+
+    /// When and then: the target's `failed` (the first of `from_target`)
+    /// reaches this source, which rolls back and runs `counter` again.
+    async fn resumes_when_told(&mut self, from_target: &[Event]) {
+        self.deliver_from("node3", from_target[0].clone()).await;
+        assert_eq!(kinds(&self.published()), vec!["migration.rolled_back"]);
+        assert!(self.runs_counter(), "resumed here");
+    }
+
+    /// Then: migration `id` rolled back here and left no image here.
+    fn then_rolled_back_with_no_image(&self, id: Uuid) {
+        assert_eq!(self.migration(id).phase, Phase::RolledBack);
+        assert!(!self.keeps_images(id), "an image of {id} is left");
     }
 
     /// Then: the events announced since the last look (the outbox, drained
@@ -306,6 +421,18 @@ fn failed_from(emitter: &str, id: Uuid, step: Step) -> Envelope {
     )
 }
 
+/// `checkpointed` as the source would have sent it had `change` been so.
+fn checkpointed_but(
+    checkpointed: &Envelope,
+    change: impl FnOnce(&mut migration::Checkpointed),
+) -> Envelope {
+    let Event::MigrationCheckpointed(mut c) = checkpointed.event.clone() else {
+        panic!("not a checkpointed: {checkpointed:?}")
+    };
+    change(&mut c);
+    Envelope::new(node_name("node2"), Event::MigrationCheckpointed(c))
+}
+
 /// The one event of `events` that is a `checkpointed`, as the target gets it.
 fn the_checkpointed(events: &[Event], emitter: &str) -> Envelope {
     let c = events
@@ -343,16 +470,64 @@ fn failed_step(events: &[Event]) -> Option<(Step, String)> {
     })
 }
 
+/// Then: among `events`, a `failed` at `step`; returns its reason.
+fn failure_at(events: &[Event], step: Step) -> String {
+    let (failed, reason) = failed_step(events).unwrap_or_else(|| panic!("no failed in {events:?}"));
+    assert_eq!(failed, step, "{reason}");
+    reason
+}
+
+/// Then: `events` are exactly a `failed` at `step` and the `rolled_back`
+/// after it; returns the failure's reason.
+fn then_failed_and_rolled_back(events: &[Event], step: Step) -> String {
+    assert_eq!(
+        kinds(events),
+        vec!["migration.failed", "migration.rolled_back"]
+    );
+    failure_at(events, step)
+}
+
+/// Then: `events` are exactly the source's `fenced` and the `rolled_back`
+/// after it: the source took the migration back.
+fn then_fenced_and_rolled_back(events: &[Event]) {
+    assert_eq!(
+        kinds(events),
+        vec!["migration.fenced", "migration.rolled_back"]
+    );
+}
+
+/// Then: `counter` runs on `there` and not on `here`: moved, never twice.
+fn then_runs_on(there: &Node, not_here: &Node) {
+    assert!(there.runs_counter(), "runs on {}", there.name);
+    assert!(!not_here.runs_counter(), "left {}", not_here.name);
+}
+
+/// A `restored` for migration `id` of `counter` from node2 to node3, as
+/// `emitter` sends it (a late or forged one: the tests' targets send theirs).
+fn restored_from(emitter: &str, id: Uuid) -> Envelope {
+    Envelope::new(
+        node_name(emitter),
+        Event::MigrationRestored(migration::Restored {
+            migration: id,
+            workload: workload_name("counter"),
+            source: node_name("node2"),
+            target: node_name("node3"),
+            pid: Some(1),
+            container_id: None,
+            image_bytes: 1,
+            timings: Default::default(),
+        }),
+    )
+}
+
 // ---- the source ----
 
 #[tokio::test]
 async fn a_request_dumps_stores_and_announces_the_checkpoint() {
-    let mut src = Node::source();
-    src.running("counter").await;
+    let mut src = Node::source_running().await;
     let id = Uuid::now_v7();
 
-    src.deliver(&requested(id, "counter", "node2", "node3"))
-        .await;
+    src.asked_to_move(id).await;
 
     assert_eq!(
         src.effects.all(),
@@ -368,11 +543,7 @@ async fn a_request_dumps_stores_and_announces_the_checkpoint() {
     let m = src.migration(id);
     assert_eq!((m.role, m.phase), (Role::Source, Phase::AwaitingTarget));
     assert!(m.timings.dump_ms.is_some() && m.timings.upload_ms.is_some());
-    let w = src
-        .journal
-        .workload(&workload_name("counter"))
-        .unwrap()
-        .unwrap();
+    let w = src.counter_record().expect("counter is recorded");
     assert_eq!(w.migrating, Some(id), "the workload is marked as moving");
     assert!(src.shared.bucket.objects().contains_key(&id.to_string()));
 }
@@ -386,56 +557,45 @@ async fn a_request_for_a_workload_not_here_is_refused_before_anything_happens() 
         .await;
 
     assert!(src.effects.all().is_empty());
-    let (step, reason) = failed_step(&src.published()).expect("a failed event");
-    assert_eq!(step, Step::Validate);
+    let reason = failure_at(&src.published(), Step::Validate);
     assert!(reason.contains("does not run"), "{reason}");
     assert_eq!(src.migration(id).phase, Phase::Refused);
 }
 
 #[tokio::test]
 async fn a_request_to_a_silent_target_is_refused_and_the_workload_keeps_running() {
-    let mut src = Node::source();
-    src.running("counter").await;
+    let mut src = Node::source_running().await;
     let id = Uuid::now_v7();
 
     src.deliver(&requested(id, "counter", "node2", "node9"))
         .await;
 
     assert_eq!(src.effects.all(), vec![Effect::Ping("node9".into())]);
-    let (step, reason) = failed_step(&src.published()).expect("a failed event");
-    assert_eq!(step, Step::Validate);
+    let reason = failure_at(&src.published(), Step::Validate);
     assert!(reason.contains("node9"), "{reason}");
-    assert!(src.host.runs(&workload_name("counter")));
-    let w = src
-        .journal
-        .workload(&workload_name("counter"))
-        .unwrap()
-        .unwrap();
+    assert!(src.runs_counter());
+    let w = src.counter_record().expect("counter is recorded");
     assert_eq!(w.migrating, None);
 }
 
 #[tokio::test]
 async fn a_request_to_a_target_of_another_runtime_is_refused() {
-    let mut src = Node::source();
-    src.running("counter").await;
+    let mut src = Node::source_running().await;
     if let Ok(mut a) = src.exec.peers.alive.lock() {
         a.insert(node_name("node3"), RuntimeKind::Docker);
     }
     let id = Uuid::now_v7();
 
-    src.deliver(&requested(id, "counter", "node2", "node3"))
-        .await;
+    src.asked_to_move(id).await;
 
-    let (step, reason) = failed_step(&src.published()).expect("a failed event");
-    assert_eq!(step, Step::Validate);
+    let reason = failure_at(&src.published(), Step::Validate);
     assert!(reason.contains("docker"), "{reason}");
-    assert_eq!(src.effects.count(|e| matches!(e, Effect::Dump(_))), 0);
+    assert_eq!(src.times(Op::Dump), 0);
 }
 
 #[tokio::test]
 async fn the_same_request_twice_moves_the_workload_once() {
-    let mut src = Node::source();
-    src.running("counter").await;
+    let mut src = Node::source_running().await;
     let id = Uuid::now_v7();
     let req = requested(id, "counter", "node2", "node3");
     src.deliver(&req).await;
@@ -443,82 +603,34 @@ async fn the_same_request_twice_moves_the_workload_once() {
 
     src.deliver(&req).await;
 
-    assert_eq!(src.effects.count(|e| matches!(e, Effect::Dump(_))), 1);
+    assert_eq!(src.times(Op::Dump), 1);
     assert!(src.published().is_empty(), "nothing announced twice");
 }
 
 #[tokio::test]
-async fn a_failed_dump_leaves_the_workload_running_and_says_why() {
-    let mut src = Node::source();
-    src.running("counter").await;
-    src.script
-        .set(Op::Dump, Misbehaviour::Fail("criu dump failed".into()));
-    let id = Uuid::now_v7();
+async fn a_failed_dump_or_upload_resumes_the_workload_here_and_keeps_no_image() {
+    for (op, step) in [(Op::Dump, Step::Dump), (Op::Put, Step::Upload)] {
+        let mut src = Node::source_running().await;
+        src.script.set(op, Misbehaviour::Fail("it failed".into()));
+        let id = Uuid::now_v7();
 
-    src.deliver(&requested(id, "counter", "node2", "node3"))
-        .await;
+        src.asked_to_move(id).await;
 
-    let events = src.published();
-    assert_eq!(
-        kinds(&events),
-        vec!["migration.failed", "migration.rolled_back"]
-    );
-    assert_eq!(failed_step(&events).map(|f| f.0), Some(Step::Dump));
-    assert!(src.host.runs(&workload_name("counter")));
-    assert_eq!(src.effects.count(|e| matches!(e, Effect::Put(_))), 0);
-    let m = src.migration(id);
-    assert_eq!(
-        (m.phase, m.failed_step),
-        (Phase::RolledBack, Some(Step::Dump))
-    );
-    assert!(
-        !src.host.has_image(&src.images(id)),
-        "no partial image kept"
-    );
-}
-
-#[tokio::test]
-async fn a_failed_upload_resumes_the_workload_here_and_removes_its_image() {
-    let mut src = Node::source();
-    src.running("counter").await;
-    src.script
-        .set(Op::Put, Misbehaviour::Fail("server gone".into()));
-    let id = Uuid::now_v7();
-
-    src.deliver(&requested(id, "counter", "node2", "node3"))
-        .await;
-
-    let events = src.published();
-    assert_eq!(
-        kinds(&events),
-        vec!["migration.failed", "migration.rolled_back"]
-    );
-    assert_eq!(failed_step(&events).map(|f| f.0), Some(Step::Upload));
-    assert!(
-        src.host.runs(&workload_name("counter")),
-        "resumed from its own image"
-    );
-    assert!(!src.host.has_image(&src.images(id)), "the image has served");
-    let w = src
-        .journal
-        .workload(&workload_name("counter"))
-        .unwrap()
-        .unwrap();
-    assert_eq!(w.migrating, None);
+        then_failed_and_rolled_back(&src.published(), step);
+        assert!(src.runs_counter(), "{step:?}: resumed from its own image");
+        assert_eq!(src.times(Op::Put), 0, "{step:?}: nothing stored");
+        let m = src.migration(id);
+        assert_eq!((m.phase, m.failed_step), (Phase::RolledBack, Some(step)));
+        assert!(!src.keeps_images(id), "{step:?}: the image is gone");
+        let w = src.counter_record().expect("counter is recorded");
+        assert_eq!(w.migrating, None, "{step:?}");
+    }
 }
 
 #[tokio::test]
 async fn restored_on_the_target_cleans_up_here_and_completes() {
-    let shared = Shared::default();
-    let mut src = Node::new("node2", &shared, &["node3"]);
-    let mut dst = Node::new("node3", &shared, &["node2"]);
-    src.running("counter").await;
     let id = Uuid::now_v7();
-    src.deliver(&requested(id, "counter", "node2", "node3"))
-        .await;
-    let checkpointed = the_checkpointed(&src.published(), "node2");
-    dst.deliver(&checkpointed).await;
-    let restored = the_restored(&dst.published());
+    let (mut src, dst, restored) = restored_pair(id).await;
     src.effects.clear();
 
     src.deliver(&restored).await;
@@ -538,97 +650,64 @@ async fn restored_on_the_target_cleans_up_here_and_completes() {
     };
     assert!(done.timings.total_ms.is_some() && done.timings.cleanup_ms.is_some());
     assert_eq!(src.migration(id).phase, Phase::Completed);
-    assert!(src
-        .journal
-        .workload(&workload_name("counter"))
-        .unwrap()
-        .is_none());
+    assert!(src.counter_record().is_none());
     // Runs exactly once, on the target; no image left anywhere.
-    assert!(!src.host.runs(&workload_name("counter")));
-    assert!(dst.host.runs(&workload_name("counter")));
-    assert!(shared.bucket.objects().is_empty());
-    assert!(!dst.host.has_image(&dst.images(id)));
+    then_runs_on(&dst, &src);
+    assert!(src.shared.bucket.objects().is_empty());
+    assert!(!dst.keeps_images(id));
 }
 
 #[tokio::test]
 async fn the_targets_failure_resumes_the_workload_here_without_repeating_it() {
-    let mut src = Node::source();
-    src.running("counter").await;
     let id = Uuid::now_v7();
-    src.deliver(&requested(id, "counter", "node2", "node3"))
-        .await;
-    src.published();
-    src.effects.clear();
+    let mut src = Node::source_awaiting_target(id).await;
     // The target claimed the restore, failed, and gave the migration back.
     given_the_target_claimed_then_released(&src.shared.fence, id).await;
 
     src.deliver(&failed_from("node3", id, Step::Restore)).await;
 
     assert_eq!(kinds(&src.published()), vec!["migration.rolled_back"]);
-    assert!(src.host.runs(&workload_name("counter")));
+    assert!(src.runs_counter());
     assert_eq!(src.migration(id).failed_step, Some(Step::Restore));
     assert!(
         src.shared.bucket.objects().is_empty(),
         "the stored image is gone"
     );
-    assert!(
-        !src.host.has_image(&src.images(id)),
-        "the local image is gone"
-    );
+    assert!(!src.keeps_images(id), "the local image is gone");
 }
 
 #[tokio::test]
 async fn a_late_restored_for_a_migration_already_over_changes_nothing() {
-    let mut src = Node::source();
-    src.running("counter").await;
+    let mut src = Node::source_running().await;
     let id = Uuid::now_v7();
-    src.deliver(&requested(id, "counter", "node2", "node3"))
-        .await;
+    src.asked_to_move(id).await;
     let events = src.published();
     src.deliver(&failed_from("node3", id, Step::Restore)).await;
-    src.published();
-    src.effects.clear();
-    let late = Envelope::new(
-        node_name("node3"),
-        Event::MigrationRestored(migration::Restored {
-            migration: id,
-            workload: workload_name("counter"),
-            source: node_name("node2"),
-            target: node_name("node3"),
-            pid: Some(1),
-            container_id: None,
-            image_bytes: 1,
-            timings: Default::default(),
-        }),
-    );
+    src.look_away();
     assert!(!events.is_empty());
 
-    src.deliver(&late).await;
+    src.deliver(&restored_from("node3", id)).await;
 
     assert!(src.effects.all().is_empty());
     assert!(src.published().is_empty());
-    assert!(src.host.runs(&workload_name("counter")), "still runs here");
+    assert!(src.runs_counter(), "still runs here");
 }
 
 // ---- the source, killed at each point and started again ----
 
 #[tokio::test]
 async fn killed_before_the_dump_it_dumps_when_it_returns() {
-    let mut src = Node::source();
-    src.running("counter").await;
-    src.script.set(Op::Dump, Misbehaviour::Hang);
+    let mut src = Node::source_running().await;
     let id = Uuid::now_v7();
-    let req = requested(id, "counter", "node2", "node3");
-    let seq = src.deliver_and_crash(&req);
+    let (seq, req) = src.asked_to_move_and_killed(id, Op::Dump, Misbehaviour::Hang);
     assert_eq!(
         src.migration(id).phase,
         Phase::Dumping,
         "journaled before the dump"
     );
-    assert!(src.host.runs(&workload_name("counter")));
+    assert!(src.runs_counter());
 
-    src.restart(&["node3"]);
-    src.redeliver(seq, &req).await;
+    src.back_after_crash(seq, &req).await;
 
     assert_eq!(kinds(&src.published()), vec!["migration.checkpointed"]);
     assert_eq!(src.migration(id).phase, Phase::AwaitingTarget);
@@ -636,37 +715,29 @@ async fn killed_before_the_dump_it_dumps_when_it_returns() {
 
 #[tokio::test]
 async fn killed_after_the_dump_it_uploads_that_image_without_dumping_again() {
-    let mut src = Node::source();
-    src.running("counter").await;
-    src.script.set(Op::Dump, Misbehaviour::CrashAfter);
+    let mut src = Node::source_running().await;
     let id = Uuid::now_v7();
-    let req = requested(id, "counter", "node2", "node3");
-    let seq = src.deliver_and_crash(&req);
-    assert!(!src.host.runs(&workload_name("counter")), "dumped: frozen");
+    let (seq, req) = src.asked_to_move_and_killed(id, Op::Dump, Misbehaviour::CrashAfter);
+    assert!(!src.runs_counter(), "dumped: frozen");
 
-    src.restart(&["node3"]);
-    src.redeliver(seq, &req).await;
+    src.back_after_crash(seq, &req).await;
 
-    assert_eq!(src.effects.count(|e| matches!(e, Effect::Dump(_))), 1);
+    assert_eq!(src.times(Op::Dump), 1);
     assert_eq!(kinds(&src.published()), vec!["migration.checkpointed"]);
 }
 
 #[tokio::test]
 async fn killed_after_the_upload_it_announces_the_checkpoint_once() {
-    let mut src = Node::source();
-    src.running("counter").await;
-    src.script.set(Op::Put, Misbehaviour::CrashAfter);
+    let mut src = Node::source_running().await;
     let id = Uuid::now_v7();
-    let req = requested(id, "counter", "node2", "node3");
-    let seq = src.deliver_and_crash(&req);
+    let (seq, req) = src.asked_to_move_and_killed(id, Op::Put, Misbehaviour::CrashAfter);
     assert_eq!(src.migration(id).phase, Phase::Uploading);
     assert!(
         src.published().is_empty(),
         "nothing announced before the commit"
     );
 
-    src.restart(&["node3"]);
-    src.redeliver(seq, &req).await;
+    src.back_after_crash(seq, &req).await;
 
     assert_eq!(kinds(&src.published()), vec!["migration.checkpointed"]);
     assert_eq!(
@@ -678,61 +749,35 @@ async fn killed_after_the_upload_it_announces_the_checkpoint_once() {
 
 #[tokio::test]
 async fn killed_during_cleanup_it_completes_when_it_returns() {
-    let shared = Shared::default();
-    let mut src = Node::new("node2", &shared, &["node3"]);
-    let mut dst = Node::new("node3", &shared, &["node2"]);
-    src.running("counter").await;
     let id = Uuid::now_v7();
-    src.deliver(&requested(id, "counter", "node2", "node3"))
-        .await;
-    dst.deliver(&the_checkpointed(&src.published(), "node2"))
-        .await;
-    let restored = the_restored(&dst.published());
-    src.script.set(Op::Delete, Misbehaviour::Hang);
-    let seq = src.deliver_and_crash(&restored);
+    let (mut src, dst, restored) = restored_pair(id).await;
+    let seq = src.killed_in(Op::Delete, Misbehaviour::Hang, &restored);
     assert_eq!(src.migration(id).phase, Phase::AwaitingTarget);
 
-    src.restart(&["node3"]);
-    src.redeliver(seq, &restored).await;
+    src.back_after_crash(seq, &restored).await;
 
     assert_eq!(kinds(&src.published()), vec!["migration.completed"]);
-    assert!(shared.bucket.objects().is_empty());
-    assert!(dst.host.runs(&workload_name("counter")));
-    assert!(!src.host.runs(&workload_name("counter")));
+    assert!(src.shared.bucket.objects().is_empty());
+    then_runs_on(&dst, &src);
 }
 
 #[tokio::test]
 async fn killed_while_resuming_it_finds_the_resumed_copy_instead_of_a_second_one() {
-    let mut src = Node::source();
-    src.running("counter").await;
     let id = Uuid::now_v7();
-    src.deliver(&requested(id, "counter", "node2", "node3"))
-        .await;
-    src.published();
+    let mut src = Node::source_awaiting_target(id).await;
     src.script.set(Op::Restore, Misbehaviour::CrashAfter);
     let failed = failed_from("node3", id, Step::Restore);
     let seq = src.deliver_and_crash(&failed);
-    assert!(
-        src.host.runs(&workload_name("counter")),
-        "criu finished without us"
-    );
+    assert!(src.runs_counter(), "criu finished without us");
 
-    src.restart(&["node3"]);
-    src.redeliver(seq, &failed).await;
+    src.back_after_crash(seq, &failed).await;
     // The failure was journaled (its event is applied) with the take-back
     // due at once: the service's next tick finishes it.
     src.exec.expire_deadlines().await.expect("journal works");
 
-    assert_eq!(
-        kinds(&src.published()),
-        vec!["migration.fenced", "migration.rolled_back"]
-    );
-    assert_eq!(src.effects.count(|e| matches!(e, Effect::Restore(_))), 1);
-    let w = src
-        .journal
-        .workload(&workload_name("counter"))
-        .unwrap()
-        .unwrap();
+    then_fenced_and_rolled_back(&src.published());
+    assert_eq!(src.times(Op::Restore), 1);
+    let w = src.counter_record().expect("counter is recorded");
     assert!(src.host.state().running.values().any(|h| *h == w.handle));
 }
 
@@ -745,8 +790,7 @@ async fn checkpointed_pair(id: Uuid) -> (Node, Node, Envelope) {
     let mut src = Node::new("node2", &shared, &["node3"]);
     let dst = Node::new("node3", &shared, &["node2"]);
     src.running("counter").await;
-    src.deliver(&requested(id, "counter", "node2", "node3"))
-        .await;
+    src.asked_to_move(id).await;
     let c = the_checkpointed(&src.published(), "node2");
     (src, dst, c)
 }
@@ -805,11 +849,7 @@ async fn a_checkpoint_is_fetched_restored_and_announced() {
     assert!(r.timings.downtime_ms.is_some() && r.timings.restore_ms.is_some());
     let m = dst.migration(id);
     assert_eq!((m.role, m.phase), (Role::Target, Phase::Restored));
-    assert!(dst
-        .journal
-        .workload(&workload_name("counter"))
-        .unwrap()
-        .is_some());
+    assert!(dst.counter_record().is_some());
 }
 
 #[tokio::test]
@@ -820,13 +860,11 @@ async fn a_damaged_image_is_refused_and_nothing_stays_on_the_target() {
 
     dst.deliver(&checkpointed).await;
 
-    let (step, reason) = failed_step(&dst.published()).expect("a failed event");
-    assert_eq!(step, Step::Verify);
+    let reason = failure_at(&dst.published(), Step::Verify);
     assert!(reason.contains("SHA-256"), "{reason}");
-    assert_eq!(dst.effects.count(|e| matches!(e, Effect::Restore(_))), 0);
-    assert!(!dst.host.runs(&workload_name("counter")));
-    assert!(!dst.host.has_image(&dst.images(id)));
-    assert_eq!(dst.migration(id).phase, Phase::RolledBack);
+    assert_eq!(dst.times(Op::Restore), 0);
+    assert!(!dst.runs_counter());
+    dst.then_rolled_back_with_no_image(id);
 }
 
 #[tokio::test]
@@ -838,10 +876,7 @@ async fn an_image_that_cannot_be_fetched_fails_the_download_step() {
 
     dst.deliver(&checkpointed).await;
 
-    assert_eq!(
-        failed_step(&dst.published()).map(|f| f.0),
-        Some(Step::Download)
-    );
+    failure_at(&dst.published(), Step::Download);
 }
 
 #[tokio::test]
@@ -855,36 +890,25 @@ async fn a_failed_restore_says_so_and_leaves_nothing_behind() {
 
     dst.deliver(&checkpointed).await;
 
-    assert_eq!(
-        failed_step(&dst.published()).map(|f| f.0),
-        Some(Step::Restore)
-    );
+    failure_at(&dst.published(), Step::Restore);
     assert!(dst
         .effects
         .all()
         .contains(&Effect::Remove("counter".into())));
-    assert!(!dst.host.has_image(&dst.images(id)));
+    assert!(!dst.keeps_images(id));
 }
 
 #[tokio::test]
 async fn a_checkpoint_for_another_runtime_is_refused_by_the_target() {
     let id = Uuid::now_v7();
     let (_src, mut dst, checkpointed) = checkpointed_pair(id).await;
-    let Event::MigrationCheckpointed(mut c) = checkpointed.event.clone() else {
-        unreachable!()
-    };
-    c.spec.runtime = RuntimeKind::Docker;
+    let docker = checkpointed_but(&checkpointed, |c| c.spec.runtime = RuntimeKind::Docker);
 
-    dst.deliver(&Envelope::new(
-        node_name("node2"),
-        Event::MigrationCheckpointed(c),
-    ))
-    .await;
+    dst.deliver(&docker).await;
 
-    let (step, reason) = failed_step(&dst.published()).expect("a failed event");
-    assert_eq!(step, Step::Restore);
+    let reason = failure_at(&dst.published(), Step::Restore);
     assert!(reason.contains("docker"), "{reason}");
-    assert_eq!(dst.effects.count(|e| matches!(e, Effect::Fetch(_))), 0);
+    assert_eq!(dst.times(Op::Fetch), 0);
 }
 
 #[tokio::test]
@@ -896,7 +920,7 @@ async fn a_checkpoint_delivered_twice_is_restored_once() {
 
     dst.deliver(&checkpointed).await;
 
-    assert_eq!(dst.effects.count(|e| matches!(e, Effect::Restore(_))), 1);
+    assert_eq!(dst.times(Op::Restore), 1);
     assert!(dst.published().is_empty());
 }
 
@@ -906,34 +930,37 @@ async fn a_checkpoint_delivered_twice_is_restored_once() {
 async fn killed_during_the_download_it_fetches_afresh_when_it_returns() {
     let id = Uuid::now_v7();
     let (_src, mut dst, checkpointed) = checkpointed_pair(id).await;
-    dst.script.set(Op::Fetch, Misbehaviour::Hang);
-    let seq = dst.deliver_and_crash(&checkpointed);
+    let seq = dst.killed_in(Op::Fetch, Misbehaviour::Hang, &checkpointed);
     assert_eq!(dst.migration(id).phase, Phase::Restoring);
 
-    dst.restart(&["node2"]);
-    dst.redeliver(seq, &checkpointed).await;
+    dst.back_after_crash(seq, &checkpointed).await;
 
     assert_eq!(kinds(&dst.published()), vec!["migration.restored"]);
-    assert!(dst.host.runs(&workload_name("counter")));
+    assert!(dst.runs_counter());
 }
 
 #[tokio::test]
 async fn killed_after_the_restore_it_reports_that_copy_instead_of_restoring_again() {
     let id = Uuid::now_v7();
     let (_src, mut dst, checkpointed) = checkpointed_pair(id).await;
-    dst.script.set(Op::Restore, Misbehaviour::CrashAfter);
-    let seq = dst.deliver_and_crash(&checkpointed);
-    assert!(
-        dst.host.runs(&workload_name("counter")),
-        "criu finished without us"
-    );
+    let seq = dst.killed_in(Op::Restore, Misbehaviour::CrashAfter, &checkpointed);
+    assert!(dst.runs_counter(), "criu finished without us");
 
-    dst.restart(&["node2"]);
-    dst.redeliver(seq, &checkpointed).await;
+    dst.back_after_crash(seq, &checkpointed).await;
 
     assert_eq!(kinds(&dst.published()), vec!["migration.restored"]);
-    assert_eq!(dst.effects.count(|e| matches!(e, Effect::Restore(_))), 1);
+    assert_eq!(dst.times(Op::Restore), 1);
     assert_eq!(dst.host.state().running.len(), 1, "one copy");
+}
+
+/// The source (node2) and target (node3) of migration `id` after the
+/// target restored `counter`; returns the `restored` it announced, which
+/// the source has not had yet.
+async fn restored_pair(id: Uuid) -> (Node, Node, Envelope) {
+    let (src, mut dst, checkpointed) = checkpointed_pair(id).await;
+    dst.deliver(&checkpointed).await;
+    let restored = the_restored(&dst.published());
+    (src, dst, restored)
 }
 
 // ---- the whole road, both nodes ----
@@ -946,19 +973,10 @@ async fn a_whole_migration_leaves_one_copy_on_the_target_and_no_image() {
     src.deliver(&the_restored(&dst.published())).await;
 
     assert_eq!(kinds(&src.published()), vec!["migration.completed"]);
-    assert!(!src.host.runs(&workload_name("counter")));
-    assert!(dst.host.runs(&workload_name("counter")));
+    then_runs_on(&dst, &src);
     assert!(src.shared.bucket.objects().is_empty());
-    assert!(src
-        .journal
-        .workload(&workload_name("counter"))
-        .unwrap()
-        .is_none());
-    assert!(dst
-        .journal
-        .workload(&workload_name("counter"))
-        .unwrap()
-        .is_some());
+    assert!(src.counter_record().is_none());
+    assert!(dst.counter_record().is_some());
 }
 
 // ---- deadlines and the fence ----
@@ -1028,29 +1046,25 @@ async fn past_its_deadline_a_silent_target_is_fenced_and_the_workload_resumes_he
     assert_eq!(f.target.as_str(), "node3");
     assert!(f.reason.contains("deadline"), "{}", f.reason);
     assert_eq!(src.shared.fence.holder_of(id), Some(Holder::Source));
-    assert!(src.host.runs(&workload_name("counter")));
-    assert!(!dst.host.runs(&workload_name("counter")));
+    then_runs_on(&src, &dst);
     // Every image of it is gone.
     assert!(src.shared.bucket.objects().is_empty());
-    assert!(!src.host.has_image(&src.images(id)));
-    assert_eq!(src.migration(id).phase, Phase::RolledBack);
+    src.then_rolled_back_with_no_image(id);
 }
 
 #[tokio::test]
 async fn a_target_that_comes_back_after_the_fence_does_not_restore() {
     let id = Uuid::now_v7();
     let (src, mut dst, checkpointed) = awaiting_target(id).await;
-    src.shared.clock.advance(FLOOR * 100);
-    src.tick().await;
+    src.tick_long_after_the_deadline().await;
 
     dst.deliver(&checkpointed).await;
 
-    assert_eq!(dst.effects.count(|e| matches!(e, Effect::Restore(_))), 0);
-    assert_eq!(dst.effects.count(|e| matches!(e, Effect::Fetch(_))), 0);
+    assert_eq!(dst.times(Op::Restore), 0);
+    assert_eq!(dst.times(Op::Fetch), 0);
     assert!(dst.published().is_empty(), "the source said it all");
     assert_eq!(dst.migration(id).phase, Phase::RolledBack);
-    assert!(!dst.host.runs(&workload_name("counter")));
-    assert!(src.host.runs(&workload_name("counter")));
+    then_runs_on(&src, &dst);
 }
 
 #[tokio::test]
@@ -1061,18 +1075,13 @@ async fn a_target_that_loses_the_race_after_fetching_discards_the_image_and_neve
 
     dst.deliver(&checkpointed).await;
 
-    assert_eq!(dst.effects.count(|e| matches!(e, Effect::Fetch(_))), 1);
-    assert_eq!(dst.effects.count(|e| matches!(e, Effect::Restore(_))), 0);
-    assert!(
-        !dst.host.has_image(&dst.images(id)),
-        "the fetched image is discarded"
-    );
+    assert_eq!(dst.times(Op::Fetch), 1);
+    assert_eq!(dst.times(Op::Restore), 0);
+    assert!(!dst.keeps_images(id), "the fetched image is discarded");
     assert!(dst.published().is_empty());
     // The source, at its deadline, finds the fence its own and resumes.
-    src.shared.clock.advance(FLOOR * 100);
-    src.tick().await;
-    assert!(src.host.runs(&workload_name("counter")));
-    assert!(!dst.host.runs(&workload_name("counter")));
+    src.tick_long_after_the_deadline().await;
+    then_runs_on(&src, &dst);
 }
 
 #[tokio::test]
@@ -1085,58 +1094,37 @@ async fn a_forged_failure_while_the_target_downloads_fences_it_out() {
         .await;
     dst.deliver(&checkpointed).await;
 
-    assert_eq!(
-        kinds(&src.published()),
-        vec!["migration.fenced", "migration.rolled_back"]
-    );
-    assert!(src.host.runs(&workload_name("counter")));
-    assert!(!dst.host.runs(&workload_name("counter")), "never twice");
-    assert_eq!(dst.effects.count(|e| matches!(e, Effect::Restore(_))), 0);
+    then_fenced_and_rolled_back(&src.published());
+    assert!(src.runs_counter());
+    assert!(!dst.runs_counter(), "never twice");
+    assert_eq!(dst.times(Op::Restore), 0);
 }
 
 #[tokio::test]
 async fn a_failure_announced_while_the_target_holds_the_migration_changes_nothing() {
     let id = Uuid::now_v7();
-    let (mut src, mut dst, checkpointed) = awaiting_target(id).await;
-    dst.deliver(&checkpointed).await;
-    let restored = the_restored(&dst.published());
-    src.published();
-    src.effects.clear();
+    let (mut src, dst, restored) = restored_pair(id).await;
+    src.look_away();
 
     src.deliver(&failed_from("mallory", id, Step::Restore))
         .await;
 
     assert!(src.published().is_empty());
-    assert_eq!(src.effects.count(|e| matches!(e, Effect::Restore(_))), 0);
+    assert_eq!(src.times(Op::Restore), 0);
     assert_eq!(src.migration(id).phase, Phase::AwaitingTarget);
     // The target's own word still ends it.
     src.deliver(&restored).await;
     assert_eq!(kinds(&src.published()), vec!["migration.completed"]);
-    assert!(dst.host.runs(&workload_name("counter")));
-    assert!(!src.host.runs(&workload_name("counter")));
+    then_runs_on(&dst, &src);
 }
 
 #[tokio::test]
 async fn a_forged_restored_from_a_target_that_holds_nothing_is_ignored() {
     let id = Uuid::now_v7();
     let (mut src, _dst, _c) = awaiting_target(id).await;
-    src.published();
-    src.effects.clear();
-    let forged = Envelope::new(
-        node_name("mallory"),
-        Event::MigrationRestored(migration::Restored {
-            migration: id,
-            workload: workload_name("counter"),
-            source: node_name("node2"),
-            target: node_name("node3"),
-            pid: Some(1),
-            container_id: None,
-            image_bytes: 1,
-            timings: Default::default(),
-        }),
-    );
+    src.look_away();
 
-    src.deliver(&forged).await;
+    src.deliver(&restored_from("mallory", id)).await;
 
     assert!(src.effects.all().is_empty(), "nothing cleaned up");
     assert!(src.published().is_empty());
@@ -1161,13 +1149,33 @@ async fn a_target_holding_the_migration_past_the_deadline_is_waited_for() {
     src.tick().await;
 
     assert!(src.published().is_empty());
-    assert!(
-        !src.host.runs(&workload_name("counter")),
-        "not resumed: never twice"
-    );
+    assert!(!src.runs_counter(), "not resumed: never twice");
     let m = src.migration(id);
     assert_eq!((m.phase, m.deadline_at_ms), (Phase::AwaitingTarget, None));
     let _ = &mut src;
+}
+
+#[tokio::test]
+async fn a_claim_the_fence_does_not_answer_is_asked_again_not_given_up() {
+    let id = Uuid::now_v7();
+    let (src, mut dst, checkpointed) = awaiting_target(id).await;
+    src.published();
+    let (fence, clock) = (dst.shared.fence.clone(), dst.shared.clock.clone());
+    fence.set_down(true);
+    let back = async {
+        // The target waits to ask again; meanwhile the fence comes back.
+        for _ in 0..100 {
+            tokio::task::yield_now().await;
+        }
+        fence.set_down(false);
+        clock.advance(FLOOR);
+    };
+
+    tokio::join!(dst.deliver(&checkpointed), back);
+
+    assert_eq!(fence.holder_of(id), Some(Holder::Target));
+    assert_eq!(kinds(&dst.published()), vec!["migration.restored"]);
+    assert!(dst.host.runs(&workload_name("counter")));
 }
 
 #[tokio::test]
@@ -1184,10 +1192,7 @@ async fn a_fence_out_of_reach_delays_the_take_back_to_a_later_tick() {
     assert_eq!(src.migration(id).phase, Phase::AwaitingTarget);
     src.shared.fence.set_down(false);
     src.tick().await;
-    assert_eq!(
-        kinds(&src.published()),
-        vec!["migration.fenced", "migration.rolled_back"]
-    );
+    then_fenced_and_rolled_back(&src.published());
 }
 
 #[tokio::test]
@@ -1203,34 +1208,22 @@ async fn a_failed_restore_gives_the_migration_back_and_the_source_resumes_it() {
     let failed = dst.published();
     assert_eq!(src.shared.fence.holder_of(id), Some(Holder::Released));
 
-    let env = Envelope::new(node_name("node3"), failed[0].clone());
-    src.deliver(&env).await;
-
-    assert_eq!(kinds(&src.published()), vec!["migration.rolled_back"]);
-    assert!(src.host.runs(&workload_name("counter")));
-    assert!(!dst.host.runs(&workload_name("counter")));
+    src.resumes_when_told(&failed).await;
 }
 
 #[tokio::test]
 async fn an_upload_that_never_ends_is_cut_at_its_deadline_and_the_workload_resumes() {
-    let mut src = Node::source();
-    src.running("counter").await;
+    let mut src = Node::source_running().await;
     src.script.set(Op::Put, Misbehaviour::Hang);
     let id = Uuid::now_v7();
 
     src.deliver_while_time_passes(&requested(id, "counter", "node2", "node3"), FLOOR)
         .await;
 
-    let events = src.published();
-    assert_eq!(
-        kinds(&events),
-        vec!["migration.failed", "migration.rolled_back"]
-    );
-    let (step, reason) = failed_step(&events).unwrap();
-    assert_eq!(step, Step::Upload);
+    let reason = then_failed_and_rolled_back(&src.published(), Step::Upload);
     assert!(reason.contains("not stored within"), "{reason}");
-    assert!(src.host.runs(&workload_name("counter")));
-    assert!(!src.host.has_image(&src.images(id)));
+    assert!(src.runs_counter());
+    assert!(!src.keeps_images(id));
 }
 
 #[tokio::test]
@@ -1242,10 +1235,9 @@ async fn a_download_that_never_ends_is_cut_and_its_partial_image_discarded() {
     dst.deliver_while_time_passes(&checkpointed, FLOOR * 100)
         .await;
 
-    let (step, reason) = failed_step(&dst.published()).expect("a failed event");
-    assert_eq!(step, Step::Download);
+    let reason = failure_at(&dst.published(), Step::Download);
     assert!(reason.contains("did not arrive"), "{reason}");
-    assert!(!dst.host.has_image(&dst.images(id)));
+    assert!(!dst.keeps_images(id));
     assert_eq!(dst.shared.fence.holder_of(id), None, "never claimed");
 }
 
@@ -1253,20 +1245,15 @@ async fn a_download_that_never_ends_is_cut_and_its_partial_image_discarded() {
 async fn a_restored_copy_found_after_a_crash_is_killed_if_the_source_holds_the_fence() {
     let id = Uuid::now_v7();
     let (_src, mut dst, checkpointed) = awaiting_target(id).await;
-    dst.script.set(Op::Restore, Misbehaviour::CrashAfter);
-    let seq = dst.deliver_and_crash(&checkpointed);
-    assert!(dst.host.runs(&workload_name("counter")));
+    let seq = dst.killed_in(Op::Restore, Misbehaviour::CrashAfter, &checkpointed);
+    assert!(dst.runs_counter());
     // Whatever let it happen, the fence no longer says the target holds
     // it (here: given back), so the source may run the workload.
     dst.shared.fence.release(id).await.unwrap();
 
-    dst.restart(&["node2"]);
-    dst.redeliver(seq, &checkpointed).await;
+    dst.back_after_crash(seq, &checkpointed).await;
 
-    assert!(
-        !dst.host.runs(&workload_name("counter")),
-        "the late copy is killed"
-    );
+    assert!(!dst.runs_counter(), "the late copy is killed");
     assert!(dst.published().is_empty());
     assert_eq!(dst.migration(id).phase, Phase::RolledBack);
 }
@@ -1278,8 +1265,7 @@ async fn a_fence_announced_to_a_target_still_restoring_makes_it_stand_down() {
     dst.script.set(Op::Fetch, Misbehaviour::Hang);
     let _ = dst.deliver_and_crash(&checkpointed);
     src.published();
-    src.shared.clock.advance(FLOOR * 100);
-    src.tick().await;
+    src.tick_long_after_the_deadline().await;
     let fenced = src
         .published()
         .into_iter()
@@ -1287,11 +1273,10 @@ async fn a_fence_announced_to_a_target_still_restoring_makes_it_stand_down() {
         .expect("fenced");
     dst.restart(&["node2"]);
 
-    dst.deliver(&Envelope::new(node_name("node2"), fenced))
-        .await;
+    dst.deliver_from("node2", fenced).await;
 
     assert_eq!(dst.migration(id).phase, Phase::RolledBack);
-    assert!(!dst.host.has_image(&dst.images(id)));
+    assert!(!dst.keeps_images(id));
 }
 
 // ---- images a crash left behind ----
@@ -1311,9 +1296,9 @@ async fn a_source_killed_before_removing_the_images_of_a_rollback_removes_them_o
     src.exec.sweep_images().await.unwrap();
 
     assert!(src.shared.bucket.objects().is_empty());
-    assert!(!src.host.has_image(&src.images(id)));
+    assert!(!src.keeps_images(id));
     assert!(src.migration(id).images_settled);
-    assert!(src.host.runs(&workload_name("counter")), "still runs here");
+    assert!(src.runs_counter(), "still runs here");
 }
 
 #[tokio::test]
@@ -1332,15 +1317,14 @@ async fn a_target_killed_before_removing_a_restored_image_removes_it_on_its_tick
 
     dst.exec.sweep_images().await.unwrap();
 
-    assert!(!dst.host.has_image(&dst.images(id)));
+    assert!(!dst.keeps_images(id));
     assert!(dst.migration(id).images_settled);
-    assert!(dst.host.runs(&workload_name("counter")), "the copy stays");
+    assert!(dst.runs_counter(), "the copy stays");
 }
 
 #[tokio::test]
 async fn the_image_of_a_workload_that_runs_nowhere_is_kept_for_a_person() {
-    let mut src = Node::source();
-    src.running("counter").await;
+    let mut src = Node::source_running().await;
     src.script
         .set(Op::Put, Misbehaviour::Fail("server gone".into()));
     src.script.set(
@@ -1348,14 +1332,13 @@ async fn the_image_of_a_workload_that_runs_nowhere_is_kept_for_a_person() {
         Misbehaviour::Fail("criu restore failed".into()),
     );
     let id = Uuid::now_v7();
-    src.deliver(&requested(id, "counter", "node2", "node3"))
-        .await;
+    src.asked_to_move(id).await;
     src.effects.clear();
 
     src.exec.sweep_images().await.unwrap();
 
-    assert!(!src.host.runs(&workload_name("counter")));
-    assert!(src.host.has_image(&src.images(id)), "kept");
+    assert!(!src.runs_counter());
+    assert!(src.keeps_images(id), "kept");
     assert!(src.effects.all().is_empty());
 }
 
@@ -1383,24 +1366,16 @@ async fn deliver_while_time_keeps_passing(node: &mut Node, env: &Envelope) {
 
 #[tokio::test]
 async fn a_dump_that_never_ends_is_killed_at_its_deadline_and_the_workload_runs_on() {
-    let mut src = Node::source();
-    src.running("counter").await;
+    let mut src = Node::source_running().await;
     src.script.set(Op::Dump, Misbehaviour::Hang);
     let id = Uuid::now_v7();
 
     deliver_while_time_keeps_passing(&mut src, &requested(id, "counter", "node2", "node3")).await;
 
-    let events = src.published();
-    assert_eq!(
-        kinds(&events),
-        vec!["migration.failed", "migration.rolled_back"]
-    );
-    let (step, reason) = failed_step(&events).unwrap();
-    assert_eq!(step, Step::Dump);
+    let reason = then_failed_and_rolled_back(&src.published(), Step::Dump);
     assert!(reason.contains("was killed"), "{reason}");
-    assert!(src.host.runs(&workload_name("counter")));
-    assert!(!src.host.has_image(&src.images(id)));
-    assert_eq!(src.migration(id).phase, Phase::RolledBack);
+    assert!(src.runs_counter());
+    src.then_rolled_back_with_no_image(id);
 }
 
 #[tokio::test]
@@ -1416,18 +1391,15 @@ async fn a_restore_that_never_ends_is_killed_and_the_source_resumes_the_workload
     let (step, reason) = failed_step(&failed).expect("a failed event");
     assert_eq!(step, Step::Restore);
     assert!(reason.contains("was killed"), "{reason}");
-    assert!(!dst.host.runs(&workload_name("counter")));
-    assert!(!dst.host.has_image(&dst.images(id)));
+    assert!(!dst.runs_counter());
+    assert!(!dst.keeps_images(id));
     assert_eq!(
         src.shared.fence.holder_of(id),
         Some(Holder::Released),
         "the claim is given back"
     );
 
-    src.deliver(&Envelope::new(node_name("node3"), failed[0].clone()))
-        .await;
-    assert_eq!(kinds(&src.published()), vec!["migration.rolled_back"]);
-    assert!(src.host.runs(&workload_name("counter")));
+    src.resumes_when_told(&failed).await;
 }
 
 #[tokio::test]
@@ -1435,8 +1407,7 @@ async fn a_target_killed_between_its_claim_and_its_restore_gives_the_claim_back_
     let id = Uuid::now_v7();
     let (mut src, mut dst, checkpointed) = awaiting_target(id).await;
     src.published();
-    dst.script.set(Op::Restore, Misbehaviour::Hang);
-    let seq = dst.deliver_and_crash(&checkpointed);
+    let seq = dst.killed_in(Op::Restore, Misbehaviour::Hang, &checkpointed);
     assert_eq!(dst.shared.fence.holder_of(id), Some(Holder::Target));
 
     dst.restart(&["node2"]);
@@ -1451,10 +1422,7 @@ async fn a_target_killed_between_its_claim_and_its_restore_gives_the_claim_back_
         Some(Holder::Released),
         "the claim of the life before the crash is given back"
     );
-    src.deliver(&Envelope::new(node_name("node3"), failed[0].clone()))
-        .await;
-    assert_eq!(kinds(&src.published()), vec!["migration.rolled_back"]);
-    assert!(src.host.runs(&workload_name("counter")));
+    src.resumes_when_told(&failed).await;
 }
 
 /// A person asks `node` to stop `workload`, with a 10 s grace.
@@ -1505,8 +1473,7 @@ fn then_stopped_by_sigterm(node: &Node) {
 
 #[tokio::test]
 async fn a_stop_sends_sigterm_and_the_exit_says_it_was_stopped() {
-    let mut src = Node::source();
-    src.running("counter").await;
+    let mut src = Node::source_running().await;
 
     src.deliver(&stop("counter", "node2")).await;
     src.tick_stops().await;
@@ -1551,7 +1518,7 @@ async fn a_stop_meeting_a_migration_is_held_then_handed_to_the_target_it_complet
         exit_reason(&dst.published()),
         Some(workload::ExitReason::Stopped)
     );
-    assert!(!dst.host.runs(&workload_name("counter")));
+    assert!(!dst.runs_counter());
 }
 
 #[tokio::test]
@@ -1582,16 +1549,13 @@ async fn a_stop_handed_on_that_finds_no_workload_is_not_handed_on_again() {
 
 #[tokio::test]
 async fn a_stop_held_by_a_migration_that_rolls_back_is_carried_out_here() {
-    let mut src = Node::source();
-    src.running("counter").await;
+    let mut src = Node::source_running().await;
     let id = Uuid::now_v7();
-    src.deliver(&requested(id, "counter", "node2", "node3"))
-        .await;
+    src.asked_to_move(id).await;
     src.deliver(&stop("counter", "node2")).await;
     src.deliver(&failed_from("node3", id, Step::Restore)).await;
-    assert!(src.host.runs(&workload_name("counter")), "not resumed");
-    src.published();
-    src.effects.clear();
+    assert!(src.runs_counter(), "not resumed");
+    src.look_away();
 
     src.tick_stops().await;
 
@@ -1600,28 +1564,21 @@ async fn a_stop_held_by_a_migration_that_rolls_back_is_carried_out_here() {
 
 #[tokio::test]
 async fn a_migration_of_a_workload_being_stopped_is_refused() {
-    let mut src = Node::source();
-    src.running("counter").await;
+    let mut src = Node::source_running().await;
     // Still running after SIGTERM (the double ends at once; put it back).
     src.deliver(&stop("counter", "node2")).await;
     let handle = src.host.run(&workload_name("counter"));
-    let mut w = src
-        .journal
-        .workload(&workload_name("counter"))
-        .unwrap()
-        .unwrap();
+    let mut w = src.counter_record().expect("counter is recorded");
     w.handle = handle;
     src.journal
         .commit(crate::journal::Change::new().put_workload(&w))
         .unwrap();
-    src.published();
-    src.effects.clear();
+    src.look_away();
 
     src.deliver(&requested(Uuid::now_v7(), "counter", "node2", "node3"))
         .await;
 
-    let (step, reason) = failed_step(&src.published()).expect("refused");
-    assert_eq!(step, Step::Validate);
+    let reason = failure_at(&src.published(), Step::Validate);
     assert!(reason.contains("being stopped"), "{reason}");
     assert!(src
         .effects
@@ -1658,8 +1615,7 @@ async fn a_lazy_request_without_a_direct_connection_falls_back_to_a_copy_and_say
         why.contains("post-copy") && why.contains("no direct connection"),
         "{why}"
     );
-    assert!(dst.host.runs(&workload_name("counter")));
-    assert!(!src.host.runs(&workload_name("counter")));
+    then_runs_on(&dst, &src);
 }
 
 #[tokio::test]
@@ -1712,7 +1668,8 @@ async fn streamed_pages_the_target_never_received_fail_the_migration_and_leave_n
     // since (its receipt is gone): nothing may be restored from them.
     c.stream = Some(loadshift_events::migration::StreamedPages {
         bytes: 4096,
-        sha256: "00".repeat(32),
+        sha256: String::new(),
+        blake3: "00".repeat(32),
     });
     dst.deliver(&Envelope::new(
         node_name("node2"),
@@ -1720,10 +1677,115 @@ async fn streamed_pages_the_target_never_received_fail_the_migration_and_leave_n
     ))
     .await;
 
+    let reason = failure_at(&dst.published(), Step::Download);
+    assert!(reason.contains("streamed pages"), "{reason}");
+    assert!(!dst.runs_counter());
+    dst.then_rolled_back_with_no_image(id);
+}
+
+// ---- post-copy (lazy) ----
+
+#[tokio::test]
+async fn a_post_copy_announced_to_a_target_that_offered_no_door_fails_before_the_claim() {
+    let id = Uuid::now_v7();
+    let (_src, mut dst, checkpointed) = checkpointed_pair(id).await;
+    let Event::MigrationCheckpointed(mut c) = checkpointed.event.clone() else {
+        unreachable!()
+    };
+    // Given: the source says post-copy, and this target holds no door for
+    // it (it restarted since its offer, or never made one).
+    c.lazy = true;
+    // When: the announcement arrives.
+    dst.deliver(&Envelope::new(
+        node_name("node2"),
+        Event::MigrationCheckpointed(c),
+    ))
+    .await;
+    // Then: nothing runs here, the fence stays free (the source may take
+    // the workload back), and the failure says why.
     let (step, reason) = failed_step(&dst.published()).expect("a failure");
     assert_eq!(step, Step::Download);
-    assert!(reason.contains("streamed pages"), "{reason}");
+    assert!(reason.contains("post-copy"), "{reason}");
     assert!(!dst.host.runs(&workload_name("counter")));
-    assert!(!dst.host.has_image(&dst.images(id)));
-    assert_eq!(dst.migration(id).phase, Phase::RolledBack);
+    assert_eq!(dst.shared.fence.holder_of(id), None);
+    let m = dst.migration(id);
+    assert_eq!((m.mode, m.phase), (Mode::Lazy, Phase::RolledBack));
+}
+
+#[tokio::test]
+async fn a_source_whose_post_copy_broke_on_the_target_never_resumes_the_workload() {
+    use crate::fence::Fence;
+    let id = Uuid::now_v7();
+    let (mut src, _dst, _c) = awaiting_target(id).await;
+    // Given: a post-copy (as the journal of a source that restarted during
+    // it: no serving dump in memory), and a target that claimed it, ran the
+    // workload and lost its pages.
+    let m = MigrationRecord {
+        mode: Mode::Lazy,
+        ..src.migration(id)
+    };
+    src.journal
+        .commit(crate::journal::Change::new().put_migration(&m))
+        .unwrap();
+    assert_eq!(
+        src.shared.fence.claim(id, Holder::Target).await.unwrap(),
+        Holder::Target
+    );
+    src.effects.clear();
+    // When: the target says so.
+    src.deliver(&failed_from("node3", id, Step::Restore)).await;
+    // Then: the source does not resume from its image (the target's copy
+    // ran), says nothing more, and keeps no workload nor image.
+    let events = src.published();
+    assert!(kinds(&events).is_empty(), "{:?}", kinds(&events));
+    assert_eq!(
+        src.effects.count(|e| matches!(e, Effect::Restore(_))),
+        0,
+        "resumed a workload that ran on the target"
+    );
+    assert_eq!(src.migration(id).phase, Phase::RolledBack);
+    assert!(src
+        .journal
+        .workload(&workload_name("counter"))
+        .unwrap()
+        .is_none());
+    assert!(!src.host.has_image(&src.images(id)));
+}
+
+#[tokio::test]
+async fn the_same_failure_in_a_copy_leaves_the_source_waiting_for_its_target() {
+    use crate::fence::Fence;
+    let id = Uuid::now_v7();
+    let (mut src, _dst, _c) = awaiting_target(id).await;
+    // Given: a copy the target claimed.
+    src.shared.fence.claim(id, Holder::Target).await.unwrap();
+    // When: a failure arrives while the target holds it.
+    src.deliver(&failed_from("node3", id, Step::Restore)).await;
+    // Then: only the target knows whether its copy runs: nothing changes.
+    assert_eq!(src.migration(id).phase, Phase::AwaitingTarget);
+    assert!(src
+        .journal
+        .workload(&workload_name("counter"))
+        .unwrap()
+        .is_some());
+}
+
+#[tokio::test]
+async fn auto_on_a_runtime_without_post_copy_streams_or_copies_without_a_fallback() {
+    let mut src = Node::source();
+    src.running("counter").await;
+    let id = Uuid::now_v7();
+    // The doubles' runtime has no post-copy: auto does not try it, so the
+    // move is no fall back from what auto chose.
+    src.deliver(&requested(id, "counter", "node2", "node3"))
+        .await;
+    let m = src.migration(id);
+    assert_ne!(m.mode, Mode::Lazy);
+    assert!(
+        m.fallback
+            .as_deref()
+            .is_none_or(|f| !f.contains("post-copy")),
+        "{:?}",
+        m.fallback
+    );
 }

@@ -4,7 +4,9 @@
 //! NATS), each with one fault injected at a seeded random point, and after
 //! each the invariants checked: the workload runs on exactly one node, its
 //! counter never went back or restarted, no image is left anywhere, and
-//! both executors still answer.
+//! both executors still answer. A real brain runs through the whole matrix
+//! when a brain kind is drawn from, and is a victim too ([`brain`]): after
+//! every row it must answer and have folded the log to its end.
 //!
 //! `scripts/faults [--count N] [--seed S] [--only KIND]... [--containers]`
 //! runs it at length (through the `faults` bench target);
@@ -18,6 +20,7 @@ use loadshift_events::{Envelope, Event, NodeName};
 
 use loadshift_testkit::Relay;
 
+mod brain;
 mod containers;
 
 use super::{counter_values, Cluster, COUNTER};
@@ -60,6 +63,16 @@ pub enum Fault {
     /// request (whatever step it is in), then started again; it must stop
     /// within [`SIGTERM_LIMIT`].
     Terminated,
+    /// The brain, asked to drain the workload's node, is killed -9 at a
+    /// random step of the migration it decided, then restarted with its
+    /// store.
+    BrainKilled,
+    /// The brain kills itself with its migration request stored in its
+    /// outbox, before publishing it (crash point).
+    BrainBeforePublish,
+    /// The brain kills itself once JetStream has its request, before
+    /// removing it from the outbox (crash point).
+    BrainAfterPublish,
 }
 
 /// How long an executor may take to honour SIGTERM before the row counts
@@ -68,7 +81,7 @@ const SIGTERM_LIMIT: Duration = Duration::from_secs(3);
 
 impl Fault {
     /// Every kind, in the order the table's seeded choice indexes them.
-    pub const ALL: [Fault; 10] = [
+    pub const ALL: [Fault; 13] = [
         Fault::SourceAfterDump,
         Fault::TargetBeforeDownload,
         Fault::TargetDuringRestore,
@@ -79,6 +92,16 @@ impl Fault {
         Fault::DuplicateCheckpointed,
         Fault::NatsCut,
         Fault::Terminated,
+        Fault::BrainKilled,
+        Fault::BrainBeforePublish,
+        Fault::BrainAfterPublish,
+    ];
+
+    /// The brain's own kinds (the rows that need a real brain).
+    pub const BRAIN: [Fault; 3] = [
+        Fault::BrainKilled,
+        Fault::BrainBeforePublish,
+        Fault::BrainAfterPublish,
     ];
 }
 
@@ -95,6 +118,9 @@ impl fmt::Display for Fault {
             Fault::DuplicateCheckpointed => "duplicate checkpointed",
             Fault::NatsCut => "a node's NATS connection cut",
             Fault::Terminated => "SIGTERM at random, restarted",
+            Fault::BrainKilled => "brain kill -9 at a saga step",
+            Fault::BrainBeforePublish => "brain killed, request stored, unpublished",
+            Fault::BrainAfterPublish => "brain killed, request published, still stored",
         };
         f.write_str(s)
     }
@@ -186,6 +212,9 @@ fn other(node: &str) -> &'static str {
 /// The cluster under test, each executor reaching nats-server through a
 /// relay of its own that a fault can cut.
 struct Rig {
+    /// The real brain, when a brain kind is drawn from (first: it stops
+    /// before the server it talks to).
+    brain: Option<brain::Brain>,
     c: Cluster,
     relays: Vec<(&'static str, Relay)>,
     /// The container workload's probe (`None`: a process workload).
@@ -193,7 +222,7 @@ struct Rig {
 }
 
 impl Rig {
-    async fn new(workloads: Workloads) -> Self {
+    async fn new(workloads: Workloads, kinds: &[Fault]) -> Self {
         let mut c = match workloads {
             Workloads::Processes => Cluster::new(&["node2", "node3"]).await,
             Workloads::Containers => {
@@ -221,7 +250,16 @@ impl Rig {
                 Some(probe)
             }
         };
-        Self { c, relays, probe }
+        let brain = match kinds.iter().any(|k| Fault::BRAIN.contains(k)) {
+            true => Some(brain::Brain::start(&c).await),
+            false => None,
+        };
+        Self {
+            brain,
+            c,
+            relays,
+            probe,
+        }
     }
 }
 
@@ -248,6 +286,9 @@ impl Fault {
             Fault::DuplicateCheckpointed => "duplicate-checkpointed",
             Fault::NatsCut => "nats-cut",
             Fault::Terminated => "sigterm",
+            Fault::BrainKilled => "brain-killed",
+            Fault::BrainBeforePublish => "brain-before-publish",
+            Fault::BrainAfterPublish => "brain-after-publish",
         }
     }
 
@@ -267,21 +308,43 @@ pub async fn run(count: usize, seed: u64) -> Tally {
 /// to study it), the counter run as `workloads`. Containers skip the crash
 /// point inside criu restore, which only the process runtime has.
 pub async fn run_kinds(count: usize, seed: u64, kinds: &[Fault], workloads: Workloads) -> Tally {
+    run_drawn(count, seed, kinds, workloads, false).await
+}
+
+/// Each of `kinds` once, in order (the seed still draws moments and
+/// delays): a short slice sure to cover every kind given.
+pub async fn run_each(kinds: &[Fault], seed: u64, workloads: Workloads) -> Tally {
+    run_drawn(kinds.len(), seed, kinds, workloads, true).await
+}
+
+/// The run: `count` rows, each fault drawn from `kinds` at random, or
+/// `in_turn`.
+async fn run_drawn(
+    count: usize,
+    seed: u64,
+    kinds: &[Fault],
+    workloads: Workloads,
+    in_turn: bool,
+) -> Tally {
     let kinds: Vec<Fault> = kinds
         .iter()
         .copied()
         .filter(|k| workloads == Workloads::Processes || *k != Fault::TargetDuringRestore)
         .collect();
-    let mut rig = Rig::new(workloads).await;
+    let mut rig = Rig::new(workloads, &kinds).await;
     let mut rng = Seeded::new(seed);
     let mut on = "node2";
     let mut tally = Tally::default();
     println!("| # | fault | outcome | heal | lost | duplicated | stuck | notes |");
     println!("|---|---|---|---|---|---|---|---|");
     for i in 0..count {
-        let fault = kinds[rng.below(kinds.len() as u64) as usize];
+        let fault = match in_turn {
+            true => kinds[i % kinds.len()],
+            false => kinds[rng.below(kinds.len() as u64) as usize],
+        };
         let delay = Duration::from_millis(rng.below(400));
-        let outcome = inject(&mut rig, on, fault, delay, &mut rng).await;
+        let mut outcome = inject(&mut rig, on, fault, delay, &mut rng).await;
+        brain_answers(&rig, &mut outcome).await;
         if outcome.ended == "completed" {
             on = other(on);
         }
@@ -302,8 +365,12 @@ pub async fn run_kinds(count: usize, seed: u64, kinds: &[Fault], workloads: Work
             // The workload's state is unknown: later rows would measure
             // the wreck, not the saga.
             println!(
-                "stopping: the workload is lost or doubled\n{}",
-                rig.c.logs()
+                "stopping: the workload is lost or doubled\n{}\n--- brain ---\n{}",
+                rig.c.logs(),
+                rig.brain
+                    .as_ref()
+                    .map(brain::Brain::log)
+                    .unwrap_or_default()
             );
             break;
         }
@@ -313,6 +380,20 @@ pub async fn run_kinds(count: usize, seed: u64, kinds: &[Fault], workloads: Work
         probe.remove_all().await;
     }
     tally
+}
+
+/// After any row: the brain, when one runs, must answer and fold the log
+/// to its end (one that does not is stuck).
+async fn brain_answers(rig: &Rig, outcome: &mut Outcome) {
+    let Some(brain) = &rig.brain else {
+        return;
+    };
+    let seq = rig.c.last_sequence().await;
+    if !brain.answers(seq, Duration::from_secs(60)).await {
+        outcome.stuck = true;
+        let sep = if outcome.notes.is_empty() { "" } else { "; " };
+        outcome.notes = format!("{}{sep}the brain does not answer or fold", outcome.notes);
+    }
 }
 
 /// Restarts `node`'s executor with the matrix's settings, plus `fault`
@@ -334,7 +415,18 @@ async fn inject(
     rng: &mut Seeded,
 ) -> Outcome {
     let target = other(source);
-    let Rig { c, relays, probe } = rig;
+    let Rig {
+        brain,
+        c,
+        relays,
+        probe,
+    } = rig;
+    if Fault::BRAIN.contains(&fault) {
+        let brain = brain
+            .as_mut()
+            .expect("a brain runs when its kinds are drawn");
+        return brain::inject(c, brain, probe.as_mut(), source, fault, delay, rng).await;
+    }
     use loadshift_executor::fault as points;
     let armed = match fault {
         Fault::SourceAfterDump => Some((source, points::AFTER_DUMP)),
@@ -382,6 +474,8 @@ async fn inject(
         Fault::ForgedFailed | Fault::DuplicateCheckpointed => {
             forge(c, id, fault).await;
         }
+        // The brain's rows went to `brain::inject` above.
+        Fault::BrainKilled | Fault::BrainBeforePublish | Fault::BrainAfterPublish => {}
         Fault::NatsCut => {
             let node = if rng.below(2) == 0 { source } else { target };
             let relay = relay_of(relays, node);

@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+pub mod logs;
 pub mod matrix;
 pub mod postcopy;
 
@@ -371,25 +372,22 @@ impl Cluster {
         env
     }
 
+    /// A process workload running `command`, tagged as this cluster's.
+    pub fn process_spec(&self, command: &[&str]) -> WorkloadSpec {
+        WorkloadSpec {
+            runtime: Runtime::Process,
+            command: command.iter().map(|s| s.to_string()).collect(),
+            image: None,
+            env: [("LOADSHIFT_TEST_TAG".to_string(), self.tag())]
+                .into_iter()
+                .collect(),
+            no_postcopy: false,
+        }
+    }
+
     pub async fn run_workload(&self, node: &str, name: &str, command: &[&str]) -> Envelope {
-        self.publish(
-            "test",
-            Event::WorkloadStartRequested(StartRequested {
-                workload: WorkloadName::new(name).unwrap(),
-                node: NodeName::new(node).unwrap(),
-                spec: WorkloadSpec {
-                    runtime: Runtime::Process,
-                    command: command.iter().map(|s| s.to_string()).collect(),
-                    image: None,
-                    env: [("LOADSHIFT_TEST_TAG".to_string(), self.tag())]
-                        .into_iter()
-                        .collect(),
-                    no_postcopy: false,
-                },
-                requested_by: "test".into(),
-            }),
-        )
-        .await;
+        self.request_start(node, name, self.process_spec(command))
+            .await;
         self.wait_for(Duration::from_secs(30), |e| match &e.event {
             Event::WorkloadStarted(p) => p.workload.as_str() == name,
             Event::WorkloadStartFailed(p) if p.workload.as_str() == name => {
@@ -484,10 +482,21 @@ impl Cluster {
 
     /// Every event in EVENTS so far.
     pub async fn events(&self) -> Vec<Envelope> {
+        self.events_after(0).await
+    }
+
+    /// The sequence of the last event in EVENTS now.
+    pub async fn last_sequence(&self) -> u64 {
+        let s = self.js.get_stream(stream::EVENTS).await.expect("stream");
+        s.cached_info().state.last_sequence
+    }
+
+    /// The events in EVENTS after sequence `after`, in order.
+    pub async fn events_after(&self, after: u64) -> Vec<Envelope> {
         let s = self.js.get_stream(stream::EVENTS).await.expect("stream");
         let last = s.cached_info().state.last_sequence;
         let mut out = Vec::new();
-        for seq in 1..=last {
+        for seq in after + 1..=last {
             if let Ok(m) = s.get_raw_message(seq).await {
                 if let Ok(env) = Envelope::from_message(m.subject.as_str(), &m.payload) {
                     out.push(env);

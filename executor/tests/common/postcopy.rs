@@ -163,7 +163,7 @@ fn command_of(pid: u32) -> String {
 /// A criu that restores into a new network namespace with its loopback up
 /// (every other criu command runs as is: the lazy-pages daemon must reach
 /// the source).
-fn own_network_criu(dir: &Path) -> PathBuf {
+pub fn own_network_criu(dir: &Path) -> PathBuf {
     use std::os::unix::fs::PermissionsExt;
     let path = dir.join("criu-own-network");
     let script = "#!/bin/sh\n\

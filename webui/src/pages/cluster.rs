@@ -269,8 +269,10 @@ fn sparklines(n: &Node, points: &[Point]) -> (Chart, Chart) {
     let load_max = max_finite(points, Metric::Load).max(n.capacity_cores.unwrap_or(1.0));
     let psi_max = max_finite(points, Metric::PsiCpu).max(10.0);
     let line = |metric: Metric, class: &'static str, max: f32| LineSpec { metric, class, max };
-    let spark =
-        |specs: &[LineSpec]| svg::chart(points, specs, end, SPARK_RANGE_MS, SPARK_COLUMNS, 120, 28);
+    let spark = |specs: &[LineSpec]| {
+        svg::chart(points, specs, end, SPARK_RANGE_MS, SPARK_COLUMNS, 120, 28)
+            .with_time_axis(end, SPARK_RANGE_MS)
+    };
     (
         spark(&[
             line(Metric::Cpu, "cpu", 100.0),

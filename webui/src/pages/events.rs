@@ -10,7 +10,7 @@ use axum::response::IntoResponse;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 
-use super::{read_view, Chrome, St};
+use super::{read_view, Chrome, Pager, St};
 use crate::display;
 use crate::projection::{LoggedEvent, Projection, StreamKind};
 use crate::sse;
@@ -132,10 +132,9 @@ pub struct EventsView {
     pub follow: String,
     /// This page's rows.
     pub rows: Vec<EventRow>,
-    /// Link to newer.
-    pub prev: Option<String>,
-    /// Link to older.
-    pub next: Option<String>,
+    /// Links to the newer and the older page.
+    #[serde(flatten)]
+    pub pager: Pager,
 }
 
 fn shell_quote(s: &str) -> String {
@@ -196,9 +195,9 @@ impl EventsView {
                 .take(PER_PAGE)
                 .map(|e| EventRow::of(e))
                 .collect(),
-            prev: (f.page > 0).then(|| format!("/events?{}", f.query(f.page - 1))),
-            next: (start + PER_PAGE < matching.len())
-                .then(|| format!("/events?{}", f.query(f.page + 1))),
+            pager: Pager::new("/events", f.page, PER_PAGE, matching.len(), |page| {
+                f.query(page)
+            }),
         }
     }
 }

@@ -11,7 +11,7 @@ use axum::Json;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::{read_view, Chrome, MigrationRow, St};
+use super::{read_view, Chrome, MigrationRow, Pager, St};
 use crate::display;
 use crate::projection::{Projection, Status};
 use crate::sse;
@@ -88,10 +88,9 @@ pub struct MigrationsView {
     pub matching: usize,
     /// This page's rows.
     pub rows: Vec<MigrationRow>,
-    /// Link to the previous page.
-    pub prev: Option<String>,
-    /// Link to the next page.
-    pub next: Option<String>,
+    /// Links to the newer and the older page.
+    #[serde(flatten)]
+    pub pager: Pager,
     /// Recent deferrals.
     pub deferrals: Vec<DeferralRow>,
 }
@@ -148,26 +147,20 @@ impl MigrationsView {
                 .collect(),
             matching: matching.len(),
             rows,
-            prev: (f.page > 0).then(|| format!("/migrations?{}", f.query(f.page - 1))),
-            next: (start + PER_PAGE < matching.len())
-                .then(|| format!("/migrations?{}", f.query(f.page + 1))),
-            deferrals: p
-                .deferrals
-                .iter()
-                .rev()
-                .take(10)
-                .map(|(at, d)| DeferralRow {
-                    when: display::time(*at),
-                    source: d.source.to_string(),
-                    workload: d
-                        .workload
-                        .as_ref()
-                        .map(|w| w.to_string())
-                        .unwrap_or_else(|| "–".into()),
-                    probability: display::prob(d.probability),
-                    reason: d.reason.clone(),
-                })
-                .collect(),
+            pager: Pager::new("/migrations", f.page, PER_PAGE, matching.len(), |page| {
+                f.query(page)
+            }),
+            deferrals: display::newest(&p.deferrals, 10, |when, d| DeferralRow {
+                when,
+                source: d.source.to_string(),
+                workload: d
+                    .workload
+                    .as_ref()
+                    .map(|w| w.to_string())
+                    .unwrap_or_else(|| "–".into()),
+                probability: display::prob(d.probability),
+                reason: d.reason.clone(),
+            }),
         }
     }
 }

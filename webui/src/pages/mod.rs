@@ -280,6 +280,33 @@ pub async fn style() -> impl IntoResponse {
     )
 }
 
+/// The links to the newer and the older page of a paged list (events,
+/// migrations): one rule for both lists, drawn by `templates/pager.html`.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Pager {
+    /// Link to the newer page, from the second page on.
+    pub prev: Option<String>,
+    /// Link to the older page, while items are left.
+    pub next: Option<String>,
+}
+
+impl Pager {
+    /// Page `page` (0: newest) of `total` items, `per_page` a page, whose
+    /// pages are at `path` with the query `query` writes for a page.
+    pub fn new(
+        path: &str,
+        page: usize,
+        per_page: usize,
+        total: usize,
+        query: impl Fn(usize) -> String,
+    ) -> Self {
+        Self {
+            prev: (page > 0).then(|| format!("{path}?{}", query(page - 1))),
+            next: ((page + 1) * per_page < total).then(|| format!("{path}?{}", query(page + 1))),
+        }
+    }
+}
+
 /// A page that is not there.
 pub fn not_found(what: &str) -> axum::response::Response {
     (

@@ -263,36 +263,24 @@ impl ModelView {
                 .take(50)
                 .map(|v| VersionRow::of(v, m.active))
                 .collect(),
-            activations: m
-                .activations
-                .iter()
-                .rev()
-                .take(20)
-                .map(|(at, a)| DecisionRow {
-                    when: display::time(*at),
-                    what: match a.replaces {
-                        Some(old) => format!("v{} replaced v{old}: {}", a.version, a.reason),
-                        None => format!("v{} activated: {}", a.version, a.reason),
-                    },
-                })
-                .collect(),
-            train_requests: m
-                .train_requests
-                .iter()
-                .rev()
-                .take(20)
-                .map(|(at, t)| DecisionRow {
-                    when: display::time(*at),
-                    what: format!(
-                        "{} asked{}",
-                        t.requested_by,
-                        t.reason
-                            .as_ref()
-                            .map(|r| format!(": {r}"))
-                            .unwrap_or_default()
-                    ),
-                })
-                .collect(),
+            activations: display::newest(&m.activations, 20, |when, a| DecisionRow {
+                when,
+                what: match a.replaces {
+                    Some(old) => format!("v{} replaced v{old}: {}", a.version, a.reason),
+                    None => format!("v{} activated: {}", a.version, a.reason),
+                },
+            }),
+            train_requests: display::newest(&m.train_requests, 20, |when, t| DecisionRow {
+                when,
+                what: format!(
+                    "{} asked{}",
+                    t.requested_by,
+                    t.reason
+                        .as_ref()
+                        .map(|r| format!(": {r}"))
+                        .unwrap_or_default()
+                ),
+            }),
         }
     }
 }

@@ -545,7 +545,8 @@ fn workload_row(w: &Workload, usage: Option<&Usage>) -> WorkloadRow {
         since: display::time(w.since),
         cpu: usage.map_or_else(|| "–".into(), |u| display::pct(u.cpu_pct)),
         rss: usage.map_or_else(|| "–".into(), |u| display::bytes(u.rss_bytes)),
-        spark: svg::chart(&pts, &[spec], wend, 15 * 60_000, 30, 120, 24),
+        spark: svg::chart(&pts, &[spec], wend, 15 * 60_000, 30, 120, 24)
+            .with_time_axis(wend, 15 * 60_000),
     }
 }
 
