@@ -701,7 +701,7 @@ impl Launch<'_> {
         brain.push("--bootstrap-trace".into());
         brain.push(self.repo().join("brain/tests/fixtures/traces").into());
         // The demo compresses time: one 5-minute trace step is one second of
-        // this cluster (a minute-long ramp would not fill one 5-minute step),
+        // this cluster (a ramp of minutes would not fill one 5-minute step),
         // and the horizon is counted in those steps: three, i.e. 15 minutes of
         // the reference traces and 3 s of the demo (the default 15m would be
         // 900 one-second steps, longer than the bootstrap traces can label).
@@ -772,6 +772,16 @@ impl Launch<'_> {
             bail!("the ramp scenario needs a worker node");
         };
         let generator = self.generator().await?;
+        // The ramp tests prediction: started before the brain can predict,
+        // it would be over (node2 at its full core) before the first model
+        // is trained, and any move would be a reaction.
+        println!("brain        training its first model from the reference traces; the ramp starts once it is active");
+        let clock = Instant::now();
+        let version = wait_for_model(js, &self.state.join("logs")).await?;
+        println!(
+            "brain        model v{version} active after {:.1} s",
+            clock.elapsed().as_secs_f64()
+        );
         let run = format!("{:x}", chrono::Utc::now().timestamp() % 0x100_0000);
         let mut started = Vec::new();
         for req in scenario::ramp_requests(target, &generator, &run) {
@@ -898,6 +908,39 @@ async fn wait_for_nats(
                 )
             }
             Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
+/// How long the ramp waits for the brain's first model: training it from
+/// the reference traces takes seconds in a release build on a quiet
+/// machine, minutes in a debug build on a busy one.
+const MODEL_PATIENCE: Duration = Duration::from_secs(1800);
+
+/// Waits until the brain has an active model (its `model.activated` in the
+/// log, from the start: one may already be there); returns its version.
+async fn wait_for_model(js: &async_nats::jetstream::Context, logs: &Path) -> anyhow::Result<u64> {
+    use futures::StreamExt;
+    let cfg = ReaderConfig::ephemeral(StreamId::Events, ReaderStart::First, "loadshift up: model")
+        .filter(["model.>"]);
+    let mut models = reader::open(js, cfg)
+        .await
+        .context("reading the brain's model events")?;
+    let deadline = tokio::time::Instant::now() + MODEL_PATIENCE;
+    loop {
+        let d = match tokio::time::timeout_at(deadline, models.next()).await {
+            Ok(Some(d)) => d,
+            Ok(None) => bail!("the log ended while waiting for the brain's first model"),
+            Err(_) => bail!(
+                "the brain had no model after {} s; see {}",
+                MODEL_PATIENCE.as_secs(),
+                logs.join("brain.log").display()
+            ),
+        };
+        if let Ok(env) = Envelope::from_message(d.message.subject.as_str(), &d.message.payload) {
+            if let Event::ModelActivated(a) = env.event {
+                return Ok(a.version);
+            }
         }
     }
 }

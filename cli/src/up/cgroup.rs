@@ -12,6 +12,17 @@ const ROOT: &str = "/sys/fs/cgroup";
 const V1: [&str; 3] = ["cpu", "cpuacct", "memory"];
 /// The CFS period the quota is a share of.
 const PERIOD_US: u64 = 100_000;
+/// How many ordinary processes the cluster's parent cgroup weighs as, when
+/// the CPU is contended. A quota only caps a node; on a busy machine (other
+/// builds, other tests) the kernel would share the cores among every
+/// runnable process and a node asking for its full core would get a
+/// fraction of it, so a ramp meant to pass 90 % of node2 never gets there.
+/// Weighted like this, the nodes together get their quotas unless this many
+/// busy processes compete; the quotas still bound what they can take.
+const CLUSTER_WEIGHT: u64 = 32;
+/// The default weight of a cgroup (and of one process) on v1 and on v2.
+const V1_SHARES: u64 = 1024;
+const V2_WEIGHT: u64 = 100;
 
 /// Why a node's cgroup could not be set up or taken down.
 #[derive(Debug, thiserror::Error)]
@@ -68,6 +79,7 @@ impl NodeCgroup {
             std::fs::create_dir_all(&d).map_err(io(&d, "create the folder"))?;
         }
         cg.kill_all(Duration::from_secs(5));
+        cg.weigh_parents()?;
         let quota = ((cores * PERIOD_US as f64).round() as u64).max(1000);
         if is_v2() {
             let d = Path::new(ROOT).join(&cg.rel);
@@ -84,6 +96,30 @@ impl NodeCgroup {
             )?;
         }
         Ok(cg)
+    }
+
+    /// Gives the folders above the node (the cluster's, `loadshift-up`)
+    /// [`CLUSTER_WEIGHT`] times the default CPU weight; the nodes under it
+    /// keep equal weights.
+    fn weigh_parents(&self) -> Result<(), CgroupError> {
+        let parts: Vec<&str> = self.rel.split('/').collect();
+        for depth in 1..parts.len() {
+            let parent = parts[..depth].join("/");
+            if is_v2() {
+                let d = Path::new(ROOT).join(&parent);
+                write(
+                    &d.join("cpu.weight"),
+                    &(V2_WEIGHT * CLUSTER_WEIGHT).to_string(),
+                )?;
+            } else {
+                let d = Path::new(ROOT).join("cpu").join(&parent);
+                write(
+                    &d.join("cpu.shares"),
+                    &(V1_SHARES * CLUSTER_WEIGHT).to_string(),
+                )?;
+            }
+        }
+        Ok(())
     }
 
     /// Moves process `pid` into this cgroup.

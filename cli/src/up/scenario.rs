@@ -2,7 +2,7 @@
 //!
 //! - `idle`: nothing; the nodes report their (empty) cgroups.
 //! - `ramp`: three `loadshift-loadgen` workloads on node2, each ramping its
-//!   CPU share over a minute, together well past node2's one core, so that
+//!   CPU share over 200 seconds, together well past node2's one core, so that
 //!   node2 heads for overload and the brain has something to predict and a
 //!   workload to move (to node3, the idle one).
 //! - `trace:DIR`: VMs of a Bitbrains-format trace run as load generators on
@@ -64,31 +64,41 @@ struct Ramp {
     dirty: u32,
 }
 
-/// Three generators: together 30 % of a core at start, 135 % after the
-/// 60-second ramp, so a one-core node2 crosses 90 % about 45 s in.
+/// Three generators: together 9 % of a core at start, 135 % after the
+/// 200-second ramp (0.63 points of node2's core a second), so a one-core
+/// node2 crosses 85 % about 121 s in and 90 % about 129 s in. They start
+/// low because the bootstrap model flags a jump of the load as a coming
+/// onset: starting at 30 % at once was flagged, and a move then would come
+/// before any ramp.
 const RAMPS: [Ramp; 3] = [
     Ramp {
-        from: 10,
+        from: 3,
         to: 50,
         memory: 32,
         dirty: 4,
     },
     Ramp {
-        from: 10,
+        from: 3,
         to: 45,
         memory: 64,
         dirty: 8,
     },
     Ramp {
-        from: 10,
+        from: 3,
         to: 40,
         memory: 96,
         dirty: 2,
     },
 ];
 
-/// How long the ramp of every generator takes.
-pub const RAMP_OVER: &str = "60s";
+/// How long the ramp of every generator takes. The demo compresses the
+/// model's time (one 5-minute trace step is one second here) but not a
+/// migration's, which takes real seconds (about one for a process, a few
+/// for a container): at this slope node2 takes 7.9 s from 85 % (where the
+/// brain's bootstrap model first flags sustained overload, README "One
+/// meaning of time") to 90 %, room for either move to take the load off
+/// node2. A 60-second ramp left 2.9 s, less than a container's move.
+pub const RAMP_OVER: &str = "200s";
 
 /// How a scenario's load generators run: every scenario runs the same
 /// `loadshift-loadgen`, as a process of the binary beside `loadshift` or as
@@ -185,6 +195,20 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("ramp"));
+    }
+
+    /// What the ramp promises the brain: no jump at the start (the
+    /// bootstrap model flags one), and seconds, not a blink, between 85 %
+    /// and 90 % of node2's core for a move to take the load off.
+    #[test]
+    fn the_ramp_starts_low_and_leaves_seconds_between_85_and_90_percent() {
+        let from: u32 = RAMPS.iter().map(|r| r.from).sum();
+        let to: u32 = RAMPS.iter().map(|r| r.to).sum();
+        assert!(from <= 10, "the ramp starts at {from} %");
+        let over = humantime::parse_duration(RAMP_OVER).unwrap().as_secs_f64();
+        let secs_per_point = over / f64::from(to - from);
+        let between = 5.0 * secs_per_point;
+        assert!(between >= 5.0, "85 % to 90 % in {between:.1} s");
     }
 
     #[test]
