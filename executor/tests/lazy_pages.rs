@@ -6,12 +6,39 @@ mod common;
 
 use common::postcopy::{build_c, in_network_of, wait_lines, TwoNodes, STEP_LIMIT};
 use common::{assert_continuous, counter_values};
-use loadshift_executor::lazy::LazyError;
+use loadshift_executor::lazy::{LazyDump, LazyError, LazyRestore};
 use loadshift_executor::runtime::process::start_ticks;
 use loadshift_executor::runtime::Handle;
 
 fn root_pid(h: &Handle) -> u32 {
     h.pid().expect("a process handle")
+}
+
+/// Starts `memtouch` over 512 MiB on the source and moves it lazily: enough
+/// memory that the background push is still under way right after the
+/// restore, when the fault tests stop one side.
+async fn big_lazy_move(nodes: &TwoNodes) -> (Handle, LazyDump, LazyRestore) {
+    let memtouch = build_c(nodes.dir.path(), "memtouch");
+    let source = nodes.start(&[&memtouch.display().to_string(), "512"]).await;
+    wait_lines(&nodes.stdout(false), 2);
+    let (dump, restore) = nodes.lazy_move(&source).await;
+    (source, dump, restore)
+}
+
+/// Freezes (SIGSTOP) the criu `pid` of `side` and checks that the target
+/// still lacked pages then: a fault injected after the last page would
+/// prove nothing about post-copy.
+fn stop_before_the_last_page(nodes: &TwoNodes, pid: u32, side: &str) {
+    // SAFETY: kill(2) of a criu this test started.
+    unsafe {
+        libc::kill(pid as i32, libc::SIGSTOP);
+    }
+    let log = nodes.images.path().join("target/lazy-pages.log");
+    let pushed = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        !pushed.contains("UFFD transferred pages"),
+        "every page arrived before the {side} was stopped: this test needs a bigger workload"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -48,24 +75,9 @@ async fn a_counter_moved_lazily_continues_without_a_gap() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_source_killed_during_post_copy_leaves_no_copy_anywhere() {
     let nodes = TwoNodes::new("lazy-orphan");
-    let memtouch = build_c(nodes.dir.path(), "memtouch");
-    // Enough memory that the background push is still under way when the
-    // source is stopped right after the restore.
-    let source = nodes.start(&[&memtouch.display().to_string(), "512"]).await;
-    wait_lines(&nodes.stdout(false), 2);
-
-    let (dump, restore) = nodes.lazy_move(&source).await;
+    let (source, dump, restore) = big_lazy_move(&nodes).await;
     let server = dump.criu_pid().expect("the page server runs");
-    // SAFETY: kill(2) of the criu this test started.
-    unsafe {
-        libc::kill(server as i32, libc::SIGSTOP);
-    }
-    let log = nodes.images.path().join("target/lazy-pages.log");
-    let pushed = std::fs::read_to_string(&log).unwrap_or_default();
-    assert!(
-        !pushed.contains("UFFD transferred pages"),
-        "every page arrived before the source was stopped: this test needs a bigger workload"
-    );
+    stop_before_the_last_page(&nodes, server, "source");
     // The source node dies: its criu and its frozen tree.
     // SAFETY: kill(2) of processes this test started.
     unsafe {
@@ -98,22 +110,9 @@ async fn a_source_killed_during_post_copy_leaves_no_copy_anywhere() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_target_killed_during_post_copy_leaves_no_copy_on_the_source_either() {
     let nodes = TwoNodes::new("lazy-widow");
-    let memtouch = build_c(nodes.dir.path(), "memtouch");
-    let source = nodes.start(&[&memtouch.display().to_string(), "512"]).await;
-    wait_lines(&nodes.stdout(false), 2);
-
-    let (dump, restore) = nodes.lazy_move(&source).await;
+    let (source, dump, restore) = big_lazy_move(&nodes).await;
     let daemon = restore.daemon_pid().expect("the lazy-pages daemon runs");
-    // SAFETY: kill(2) of the criu this test started.
-    unsafe {
-        libc::kill(daemon as i32, libc::SIGSTOP);
-    }
-    let log = nodes.images.path().join("target/lazy-pages.log");
-    let pushed = std::fs::read_to_string(&log).unwrap_or_default();
-    assert!(
-        !pushed.contains("UFFD transferred pages"),
-        "every page arrived before the target was stopped: this test needs a bigger workload"
-    );
+    stop_before_the_last_page(&nodes, daemon, "target");
     // The target node dies: its daemon and the restored tree. The source's
     // criu then sees the transfer fail and lets its frozen tree run again,
     // which must not survive: the target's copy may have run.
