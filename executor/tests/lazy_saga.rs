@@ -16,22 +16,6 @@ use loadshift_events::{Envelope, Event};
 use loadshift_executor::runtime::image_dir::criu_working_on;
 use loadshift_executor::runtime::process::start_ticks;
 
-/// What of migration `id` is left in either node's images folder.
-fn leftovers(c: &Cluster, id: uuid::Uuid) -> Vec<String> {
-    let id = id.to_string();
-    ["node2", "node3"]
-        .iter()
-        .flat_map(|n| {
-            std::fs::read_dir(c.images.path().join(n))
-                .into_iter()
-                .flatten()
-        })
-        .flatten()
-        .map(|e| e.path().display().to_string())
-        .filter(|n| n.contains(&id))
-        .collect()
-}
-
 /// Migration `id`'s image folder on `node`.
 fn images_of(c: &Cluster, node: &str, id: uuid::Uuid) -> std::path::PathBuf {
     c.images.path().join(node).join(id.to_string())
@@ -86,7 +70,7 @@ async fn a_counter_moved_lazily_through_the_saga_continues_without_a_gap() {
     );
     assert_runs_once_on(&mut c, "counter-l", "node3").await;
     assert!(!c.node("node2").workload_dir("counter-l").exists());
-    assert_eq!(leftovers(&c, id), Vec::<String>::new(), "images left");
+    assert_eq!(c.leftovers(id), Vec::<String>::new(), "images left");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -118,7 +102,7 @@ async fn redis_with_100k_keys_moved_lazily_through_the_saga_keeps_every_key_on_i
     assert_eq!(cli(&["dbsize"]), "100000");
     assert_eq!(cli(&["get", "key:4242"]), sample);
     assert_eq!(cli(&["set", "after", "move"]), "OK");
-    assert_eq!(leftovers(&c, id), Vec::<String>::new(), "images left");
+    assert_eq!(c.leftovers(id), Vec::<String>::new(), "images left");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

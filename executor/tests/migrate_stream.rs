@@ -17,18 +17,6 @@ use loadshift_events::migration::Mode;
 use loadshift_events::NodeName;
 use loadshift_executor::{fault, stream};
 
-/// Whether anything of migration `id` is left in the shared image folder
-/// (its image folder, or the pages next to it).
-fn leftovers(c: &Cluster, id: uuid::Uuid) -> Vec<String> {
-    std::fs::read_dir(c.images.path())
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with(&id.to_string()))
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_streamed_counter_continues_on_the_target_without_a_gap() {
     let mut c = Cluster::with_cgroups(&["node2", "node3"], true).await;
@@ -52,11 +40,7 @@ async fn a_streamed_counter_continues_on_the_target_without_a_gap() {
 
     assert_runs_once_on(&mut c, "counter-s", "node3").await;
     assert!(!c.node("node2").workload_dir("counter-s").exists());
-    assert_eq!(
-        leftovers(&c, id),
-        Vec::<String>::new(),
-        "images left behind"
-    );
+    assert_eq!(c.leftovers(id), Vec::<String>::new(), "images left behind");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -84,9 +68,9 @@ async fn a_target_killed_while_pages_arrive_leaves_the_workload_on_the_source() 
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(c.copies_of("counter-k").len(), 1, "exactly one copy runs");
     assert!(
-        leftovers(&c, id).iter().all(|n| n.ends_with(".pages")),
+        c.leftovers(id).iter().all(|n| n.ends_with(".pages")),
         "the source left {:?}",
-        leftovers(&c, id)
+        c.leftovers(id)
     );
 }
 
@@ -150,11 +134,7 @@ async fn a_target_that_cannot_take_a_direct_connection_gets_a_copy_and_the_reaso
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_continuous(&counter_values(&out));
     assert_eq!(c.copies_of("counter-f").len(), 1, "exactly one copy runs");
-    assert_eq!(
-        leftovers(&c, id),
-        Vec::<String>::new(),
-        "images left behind"
-    );
+    assert_eq!(c.leftovers(id), Vec::<String>::new(), "images left behind");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -192,7 +172,11 @@ async fn a_targets_offer_admits_its_token_once_and_nothing_else() {
     drop(admitted);
 
     // What did not arrive whole is not kept.
-    let pages = c.images.path().join(format!("{}.pages", req.migration));
+    let pages = c
+        .images
+        .path()
+        .join("node3")
+        .join(format!("{}.pages", req.migration));
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     while pages.exists() && std::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(100)).await;

@@ -198,6 +198,22 @@ macro_rules! step_of {
 }
 
 impl Cluster {
+    /// What of migration `id` is left in any node's image folder (each
+    /// executor keeps its images under `<images>/<node>/`): its image
+    /// folder, or the streamed pages beside it.
+    pub fn leftovers(&self, id: uuid::Uuid) -> Vec<String> {
+        let id = id.to_string();
+        std::fs::read_dir(self.images.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+            .flat_map(|node| std::fs::read_dir(node.path()).into_iter().flatten())
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with(&id))
+            .map(|e| e.path().display().to_string())
+            .collect()
+    }
+
     pub async fn new(names: &[&str]) -> Self {
         Self::with_cgroups(names, false).await
     }
